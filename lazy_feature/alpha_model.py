@@ -1,0 +1,241 @@
+"""The centered α-model F(w, x) = α[f(w, x) − f(w0, x)] (eq. 6) trained by adaptive gradient flow.
+
+α is the article's α: it multiplies f − f0 of a network whose readout already carries
+h^(-1/2) (eq. 14), so √h·α is the parameter that separates the lazy (√h·α ≫ 1) and
+feature (√h·α ≪ 1) regimes. Time t is the gradient-flow time of eq. 7's α⁻²-scaled loss.
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lazy_feature import losses
+from lazy_feature.dynamics import GradientFlow, gradient_change
+
+def _sum_replicas(value):
+    """Σ over the replicas of a tf.distribute strategy (identity on one device)."""
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def _max_replicas(value):
+    """max over the replicas of a tf.distribute strategy (identity on one device)."""
+    gathered = tf.distribute.get_replica_context().all_gather(tf.reshape(value, [1]), axis=0)
+    return tf.reduce_max(gathered)
+
+
+def _squared_norm(tensors):
+    return tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors])
+
+
+class _TrainingSetCache(keras.layers.Layer):
+    """f(w_i) and f(w0) on the training points, built once their number is known.
+
+    Replica-local (on_read): under tf.distribute each replica keeps its own shard.
+    """
+
+    def build(self, shape):
+        local = dict(shape=shape, initializer="zeros", trainable=False, dtype=self.dtype)
+        self.f_train = self.add_weight(name="f_train", **local)
+        self.f0_train = self.add_weight(name="f0_train", **local)
+
+
+class AlphaModel(keras.Model):
+    """F(w, x) = α[f(w, x) − f(w0, x)] (eq. 6), or α f(w, x) when `centered` is False (App. I).
+
+    f(w0, ·) is a frozen copy of the network at its initial weights, so F is defined on any
+    input. `fit` runs full-batch gradient flow on L = (α² n)⁻¹ Σ ℓ(F, y) (eq. 7): every
+    `train_step` is one trial step of `GradientFlow`; give it a dataset that yields the whole
+    training set as one batch of static size, repeated (`data.full_batch`), and stop with
+    `callbacks.GradientFlowStopping`. All integrator state (t, dt, the stored gradient, the
+    step counts, f(w_i) and f(w0) on the training set) lives in Keras variables, so
+    `save_weights`/`load_weights` checkpoint and resume a run exactly.
+
+    Args:
+      network: a Keras model f(w, x) returning shape (batch,), e.g. `FullyConnected`.
+      alpha: the output scale α > 0.
+      loss: a name from `losses.NAMES` (the paper's soft hinge by default).
+      loss_beta: sharpness of the soft hinge (β = 20 in the paper).
+      centered: subtract f(w0, x) (eq. 6); False trains α f(w, x) (Appendix I).
+      flow: the `GradientFlow` thresholds and dt policy.
+    """
+
+    def __init__(self, network, alpha, loss="soft_hinge", loss_beta=losses.SOFT_HINGE_BETA,
+                 centered=True, flow=GradientFlow(), **kwargs):
+        super().__init__(dtype=network.dtype_policy, **kwargs)
+        if not alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
+        self.network = network
+        self.alpha = float(alpha)
+        self.loss_name, self.loss_beta = loss, float(loss_beta)
+        self.per_pattern_loss = losses.get(loss, loss_beta)
+        self.centered = bool(centered)
+        self.flow = flow
+        self.initial_network = network.__class__.from_config(network.get_config())
+        self.initial_network.trainable = False
+        self.cache = _TrainingSetCache(dtype=network.dtype_policy, name="training_set_cache")
+
+    # -- construction ------------------------------------------------------------------
+
+    def build(self, input_shape):
+        """Build f and f(w0, ·) and copy w into w0."""
+        shape = (None,) + tuple(input_shape[1:])
+        self.network.build(shape)
+        self.initial_network.build(shape)
+        for w0, w in zip(self.initial_network.weights, self.network.weights):
+            w0.assign(w)
+        # Time and dt accumulate many small numbers: float64 whatever the network's dtype.
+        scalar = dict(shape=(), trainable=False)
+        self.t = self.add_weight(name="t", initializer="zeros", dtype="float64", **scalar)
+        self.dt = self.add_weight(name="dt", initializer=keras.initializers.Constant(self.flow.dt0),
+                                  dtype="float64", **scalar)
+        self.step_count = self.add_weight(name="step", initializer="zeros", dtype="int64", **scalar)
+        self.attempts = self.add_weight(name="attempts", initializer="zeros", dtype="int64",
+                                        **scalar)
+        self.started = self.add_weight(name="started", initializer="zeros", dtype="bool", **scalar)
+        self.n_train = self.add_weight(name="n_train", initializer="zeros", dtype=self.dtype,
+                                       **scalar)
+        self.stored_grad = [
+            self.add_weight(name=f"grad_{i}", shape=w.shape, initializer="zeros", trainable=False,
+                            dtype=w.dtype)
+            for i, w in enumerate(self.network.trainable_weights)
+        ]
+
+    def build_dynamics_state(self, n_local):
+        """Create the per-pattern state of the n_local training points this replica holds."""
+        if not self.cache.built:
+            self.cache.build((n_local,))
+        elif self.cache.f_train.shape[0] != n_local:
+            raise ValueError(
+                f"this model's gradient flow runs on {self.cache.f_train.shape[0]} training "
+                f"points, got a batch of {n_local}: the flow is full-batch, give fit the same set")
+
+    # -- the model -------------------------------------------------------------------------
+
+    def call(self, x):
+        """F(w, x) on any input."""
+        return self._output(self.network(x), x)
+
+    def initial_output(self, x):
+        """f(w0, x), the network at its initial weights, on any input."""
+        return self.initial_network(x)
+
+    def _output(self, f, x=None, f0=None):
+        if not self.centered:
+            return self.alpha * f
+        if f0 is None:
+            f0 = self.initial_network(x)
+        return self.alpha * (f - f0)
+
+    # -- adaptive gradient flow ------------------------------------------------------------
+
+    def _loss_and_grad(self, x, y, f0):
+        weights = self.network.trainable_weights
+        with tf.GradientTape() as tape:
+            f = self.network(x)
+            F = self._output(f, f0=f0)
+            loss = losses.alpha_loss(self.per_pattern_loss, F, y, self.alpha, self.n_train)
+        grads = _sum_replicas(tape.gradient(loss, weights))
+        return f, _sum_replicas(loss), grads
+
+    def _start(self, x, y):
+        """At the first step: cache f(w0) on the training set, f(w_0) and ∇L_0."""
+        self.n_train.assign(_sum_replicas(tf.cast(tf.shape(x)[0], self.dtype)))
+        self.cache.f0_train.assign(self.initial_network(x))
+        f, _, grads = self._loss_and_grad(x, y, self.cache.f0_train)
+        self.cache.f_train.assign(f)
+        for g_var, g in zip(self.stored_grad, grads):
+            g_var.assign(g)
+        self.started.assign(True)
+        return tf.constant(True)
+
+    def train_step(self, data):
+        """One trial step of gradient flow: one forward and one backward pass.
+
+        The gradient at the accepted point is stored, so the trial point's forward pass
+        gives both eq. 8 and, through its backward pass, eq. 9 and the next step's ∇L.
+        """
+        x, y = data
+        x = tf.cast(x, self.dtype)
+        y = tf.cast(y, self.dtype)
+        if not self.built:
+            self.build(x.shape)
+        self.build_dynamics_state(x.shape[0])
+        tf.cond(self.started, lambda: tf.constant(False), lambda: self._start(x, y))
+        done = self.converged(y)  # a converged flow stands still
+
+        weights = self.network.trainable_weights
+        old = [tf.identity(w) for w in weights]
+        dt = tf.cast(self.dt, self.dtype)
+        for w, g in zip(weights, self.stored_grad):
+            w.assign_sub(dt * g)
+        f_new, loss_new, grads_new = self._loss_and_grad(x, y, self.cache.f0_train)
+
+        dout = self.alpha * _max_replicas(tf.reduce_max(tf.abs(f_new - self.cache.f_train)))
+        dgrad = gradient_change(
+            _squared_norm([a - b for a, b in zip(self.stored_grad, grads_new)]),
+            _squared_norm(self.stored_grad), _squared_norm(grads_new))
+        accepted = tf.logical_and(self.flow.accept(dout, dgrad), tf.logical_not(done))
+
+        # Accept or restore w exactly; no branch, so the step is the same on every replica.
+        for w, w_old in zip(weights, old):
+            w.assign(tf.where(accepted, w, w_old))
+        for g_var, g in zip(self.stored_grad, grads_new):
+            g_var.assign(tf.where(accepted, g, g_var))
+        self.cache.f_train.assign(tf.where(accepted, f_new, self.cache.f_train))
+        self.t.assign_add(tf.where(accepted, self.dt, tf.zeros_like(self.dt)))
+        self.step_count.assign_add(tf.cast(accepted, "int64"))
+        self.attempts.assign_add(1)
+        self.dt.assign(self.flow.next_dt(self.dt, accepted, tf.cast(dout, "float64"),
+                                         tf.cast(dgrad, "float64")))
+        logs = self.train_state(y)
+        logs.update(accepted=accepted, dout=dout, dgrad=dgrad)
+        return logs
+
+    # -- state and observables -------------------------------------------------------------
+
+    def margins(self, y):
+        """F(w_i, x_μ) y_μ on this replica's training points, from the cached outputs."""
+        return self._output(self.cache.f_train, f0=self.cache.f0_train) * tf.cast(y, self.dtype)
+
+    def converged(self, y):
+        """The paper's stopping criterion: every training margin F·y exceeds 1.
+
+        Before the first step nothing is cached and the answer is False.
+        """
+        min_margin = -_max_replicas(-tf.reduce_min(self.margins(y)))
+        return tf.logical_and(self.started, min_margin > 1.0)
+
+    def train_state(self, y):
+        """The integrator's state and the training observables at the current point."""
+        margins = self.margins(y)
+        loss = _sum_replicas(tf.reduce_sum(self.per_pattern_loss(margins, 1.0))) / self.n_train
+        return {
+            "step": self.step_count.value, "t": self.t.value, "dt": self.dt.value,
+            "attempts": self.attempts.value,
+            "rescaled_loss": loss,  # α² L of eq. 7
+            "train_error": _sum_replicas(tf.reduce_sum(tf.cast(margins <= 0, self.dtype)))
+            / self.n_train,
+            "unfitted": _sum_replicas(tf.reduce_sum(tf.cast(margins <= 1, "int64"))),
+            "converged": self.converged(y),
+            "weight_drift": self.weight_drift(),
+            "output_norm": self.output_norm(),
+        }
+
+    def weight_drift(self):
+        """‖w − w0‖ / ‖w0‖ over all trainable weights (Appendix B)."""
+        w = self.network.trainable_weights
+        w0 = self.initial_network.weights
+        return tf.sqrt(_squared_norm([a - b for a, b in zip(w, w0)]) / _squared_norm(w0))
+
+    def output_norm(self):
+        """‖f(w) − f(w0)‖ on the training set, the root mean square of eq. 31."""
+        sq = _sum_replicas(tf.reduce_sum(tf.square(self.cache.f_train - self.cache.f0_train)))
+        return tf.sqrt(sq / self.n_train)
+
+    def test_step(self, data):
+        """α²·mean ℓ and the error of F on a batch of (x, y)."""
+        x, y = data
+        y = tf.cast(y, self.dtype)
+        F = self(tf.cast(x, self.dtype))
+        margins = F * y
+        return {"rescaled_loss": tf.reduce_mean(self.per_pattern_loss(margins, 1.0)),
+                "error": tf.reduce_mean(tf.cast(margins <= 0, self.dtype))}

@@ -1,0 +1,74 @@
+"""Networks f(w, x) in NTK parametrization.
+
+`FullyConnected` is the paper's constant-width net (eqs. 11-14, Fig. 2):
+z̃¹ = d^(-1/2) W⁰ x, z^ℓ = σ(z̃^ℓ), z̃^(ℓ+1) = h^(-1/2) W^ℓ z^ℓ, f = h^(-1/2) W^L z^L.
+"""
+import keras
+
+from lazy_feature import activations
+from lazy_feature.layers import NTKDense
+
+
+class FullyConnected(keras.Model):
+    """The fully-connected network f(w, x) with L hidden layers of width h; f has shape (batch,).
+
+    Args:
+      width: h, the number of neurons of every hidden layer.
+      depth: L, the number of hidden layers (the paper's default is 3).
+      activation: a name from `activations.NAMES`; normalized so E[σ(z)²] = 1.
+      beta: softplus sharpness (the paper's β = 5).
+      use_bias: biases in the hidden layers (Appendix J); the readout never has one.
+      seed: the init seed; layer ℓ draws its N(0, 1) weights from seed·1000 + ℓ.
+      dtype: "float32" or "float64" (see `precision`), for weights and computation.
+    """
+
+    def __init__(self, width, depth=3, activation="softplus", beta=activations.SOFTPLUS_BETA,
+                 use_bias=False, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        if int(width) < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
+        if int(depth) < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        self.width, self.depth, self.seed = int(width), int(depth), int(seed)
+        self.activation_name, self.beta, self.use_bias = activation, float(beta), bool(use_bias)
+        self.sigma = activations.get(activation, beta)
+        self.hidden = [
+            NTKDense(self.width, seed=self.seed * 1000 + ell, use_bias=use_bias,
+                     dtype=self.dtype_policy, name=f"hidden_{ell}")
+            for ell in range(self.depth)
+        ]
+        self.readout = NTKDense(1, seed=self.seed * 1000 + self.depth, dtype=self.dtype_policy,
+                                name="readout")
+
+    def build(self, input_shape):
+        shape = (None, int(input_shape[-1]))
+        for layer in self.hidden:
+            layer.build(shape)
+            shape = (None, self.width)
+        self.readout.build(shape)
+
+    def layer_signals(self, x):
+        """The inputs z^ℓ of every NTKDense (z⁰ = x) and its pre-activations z̃^(ℓ+1).
+
+        Returns (inputs, preactivations), two lists of L + 1 tensors; the last
+        pre-activation is f itself with shape (batch, 1). The fast NTK uses these.
+        """
+        inputs, preacts = [], []
+        z = keras.ops.cast(x, self.compute_dtype)
+        for layer in self.hidden + [self.readout]:
+            inputs.append(z)
+            pre = layer.preactivation(z)
+            preacts.append(pre)
+            z = self.sigma(pre)
+        return inputs, preacts
+
+    def call(self, x):
+        z = keras.ops.cast(x, self.compute_dtype)
+        for layer in self.hidden:
+            z = self.sigma(layer.preactivation(z))
+        return self.readout.preactivation(z)[:, 0]
+
+    def get_config(self):
+        return dict(width=self.width, depth=self.depth, activation=self.activation_name,
+                    beta=self.beta, use_bias=self.use_bias, seed=self.seed,
+                    dtype=self.dtype_policy.name)

@@ -1,0 +1,58 @@
+"""Step-size control of the adaptive discretization of gradient flow (eqs. 8-9).
+
+A step w_{i+1} = w_i − dt ∇L_i is accepted only if
+  eq. 8:  α max_μ |f(w_i, x_μ) − f(w_{i+1}, x_μ)| < max_dout   (0.1 in the paper),
+  eq. 9:  ‖∇L_i − ∇L_{i+1}‖² / (‖∇L_i‖ ‖∇L_{i+1}‖) < max_dgrad (ε_∇ = 1e-4).
+A rejected step leaves w_i as it was and shrinks dt; a step well inside both bounds grows
+dt. The same control drives the network (`AlphaModel`) and the frozen-kernel dynamics, so
+both integrate the same flow with the same fidelity. Time t = Σ dt is the gradient-flow
+time of eq. 7's loss.
+"""
+import dataclasses
+
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientFlow:
+    """Thresholds and dt policy of the adaptive gradient flow.
+
+    Attributes:
+      max_dout: the bound of eq. 8 on α·max|Δf| over the training set in one step.
+      max_dgrad: ε_∇, the bound of eq. 9 on the relative change of the gradient.
+      dt0: the first time step tried.
+      grow: dt is multiplied by this after a step inside `well_inside` of both bounds.
+      shrink: dt is multiplied by this after a rejected step.
+      well_inside: the fraction of each bound below which a step counts as easy.
+    """
+    max_dout: float = 0.1
+    max_dgrad: float = 1e-4
+    dt0: float = 1.0
+    grow: float = 1.1
+    shrink: float = 0.5
+    well_inside: float = 0.5
+
+    def __post_init__(self):
+        if not (self.max_dout > 0 and self.max_dgrad > 0 and self.dt0 > 0):
+            raise ValueError("max_dout, max_dgrad and dt0 must be > 0")
+        if not (0 < self.shrink < 1 <= self.grow and 0 < self.well_inside <= 1):
+            raise ValueError("need 0 < shrink < 1 <= grow and 0 < well_inside <= 1")
+
+    def accept(self, dout, dgrad):
+        """Whether a trial step obeys eqs. 8 and 9 (NaN or inf never does)."""
+        return tf.logical_and(dout < self.max_dout, dgrad < self.max_dgrad)
+
+    def next_dt(self, dt, accepted, dout, dgrad):
+        """The next time step: shrunk after a rejection, grown after an easy step."""
+        easy = tf.logical_and(dout < self.well_inside * self.max_dout,
+                              dgrad < self.well_inside * self.max_dgrad)
+        grown = tf.where(easy, dt * self.grow, dt)
+        return tf.where(accepted, grown, dt * self.shrink)
+
+
+def gradient_change(squared_difference, norm_old_sq, norm_new_sq):
+    """The left side of eq. 9 from ‖∇L_i − ∇L_{i+1}‖², ‖∇L_i‖² and ‖∇L_{i+1}‖².
+
+    Zero when both gradients vanish (nothing left to learn), so such a step is accepted.
+    """
+    return tf.math.divide_no_nan(squared_difference, tf.sqrt(norm_old_sq * norm_new_sq))

@@ -1,0 +1,67 @@
+"""Layers in NTK parametrization (eqs. 12-14): N(0, 1) weights, fan_in^(-1/2) in `call`."""
+import keras
+import numpy as np
+
+
+class StandardNormal(keras.initializers.Initializer):
+    """W_ij ~ N(0, 1), drawn in float64 by NumPy from `seed` and then cast.
+
+    Drawing in float64 whatever the layer's dtype makes a float32 and a float64 network
+    with the same seed start from the same w0 (up to rounding), so precision can be
+    compared run against run.
+    """
+
+    def __init__(self, seed):
+        self.seed = int(seed)
+
+    def __call__(self, shape, dtype=None):
+        w = np.random.default_rng(self.seed).standard_normal(tuple(shape))
+        return keras.ops.convert_to_tensor(w, dtype=dtype)
+
+    def get_config(self):
+        return {"seed": self.seed}
+
+
+class NTKDense(keras.layers.Layer):
+    """z̃ = fan_in^(-1/2) · z W (+ β_b · b), with W ~ N(0, 1) (eqs. 12-14).
+
+    Args:
+      units: output width.
+      seed: seed of the N(0, 1) draw of the kernel (the bias starts at 0).
+      activation: optional callable applied after the affine map.
+      use_bias: add a bias b (Appendix J); off by default as in the paper.
+      bias_scale: the bias enters as bias_scale · b, so its gradient is O(1) like the
+        weights' (the usual NTK convention, Jacot et al. 2018).
+    """
+
+    def __init__(self, units, seed, activation=None, use_bias=False, bias_scale=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.seed = int(seed)
+        self.activation = activation
+        self.use_bias = bool(use_bias)
+        self.bias_scale = float(bias_scale)
+
+    def build(self, input_shape):
+        self.fan_in = int(input_shape[-1])
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.fan_in, self.units), initializer=StandardNormal(self.seed))
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def preactivation(self, z):
+        """z̃ = fan_in^(-1/2) z W (+ bias_scale · b), before the activation."""
+        out = keras.ops.matmul(z, self.kernel) * (1.0 / np.sqrt(self.fan_in))
+        if self.use_bias:
+            out = out + self.bias_scale * self.bias
+        return out
+
+    def call(self, z):
+        out = self.preactivation(z)
+        return out if self.activation is None else self.activation(out)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, seed=self.seed, use_bias=self.use_bias,
+                      bias_scale=self.bias_scale)
+        return config

@@ -1,0 +1,42 @@
+"""Which floating-point precision a run at (α, h) needs.
+
+Large α makes everything the integrator resolves tiny relative to the weights:
+  * F = α[f(w) − f(w0)] with f = O(1): rounding f to ε leaves an error α·ε in F;
+  * eq. 8 caps one step's output change at 0.1/α, spread over the O(h²) weights of
+    order 1, so one step moves a weight by about 0.1/(α h) (Appendix B finds
+    ‖w − w0‖/‖w0‖ ~ 1/(α h) over the whole run). An update below ε·|w| is lost.
+Both are controlled by α·h·ε. We require α·h·ε ≤ 1e-3, i.e. that a typical update is
+at least a thousand roundings: float32 (ε ≈ 1.2e-7) then covers α·h ≤ ~8e3, and float64
+(ε ≈ 2.2e-16) every α of the paper (11 decades, √h·α up to 1e6).
+"""
+import numpy as np
+
+RESOLUTION = 1e-3  # the largest α·h·ε we accept (see the module docstring)
+DTYPES = ("float32", "float64")
+
+
+def resolves(dtype, alpha, width):
+    """Whether `dtype` resolves the weight updates and F of a run at (α, h)."""
+    return alpha * width * np.finfo(dtype).eps <= RESOLUTION
+
+
+def default_dtype(alpha, width):
+    """float32 where it resolves the run (it is about twice as fast), float64 otherwise."""
+    return "float32" if resolves("float32", alpha, width) else "float64"
+
+
+def check(dtype, alpha, width):
+    """Return the dtype to use: `dtype`, or the default for (α, h) when dtype is None.
+
+    Raises ValueError, saying what to do, when an explicit dtype cannot resolve the run.
+    """
+    if dtype is None:
+        return default_dtype(alpha, width)
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    if not resolves(dtype, alpha, width):
+        raise ValueError(
+            f"{dtype} cannot resolve alpha={alpha:g}, width={width}: alpha*width*eps="
+            f"{alpha * width * np.finfo(dtype).eps:.2g} > {RESOLUTION:g} (f - f0 ~ 1/alpha cancels); "
+            "use dtype float64 or leave it unset")
+    return dtype

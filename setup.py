@@ -1,0 +1,37 @@
+"""lazy_feature: place a network in the lazy- or feature-training regime and measure which.
+
+Install for development with ``pip install -e .[test]``. On a GPU machine choose the GPU
+build of TensorFlow instead of the default CPU wheel:
+``LAZY_FEATURE_TF='tensorflow[and-cuda]' pip install -e .[test]``.
+"""
+import os
+
+import setuptools
+
+# The CPU wheel is the default; the GPU build ("tensorflow[and-cuda]") has the same API under
+# another distribution name, chosen by LAZY_FEATURE_TF at install time (never both).
+_TF = os.environ.get("LAZY_FEATURE_TF", "tensorflow-cpu") + "==2.21.0"
+
+setuptools.setup(
+    name="lazy_feature",
+    version="0.1.0",
+    description=(
+        "Lazy vs feature training of deep networks (Geiger, Spigler, Jacot, Wyart): "
+        "alpha-scaled models, adaptive gradient flow, empirical NTK, sweeps and figures."
+    ),
+    packages=setuptools.find_packages(include=["lazy_feature", "lazy_feature.*", "pipelines",
+                                               "pipelines.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        _TF,
+        "keras>=3.10,<4",
+        "numpy>=1.26",
+        "absl-py>=2.1",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+        # TFDS reads data sets a user already prepared; it needs importlib_resources,
+        # which nothing else pulls in.
+        "tfds": ["tensorflow-datasets>=4.9", "importlib_resources"],
+    },
+)

@@ -27,6 +27,7 @@ setuptools.setup(
         "keras>=3.10,<4",
         "numpy>=1.26",
         "absl-py>=2.1",
+        "tensorboard",  # tf.summary needs it; TensorFlow 2.21 no longer pulls it in
     ],
     extras_require={
         "test": ["pytest>=8"],

@@ -10,6 +10,8 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from lazy_feature.errors import ConfigError
+
 SOFTPLUS_BETA = 5.0  # the paper's activation sharpness (Section 2, "Activation function")
 
 
@@ -57,7 +59,7 @@ def normalization(name, beta=SOFTPLUS_BETA):
 
 def _numpy_fn(name, beta):
     if name not in _RAW:
-        raise ValueError(f"unknown activation {name!r}: choose one of {', '.join(NAMES)}")
+        raise ConfigError(f"unknown activation {name!r}: choose one of {', '.join(NAMES)}")
     fn_np = _RAW[name][1]
     return functools.partial(fn_np, beta=beta) if name == "softplus" else fn_np
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from lazy_feature import losses
 from lazy_feature.dynamics import GradientFlow, gradient_change
+from lazy_feature.errors import ConfigError
 
 def _sum_replicas(value):
     """Σ over the replicas of a tf.distribute strategy (identity on one device)."""
@@ -27,7 +28,7 @@ def _squared_norm(tensors):
 
 
 class _TrainingSetCache(keras.layers.Layer):
-    """f(w_i) and f(w0) on the training points, built once their number is known.
+    """f(w_i), f(w0) and the labels y of the training points, built once their number is known.
 
     Replica-local (on_read): under tf.distribute each replica keeps its own shard.
     """
@@ -36,6 +37,7 @@ class _TrainingSetCache(keras.layers.Layer):
         local = dict(shape=shape, initializer="zeros", trainable=False, dtype=self.dtype)
         self.f_train = self.add_weight(name="f_train", **local)
         self.f0_train = self.add_weight(name="f0_train", **local)
+        self.y_train = self.add_weight(name="y_train", **local)
 
 
 class AlphaModel(keras.Model):
@@ -62,7 +64,7 @@ class AlphaModel(keras.Model):
                  centered=True, flow=GradientFlow(), **kwargs):
         super().__init__(dtype=network.dtype_policy, **kwargs)
         if not alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {alpha}")
+            raise ConfigError(f"alpha must be > 0, got {alpha}")
         self.network = network
         self.alpha = float(alpha)
         self.loss_name, self.loss_beta = loss, float(loss_beta)
@@ -104,7 +106,7 @@ class AlphaModel(keras.Model):
         if not self.cache.built:
             self.cache.build((n_local,))
         elif self.cache.f_train.shape[0] != n_local:
-            raise ValueError(
+            raise ConfigError(
                 f"this model's gradient flow runs on {self.cache.f_train.shape[0]} training "
                 f"points, got a batch of {n_local}: the flow is full-batch, give fit the same set")
 
@@ -136,8 +138,18 @@ class AlphaModel(keras.Model):
         grads = _sum_replicas(tape.gradient(loss, weights))
         return f, _sum_replicas(loss), grads
 
-    def _start(self, x, y):
-        """At the first step: cache f(w0) on the training set, f(w_0) and ∇L_0."""
+    def start(self, x, y):
+        """Cache f(w0), f(w) and y on the training set and ∇L at the current w.
+
+        `train_step` calls it at the first step; call it before `fit` to see the state at
+        t = 0 (`train_state`). Building happens here if the model is not built yet.
+        """
+        x = tf.cast(x, self.dtype)
+        y = tf.cast(y, self.dtype)
+        if not self.built:
+            self.build(x.shape)
+        self.build_dynamics_state(x.shape[0])
+        self.cache.y_train.assign(y)
         self.n_train.assign(_sum_replicas(tf.cast(tf.shape(x)[0], self.dtype)))
         self.cache.f0_train.assign(self.initial_network(x))
         f, _, grads = self._loss_and_grad(x, y, self.cache.f0_train)
@@ -154,13 +166,13 @@ class AlphaModel(keras.Model):
         gives both eq. 8 and, through its backward pass, eq. 9 and the next step's ∇L.
         """
         x, y = data
-        x = tf.cast(x, self.dtype)
-        y = tf.cast(y, self.dtype)
         if not self.built:
             self.build(x.shape)
         self.build_dynamics_state(x.shape[0])
-        tf.cond(self.started, lambda: tf.constant(False), lambda: self._start(x, y))
-        done = self.converged(y)  # a converged flow stands still
+        tf.cond(self.started, lambda: tf.constant(False), lambda: self.start(x, y))
+        x = tf.cast(x, self.dtype)
+        y = self.cache.y_train
+        done = self.converged()  # a converged flow stands still
 
         weights = self.network.trainable_weights
         old = [tf.identity(w) for w in weights]
@@ -186,27 +198,27 @@ class AlphaModel(keras.Model):
         self.attempts.assign_add(1)
         self.dt.assign(self.flow.next_dt(self.dt, accepted, tf.cast(dout, "float64"),
                                          tf.cast(dgrad, "float64")))
-        logs = self.train_state(y)
+        logs = self.train_state()
         logs.update(accepted=accepted, dout=dout, dgrad=dgrad)
         return logs
 
     # -- state and observables -------------------------------------------------------------
 
-    def margins(self, y):
+    def margins(self):
         """F(w_i, x_μ) y_μ on this replica's training points, from the cached outputs."""
-        return self._output(self.cache.f_train, f0=self.cache.f0_train) * tf.cast(y, self.dtype)
+        return self._output(self.cache.f_train, f0=self.cache.f0_train) * self.cache.y_train
 
-    def converged(self, y):
+    def converged(self):
         """The paper's stopping criterion: every training margin F·y exceeds 1.
 
         Before the first step nothing is cached and the answer is False.
         """
-        min_margin = -_max_replicas(-tf.reduce_min(self.margins(y)))
+        min_margin = -_max_replicas(-tf.reduce_min(self.margins()))
         return tf.logical_and(self.started, min_margin > 1.0)
 
-    def train_state(self, y):
+    def train_state(self):
         """The integrator's state and the training observables at the current point."""
-        margins = self.margins(y)
+        margins = self.margins()
         loss = _sum_replicas(tf.reduce_sum(self.per_pattern_loss(margins, 1.0))) / self.n_train
         return {
             "step": self.step_count.value, "t": self.t.value, "dt": self.dt.value,
@@ -215,7 +227,7 @@ class AlphaModel(keras.Model):
             "train_error": _sum_replicas(tf.reduce_sum(tf.cast(margins <= 0, self.dtype)))
             / self.n_train,
             "unfitted": _sum_replicas(tf.reduce_sum(tf.cast(margins <= 1, "int64"))),
-            "converged": self.converged(y),
+            "converged": self.converged(),
             "weight_drift": self.weight_drift(),
             "output_norm": self.output_norm(),
         }

@@ -6,6 +6,7 @@ z̃¹ = d^(-1/2) W⁰ x, z^ℓ = σ(z̃^ℓ), z̃^(ℓ+1) = h^(-1/2) W^ℓ z^ℓ
 import keras
 
 from lazy_feature import activations
+from lazy_feature.errors import ConfigError
 from lazy_feature.layers import NTKDense
 
 
@@ -26,9 +27,9 @@ class FullyConnected(keras.Model):
                  use_bias=False, seed=0, **kwargs):
         super().__init__(**kwargs)
         if int(width) < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
+            raise ConfigError(f"width must be >= 1, got {width}")
         if int(depth) < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+            raise ConfigError(f"depth must be >= 1, got {depth}")
         self.width, self.depth, self.seed = int(width), int(depth), int(seed)
         self.activation_name, self.beta, self.use_bias = activation, float(beta), bool(use_bias)
         self.sigma = activations.get(activation, beta)

@@ -12,6 +12,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from lazy_feature.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class GradientFlow:
@@ -34,9 +36,9 @@ class GradientFlow:
 
     def __post_init__(self):
         if not (self.max_dout > 0 and self.max_dgrad > 0 and self.dt0 > 0):
-            raise ValueError("max_dout, max_dgrad and dt0 must be > 0")
+            raise ConfigError("max_dout, max_dgrad and dt0 must be > 0")
         if not (0 < self.shrink < 1 <= self.grow and 0 < self.well_inside <= 1):
-            raise ValueError("need 0 < shrink < 1 <= grow and 0 < well_inside <= 1")
+            raise ConfigError("need 0 < shrink < 1 <= grow and 0 < well_inside <= 1")
 
     def accept(self, dout, dgrad):
         """Whether a trial step obeys eqs. 8 and 9 (NaN or inf never does)."""

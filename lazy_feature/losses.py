@@ -2,6 +2,7 @@
 import tensorflow as tf
 
 from lazy_feature import activations
+from lazy_feature.errors import ConfigError
 
 SOFT_HINGE_BETA = 20.0  # the paper's compromise between smoothness and the hinge (Fig. 1)
 
@@ -38,7 +39,7 @@ NAMES = tuple(sorted(_LOSSES))
 def get(name, beta=SOFT_HINGE_BETA):
     """The per-pattern loss ℓ(F, y) by name; `beta` sets the soft hinge's sharpness."""
     if name not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}: choose one of {', '.join(NAMES)}")
+        raise ConfigError(f"unknown loss {name!r}: choose one of {', '.join(NAMES)}")
     fn = _LOSSES[name]
     return lambda F, y: fn(F, y, beta)
 

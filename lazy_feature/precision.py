@@ -11,6 +11,8 @@ at least a thousand roundings: float32 (ε ≈ 1.2e-7) then covers α·h ≤ ~8e
 """
 import numpy as np
 
+from lazy_feature.errors import ConfigError
+
 RESOLUTION = 1e-3  # the largest α·h·ε we accept (see the module docstring)
 DTYPES = ("float32", "float64")
 
@@ -28,14 +30,14 @@ def default_dtype(alpha, width):
 def check(dtype, alpha, width):
     """Return the dtype to use: `dtype`, or the default for (α, h) when dtype is None.
 
-    Raises ValueError, saying what to do, when an explicit dtype cannot resolve the run.
+    Raises ConfigError, saying what to do, when an explicit dtype cannot resolve the run.
     """
     if dtype is None:
         return default_dtype(alpha, width)
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+        raise ConfigError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if not resolves(dtype, alpha, width):
-        raise ValueError(
+        raise ConfigError(
             f"{dtype} cannot resolve alpha={alpha:g}, width={width}: alpha*width*eps="
             f"{alpha * width * np.finfo(dtype).eps:.2g} > {RESOLUTION:g} (f - f0 ~ 1/alpha cancels); "
             "use dtype float64 or leave it unset")

@@ -1,0 +1,78 @@
+"""The run artifact on disk: file names and atomic writes.
+
+A run directory holds
+  config.json        every setting (TrainConfig), the run id and the library version;
+  dynamics.jsonl     the log-spaced dynamics records (callbacks.RECORD_KEYS);
+  test_outputs.npy   F = α[f(w, x) − f(w0, x)] on every test point, in test-set order;
+  test_labels.npy    the ±1 test labels;
+  weights.weights.h5 the Keras weights of the AlphaModel: w, w0 and the integrator's state;
+  events/            TensorBoard event files;
+  metrics.json       the summary, written last: its presence means the run is complete.
+While a run is in flight it also holds checkpoint.weights.h5, checkpoint.json and
+dynamics.jsonl.partial; every final file is written under a temporary name and renamed,
+so a killed run leaves no file that looks complete.
+"""
+import contextlib
+import json
+import os
+import tempfile
+
+import numpy as np
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+DYNAMICS = "dynamics.jsonl"
+TEST_OUTPUTS = "test_outputs.npy"
+TEST_LABELS = "test_labels.npy"
+WEIGHTS = "weights.weights.h5"
+EVENTS = "events"
+CHECKPOINT = "checkpoint.weights.h5"
+CHECKPOINT_STATE = "checkpoint.json"
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; rename it onto `path` only on success."""
+    directory, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make shared results unreadable
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_npy(path, array):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+
+def is_complete(run_dir):
+    """A run is complete once its metrics.json exists (it is written last)."""
+    return os.path.exists(os.path.join(run_dir, METRICS))
+
+
+def save_weights(model, path):
+    """model.save_weights(path) atomically (Keras needs the name to end in .weights.h5)."""
+    tmp = path[: -len(".weights.h5")] + ".tmp.weights.h5"
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

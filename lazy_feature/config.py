@@ -1,0 +1,90 @@
+"""The configuration of one run at a point (α, h) of the paper's plane, and its stable id."""
+import dataclasses
+import hashlib
+import json
+import math
+
+from lazy_feature import activations, losses, precision
+from lazy_feature.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of one run; the defaults are the paper's Section 2 setup.
+
+    α is the article's α (eq. 6): it multiplies f − f0 of a network whose readout carries
+    h^(-1/2). `dtype=None` picks the precision the run needs (`precision.default_dtype`).
+    Budgets (max_time in gradient-flow time, max_steps in accepted steps, max_wall_seconds)
+    end a run that has not met the stopping criterion; it is then reported not converged.
+    """
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    n_train: int = 10000
+    n_test: int = 50000
+    data_seed: int = 0
+    width: int = 100
+    depth: int = 3
+    activation: str = "softplus"
+    activation_beta: float = activations.SOFTPLUS_BETA
+    bias: bool = False
+    alpha: float = 1.0
+    centered: bool = True
+    init_seed: int = 0
+    loss: str = "soft_hinge"
+    loss_beta: float = losses.SOFT_HINGE_BETA
+    dtype: str | None = None
+    max_dgrad: float = 1e-4
+    max_dout: float = 0.1
+    dt0: float = 1.0
+    max_time: float = math.inf
+    max_steps: int = 1_000_000
+    max_wall_seconds: float = math.inf
+
+    def __post_init__(self):
+        checks = [
+            (self.alpha > 0, f"alpha must be > 0, got {self.alpha}"),
+            (self.width >= 1, f"width must be >= 1, got {self.width}"),
+            (self.depth >= 1, f"depth must be >= 1, got {self.depth}"),
+            (self.n_train >= 1, f"n_train must be >= 1, got {self.n_train}"),
+            (self.n_test >= 0, f"n_test must be >= 0, got {self.n_test}"),
+            (self.activation in activations.NAMES,
+             f"unknown activation {self.activation!r}: choose one of {', '.join(activations.NAMES)}"),
+            (self.loss in losses.NAMES,
+             f"unknown loss {self.loss!r}: choose one of {', '.join(losses.NAMES)}"),
+            (self.max_dgrad > 0 and self.max_dout > 0 and self.dt0 > 0,
+             "max_dgrad, max_dout and dt0 must be > 0"),
+            (self.max_time > 0 and self.max_steps >= 1 and self.max_wall_seconds > 0,
+             "max_time, max_steps and max_wall_seconds must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        object.__setattr__(self, "dtype", precision.check(self.dtype, self.alpha, self.width))
+
+    @property
+    def sqrt_h_alpha(self):
+        """√h·α, the parameter that separates the two regimes (α* ~ h^(-1/2))."""
+        return math.sqrt(self.width) * self.alpha
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def run_id(self):
+        """A stable id of the run: a hash of every setting that changes its result.
+
+        data_dir and the budgets only say where the data lies and how long to try, so they
+        are left out: the same run found elsewhere or resumed with more time keeps its id.
+        """
+        d = self.to_dict()
+        for k in ("data_dir", "max_time", "max_steps", "max_wall_seconds"):
+            d.pop(k)
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,234 @@
+"""One run end to end: data → AlphaModel → adaptive gradient flow → run artifact.
+
+`train` is what the `train` stage calls; it resumes a killed run from its last checkpoint
+and returns at once for a run that is already complete. `load_run` reopens an artifact
+for the later stages (NTK evaluation, ensembles).
+"""
+import dataclasses
+import json
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from lazy_feature import artifact, callbacks, data
+from lazy_feature.alpha_model import AlphaModel
+from lazy_feature.architectures import FullyConnected
+from lazy_feature.config import TrainConfig
+from lazy_feature.dynamics import GradientFlow
+from lazy_feature.errors import RunDirError
+
+logger = logging.getLogger("lazy_feature")
+
+VERSION = "0.1.0"
+_FIT_STEPS = 10**15  # fit's step budget: the flow ends through GradientFlowStopping
+_EVAL_BATCH = 4096
+
+
+def build_model(config, input_dim):
+    """The AlphaModel of `config`: a FullyConnected network at α, built for `input_dim` inputs."""
+    network = FullyConnected(
+        width=config.width, depth=config.depth, activation=config.activation,
+        beta=config.activation_beta, use_bias=config.bias, seed=config.init_seed,
+        dtype=config.dtype)
+    flow = GradientFlow(max_dout=config.max_dout, max_dgrad=config.max_dgrad, dt0=config.dt0)
+    model = AlphaModel(network, alpha=config.alpha, loss=config.loss, loss_beta=config.loss_beta,
+                       centered=config.centered, flow=flow)
+    model.compile()
+    model.build((None, input_dim))
+    model.build_dynamics_state(config.n_train)
+    return model
+
+
+def load_config(run_dir):
+    """The TrainConfig stored in `run_dir`/config.json."""
+    path = os.path.join(run_dir, artifact.CONFIG)
+    if not os.path.exists(path):
+        raise RunDirError(f"no run artifact in {run_dir}: {artifact.CONFIG} is missing "
+                          "(run the train stage first)")
+    stored = artifact.read_json(path)
+    stored.pop("run_id", None)
+    stored.pop("lazy_feature_version", None)
+    return TrainConfig.from_dict(stored)
+
+
+def _load_task(config, task):
+    if task is None:
+        task = data.load_binary_task(config.dataset, config.data_dir, config.n_train,
+                                     config.n_test, config.data_seed)
+    if task.x_train.shape[0] != config.n_train or task.x_test.shape[0] != config.n_test:
+        raise RunDirError(
+            f"the task has {task.x_train.shape[0]} training and {task.x_test.shape[0]} test "
+            f"points, the config asks for {config.n_train} and {config.n_test}")
+    return task
+
+
+def _claim(config, output_dir):
+    """Create `output_dir` for this config, or check that it holds this very run."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, artifact.CONFIG)
+    if os.path.exists(path):
+        stored = artifact.read_json(path).get("run_id")
+        if stored != config.run_id():
+            raise RunDirError(
+                f"{output_dir} holds run {stored}, not {config.run_id()} (other settings): "
+                "choose another output directory")
+    else:
+        artifact.write_json(path, dict(config.to_dict(), run_id=config.run_id(),
+                                       lazy_feature_version=VERSION))
+
+
+def _restore(model, output_dir, partial_log):
+    """Load the last checkpoint if there is one; return (step, wall seconds) it stands at."""
+    ckpt = os.path.join(output_dir, artifact.CHECKPOINT)
+    if not os.path.exists(ckpt):
+        if os.path.exists(partial_log):
+            os.remove(partial_log)
+        return -1, 0.0
+    model.load_weights(ckpt)
+    step = int(model.step_count.numpy())
+    state_path = os.path.join(output_dir, artifact.CHECKPOINT_STATE)
+    wall = artifact.read_json(state_path)["wall_seconds"] if os.path.exists(state_path) else 0.0
+    if os.path.exists(partial_log):  # drop the records made after the checkpoint
+        with open(partial_log) as f:
+            kept = [line for line in f if json.loads(line)["step"] <= step]
+        with open(partial_log, "w") as f:
+            f.writelines(kept)
+    logger.info("resuming %s from step %d", output_dir, step)
+    return step, wall
+
+
+def evaluate(model, x, y, per_pattern_loss):
+    """F on `x` (in order), its error rate and mean ℓ(F, y) = α² × eq. 7's loss on this set."""
+    if len(x) == 0:
+        return np.zeros(0), float("nan"), float("nan")
+    F = np.asarray(model.predict(data.batches(x, _EVAL_BATCH, model.dtype), verbose=0),
+                   dtype=np.float64)
+    error = float(np.mean(F * y <= 0))
+    loss = float(np.mean(per_pattern_loss(tf.constant(F), tf.constant(y, tf.float64)).numpy()))
+    return F, error, loss
+
+
+def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callbacks=()):
+    """Train one network per `config` and write its run artifact in `output_dir`.
+
+    Args:
+      config: a TrainConfig.
+      output_dir: the run directory (see `artifact`). A complete run there is not redone;
+        a killed one resumes from its last checkpoint.
+      task: a `data.BinaryTask` to use instead of loading `config.dataset` (tests, or
+        ensembles sharing one data set).
+      checkpoint_seconds: wall time between checkpoints.
+      extra_callbacks: more Keras callbacks (e.g. live kernel drift).
+    Returns:
+      the metrics dict, also written to metrics.json.
+    Raises:
+      errors.DivergenceError if the flow cannot proceed; RunDirError for a directory
+      that holds another run; errors.DataError for missing or corrupt data.
+    """
+    _claim(config, output_dir)
+    if artifact.is_complete(output_dir):
+        logger.info("%s is already complete", output_dir)
+        return artifact.read_json(os.path.join(output_dir, artifact.METRICS))
+    task = _load_task(config, task)
+    tf.config.experimental.enable_op_determinism()  # a run is a function of its seeds
+    model = build_model(config, task.d)
+
+    partial_log = os.path.join(output_dir, artifact.DYNAMICS + ".partial")
+    resumed_step, wall_offset = _restore(model, output_dir, partial_log)
+    if resumed_step < 0:
+        model.start(task.x_train, task.y_train)
+
+    stopping = callbacks.GradientFlowStopping(
+        config.max_time, config.max_steps, config.max_wall_seconds, wall_offset=wall_offset)
+    recorders = [
+        callbacks.JsonlLogger(partial_log, last_step=resumed_step, wall_offset=wall_offset),
+        callbacks.TensorBoardScalars(os.path.join(output_dir, artifact.EVENTS),
+                                     last_step=resumed_step, wall_offset=wall_offset),
+        callbacks.ProgressLogger(last_step=resumed_step, wall_offset=wall_offset),
+    ]
+    checkpointer = callbacks.Checkpointer(
+        os.path.join(output_dir, artifact.CHECKPOINT), checkpoint_seconds,
+        on_save=lambda step: artifact.write_json(
+            os.path.join(output_dir, artifact.CHECKPOINT_STATE),
+            {"step": step, "wall_seconds": stopping.wall_seconds()}))
+    if resumed_step < 0:
+        for recorder in recorders:
+            recorder.record_state(model.train_state())
+    try:
+        model.fit(data.full_batch(task.x_train, task.y_train, config.dtype), epochs=1,
+                  steps_per_epoch=_FIT_STEPS, verbose=0,
+                  callbacks=[stopping, *recorders, checkpointer, *extra_callbacks])
+    except KeyboardInterrupt:
+        checkpointer.save()
+        raise
+    return _finish(config, model, task, output_dir, stopping, partial_log)
+
+
+def _finish(config, model, task, output_dir, stopping, partial_log):
+    """Write the final files of the artifact, metrics.json last."""
+    state = {k: float(np.asarray(v)) for k, v in model.train_state().items()}
+    F_test, test_error, test_loss = evaluate(model, task.x_test, task.y_test,
+                                             model.per_pattern_loss)
+    artifact.write_npy(os.path.join(output_dir, artifact.TEST_OUTPUTS), F_test)
+    artifact.write_npy(os.path.join(output_dir, artifact.TEST_LABELS), task.y_test)
+    artifact.save_weights(model, os.path.join(output_dir, artifact.WEIGHTS))
+    os.replace(partial_log, os.path.join(output_dir, artifact.DYNAMICS))
+    steps = int(state["step"])
+    metrics = {
+        "run_id": config.run_id(),
+        "alpha": config.alpha,
+        "width": config.width,
+        "depth": config.depth,
+        "sqrt_h_alpha": config.sqrt_h_alpha,
+        "dtype": config.dtype,
+        "converged": bool(state["converged"]),
+        "stop_reason": stopping.reason,
+        "steps": steps,
+        "rejected_steps": int(state["attempts"]) - steps,
+        "t": state["t"],
+        "wall_seconds": stopping.wall_seconds(),
+        "train_error": state["train_error"],
+        "train_loss": state["rescaled_loss"],  # α² L (eq. 7)
+        "test_error": test_error,
+        "test_loss": test_loss,  # mean ℓ(F, y) on the test set, i.e. α² × eq. 7's loss
+        "weight_drift": state["weight_drift"],
+        "output_norm": state["output_norm"],
+    }
+    artifact.write_json(os.path.join(output_dir, artifact.METRICS), metrics)
+    for name in (artifact.CHECKPOINT, artifact.CHECKPOINT_STATE):
+        path = os.path.join(output_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+    logger.info("%s: %s after %d steps, t=%.4g, test error %.4f", output_dir,
+                "converged" if metrics["converged"] else f"stopped ({stopping.reason})",
+                steps, metrics["t"], test_error)
+    return metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedRun:
+    """A complete run reopened: its config, its trained AlphaModel (w and w0) and its data."""
+    config: TrainConfig
+    model: AlphaModel
+    task: "data.BinaryTask"
+
+
+def load_run(run_dir, task=None):
+    """Reopen the complete run in `run_dir`, with its data set (loaded unless `task` is given).
+
+    Raises RunDirError if the run is missing or incomplete, or if the data set found now is
+    not the one it was trained on (its test labels differ).
+    """
+    config = load_config(run_dir)
+    if not artifact.is_complete(run_dir):
+        raise RunDirError(f"the run in {run_dir} is not complete ({artifact.METRICS} is missing)")
+    task = _load_task(config, task)
+    labels = np.load(os.path.join(run_dir, artifact.TEST_LABELS))
+    if labels.shape != task.y_test.shape or not np.array_equal(labels, task.y_test):
+        raise RunDirError(f"the data set found now is not the one the run in {run_dir} was "
+                          "trained on (test labels differ): check --dataset and --data_dir")
+    model = build_model(config, task.d)
+    model.load_weights(os.path.join(run_dir, artifact.WEIGHTS))
+    return LoadedRun(config, model, task)

@@ -54,6 +54,8 @@ class FullyConnected(keras.Model):
         Returns (inputs, preactivations), two lists of L + 1 tensors; the last
         pre-activation is f itself with shape (batch, 1). The fast NTK uses these.
         """
+        if not self.built:
+            self.build(x.shape)
         inputs, preacts = [], []
         z = keras.ops.cast(x, self.compute_dtype)
         for layer in self.hidden + [self.readout]:

@@ -56,6 +56,11 @@ def read_json(path):
         return json.load(f)
 
 
+def read_json_line(line):
+    """One record of dynamics.jsonl."""
+    return json.loads(line)
+
+
 def write_npy(path, array):
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

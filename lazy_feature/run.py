@@ -64,9 +64,8 @@ def _load_task(config, task):
     return task
 
 
-def _claim(config, output_dir):
-    """Create `output_dir` for this config, or check that it holds this very run."""
-    os.makedirs(output_dir, exist_ok=True)
+def _check_output_dir(config, output_dir):
+    """Raise unless `output_dir` is new, empty of runs, or holds this very run."""
     path = os.path.join(output_dir, artifact.CONFIG)
     if os.path.exists(path):
         stored = artifact.read_json(path).get("run_id")
@@ -74,7 +73,13 @@ def _claim(config, output_dir):
             raise RunDirError(
                 f"{output_dir} holds run {stored}, not {config.run_id()} (other settings): "
                 "choose another output directory")
-    else:
+
+
+def _claim(config, output_dir):
+    """Create `output_dir` with this run's config.json (once the data is known to load)."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, artifact.CONFIG)
+    if not os.path.exists(path):
         artifact.write_json(path, dict(config.to_dict(), run_id=config.run_id(),
                                        lazy_feature_version=VERSION))
 
@@ -127,11 +132,12 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
       errors.DivergenceError if the flow cannot proceed; RunDirError for a directory
       that holds another run; errors.DataError for missing or corrupt data.
     """
-    _claim(config, output_dir)
+    _check_output_dir(config, output_dir)
     if artifact.is_complete(output_dir):
         logger.info("%s is already complete", output_dir)
         return artifact.read_json(os.path.join(output_dir, artifact.METRICS))
     task = _load_task(config, task)
+    _claim(config, output_dir)
     tf.config.experimental.enable_op_determinism()  # a run is a function of its seeds
     model = build_model(config, task.d)
 

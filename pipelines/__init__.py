@@ -1,0 +1,1 @@
+"""absl binaries, one per stage: train, ntk_eval, ensemble, sweep, report."""

@@ -1,0 +1,85 @@
+"""Ensembles of networks trained from independent initializations (Section 4).
+
+The members F_i(x) = α[f(w_i, x) − f(w_{i,0}, x)] of an ensemble differ only by their
+initial weights. Their average F̄ (eq. 15) removes the fluctuations δF = F_i − F̄, whose
+size Var F (eq. 16) decays as 1/h in both regimes (eq. 17).
+"""
+import os
+
+import numpy as np
+
+from lazy_feature import artifact
+
+
+def error_rate(outputs, labels):
+    """The fraction of misclassified points of each row of `outputs` (shape (..., P)).
+
+    A point is an error unless F·y > 0: a tie F = 0, or a NaN output, counts as an error.
+    """
+    return np.mean(~(np.asarray(outputs) * labels > 0), axis=-1)
+
+
+def ensemble_statistics(outputs, labels):
+    """Single-network and ensemble-averaged performance and the fluctuations of F.
+
+    Args:
+      outputs: shape (N, P), F_i(x_μ) of N members on P test points.
+      labels: shape (P,), the ±1 test labels.
+
+    Returns a dict with
+      n_members: N;
+      test_errors: shape (N,), the test error of each member;
+      mean_test_error, std_test_error: their mean and sample standard deviation (ddof=1,
+        NaN for one member);
+      ensemble_test_error: the test error of sign F̄, F̄ = mean over members (eq. 15);
+      var_F: ⟨(F_i(x_μ) − F̄(x_μ))²⟩ over members and test points, dividing by N (eq. 16);
+      var_F_unbiased: var_F·N/(N − 1), the unbiased estimate of the variance of F
+        (NaN for one member).
+    NaN outputs count as errors and make var_F NaN.
+    """
+    outputs = np.asarray(outputs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.float64)
+    if outputs.ndim != 2 or labels.shape != outputs.shape[1:]:
+        raise ValueError(f"need outputs of shape (N, P) and labels of shape (P,), got "
+                         f"{outputs.shape} and {labels.shape}")
+    if not np.all(np.abs(labels) == 1):
+        raise ValueError("labels must be ±1")
+    n = outputs.shape[0]
+    if n == 0:
+        raise ValueError("an ensemble needs at least one member")
+    mean_output = outputs.mean(axis=0)  # F̄, eq. 15
+    errors = error_rate(outputs, labels)
+    var_F = float(np.mean(np.square(outputs - mean_output)))  # eq. 16
+    return {
+        "n_members": n,
+        "test_errors": errors,
+        "mean_test_error": float(errors.mean()),
+        "std_test_error": float(errors.std(ddof=1)) if n > 1 else float("nan"),
+        "ensemble_test_error": float(error_rate(mean_output, labels)),
+        "var_F": var_F,
+        "var_F_unbiased": var_F * n / (n - 1) if n > 1 else float("nan"),
+    }
+
+
+def load_member_outputs(run_dirs):
+    """Stack test_outputs.npy of several runs: returns (outputs of shape (N, P), labels).
+
+    Raises ValueError unless every run was evaluated on the same test labels, in the
+    same order.
+    """
+    run_dirs = list(run_dirs)
+    if not run_dirs:
+        raise ValueError("no run directories given")
+    labels = np.load(os.path.join(run_dirs[0], artifact.TEST_LABELS))
+    outputs = []
+    for run_dir in run_dirs:
+        member_labels = np.load(os.path.join(run_dir, artifact.TEST_LABELS))
+        if not np.array_equal(member_labels, labels):
+            raise ValueError(f"{run_dir} was evaluated on other test labels than {run_dirs[0]} "
+                             "(another test set, size or order): they cannot form an ensemble")
+        member = np.load(os.path.join(run_dir, artifact.TEST_OUTPUTS))
+        if member.shape != labels.shape:
+            raise ValueError(f"{run_dir}: test_outputs.npy has shape {member.shape}, "
+                             f"test_labels.npy {labels.shape}")
+        outputs.append(member)
+    return np.stack(outputs).astype(np.float64), labels

@@ -28,6 +28,9 @@ setuptools.setup(
         "numpy>=1.26",
         "absl-py>=2.1",
         "tensorboard",  # tf.summary needs it; TensorFlow 2.21 no longer pulls it in
+        "apache-beam>=2.60",  # sweeps fan out on Beam (DirectRunner multi-processing here)
+        "pandas>=2.0",  # the sweep's tidy results table
+        "matplotlib>=3.7",  # the report's figures
     ],
     extras_require={
         "test": ["pytest>=8"],

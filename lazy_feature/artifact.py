@@ -8,6 +8,8 @@ A run directory holds
   weights.weights.h5 the Keras weights of the AlphaModel: w, w0 and the integrator's state;
   events/            TensorBoard event files;
   metrics.json       the summary, written last: its presence means the run is complete.
+The `ntk_eval` stage adds ntk.json (kernel norms and drift, frozen-kernel results),
+frozen_{init,final}_test_outputs.npy and, on request, gram_{init,final}_{train,test}.npy.
 While a run is in flight it also holds checkpoint.weights.h5, checkpoint.json and
 dynamics.jsonl.partial; every final file is written under a temporary name and renamed,
 so a killed run leaves no file that looks complete.
@@ -26,6 +28,7 @@ TEST_OUTPUTS = "test_outputs.npy"
 TEST_LABELS = "test_labels.npy"
 WEIGHTS = "weights.weights.h5"
 EVENTS = "events"
+NTK = "ntk.json"
 CHECKPOINT = "checkpoint.weights.h5"
 CHECKPOINT_STATE = "checkpoint.json"
 

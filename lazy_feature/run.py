@@ -115,7 +115,8 @@ def evaluate(model, x, y, per_pattern_loss):
     return F, error, loss
 
 
-def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callbacks=()):
+def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callbacks=(),
+          drift_probe=0):
     """Train one network per `config` and write its run artifact in `output_dir`.
 
     Args:
@@ -125,7 +126,9 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
       task: a `data.BinaryTask` to use instead of loading `config.dataset` (tests, or
         ensembles sharing one data set).
       checkpoint_seconds: wall time between checkpoints.
-      extra_callbacks: more Keras callbacks (e.g. live kernel drift).
+      extra_callbacks: more Keras callbacks.
+      drift_probe: if > 0, the live kernel drift on that many training points goes to
+        TensorBoard (`callbacks.KernelDriftMonitor`).
     Returns:
       the metrics dict, also written to metrics.json.
     Raises:
@@ -159,8 +162,14 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
         on_save=lambda step: artifact.write_json(
             os.path.join(output_dir, artifact.CHECKPOINT_STATE),
             {"step": step, "wall_seconds": stopping.wall_seconds()}))
+    if drift_probe > 0:
+        recorders.append(callbacks.KernelDriftMonitor(
+            task.x_train[:drift_probe], task.y_train[:drift_probe],
+            os.path.join(output_dir, artifact.EVENTS, "drift"), last_step=resumed_step,
+            wall_offset=wall_offset))
     if resumed_step < 0:
         for recorder in recorders:
+            recorder.set_model(model)
             recorder.record_state(model.train_state())
     try:
         model.fit(data.full_batch(task.x_train, task.y_train, config.dtype), epochs=1,

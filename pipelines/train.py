@@ -12,6 +12,8 @@ A smaller run, α given through √h·α (here √h·α = 1e-2, the feature regi
       --output_dir=runs/feature
 
 Rerunning the same command resumes a killed run, and returns at once for a complete one.
+With --live_drift=256 the kernel drift on 256 training points is followed in TensorBoard
+(`tensorboard --logdir=runs/feature/events`).
 """
 import dataclasses
 import math
@@ -65,6 +67,8 @@ def _define_flags():
     flags.DEFINE_float("sqrt_h_alpha", None, "√h·α; sets α = sqrt_h_alpha / √width.")
     flags.DEFINE_string("output_dir", None, "The run directory to write.", required=True)
     flags.DEFINE_float("checkpoint_seconds", 60.0, "Wall time between checkpoints.")
+    flags.DEFINE_integer("live_drift", 0, "If > 0, write the kernel drift on this many training "
+                         "points to TensorBoard while training (Fig. 8 style Gram images too).")
 
 
 _define_flags()
@@ -83,7 +87,8 @@ def config_from_flags():
 
 
 def main():
-    run.train(config_from_flags(), FLAGS.output_dir, checkpoint_seconds=FLAGS.checkpoint_seconds)
+    run.train(config_from_flags(), FLAGS.output_dir, checkpoint_seconds=FLAGS.checkpoint_seconds,
+              drift_probe=FLAGS.live_drift)
 
 
 if __name__ == "__main__":

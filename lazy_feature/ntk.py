@@ -1,0 +1,385 @@
+"""The empirical neural tangent kernel Θ (eq. 5), its drift (Section 5) and the frozen-kernel
+dynamics (Appendix A, eqs. 25-28).
+
+Θ(w; x, x') = ∇_w f(w, x) · ∇_w f(w, x') over the trainable weights w of f. Kernels come in
+tiles (blocks of examples × blocks of examples), so no function here holds more than a tile
+and the signals of its rows and columns, except `gram`, which returns the whole matrix.
+Two ways to compute a tile:
+  * `FullyConnected`: exact, from each layer's inputs and back-propagated signals, never
+    forming the Jacobian (`gram_fc`);
+  * any Keras model with outputs of shape (batch,) whose f(x_μ) depends on x_μ alone:
+    per-example Jacobians, blocked over examples and parameters (`gram_generic`).
+
+Precision. A tile is computed in the network's compute dtype: its entries are sums of O(h)
+products, rounded to ~ε√h relatively. The lazy regime's drift ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ ~
+1/(√h α) (Section 5) is then resolved to ~ε h α relatively, the α·h·ε that `precision`
+already bounds by 1e-3 when it picks the network's dtype. Tiles are cast to float64 before
+they are subtracted, summed or stored: a norm over 50 000 test points adds 2.5e9 squares,
+and the difference of two close kernels must not be rounded again. The frozen-kernel
+dynamics runs in float64 (see `frozen_kernel_dynamics`).
+"""
+import numpy as np
+import tensorflow as tf
+
+from lazy_feature import losses
+from lazy_feature.alpha_model import AlphaModel
+from lazy_feature.architectures import FullyConnected
+from lazy_feature.dynamics import GradientFlow, gradient_change
+
+# Fast path: a float32 tile of 4096² is 64 MiB and the signals of a 4096-example block of the
+# paper's net (d = 784, L = 3, h = 1000) about 110 MiB, so the drift over 50 000 test points,
+# two networks at once, needs about 1-2 GiB; larger tiles would only save recomputed signals.
+BLOCK_SIZE = 4096
+# Generic path: a Jacobian tile holds at most EXAMPLE_BLOCK × PARAM_BLOCK entries (128 MiB in
+# float64), unless a single weight tensor is larger, in which case it holds one example.
+EXAMPLE_BLOCK = 64
+PARAM_BLOCK = 2 ** 18
+
+
+# -- Gram matrices -------------------------------------------------------------------------
+
+def gram(network, x1, x2=None, block_size=None):
+    """Θ(w; x1, x2) (eq. 5) as a float64 array (n1, n2); Θ(x1, x1) when x2 is None.
+
+    Takes the exact fast path for a `FullyConnected` and the per-example Jacobians of
+    `gram_generic` otherwise. block_size: examples per tile, None for the path's default.
+    """
+    return _gram(_kernel(network, x1, block_size), x1, x2)
+
+
+def gram_fc(network, x1, x2=None, block_size=BLOCK_SIZE):
+    """Θ(w; x1, x2) of a `FullyConnected`, exact, without forming the Jacobian: float64 (n1, n2).
+
+    Each layer adds (Z1 Z2ᵀ / fan_in + β_b²) ∘ (G1 G2ᵀ), from its inputs Z and back-propagated
+    signals G (`_FullyConnectedKernel`).
+    """
+    return _gram(_FullyConnectedKernel(_built(network, x1), block_size), x1, x2)
+
+
+def gram_generic(network, x1, x2=None, example_block=EXAMPLE_BLOCK, param_block=PARAM_BLOCK):
+    """Θ(w; x1, x2) of any Keras model f returning (batch,), float64 (n1, n2).
+
+    Sums J1 J2ᵀ over chunks of at most `param_block` parameters (a larger weight tensor is a
+    chunk of its own), each J holding the per-example gradients of `example_block` examples
+    or fewer, so that a Jacobian tile stays within example_block × param_block entries.
+    """
+    return _gram(_GenericKernel(_built(network, x1), example_block, param_block), x1, x2)
+
+
+def _gram(kernel, x1, x2):
+    x1 = np.asarray(x1)
+    x2 = None if x2 is None else np.asarray(x2)
+    theta = np.empty((len(x1), len(x1 if x2 is None else x2)))
+    for rows, cols, (block,) in _tiles([kernel], x1, x2):
+        theta[rows, cols] = block
+        if x2 is None:
+            theta[cols, rows] = block.numpy().T
+    return theta
+
+
+# -- streamed norms and the kernel drift ---------------------------------------------------
+
+def gram_norm(network, x, block_size=None):
+    """‖Θ(x, x)‖ = (Σ_μν Θ(w; x_μ, x_ν)²)^(1/2), streamed tile by tile."""
+    x = np.asarray(x)
+    return _frobenius_norms([_kernel(network, x, block_size)], x, [lambda theta: theta])[0]
+
+
+def gram_difference_norm(network_a, network_b, x, block_size=None):
+    """‖Θ_a(x, x) − Θ_b(x, x)‖ of two networks of the same architecture, streamed."""
+    x = np.asarray(x)
+    kernels = _kernel_pair(network_a, network_b, x, block_size)
+    return _frobenius_norms(kernels, x, [lambda a, b: a - b])[0]
+
+
+def kernel_drift(model_or_networks, x, block_size=None):
+    """The kernel's relative change ‖Θ(w) − Θ(w0)‖ / ‖Θ(w0)‖ over the set x (Section 5).
+
+    The paper takes x to be the test set. One streamed pass gives all three norms.
+
+    Args:
+      model_or_networks: an `AlphaModel` (its .network and .initial_network), or a pair
+        (network at w, network at w0).
+      x: the inputs the norms sum over.
+      block_size: examples per tile, None for the path's default.
+
+    Returns:
+      dict(norm0=‖Θ(w0)‖, norm=‖Θ(w)‖, difference=‖Θ(w) − Θ(w0)‖, drift=difference / norm0).
+    """
+    x = np.asarray(x)
+    if isinstance(model_or_networks, AlphaModel):
+        model = _built(model_or_networks, x)
+        network, initial = model.network, model.initial_network
+    else:
+        network, initial = model_or_networks
+    kernels = _kernel_pair(network, initial, x, block_size)
+    norm, norm0, difference = _frobenius_norms(
+        kernels, x, [lambda theta, theta0: theta, lambda theta, theta0: theta0,
+                     lambda theta, theta0: theta - theta0])
+    return dict(norm0=norm0, norm=norm, difference=difference, drift=difference / norm0)
+
+
+def _frobenius_norms(kernels, x, terms):
+    """‖term(Θ_1(x, x), Θ_2(x, x), …)‖ for each term, from the tiles on and above the diagonal.
+
+    Every term is symmetric, so a tile above the diagonal stands for its mirror too.
+    """
+    sums = np.zeros(len(terms))
+    for rows, cols, blocks in _tiles(kernels, x):
+        weight = 1.0 if rows == cols else 2.0
+        for k, term in enumerate(terms):
+            sums[k] += weight * float(tf.reduce_sum(tf.square(term(*blocks))))
+    return np.sqrt(sums)
+
+
+# -- frozen-kernel dynamics ----------------------------------------------------------------
+
+def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses.SOFT_HINGE_BETA,
+                           flow=GradientFlow(), max_time=np.inf, max_steps=1_000_000):
+    """Gradient flow of the model linearized at w1, in function space (eqs. 25-28).
+
+    With the α⁻²-scaled loss of eq. 7, ẇ = −∇L = −(1/(α n)) Σ_μ ℓ'(F_μ, y_μ) ∇f(w1, x_μ), so
+    F = α ∇f(w1)·(w − w1) moves as Ḟ(x) = α ∇f(w1, x)·ẇ = −(1/n) Σ_μ ℓ'(F_μ, y_μ) Θ(x, x_μ)
+    (eq. 28), whatever α. F starts at 0 (centered, eq. 6) and stays F(x) = Σ_μ Θ(x, x_μ) a_μ
+    with a = −(1/n) ∫ ℓ'(F_train, y) dt, so `a` gives F anywhere (`predict_frozen`).
+
+    Steps follow the network's control (`GradientFlow`): eq. 8 bounds max|ΔF_train| = α max|Δf|,
+    and eq. 9 compares weight-space gradients, whose norms the kernel gives: with c = ℓ'(F, y),
+    ‖∇L‖² = cᵀΘc / (α² n²) and ‖∇L_i − ∇L_(i+1)‖² = (c_i − c_(i+1))ᵀ Θ (c_i − c_(i+1)) / (α² n²);
+    the ratio of eq. 9 does not depend on the common factor α² n², which is left out.
+
+    Precision: float64 throughout. F adds up thousands of increments dt·Θc/n and is compared
+    with 1 by the stopping rule and, in the lazy limit, with networks whose outputs differ from
+    it by ~1/(√h α); a and the increments are larger than F where Θ is ill-conditioned
+    (its spectrum spans decades). The cost, one n × n product per trial step, is the same.
+
+    Args:
+      k_train: Θ(w1; x_train, x_train), shape (n, n).
+      y_train: labels ±1, shape (n,).
+      loss, loss_beta: the per-pattern loss ℓ (`losses.get`).
+      flow: the step-size control; use the network's to compare with it.
+      max_time: stop, not converged, once t reaches this.
+      max_steps: stop, not converged, after this many trial steps (accepted or rejected).
+
+    Returns:
+      dict(a, train_outputs=F(x_train), t, steps (accepted), rejected, converged), where
+      converged means every margin F_μ y_μ exceeds 1, the network's stopping rule.
+    """
+    theta = tf.constant(k_train, tf.float64)
+    y = tf.constant(y_train, tf.float64)
+    n = float(len(y_train))
+    derivative = _derivative(losses.get(loss, loss_beta))
+
+    @tf.function
+    def trial(F, a, c, kc, dt):
+        """One Euler step from an accepted state (F, a, c, Θc): the state it reaches, whether
+        eqs. 8-9 accept it, the next dt and whether the new state fits every margin."""
+        F_new = F - (dt / n) * kc
+        c_new = derivative(F_new, y)
+        kc_new = tf.linalg.matvec(theta, c_new)
+        dout = tf.reduce_max(tf.abs(F_new - F))
+        dgrad = gradient_change(tf.tensordot(c - c_new, kc - kc_new, 1),
+                                tf.tensordot(c, kc, 1), tf.tensordot(c_new, kc_new, 1))
+        accepted = flow.accept(dout, dgrad)
+        state = (F_new, a - (dt / n) * c, c_new, kc_new)
+        return (state, accepted, flow.next_dt(dt, accepted, dout, dgrad),
+                tf.reduce_min(F_new * y) > 1.0)
+
+    F = tf.zeros_like(y)
+    c = derivative(F, y)
+    state = (F, tf.zeros_like(y), c, tf.linalg.matvec(theta, c))  # F, a, c = ℓ'(F, y), Θc
+    dt = tf.constant(flow.dt0, tf.float64)
+    t, steps, attempts, converged = 0.0, 0, 0, False
+    while not converged and t < max_time and attempts < max_steps:
+        new_state, accepted, next_dt, fitted = trial(*state, dt)
+        if accepted:
+            state, converged = new_state, bool(fitted)
+            t += float(dt)
+            steps += 1
+        attempts += 1
+        dt = next_dt
+    F, a = state[:2]
+    return dict(a=a.numpy(), train_outputs=F.numpy(), t=t, steps=steps,
+                rejected=attempts - steps, converged=converged)
+
+
+def predict_frozen(network, x_test, x_train, a, block_size=None):
+    """F(x) = Σ_μ Θ(w; x, x_μ) a_μ on x_test, streamed over tiles of Θ(test, train)."""
+    x_test, x_train = np.asarray(x_test), np.asarray(x_train)
+    a = np.asarray(a, np.float64)
+    outputs = np.zeros(len(x_test))
+    for rows, cols, (block,) in _tiles([_kernel(network, x_test, block_size)], x_test, x_train):
+        outputs[rows] += tf.linalg.matvec(block, a[cols]).numpy()
+    return outputs
+
+
+def frozen_kernel_test_error(network, x_train, y_train, x_test, y_test, block_size=None,
+                             **dynamics):
+    """Train the frozen kernel Θ(w) of `network` (Appendix A) and evaluate it on the test set.
+
+    Θ(train, train) is held (n_train² floats); the test predictions are streamed.
+    `dynamics` goes to `frozen_kernel_dynamics` (loss, loss_beta, flow, max_time, max_steps).
+
+    Returns:
+      `frozen_kernel_dynamics`'s dict plus test_outputs and test_error, the fraction of test
+      points with F·y <= 0.
+    """
+    result = frozen_kernel_dynamics(gram(network, x_train, block_size=block_size), y_train,
+                                    **dynamics)
+    test_outputs = predict_frozen(network, x_test, x_train, result["a"], block_size)
+    test_error = float(np.mean(test_outputs * np.asarray(y_test) <= 0))
+    return dict(result, test_outputs=test_outputs, test_error=test_error)
+
+
+def _derivative(per_pattern):
+    """ℓ'(F, y) = ∂ℓ/∂F elementwise, by autodiff of the per-pattern loss."""
+    def derivative(F, y):
+        with tf.GradientTape() as tape:
+            tape.watch(F)
+            total = tf.reduce_sum(per_pattern(F, y))
+        return tape.gradient(total, F)
+    return derivative
+
+
+# -- tiles ---------------------------------------------------------------------------------
+
+def _tiles(kernels, x1, x2=None):
+    """(rows, cols, [float64 tile of each kernel]) over Θ(x1, x2); x2 None: tiles with rows ≤ cols.
+
+    The signals of a row block are computed once and kept while the column blocks pass, so
+    memory is O(tile) whatever the number of examples.
+    """
+    size = kernels[0].block_size
+    symmetric = x2 is None
+    others = x1 if symmetric else x2
+    for i in range(0, len(x1), size):
+        rows = slice(i, min(i + size, len(x1)))
+        row_signals = [kernel.signals(x1[rows]) for kernel in kernels]
+        for j in range(i if symmetric else 0, len(others), size):
+            cols = slice(j, min(j + size, len(others)))
+            col_signals = (row_signals if symmetric and i == j
+                           else [kernel.signals(others[cols]) for kernel in kernels])
+            yield rows, cols, [tf.cast(kernel.block(s1, s2), tf.float64)
+                               for kernel, s1, s2 in zip(kernels, row_signals, col_signals)]
+
+
+def _built(network, x):
+    """The network, built by a first call on x[:1] if it was not yet."""
+    if not network.built:
+        network(np.asarray(x)[:1])
+    return network
+
+
+def _kernel(network, x, block_size=None, positions=None):
+    network = _built(network, x)
+    if isinstance(network, FullyConnected):
+        return _FullyConnectedKernel(network, block_size or BLOCK_SIZE)
+    return _GenericKernel(network, block_size or EXAMPLE_BLOCK, PARAM_BLOCK, positions)
+
+
+def _kernel_pair(network_a, network_b, x, block_size):
+    """Kernels of two networks of one architecture over the same parameters.
+
+    A frozen copy (`AlphaModel.initial_network`) has no trainable weight: a weight counts
+    when it is trainable in either network.
+    """
+    weights = zip(_built(network_a, x).weights, _built(network_b, x).weights)
+    positions = [i for i, (wa, wb) in enumerate(weights) if wa.trainable or wb.trainable]
+    return [_kernel(net, x, block_size, positions) for net in (network_a, network_b)]
+
+
+class _FullyConnectedKernel:
+    """Tiles of Θ for a `FullyConnected` from each layer's inputs Z and signals G = ∂f/∂z̃.
+
+    For z̃ = fan_in^(-1/2) z W + β_b b (`NTKDense`), ∂f/∂W_ij = z_i g_j / √fan_in and
+    ∂f/∂b_j = β_b g_j, so a layer adds (Z1 Z2ᵀ / fan_in + β_b²) ∘ (G1 G2ᵀ) to Θ(x1, x2) (∘ the
+    elementwise product); Θ sums the hidden layers and the readout (whose G is 1).
+    """
+
+    def __init__(self, network, block_size):
+        self.network = network
+        self.block_size = int(block_size)
+        self.bias_squares = [layer.bias_scale ** 2 if layer.use_bias else 0.0
+                             for layer in network.hidden + [network.readout]]
+
+    def signals(self, x):
+        """[(Z / √fan_in, G)] per layer for a block of inputs."""
+        return _layer_signals(self.network, tf.convert_to_tensor(x, self.network.compute_dtype))
+
+    def block(self, signals1, signals2):
+        theta = 0.0
+        for (z1, g1), (z2, g2), bias_sq in zip(signals1, signals2, self.bias_squares):
+            theta += ((tf.matmul(z1, z2, transpose_b=True) + bias_sq)
+                      * tf.matmul(g1, g2, transpose_b=True))
+        return theta
+
+
+class _GenericKernel:
+    """Tiles of Θ for any Keras model: Σ over parameter chunks of J1 J2ᵀ, J per-example gradients.
+
+    Reverse mode forms an example's whole gradient of a weight tensor, so weights are grouped
+    whole into chunks of at most param_block entries (a larger tensor alone), and a tile's
+    examples are cut so that its Jacobian stays within example_block × param_block entries.
+    """
+
+    def __init__(self, network, example_block, param_block, positions=None):
+        weights = network.weights
+        if positions is None:
+            positions = [i for i, w in enumerate(weights) if w.trainable]
+        if not positions:
+            raise ValueError(f"{network.name} has no trainable weight: Θ is over the trainable "
+                             "weights (for a frozen copy use kernel_drift or "
+                             "gram_difference_norm, which follow the trained network)")
+        self.network = network
+        self.chunks, chunk, filled = [], [], 0
+        for i in positions:
+            size = int(np.prod(weights[i].shape))
+            if chunk and filled + size > param_block:
+                self.chunks.append(tuple(chunk))
+                chunk, filled = [], 0
+            chunk.append(i)
+            filled += size
+        self.chunks.append(tuple(chunk))
+        largest = max(sum(int(np.prod(weights[i].shape)) for i in c) for c in self.chunks)
+        self.block_size = max(1, min(example_block, example_block * param_block // largest))
+
+    def signals(self, x):
+        return tf.convert_to_tensor(x, self.network.compute_dtype)
+
+    def block(self, x1, x2):
+        theta = 0.0
+        for chunk in self.chunks:
+            j1 = _per_example_gradients(self.network, chunk, x1)
+            j2 = j1 if x2 is x1 else _per_example_gradients(self.network, chunk, x2)
+            theta += tf.matmul(j1, j2, transpose_b=True)
+        return theta
+
+
+@tf.function(reduce_retracing=True)
+def _per_example_gradients(network, positions, x):
+    """J[μ] = ∂f(w, x_μ)/∂w over network.weights[positions], flattened: shape (batch, Σ sizes)."""
+    variables = [network.weights[i] for i in positions]
+
+    def gradient(x_mu):
+        with tf.GradientTape() as tape:
+            tape.watch([v.value for v in variables])  # frozen copies are not watched by default
+            f = network(x_mu[None])[0]
+        grads = tape.gradient(f, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
+
+    return tf.vectorized_map(gradient, x)
+
+
+@tf.function(reduce_retracing=True)
+def _layer_signals(network, x):
+    """[(Z / √fan_in, G)] of a `FullyConnected` per layer: one forward and one backward pass.
+
+    f(x_μ) depends on x_μ alone, so ∂(Σ_μ f_μ)/∂z̃ gives every example's g at once.
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(x)  # records the pass even for a frozen copy, whose weights are not watched
+        inputs, preactivations = network.layer_signals(x)
+        total = tf.reduce_sum(preactivations[-1])
+    grads = tape.gradient(total, preactivations)
+    layers = network.hidden + [network.readout]
+    return [(z * (1.0 / np.sqrt(layer.fan_in)), g) for layer, z, g in zip(layers, inputs, grads)]

@@ -1,0 +1,59 @@
+"""The NTK evaluation of a finished run: kernel norms and drift (Section 5) and the frozen-kernel
+dynamics at initialization and at the end of training (Appendix A, Fig. 8 (c, d)).
+
+Its results are the columns the sweep table and the report use, stored in the run's ntk.json.
+"""
+import logging
+import os
+
+import numpy as np
+
+from lazy_feature import artifact, ntk, run
+
+logger = logging.getLogger("lazy_feature")
+
+
+def evaluate(run_dir, task=None, max_train=None, max_test=None, save_gram=False,
+             block_size=None):
+    """Add ntk.json to the complete run in `run_dir` and return its contents.
+
+    The drift ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ is streamed over the first `max_test` test points and the
+    first `max_train` training points (all by default). The frozen-kernel dynamics trains the
+    kernel Θ(w1) on the whole training set, with the run's loss, thresholds and budgets, for
+    w1 = w0 (the lazy limit's kernel) and w1 = w (the learned kernel), and predicts the same
+    test points. With `save_gram`, the Gram matrices on those points are stored as .npy too.
+    A run that already has ntk.json is not evaluated again.
+    """
+    path = os.path.join(run_dir, artifact.NTK)
+    if os.path.exists(path):
+        return artifact.read_json(path)
+    loaded = run.load_run(run_dir, task)
+    config, model, task = loaded.config, loaded.model, loaded.task
+    x_train, x_test = task.x_train[:max_train], task.x_test[:max_test]
+    y_test = task.y_test[:max_test]
+    results = {"ntk_n_train": len(x_train), "ntk_n_test": len(x_test)}
+    for name, x in (("train", x_train), ("test", x_test)):
+        drift = ntk.kernel_drift(model, x, block_size) if len(x) else {}
+        results.update({f"ntk_norm0_{name}": drift.get("norm0", np.nan),
+                        f"ntk_norm_{name}": drift.get("norm", np.nan),
+                        f"ntk_drift_{name}": drift.get("drift", np.nan)})
+    dynamics = dict(loss=config.loss, loss_beta=config.loss_beta, flow=model.flow,
+                    max_time=config.max_time, max_steps=config.max_steps)
+    for when, network in (("init", model.initial_network), ("final", model.network)):
+        frozen = ntk.frozen_kernel_test_error(network, task.x_train, task.y_train, x_test, y_test,
+                                              block_size, **dynamics)
+        results.update({f"frozen_{when}_test_error": frozen["test_error"],
+                        f"frozen_{when}_steps": frozen["steps"],
+                        f"frozen_{when}_t": frozen["t"],
+                        f"frozen_{when}_converged": frozen["converged"]})
+        artifact.write_npy(os.path.join(run_dir, f"frozen_{when}_test_outputs.npy"),
+                           frozen["test_outputs"])
+        if save_gram:
+            for name, x in (("train", x_train), ("test", x_test)):
+                artifact.write_npy(os.path.join(run_dir, f"gram_{when}_{name}.npy"),
+                                   ntk.gram(network, x, block_size=block_size))
+    artifact.write_json(path, results)
+    logger.info("%s: kernel drift %.3g (test), frozen-kernel test error %.4f at init, %.4f at "
+                "the end", run_dir, results["ntk_drift_test"], results["frozen_init_test_error"],
+                results["frozen_final_test_error"])
+    return results

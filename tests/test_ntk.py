@@ -1,0 +1,230 @@
+"""Tests of lazy_feature.ntk: Gram matrices against float64 brute force, streamed norms, drift
+and the frozen-kernel dynamics against a network trained at large α."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lazy_feature import ntk
+from lazy_feature.alpha_model import AlphaModel
+from lazy_feature.architectures import FullyConnected
+
+D = 6  # input dimension of every test problem
+
+
+def inputs(n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, D))
+
+
+def relative_error(value, reference):
+    return np.max(np.abs(value - reference)) / np.max(np.abs(reference))
+
+
+def brute_force_gram(network, x1, x2):
+    """Θ = J1 J2ᵀ in float64, J the flattened full gradients, one tape per example."""
+    def jacobian(x):
+        rows = []
+        for x_mu in x:
+            with tf.GradientTape() as tape:
+                f = network(x_mu[None])[0]
+            grads = tape.gradient(f, network.trainable_weights)
+            rows.append(np.concatenate([np.ravel(g) for g in grads]))
+        return np.array(rows, dtype=np.float64)
+    return jacobian(x1) @ jacobian(x2).T
+
+
+def fully_connected(depth=2, activation="softplus", use_bias=False, seed=0, dtype="float64"):
+    """A built FullyConnected of width 5; with biases, random ones entering as 0.5·b."""
+    network = FullyConnected(5, depth=depth, activation=activation, use_bias=use_bias, seed=seed,
+                             dtype=dtype)
+    network.build((None, D))
+    if use_bias:
+        rng = np.random.default_rng(seed + 100)
+        for layer in network.hidden:
+            layer.bias_scale = 0.5  # so that a β_b in place of β_b² would show
+            layer.bias.assign(rng.standard_normal(layer.bias.shape))
+    return network
+
+
+class TwoLayer(keras.Model):
+    """A model that is not a FullyConnected: Keras Dense layers with biases, f of shape (batch,)."""
+
+    def __init__(self, width=4, **kwargs):
+        super().__init__(**kwargs)
+        self.width = width
+        normal = keras.initializers.RandomNormal
+        self.first = keras.layers.Dense(width, activation="tanh", kernel_initializer=normal(seed=1),
+                                        bias_initializer=normal(seed=2), dtype=self.dtype_policy)
+        self.second = keras.layers.Dense(1, kernel_initializer=normal(seed=3),
+                                         dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.first.build(input_shape)
+        self.second.build((None, self.width))
+
+    def call(self, x):
+        return self.second(self.first(x))[:, 0]
+
+    def get_config(self):
+        return dict(super().get_config(), width=self.width)
+
+
+# -- Gram matrices -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("depth, activation, use_bias", [
+    (1, "softplus", False), (2, "relu", True), (3, "tanh", False), (3, "softplus", True)])
+def test_fast_and_generic_paths_match_brute_force(depth, activation, use_bias):
+    network = fully_connected(depth, activation, use_bias)
+    x1, x2 = inputs(5), inputs(4, seed=1)
+    reference = brute_force_gram(network, x1, x2)
+    assert relative_error(ntk.gram_fc(network, x1, x2), reference) < 1e-10
+    assert relative_error(ntk.gram_generic(network, x1, x2), reference) < 1e-10
+    assert relative_error(ntk.gram(network, x1), brute_force_gram(network, x1, x1)) < 1e-10
+
+
+def test_generic_path_on_a_custom_model():
+    model = TwoLayer(dtype="float64")
+    x1, x2 = inputs(5), inputs(4, seed=1)
+    model(x1)
+    assert relative_error(ntk.gram(model, x1, x2), brute_force_gram(model, x1, x2)) < 1e-10
+
+
+def test_float32_network_is_accurate_to_its_precision():
+    """Weights drawn in float64 and rounded: Θ agrees to ~ε(float32)·√h with float64."""
+    x = inputs(5)
+    reference = brute_force_gram(fully_connected(dtype="float64"), x, x)
+    theta = ntk.gram(fully_connected(dtype="float32"), x)
+    assert theta.dtype == np.float64
+    assert relative_error(theta, reference) < 1e-5
+
+
+def test_blocks_smaller_than_the_set_give_the_same_gram():
+    network = fully_connected(depth=2)
+    x1, x2 = inputs(7), inputs(5, seed=1)
+    for x_other in (None, x2):
+        reference = ntk.gram_fc(network, x1, x_other)
+        for size in (2, 3):  # neither divides 7 nor 5
+            assert relative_error(ntk.gram_fc(network, x1, x_other, block_size=size),
+                                  reference) < 1e-13
+    # param_block 7 is smaller than every weight tensor: one tensor per chunk, one example per
+    # tile; example_block 2 splits the larger ones.
+    reference = ntk.gram_generic(network, x1, x2)
+    for example_block, param_block in ((2, 7), (2, 10 ** 6), (3, 40)):
+        blocked = ntk.gram_generic(network, x1, x2, example_block, param_block)
+        assert relative_error(blocked, reference) < 1e-13
+
+
+def test_gram_is_symmetric_positive_semidefinite():
+    theta = ntk.gram(fully_connected(depth=3, activation="relu"), inputs(9), block_size=4)
+    np.testing.assert_array_equal(theta, theta.T)
+    eigenvalues = np.linalg.eigvalsh(theta)
+    assert eigenvalues.min() >= -1e-10 * eigenvalues.max()
+
+
+def test_frozen_copy_of_a_generic_model_needs_its_trained_network():
+    model = AlphaModel(TwoLayer(dtype="float64"), alpha=1.0)
+    model(inputs(2))
+    with pytest.raises(ValueError, match="no trainable weight"):
+        ntk.gram(model.initial_network, inputs(3))
+
+
+# -- streamed norms and drift --------------------------------------------------------------
+
+def test_streamed_norms_equal_dense_norms():
+    network_a, network_b = fully_connected(seed=0), fully_connected(seed=1)
+    x = inputs(7)
+    theta_a, theta_b = ntk.gram(network_a, x), ntk.gram(network_b, x)
+    assert ntk.gram_norm(network_a, x, block_size=3) == pytest.approx(
+        np.linalg.norm(theta_a), rel=1e-12)
+    assert ntk.gram_difference_norm(network_a, network_b, x, block_size=3) == pytest.approx(
+        np.linalg.norm(theta_a - theta_b), rel=1e-12)
+    drift = ntk.kernel_drift((network_a, network_b), x, block_size=2)
+    assert drift["norm"] == pytest.approx(np.linalg.norm(theta_a), rel=1e-12)
+    assert drift["norm0"] == pytest.approx(np.linalg.norm(theta_b), rel=1e-12)
+    assert drift["drift"] == pytest.approx(
+        np.linalg.norm(theta_a - theta_b) / np.linalg.norm(theta_b), rel=1e-12)
+
+
+@pytest.mark.parametrize("network", [
+    lambda: FullyConnected(7, dtype="float64"), lambda: TwoLayer(dtype="float64")])
+def test_drift_vanishes_at_initialization(network):
+    model = AlphaModel(network(), alpha=1.0)  # not built: kernel_drift builds it, w0 = w
+    drift = ntk.kernel_drift(model, inputs(5), block_size=2)
+    assert drift["difference"] == 0.0 and drift["drift"] == 0.0
+    assert drift["norm"] == drift["norm0"] > 0
+
+
+def test_drift_of_a_generic_model_follows_its_trained_weights():
+    """The frozen copy has no trainable weight; its kernel is over the network's parameters."""
+    model = AlphaModel(TwoLayer(dtype="float64"), alpha=1.0)
+    x = inputs(5)
+    model(x)
+    theta0 = ntk.gram(model.network, x)
+    for w in model.network.trainable_weights:
+        w.assign(w * 1.1)
+    theta = ntk.gram(model.network, x)
+    drift = ntk.kernel_drift(model, x, block_size=2)
+    assert drift["norm0"] == pytest.approx(np.linalg.norm(theta0), rel=1e-12)
+    assert drift["difference"] == pytest.approx(np.linalg.norm(theta - theta0), rel=1e-12)
+
+
+# -- frozen-kernel dynamics ----------------------------------------------------------------
+
+WIDTH, ALPHA = 100, 1e4  # √h α = 1e5: deep in the lazy regime, float64 resolves it
+
+
+def labels(x):
+    return np.sign(x[:, 0] + 0.5 * x[:, 1])
+
+
+class StopWhenConverged(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if logs["converged"]:
+            self.model.stop_training = True
+
+
+@pytest.fixture(scope="module")
+def lazy_problem():
+    """A tiny task learned by the frozen kernel Θ(w0) and by the network trained at large α."""
+    x_train, x_test = inputs(8, seed=2), inputs(20, seed=3)
+    y_train, y_test = labels(x_train), labels(x_test)
+    model = AlphaModel(FullyConnected(WIDTH, depth=2, dtype="float64"), ALPHA)
+    model.compile()
+    model.build(x_train.shape)
+    frozen = ntk.frozen_kernel_test_error(model.initial_network, x_train, y_train, x_test, y_test,
+                                          flow=model.flow, block_size=3)
+    data = tf.data.Dataset.from_tensors((x_train, y_train)).repeat()
+    model.fit(data, steps_per_epoch=5000, epochs=1, verbose=0, callbacks=[StopWhenConverged()])
+    return dict(model=model, frozen=frozen, x_train=x_train, y_train=y_train, x_test=x_test,
+                y_test=y_test)
+
+
+def test_frozen_dynamics_fits_the_training_set(lazy_problem):
+    frozen, x_train = lazy_problem["frozen"], lazy_problem["x_train"]
+    assert frozen["converged"] and frozen["steps"] > 0
+    assert np.min(frozen["train_outputs"] * lazy_problem["y_train"]) > 1.0
+    # F(x) = Σ_μ Θ(x, x_μ) a_μ reproduces the integrated outputs on the training set.
+    predicted = ntk.predict_frozen(lazy_problem["model"].initial_network, x_train, x_train,
+                                   frozen["a"], block_size=3)
+    assert relative_error(predicted, frozen["train_outputs"]) < 1e-10
+
+
+def test_frozen_dynamics_is_the_large_alpha_limit_of_the_network(lazy_problem):
+    """Same flow, same step control: the network's kernel moves by ~1/(√h α) = 1e-5 during
+    training (Section 5), and its outputs differ from the frozen kernel's by as much."""
+    model, frozen = lazy_problem["model"], lazy_problem["frozen"]
+    assert model.step_count.numpy() == frozen["steps"]
+    assert model.attempts.numpy() == frozen["steps"] + frozen["rejected"]
+    outputs = model(lazy_problem["x_test"]).numpy()
+    assert relative_error(outputs, frozen["test_outputs"]) < 10.0 / (np.sqrt(WIDTH) * ALPHA)
+    assert np.mean(outputs * lazy_problem["y_test"] <= 0) == frozen["test_error"]
+
+
+def test_frozen_dynamics_stops_at_its_limits(lazy_problem):
+    theta = ntk.gram(lazy_problem["model"].initial_network, lazy_problem["x_train"])
+    y = lazy_problem["y_train"]
+    by_steps = ntk.frozen_kernel_dynamics(theta, y, max_steps=3)
+    assert not by_steps["converged"] and by_steps["steps"] + by_steps["rejected"] == 3
+    by_time = ntk.frozen_kernel_dynamics(theta, y, max_time=2.0)
+    assert not by_time["converged"] and by_time["t"] >= 2.0
+    assert by_time["steps"] < lazy_problem["frozen"]["steps"]

@@ -4,11 +4,13 @@ The members F_i(x) = α[f(w_i, x) − f(w_{i,0}, x)] of an ensemble differ only 
 initial weights. Their average F̄ (eq. 15) removes the fluctuations δF = F_i − F̄, whose
 size Var F (eq. 16) decays as 1/h in both regimes (eq. 17).
 """
+import dataclasses
 import os
 
 import numpy as np
 
-from lazy_feature import artifact
+from lazy_feature import artifact, data, run
+from lazy_feature.errors import ConfigError
 
 
 def error_rate(outputs, labels):
@@ -83,3 +85,51 @@ def load_member_outputs(run_dirs):
                              f"test_labels.npy {labels.shape}")
         outputs.append(member)
     return np.stack(outputs).astype(np.float64), labels
+
+
+ENSEMBLE = "ensemble.json"
+MEAN_OUTPUTS = "mean_test_outputs.npy"
+
+
+def summarize(run_dirs):
+    """`ensemble_statistics` of complete runs, as JSON-ready scalars, and F̄ on the test set.
+
+    Returns (summary dict, F̄ of shape (P,)); summary holds every scalar of
+    `ensemble_statistics` and test_errors as a list.
+    """
+    outputs, labels = load_member_outputs(run_dirs)
+    stats = ensemble_statistics(outputs, labels)
+    summary = dict(stats, test_errors=[float(e) for e in stats["test_errors"]])
+    return summary, outputs.mean(axis=0)
+
+
+def member_configs(config, seeds):
+    """The members of an ensemble at one (α, h): `config` with each init seed in turn."""
+    seeds = list(seeds)
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ConfigError(f"an ensemble needs distinct init seeds, got {seeds}")
+    return [dataclasses.replace(config, init_seed=int(seed)) for seed in seeds]
+
+
+def train_ensemble(config, seeds, output_dir, task=None):
+    """Train one network per init seed at `config`'s (α, h) on one data set (Section 4).
+
+    Members are ordinary run artifacts in output_dir/members/<run_id> (a rerun skips the
+    finished ones and resumes a killed one); ensemble.json holds `summarize`'s statistics
+    with alpha, width, sqrt_h_alpha and the member run ids, mean_test_outputs.npy holds F̄
+    (eq. 15). Returns the ensemble.json dict.
+    """
+    configs = member_configs(config, seeds)
+    if task is None:
+        task = data.load_binary_task(config.dataset, config.data_dir, config.n_train,
+                                     config.n_test, config.data_seed)
+    run_dirs = []
+    for member in configs:
+        run_dirs.append(os.path.join(output_dir, "members", member.run_id()))
+        run.train(member, run_dirs[-1], task=task)
+    summary, mean_output = summarize(run_dirs)
+    summary.update(alpha=config.alpha, width=config.width, sqrt_h_alpha=config.sqrt_h_alpha,
+                   members=[member.run_id() for member in configs])
+    artifact.write_npy(os.path.join(output_dir, MEAN_OUTPUTS), mean_output)
+    artifact.write_json(os.path.join(output_dir, ENSEMBLE), summary)
+    return summary

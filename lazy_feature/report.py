@@ -471,6 +471,11 @@ def _summary(tables, drawn, skipped):
     return "\n\n".join(parts) + "\n"
 
 
+def default_dir(sweep_dir):
+    """Where a sweep's report goes unless told otherwise."""
+    return os.path.join(sweep_dir, "report")
+
+
 def write_report(runs, ensembles, output_dir):
     """Write the figures (PNG and SVG) and summary.md under output_dir; return their paths.
 

@@ -1,0 +1,270 @@
+"""Sweeps of the (α, h) plane (Section 3): a grid of runs through train → ntk_eval → ensemble.
+
+A sweep directory holds
+  runs/<run_id>/     one run artifact per grid point (`run.train`, then ntk.json);
+  rows/<run_id>.json the run's row: its config, metrics, observables and NTK scalars, written
+                     last and atomically, so a row exists exactly for each finished run;
+  results.csv        the tidy table, one row per run of the grid (pandas.read_csv);
+  ensembles.csv      one row per (α, h, ...) over the init seeds (eqs. 15-16).
+A rerun skips the runs that have a row and resumes an interrupted run from its checkpoint,
+so a killed sweep loses at most the work since the last checkpoint of the runs in flight.
+
+Runs fan out on Apache Beam (`runner="beam"`): by default the DirectRunner with one process
+per worker on this machine; any other runner (Dataflow, Flink, Spark) through Beam pipeline
+options, provided the sweep directory is on storage every worker sees. `runner="inprocess"`
+is the plain loop.
+"""
+import dataclasses
+import itertools
+import logging
+import math
+import os
+
+import pandas as pd
+
+from lazy_feature import artifact, data, ensemble, ntk_eval, observables, run
+from lazy_feature.config import TrainConfig
+from lazy_feature.errors import ConfigError, DivergenceError, RunDirError
+
+logger = logging.getLogger("lazy_feature")
+
+RUNS, ROWS = "runs", "rows"
+RESULTS, ENSEMBLES = "results.csv", "ensembles.csv"
+RUNNERS = ("beam", "inprocess")
+# The columns that say which runs form one ensemble: every setting but the init seed.
+_NOT_ENSEMBLE_KEYS = {"init_seed", "run_id", "data_dir", "max_time", "max_steps",
+                      "max_wall_seconds"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """A grid depths × widths × (alphas or sqrt_h_alphas) × seeds around the settings of `base`.
+
+    Give α directly (Fig. 3 (c), 5 (a, left)) or through √h·α, α = sqrt_h_alpha/√h
+    (Figs. 3 (b), 4 (a, d)); both at once adds both grids. `ntk` adds the ntk_eval stage
+    with its drift summed over the first ntk_max_train / ntk_max_test points (None: all).
+    `dtype` None picks each point's precision (`precision.default_dtype`: float32 only
+    where α·h is small enough); base.dtype is ignored, since it was resolved for base's α.
+    """
+    base: TrainConfig = TrainConfig()
+    widths: tuple = (100,)
+    depths: tuple = ()  # () keeps base.depth
+    alphas: tuple = ()
+    sqrt_h_alphas: tuple = ()
+    seeds: tuple = (0,)
+    ntk: bool = True
+    ntk_max_train: int | None = None
+    ntk_max_test: int | None = None
+    dtype: str | None = None
+
+    def configs(self):
+        """The TrainConfig of every grid point, without duplicates, in a fixed order.
+
+        Raises ConfigError for an empty grid or a grid point that is not a valid run.
+        """
+        if not self.widths or not self.seeds or not (self.alphas or self.sqrt_h_alphas):
+            raise ConfigError("empty grid: a sweep needs at least one width, one seed and one "
+                              "alpha or sqrt_h_alpha")
+        points = [(h, a) for h, a in itertools.product(self.widths, self.alphas)]
+        points += [(h, s / math.sqrt(h)) for h, s in itertools.product(self.widths,
+                                                                         self.sqrt_h_alphas)]
+        configs = {}
+        for depth, (width, alpha), seed in itertools.product(self.depths or (self.base.depth,),
+                                                             points, self.seeds):
+            config = dataclasses.replace(self.base, depth=int(depth), width=int(width),
+                                         alpha=float(alpha), init_seed=int(seed),
+                                         dtype=self.dtype)
+            configs.setdefault(config.run_id(), config)
+        return list(configs.values())
+
+
+# -- one run -----------------------------------------------------------------------------
+
+_TASKS = {}  # data sets loaded by this process, by (dataset, data_dir, n_train, n_test, seed)
+
+
+def _task(config):
+    key = (config.dataset, config.data_dir, config.n_train, config.n_test, config.data_seed)
+    if key not in _TASKS:
+        _TASKS[key] = data.load_binary_task(*key)
+    return _TASKS[key]
+
+
+def _limit_threads(threads):
+    """Give TensorFlow `threads` threads in this process, if it has not started yet."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    if threads and tf.config.threading.get_intra_op_parallelism_threads() != threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow already runs: keep its pools
+            pass
+
+
+def row_path(output_dir, run_id):
+    return os.path.join(output_dir, ROWS, f"{run_id}.json")
+
+
+def execute_run(config, output_dir, ntk=True, ntk_max_train=None, ntk_max_test=None,
+                threads=None):
+    """Train one grid point, evaluate its NTK, and write its row; return the row.
+
+    A point that already has a row returns it. A run that diverges gets a row with
+    status "diverged" and its error, so that the sweep goes on and the table shows it.
+    `config` may be a TrainConfig or its dict (what Beam sends to a worker).
+    """
+    if isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    run_id = config.run_id()
+    path = row_path(output_dir, run_id)
+    if os.path.exists(path):
+        return artifact.read_json(path)
+    _limit_threads(threads)
+    run_dir = os.path.join(output_dir, RUNS, run_id)
+    task = _task(config)
+    row = dict(config.to_dict(), run_id=run_id, run_dir=os.path.join(RUNS, run_id))
+    try:
+        row.update(run.train(config, run_dir, task=task), status="done")
+    except DivergenceError as e:
+        logger.warning("%s diverged: %s", run_id, e)
+        row.update(status="diverged", error=str(e))
+    else:
+        row.update(observables.observables(run_dir))
+        if ntk:
+            row.update(ntk_eval.evaluate(run_dir, task=task, max_train=ntk_max_train,
+                                         max_test=ntk_max_test))
+    artifact.write_json(path, row)
+    return row
+
+
+# -- the sweep ---------------------------------------------------------------------------
+
+def _check_writable(output_dir):
+    try:
+        os.makedirs(os.path.join(output_dir, ROWS), exist_ok=True)
+        with artifact.atomic_path(os.path.join(output_dir, ".write_test")) as tmp:
+            open(tmp, "w").close()
+        os.remove(os.path.join(output_dir, ".write_test"))
+    except OSError as e:
+        raise RunDirError(f"cannot write the sweep to {output_dir} ({e.strerror}): choose a "
+                          "writable --output_dir") from e
+
+
+def _run_beam(configs, output_dir, stage_options, beam_options, workers):
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel
+    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+    options = list(beam_options) if beam_options else [
+        "--runner=DirectRunner", "--direct_running_mode=multi_processing",
+        f"--direct_num_workers={workers}"]
+    with beam.Pipeline(options=PipelineOptions(options)) as pipeline:
+        _ = (pipeline
+             | "grid" >> beam.Create([c.to_dict() for c in configs])
+             | "spread" >> beam.Reshuffle()  # one run per bundle, spread over the workers
+             | "run" >> beam.Map(execute_run, output_dir, **stage_options))
+
+
+def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None):
+    """Run every grid point of `sweep` without a row yet, then write the tables.
+
+    Args:
+      sweep: a SweepConfig.
+      output_dir: the sweep directory (created; reruns resume it).
+      runner: "beam" (Apache Beam) or "inprocess" (a loop in this process).
+      workers: processes of the DirectRunner, each given cpu_count/workers TF threads.
+      beam_options: Beam pipeline options (strings) replacing the local DirectRunner's.
+    Returns:
+      (runs, ensembles) DataFrames, also written to results.csv and ensembles.csv.
+    """
+    if runner not in RUNNERS:
+        raise ConfigError(f"unknown runner {runner!r}: choose one of {', '.join(RUNNERS)}")
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    configs = sweep.configs()
+    _check_writable(output_dir)
+    pending = [c for c in configs if not os.path.exists(row_path(output_dir, c.run_id()))]
+    logger.info("sweep %s: %d runs, %d finished, %d to run (%s)", output_dir, len(configs),
+                len(configs) - len(pending), len(pending), runner)
+    stage_options = dict(ntk=sweep.ntk, ntk_max_train=sweep.ntk_max_train,
+                         ntk_max_test=sweep.ntk_max_test)
+    if pending:
+        _task(pending[0])  # a missing data set fails here, before any worker starts
+        if runner == "inprocess":
+            for config in pending:
+                execute_run(config, output_dir, **stage_options)
+        else:
+            threads = max(1, (os.cpu_count() or 1) // workers) if not beam_options else None
+            _run_beam(pending, output_dir, dict(stage_options, threads=threads), beam_options,
+                      workers)
+    return write_tables(output_dir, configs)
+
+
+def load_rows(output_dir, configs):
+    """The rows of the grid points that have one, as a DataFrame in grid order."""
+    rows = [artifact.read_json(row_path(output_dir, c.run_id())) for c in configs
+            if os.path.exists(row_path(output_dir, c.run_id()))]
+    return pd.DataFrame.from_records(rows)
+
+
+def ensembles_table(runs, output_dir):
+    """One row per group of two or more finished runs that differ only in init_seed (Section 4).
+
+    Each row holds the group's settings, `ensemble.summarize`'s scalars (not the per-member
+    errors), and sqrt_h_alpha.
+    """
+    if runs.empty or "status" not in runs:
+        return pd.DataFrame()
+    done = runs[runs["status"] == "done"]
+    keys = [c for c in TrainConfig().to_dict() if c not in _NOT_ENSEMBLE_KEYS]
+    records = []
+    for values, members in done.groupby(keys, dropna=False, sort=True):
+        if len(members) < 2:
+            continue
+        summary, _ = ensemble.summarize([os.path.join(output_dir, d) for d in members["run_dir"]])
+        summary.pop("test_errors")
+        records.append(dict(zip(keys, values), sqrt_h_alpha=float(
+            observables.sqrt_h_alpha(members["alpha"].iloc[0], members["width"].iloc[0])),
+            **summary))
+    return pd.DataFrame.from_records(records)
+
+
+def write_tables(output_dir, configs):
+    """Write results.csv (one row per finished run) and ensembles.csv; return both.
+
+    The files hold run_dir relative to the sweep directory; the returned runs table has it
+    joined to output_dir.
+    """
+    runs = load_rows(output_dir, configs)
+    ensembles = ensembles_table(runs, output_dir)
+    for name, table in ((RESULTS, runs), (ENSEMBLES, ensembles)):
+        with artifact.atomic_path(os.path.join(output_dir, name)) as tmp:
+            table.to_csv(tmp, index=False)
+    logger.info("sweep %s: %d of %d runs in %s", output_dir, len(runs), len(configs),
+                os.path.join(output_dir, RESULTS))
+    return _located(runs, output_dir), ensembles
+
+
+def _located(runs, output_dir):
+    if "run_dir" in runs:
+        runs = runs.assign(run_dir=[os.path.join(output_dir, d) for d in runs["run_dir"]])
+    return runs
+
+
+def read_tables(output_dir):
+    """(runs, ensembles) from a sweep directory's results.csv and ensembles.csv."""
+    path = os.path.join(output_dir, RESULTS)
+    if not os.path.exists(path):
+        raise RunDirError(f"no sweep results in {output_dir}: {RESULTS} is missing (run the "
+                          "sweep stage first)")
+    try:
+        runs = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        runs = pd.DataFrame()
+    ensembles_path = os.path.join(output_dir, ENSEMBLES)
+    try:
+        ensembles = pd.read_csv(ensembles_path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        ensembles = pd.DataFrame()
+    if runs.empty:
+        raise RunDirError(f"{path} has no run yet: run the sweep stage to completion")
+    return _located(runs, output_dir), ensembles
+

@@ -1,0 +1,62 @@
+r"""The `sweep` stage: a grid over (α or √h·α, h, seed) through train → ntk_eval → ensemble.
+
+Runs a named config of pipelines/configs.py, optionally with its grid replaced by flags,
+writes one row per run to <output_dir>/results.csv and the ensembles to ensembles.csv, then
+the report (figures and summary.md) to <output_dir>/report. The quick study (the README's
+main job, about 30 minutes on 2 cores):
+
+  python -m pipelines.sweep --config=quick --output_dir=runs/quick
+
+Runs fan out on Apache Beam's DirectRunner, one process per --workers; any Beam runner
+through its pipeline options, e.g. on Dataflow (the sweep directory on shared storage):
+
+  python -m pipelines.sweep --config=fig3 --output_dir=gs://bucket/fig3 \
+      --beam_options=--runner=DataflowRunner,--project=my-project,--region=us-central1
+
+A rerun of the same command skips finished runs and resumes interrupted ones.
+"""
+import dataclasses
+
+from absl import flags
+
+from lazy_feature import report, sweep
+from pipelines import common, configs
+
+flags.DEFINE_string("config", "quick", f"A named sweep: {', '.join(configs.CONFIGS)}.")
+flags.DEFINE_string("output_dir", None, "The sweep directory.", required=True)
+flags.DEFINE_list("widths", None, "Replace the config's widths h.")
+flags.DEFINE_list("alphas", None, "Replace the config's α grid (and drop its √h·α grid).")
+flags.DEFINE_list("sqrt_h_alphas", None, "Replace the config's √h·α grid (and drop its α grid).")
+flags.DEFINE_list("seeds", None, "Replace the config's init seeds.")
+flags.DEFINE_enum("runner", "beam", sweep.RUNNERS, "Apache Beam, or a loop in this process.")
+flags.DEFINE_integer("workers", 2, "Processes of Beam's local DirectRunner.")
+flags.DEFINE_list("beam_options", None, "Beam pipeline options, replacing the local runner's.")
+flags.DEFINE_boolean("report", True, "Write the report once the sweep is done.")
+FLAGS = flags.FLAGS
+
+
+def sweep_from_flags():
+    """The named SweepConfig with the grid flags that were given."""
+    grid = configs.get(FLAGS.config)
+    changes = {}
+    if FLAGS.widths is not None:
+        changes["widths"] = tuple(common.integers("widths", FLAGS.widths))
+    if FLAGS.seeds is not None:
+        changes["seeds"] = tuple(common.integers("seeds", FLAGS.seeds))
+    for name in ("alphas", "sqrt_h_alphas"):
+        if FLAGS[name].value is not None:
+            other = "sqrt_h_alphas" if name == "alphas" else "alphas"
+            changes.update({name: tuple(common.floats(name, FLAGS[name].value)), other: ()})
+    return dataclasses.replace(grid, **changes)
+
+
+def main():
+    runs, ensembles = sweep.run_sweep(sweep_from_flags(), FLAGS.output_dir, runner=FLAGS.runner,
+                                      workers=FLAGS.workers, beam_options=FLAGS.beam_options)
+    if FLAGS.report:
+        paths = report.write_report(runs, ensembles, report.default_dir(FLAGS.output_dir))
+        print(f"report: {paths[-1]}")
+
+
+if __name__ == "__main__":
+    common.main("sweep", main)

@@ -1,0 +1,168 @@
+"""Sweeps: the grid, run ids, a tiny Beam sweep killed and resumed, the stage binaries' errors."""
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lazy_feature import artifact, ensemble, sweep
+from lazy_feature.config import TrainConfig
+from lazy_feature.data import BinaryTask
+from lazy_feature.errors import ConfigError, RunDirError
+from pipelines import configs
+from tests.conftest import sphere_inputs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_FLAGS = ["--config=tiny", "--widths=16", "--sqrt_h_alphas=0.1,10", "--seeds=0,1,2"]
+
+
+def _stage(name, *args, timeout=600, **kwargs):
+    return subprocess.run([sys.executable, "-m", f"pipelines.{name}", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def test_grid_points_and_run_ids():
+    grid = sweep.SweepConfig(widths=(10, 40), sqrt_h_alphas=(1e-2, 1e4), alphas=(1.0,),
+                             seeds=(0, 1))
+    points = grid.configs()
+    assert len(points) == 2 * 3 * 2 and len({c.run_id() for c in points}) == len(points)
+    assert sorted(c.sqrt_h_alpha for c in points if c.width == 40) == pytest.approx(
+        [1e-2, 1e-2, np.sqrt(40), np.sqrt(40), 1e4, 1e4])
+    # Precision per point: float32 is refused where α·h·ε32 is too large (precision.py).
+    too_fine = [c.alpha * c.width * np.finfo(np.float32).eps > 1e-3 for c in points]
+    assert any(too_fine) and not all(too_fine)
+    assert all((c.dtype == "float64") == fine for c, fine in zip(points, too_fine))
+    assert [c.run_id() for c in grid.configs()] == [c.run_id() for c in points]
+    with pytest.raises(ConfigError, match="empty grid"):
+        dataclasses.replace(grid, seeds=()).configs()
+    with pytest.raises(ConfigError, match="empty grid"):
+        dataclasses.replace(grid, alphas=(), sqrt_h_alphas=()).configs()
+
+
+def test_run_id_is_stable_and_ignores_where_and_how_long():
+    config = TrainConfig(width=40, alpha=0.5, n_train=100, n_test=100)
+    same = TrainConfig(width=40, alpha=0.5, n_train=100, n_test=100, data_dir="/elsewhere",
+                       max_time=10.0, max_steps=5, max_wall_seconds=1.0)
+    assert same.run_id() == config.run_id()
+    for change in (dict(alpha=0.25), dict(init_seed=1), dict(data_seed=1), dict(depth=2),
+                   dict(loss_beta=10.0), dict(dtype="float64")):
+        assert dataclasses.replace(config, **change).run_id() != config.run_id(), change
+    # The id is a hash of the settings, not of this process: another interpreter agrees.
+    code = ("from lazy_feature.config import TrainConfig;"
+            "print(TrainConfig(width=40, alpha=0.5, n_train=100, n_test=100).run_id())")
+    other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120, check=True)
+    assert other.stdout.strip() == config.run_id()
+
+
+def test_named_configs_are_valid_grids():
+    for name in configs.CONFIGS:
+        points = configs.get(name).configs()
+        assert points, name
+    fig5 = configs.get("fig5").configs()
+    alphas = sorted({c.alpha for c in fig5})
+    assert np.log10(alphas[-1] / alphas[0]) >= 10  # α over 11 decades (Fig. 5)
+    assert {c.n_train for c in configs.get("fig3").configs()} == {10000}
+    with pytest.raises(ConfigError, match="unknown config 'fig99'"):
+        configs.get("fig99")
+
+
+def _synthetic_task(n_train=40, n_test=60):
+    x = sphere_inputs(n_train + n_test, 10, seed=7)
+    y = np.sign(x[:, 0] + 0.5 * x[:, 1])
+    return BinaryTask(x[:n_train], y[:n_train], x[n_train:], y[n_train:],
+                      np.zeros(n_train, int), np.zeros(n_test, int))
+
+
+def test_ensemble_of_members(tmp_path):
+    task = _synthetic_task()
+    config = TrainConfig(n_train=40, n_test=60, width=20, alpha=0.3, dtype="float64")
+    summary = ensemble.train_ensemble(config, [0, 1, 2], str(tmp_path), task=task)
+    members = [os.path.join(tmp_path, "members", run_id) for run_id in summary["members"]]
+    outputs = np.stack([np.load(os.path.join(d, artifact.TEST_OUTPUTS)) for d in members])
+    mean = outputs.mean(axis=0)
+    assert np.allclose(np.load(tmp_path / ensemble.MEAN_OUTPUTS), mean)
+    assert summary["var_F"] == pytest.approx(np.mean((outputs - mean) ** 2), rel=1e-12)
+    assert summary["var_F"] > 0  # members differ only by their init seed, and do differ
+    assert summary["ensemble_test_error"] == pytest.approx(np.mean(mean * task.y_test <= 0))
+    assert summary == artifact.read_json(os.path.join(tmp_path, ensemble.ENSEMBLE))
+    with pytest.raises(ConfigError, match="distinct init seeds"):
+        ensemble.train_ensemble(config, [0, 0], str(tmp_path / "again"), task=task)
+
+
+def _rows(output_dir):
+    rows_dir = os.path.join(output_dir, sweep.ROWS)
+    return {name: open(os.path.join(rows_dir, name)).read() for name in os.listdir(rows_dir)
+            if name.endswith(".json")}
+
+
+@pytest.mark.usefixtures("fashion_task")
+def test_beam_sweep_killed_and_resumed(tmp_path):
+    out = str(tmp_path / "sweep")
+    args = TINY_FLAGS + [f"--output_dir={out}", "--runner=beam", "--workers=2"]
+    process = subprocess.Popen([sys.executable, "-m", "pipelines.sweep", *args], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if os.path.isdir(os.path.join(out, sweep.ROWS)) and _rows(out):
+            break
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and its Beam workers, at once
+    process.wait()
+    before = _rows(out)
+    assert 1 <= len(before) < 6, "the sweep should be killed mid-way"
+    assert not os.path.exists(os.path.join(out, sweep.RESULTS))
+
+    result = _stage("sweep", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = _rows(out)
+    assert {k: after[k] for k in before} == before  # finished runs were not redone
+    runs = pd.read_csv(os.path.join(out, sweep.RESULTS))
+    assert len(runs) == 6 and runs["run_id"].is_unique
+    assert set(runs["status"]) == {"done"} and runs["converged"].all()
+    assert {"test_error", "t_half", "ntk_drift_test", "frozen_init_test_error",
+            "weight_drift", "sqrt_h_alpha"} <= set(runs.columns)
+    ensembles = pd.read_csv(os.path.join(out, sweep.ENSEMBLES))
+    assert len(ensembles) == 2 and (ensembles["n_members"] == 3).all()
+    assert "report: " in result.stdout
+    assert os.path.exists(os.path.join(out, "report", "summary.md"))
+
+    # Every finished run has a row, and a rerun (any runner) runs nothing and changes nothing.
+    rerun = _stage("sweep", *args[:-2], "--runner=inprocess", "--noreport")
+    assert rerun.returncode == 0 and "0 to run" in rerun.stderr
+    assert _rows(out) == after
+    # Section 5: the kernel moves less the larger √h·α, here for every init seed.
+    drift = runs.pivot(index="init_seed", columns="sqrt_h_alpha", values="ntk_drift_test")
+    assert (drift.iloc[:, 0] > 2 * drift.iloc[:, 1]).all(), drift
+    report = _stage("report", f"--sweep_dir={out}", f"--output_dir={tmp_path / 'report'}")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert os.path.exists(tmp_path / "report" / "summary.md")
+
+
+def test_sweep_binary_errors(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cases = [
+        (["--config=fig99", f"--output_dir={tmp_path / 'a'}"], "unknown config 'fig99'"),
+        (["--config=tiny", "--seeds=", f"--output_dir={tmp_path / 'b'}"], "empty grid"),
+        (["--config=tiny", "--seeds=0,x", f"--output_dir={tmp_path / 'c'}"], "--seeds takes"),
+        (["--config=tiny", f"--output_dir={blocker / 'sweep'}"], "cannot write the sweep"),
+    ]
+    for args, message in cases:
+        result = _stage("sweep", *args, timeout=120)
+        assert result.returncode == 1, (args, result.stderr[-2000:])
+        assert "sweep: error:" in result.stderr and message in result.stderr, result.stderr
+    result = _stage("report", f"--sweep_dir={tmp_path / 'missing'}", timeout=120)
+    assert result.returncode == 1 and "run the sweep stage first" in result.stderr
+
+
+def test_read_tables_refuses_an_empty_sweep(tmp_path):
+    (tmp_path / sweep.RESULTS).write_text("")
+    with pytest.raises(RunDirError, match="has no run yet"):
+        sweep.read_tables(str(tmp_path))

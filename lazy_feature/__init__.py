@@ -1,0 +1,26 @@
+"""lazy_feature: lazy vs feature training of deep networks (Geiger, Spigler, Jacot, Wyart).
+
+The public face; the modules hold one concept each:
+  config        TrainConfig, one run's settings at a point (α, h) and its stable id
+  architectures FullyConnected, the NTK-parametrized network f(w, x) (eqs. 10-14)
+  alpha_model   AlphaModel, F = α[f(w, x) − f(w0, x)] (eq. 6) trained by gradient flow
+  dynamics      GradientFlow, the adaptive step control (eqs. 8-9)
+  run           train / load_run: a run artifact on disk
+  ntk           Gram matrices of the empirical NTK (eq. 5), drift, frozen-kernel dynamics
+  ensemble      averages over initializations (eqs. 15-16)
+  observables   t_{L/2} and the √h·α rescalings
+  sweep         grids of runs over the (α, h) plane on Apache Beam
+  report        the paper's figures and fitted exponents
+"""
+from lazy_feature import (activations, artifact, callbacks, data, ensemble, exponents, losses,
+                          ntk, ntk_eval, observables, precision, report, sweep)
+from lazy_feature.alpha_model import AlphaModel
+from lazy_feature.architectures import FullyConnected
+from lazy_feature.config import TrainConfig
+from lazy_feature.dynamics import GradientFlow
+from lazy_feature.errors import ConfigError, DataError, DivergenceError, Error, RunDirError
+from lazy_feature.layers import NTKDense
+from lazy_feature.ntk import frozen_kernel_dynamics, gram, kernel_drift
+from lazy_feature.run import VERSION as __version__
+from lazy_feature.run import load_run, train
+from lazy_feature.sweep import SweepConfig, run_sweep

@@ -133,6 +133,7 @@ def execute_run(config, output_dir, ntk=True, ntk_max_train=None, ntk_max_test=N
         if ntk:
             row.update(ntk_eval.evaluate(run_dir, task=task, max_train=ntk_max_train,
                                          max_test=ntk_max_test))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     artifact.write_json(path, row)
     return row
 

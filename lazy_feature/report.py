@@ -18,6 +18,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
 
 from lazy_feature import artifact, exponents, observables
 
@@ -84,6 +85,7 @@ def _lines(ax, table, by, x, y, yerr=None, label="{:.3g}", linestyle="-", logy=F
                     marker="o", markersize=3, capsize=2,
                     label=None if label is None else label.format(value))
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # few decades: minor labels would overlap
     if logy:
         ax.set_yscale("log")
 

@@ -173,7 +173,7 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
             recorder.record_state(model.train_state())
     try:
         model.fit(data.full_batch(task.x_train, task.y_train, config.dtype), epochs=1,
-                  steps_per_epoch=_FIT_STEPS, verbose=0,
+                  steps_per_epoch=_FIT_STEPS, verbose=0, shuffle=False,
                   callbacks=[stopping, *recorders, checkpointer, *extra_callbacks])
     except KeyboardInterrupt:
         checkpointer.save()

@@ -160,6 +160,9 @@ def test_sweep_binary_errors(tmp_path):
         assert "sweep: error:" in result.stderr and message in result.stderr, result.stderr
     result = _stage("report", f"--sweep_dir={tmp_path / 'missing'}", timeout=120)
     assert result.returncode == 1 and "run the sweep stage first" in result.stderr
+    result = _stage("ensemble", "--seeds=3,3", f"--output_dir={tmp_path / 'e'}", timeout=120)
+    assert result.returncode == 1 and "ensemble: error:" in result.stderr
+    assert "distinct init seeds" in result.stderr and not (tmp_path / "e").exists()
 
 
 def test_read_tables_refuses_an_empty_sweep(tmp_path):

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from lazy_feature import artifact, data, run
+from lazy_feature import artifact, run
 from lazy_feature.errors import ConfigError
 
 
@@ -120,16 +120,14 @@ def train_ensemble(config, seeds, output_dir, task=None):
     (eq. 15). Returns the ensemble.json dict.
     """
     configs = member_configs(config, seeds)
-    if task is None:
-        task = data.load_binary_task(config.dataset, config.data_dir, config.n_train,
-                                     config.n_test, config.data_seed)
-    run_dirs = []
-    for member in configs:
-        run_dirs.append(os.path.join(output_dir, "members", member.run_id()))
-        run.train(member, run_dirs[-1], task=task)
+    task = run.load_task(config, task)
+    run_ids = [member.run_id() for member in configs]
+    run_dirs = [os.path.join(output_dir, "members", run_id) for run_id in run_ids]
+    for member, run_dir in zip(configs, run_dirs):
+        run.train(member, run_dir, task=task)
     summary, mean_output = summarize(run_dirs)
     summary.update(alpha=config.alpha, width=config.width, sqrt_h_alpha=config.sqrt_h_alpha,
-                   members=[member.run_id() for member in configs])
+                   members=run_ids)
     artifact.write_npy(os.path.join(output_dir, MEAN_OUTPUTS), mean_output)
     artifact.write_json(os.path.join(output_dir, ENSEMBLE), summary)
     return summary

@@ -53,7 +53,8 @@ def load_config(run_dir):
     return TrainConfig.from_dict(stored)
 
 
-def _load_task(config, task):
+def load_task(config, task=None):
+    """The data set `config` trains on (`task` if given), checked against its sizes."""
     if task is None:
         task = data.load_binary_task(config.dataset, config.data_dir, config.n_train,
                                      config.n_test, config.data_seed)
@@ -139,7 +140,7 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
     if artifact.is_complete(output_dir):
         logger.info("%s is already complete", output_dir)
         return artifact.read_json(os.path.join(output_dir, artifact.METRICS))
-    task = _load_task(config, task)
+    task = load_task(config, task)
     _claim(config, output_dir)
     tf.config.experimental.enable_op_determinism()  # a run is a function of its seeds
     model = build_model(config, task.d)
@@ -239,7 +240,7 @@ def load_run(run_dir, task=None):
     config = load_config(run_dir)
     if not artifact.is_complete(run_dir):
         raise RunDirError(f"the run in {run_dir} is not complete ({artifact.METRICS} is missing)")
-    task = _load_task(config, task)
+    task = load_task(config, task)
     labels = np.load(os.path.join(run_dir, artifact.TEST_LABELS))
     if labels.shape != task.y_test.shape or not np.array_equal(labels, task.y_test):
         raise RunDirError(f"the data set found now is not the one the run in {run_dir} was "

@@ -22,7 +22,7 @@ import os
 
 import pandas as pd
 
-from lazy_feature import artifact, data, ensemble, ntk_eval, observables, run
+from lazy_feature import artifact, ensemble, ntk_eval, observables, run
 from lazy_feature.config import TrainConfig
 from lazy_feature.errors import ConfigError, DivergenceError, RunDirError
 
@@ -86,7 +86,7 @@ _TASKS = {}  # data sets loaded by this process, by (dataset, data_dir, n_train,
 def _task(config):
     key = (config.dataset, config.data_dir, config.n_train, config.n_test, config.data_seed)
     if key not in _TASKS:
-        _TASKS[key] = data.load_binary_task(*key)
+        _TASKS[key] = run.load_task(config)
     return _TASKS[key]
 
 

@@ -5,8 +5,14 @@ build of TensorFlow instead of the default CPU wheel:
 ``LAZY_FEATURE_TF='tensorflow[and-cuda]' pip install -e .[test]``.
 """
 import os
+import re
 
 import setuptools
+
+# The version lives in lazy_feature/config.py alone; read it without importing TensorFlow.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "lazy_feature",
+                       "config.py"), encoding="utf-8") as f:
+    _VERSION = re.search(r'^VERSION = "([^"]+)"', f.read(), re.M).group(1)
 
 # The CPU wheel is the default; the GPU build ("tensorflow[and-cuda]") has the same API under
 # another distribution name, chosen by LAZY_FEATURE_TF at install time (never both).
@@ -14,7 +20,7 @@ _TF = os.environ.get("LAZY_FEATURE_TF", "tensorflow-cpu") + "==2.21.0"
 
 setuptools.setup(
     name="lazy_feature",
-    version="0.1.0",
+    version=_VERSION,
     description=(
         "Lazy vs feature training of deep networks (Geiger, Spigler, Jacot, Wyart): "
         "alpha-scaled models, adaptive gradient flow, empirical NTK, sweeps and figures."

@@ -16,11 +16,11 @@ from lazy_feature import (activations, artifact, callbacks, data, ensemble, expo
                           ntk, ntk_eval, observables, precision, report, sweep)
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import FullyConnected
+from lazy_feature.config import VERSION as __version__
 from lazy_feature.config import TrainConfig
 from lazy_feature.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError, DataError, DivergenceError, Error, RunDirError
 from lazy_feature.layers import NTKDense
 from lazy_feature.ntk import frozen_kernel_dynamics, gram, kernel_drift
-from lazy_feature.run import VERSION as __version__
 from lazy_feature.run import load_run, train
 from lazy_feature.sweep import SweepConfig, run_sweep

@@ -224,7 +224,8 @@ class AlphaModel(keras.Model):
             "step": self.step_count.value, "t": self.t.value, "dt": self.dt.value,
             "attempts": self.attempts.value,
             "rescaled_loss": loss,  # α² L of eq. 7
-            "train_error": _sum_replicas(tf.reduce_sum(tf.cast(margins <= 0, self.dtype)))
+            "train_error": _sum_replicas(tf.reduce_sum(tf.cast(losses.misclassified(margins, 1.0),
+                                                               self.dtype)))
             / self.n_train,
             "unfitted": _sum_replicas(tf.reduce_sum(tf.cast(margins <= 1, "int64"))),
             "converged": self.converged(),
@@ -250,4 +251,4 @@ class AlphaModel(keras.Model):
         F = self(tf.cast(x, self.dtype))
         margins = F * y
         return {"rescaled_loss": tf.reduce_mean(self.per_pattern_loss(margins, 1.0)),
-                "error": tf.reduce_mean(tf.cast(margins <= 0, self.dtype))}
+                "error": tf.reduce_mean(tf.cast(losses.misclassified(margins, 1.0), self.dtype))}

@@ -18,28 +18,35 @@ class FullyConnected(keras.Model):
       depth: L, the number of hidden layers (the paper's default is 3).
       activation: a name from `activations.NAMES`; normalized so E[σ(z)²] = 1.
       beta: softplus sharpness (the paper's β = 5).
-      use_bias: biases in the hidden layers (Appendix J); the readout never has one.
+      bias_scale: β_b, the multiplier of the hidden layers' biases (Appendix J); 0 (the
+        default, the paper's main setup) means no bias.
+      readout_bias: a bias on the readout too, entering as bias_scale·b.
       seed: the init seed; layer ℓ draws its N(0, 1) weights from seed·1000 + ℓ.
       dtype: "float32" or "float64" (see `precision`), for weights and computation.
     """
 
     def __init__(self, width, depth=3, activation="softplus", beta=activations.SOFTPLUS_BETA,
-                 use_bias=False, seed=0, **kwargs):
+                 bias_scale=0.0, readout_bias=False, seed=0, **kwargs):
         super().__init__(**kwargs)
         if int(width) < 1:
             raise ConfigError(f"width must be >= 1, got {width}")
         if int(depth) < 1:
             raise ConfigError(f"depth must be >= 1, got {depth}")
         self.width, self.depth, self.seed = int(width), int(depth), int(seed)
-        self.activation_name, self.beta, self.use_bias = activation, float(beta), bool(use_bias)
+        if float(bias_scale) < 0 or (readout_bias and not float(bias_scale) > 0):
+            raise ConfigError(f"need bias_scale >= 0 (0 = no bias) and bias_scale > 0 for a "
+                              f"readout bias, got {bias_scale} and readout_bias={readout_bias}")
+        self.activation_name, self.beta = activation, float(beta)
+        self.bias_scale, self.readout_bias = float(bias_scale), bool(readout_bias)
         self.sigma = activations.get(activation, beta)
         self.hidden = [
-            NTKDense(self.width, seed=self.seed * 1000 + ell, use_bias=use_bias,
-                     dtype=self.dtype_policy, name=f"hidden_{ell}")
+            NTKDense(self.width, seed=self.seed * 1000 + ell, use_bias=self.bias_scale > 0,
+                     bias_scale=self.bias_scale, dtype=self.dtype_policy, name=f"hidden_{ell}")
             for ell in range(self.depth)
         ]
-        self.readout = NTKDense(1, seed=self.seed * 1000 + self.depth, dtype=self.dtype_policy,
-                                name="readout")
+        self.readout = NTKDense(1, seed=self.seed * 1000 + self.depth,
+                                use_bias=self.readout_bias, bias_scale=self.bias_scale,
+                                dtype=self.dtype_policy, name="readout")
 
     def build(self, input_shape):
         shape = (None, int(input_shape[-1]))
@@ -73,5 +80,6 @@ class FullyConnected(keras.Model):
 
     def get_config(self):
         return dict(width=self.width, depth=self.depth, activation=self.activation_name,
-                    beta=self.beta, use_bias=self.use_bias, seed=self.seed,
+                    beta=self.beta, bias_scale=self.bias_scale,
+                    readout_bias=self.readout_bias, seed=self.seed,
                     dtype=self.dtype_policy.name)

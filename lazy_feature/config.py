@@ -4,8 +4,28 @@ import hashlib
 import json
 import math
 
+import numpy as np
+
 from lazy_feature import activations, losses, precision
 from lazy_feature.errors import ConfigError
+
+VERSION = "0.2.0"  # the package's one version string (setup.py reads it from here)
+# Settings that say where the data lies and how long to try, not what is computed: they are
+# left out of the run id, so a run found elsewhere or resumed with more time keeps its id.
+NOT_IDENTITY = ("data_dir", "max_time", "max_steps", "max_wall_seconds")
+
+
+def sqrt_h_alpha(alpha, width):
+    """√h·α, the parameter that separates lazy (≫ 1) from feature (≪ 1) training (Section 3).
+
+    Works elementwise on arrays and pandas columns as well as on numbers.
+    """
+    return np.sqrt(width) * alpha
+
+
+def alpha_from_sqrt_h_alpha(value, width):
+    """α = (√h·α)/√h: the α of a point given by √h·α at width h."""
+    return value / math.sqrt(width)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -13,7 +33,9 @@ class TrainConfig:
     """Every setting of one run; the defaults are the paper's Section 2 setup.
 
     α is the article's α (eq. 6): it multiplies f − f0 of a network whose readout carries
-    h^(-1/2). `dtype=None` picks the precision the run needs (`precision.default_dtype`).
+    h^(-1/2). bias_scale is the multiplier β_b of the hidden layers' biases (Appendix J; 0 =
+    no bias, the paper's main setup; its authors' bias runs use 0.1); readout_bias adds one
+    to the readout too, with the same multiplier. `dtype=None` picks the precision the run needs (`precision.default_dtype`).
     Budgets (max_time in gradient-flow time, max_steps in accepted steps, max_wall_seconds)
     end a run that has not met the stopping criterion; it is then reported not converged.
     """
@@ -26,7 +48,8 @@ class TrainConfig:
     depth: int = 3
     activation: str = "softplus"
     activation_beta: float = activations.SOFTPLUS_BETA
-    bias: bool = False
+    bias_scale: float = 0.0
+    readout_bias: bool = False
     alpha: float = 1.0
     centered: bool = True
     init_seed: int = 0
@@ -53,6 +76,9 @@ class TrainConfig:
              f"unknown loss {self.loss!r}: choose one of {', '.join(losses.NAMES)}"),
             (self.max_dgrad > 0 and self.max_dout > 0 and self.dt0 > 0,
              "max_dgrad, max_dout and dt0 must be > 0"),
+            (self.bias_scale >= 0, f"bias_scale must be >= 0 (0 = no bias), got {self.bias_scale}"),
+            (not self.readout_bias or self.bias_scale > 0,
+             "readout_bias needs bias_scale > 0: the readout's bias enters as bias_scale·b"),
             (self.max_time > 0 and self.max_steps >= 1 and self.max_wall_seconds > 0,
              "max_time, max_steps and max_wall_seconds must be > 0"),
         ]
@@ -64,7 +90,7 @@ class TrainConfig:
     @property
     def sqrt_h_alpha(self):
         """√h·α, the parameter that separates the two regimes (α* ~ h^(-1/2))."""
-        return math.sqrt(self.width) * self.alpha
+        return float(sqrt_h_alpha(self.alpha, self.width))
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -80,11 +106,10 @@ class TrainConfig:
     def run_id(self):
         """A stable id of the run: a hash of every setting that changes its result.
 
-        data_dir and the budgets only say where the data lies and how long to try, so they
-        are left out: the same run found elsewhere or resumed with more time keeps its id.
+        The NOT_IDENTITY settings (data_dir and the budgets) are left out.
         """
         d = self.to_dict()
-        for k in ("data_dir", "max_time", "max_steps", "max_wall_seconds"):
+        for k in NOT_IDENTITY:
             d.pop(k)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

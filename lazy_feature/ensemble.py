@@ -9,16 +9,8 @@ import os
 
 import numpy as np
 
-from lazy_feature import artifact, run
+from lazy_feature import artifact, losses, run
 from lazy_feature.errors import ConfigError
-
-
-def error_rate(outputs, labels):
-    """The fraction of misclassified points of each row of `outputs` (shape (..., P)).
-
-    A point is an error unless F·y > 0: a tie F = 0, or a NaN output, counts as an error.
-    """
-    return np.mean(~(np.asarray(outputs) * labels > 0), axis=-1)
 
 
 def ensemble_statistics(outputs, labels):
@@ -50,14 +42,14 @@ def ensemble_statistics(outputs, labels):
     if n == 0:
         raise ValueError("an ensemble needs at least one member")
     mean_output = outputs.mean(axis=0)  # F̄, eq. 15
-    errors = error_rate(outputs, labels)
+    errors = losses.error_rate(outputs, labels)
     var_F = float(np.mean(np.square(outputs - mean_output)))  # eq. 16
     return {
         "n_members": n,
         "test_errors": errors,
         "mean_test_error": float(errors.mean()),
         "std_test_error": float(errors.std(ddof=1)) if n > 1 else float("nan"),
-        "ensemble_test_error": float(error_rate(mean_output, labels)),
+        "ensemble_test_error": float(losses.error_rate(mean_output, labels)),
         "var_F": var_F,
         "var_F_unbiased": var_F * n / (n - 1) if n > 1 else float("nan"),
     }

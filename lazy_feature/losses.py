@@ -1,4 +1,5 @@
 """Per-pattern losses ℓ(F, y) and the α⁻²-scaled training loss of eq. 7."""
+import numpy as np
 import tensorflow as tf
 
 from lazy_feature import activations
@@ -51,3 +52,17 @@ def alpha_loss(per_pattern, F, y, alpha, n):
     The α⁻² makes the convergence time independent of α as α → ∞.
     """
     return tf.reduce_sum(per_pattern(F, y)) / (alpha * alpha * n)
+
+
+def misclassified(F, y):
+    """Whether each point is an error: unless F·y > 0 it is (a tie F = 0 and a NaN output too).
+
+    The one rule of the package; works on TensorFlow tensors and NumPy arrays alike.
+    """
+    F = tf.convert_to_tensor(F)
+    return tf.logical_not(F * tf.cast(y, F.dtype) > 0)
+
+
+def error_rate(F, y):
+    """The fraction of `misclassified` points along the last axis (shape F.shape[:-1])."""
+    return np.mean(np.asarray(misclassified(F, y)), axis=-1)

@@ -222,12 +222,12 @@ def frozen_kernel_test_error(network, x_train, y_train, x_test, y_test, block_si
 
     Returns:
       `frozen_kernel_dynamics`'s dict plus test_outputs and test_error, the fraction of test
-      points with F·y <= 0.
+      points misclassified (`losses.error_rate`).
     """
     result = frozen_kernel_dynamics(gram(network, x_train, block_size=block_size), y_train,
                                     **dynamics)
     test_outputs = predict_frozen(network, x_test, x_train, result["a"], block_size)
-    test_error = float(np.mean(test_outputs * np.asarray(y_test) <= 0))
+    test_error = float(losses.error_rate(test_outputs, y_test))
     return dict(result, test_outputs=test_outputs, test_error=test_error)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lazy_feature import artifact
+from lazy_feature.config import sqrt_h_alpha
 
 
 def read_dynamics(run_dir):
@@ -42,11 +43,6 @@ def t_half(t, rescaled_loss):
     i = below[0]  # i ≥ 1 because loss[0] > half
     fraction = (loss[i - 1] - half) / (loss[i - 1] - loss[i])
     return float(t[i - 1] + fraction * (t[i] - t[i - 1]))
-
-
-def sqrt_h_alpha(alpha, width):
-    """√h·α, the parameter separating lazy (≫ 1) from feature (≪ 1) training (Section 3)."""
-    return np.sqrt(width) * alpha
 
 
 def rescaled_time(t, alpha, width):

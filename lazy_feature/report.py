@@ -21,6 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 
 from lazy_feature import artifact, exponents, observables
+from lazy_feature.config import sqrt_h_alpha
 
 FORMATS = ("png", "svg")
 SUMMARY = "summary.md"
@@ -49,7 +50,7 @@ def _with_rescalings(df):
     """`df` plus √h·α, its level, √h·‖w − w0‖/‖w0‖ and h·Var F where their inputs exist."""
     df = df.copy()
     if {"alpha", "width"} <= set(df.columns):
-        df["sqrt_h_alpha"] = observables.sqrt_h_alpha(df["alpha"], df["width"])
+        df["sqrt_h_alpha"] = sqrt_h_alpha(df["alpha"], df["width"])
     if "sqrt_h_alpha" in df:
         df["sqrt_h_alpha_level"] = df["sqrt_h_alpha"].astype(float).map(_level)
     if {"weight_drift", "width"} <= set(df.columns):
@@ -428,7 +429,7 @@ def _performance_table(runs, ensembles):
     rows = []
     for row in table.sort_values(keys).to_dict("records"):
         cells = [_fmt(row["alpha"]), _fmt(row["width"], "g"),
-                 _fmt(observables.sqrt_h_alpha(row["alpha"], row["width"])),
+                 _fmt(sqrt_h_alpha(row["alpha"], row["width"])),
                  _fmt(row.get("runs"), "g")]
         cells += [f"{_fmt(row[c], '.4f')} ± {_fmt(row[c + '_std'], '.4f')}"
                   if c == "test_error" else _fmt(row[c]) for c, _ in columns]

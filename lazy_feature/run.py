@@ -12,16 +12,15 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature import artifact, callbacks, data
+from lazy_feature import artifact, callbacks, data, losses
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import FullyConnected
-from lazy_feature.config import TrainConfig
+from lazy_feature.config import VERSION, TrainConfig
 from lazy_feature.dynamics import GradientFlow
 from lazy_feature.errors import RunDirError
 
 logger = logging.getLogger("lazy_feature")
 
-VERSION = "0.1.0"
 _FIT_STEPS = 10**15  # fit's step budget: the flow ends through GradientFlowStopping
 _EVAL_BATCH = 4096
 
@@ -30,7 +29,8 @@ def build_model(config, input_dim):
     """The AlphaModel of `config`: a FullyConnected network at α, built for `input_dim` inputs."""
     network = FullyConnected(
         width=config.width, depth=config.depth, activation=config.activation,
-        beta=config.activation_beta, use_bias=config.bias, seed=config.init_seed,
+        beta=config.activation_beta, bias_scale=config.bias_scale,
+        readout_bias=config.readout_bias, seed=config.init_seed,
         dtype=config.dtype)
     flow = GradientFlow(max_dout=config.max_dout, max_dgrad=config.max_dgrad, dt0=config.dt0)
     model = AlphaModel(network, alpha=config.alpha, loss=config.loss, loss_beta=config.loss_beta,
@@ -111,7 +111,7 @@ def evaluate(model, x, y, per_pattern_loss):
         return np.zeros(0), float("nan"), float("nan")
     F = np.asarray(model.predict(data.batches(x, _EVAL_BATCH, model.dtype), verbose=0),
                    dtype=np.float64)
-    error = float(np.mean(F * y <= 0))
+    error = float(losses.error_rate(F, y))
     loss = float(np.mean(per_pattern_loss(tf.constant(F), tf.constant(y, tf.float64)).numpy()))
     return F, error, loss
 

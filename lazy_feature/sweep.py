@@ -17,13 +17,12 @@ is the plain loop.
 import dataclasses
 import itertools
 import logging
-import math
 import os
 
 import pandas as pd
 
 from lazy_feature import artifact, ensemble, ntk_eval, observables, run
-from lazy_feature.config import TrainConfig
+from lazy_feature.config import NOT_IDENTITY, TrainConfig, alpha_from_sqrt_h_alpha, sqrt_h_alpha
 from lazy_feature.errors import ConfigError, DivergenceError, RunDirError
 
 logger = logging.getLogger("lazy_feature")
@@ -32,8 +31,7 @@ RUNS, ROWS = "runs", "rows"
 RESULTS, ENSEMBLES = "results.csv", "ensembles.csv"
 RUNNERS = ("beam", "inprocess")
 # The columns that say which runs form one ensemble: every setting but the init seed.
-_NOT_ENSEMBLE_KEYS = {"init_seed", "run_id", "data_dir", "max_time", "max_steps",
-                      "max_wall_seconds"}
+_NOT_ENSEMBLE_KEYS = {"init_seed", "run_id", *NOT_IDENTITY}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +64,8 @@ class SweepConfig:
             raise ConfigError("empty grid: a sweep needs at least one width, one seed and one "
                               "alpha or sqrt_h_alpha")
         points = [(h, a) for h, a in itertools.product(self.widths, self.alphas)]
-        points += [(h, s / math.sqrt(h)) for h, s in itertools.product(self.widths,
-                                                                         self.sqrt_h_alphas)]
+        points += [(h, alpha_from_sqrt_h_alpha(s, h))
+                   for h, s in itertools.product(self.widths, self.sqrt_h_alphas)]
         configs = {}
         for depth, (width, alpha), seed in itertools.product(self.depths or (self.base.depth,),
                                                              points, self.seeds):
@@ -223,7 +221,7 @@ def ensembles_table(runs, output_dir):
         summary, _ = ensemble.summarize([os.path.join(output_dir, d) for d in members["run_dir"]])
         summary.pop("test_errors")
         records.append(dict(zip(keys, values), sqrt_h_alpha=float(
-            observables.sqrt_h_alpha(members["alpha"].iloc[0], members["width"].iloc[0])),
+            sqrt_h_alpha(members["alpha"].iloc[0], members["width"].iloc[0])),
             **summary))
     return pd.DataFrame.from_records(records)
 

@@ -1,7 +1,6 @@
 """What the stage binaries share: one-line errors with a non-zero exit, the TrainConfig flags."""
 import dataclasses
 import logging
-import math
 import sys
 
 from absl import app
@@ -44,7 +43,8 @@ _HELP = {
     "depth": "Number L of hidden layers.",
     "activation": "softplus, relu, tanh, swish or linear (normalized, eq. 10).",
     "activation_beta": "Softplus sharpness β.",
-    "bias": "Biases in the hidden layers (Appendix J).",
+    "bias_scale": "Multiplier β_b of the hidden layers' biases (Appendix J); 0 = no bias.",
+    "readout_bias": "A bias on the readout too (needs --bias_scale > 0).",
     "alpha": "The output scale α of eq. 6 (give this or --sqrt_h_alpha).",
     "centered": "Train α[f(w) − f(w0)] (eq. 6); --nocentered trains α f(w) (Appendix I).",
     "init_seed": "Seed of the N(0, 1) initial weights.",
@@ -84,7 +84,7 @@ def train_config_from_flags():
         if "alpha" in given:
             raise ConfigError("give --alpha or --sqrt_h_alpha, not both")
         width = given.get("width", _FIELDS["width"].default)
-        given["alpha"] = values.sqrt_h_alpha / math.sqrt(max(width, 1))
+        given["alpha"] = config_lib.alpha_from_sqrt_h_alpha(values.sqrt_h_alpha, max(width, 1))
     return config_lib.TrainConfig(**given)
 
 

@@ -15,15 +15,24 @@ def _numpy_forward(net, x):
     for layer in net.hidden:
         pre = z @ layer.kernel.numpy() / np.sqrt(z.shape[1])
         if layer.use_bias:
-            pre = pre + layer.bias.numpy()
+            pre = pre + net.bias_scale * layer.bias.numpy()
         z = a * np.logaddexp(0.0, net.beta * pre) / net.beta
-    return (z @ net.readout.kernel.numpy())[:, 0] / np.sqrt(z.shape[1])
+    out = (z @ net.readout.kernel.numpy())[:, 0] / np.sqrt(z.shape[1])
+    return out + net.bias_scale * net.readout.bias.numpy()[0] if net.readout_bias else out
 
 
-@pytest.mark.parametrize("use_bias", [False, True])
-def test_forward_matches_numpy_brute_force(use_bias):
+@pytest.mark.parametrize("bias_scale, readout_bias", [(0.0, False), (0.1, False), (0.5, True)])
+def test_forward_matches_numpy_brute_force(bias_scale, readout_bias):
     x = sphere_inputs(7, 11, seed=0)
-    net = FullyConnected(width=13, depth=3, use_bias=use_bias, seed=3, dtype="float64")
+    net = FullyConnected(width=13, depth=3, bias_scale=bias_scale, readout_bias=readout_bias,
+                         seed=3, dtype="float64")
+    net.build(x.shape)
+    rng = np.random.default_rng(4)
+    for layer in net.hidden + [net.readout]:  # biases start at 0; move them so they show
+        if layer.use_bias:
+            layer.bias.assign(rng.standard_normal(layer.bias.shape))
+    assert [layer.use_bias for layer in net.hidden + [net.readout]] == (
+        [bias_scale > 0] * 3 + [readout_bias])
     np.testing.assert_allclose(net(x).numpy(), _numpy_forward(net, x), rtol=1e-12, atol=1e-14)
 
 
@@ -77,3 +86,9 @@ def test_same_seed_same_init_across_precisions():
 def test_bad_shapes(kwargs):
     with pytest.raises(ConfigError):
         FullyConnected(**kwargs)
+
+
+@pytest.mark.parametrize("bias_scale, readout_bias", [(-0.1, False), (0.0, True)])
+def test_impossible_bias_settings_are_refused(bias_scale, readout_bias):
+    with pytest.raises(ConfigError, match="bias_scale"):
+        FullyConnected(width=4, bias_scale=bias_scale, readout_bias=readout_bias)

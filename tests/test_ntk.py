@@ -34,14 +34,17 @@ def brute_force_gram(network, x1, x2):
 
 
 def fully_connected(depth=2, activation="softplus", use_bias=False, seed=0, dtype="float64"):
-    """A built FullyConnected of width 5; with biases, random ones entering as 0.5·b."""
-    network = FullyConnected(5, depth=depth, activation=activation, use_bias=use_bias, seed=seed,
-                             dtype=dtype)
+    """A built FullyConnected of width 5; with biases (readout too), random ones entering as 0.5·b.
+
+    β_b = 0.5 so that a β_b in place of β_b² would show.
+    """
+    network = FullyConnected(5, depth=depth, activation=activation,
+                             bias_scale=0.5 if use_bias else 0.0, readout_bias=use_bias,
+                             seed=seed, dtype=dtype)
     network.build((None, D))
     if use_bias:
         rng = np.random.default_rng(seed + 100)
-        for layer in network.hidden:
-            layer.bias_scale = 0.5  # so that a β_b in place of β_b² would show
+        for layer in network.hidden + [network.readout]:
             layer.bias.assign(rng.standard_normal(layer.bias.shape))
     return network
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from lazy_feature import artifact, observables
+from lazy_feature import artifact, config, observables
 
 TAU = 3.0
 
@@ -54,10 +54,10 @@ def test_t_half_ignores_non_finite_points():
 
 
 def test_rescalings():
-    assert observables.sqrt_h_alpha(0.5, 100) == pytest.approx(5.0)
+    assert config.sqrt_h_alpha(0.5, 100) == pytest.approx(5.0)
     assert observables.rescaled_time(10.0, 0.5, 100) == pytest.approx(2.0)
     assert observables.rescaled_weight_drift(0.01, 400) == pytest.approx(0.2)
-    np.testing.assert_allclose(observables.sqrt_h_alpha(np.array([1.0, 2.0]), np.array([4, 9])),
+    np.testing.assert_allclose(config.sqrt_h_alpha(np.array([1.0, 2.0]), np.array([4, 9])),
                                [2.0, 6.0])
 
 

@@ -17,6 +17,7 @@ so a killed run leaves no file that looks complete.
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -68,6 +69,30 @@ def write_npy(path, array):
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, array)
+
+
+def reopen(run_dir, config_record):
+    """Turn a complete run back into an interrupted one that resumes from its final state.
+
+    Its final weights (w, w0 and the integrator's state) become the checkpoint, its dynamics
+    log the partial log, config.json becomes `config_record`; then metrics.json goes (from
+    here on the run resumes) and so does everything derived from the final state.
+    """
+    metrics = read_json(os.path.join(run_dir, METRICS))
+    with atomic_path(os.path.join(run_dir, CHECKPOINT)) as tmp:
+        shutil.copyfile(os.path.join(run_dir, WEIGHTS), tmp)
+    write_json(os.path.join(run_dir, CHECKPOINT_STATE),
+               {"step": metrics["steps"], "wall_seconds": metrics["wall_seconds"]})
+    with atomic_path(os.path.join(run_dir, DYNAMICS + ".partial")) as tmp:
+        shutil.copyfile(os.path.join(run_dir, DYNAMICS), tmp)
+    write_json(os.path.join(run_dir, CONFIG), config_record)
+    os.remove(os.path.join(run_dir, METRICS))
+    derived = [WEIGHTS, DYNAMICS, TEST_OUTPUTS, NTK] + [
+        name for name in os.listdir(run_dir)
+        if name.startswith(("frozen_", "gram_")) and name.endswith(".npy")]
+    for name in derived:
+        if os.path.exists(os.path.join(run_dir, name)):
+            os.remove(os.path.join(run_dir, name))
 
 
 def is_complete(run_dir):

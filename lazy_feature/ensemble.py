@@ -12,6 +12,8 @@ import numpy as np
 from lazy_feature import artifact, losses, run
 from lazy_feature.errors import ConfigError
 
+VAR_F_ESTIMATOR = "unbiased (N - 1)"
+
 
 def ensemble_statistics(outputs, labels):
     """Single-network and ensemble-averaged performance and the fluctuations of F.
@@ -26,9 +28,10 @@ def ensemble_statistics(outputs, labels):
       mean_test_error, std_test_error: their mean and sample standard deviation (ddof=1,
         NaN for one member);
       ensemble_test_error: the test error of sign F̄, F̄ = mean over members (eq. 15);
-      var_F: ⟨(F_i(x_μ) − F̄(x_μ))²⟩ over members and test points, dividing by N (eq. 16);
-      var_F_unbiased: var_F·N/(N − 1), the unbiased estimate of the variance of F
-        (NaN for one member).
+      var_F: eq. 16 with the unbiased estimator: Σ_i,μ (F_i(x_μ) − F̄(x_μ))² / ((N − 1) P),
+        since F̄ is itself estimated from the N members (eq. 16 read literally divides by N,
+        20% low at N = 5); NaN for one member;
+      var_F_estimator: "unbiased (N - 1)", said beside the number wherever it is stored.
     NaN outputs count as errors and make var_F NaN.
     """
     outputs = np.asarray(outputs, dtype=np.float64)
@@ -43,15 +46,15 @@ def ensemble_statistics(outputs, labels):
         raise ValueError("an ensemble needs at least one member")
     mean_output = outputs.mean(axis=0)  # F̄, eq. 15
     errors = losses.error_rate(outputs, labels)
-    var_F = float(np.mean(np.square(outputs - mean_output)))  # eq. 16
+    squares = float(np.sum(np.square(outputs - mean_output)))  # eq. 16, summed
     return {
         "n_members": n,
         "test_errors": errors,
         "mean_test_error": float(errors.mean()),
         "std_test_error": float(errors.std(ddof=1)) if n > 1 else float("nan"),
         "ensemble_test_error": float(losses.error_rate(mean_output, labels)),
-        "var_F": var_F,
-        "var_F_unbiased": var_F * n / (n - 1) if n > 1 else float("nan"),
+        "var_F": squares / ((n - 1) * outputs.shape[1]) if n > 1 else float("nan"),
+        "var_F_estimator": VAR_F_ESTIMATOR,
     }
 
 

@@ -59,21 +59,21 @@ def fit_power_law(x, y, exponent=None):
     return float(exponent), float(np.exp(np.mean(log_y - exponent * log_x)))
 
 
-def _in_range(df, x_col, y_col, x_range):
-    """Rows with finite x and y, x strictly inside x_range = (low, high); None is unbounded."""
+def in_range(df, x_col, y_col, x_range):
+    """Rows with finite x and y and low ≤ x ≤ high, x_range = (low, high); None is unbounded."""
     x, y = df[x_col].astype(float), df[y_col].astype(float)
     keep = np.isfinite(x) & np.isfinite(y)
     low, high = x_range if x_range is not None else (None, None)
     if low is not None:
-        keep &= x > low
+        keep &= x >= low
     if high is not None:
-        keep &= x < high
+        keep &= x <= high
     return df[keep]
 
 
 def per_x_means(df, x_col, y_col, x_range=None):
     """The mean of y over all rows (e.g. seeds) at each x inside x_range, indexed by x."""
-    rows = _in_range(df, x_col, y_col, x_range)
+    rows = in_range(df, x_col, y_col, x_range)
     return rows.groupby(x_col)[y_col].mean().astype(float)
 
 
@@ -84,10 +84,10 @@ def bootstrap_exponent(df, x_col, y_col, group_col="init_seed", n_boot=200, seed
     The exponent is the fit on all rows; its uncertainty is the standard deviation of the
     fits on `n_boot` resamples that draw the groups (initial conditions) with replacement,
     so it accounts for the correlation between points sharing a seed. Only rows with x
-    strictly inside x_range = (low, high) enter (None leaves a side open). stderr is NaN
+    inside the closed x_range = (low, high) enter (None leaves a side open). stderr is NaN
     with fewer than two groups or fewer than two successful resampled fits.
     """
-    rows = _in_range(df, x_col, y_col, x_range)
+    rows = in_range(df, x_col, y_col, x_range)
     rows = rows[rows[group_col].notna()]
     means = per_x_means(rows, x_col, y_col)
     exponent, _ = fit_power_law(means.index, means.to_numpy())

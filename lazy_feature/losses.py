@@ -57,12 +57,12 @@ def alpha_loss(per_pattern, F, y, alpha, n):
 def misclassified(F, y):
     """Whether each point is an error: unless F·y > 0 it is (a tie F = 0 and a NaN output too).
 
-    The one rule of the package; works on TensorFlow tensors and NumPy arrays alike.
+    The one rule of the package; works on NumPy arrays, and on TensorFlow tensors with y of
+    their dtype (or a Python number).
     """
-    F = tf.convert_to_tensor(F)
-    return tf.logical_not(F * tf.cast(y, F.dtype) > 0)
+    return ~(F * y > 0)
 
 
 def error_rate(F, y):
     """The fraction of `misclassified` points along the last axis (shape F.shape[:-1])."""
-    return np.mean(np.asarray(misclassified(F, y)), axis=-1)
+    return np.mean(misclassified(np.asarray(F), np.asarray(y)), axis=-1)

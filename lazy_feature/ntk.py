@@ -135,13 +135,16 @@ def _frobenius_norms(kernels, x, terms):
 # -- frozen-kernel dynamics ----------------------------------------------------------------
 
 def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses.SOFT_HINGE_BETA,
-                           flow=GradientFlow(), max_time=np.inf, max_steps=1_000_000):
+                           flow=GradientFlow(), max_time=np.inf, max_steps=1_000_000,
+                           initial_outputs=None):
     """Gradient flow of the model linearized at w1, in function space (eqs. 25-28).
 
     With the α⁻²-scaled loss of eq. 7, ẇ = −∇L = −(1/(α n)) Σ_μ ℓ'(F_μ, y_μ) ∇f(w1, x_μ), so
     F = α ∇f(w1)·(w − w1) moves as Ḟ(x) = α ∇f(w1, x)·ẇ = −(1/n) Σ_μ ℓ'(F_μ, y_μ) Θ(x, x_μ)
-    (eq. 28), whatever α. F starts at 0 (centered, eq. 6) and stays F(x) = Σ_μ Θ(x, x_μ) a_μ
-    with a = −(1/n) ∫ ℓ'(F_train, y) dt, so `a` gives F anywhere (`predict_frozen`).
+    (eq. 28), whatever α. F starts at 0 (centered, eq. 6), or at α f(w0, x) for a model
+    trained uncentered (Appendix I, `initial_outputs`), and stays F(x) = F(0, x) +
+    Σ_μ Θ(x, x_μ) a_μ with a = −(1/n) ∫ ℓ'(F_train, y) dt, so `a` gives F anywhere
+    (`predict_frozen`).
 
     Steps follow the network's control (`GradientFlow`): eq. 8 bounds max|ΔF_train| = α max|Δf|,
     and eq. 9 compares weight-space gradients, whose norms the kernel gives: with c = ℓ'(F, y),
@@ -160,6 +163,7 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
       flow: the step-size control; use the network's to compare with it.
       max_time: stop, not converged, once t reaches this.
       max_steps: stop, not converged, after this many trial steps (accepted or rejected).
+      initial_outputs: F on the training set at t = 0, shape (n,); None for 0 (centered).
 
     Returns:
       dict(a, train_outputs=F(x_train), t, steps (accepted), rejected, converged), where
@@ -185,7 +189,7 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
         return (state, accepted, flow.next_dt(dt, accepted, dout, dgrad),
                 tf.reduce_min(F_new * y) > 1.0)
 
-    F = tf.zeros_like(y)
+    F = tf.zeros_like(y) if initial_outputs is None else tf.constant(initial_outputs, tf.float64)
     c = derivative(F, y)
     state = (F, tf.zeros_like(y), c, tf.linalg.matvec(theta, c))  # F, a, c = ℓ'(F, y), Θc
     dt = tf.constant(flow.dt0, tf.float64)
@@ -203,30 +207,37 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
                 rejected=attempts - steps, converged=converged)
 
 
-def predict_frozen(network, x_test, x_train, a, block_size=None):
-    """F(x) = Σ_μ Θ(w; x, x_μ) a_μ on x_test, streamed over tiles of Θ(test, train)."""
+def predict_frozen(network, x_test, x_train, a, block_size=None, initial_outputs=None):
+    """F(x) = F(0, x) + Σ_μ Θ(w; x, x_μ) a_μ on x_test, streamed over tiles of Θ(test, train).
+
+    initial_outputs: F(0, x) on x_test, None for 0 (centered).
+    """
     x_test, x_train = np.asarray(x_test), np.asarray(x_train)
     a = np.asarray(a, np.float64)
-    outputs = np.zeros(len(x_test))
+    outputs = (np.zeros(len(x_test)) if initial_outputs is None
+               else np.array(initial_outputs, np.float64))
     for rows, cols, (block,) in _tiles([_kernel(network, x_test, block_size)], x_test, x_train):
         outputs[rows] += tf.linalg.matvec(block, a[cols]).numpy()
     return outputs
 
 
 def frozen_kernel_test_error(network, x_train, y_train, x_test, y_test, block_size=None,
-                             **dynamics):
+                             initial_outputs=None, **dynamics):
     """Train the frozen kernel Θ(w) of `network` (Appendix A) and evaluate it on the test set.
 
     Θ(train, train) is held (n_train² floats); the test predictions are streamed.
-    `dynamics` goes to `frozen_kernel_dynamics` (loss, loss_beta, flow, max_time, max_steps).
+    initial_outputs: (F(0) on x_train, F(0) on x_test) for a model trained uncentered, None
+    for the centered F(0) = 0. `dynamics` goes to `frozen_kernel_dynamics` (loss,
+    loss_beta, flow, max_time, max_steps).
 
     Returns:
       `frozen_kernel_dynamics`'s dict plus test_outputs and test_error, the fraction of test
       points misclassified (`losses.error_rate`).
     """
+    train0, test0 = (None, None) if initial_outputs is None else initial_outputs
     result = frozen_kernel_dynamics(gram(network, x_train, block_size=block_size), y_train,
-                                    **dynamics)
-    test_outputs = predict_frozen(network, x_test, x_train, result["a"], block_size)
+                                    initial_outputs=train0, **dynamics)
+    test_outputs = predict_frozen(network, x_test, x_train, result["a"], block_size, test0)
     test_error = float(losses.error_rate(test_outputs, y_test))
     return dict(result, test_outputs=test_outputs, test_error=test_error)
 

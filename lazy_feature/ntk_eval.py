@@ -13,6 +13,15 @@ from lazy_feature import artifact, ntk, run
 logger = logging.getLogger("lazy_feature")
 
 
+def _initial_outputs(model, x_train, x_test):
+    """F at t = 0 on the training and test points: None (0) for a centered model, α f(w0, x)
+    for one trained uncentered (Appendix I), where the frozen-kernel function starts too."""
+    if model.centered:
+        return None
+    return tuple(model.alpha * np.asarray(model.initial_output(x), np.float64)
+                 for x in (x_train, x_test))
+
+
 def evaluate(run_dir, task=None, max_train=None, max_test=None, save_gram=False,
              block_size=None):
     """Add ntk.json to the complete run in `run_dir` and return its contents.
@@ -20,8 +29,9 @@ def evaluate(run_dir, task=None, max_train=None, max_test=None, save_gram=False,
     The drift ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ is streamed over the first `max_test` test points and the
     first `max_train` training points (all by default). The frozen-kernel dynamics trains the
     kernel Θ(w1) on the whole training set, with the run's loss, thresholds and budgets, for
-    w1 = w0 (the lazy limit's kernel) and w1 = w (the learned kernel), and predicts the same
-    test points. With `save_gram`, the Gram matrices on those points are stored as .npy too.
+    w1 = w0 (the lazy limit's kernel) and w1 = w (the learned kernel), from the function the
+    network started from (0, or α f(w0) for an uncentered run), and predicts the same test
+    points. With `save_gram`, the Gram matrices on those points are stored as .npy too.
     A run that already has ntk.json is not evaluated again.
     """
     path = os.path.join(run_dir, artifact.NTK)
@@ -38,7 +48,8 @@ def evaluate(run_dir, task=None, max_train=None, max_test=None, save_gram=False,
                         f"ntk_norm_{name}": drift.get("norm", np.nan),
                         f"ntk_drift_{name}": drift.get("drift", np.nan)})
     dynamics = dict(loss=config.loss, loss_beta=config.loss_beta, flow=model.flow,
-                    max_time=config.max_time, max_steps=config.max_steps)
+                    max_time=config.max_time, max_steps=config.max_steps,
+                    initial_outputs=_initial_outputs(model, task.x_train, x_test))
     for when, network in (("init", model.initial_network), ("final", model.network)):
         frozen = ntk.frozen_kernel_test_error(network, task.x_train, task.y_train, x_test, y_test,
                                               block_size, **dynamics)

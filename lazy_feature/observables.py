@@ -50,6 +50,17 @@ def rescaled_time(t, alpha, width):
     return t / sqrt_h_alpha(alpha, width)
 
 
+def rescaled_test_error(means, by="width", column="test_error"):
+    """(err − min)/(max − min) within each `by` group: the rescaled error of Fig. 3 (d).
+
+    `means` holds one mean error per (group, x); returns it with a `rescaled` column (NaN
+    in a group whose errors are all equal).
+    """
+    errors = means.groupby(by)[column]
+    low, span = errors.transform("min"), errors.transform("max") - errors.transform("min")
+    return means.assign(rescaled=(means[column] - low) / span.where(span > 0))
+
+
 def rescaled_weight_drift(weight_drift, width):
     """√h·‖w − w0‖/‖w0‖, which depends on √h·α alone (Fig. 9, eqs. 29-30)."""
     return np.sqrt(width) * weight_drift

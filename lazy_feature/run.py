@@ -76,13 +76,29 @@ def _check_output_dir(config, output_dir):
                 "choose another output directory")
 
 
+def _config_record(config):
+    """What config.json holds: every setting, the run id and the library version."""
+    return dict(config.to_dict(), run_id=config.run_id(), lazy_feature_version=VERSION)
+
+
 def _claim(config, output_dir):
     """Create `output_dir` with this run's config.json (once the data is known to load)."""
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, artifact.CONFIG)
     if not os.path.exists(path):
-        artifact.write_json(path, dict(config.to_dict(), run_id=config.run_id(),
-                                       lazy_feature_version=VERSION))
+        artifact.write_json(path, _config_record(config))
+
+
+def reopen(run_dir, config):
+    """Let the complete run in `run_dir` resume from where it stopped, under `config`.
+
+    `config` is the run's own (the same run id) with other budgets, e.g. larger ones for a
+    run a budget stopped; `train(config, run_dir)` then continues its flow exactly.
+    """
+    stored = load_config(run_dir)
+    if stored.run_id() != config.run_id():
+        raise RunDirError(f"{run_dir} holds run {stored.run_id()}, not {config.run_id()}")
+    artifact.reopen(run_dir, _config_record(config))
 
 
 def _restore(model, output_dir, partial_log):

@@ -4,10 +4,17 @@ A sweep directory holds
   runs/<run_id>/     one run artifact per grid point (`run.train`, then ntk.json);
   rows/<run_id>.json the run's row: its config, metrics, observables and NTK scalars, written
                      last and atomically, so a row exists exactly for each finished run;
-  results.csv        the tidy table, one row per run of the grid (pandas.read_csv);
-  ensembles.csv      one row per (α, h, ...) over the init seeds (eqs. 15-16).
+  sweep.json         the SweepConfig (grid, fit ranges), for the report stage;
+  results.csv        the tidy table, one row per run of the grid (pandas.read_csv), with
+                     `used` and `excluded_reason` (see `excluded_reason`);
+  ensembles.csv      one row per (α, h, ...) over the used runs' init seeds (eqs. 15-16).
 A rerun skips the runs that have a row and resumes an interrupted run from its checkpoint,
 so a killed sweep loses at most the work since the last checkpoint of the runs in flight.
+
+Only converged runs count: the paper fits every training point (Section 4 (i)), so a run
+stopped by a budget, diverged, or with a non-finite loss is kept in results.csv but left out
+of every ensemble, statistic, fit and figure. `run_sweep(retry_unconverged=FACTOR)` resumes
+the budget-stopped runs from where they stopped with FACTOR times their budgets.
 
 Runs fan out on Apache Beam (`runner="beam"`): by default the DirectRunner with one process
 per worker on this machine; any other runner (Dataflow, Flink, Spark) through Beam pipeline
@@ -17,6 +24,7 @@ is the plain loop.
 import dataclasses
 import itertools
 import logging
+import math
 import os
 
 import pandas as pd
@@ -28,7 +36,7 @@ from lazy_feature.errors import ConfigError, DivergenceError, RunDirError
 logger = logging.getLogger("lazy_feature")
 
 RUNS, ROWS = "runs", "rows"
-RESULTS, ENSEMBLES = "results.csv", "ensembles.csv"
+RESULTS, ENSEMBLES, SWEEP = "results.csv", "ensembles.csv", "sweep.json"
 RUNNERS = ("beam", "inprocess")
 # The columns that say which runs form one ensemble: every setting but the init seed.
 _NOT_ENSEMBLE_KEYS = {"init_seed", "run_id", *NOT_IDENTITY}
@@ -43,6 +51,9 @@ class SweepConfig:
     with its drift summed over the first ntk_max_train / ntk_max_test points (None: all).
     `dtype` None picks each point's precision (`precision.default_dtype`: float32 only
     where α·h is small enough); base.dtype is ignored, since it was resolved for base's α.
+    `feature_range` and `lazy_range` are the closed (low, high) ranges of √h·α over which
+    the report fits each regime's exponents (None: a factor `fits.MARGIN` from the measured
+    crossover, see `lazy_feature.fits`).
     """
     base: TrainConfig = TrainConfig()
     widths: tuple = (100,)
@@ -54,6 +65,8 @@ class SweepConfig:
     ntk_max_train: int | None = None
     ntk_max_test: int | None = None
     dtype: str | None = None
+    feature_range: tuple | None = None
+    lazy_range: tuple | None = None
 
     def configs(self):
         """The TrainConfig of every grid point, without duplicates, in a fixed order.
@@ -74,6 +87,44 @@ class SweepConfig:
                                          dtype=self.dtype)
             configs.setdefault(config.run_id(), config)
         return list(configs.values())
+
+    def to_dict(self):
+        return dict(dataclasses.asdict(self), base=self.base.to_dict())
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d, base=TrainConfig.from_dict(d["base"]))
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+# -- which runs count ------------------------------------------------------------------------
+
+EXCLUDED_REASONS = ("budget", "diverged", "nan")
+
+
+def excluded_reason(row):
+    """Why a run stays out of every statistic ("" when it is used).
+
+    "diverged": the flow could not take a step; "nan": a non-finite training or test loss
+    (a NaN output); "budget": stopped by max_time, max_steps or max_wall_seconds before every
+    training margin exceeded 1. A row of an older table without status counts as done.
+    """
+    if row.get("status", "done") != "done":
+        return "diverged"
+    losses = [row.get(k) for k in ("train_loss", "test_loss") if k in row]
+    if any(v is None or not math.isfinite(float(v)) for v in losses):
+        return "nan"
+    if not bool(row.get("converged", False)):
+        return "budget"
+    return ""
+
+
+def mark_used(runs):
+    """`runs` with the columns excluded_reason and used (excluded_reason == "")."""
+    if runs.empty:
+        return runs.assign(excluded_reason=pd.Series(dtype=str), used=pd.Series(dtype=bool))
+    reasons = [excluded_reason(row) for row in runs.to_dict("records")]
+    return runs.assign(excluded_reason=reasons, used=[r == "" for r in reasons])
 
 
 # -- one run -----------------------------------------------------------------------------
@@ -162,7 +213,8 @@ def _run_beam(configs, output_dir, stage_options, beam_options, workers):
              | "run" >> beam.Map(execute_run, output_dir, **stage_options))
 
 
-def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None):
+def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
+              retry_unconverged=None):
     """Run every grid point of `sweep` without a row yet, then write the tables.
 
     Args:
@@ -171,6 +223,8 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None):
       runner: "beam" (Apache Beam) or "inprocess" (a loop in this process).
       workers: processes of the DirectRunner, each given cpu_count/workers TF threads.
       beam_options: Beam pipeline options (strings) replacing the local DirectRunner's.
+      retry_unconverged: a factor > 1: the runs a budget stopped resume from where they
+        stopped, with their budgets multiplied by it (`scaled_budgets`).
     Returns:
       (runs, ensembles) DataFrames, also written to results.csv and ensembles.csv.
     """
@@ -178,8 +232,14 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None):
         raise ConfigError(f"unknown runner {runner!r}: choose one of {', '.join(RUNNERS)}")
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
+    if retry_unconverged is not None and not retry_unconverged > 1:
+        raise ConfigError(f"retry_unconverged multiplies the budgets: it must be > 1, got "
+                          f"{retry_unconverged}")
     configs = sweep.configs()
     _check_writable(output_dir)
+    artifact.write_json(os.path.join(output_dir, SWEEP), sweep.to_dict())
+    if retry_unconverged is not None:
+        configs = _reopen_budget_stopped(configs, output_dir, retry_unconverged)
     pending = [c for c in configs if not os.path.exists(row_path(output_dir, c.run_id()))]
     logger.info("sweep %s: %d runs, %d finished, %d to run (%s)", output_dir, len(configs),
                 len(configs) - len(pending), len(pending), runner)
@@ -197,22 +257,58 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None):
     return write_tables(output_dir, configs)
 
 
+def scaled_budgets(config, factor):
+    """`config` with max_time, max_steps and max_wall_seconds multiplied by `factor`."""
+    return dataclasses.replace(config, max_time=config.max_time * factor,
+                               max_steps=math.ceil(config.max_steps * factor),
+                               max_wall_seconds=config.max_wall_seconds * factor)
+
+
+def _reopen_budget_stopped(configs, output_dir, factor):
+    """The grid's configs, a budget-stopped run's with factor × the budgets it stopped at.
+
+    Each such run loses its row first (so a kill from here on reruns it) and is reopened
+    to resume where it stopped (`run.reopen`).
+    """
+    retried = []
+    for config in configs:
+        path = row_path(output_dir, config.run_id())
+        row = artifact.read_json(path) if os.path.exists(path) else None
+        if row is None or excluded_reason(row) != "budget":
+            retried.append(config)
+            continue
+        stopped = dataclasses.replace(config, max_time=float(row["max_time"]),
+                                      max_steps=int(row["max_steps"]),
+                                      max_wall_seconds=float(row["max_wall_seconds"]))
+        retried.append(scaled_budgets(stopped, factor))
+        os.remove(path)
+        run.reopen(os.path.join(output_dir, RUNS, config.run_id()), retried[-1])
+        logger.info("%s: resumes with %g times its budgets", config.run_id(), factor)
+    return retried
+
+
+def read_sweep_config(output_dir):
+    """The SweepConfig a sweep directory was run with (sweep.json), or None."""
+    path = os.path.join(output_dir, SWEEP)
+    return SweepConfig.from_dict(artifact.read_json(path)) if os.path.exists(path) else None
+
+
 def load_rows(output_dir, configs):
-    """The rows of the grid points that have one, as a DataFrame in grid order."""
+    """The rows of the grid points that have one, as a DataFrame in grid order (`mark_used`)."""
     rows = [artifact.read_json(row_path(output_dir, c.run_id())) for c in configs
             if os.path.exists(row_path(output_dir, c.run_id()))]
-    return pd.DataFrame.from_records(rows)
+    return mark_used(pd.DataFrame.from_records(rows))
 
 
 def ensembles_table(runs, output_dir):
-    """One row per group of two or more finished runs that differ only in init_seed (Section 4).
+    """One row per group of two or more used runs that differ only in init_seed (Section 4).
 
     Each row holds the group's settings, `ensemble.summarize`'s scalars (not the per-member
-    errors), and sqrt_h_alpha.
+    errors), and sqrt_h_alpha. Runs excluded by `mark_used` are no members.
     """
-    if runs.empty or "status" not in runs:
+    if runs.empty:
         return pd.DataFrame()
-    done = runs[runs["status"] == "done"]
+    done = runs[mark_used(runs)["used"]]
     keys = [c for c in TrainConfig().to_dict() if c not in _NOT_ENSEMBLE_KEYS]
     records = []
     for values, members in done.groupby(keys, dropna=False, sort=True):

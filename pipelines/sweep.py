@@ -13,7 +13,10 @@ through its pipeline options, e.g. on Dataflow (the sweep directory on shared st
   python -m pipelines.sweep --config=fig3 --output_dir=gs://bucket/fig3 \
       --beam_options=--runner=DataflowRunner,--project=my-project,--region=us-central1
 
-A rerun of the same command skips finished runs and resumes interrupted ones.
+A rerun of the same command skips finished runs and resumes interrupted ones. Runs that a
+budget stopped are kept out of every statistic; to let them finish, from where they stopped:
+
+  python -m pipelines.sweep --config=quick --output_dir=runs/quick --retry_unconverged=4
 """
 import dataclasses
 
@@ -32,6 +35,8 @@ flags.DEFINE_enum("runner", "beam", sweep.RUNNERS, "Apache Beam, or a loop in th
 flags.DEFINE_integer("workers", 2, "Processes of Beam's local DirectRunner.")
 flags.DEFINE_list("beam_options", None, "Beam pipeline options, replacing the local runner's.")
 flags.DEFINE_boolean("report", True, "Write the report once the sweep is done.")
+flags.DEFINE_float("retry_unconverged", None, "Resume the runs a budget stopped, from where "
+                   "they stopped, with their budgets multiplied by this factor (> 1).")
 FLAGS = flags.FLAGS
 
 
@@ -51,10 +56,13 @@ def sweep_from_flags():
 
 
 def main():
-    runs, ensembles = sweep.run_sweep(sweep_from_flags(), FLAGS.output_dir, runner=FLAGS.runner,
-                                      workers=FLAGS.workers, beam_options=FLAGS.beam_options)
+    grid = sweep_from_flags()
+    runs, ensembles = sweep.run_sweep(grid, FLAGS.output_dir, runner=FLAGS.runner,
+                                      workers=FLAGS.workers, beam_options=FLAGS.beam_options,
+                                      retry_unconverged=FLAGS.retry_unconverged)
     if FLAGS.report:
-        paths = report.write_report(runs, ensembles, report.default_dir(FLAGS.output_dir))
+        paths = report.write_report(runs, ensembles, report.default_dir(FLAGS.output_dir),
+                                    grid.feature_range, grid.lazy_range)
         print(f"report: {paths[-1]}")
 
 

@@ -59,8 +59,9 @@ def test_bootstrap_error_matches_the_spread_of_fits_over_independent_samples():
     assert np.all(np.abs(fits + 1.3) < 4 * stderrs)
 
 
-def test_bootstrap_restricts_to_the_open_x_range():
-    # Slope −1.3 below √h·α = 0.1 and +1 above: each side is recovered alone.
+def test_bootstrap_restricts_to_the_closed_x_range():
+    # Slope −1.3 below √h·α = 0.1 and +1 above, continuous at 0.1 (which both sides include):
+    # each side is recovered alone.
     df = _noisy_power_law(-1.3, 1.0, 3, 0.0, 0)
     upper = df["sqrt_h_alpha"] >= 0.1
     df.loc[upper, "y"] = 0.1 ** -1.3 * df.loc[upper, "sqrt_h_alpha"] / 0.1

@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lazy_feature import artifact, report
+from lazy_feature import artifact, figures, report
 
 WIDTHS, ALPHAS, SEEDS = (16, 64), (0.01, 0.1, 1.0), (0, 1)
-ALL_FIGURES = [name for name, _, _ in report.FIGURES]
+ALL_FIGURES = [figure.name for figure in figures.FIGURES]
 NTK_FIGURES = {"fig5a_kernel_drift"}
+TABLES = (report.FITS, report.CLAIMS, report.SUMMARY)  # written whatever the data
 
 
 def _drift(scale):
@@ -33,8 +34,9 @@ def _tiny_tables(root):
                                             "rescaled_loss": np.exp(-ti / scale)}) + "\n")
                 error = 0.1 + 0.05 / (1 + scale) + 0.01 * seed + 0.1 / width
                 runs.append(dict(
-                    dataset="fashion_mnist", width=width, depth=3, alpha=alpha,
+                    dataset="fashion_mnist", width=width, depth=3, alpha=alpha, n_train=1000,
                     init_seed=seed, activation="softplus", loss="soft_hinge", run_dir=run_dir,
+                    status="done", train_loss=0.01, test_loss=0.2,
                     test_error=error, converged=True, t_half=scale * np.log(2),
                     t_half_rescaled=np.log(2), weight_drift=0.1 * _drift(scale) / np.sqrt(width),
                     output_norm=1.0, ntk_drift_test=_drift(scale), ntk_drift_train=_drift(scale),
@@ -71,24 +73,91 @@ def test_every_figure_renders_from_a_tiny_table(full_report):
     output_dir, written = full_report
     _assert_rendered(output_dir, ALL_FIGURES)
     expected = {os.path.join(output_dir, f"{name}.{fmt}")
-                for name in ALL_FIGURES for fmt in report.FORMATS}
-    assert set(written) == expected | {os.path.join(output_dir, report.SUMMARY)}
+                for name in ALL_FIGURES for fmt in report.FORMATS + ("csv",)}
+    expected |= {os.path.join(output_dir, name)
+                 for name in (report.SUMMARY, report.FITS, report.CLAIMS)}
+    assert set(written) == expected
     assert not [f for f in os.listdir(output_dir) if f.endswith(".tmp")]
 
 
-def test_summary_lists_exponents_next_to_the_paper(full_report):
+def _data(output_dir, name):
+    return pd.read_csv(os.path.join(output_dir, f"{name}.csv"))
+
+
+def test_the_data_behind_each_figure(tiny, full_report):
+    output_dir, _ = full_report
+    runs, ensembles = tiny
+    # Fig. 3 (b): the mean test error over seeds at each (√h·α, h), frozen NTK in black.
+    fig3b = _data(output_dir, "fig3b_test_error_vs_width")
+    means = runs.groupby(["width", "alpha"])["test_error"].mean()
+    for width, alpha in means.index:
+        point = fig3b[(fig3b["x"] == width)
+                      & (fig3b["label"] == f"√h·α = {np.sqrt(width) * alpha:.3g}")]
+        assert point["y"].item() == pytest.approx(means[width, alpha])
+    frozen = fig3b[fig3b["label"] == "frozen NTK at init"]
+    assert frozen["y"].tolist() == pytest.approx([0.1 + 0.1 / w for w in WIDTHS])
+    # Fig. 3 (d): each width's curve spans [0, 1].
+    fig3d = _data(output_dir, "fig3d_rescaled_test_error")
+    assert fig3d.groupby("label")["y"].agg(["min", "max"]).to_numpy().tolist() == [[0, 1]] * 2
+    # Fig. 4 (a, b): Var F and h·Var F of the ensembles.
+    fig4a = _data(output_dir, "fig4a_var_F_vs_width")
+    assert sorted(fig4a["y"]) == pytest.approx(sorted(ensembles["var_F"]))
+    assert np.allclose(_data(output_dir, "fig4b_h_var_F_vs_sqrt_h_alpha")["y"], 1.0)
+    # Fig. 5 (a): the drift per (h, √h·α) on the right panel, and the fitted feature line
+    # with the slope of fits.csv.
+    fits_table = pd.read_csv(os.path.join(output_dir, report.FITS))
+    feature = fits_table[(fits_table["column"] == "ntk_drift_test")
+                         & (fits_table["regime"] == "feature")].iloc[0]
+    fig5a = _data(output_dir, "fig5a_kernel_drift")
+    line = fig5a[fig5a["label"].str.startswith("L = 3: fit", na=False)]
+    slope = np.polyfit(np.log(line["x"]), np.log(line["y"]), 1)[0]
+    assert slope == pytest.approx(feature["slope"]) == pytest.approx(-1.3)
+    right = fig5a[(fig5a["panel"] == 1) & fig5a["label"].isin(["h = 16", "h = 64"])]
+    assert np.allclose(right["y"], [_drift(x) for x in right["x"]])
+    # Fig. 5 (b): the logged α²L(t) of one run per (h, α), and t/(√h·α) on the right.
+    fig5b = _data(output_dir, "fig5b_rescaled_loss")
+    assert fig5b.groupby("panel")["series"].nunique().tolist() == [6, 6]
+    left = fig5b[(fig5b["panel"] == 0) & (fig5b["series"] == "h=16,alpha=0.1")]
+    assert np.allclose(left["y"], np.exp(-left["x"] / 0.4))
+
+
+def test_excluded_runs_enter_no_statistic_and_are_counted(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "FORMATS", ("png",))
+    runs, ensembles = tiny
+    stopped = runs.iloc[0].to_dict()
+    stopped.update(init_seed=7, converged=False, test_error=0.9, ntk_drift_test=1e6)
+    diverged = dict(stopped, init_seed=8, status="diverged", converged=np.nan,
+                    test_error=np.nan, train_loss=np.nan)
+    report.write_report(pd.concat([runs, pd.DataFrame([stopped, diverged])]), ensembles,
+                        str(tmp_path))
+    reference = str(tmp_path / "reference")
+    report.write_report(runs, ensembles, reference)
+    for name in ("fig3b_test_error_vs_width", "fig5a_kernel_drift"):
+        pd.testing.assert_frame_equal(_data(str(tmp_path), name), _data(reference, name))
+    summary = open(os.path.join(tmp_path, report.SUMMARY), encoding="utf-8").read()
+    assert "14 runs: 12 used, 2 excluded (1 budget, 1 diverged)" in summary
+    assert "| 0.01 | 16 | 0.04 | 2 | 1 budget, 1 diverged |" in summary
+    assert "**Warning:** α = 0.01, h = 16: 2 used run(s), fewer than 3" in summary
+
+
+def test_summary_opens_with_the_claims_and_lists_exponents_with_their_ranges(full_report):
     output_dir, _ = full_report
     summary = open(os.path.join(output_dir, report.SUMMARY), encoding="utf-8").read()
     lines = summary.splitlines()
-    # The synthetic drift has slope −1.3 in the feature regime, exactly, for every seed.
-    feature = [line for line in lines if "‖Θ−Θ0‖" in line and "feature" in line]
+    sections = [line for line in lines if line.startswith("## ")]
+    assert sections[0] == "## The paper's claims on this grid"
+    claims_table = pd.read_csv(os.path.join(output_dir, report.CLAIMS))
+    assert {"(i) collapse", "(ii) better regime", "(iv) exponent"} <= set(claims_table["claim"])
+    # The synthetic drift has slope −1.3 below √h·α = 1 and −1 above; it falls through 1
+    # between the levels 0.8 and 4, at √h·α* = 1.06 on the log-log line joining them, and
+    # each fit keeps a factor 10 away from it.
+    exponents = [line for line in lines if line.startswith("| 3 | ‖Θ−Θ0‖")]
+    feature = [line for line in exponents if "feature" in line]
     assert len(feature) == 1
-    assert "-1.300 ± 0.000" in feature[0] and "| -1.3 | -1.5 |" in feature[0]
-    lazy = [line for line in lines if "‖Θ−Θ0‖" in line and "lazy" in line]
-    assert "-1.000 ± 0.000" in lazy[0]
-    assert any("t_{L/2}" in line and "1.000 ± 0.000" in line for line in lines)
-    # One row per (α, h) in the performance table, and every figure listed.
-    assert sum(line.startswith("| 0.01 | 16 |") for line in lines) == 1
+    assert "| √h·α ≤ 0.106 | 2 | 4 | -1.300 ± 0.000 | -1.3 | -1.5 |" in feature[0]
+    assert "√h·α* = 1.06" in summary
+    # One row per (α, h) in the runs-per-point and the performance tables, and every figure.
+    assert sum(line.startswith("| 0.01 | 16 |") for line in lines) == 2
     assert all(f"`{name}.png`" in summary for name in ALL_FIGURES)
     assert "Skipped" not in summary
 
@@ -116,13 +185,13 @@ def test_all_nan_columns_and_absent_logs_skip_every_figure(tiny, tmp_path):
     ensembles = ensembles.assign(ensemble_test_error=np.nan, mean_test_error=np.nan,
                                  var_F=np.nan)
     written = report.write_report(runs, ensembles, str(tmp_path))
-    assert written == [os.path.join(tmp_path, report.SUMMARY)]
-    summary = open(written[0], encoding="utf-8").read()
+    assert written == [os.path.join(tmp_path, name) for name in TABLES]
+    summary = open(written[-1], encoding="utf-8").read()
     assert all(f"- `{name}`: no" in summary for name in ALL_FIGURES)
     assert "No exponent could be fitted" in summary
 
 
 def test_empty_tables_give_a_summary_and_no_figure(tmp_path):
     written = report.write_report(pd.DataFrame(), pd.DataFrame(), str(tmp_path))
-    assert written == [os.path.join(tmp_path, report.SUMMARY)]
-    assert "No exponent could be fitted" in open(written[0], encoding="utf-8").read()
+    assert written == [os.path.join(tmp_path, name) for name in TABLES]
+    assert "No exponent could be fitted" in open(written[-1], encoding="utf-8").read()

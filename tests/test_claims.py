@@ -1,0 +1,124 @@
+"""The paper's claims judged on synthetic tables whose truth is known."""
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lazy_feature import artifact, claims, fits
+
+WIDTHS, SEEDS, P = (30, 100, 300), (0, 1, 2, 3), 400
+LEVELS = (1e-2, 1e-1, 1.0, 1e2, 1e3)
+FEATURE, LAZY = (None, 0.1), (100, None)
+
+
+def _write_run(run_dir, outputs, labels):
+    os.makedirs(run_dir)
+    np.save(os.path.join(run_dir, artifact.TEST_OUTPUTS), outputs)
+    np.save(os.path.join(run_dir, artifact.TEST_LABELS), labels)
+
+
+def _study(root, error_of, n_train=10000, feature_wrong=0.10, lazy_wrong=0.05):
+    """Runs whose test error is error_of(√h·α, h, seed) and whose test outputs get the
+    fraction feature_wrong (√h·α < 1) or lazy_wrong of points wrong, each member a different
+    random subset (so ensembles of them are better than members)."""
+    rng = np.random.default_rng(0)
+    labels = rng.choice([-1.0, 1.0], size=P)
+    rows = []
+    for h in WIDTHS:
+        for x in LEVELS:
+            for seed in SEEDS:
+                run_dir = os.path.join(root, f"h{h}_x{x}_s{seed}")
+                wrong = rng.random(P) < (feature_wrong if x < 1 else lazy_wrong)
+                _write_run(run_dir, np.where(wrong, -labels, labels) * rng.uniform(0.5, 2, P),
+                           labels)
+                rows.append(dict(dataset="fashion_mnist", depth=3, n_train=n_train, width=h,
+                                 alpha=x / np.sqrt(h), sqrt_h_alpha=x, sqrt_h_alpha_level=x,
+                                 init_seed=seed, run_dir=run_dir,
+                                 test_error=error_of(x, h, seed)))
+    return pd.DataFrame(rows)
+
+
+def _collapsing(x, h, seed):
+    """An error that depends on √h·α alone (plus seed noise): the paper's collapse."""
+    return 0.05 + 0.02 * np.tanh(np.log10(x)) + 0.001 * seed
+
+
+def _judge(runs, ensembles=pd.DataFrame()):
+    fit_table = fits.fit_table(runs.assign(ntk_drift_test=np.nan), FEATURE, LAZY)
+    return claims.judge(runs, ensembles, fit_table, FEATURE, LAZY)
+
+
+def test_collapse_against_sqrt_h_alpha_agrees_at_the_papers_n(tmp_path):
+    table = _judge(_study(str(tmp_path), _collapsing))
+    collapse = table[table["claim"] == "(i) collapse"].iloc[0]
+    assert collapse["verdict"] == "agrees", collapse.to_dict()
+    assert collapse["ours"].startswith("spread 0.000 vs √h·α")
+
+
+def test_collapse_against_alpha_disagrees(tmp_path):
+    def against_alpha(x, h, seed):  # collapses against α = x/√h instead
+        return _collapsing(x / np.sqrt(h) * 10, h, seed)
+    table = _judge(_study(str(tmp_path), against_alpha))
+    assert table.loc[table["claim"] == "(i) collapse", "verdict"].iloc[0] == "disagrees"
+
+
+def test_no_verdict_below_the_papers_n(tmp_path):
+    table = _judge(_study(str(tmp_path), _collapsing, n_train=1000))
+    verdict = table.loc[table["claim"] == "(i) collapse", "verdict"].iloc[0]
+    assert verdict.startswith("not judged: the paper states it at n = 10000") and "n = 1000" in verdict
+
+
+@pytest.mark.parametrize("feature_wrong, lazy_wrong, expected", [
+    (0.30, 0.05, "agrees"), (0.05, 0.30, "disagrees")])
+def test_better_regime_single_and_ensemble(tmp_path, feature_wrong, lazy_wrong, expected):
+    def error(x, h, seed):
+        return (feature_wrong if x < 1 else lazy_wrong) + 0.002 * seed
+    runs = _study(str(tmp_path), error, feature_wrong=feature_wrong, lazy_wrong=lazy_wrong)
+    better = _judge(runs)
+    better = better[better["claim"] == "(ii) better regime"]
+    assert len(better) == 2 * len(WIDTHS)  # single network and ensemble at each width
+    assert set(better["verdict"]) == {expected}, better[["statement", "ours", "verdict"]]
+    assert better["rests_on"].str.contains("√h·α = 0.01 … 1000 (2 levels)", regex=False).all()
+
+
+def test_equal_regimes_are_inconclusive(tmp_path):
+    def noisy(x, h, seed):  # no systematic difference, only seed noise of either sign
+        return 0.05 + 0.01 * (-1) ** seed * (1 + seed % 3)
+    table = _judge(_study(str(tmp_path), noisy, feature_wrong=0.1, lazy_wrong=0.1))
+    single = table[table["statement"].str.startswith("single network")]
+    assert set(single["verdict"]) == {"inconclusive"}
+
+
+def _ensembles(var_exponent, n_train=1000):
+    return pd.DataFrame([
+        dict(depth=3, width=h, alpha=x / np.sqrt(h), sqrt_h_alpha=x, n_members=5,
+             var_F=2.0 * h ** var_exponent * (1 + 0.01 * k),
+             mean_test_error=0.1 - 0.01 * np.log(h), ensemble_test_error=0.05)
+        for k, x in enumerate(LEVELS) for h in WIDTHS])
+
+
+@pytest.mark.parametrize("exponent, expected", [(-1.0, "agrees"), (-0.5, "disagrees")])
+def test_var_F_decays_as_one_over_h(tmp_path, exponent, expected):
+    runs = _study(str(tmp_path), _collapsing, n_train=1000)
+    table = _judge(runs, _ensembles(exponent))
+    var = table[table["claim"] == "(iii) Var F ~ 1/h"]
+    assert list(var["verdict"]) == [expected, expected]
+    assert var["ours"].astype(float).to_numpy() == pytest.approx([exponent, exponent], abs=0.01)
+    flat = table[table["claim"] == "(iii) ensemble error vs h"]
+    assert all(v.startswith("not judged") for v in flat["verdict"])  # n = 1000 < 10 000
+
+
+def test_exponent_verdicts_from_the_fits_table():
+    fit_table = pd.DataFrame([
+        dict(depth=3, observable="o", regime="feature", slope=-1.35, stderr=0.05, paper=-1.3,
+             range_low=np.nan, range_high=0.1, n_levels=3, n_runs=15),
+        dict(depth=3, observable="o", regime="lazy", slope=-1.6, stderr=0.05, paper=-1.0,
+             range_low=100, range_high=np.nan, n_levels=3, n_runs=15),
+        dict(depth=3, observable="o", regime="lazy", slope=-1.0, stderr=0.05, paper=-1.0,
+             range_low=100, range_high=np.nan, n_levels=2, n_runs=10)])
+    runs = pd.DataFrame(dict(n_train=[10000], width=[100], init_seed=[0],
+                             sqrt_h_alpha_level=[1.0], depth=[3], test_error=[0.1]))
+    rows = claims.judge(runs, pd.DataFrame(), fit_table)
+    verdicts = list(rows.loc[rows["claim"] == "(iv) exponent", "verdict"])
+    assert verdicts == ["agrees", "disagrees", "not testable on this grid"]

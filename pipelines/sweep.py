@@ -50,13 +50,14 @@ def sweep_from_flags():
     return dataclasses.replace(grid, **changes)
 
 
-def main():
+def main(console):
     runs, ensembles = sweep.run_sweep(sweep_from_flags(), FLAGS.output_dir, runner=FLAGS.runner,
-                                      workers=FLAGS.workers, beam_options=FLAGS.beam_options)
+                                      workers=FLAGS.workers, beam_options=FLAGS.beam_options,
+                                      progress_stream=console)
     if FLAGS.report:
         paths = report.write_report(runs, ensembles, report.default_dir(FLAGS.output_dir))
         print(f"report: {paths[-1]}")
 
 
 if __name__ == "__main__":
-    common.main("sweep", main)
+    common.main("sweep", main, progress=True)

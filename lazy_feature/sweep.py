@@ -174,8 +174,8 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
       sweep: a SweepConfig.
       output_dir: the sweep directory (created; reruns resume it).
       runner: "beam" (Apache Beam) or "inprocess" (a loop in this process).
-      workers: processes of the DirectRunner, each given cpu_count/workers TF threads.
-      beam_options: Beam pipeline options (strings) replacing the local DirectRunner's.
+      workers: processes of Beam's local runner, each given cpu_count/workers TF threads.
+      beam_options: Beam pipeline options (strings) replacing the local runner's.
       progress_stream: a stream (e.g. sys.stderr) to show runs done, failures and ETA on
         while the sweep runs (`progress.Display`); None shows nothing.
     Returns:

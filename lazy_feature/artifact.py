@@ -3,6 +3,7 @@
 A run directory holds
   config.json        every setting (TrainConfig), the run id and the library version;
   dynamics.jsonl     the log-spaced dynamics records (callbacks.RECORD_KEYS);
+  train.log          the same records as status lines, for a person (appended on resume);
   test_outputs.npy   F = α[f(w, x) − f(w0, x)] on every test point, in test-set order;
   test_labels.npy    the ±1 test labels;
   weights.weights.h5 the Keras weights of the AlphaModel: w, w0 and the integrator's state;
@@ -25,6 +26,7 @@ import numpy as np
 CONFIG = "config.json"
 METRICS = "metrics.json"
 DYNAMICS = "dynamics.jsonl"
+TRAIN_LOG = "train.log"
 TEST_OUTPUTS = "test_outputs.npy"
 TEST_LABELS = "test_labels.npy"
 WEIGHTS = "weights.weights.h5"

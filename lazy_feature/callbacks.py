@@ -148,13 +148,21 @@ class TensorBoardScalars(LogSpaced):
 
 
 class ProgressLogger(LogSpaced):
-    """One status line per record through the `lazy_feature` logger."""
+    """One status line per record through the `lazy_feature` logger, and appended to the
+    file `path` if given (a run's train.log, written whatever the logger's level)."""
+
+    def __init__(self, path=None, **kwargs):
+        super().__init__(**kwargs)
+        self.path = path
 
     def record(self, entry):
-        logger.info(
-            "step %d  t=%.4g  dt=%.3g  a2L=%.4g  train_err=%.4f  unfitted=%d  wall=%.1fs",
+        line = ("step %d  t=%.4g  dt=%.3g  a2L=%.4g  train_err=%.4f  unfitted=%d  wall=%.1fs" % (
             entry["step"], entry["t"], entry["dt"], entry["rescaled_loss"], entry["train_error"],
-            entry["unfitted"], entry["wall_seconds"])
+            entry["unfitted"], entry["wall_seconds"]))
+        logger.info("%s", line)
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
 
 class Checkpointer(keras.callbacks.Callback):

@@ -172,7 +172,8 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
         callbacks.JsonlLogger(partial_log, last_step=resumed_step, wall_offset=wall_offset),
         callbacks.TensorBoardScalars(os.path.join(output_dir, artifact.EVENTS),
                                      last_step=resumed_step, wall_offset=wall_offset),
-        callbacks.ProgressLogger(last_step=resumed_step, wall_offset=wall_offset),
+        callbacks.ProgressLogger(os.path.join(output_dir, artifact.TRAIN_LOG),
+                                 last_step=resumed_step, wall_offset=wall_offset),
     ]
     checkpointer = callbacks.Checkpointer(
         os.path.join(output_dir, artifact.CHECKPOINT), checkpoint_seconds,

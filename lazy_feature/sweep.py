@@ -16,10 +16,12 @@ stopped by a budget, diverged, or with a non-finite loss is kept in results.csv 
 of every ensemble, statistic, fit and figure. `run_sweep(retry_unconverged=FACTOR)` resumes
 the budget-stopped runs from where they stopped with FACTOR times their budgets.
 
-Runs fan out on Apache Beam (`runner="beam"`): by default the DirectRunner with one process
-per worker on this machine; any other runner (Dataflow, Flink, Spark) through Beam pipeline
-options, provided the sweep directory is on storage every worker sees. `runner="inprocess"`
-is the plain loop.
+Runs fan out on Apache Beam (`runner="beam"`): by default Beam's local runner (the
+FnApiRunner the DirectRunner runs batch pipelines on) with one process per worker; any
+other runner (Dataflow, Flink, Spark) through Beam pipeline options, provided the sweep
+directory is on storage every worker sees. `runner="inprocess"` is the plain loop.
+Each run's status lines go to its train.log; `run_sweep` shows its progress (runs done,
+excluded runs, ETA) on a stream it is given.
 """
 import dataclasses
 import itertools
@@ -29,7 +31,7 @@ import os
 
 import pandas as pd
 
-from lazy_feature import artifact, ensemble, ntk_eval, observables, run
+from lazy_feature import artifact, ensemble, ntk_eval, observables, progress, run
 from lazy_feature.config import NOT_IDENTITY, TrainConfig, alpha_from_sqrt_h_alpha, sqrt_h_alpha
 from lazy_feature.errors import ConfigError, DivergenceError, RunDirError
 
@@ -203,8 +205,10 @@ def _check_writable(output_dir):
 def _run_beam(configs, output_dir, stage_options, beam_options, workers):
     import apache_beam as beam  # pylint: disable=import-outside-toplevel
     from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+    # The local runner is named directly: "DirectRunner" first tries to download and start
+    # Beam's Prism runner (Beam >= 2.6x), then falls back to this one.
     options = list(beam_options) if beam_options else [
-        "--runner=DirectRunner", "--direct_running_mode=multi_processing",
+        "--runner=FnApiRunner", "--direct_running_mode=multi_processing",
         f"--direct_num_workers={workers}"]
     with beam.Pipeline(options=PipelineOptions(options)) as pipeline:
         _ = (pipeline
@@ -214,17 +218,20 @@ def _run_beam(configs, output_dir, stage_options, beam_options, workers):
 
 
 def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
-              retry_unconverged=None):
+              retry_unconverged=None, progress_stream=None):
     """Run every grid point of `sweep` without a row yet, then write the tables.
 
     Args:
       sweep: a SweepConfig.
       output_dir: the sweep directory (created; reruns resume it).
       runner: "beam" (Apache Beam) or "inprocess" (a loop in this process).
-      workers: processes of the DirectRunner, each given cpu_count/workers TF threads.
-      beam_options: Beam pipeline options (strings) replacing the local DirectRunner's.
+      workers: processes of Beam's local runner, each given cpu_count/workers TF threads.
+      beam_options: Beam pipeline options (strings) replacing the local runner's.
       retry_unconverged: a factor > 1: the runs a budget stopped resume from where they
         stopped, with their budgets multiplied by it (`scaled_budgets`).
+      progress_stream: a stream (e.g. sys.stderr) to show runs done, runs excluded
+        (`excluded_reason`) and the ETA on while the sweep runs (`progress.Display`); None
+        shows nothing.
     Returns:
       (runs, ensembles) DataFrames, also written to results.csv and ensembles.csv.
     """
@@ -247,10 +254,12 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
                          ntk_max_test=sweep.ntk_max_test)
     if pending:
         _task(pending[0])  # a missing data set fails here, before any worker starts
+    with progress.shown([row_path(output_dir, c.run_id()) for c in configs], progress_stream,
+                        failed=excluded_reason, failures="excluded"):
         if runner == "inprocess":
             for config in pending:
                 execute_run(config, output_dir, **stage_options)
-        else:
+        elif pending:
             threads = max(1, (os.cpu_count() or 1) // workers) if not beam_options else None
             _run_beam(pending, output_dir, dict(stage_options, threads=threads), beam_options,
                       workers)

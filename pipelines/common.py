@@ -1,28 +1,46 @@
-"""What the stage binaries share: one-line errors with a non-zero exit, the TrainConfig flags."""
+"""What the stage binaries share: one-line errors with a non-zero exit, a quiet console, the
+TrainConfig flags."""
+import contextlib
 import dataclasses
 import logging
+import os
 import sys
 
 from absl import app
 from absl import flags
 
+import pipelines
 from lazy_feature import config as config_lib
 from lazy_feature import errors
 from lazy_feature.errors import ConfigError
 
 
-def main(stage, fn):
+def main(stage, fn, progress=False):
     """Run `fn()` as the stage `stage`; a library error becomes one line and exit status 1.
 
     An interrupt exits with status 130 after the run has saved its checkpoint, so the
-    same command resumes it.
+    same command resumes it. The console shows no library chatter (Beam, TensorFlow) at
+    the default --verbosity=0; 1 shows INFO logs, 2 and more absl's debug levels. A stage
+    of many runs (`progress`) gets `fn(stream)`, a stream on the console for its progress
+    display; at verbosity 0 the runs' status lines stay in their train.log files and all
+    else written to stderr, by this process or its subprocesses (Beam's workers), is dropped.
     """
     def _main(argv):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-        logging.getLogger("lazy_feature").setLevel(logging.INFO)
+        verbosity = flags.FLAGS.verbosity
+        if verbosity <= 1:  # higher: absl's debug levels, set from the flag
+            logging.root.setLevel(logging.INFO if verbosity == 1 else logging.ERROR)
+        if verbosity >= 1 and pipelines.TF_CPP_QUIETED:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        if verbosity >= 1 or not progress:
+            logging.getLogger("lazy_feature").setLevel(logging.INFO)
         try:
-            fn()
+            if progress:
+                with _console(quiet=verbosity < 1) as stream:
+                    fn(stream)
+            else:
+                fn()
         except errors.USER_ERRORS as e:
             print(f"{stage}: error: {e}", file=sys.stderr)
             sys.exit(1)
@@ -30,6 +48,26 @@ def main(stage, fn):
             print(f"{stage}: interrupted; run the same command again to resume", file=sys.stderr)
             sys.exit(130)
     app.run(_main)
+
+
+@contextlib.contextmanager
+def _console(quiet):
+    """Yield a stream on stderr; while `quiet`, file descriptor 2 (inherited by subprocesses
+    started meanwhile) points to os.devnull and the stream to the console's stderr."""
+    if not quiet:
+        yield sys.stderr
+        return
+    sys.stderr.flush()
+    console = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        with os.fdopen(console, "w", closefd=False) as stream:
+            yield stream
+    finally:
+        sys.stderr.flush()
+        os.dup2(console, 2)
+        os.close(console)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(config_lib.TrainConfig)}

@@ -23,11 +23,12 @@ flags.DEFINE_string("output_dir", None, "The ensemble directory to write.", requ
 FLAGS = flags.FLAGS
 
 
-def main():
+def main(console):
     summary = ensemble.train_ensemble(common.train_config_from_flags(),
-                                      common.integers("seeds", FLAGS.seeds), FLAGS.output_dir)
+                                      common.integers("seeds", FLAGS.seeds), FLAGS.output_dir,
+                                      progress_stream=console)
     print(json.dumps({k: v for k, v in summary.items() if k != "members"}, indent=1))
 
 
 if __name__ == "__main__":
-    common.main("ensemble", main)
+    common.main("ensemble", main, progress=True)

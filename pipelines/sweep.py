@@ -55,11 +55,12 @@ def sweep_from_flags():
     return dataclasses.replace(grid, **changes)
 
 
-def main():
+def main(console):
     grid = sweep_from_flags()
     runs, ensembles = sweep.run_sweep(grid, FLAGS.output_dir, runner=FLAGS.runner,
                                       workers=FLAGS.workers, beam_options=FLAGS.beam_options,
-                                      retry_unconverged=FLAGS.retry_unconverged)
+                                      retry_unconverged=FLAGS.retry_unconverged,
+                                      progress_stream=console)
     if FLAGS.report:
         paths = report.write_report(runs, ensembles, report.default_dir(FLAGS.output_dir),
                                     grid.feature_range, grid.lazy_range)
@@ -67,4 +68,4 @@ def main():
 
 
 if __name__ == "__main__":
-    common.main("sweep", main)
+    common.main("sweep", main, progress=True)

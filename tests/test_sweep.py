@@ -121,6 +121,11 @@ def test_beam_sweep_killed_and_resumed(tmp_path):
 
     result = _stage("sweep", *args)
     assert result.returncode == 0, result.stderr[-3000:]
+    # The console shows only the progress, counting the runs finished before the kill as done.
+    progress = result.stderr.splitlines()
+    assert progress[0].startswith(f"{len(before)}/6 runs, 0 excluded, "), result.stderr[-3000:]
+    assert progress[-1].startswith("6/6 runs, 0 excluded, ") and "a2L=" not in result.stderr
+    assert all(line.startswith(tuple(f"{n}/6 runs, " for n in range(7))) for line in progress)
     after = _rows(out)
     assert {k: after[k] for k in before} == before  # finished runs were not redone
     runs = pd.read_csv(os.path.join(out, sweep.RESULTS))
@@ -135,11 +140,14 @@ def test_beam_sweep_killed_and_resumed(tmp_path):
 
     # Every finished run has a row, and a rerun (any runner) runs nothing and changes nothing.
     rerun = _stage("sweep", *args[:-2], "--runner=inprocess", "--noreport")
-    assert rerun.returncode == 0 and "0 to run" in rerun.stderr
+    assert rerun.returncode == 0 and "6/6 runs, 0 excluded" in rerun.stderr
     assert _rows(out) == after
     # Section 5: the kernel moves less the larger √h·α, here for every init seed.
     drift = runs.pivot(index="init_seed", columns="sqrt_h_alpha", values="ntk_drift_test")
     assert (drift.iloc[:, 0] > 2 * drift.iloc[:, 1]).all(), drift
+    for run_dir in runs["run_dir"]:  # each run's status lines went to its train.log
+        with open(os.path.join(out, run_dir, artifact.TRAIN_LOG)) as f:
+            assert "a2L=" in f.read()
     report = _stage("report", f"--sweep_dir={out}", f"--output_dir={tmp_path / 'report'}")
     assert report.returncode == 0, report.stderr[-3000:]
     assert os.path.exists(tmp_path / "report" / "summary.md")

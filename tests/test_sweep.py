@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lazy_feature import artifact, ensemble, sweep
+from lazy_feature import artifact, ensemble, fits, report, run, sweep
 from lazy_feature.config import TrainConfig
 from lazy_feature.data import BinaryTask
 from lazy_feature.errors import ConfigError, RunDirError
@@ -61,13 +61,28 @@ def test_run_id_is_stable_and_ignores_where_and_how_long():
 
 
 def test_named_configs_are_valid_grids():
-    for name in configs.CONFIGS:
-        points = configs.get(name).configs()
+    for name, make in configs.CONFIGS.items():
+        points = make().configs()
         assert points, name
+        assert "python -m pipelines.sweep --config=" + name in make.__doc__, name
+        if name not in ("quick", "tiny"):
+            assert "Fig." in make.__doc__ or "Table" in make.__doc__, name
+            assert "n = " in make.__doc__, name
     fig5 = configs.get("fig5").configs()
+    levels = sorted({round(float(np.log10(c.sqrt_h_alpha)), 6) for c in fig5})
+    assert (levels[0], levels[-1]) == (-4, 7)  # the paper's span (Fig. 5)
     alphas = sorted({c.alpha for c in fig5})
-    assert np.log10(alphas[-1] / alphas[0]) >= 10  # α over 11 decades (Fig. 5)
+    assert np.log10(alphas[-1] / alphas[0]) >= 11  # α over 11 decades and more (Fig. 5 (a))
     assert {c.n_train for c in configs.get("fig3").configs()} == {10000}
+    assert {c.n_train for c in configs.get("fig4a").configs()} == {1000}  # its caption
+    assert {c.n_train for c in configs.get("fig4b").configs()} == {10000}
+    claims = configs.get("claims").configs()
+    assert {(c.n_train, c.width) for c in claims} == {(10000, 100)} and len(claims) == 10
+    # quick: each regime's fit range holds three √h·α levels (fits.py).
+    quick = configs.get("quick")
+    levels = {fits.level(c.sqrt_h_alpha) for c in quick.configs()}  # as the fits see them
+    assert sum(x <= quick.feature_range[1] for x in levels) >= 3
+    assert sum(x >= quick.lazy_range[0] for x in levels) >= 3
     with pytest.raises(ConfigError, match="unknown config 'fig99'"):
         configs.get("fig99")
 
@@ -177,3 +192,43 @@ def test_read_tables_refuses_an_empty_sweep(tmp_path):
     (tmp_path / sweep.RESULTS).write_text("")
     with pytest.raises(RunDirError, match="has no run yet"):
         sweep.read_tables(str(tmp_path))
+
+
+def test_excluded_reasons():
+    done = dict(status="done", converged=True, train_loss=0.01, test_loss=0.3)
+    assert sweep.excluded_reason(done) == ""
+    assert sweep.excluded_reason(dict(done, converged=False)) == "budget"
+    assert sweep.excluded_reason(dict(done, test_loss=float("nan"))) == "nan"
+    assert sweep.excluded_reason(dict(status="diverged", error="dt collapsed")) == "diverged"
+    runs = sweep.mark_used(pd.DataFrame([done, dict(done, converged=False)]))
+    assert runs["used"].tolist() == [True, False]
+    assert runs["excluded_reason"].tolist() == ["", "budget"]
+
+
+def test_budget_stopped_runs_are_excluded_then_retried(tmp_path, monkeypatch):
+    task = _synthetic_task()
+    base = TrainConfig(n_train=40, n_test=60, max_steps=3, dtype="float64")
+    grid = sweep.SweepConfig(base=base, widths=(16,), sqrt_h_alphas=(1.0,), seeds=(0, 1),
+                             ntk=False)
+    monkeypatch.setitem(sweep._TASKS, ("fashion_mnist", None, 40, 60, 0), task)
+    out = str(tmp_path / "sweep")
+    runs, ensembles = sweep.run_sweep(grid, out, runner="inprocess")
+    assert runs["excluded_reason"].tolist() == ["budget", "budget"] and ensembles.empty
+    assert (runs["steps"] == 3).all()
+    summary = report.write_report(runs, ensembles, str(tmp_path / "report"))[-1]
+    assert "2 runs: 0 used, 2 excluded (2 budget)" in open(summary, encoding="utf-8").read()
+
+    runs, ensembles = sweep.run_sweep(grid, out, runner="inprocess", retry_unconverged=1e6)
+    assert runs["used"].all() and runs["max_steps"].tolist() == [3_000_000] * 2
+    assert len(ensembles) == 1 and ensembles["n_members"].item() == 2
+    # A retried run ends exactly where one run without a budget ends.
+    config = grid.configs()[0]
+    reference = run.train(dataclasses.replace(config, max_steps=10**6), str(tmp_path / "ref"),
+                          task=task)
+    retried = runs[runs["run_id"] == config.run_id()].iloc[0]
+    assert (retried["steps"], retried["t"]) == (reference["steps"], reference["t"])
+    np.testing.assert_array_equal(
+        np.load(os.path.join(retried["run_dir"], artifact.TEST_OUTPUTS)),
+        np.load(tmp_path / "ref" / artifact.TEST_OUTPUTS))
+    with pytest.raises(ConfigError, match="must be > 1"):
+        sweep.run_sweep(grid, out, runner="inprocess", retry_unconverged=0.5)

@@ -7,7 +7,8 @@ A run directory holds
   test_outputs.npy   F = α[f(w, x) − f(w0, x)] on every test point, in test-set order;
   test_labels.npy    the ±1 test labels;
   weights.weights.h5 the Keras weights of the AlphaModel: w, w0 and the integrator's state;
-  events/            TensorBoard event files;
+  events/<name>/     TensorBoard event files: the run is one TensorBoard run named after α, h,
+                     the init seed and the run id (callbacks.tensorboard_run_name);
   metrics.json       the summary, written last: its presence means the run is complete.
 The `ntk_eval` stage adds ntk.json (kernel norms and drift, frozen-kernel results),
 frozen_{init,final}_test_outputs.npy and, on request, gram_{init,final}_{train,test}.npy.

@@ -1,4 +1,4 @@
-"""Keras callbacks around the gradient flow: stopping, log-spaced records, checkpoints.
+"""Keras callbacks around the gradient flow: stopping, log-spaced records, checkpoints, TensorBoard.
 
 Each `AlphaModel.train_step` is one trial step; its logs carry the integrator's state
 (step = accepted steps, t = gradient-flow time of eq. 7, dt, dout of eq. 8, dgrad of eq. 9,
@@ -7,13 +7,17 @@ rescaled_loss = α²L, train_error, unfitted, weight_drift, output_norm, converg
 import json
 import logging
 import math
+import os
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
+from matplotlib import colormaps
+from tensorboard.plugins.hparams import api as hp
 
 from lazy_feature import artifact
+from lazy_feature.config import NOT_IDENTITY
 from lazy_feature.errors import DivergenceError
 
 logger = logging.getLogger("lazy_feature")
@@ -132,21 +136,6 @@ class JsonlLogger(LogSpaced):
             f.write(json.dumps(entry) + "\n")
 
 
-class TensorBoardScalars(LogSpaced):
-    """Writes each record as TensorBoard scalars, indexed by the accepted step."""
-
-    def __init__(self, logdir, **kwargs):
-        super().__init__(**kwargs)
-        self.writer = tf.summary.create_file_writer(logdir)
-
-    def record(self, entry):
-        with self.writer.as_default():
-            for k, v in entry.items():
-                if k != "step" and v is not None:
-                    tf.summary.scalar(k, v, step=entry["step"])
-        self.writer.flush()
-
-
 class ProgressLogger(LogSpaced):
     """One status line per record through the `lazy_feature` logger, and appended to the
     file `path` if given (a run's train.log, written whatever the logger's level)."""
@@ -191,39 +180,199 @@ class Checkpointer(keras.callbacks.Callback):
             self._last = time.monotonic()
 
 
-class KernelDriftMonitor(LogSpaced):
-    """Live kernel drift in TensorBoard (Section 5, Fig. 8 (a, b)).
+# -- TensorBoard ---------------------------------------------------------------------------
+# TensorBoard groups tags by their prefix, sorts the groups by name and opens the first two:
+# drift (with --live_drift), observables, result, solver.
+_GROUPS = {"rescaled_loss": "observables", "train_error": "observables",
+           "unfitted": "observables", "weight_drift": "observables",
+           "output_norm": "observables", "f_norm": "observables",
+           "t": "solver", "dt": "solver", "dout": "solver", "dgrad": "solver",
+           "wall_seconds": "solver"}
+LOG_T_STEPS_PER_DECADE = 100
+DESCRIPTIONS = {
+    "observables/rescaled_loss": "α²L, eq. 7's training loss times α²: the mean loss per "
+                                 "pattern ℓ(F, y) over the training set (dimensionless).",
+    "observables/train_error": "Fraction of training points misclassified: F·y ≤ 0, F = "
+                               "α[f(w) − f(w0)] of eq. 6 (a NaN output counts as an error).",
+    "observables/unfitted": "Number of training points with margin F·y ≤ 1; the flow stops at "
+                            "0 (the paper's stopping criterion, Section 2).",
+    "observables/weight_drift": "‖w − w0‖/‖w0‖ over all trainable weights (Appendix B; "
+                                "dimensionless).",
+    "observables/output_norm": "‖f(w) − f(w0)‖ on the training set: root mean square over "
+                               "its points, as in eq. 31 (units of f).",
+    "observables/f_norm": "‖f(w)‖ on the training set: root mean square over its points, "
+                          "eq. 31 (units of f).",
+    "solver/t": "Gradient-flow time t = Σ dt of ẇ = −∇L with eq. 7's loss.",
+    "solver/dt": "Time step of the next trial step (adaptive: shrunk after a step rejected by "
+                 "eq. 8 or 9, grown after an easy one); in units of t.",
+    "solver/dout": "Eq. 8's left side for the last trial step: α·max|f(w_i) − f(w_i+1)| over "
+                   "the training set; a step is accepted below max_dout (0.1 by default).",
+    "solver/dgrad": "Eq. 9's left side for the last trial step: ‖∇L_i − ∇L_i+1‖² / "
+                    "(‖∇L_i‖‖∇L_i+1‖); a step is accepted below ε_∇ = max_dgrad (1e-4 by "
+                    "default).",
+    "solver/wall_seconds": "Wall-clock seconds spent training, counting those before a "
+                           "resume.",
+    "drift/ntk_drift": "Kernel drift ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ on the probe set (Frobenius "
+                       "norms of the Gram matrices of eq. 5; Section 5; dimensionless).",
+    "drift/ntk_drift_vs_log_t": "The kernel drift ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ against "
+                                "gradient-flow time: step = round(100·log10 t), so 0 is t = 1, "
+                                "100 is t = 10, 200 is t = 100, −100 is t = 0.1.",
+    "drift/ntk_norm_ratio": "‖Θ(w)‖/‖Θ(w0)‖ on the probe set: how much the kernel inflated "
+                            "(dimensionless).",
+    "drift/gram_init": "Gram matrix Θ(w0, x_μ, x_ν) of eq. 5 on the probe set at "
+                       "initialization (Fig. 8 (a)); points with y = +1 first; viridis from "
+                       "its own minimum (dark) to its own maximum (yellow).",
+    "drift/gram_now": "Gram matrix Θ(w, x_μ, x_ν) of eq. 5 on the probe set now (Fig. 8 (b)); "
+                      "points with y = +1 first; viridis from its own minimum (dark) to its "
+                      "own maximum (yellow), so compare shapes, and sizes through "
+                      "drift/ntk_norm_ratio.",
+    "result/test_error": "Test error of the trained network, F·y ≤ 0 on the test set.",
+    "result/test_loss": "Mean loss per pattern ℓ(F, y) on the test set (α² × eq. 7's loss).",
+    "result/converged": "1 if every training margin exceeds 1 (converged), 0 if a budget "
+                        "stopped the run.",
+}
+_HPARAMS_METRICS = ("result/test_error", "result/converged", "observables/rescaled_loss",
+                    "observables/train_error", "observables/weight_drift",
+                    "observables/output_norm", "observables/f_norm", "drift/ntk_drift",
+                    "solver/t", "result/test_loss")
+_RESULT_KEYS = ("test_error", "test_loss", "converged")
 
-    On the log-spaced schedule it computes ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ on a fixed probe set and
-    writes it with α²L and ‖w − w0‖/‖w0‖, plus an image of the probe's Gram matrix at
-    initialization and now, examples sorted by label, on one shared color scale so that the
-    kernel's inflation shows.
+
+def record_tag(key):
+    """The TensorBoard tag of a record key: `group/key`, or the bare key if it has no group."""
+    return f"{_GROUPS[key]}/{key}" if key in _GROUPS else key
+
+
+def _scalar(tag, value, step):
+    tf.summary.scalar(tag, value, step=step, description=DESCRIPTIONS.get(tag))
+
+
+def _domain(value):
+    """The HParams domain of a setting's value, so that the HParams table can filter on it.
+
+    Numbers get an open real interval, booleans both values, strings none (their values
+    are not known in advance, and each run declares the domains anew).
+    """
+    if isinstance(value, bool):
+        return hp.Discrete([False, True])
+    if isinstance(value, (int, float)):
+        return hp.RealInterval(-math.inf, math.inf)
+    return None
+
+
+def tensorboard_run_name(config):
+    """A run's TensorBoard run: α, width, init seed and the run id's first 8 characters.
+
+    For example `a=0.1_h=100_seed=0_1f3c9a2b`.
+    """
+    return f"a={config.alpha:.3g}_h={config.width}_seed={config.init_seed}_{config.run_id()[:8]}"
+
+
+def log_t_step(t):
+    """The step of `drift/ntk_drift_vs_log_t` at gradient-flow time t > 0: round(100·log10 t).
+
+    TensorBoard's steps are integers and its x axis is linear; this one is t on a log scale
+    with 100 points per decade.
+    """
+    return round(LOG_T_STEPS_PER_DECADE * math.log10(t))
+
+
+def gram_image(gram, min_pixels=256):
+    """A Gram matrix as an RGB uint8 image (h, w, 3): viridis on its own range.
+
+    Its minimum is viridis' darkest colour and its maximum its brightest; each entry is a
+    square of pixels so that the image is at least `min_pixels` wide.
+    """
+    lo, hi = gram.min(), gram.max()
+    scaled = (gram - lo) / (hi - lo) if hi > lo else np.zeros_like(gram)
+    rgb = colormaps["viridis"](scaled, bytes=True)[..., :3]
+    k = -(-min_pixels // len(gram))
+    return np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)
+
+
+class KernelDriftProbe:
+    """The live kernel drift on a fixed probe set (Section 5, Fig. 8 (a, b)).
+
+    `write` computes Θ(w) on the probe, and Θ(w0) the first time, and writes the drift
+    ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ against the accepted step and against log t, the inflation
+    ‖Θ(w)‖/‖Θ(w0)‖, and the Gram images `drift/gram_now` (each time) and `drift/gram_init`
+    (once), examples sorted by label (y = +1 first, as in Fig. 8).
 
     Args:
       x_probe, y_probe: the probe inputs and their ±1 labels (a few hundred points).
-      logdir: the TensorBoard directory.
     """
 
-    def __init__(self, x_probe, y_probe, logdir, **kwargs):
-        super().__init__(**kwargs)
-        order = np.argsort(-np.asarray(y_probe), kind="stable")  # y = +1 first, as in Fig. 8
+    def __init__(self, x_probe, y_probe):
+        order = np.argsort(-np.asarray(y_probe), kind="stable")
         self.x_probe = np.asarray(x_probe)[order]
-        self.writer = tf.summary.create_file_writer(logdir)
         self._gram0 = None
+        self._last_log_t_step = -math.inf
+
+    def write(self, model, entry):
+        """Write the drift at record `entry` into the default summary writer."""
+        from lazy_feature import ntk  # ntk builds on the model; import it only when used
+        step = entry["step"]
+        if self._gram0 is None:
+            self._gram0 = ntk.gram(model.initial_network, self.x_probe)
+            tf.summary.image("drift/gram_init", gram_image(self._gram0)[None], step=step,
+                             description=DESCRIPTIONS["drift/gram_init"])
+        gram = ntk.gram(model.network, self.x_probe)
+        norm0 = np.linalg.norm(self._gram0)
+        drift = np.linalg.norm(gram - self._gram0) / norm0
+        _scalar("drift/ntk_drift", drift, step)
+        _scalar("drift/ntk_norm_ratio", np.linalg.norm(gram) / norm0, step)
+        if entry["t"] > 0 and log_t_step(entry["t"]) > self._last_log_t_step:
+            self._last_log_t_step = log_t_step(entry["t"])
+            _scalar("drift/ntk_drift_vs_log_t", drift, self._last_log_t_step)
+        tf.summary.image("drift/gram_now", gram_image(gram)[None], step=step,
+                         description=DESCRIPTIONS["drift/gram_now"])
+
+
+class TensorBoardRecorder(LogSpaced):
+    """All of a run's TensorBoard data in one TensorBoard run, `logdir/<tensorboard_run_name>`.
+
+    Writes the settings once per process through the HParams plugin (the TrainConfig's
+    identity fields, √h·α and the run id), each record's scalars under their group
+    (`observables/`, `solver/`, step = accepted step), the live kernel drift if given a
+    `KernelDriftProbe` (`drift/`), and the run's result (`result/`) through `record_result`.
+    Every tag is written once, with its description (DESCRIPTIONS).
+
+    Args:
+      logdir: the run's events directory.
+      config: the run's TrainConfig.
+      drift_probe: a KernelDriftProbe, or None.
+    """
+
+    def __init__(self, logdir, config, drift_probe=None, **kwargs):
+        super().__init__(**kwargs)
+        self.drift_probe = drift_probe
+        self.writer = tf.summary.create_file_writer(
+            os.path.join(logdir, tensorboard_run_name(config)))
+        hparams = {k: v for k, v in config.to_dict().items() if k not in NOT_IDENTITY}
+        hparams.update(sqrt_h_alpha=config.sqrt_h_alpha, run_id=config.run_id())
+        written = {record_tag(k) for k in RECORD_KEYS} | {f"result/{k}" for k in _RESULT_KEYS}
+        if drift_probe is not None:
+            written.add("drift/ntk_drift")
+        metrics = [hp.Metric(tag, description=DESCRIPTIONS[tag])
+                   for tag in _HPARAMS_METRICS if tag in written]
+        with self.writer.as_default():
+            hp.hparams_config(hparams=[hp.HParam(k, _domain(v)) for k, v in hparams.items()],
+                              metrics=metrics)
+            hp.hparams(hparams, trial_id=config.run_id())
+        self.writer.flush()
 
     def record(self, entry):
-        from lazy_feature import ntk  # ntk builds on the model; import it only when used
-        if self._gram0 is None:
-            self._gram0 = ntk.gram(self.model.initial_network, self.x_probe)
-        gram = ntk.gram(self.model.network, self.x_probe)
-        drift = np.linalg.norm(gram - self._gram0) / np.linalg.norm(self._gram0)
-        lo, hi = min(gram.min(), self._gram0.min()), max(gram.max(), self._gram0.max())
-        images = (np.stack([self._gram0, gram])[..., None] - lo) / max(hi - lo, 1e-300)
         with self.writer.as_default():
-            step = entry["step"]
-            tf.summary.scalar("ntk_drift", drift, step=step)
-            tf.summary.scalar("rescaled_loss", entry["rescaled_loss"], step=step)
-            tf.summary.scalar("weight_drift", entry["weight_drift"], step=step)
-            tf.summary.image("ntk_gram_init_and_now", images.astype(np.float32), step=step,
-                             max_outputs=2)
+            for key, value in entry.items():
+                if key != "step" and value is not None:
+                    _scalar(record_tag(key), value, entry["step"])
+            if self.drift_probe is not None:
+                self.drift_probe.write(self.model, entry)
+        self.writer.flush()
+
+    def record_result(self, metrics):
+        """Write the run's test error, test loss and convergence (metrics.json) at its last step."""
+        with self.writer.as_default():
+            for key in _RESULT_KEYS:
+                _scalar(f"result/{key}", float(metrics[key]), metrics["steps"])
         self.writer.flush()

@@ -145,7 +145,8 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
       checkpoint_seconds: wall time between checkpoints.
       extra_callbacks: more Keras callbacks.
       drift_probe: if > 0, the live kernel drift on that many training points goes to
-        TensorBoard (`callbacks.KernelDriftMonitor`).
+        TensorBoard too (`callbacks.KernelDriftProbe`). Everything TensorBoard shows of
+        the run is in one TensorBoard run, events/<callbacks.tensorboard_run_name>.
     Returns:
       the metrics dict, also written to metrics.json.
     Raises:
@@ -168,10 +169,14 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
 
     stopping = callbacks.GradientFlowStopping(
         config.max_time, config.max_steps, config.max_wall_seconds, wall_offset=wall_offset)
+    probe = (callbacks.KernelDriftProbe(task.x_train[:drift_probe], task.y_train[:drift_probe])
+             if drift_probe > 0 else None)
+    tensorboard = callbacks.TensorBoardRecorder(
+        os.path.join(output_dir, artifact.EVENTS), config, probe, last_step=resumed_step,
+        wall_offset=wall_offset)
     recorders = [
         callbacks.JsonlLogger(partial_log, last_step=resumed_step, wall_offset=wall_offset),
-        callbacks.TensorBoardScalars(os.path.join(output_dir, artifact.EVENTS),
-                                     last_step=resumed_step, wall_offset=wall_offset),
+        tensorboard,
         callbacks.ProgressLogger(os.path.join(output_dir, artifact.TRAIN_LOG),
                                  last_step=resumed_step, wall_offset=wall_offset),
     ]
@@ -180,11 +185,6 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
         on_save=lambda step: artifact.write_json(
             os.path.join(output_dir, artifact.CHECKPOINT_STATE),
             {"step": step, "wall_seconds": stopping.wall_seconds()}))
-    if drift_probe > 0:
-        recorders.append(callbacks.KernelDriftMonitor(
-            task.x_train[:drift_probe], task.y_train[:drift_probe],
-            os.path.join(output_dir, artifact.EVENTS, "drift"), last_step=resumed_step,
-            wall_offset=wall_offset))
     if resumed_step < 0:
         for recorder in recorders:
             recorder.set_model(model)
@@ -196,7 +196,9 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
     except KeyboardInterrupt:
         checkpointer.save()
         raise
-    return _finish(config, model, task, output_dir, stopping, partial_log)
+    metrics = _finish(config, model, task, output_dir, stopping, partial_log)
+    tensorboard.record_result(metrics)
+    return metrics
 
 
 def _finish(config, model, task, output_dir, stopping, partial_log):

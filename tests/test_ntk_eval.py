@@ -1,4 +1,4 @@
-"""The ntk_eval stage and the live drift callback on tiny run artifacts."""
+"""The ntk_eval stage on tiny run artifacts."""
 import os
 import shutil
 import subprocess
@@ -6,8 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
-from tensorboard.backend.event_processing import event_accumulator
 
 from lazy_feature import artifact, ntk_eval, run
 from lazy_feature.config import TrainConfig
@@ -28,7 +26,7 @@ def _task(seed=4):
 def trained(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("run"))
     config = TrainConfig(n_train=60, n_test=90, width=40, alpha=1.0, dtype="float64")
-    run.train(config, out, task=_task(), drift_probe=16)
+    run.train(config, out, task=_task())
     return out
 
 
@@ -59,18 +57,6 @@ def test_mismatched_dataset_is_refused(trained, tmp_path):
     with pytest.raises(RunDirError, match="test labels differ"):
         ntk_eval.evaluate(str(copy), task=_task(seed=5))
     assert not (copy / artifact.NTK).exists()
-
-
-def test_live_drift_in_tensorboard(trained):
-    acc = event_accumulator.EventAccumulator(
-        os.path.join(trained, artifact.EVENTS, "drift"),
-        size_guidance={event_accumulator.TENSORS: 0})
-    acc.Reload()
-    assert {"ntk_drift", "rescaled_loss", "weight_drift", "ntk_gram_init_and_now"} <= set(
-        acc.Tags()["tensors"])
-    drift = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors("ntk_drift")]
-    assert drift[0] == (0, 0.0)  # Θ(w0) against itself
-    assert drift[-1][1] > drift[1][1] > 0  # the kernel moves as training goes on
 
 
 def test_ntk_eval_binary_errors(tmp_path):

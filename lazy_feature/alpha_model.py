@@ -4,8 +4,9 @@
 h^(-1/2) (eq. 14), so √h·α is the parameter that separates the lazy (√h·α ≫ 1) and
 feature (√h·α ≪ 1) regimes. Time t is the gradient-flow time of eq. 7's α⁻²-scaled loss.
 """
+import dataclasses
+
 import keras
-import numpy as np
 import tensorflow as tf
 
 from lazy_feature import losses
@@ -27,6 +28,7 @@ def _squared_norm(tensors):
     return tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors])
 
 
+@keras.saving.register_keras_serializable(package="lazy_feature")
 class _TrainingSetCache(keras.layers.Layer):
     """f(w_i), f(w0) and the labels y of the training points, built once their number is known.
 
@@ -40,6 +42,7 @@ class _TrainingSetCache(keras.layers.Layer):
         self.y_train = self.add_weight(name="y_train", **local)
 
 
+@keras.saving.register_keras_serializable(package="lazy_feature")
 class AlphaModel(keras.Model):
     """F(w, x) = α[f(w, x) − f(w0, x)] (eq. 6), or α f(w, x) when `centered` is False (App. I).
 
@@ -49,7 +52,10 @@ class AlphaModel(keras.Model):
     training set as one batch of static size, repeated (`data.full_batch`), and stop with
     `callbacks.GradientFlowStopping`. All integrator state (t, dt, the stored gradient, the
     step counts, f(w_i) and f(w0) on the training set) lives in Keras variables, so
-    `save_weights`/`load_weights` checkpoint and resume a run exactly.
+    `save_weights`/`load_weights` checkpoint and resume a run exactly, and
+    `save("m.keras")`/`keras.models.load_model` restore the whole model, w0 included.
+    `compile()` takes no optimizer (the flow is the optimizer); `evaluate` reports the
+    rescaled loss α²·mean ℓ and the error of F, averaged over all the points it saw.
 
     Args:
       network: a Keras model f(w, x) returning shape (batch,), e.g. `FullyConnected`.
@@ -71,17 +77,56 @@ class AlphaModel(keras.Model):
         self.per_pattern_loss = losses.get(loss, loss_beta)
         self.centered = bool(centered)
         self.flow = flow
-        self.initial_network = network.__class__.from_config(network.get_config())
+        self.initial_network = network.__class__.from_config(
+            dict(network.get_config(), name=f"{network.name}_initial"))
         self.initial_network.trainable = False
         self.cache = _TrainingSetCache(dtype=network.dtype_policy, name="training_set_cache")
+        # Means over every evaluated point, however the points are batched.
+        self.loss_tracker = keras.metrics.Mean(name="rescaled_loss", dtype="float64")
+        self.error_tracker = keras.metrics.Mean(name="error", dtype="float64")
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("dtype")  # the network's
+        config.update(network=keras.saving.serialize_keras_object(self.network),
+                      alpha=self.alpha, loss=self.loss_name, loss_beta=self.loss_beta,
+                      centered=self.centered, flow=dataclasses.asdict(self.flow))
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config, network=keras.saving.deserialize_keras_object(config["network"]),
+                      flow=GradientFlow(**config["flow"]))
+        return cls(**config)
+
+    def compile(self, optimizer=None, **kwargs):
+        """Keras' compile without an optimizer: the gradient flow updates w (eqs. 7-9).
+
+        Takes `run_eagerly`, `jit_compile`, `steps_per_execution`.
+        """
+        if optimizer is not None or kwargs.keys() - {"run_eagerly", "jit_compile",
+                                                     "steps_per_execution"}:
+            raise ConfigError("AlphaModel is trained by its own gradient flow: compile it "
+                              "without optimizer, loss or metrics")
+        super().compile(optimizer=None, **kwargs)
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**{k: config[k] for k in ("run_eagerly", "jit_compile",
+                                               "steps_per_execution") if k in config})
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.error_tracker]
 
     # -- construction ------------------------------------------------------------------
 
     def build(self, input_shape):
         """Build f and f(w0, ·) and copy w into w0."""
         shape = (None,) + tuple(input_shape[1:])
-        self.network.build(shape)
-        self.initial_network.build(shape)
+        for network in (self.network, self.initial_network):
+            if not network.built:  # a network given built, or rebuilt by `load_model`
+                network.build(shape)
         for w0, w in zip(self.initial_network.weights, self.network.weights):
             w0.assign(w)
         # Time and dt accumulate many small numbers: float64 whatever the network's dtype.
@@ -100,6 +145,18 @@ class AlphaModel(keras.Model):
                             dtype=w.dtype)
             for i, w in enumerate(self.network.trainable_weights)
         ]
+
+    def get_build_config(self):
+        """The input shape and, once known, the number of training points of the flow."""
+        config = super().get_build_config()
+        if config is not None and self.cache.built:
+            config["n_train"] = int(self.cache.f_train.shape[0])
+        return config
+
+    def build_from_config(self, config):
+        self.build(config["input_shape"])
+        if "n_train" in config:
+            self.build_dynamics_state(config["n_train"])
 
     def build_dynamics_state(self, n_local):
         """Create the per-pattern state of the n_local training points this replica holds."""
@@ -217,7 +274,10 @@ class AlphaModel(keras.Model):
         return tf.logical_and(self.started, min_margin > 1.0)
 
     def train_state(self):
-        """The integrator's state and the training observables at the current point."""
+        """The integrator's state and the training observables at the current point.
+
+        output_norm and f_norm are ‖f(w) − f(w0)‖ and ‖f(w)‖ on the training set (eq. 31).
+        """
         margins = self.margins()
         loss = _sum_replicas(tf.reduce_sum(self.per_pattern_loss(margins, 1.0))) / self.n_train
         return {
@@ -230,7 +290,8 @@ class AlphaModel(keras.Model):
             "unfitted": _sum_replicas(tf.reduce_sum(tf.cast(margins <= 1, "int64"))),
             "converged": self.converged(),
             "weight_drift": self.weight_drift(),
-            "output_norm": self.output_norm(),
+            "output_norm": self._rms(self.cache.f_train - self.cache.f0_train),
+            "f_norm": self._rms(self.cache.f_train),
         }
 
     def weight_drift(self):
@@ -239,16 +300,14 @@ class AlphaModel(keras.Model):
         w0 = self.initial_network.weights
         return tf.sqrt(_squared_norm([a - b for a, b in zip(w, w0)]) / _squared_norm(w0))
 
-    def output_norm(self):
-        """‖f(w) − f(w0)‖ on the training set, the root mean square of eq. 31."""
-        sq = _sum_replicas(tf.reduce_sum(tf.square(self.cache.f_train - self.cache.f0_train)))
-        return tf.sqrt(sq / self.n_train)
+    def _rms(self, values):
+        """The root mean square over the training set (eq. 31's norm) of per-point values."""
+        return tf.sqrt(_sum_replicas(tf.reduce_sum(tf.square(values))) / self.n_train)
 
     def test_step(self, data):
-        """α²·mean ℓ and the error of F on a batch of (x, y)."""
+        """Add a batch of (x, y) to the means of ℓ(F, y) (α² × eq. 7's loss) and of the error."""
         x, y = data
-        y = tf.cast(y, self.dtype)
-        F = self(tf.cast(x, self.dtype))
-        margins = F * y
-        return {"rescaled_loss": tf.reduce_mean(self.per_pattern_loss(margins, 1.0)),
-                "error": tf.reduce_mean(tf.cast(losses.misclassified(margins, 1.0), self.dtype))}
+        margins = self(tf.cast(x, self.dtype)) * tf.cast(y, self.dtype)
+        self.loss_tracker.update_state(self.per_pattern_loss(margins, 1.0))
+        self.error_tracker.update_state(tf.cast(losses.misclassified(margins, 1.0), "float64"))
+        return {m.name: m.result() for m in self.metrics}

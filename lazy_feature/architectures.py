@@ -10,6 +10,7 @@ from lazy_feature.errors import ConfigError
 from lazy_feature.layers import NTKDense
 
 
+@keras.saving.register_keras_serializable(package="lazy_feature")
 class FullyConnected(keras.Model):
     """The fully-connected network f(w, x) with L hidden layers of width h; f has shape (batch,).
 
@@ -79,7 +80,8 @@ class FullyConnected(keras.Model):
         return self.readout.preactivation(z)[:, 0]
 
     def get_config(self):
-        return dict(width=self.width, depth=self.depth, activation=self.activation_name,
-                    beta=self.beta, bias_scale=self.bias_scale,
-                    readout_bias=self.readout_bias, seed=self.seed,
-                    dtype=self.dtype_policy.name)
+        config = super().get_config()
+        config.update(width=self.width, depth=self.depth, activation=self.activation_name,
+                      beta=self.beta, bias_scale=self.bias_scale,
+                      readout_bias=self.readout_bias, seed=self.seed)
+        return config

@@ -23,7 +23,7 @@ from lazy_feature.errors import DivergenceError
 logger = logging.getLogger("lazy_feature")
 
 RECORD_KEYS = ("step", "t", "dt", "dgrad", "dout", "rescaled_loss", "train_error", "unfitted",
-               "weight_drift", "output_norm")
+               "weight_drift", "output_norm", "f_norm")
 POINTS_PER_DECADE = 20
 
 

@@ -2,7 +2,10 @@
 import keras
 import numpy as np
 
+from lazy_feature import activations
 
+
+@keras.saving.register_keras_serializable(package="lazy_feature")
 class StandardNormal(keras.initializers.Initializer):
     """W_ij ~ N(0, 1), drawn in float64 by NumPy from `seed` and then cast.
 
@@ -22,23 +25,28 @@ class StandardNormal(keras.initializers.Initializer):
         return {"seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="lazy_feature")
 class NTKDense(keras.layers.Layer):
     """z̃ = fan_in^(-1/2) · z W (+ β_b · b), with W ~ N(0, 1) (eqs. 12-14).
 
     Args:
       units: output width.
       seed: seed of the N(0, 1) draw of the kernel (the bias starts at 0).
-      activation: optional callable applied after the affine map.
+      activation: None, or a name from `activations.NAMES`: the normalized σ (eq. 10)
+        applied after the affine map.
+      beta: the softplus sharpness β of that activation.
       use_bias: add a bias b (Appendix J); off by default as in the paper.
       bias_scale: the bias enters as bias_scale · b, so its gradient is O(1) like the
         weights' (the usual NTK convention, Jacot et al. 2018).
     """
 
-    def __init__(self, units, seed, activation=None, use_bias=False, bias_scale=1.0, **kwargs):
+    def __init__(self, units, seed, activation=None, beta=activations.SOFTPLUS_BETA,
+                 use_bias=False, bias_scale=1.0, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
         self.seed = int(seed)
-        self.activation = activation
+        self.activation, self.beta = activation, float(beta)
+        self.sigma = None if activation is None else activations.get(activation, beta)
         self.use_bias = bool(use_bias)
         self.bias_scale = float(bias_scale)
 
@@ -58,10 +66,10 @@ class NTKDense(keras.layers.Layer):
 
     def call(self, z):
         out = self.preactivation(z)
-        return out if self.activation is None else self.activation(out)
+        return out if self.sigma is None else self.sigma(out)
 
     def get_config(self):
         config = super().get_config()
-        config.update(units=self.units, seed=self.seed, use_bias=self.use_bias,
-                      bias_scale=self.bias_scale)
+        config.update(units=self.units, seed=self.seed, activation=self.activation,
+                      beta=self.beta, use_bias=self.use_bias, bias_scale=self.bias_scale)
         return config

@@ -132,6 +132,16 @@ def evaluate(model, x, y, per_pattern_loss):
     return F, error, loss
 
 
+def output_norms(model, x):
+    """‖f(w) − f(w0)‖ and ‖f(w)‖ on `x`, root mean squares over its points (eq. 31)."""
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    inputs = data.batches(x, _EVAL_BATCH, model.dtype)
+    f, f0 = (np.asarray(net.predict(inputs, verbose=0), dtype=np.float64)
+             for net in (model.network, model.initial_network))
+    return float(np.sqrt(np.mean((f - f0) ** 2))), float(np.sqrt(np.mean(f ** 2)))
+
+
 def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callbacks=(),
           drift_probe=0):
     """Train one network per `config` and write its run artifact in `output_dir`.
@@ -206,6 +216,7 @@ def _finish(config, model, task, output_dir, stopping, partial_log):
     state = {k: float(np.asarray(v)) for k, v in model.train_state().items()}
     F_test, test_error, test_loss = evaluate(model, task.x_test, task.y_test,
                                              model.per_pattern_loss)
+    output_norm_test, f_norm_test = output_norms(model, task.x_test)
     artifact.write_npy(os.path.join(output_dir, artifact.TEST_OUTPUTS), F_test)
     artifact.write_npy(os.path.join(output_dir, artifact.TEST_LABELS), task.y_test)
     artifact.save_weights(model, os.path.join(output_dir, artifact.WEIGHTS))
@@ -229,7 +240,12 @@ def _finish(config, model, task, output_dir, stopping, partial_log):
         "test_error": test_error,
         "test_loss": test_loss,  # mean ℓ(F, y) on the test set, i.e. α² × eq. 7's loss
         "weight_drift": state["weight_drift"],
+        # ‖f(w) − f(w0)‖ and ‖f(w)‖, root mean squares over the training (output_norm,
+        # f_norm_train) and the test set (eq. 31; Fig. 10 (b) needs ‖f‖ too).
         "output_norm": state["output_norm"],
+        "output_norm_test": output_norm_test,
+        "f_norm_train": state["f_norm"],
+        "f_norm_test": f_norm_test,
     }
     artifact.write_json(os.path.join(output_dir, artifact.METRICS), metrics)
     for name in (artifact.CHECKPOINT, artifact.CHECKPOINT_STATE):

@@ -18,6 +18,7 @@ from lazy_feature import ensemble
 from pipelines import common
 
 common.define_train_config_flags()
+flags.adopt_module_key_flags(common)  # --helpshort lists the training flags
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "The members' init seeds.")
 flags.DEFINE_string("output_dir", None, "The ensemble directory to write.", required=True)
 FLAGS = flags.FLAGS

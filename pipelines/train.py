@@ -21,6 +21,7 @@ from lazy_feature import run
 from pipelines import common
 
 common.define_train_config_flags()
+flags.adopt_module_key_flags(common)  # --helpshort lists the training flags
 flags.DEFINE_string("output_dir", None, "The run directory to write.", required=True)
 flags.DEFINE_float("checkpoint_seconds", 60.0, "Wall time between checkpoints.")
 flags.DEFINE_integer("live_drift", 0, "If > 0, write the kernel drift on this many training "

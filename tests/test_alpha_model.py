@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature import artifact, losses, run
+from lazy_feature import activations, artifact, data, errors, run
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import FullyConnected
 from lazy_feature.config import TrainConfig
@@ -14,53 +14,65 @@ from lazy_feature.dynamics import GradientFlow
 from tests.conftest import sphere_inputs
 
 
-class _AttemptLog(keras.callbacks.Callback):
-    """Keeps the logs of every trial step and stops once converged."""
+def _numpy_f(kernels, x, beta=5.0):
+    """f(w, x) of a bias-free softplus FullyConnected, from its kernels, in NumPy (eqs. 10-14)."""
+    a = activations.normalization("softplus", beta)
+    z = x
+    for W in kernels[:-1]:
+        z = a * np.logaddexp(0.0, beta * (z @ W) / np.sqrt(W.shape[0])) / beta
+    return (z @ kernels[-1])[:, 0] / np.sqrt(kernels[-1].shape[0])
+
+
+def _kernels(network):
+    return [w.numpy().copy() for w in network.weights]
+
+
+def test_stored_gradient_is_the_gradient_of_eq7():
+    # After a few steps (w ≠ w0), the gradient the flow stores for its next step is ∇L of
+    # eq. 7 at the current w: checked entry by entry against central finite differences
+    # of L computed in NumPy.
+    x = sphere_inputs(6, 5, seed=0)
+    y = np.array([1, -1, 1, 1, -1, -1], np.float64)
+    alpha = 0.7
+    model = AlphaModel(FullyConnected(width=4, depth=2, seed=1, dtype="float64"), alpha=alpha,
+                       flow=GradientFlow(dt0=0.5))
+    model.compile()
+    model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(), epochs=1, steps_per_epoch=8,
+              verbose=0)
+    assert model.step_count.numpy() > 0 and model.weight_drift().numpy() > 0
+    kernels, kernels0 = _kernels(model.network), _kernels(model.initial_network)
+    f0 = _numpy_f(kernels0, x)
+
+    def loss(ks):
+        margins = alpha * (_numpy_f(ks, x) - f0) * y
+        return np.sum(np.logaddexp(0.0, 20.0 * (1.0 - margins)) / 20.0) / (alpha ** 2 * len(x))
+
+    eps = 1e-6
+    for k, (W, g) in enumerate(zip(kernels, model.stored_grad)):
+        g = g.numpy()
+        for index in [(0, 0), (W.shape[0] - 1, W.shape[1] - 1), (1, W.shape[1] // 2)]:
+            up, down = [k_.copy() for k_ in kernels], [k_.copy() for k_ in kernels]
+            up[k][index] += eps
+            down[k][index] -= eps
+            assert g[index] == pytest.approx((loss(up) - loss(down)) / (2 * eps),
+                                             rel=1e-6, abs=1e-11), (k, index)
+
+
+class _StepSnapshots(keras.callbacks.Callback):
+    """The logs of every trial step and the weights before and after it; stops once converged."""
 
     def __init__(self):
         super().__init__()
         self.attempts = []
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._before = _kernels(self.model.network)
+
     def on_train_batch_end(self, batch, logs=None):
-        self.attempts.append({k: float(np.asarray(v)) for k, v in logs.items()})
+        logs = {k: float(np.asarray(v)) for k, v in logs.items()}
+        self.attempts.append((logs, self._before, _kernels(self.model.network)))
         if logs["converged"]:
             self.model.stop_training = True
-
-
-def _fit(model, x, y, max_attempts=20000):
-    log = _AttemptLog()
-    ds = tf.data.Dataset.from_tensors((x, y)).repeat()
-    model.fit(ds, epochs=1, steps_per_epoch=max_attempts, verbose=0, callbacks=[log])
-    return log.attempts
-
-
-def test_gradient_of_eq7_matches_finite_differences():
-    # ∇L of the α⁻²-scaled soft hinge, checked in float64 by central differences.
-    x = sphere_inputs(6, 5, seed=0)
-    y = np.array([1, -1, 1, 1, -1, -1], np.float64)
-    model = AlphaModel(FullyConnected(width=4, depth=2, seed=1, dtype="float64"), alpha=0.7)
-    model.compile()
-    model.start(x, y)
-    model.network.hidden[0].kernel.assign_add(0.3 * np.ones((5, 4)))  # leave w0: F ≠ 0
-
-    def loss():
-        F = model(x)
-        return losses.alpha_loss(model.per_pattern_loss, F, tf.constant(y), 0.7, 6).numpy()
-
-    with tf.GradientTape() as tape:
-        L = losses.alpha_loss(model.per_pattern_loss, model(x), tf.constant(y), 0.7, 6)
-    w = model.network.hidden[1].kernel
-    g = tape.gradient(L, w).numpy()
-    eps = 1e-6
-    for i, j in [(0, 0), (1, 3), (3, 2)]:
-        delta = np.zeros((4, 4))
-        delta[i, j] = eps
-        w.assign_add(delta)
-        up = loss()
-        w.assign_sub(2 * delta)
-        down = loss()
-        w.assign_add(delta)
-        assert g[i, j] == pytest.approx((up - down) / (2 * eps), rel=1e-6, abs=1e-12)
 
 
 def test_accepted_steps_obey_eqs_8_and_9_and_rejected_ones_do_not():
@@ -70,13 +82,25 @@ def test_accepted_steps_obey_eqs_8_and_9_and_rejected_ones_do_not():
     model = AlphaModel(FullyConnected(width=40, depth=3, seed=0, dtype="float64"), alpha=1.0,
                        flow=flow)
     model.compile()
-    attempts = _fit(model, x, y)
+    snapshots = _StepSnapshots()
+    model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(), epochs=1, steps_per_epoch=20000,
+              verbose=0, callbacks=[snapshots])
+    attempts = [logs for logs, _, _ in snapshots.attempts]
     assert attempts[-1]["converged"]
     accepted = [a for a in attempts if a["accepted"]]
     rejected = [a for a in attempts if not a["accepted"]]
     assert accepted and rejected  # the control was exercised both ways
-    assert all(a["dout"] < 0.1 and a["dgrad"] < 1e-4 for a in accepted)
+    assert all(a["dgrad"] < 1e-4 for a in accepted)
     assert all(a["dout"] >= 0.1 or a["dgrad"] >= 1e-4 for a in rejected)
+    # Eq. 8 recomputed from the weights before and after each step, in NumPy: an accepted
+    # step moved F by less than max_dout on every training point; a rejected one left w as
+    # it was, bit for bit.
+    for logs, before, after in snapshots.attempts:
+        if logs["accepted"]:
+            dout = 1.0 * np.max(np.abs(_numpy_f(after, x) - _numpy_f(before, x)))
+            assert dout < 0.1 and dout == pytest.approx(logs["dout"], rel=1e-9)
+        else:
+            assert all(np.array_equal(a, b) for a, b in zip(before, after))
     assert attempts[-1]["step"] == len(accepted)
     # t is the sum of the accepted dt: recompute it from the dt sequence.
     dts = [1.0] + [a["dt"] for a in attempts[:-1]]
@@ -122,38 +146,52 @@ def test_gradient_flow_fidelity(fashion_task, tmp_path):
     assert relative < 0.01
 
 
-class _Interrupt(keras.callbacks.Callback):
-    def __init__(self, at_step):
+class _Stop(keras.callbacks.Callback):
+    """Raises `error` once `at_step` steps are accepted: KeyboardInterrupt (Ctrl-C, which
+    saves a checkpoint) or another exception (a kill: only the periodic checkpoints remain)."""
+
+    def __init__(self, at_step, error):
         super().__init__()
-        self.at_step = at_step
+        self.at_step, self.error = at_step, error
 
     def on_train_batch_end(self, batch, logs=None):
         if int(logs["step"]) >= self.at_step:
-            raise KeyboardInterrupt
+            raise self.error
 
 
-def _synthetic_task():
-    from lazy_feature.data import BinaryTask
-    x = sphere_inputs(140, 12, seed=4)
+def _synthetic_task(n_train=80, n_test=60, seed=4):
+    x = sphere_inputs(n_train + n_test, 12, seed=seed)
     y = np.sign(x[:, 0] - 0.3 * x[:, 2])
-    return BinaryTask(x[:80], y[:80], x[80:], y[80:], np.zeros(80, int), np.zeros(60, int))
+    return data.BinaryTask(x[:n_train], y[:n_train], x[n_train:], y[n_train:],
+                           np.zeros(n_train, int), np.zeros(n_test, int))
 
 
-def test_interrupted_run_resumes_exactly(tmp_path):
+def _checkpoint_step(run_dir):
+    return artifact.read_json(os.path.join(run_dir, artifact.CHECKPOINT_STATE))["step"]
+
+
+def test_killed_and_interrupted_run_resumes_exactly(tmp_path):
     task = _synthetic_task()
     config = TrainConfig(n_train=80, n_test=60, width=30, alpha=0.5, dtype="float64")
     reference = run.train(config, str(tmp_path / "whole"), task=task)
+    cut = str(tmp_path / "cut")
+    # Killed at step 20: only the periodic checkpoint (every batch here) is on disk.
+    with pytest.raises(RuntimeError):
+        run.train(config, cut, task=task, checkpoint_seconds=0.0,
+                  extra_callbacks=[_Stop(20, RuntimeError("killed"))])
+    assert _checkpoint_step(cut) == 20
+    # Resumed, then interrupted at step 40 with no periodic checkpoint due: Ctrl-C saves one.
     with pytest.raises(KeyboardInterrupt):
-        run.train(config, str(tmp_path / "cut"), task=task, extra_callbacks=[_Interrupt(40)])
-    assert not artifact.is_complete(str(tmp_path / "cut"))
-    assert os.path.exists(tmp_path / "cut" / artifact.CHECKPOINT)
-    resumed = run.train(config, str(tmp_path / "cut"), task=task)
+        run.train(config, cut, task=task, checkpoint_seconds=1e9,
+                  extra_callbacks=[_Stop(40, KeyboardInterrupt())])
+    assert _checkpoint_step(cut) == 40 and not artifact.is_complete(cut)
+    resumed = run.train(config, cut, task=task)
     for key in ("steps", "rejected_steps", "t", "test_error", "weight_drift"):
         assert resumed[key] == reference[key], key
     np.testing.assert_array_equal(np.load(tmp_path / "cut" / artifact.TEST_OUTPUTS),
                                   np.load(tmp_path / "whole" / artifact.TEST_OUTPUTS))
     steps = [artifact.read_json_line(line)["step"] for line in open(tmp_path / "cut" / artifact.DYNAMICS)]
-    assert steps == sorted(set(steps))  # no step recorded twice after the resume
+    assert steps == sorted(set(steps))  # no step recorded twice after the resumes
     assert not os.path.exists(tmp_path / "cut" / artifact.CHECKPOINT)
 
 
@@ -167,12 +205,50 @@ def test_complete_run_is_not_redone_and_other_config_is_refused(tmp_path):
                   task=task)
 
 
-def test_budget_stops_unconverged(tmp_path):
-    task = _synthetic_task()
-    config = TrainConfig(n_train=80, n_test=60, width=30, alpha=0.5, max_steps=5)
+@pytest.mark.parametrize("budget, value", [("max_steps", 5), ("max_time", 0.05),
+                                           ("max_wall_seconds", 1e-6)])
+def test_budget_stops_unconverged(tmp_path, budget, value):
+    task = _synthetic_task(n_train=30, n_test=20)
+    config = TrainConfig(n_train=30, n_test=20, width=8, alpha=0.5, dtype="float64",
+                         **{budget: value})
     metrics = run.train(config, str(tmp_path), task=task)
-    assert not metrics["converged"] and metrics["stop_reason"] == "max_steps"
-    assert metrics["steps"] == 5
+    assert metrics == artifact.read_json(str(tmp_path / artifact.METRICS))
+    assert not metrics["converged"] and metrics["stop_reason"] == budget
+    if budget == "max_steps":
+        assert metrics["steps"] == 5
+    if budget == "max_time":  # stopped at the first step that reaches it (every step logged)
+        records = [artifact.read_json_line(line) for line in open(tmp_path / artifact.DYNAMICS)]
+        assert metrics["t"] >= 0.05 and records[-2]["t"] < 0.05
+        assert records[-2]["step"] == metrics["steps"] - 1 < 10
+    if budget == "max_wall_seconds":
+        assert metrics["steps"] <= 1 and metrics["wall_seconds"] >= 1e-6
+
+
+def test_output_norms_on_train_and_test_sets(tmp_path):
+    # ‖f(w) − f(w0)‖ and ‖f(w)‖ of eq. 31, recomputed in NumPy from the saved weights.
+    task = _synthetic_task(n_train=30, n_test=20)
+    config = TrainConfig(n_train=30, n_test=20, width=8, alpha=0.5, dtype="float64", max_steps=40)
+    metrics = run.train(config, str(tmp_path), task=task)
+    model = run.load_run(str(tmp_path), task=task).model
+    kernels, kernels0 = _kernels(model.network), _kernels(model.initial_network)
+    rms = lambda v: np.sqrt(np.mean(v ** 2))
+    for x, suffix in ((task.x_train, "train"), (task.x_test, "test")):
+        f, f0 = _numpy_f(kernels, x), _numpy_f(kernels0, x)
+        assert rms(f - f0) > 0.01 * rms(f)  # w has moved
+        norm = metrics["output_norm" if suffix == "train" else "output_norm_test"]
+        assert norm == pytest.approx(rms(f - f0), rel=1e-10)
+        assert metrics[f"f_norm_{suffix}"] == pytest.approx(rms(f), rel=1e-10)
+    last = artifact.read_json_line(open(tmp_path / artifact.DYNAMICS).readlines()[-1])
+    assert last["f_norm"] == pytest.approx(metrics["f_norm_train"], rel=1e-12)
+
+
+def test_nan_loss_raises_divergence_error(tmp_path):
+    task = _synthetic_task(n_train=30, n_test=20)
+    task.x_train[3, 0] = np.nan  # one bad input makes f, and so the loss, NaN
+    config = TrainConfig(n_train=30, n_test=20, width=8, alpha=0.5, dtype="float64")
+    with pytest.raises(errors.DivergenceError, match="diverged at step 0.*rescaled loss=nan"):
+        run.train(config, str(tmp_path), task=task)
+    assert not artifact.is_complete(str(tmp_path))
 
 
 def test_float32_and_float64_agree_where_float32_resolves(tmp_path):

@@ -5,7 +5,6 @@ Each test writes tiny files in the real formats (IDX, CIFAR10 pickles) under tmp
 import gzip
 import os
 import pickle
-import struct
 import sys
 import types
 
@@ -14,32 +13,16 @@ import pytest
 import tensorflow as tf
 
 from lazy_feature import data
+from tests.conftest import MNIST_FILES, class_template_images, idx_bytes, image_class, write_idx
 
 K = 10  # classes
 TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 4
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 EMNIST_LETTERS_FILES = ("emnist-letters-train-images-idx3-ubyte",
                         "emnist-letters-train-labels-idx1-ubyte",
                         "emnist-letters-test-images-idx3-ubyte",
                         "emnist-letters-test-labels-idx1-ubyte")
 CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
                  "test_batch")
-IDX_CODES = {np.dtype("uint8"): 0x08, np.dtype("int32"): 0x0C, np.dtype("float64"): 0x0E}
-
-
-def idx_bytes(array):
-    """The IDX encoding of `array` (big-endian header and data)."""
-    array = np.asarray(array)
-    header = bytes([0, 0, IDX_CODES[array.dtype], array.ndim])
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-
-
-def write_idx(path, array, gz=True):
-    blob = idx_bytes(array)
-    path.write_bytes(gzip.compress(blob) if gz else blob)
-    return path
 
 
 def make_images(n, rng, offset=0):
@@ -299,6 +282,19 @@ def test_pooled_mean_is_removed(mnist_dir):
 
 def test_parity_labels():
     np.testing.assert_array_equal(data.parity_labels([0, 1, 2, 3, 9, 26]), [1, -1, 1, -1, -1, 1])
+
+
+def test_each_label_is_the_parity_of_the_class_its_image_shows():
+    # The class is read back from each input (its bright rows), not from classes_train.
+    classes = np.repeat(np.arange(K), 12)
+    task = data.binary_task(class_template_images(classes, seed=0).reshape(len(classes), -1),
+                            classes, 60, 40, seed=2)
+    for x, y, classes_drawn in ((task.x_train, task.y_train, task.classes_train),
+                                (task.x_test, task.y_test, task.classes_test)):
+        shown = image_class(x)
+        np.testing.assert_array_equal(shown, classes_drawn)
+        np.testing.assert_array_equal(y, np.where(shown % 2 == 0, 1.0, -1.0))
+        assert set(shown) == set(range(K))
 
 
 def test_binary_task_deterministic_and_seeded(mnist_dir):

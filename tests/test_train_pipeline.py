@@ -1,6 +1,7 @@
-"""The `train` binary: a run artifact on real data, and one-line errors on bad input."""
+"""The stage binaries: `train`'s run artifact and one-line errors, every binary's --helpshort."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from lazy_feature import artifact
+from tests.conftest import MNIST_FILES, write_class_template_mnist, write_idx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,28 +19,61 @@ def _train(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_train_writes_the_run_artifact(fashion_task, tmp_path):
+def test_train_writes_the_run_artifact_of_a_converged_run(tmp_path):
+    # Ten classes each shown by its own bright rows: parity is learnable from 60 points.
+    write_class_template_mnist(tmp_path / "mnist", per_class_train=10, per_class_test=10)
     out = tmp_path / "run"
-    result = _train(f"--output_dir={out}", "--n_train=100", "--n_test=200", "--width=30",
-                    "--sqrt_h_alpha=10", "--data_seed=1")
+    result = _train(f"--output_dir={out}", "--dataset=mnist", f"--data_dir={tmp_path / 'mnist'}",
+                    "--n_train=60", "--n_test=100", "--width=16", "--sqrt_h_alpha=10",
+                    "--data_seed=1")
     assert result.returncode == 0, result.stderr[-2000:]
     for name in (artifact.CONFIG, artifact.METRICS, artifact.DYNAMICS, artifact.TEST_OUTPUTS,
                  artifact.TEST_LABELS, artifact.WEIGHTS):
         assert (out / name).exists(), name
     assert os.listdir(out / artifact.EVENTS)
     metrics = json.loads((out / artifact.METRICS).read_text())
-    for key in ("train_error", "test_error", "test_loss", "converged", "steps", "t",
-                "wall_seconds", "alpha", "width", "sqrt_h_alpha"):
+    assert metrics["converged"] and metrics["stop_reason"] == "converged"
+    assert metrics["train_error"] == 0.0 and metrics["test_error"] < 0.2
+    test_outputs, test_labels = np.load(out / artifact.TEST_OUTPUTS), np.load(out / artifact.TEST_LABELS)
+    assert test_outputs.shape == (100,)
+    assert metrics["test_error"] == np.mean(test_outputs * test_labels <= 0)
+    for key in ("test_loss", "steps", "t", "wall_seconds", "alpha", "width", "output_norm",
+                "output_norm_test", "f_norm_train", "f_norm_test"):
         assert key in metrics, key
     assert metrics["sqrt_h_alpha"] == pytest.approx(10.0)
     config = json.loads((out / artifact.CONFIG).read_text())
-    assert config["alpha"] == pytest.approx(10 / np.sqrt(30)) and config["lazy_feature_version"]
-    assert np.load(out / artifact.TEST_OUTPUTS).shape == (200,)
+    assert config["alpha"] == pytest.approx(10 / 4) and config["lazy_feature_version"]
     record = json.loads((out / artifact.DYNAMICS).read_text().splitlines()[-1])
     assert set(record) >= {"step", "t", "dt", "dgrad", "dout", "rescaled_loss", "train_error",
-                           "weight_drift", "output_norm"}
+                           "weight_drift", "output_norm", "f_norm"}
+    assert record["step"] == metrics["steps"] and record["unfitted"] == 0
     assert "step" in result.stderr and "a2L=" in result.stderr  # the status line
     assert not [n for n in os.listdir(out) if n.endswith((".tmp", ".partial"))]
+
+
+def test_divergence_is_one_line_with_non_zero_exit(tmp_path):
+    images = write_class_template_mnist(tmp_path / "mnist", per_class_train=3, per_class_test=1)
+    images[0, 5, 5] = np.nan  # a corrupt pixel: f, and so the loss, turns NaN
+    write_idx(tmp_path / "mnist" / MNIST_FILES[0], images, gz=False)
+    result = _train(f"--output_dir={tmp_path / 'run'}", "--dataset=mnist",
+                    f"--data_dir={tmp_path / 'mnist'}", "--n_train=20", "--n_test=10",
+                    "--width=8")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("train: error:")]
+    assert len(lines) == 1 and "gradient flow diverged" in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("binary, expected", [
+    ("train", ["--width", "--sqrt_h_alpha", "--bias_scale", "--readout_bias", "--max_time",
+               "--output_dir", "--live_drift"]),
+    ("ensemble", ["--width", "--sqrt_h_alpha", "--bias_scale", "--seeds", "--output_dir"]),
+])
+def test_helpshort_lists_the_flags_a_user_sets(binary, expected):
+    result = subprocess.run([sys.executable, "-m", f"pipelines.{binary}", "--helpshort"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    listed = set(re.findall(r"^\s+--(?:\[no\])?(\w+)", result.stdout, re.MULTILINE))
+    assert {flag[2:] for flag in expected} <= listed, result.stdout[-3000:]
 
 
 @pytest.mark.parametrize("args,message", [

@@ -1,0 +1,40 @@
+"""The precision rule (lazy_feature.precision): float32 up to α·h·ε = 1e-3, float64 above."""
+import numpy as np
+import pytest
+
+from lazy_feature import precision
+from lazy_feature.config import TrainConfig
+from lazy_feature.errors import ConfigError
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+@pytest.mark.parametrize("width", [1, 16, 100, 1000])
+def test_threshold_alpha_h_eps_is_one_thousandth(width):
+    at = precision.RESOLUTION / (width * EPS32)  # α with α·h·ε = 1e-3 exactly
+    below, above = at * (1 - 1e-6), at * (1 + 1e-6)
+    assert precision.check(None, below, width) == "float32"
+    assert precision.check("float32", below, width) == "float32"
+    assert precision.check(None, above, width) == "float64"
+    with pytest.raises(ConfigError, match="use dtype float64"):
+        precision.check("float32", above, width)
+    assert precision.check("float64", above, width) == "float64"
+
+
+def test_train_config_applies_the_rule():
+    at = precision.RESOLUTION / (100 * EPS32)
+    assert TrainConfig(width=100, alpha=0.99 * at).dtype == "float32"
+    assert TrainConfig(width=100, alpha=1.01 * at).dtype == "float64"
+    with pytest.raises(ConfigError, match="float32 cannot resolve"):
+        TrainConfig(width=100, alpha=1.01 * at, dtype="float32")
+
+
+def test_float64_covers_the_papers_range():
+    # √h·α up to 1e7 (Fig. 5) at h up to 1000.
+    assert precision.check(None, 1e7 / np.sqrt(1000), 1000) == "float64"
+    assert precision.resolves("float64", 1e7 / np.sqrt(1000), 1000)
+
+
+def test_unknown_dtype():
+    with pytest.raises(ConfigError, match="unknown dtype 'float16'"):
+        precision.check("float16", 1.0, 10)

@@ -8,6 +8,7 @@ looking at pixels. A data function raises `Missing` when its columns are absent.
 """
 import dataclasses
 import os
+import textwrap
 
 import matplotlib
 import numpy as np
@@ -226,6 +227,13 @@ def fig5c(tables):
 
 
 _ERROR = "test error"
+
+
+def _against_alpha_and_sqrt_h_alpha(ylabel):
+    """The two log-log panels of Figs. 5 (a, c) and 9: against α, and against √h·α."""
+    return Panel("α", ylabel, logy=True), Panel("√h·α", ylabel, logy=True)
+
+
 FIGURES = (
     Figure("fig3b_test_error_vs_width", "test error vs h at fixed √h·α, frozen NTK in black",
            "Fig. 3(b): test error vs h at fixed √h·α", (Panel("h", _ERROR),), fig3b),
@@ -246,20 +254,17 @@ FIGURES = (
            (Panel("h", _ERROR),), fig4d),
     Figure("fig5a_kernel_drift", "kernel drift vs α and √h·α with the fitted exponent",
            "Fig. 5(a): kernel drift vs α and √h·α (eq. 18)",
-           (Panel("α", "‖Θ(w) − Θ(w0)‖ / ‖Θ(w0)‖", logy=True),
-            Panel("√h·α", "‖Θ(w) − Θ(w0)‖ / ‖Θ(w0)‖", logy=True)), fig5a),
+           _against_alpha_and_sqrt_h_alpha("‖Θ(w) − Θ(w0)‖ / ‖Θ(w0)‖"), fig5a),
     Figure("fig5b_rescaled_loss", "α²L vs t and t/(√h·α)",
            "Fig. 5(b): rescaled loss vs t and t/(√h·α)",
            (Panel("t", "α² L", logy=True), Panel("t / (√h·α)", "α² L", logy=True)), fig5b,
            colorbar="log10 √h·α"),
     Figure("fig5c_t_half", "t_{L/2}/(√h·α) vs α and √h·α",
            "Fig. 5(c): loss-halving time over √h·α (eq. 19)",
-           (Panel("α", "t_{L/2} / (√h·α)", logy=True),
-            Panel("√h·α", "t_{L/2} / (√h·α)", logy=True)), fig5c),
+           _against_alpha_and_sqrt_h_alpha("t_{L/2} / (√h·α)"), fig5c),
     Figure("fig9_weight_drift", "√h‖w−w0‖/‖w0‖ vs α and √h·α with the fitted exponent",
            "Fig. 9: weight drift vs α and √h·α (eqs. 29-30)",
-           (Panel("α", "√h ‖w − w0‖ / ‖w0‖", logy=True),
-            Panel("√h·α", "√h ‖w − w0‖ / ‖w0‖", logy=True)), fig9),
+           _against_alpha_and_sqrt_h_alpha("√h ‖w − w0‖ / ‖w0‖"), fig9),
 )
 
 
@@ -301,5 +306,5 @@ def draw(figure, data):
             ax.legend(fontsize="small")
     if figure.colorbar:
         fig.colorbar(ScalarMappable(norm, _CMAP), ax=list(axes), label=figure.colorbar)
-    fig.suptitle(figure.title)
+    fig.suptitle("\n".join(textwrap.wrap(figure.title, 55 * len(figure.panels))))
     return fig

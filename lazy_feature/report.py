@@ -16,7 +16,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from lazy_feature import artifact, claims, figures, fits, sweep
+from lazy_feature import artifact, claims, figures, fits, observables, sweep
 from lazy_feature.config import sqrt_h_alpha
 
 FORMATS = ("png", "svg")
@@ -32,7 +32,8 @@ def _with_rescalings(df):
     if "sqrt_h_alpha" in df:
         df["sqrt_h_alpha_level"] = df["sqrt_h_alpha"].astype(float).map(fits.level)
     if {"weight_drift", "width"} <= set(df.columns):
-        df["rescaled_weight_drift"] = np.sqrt(df["width"]) * df["weight_drift"]
+        df["rescaled_weight_drift"] = observables.rescaled_weight_drift(df["weight_drift"],
+                                                                         df["width"])
     if {"var_F", "width"} <= set(df.columns):
         df["h_var_F"] = df["width"] * df["var_F"]
     return df

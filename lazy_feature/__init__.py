@@ -7,13 +7,16 @@ The public face; the modules hold one concept each:
   dynamics      GradientFlow, the adaptive step control (eqs. 8-9)
   run           train / load_run: a run artifact on disk
   ntk           Gram matrices of the empirical NTK (eq. 5), drift, frozen-kernel dynamics
+  regime        RegimeMonitor: lazy or feature learning, for any Keras model's fit
+  probe         scan: a user's model's drift and test error over α, its crossover α*
   ensemble      averages over initializations (eqs. 15-16)
   observables   t_{L/2} and the √h·α rescalings
   sweep         grids of runs over the (α, h) plane on Apache Beam
   report        the paper's figures and fitted exponents
 """
 from lazy_feature import (activations, artifact, callbacks, data, ensemble, exponents, losses,
-                          ntk, ntk_eval, observables, precision, report, sweep)
+                          ntk, ntk_eval, observables, precision, probe, regime, report,
+                          sweep)
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import FullyConnected
 from lazy_feature.config import VERSION as __version__
@@ -22,5 +25,6 @@ from lazy_feature.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError, DataError, DivergenceError, Error, RunDirError
 from lazy_feature.layers import NTKDense
 from lazy_feature.ntk import frozen_kernel_dynamics, gram, kernel_drift
+from lazy_feature.regime import RegimeMonitor
 from lazy_feature.run import load_run, train
 from lazy_feature.sweep import SweepConfig, run_sweep

@@ -64,10 +64,14 @@ class AlphaModel(keras.Model):
       loss_beta: sharpness of the soft hinge (β = 20 in the paper).
       centered: subtract f(w0, x) (eq. 6); False trains α f(w, x) (Appendix I).
       flow: the `GradientFlow` thresholds and dt policy.
+      initial_network: a second instance of the network's architecture to hold w0 (its
+        weights are overwritten by w's when the model is built); None clones `network`
+        through its config. Give one for a network whose config cannot rebuild it (e.g. a
+        subclassed Keras model); such a model's `save`/`load_model` needs its config anyway.
     """
 
     def __init__(self, network, alpha, loss="soft_hinge", loss_beta=losses.SOFT_HINGE_BETA,
-                 centered=True, flow=GradientFlow(), **kwargs):
+                 centered=True, flow=GradientFlow(), initial_network=None, **kwargs):
         super().__init__(dtype=network.dtype_policy, **kwargs)
         if not alpha > 0:
             raise ConfigError(f"alpha must be > 0, got {alpha}")
@@ -77,7 +81,7 @@ class AlphaModel(keras.Model):
         self.per_pattern_loss = losses.get(loss, loss_beta)
         self.centered = bool(centered)
         self.flow = flow
-        self.initial_network = network.__class__.from_config(
+        self.initial_network = initial_network or network.__class__.from_config(
             dict(network.get_config(), name=f"{network.name}_initial"))
         self.initial_network.trainable = False
         self.cache = _TrainingSetCache(dtype=network.dtype_policy, name="training_set_cache")

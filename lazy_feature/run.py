@@ -142,6 +142,13 @@ def output_norms(model, x):
     return float(np.sqrt(np.mean((f - f0) ** 2))), float(np.sqrt(np.mean(f ** 2)))
 
 
+def fit_flow(model, x, y, callbacks):
+    """Run an AlphaModel's gradient flow on the full batch (x, y) until a callback stops it
+    (`callbacks.GradientFlowStopping`)."""
+    model.fit(data.full_batch(x, y, model.dtype), epochs=1, steps_per_epoch=_FIT_STEPS,
+              verbose=0, shuffle=False, callbacks=callbacks)
+
+
 def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callbacks=(),
           drift_probe=0):
     """Train one network per `config` and write its run artifact in `output_dir`.
@@ -200,9 +207,8 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
             recorder.set_model(model)
             recorder.record_state(model.train_state())
     try:
-        model.fit(data.full_batch(task.x_train, task.y_train, config.dtype), epochs=1,
-                  steps_per_epoch=_FIT_STEPS, verbose=0, shuffle=False,
-                  callbacks=[stopping, *recorders, checkpointer, *extra_callbacks])
+        fit_flow(model, task.x_train, task.y_train,
+                 [stopping, *recorders, checkpointer, *extra_callbacks])
     except KeyboardInterrupt:
         checkpointer.save()
         raise

@@ -1,0 +1,55 @@
+r"""The `probe` stage: is a user's Keras model lazy or learning features? A scan over α.
+
+Trains F = α[f̂(w, x) − f̂(w0, x)] (eq. 6), f̂ = f/σ0 the user's model normalized by its
+initial output scale, at each α by gradient flow, and writes table.csv, scan.png,
+summary.md and scan.json (`lazy_feature.probe.scan`):
+
+  python -m pipelines.probe --model=my_models:build_cnn --input_shape=28,28,1 \
+      --n_train=1000 --n_test=2000 --output_dir=runs/probe_cnn
+
+`--model` names a function with no argument that returns the Keras model (one scalar per
+example, or --output=INDEX or --output=sum for a vector of logits).
+"""
+from absl import flags
+
+from lazy_feature import data, probe
+from lazy_feature.dynamics import GradientFlow
+from pipelines import common
+
+flags.DEFINE_string("model", None, "module:function returning the Keras model.", required=True)
+flags.DEFINE_string("output_dir", None, "The run directory to write.", required=True)
+flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist, mnist, emnist_letters, "
+                    "cifar10 or tfds:<name>.")
+flags.DEFINE_string("data_dir", None, "Folder with the data set's files (default: Debian's).")
+flags.DEFINE_integer("n_train", 1000, "Training-set size.")
+flags.DEFINE_integer("n_test", 2000, "Test-set size.")
+flags.DEFINE_integer("data_seed", 0, "Seed of the train/test draw.")
+flags.DEFINE_list("input_shape", None, "Shape of one input, e.g. 28,28,1 (default: flat).")
+flags.DEFINE_string("output", None, "For a vector output: an index, or sum (of the logits).")
+flags.DEFINE_list("alphas", [str(a) for a in probe.DEFAULT_ALPHAS], "The α grid.")
+flags.DEFINE_integer("probe_size", 64, "Test points the kernel drift is measured on.")
+flags.DEFINE_integer("seed", 0, "Keras seed of the initial weights.")
+flags.DEFINE_integer("max_steps", 10_000, "Budget of each α in gradient-flow steps.")
+flags.DEFINE_float("max_wall_seconds", float("inf"), "Budget of each α in wall seconds.")
+flags.DEFINE_float("max_dgrad", 1e-4, "ε_∇ of eq. 9 (looser: fewer steps).")
+FLAGS = flags.FLAGS
+
+
+def main():
+    output = FLAGS.output
+    if output not in (None, "sum"):
+        output = common.integers("output", [output])[0]
+    build_model = probe.load_builder(FLAGS.model)
+    task = data.load_binary_task(FLAGS.dataset, FLAGS.data_dir, FLAGS.n_train, FLAGS.n_test,
+                                 FLAGS.data_seed)
+    probe.scan(build_model, task,
+               alphas=common.floats("alphas", FLAGS.alphas), output_dir=FLAGS.output_dir,
+               input_shape=(common.integers("input_shape", FLAGS.input_shape)
+                            if FLAGS.input_shape else None),
+               output=output, probe_size=FLAGS.probe_size, seed=FLAGS.seed,
+               max_steps=FLAGS.max_steps, max_wall_seconds=FLAGS.max_wall_seconds,
+               flow=GradientFlow(max_dgrad=FLAGS.max_dgrad))
+
+
+if __name__ == "__main__":
+    common.main("probe", main)

@@ -155,6 +155,7 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
     with 1 by the stopping rule and, in the lazy limit, with networks whose outputs differ from
     it by ~1/(√h α); a and the increments are larger than F where Θ is ill-conditioned
     (its spectrum spans decades). The cost, one n × n product per trial step, is the same.
+    The loop runs inside one TensorFlow graph: a trial step costs its product, not a call.
 
     Args:
       k_train: Θ(w1; x_train, x_train), shape (n, n).
@@ -174,7 +175,6 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
     n = float(len(y_train))
     derivative = _derivative(losses.get(loss, loss_beta))
 
-    @tf.function
     def trial(F, a, c, kc, dt):
         """One Euler step from an accepted state (F, a, c, Θc): the state it reaches, whether
         eqs. 8-9 accept it, the next dt and whether the new state fits every margin."""
@@ -189,22 +189,33 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
         return (state, accepted, flow.next_dt(dt, accepted, dout, dgrad),
                 tf.reduce_min(F_new * y) > 1.0)
 
+    @tf.function
+    def integrate(state, dt):
+        """Trial steps until every margin exceeds 1 or a budget is spent, in one graph
+        (no Python between steps): returns the final state, t, the steps accepted, the
+        trial steps and whether it converged."""
+        def going(state, dt, t, steps, attempts, converged):
+            return tf.logical_not(converged) & (t < max_time) & (attempts < max_steps)
+
+        def step(state, dt, t, steps, attempts, converged):
+            new_state, accepted, next_dt, fitted = trial(*state, dt)
+            state = tuple(tf.where(accepted, new, old) for new, old in zip(new_state, state))
+            return (state, next_dt, t + tf.where(accepted, dt, tf.zeros_like(dt)),
+                    steps + tf.cast(accepted, tf.int64), attempts + 1,
+                    tf.where(accepted, fitted, converged))
+
+        zero = tf.constant(0, tf.int64)
+        state, _, t, steps, attempts, converged = tf.while_loop(
+            going, step, (state, dt, tf.zeros_like(dt), zero, zero, tf.constant(False)))
+        return state, t, steps, attempts, converged
+
     F = tf.zeros_like(y) if initial_outputs is None else tf.constant(initial_outputs, tf.float64)
     c = derivative(F, y)
     state = (F, tf.zeros_like(y), c, tf.linalg.matvec(theta, c))  # F, a, c = ℓ'(F, y), Θc
-    dt = tf.constant(flow.dt0, tf.float64)
-    t, steps, attempts, converged = 0.0, 0, 0, False
-    while not converged and t < max_time and attempts < max_steps:
-        new_state, accepted, next_dt, fitted = trial(*state, dt)
-        if accepted:
-            state, converged = new_state, bool(fitted)
-            t += float(dt)
-            steps += 1
-        attempts += 1
-        dt = next_dt
-    F, a = state[:2]
-    return dict(a=a.numpy(), train_outputs=F.numpy(), t=t, steps=steps,
-                rejected=attempts - steps, converged=converged)
+    (F, a, _, _), t, steps, attempts, converged = integrate(state, tf.constant(flow.dt0,
+                                                                              tf.float64))
+    return dict(a=a.numpy(), train_outputs=F.numpy(), t=float(t), steps=int(steps),
+                rejected=int(attempts - steps), converged=bool(converged))
 
 
 def predict_frozen(network, x_test, x_train, a, block_size=None, initial_outputs=None):

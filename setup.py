@@ -39,7 +39,7 @@ setuptools.setup(
         "matplotlib>=3.7",  # the report's figures
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],  # the suite runs on 2 processes (-n 2)
         # TFDS reads data sets a user already prepared; it needs importlib_resources,
         # which nothing else pulls in.
         "tfds": ["tensorflow-datasets>=4.9", "importlib_resources"],

@@ -2,6 +2,8 @@
 import gzip
 import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +11,13 @@ import pytest
 from lazy_feature import data
 
 FASHION_MNIST = data.DEFAULT_DATA_DIRS["fashion_mnist"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_stage(name, *args, timeout=600, **kwargs):
+    """Run `python -m pipelines.<name> args` from the repository root; its CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", f"pipelines.{name}", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 IDX_CODES = {np.dtype("uint8"): 0x08, np.dtype("int32"): 0x0C, np.dtype("float64"): 0x0E}

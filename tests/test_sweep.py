@@ -15,15 +15,10 @@ from lazy_feature.config import TrainConfig
 from lazy_feature.data import BinaryTask
 from lazy_feature.errors import ConfigError, RunDirError
 from pipelines import configs
-from tests.conftest import sphere_inputs
+from tests.conftest import run_stage, sphere_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = ["--config=tiny", "--widths=16", "--sqrt_h_alphas=0.1,10", "--seeds=0,1,2"]
-
-
-def _stage(name, *args, timeout=600, **kwargs):
-    return subprocess.run([sys.executable, "-m", f"pipelines.{name}", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 def test_grid_points_and_run_ids():
@@ -134,7 +129,7 @@ def test_beam_sweep_killed_and_resumed(tmp_path):
     assert 1 <= len(before) < 6, "the sweep should be killed mid-way"
     assert not os.path.exists(os.path.join(out, sweep.RESULTS))
 
-    result = _stage("sweep", *args)
+    result = run_stage("sweep", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     # The console shows only the progress, counting the runs finished before the kill as done.
     progress = result.stderr.splitlines()
@@ -154,7 +149,7 @@ def test_beam_sweep_killed_and_resumed(tmp_path):
     assert os.path.exists(os.path.join(out, "report", "summary.md"))
 
     # Every finished run has a row, and a rerun (any runner) runs nothing and changes nothing.
-    rerun = _stage("sweep", *args[:-2], "--runner=inprocess", "--noreport")
+    rerun = run_stage("sweep", *args[:-2], "--runner=inprocess", "--noreport")
     assert rerun.returncode == 0 and "6/6 runs, 0 excluded" in rerun.stderr
     assert _rows(out) == after
     # Section 5: the kernel moves less the larger √h·α, here for every init seed.
@@ -163,7 +158,7 @@ def test_beam_sweep_killed_and_resumed(tmp_path):
     for run_dir in runs["run_dir"]:  # each run's status lines went to its train.log
         with open(os.path.join(out, run_dir, artifact.TRAIN_LOG)) as f:
             assert "a2L=" in f.read()
-    report = _stage("report", f"--sweep_dir={out}", f"--output_dir={tmp_path / 'report'}")
+    report = run_stage("report", f"--sweep_dir={out}", f"--output_dir={tmp_path / 'report'}")
     assert report.returncode == 0, report.stderr[-3000:]
     assert os.path.exists(tmp_path / "report" / "summary.md")
 
@@ -178,12 +173,12 @@ def test_sweep_binary_errors(tmp_path):
         (["--config=tiny", f"--output_dir={blocker / 'sweep'}"], "cannot write the sweep"),
     ]
     for args, message in cases:
-        result = _stage("sweep", *args, timeout=120)
+        result = run_stage("sweep", *args, timeout=120)
         assert result.returncode == 1, (args, result.stderr[-2000:])
         assert "sweep: error:" in result.stderr and message in result.stderr, result.stderr
-    result = _stage("report", f"--sweep_dir={tmp_path / 'missing'}", timeout=120)
+    result = run_stage("report", f"--sweep_dir={tmp_path / 'missing'}", timeout=120)
     assert result.returncode == 1 and "run the sweep stage first" in result.stderr
-    result = _stage("ensemble", "--seeds=3,3", f"--output_dir={tmp_path / 'e'}", timeout=120)
+    result = run_stage("ensemble", "--seeds=3,3", f"--output_dir={tmp_path / 'e'}", timeout=120)
     assert result.returncode == 1 and "ensemble: error:" in result.stderr
     assert "distinct init seeds" in result.stderr and not (tmp_path / "e").exists()
 

@@ -68,6 +68,12 @@ def read_json_line(line):
     return json.loads(line)
 
 
+def write_csv(path, table):
+    """A pandas DataFrame as CSV without its index, atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
 def write_npy(path, array):
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -90,7 +90,13 @@ def _per_seed_curves(runs, x_col):
 
 
 def _spread(curves, weights):
-    """`collapse_spread` of per-seed curves with each seed weighted ({seed: weight})."""
+    """RMS distance between the rescaled test-error curves of every two widths.
+
+    Each width's curve (`_per_seed_curves`) is its mean error over seeds at each x, each
+    seed weighted by `weights` ({seed: weight}, as a bootstrap resample draws them), rescaled
+    to [0, 1] (Fig. 3 (d)); two curves are compared by linear interpolation in log x over the
+    x range they share. NaN without two widths that share a range of two points.
+    """
     rescaled = {}
     for width, (log_x, seeds, errors) in curves.items():
         w = np.array([weights.get(s, 0.0) for s in seeds])
@@ -108,19 +114,6 @@ def _spread(curves, weights):
                 distances.append(np.sqrt(np.mean((np.interp(grid, xa, ya)
                                                   - np.interp(grid, xb, yb)) ** 2)))
     return float(np.mean(distances)) if distances else float("nan")
-
-
-def collapse_spread(runs, x_col, weights=None):
-    """RMS distance between the rescaled test-error curves of every two widths against x_col.
-
-    Each width's curve is its mean error over seeds at each x, rescaled to [0, 1]
-    (Fig. 3 (d)); two curves are compared by linear interpolation in log x over the x range
-    they share. `weights` ({seed: weight}, all 1 by default) weights the seeds' errors, as a
-    bootstrap resample does. NaN without two widths that share a range of two points.
-    """
-    if weights is None:
-        weights = {s: 1.0 for s in runs["init_seed"].unique()}
-    return _spread(_per_seed_curves(runs, x_col), weights)
 
 
 def _collapse(runs):

@@ -217,8 +217,7 @@ def _cell(value):
 def _write(result, output_dir):
     """table.csv, scan.png, summary.md and scan.json, each written atomically."""
     os.makedirs(output_dir, exist_ok=True)
-    with artifact.atomic_path(os.path.join(output_dir, TABLE)) as tmp:
-        result.table.to_csv(tmp, index=False)
+    artifact.write_csv(os.path.join(output_dir, TABLE), result.table)
     with artifact.atomic_path(os.path.join(output_dir, FIGURE)) as tmp:
         _figure(result).savefig(tmp, format="png", dpi=120)
     with artifact.atomic_path(os.path.join(output_dir, SUMMARY)) as tmp:

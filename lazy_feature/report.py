@@ -181,11 +181,6 @@ def default_dir(sweep_dir):
     return os.path.join(sweep_dir, "report")
 
 
-def _write_csv(path, table):
-    with artifact.atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-
-
 def write_report(runs, ensembles, output_dir, feature_range=None, lazy_range=None,
                  min_runs=MIN_RUNS):
     """Write the figures (PNG, SVG and their data as CSV), fits.csv, claims.csv and summary.md.
@@ -217,11 +212,11 @@ def write_report(runs, ensembles, output_dir, feature_range=None, lazy_range=Non
         for path, fmt in zip(paths, FORMATS):
             with artifact.atomic_path(path) as tmp:
                 fig.savefig(tmp, format=fmt)
-        _write_csv(paths[-1], data)
+        artifact.write_csv(paths[-1], data)
         written += paths
         drawn.append((figure.name, figure.caption))
     for name, table in ((FITS, fit_table), (CLAIMS, claims_table)):
-        _write_csv(os.path.join(output_dir, name), table)
+        artifact.write_csv(os.path.join(output_dir, name), table)
         written.append(os.path.join(output_dir, name))
     summary = os.path.join(output_dir, SUMMARY)
     with artifact.atomic_path(summary) as tmp:

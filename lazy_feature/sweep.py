@@ -340,8 +340,7 @@ def write_tables(output_dir, configs):
     runs = load_rows(output_dir, configs)
     ensembles = ensembles_table(runs, output_dir)
     for name, table in ((RESULTS, runs), (ENSEMBLES, ensembles)):
-        with artifact.atomic_path(os.path.join(output_dir, name)) as tmp:
-            table.to_csv(tmp, index=False)
+        artifact.write_csv(os.path.join(output_dir, name), table)
     logger.info("sweep %s: %d of %d runs in %s", output_dir, len(runs), len(configs),
                 os.path.join(output_dir, RESULTS))
     return _located(runs, output_dir), ensembles

@@ -9,8 +9,9 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from lazy_feature import losses
-from lazy_feature.dynamics import GradientFlow, gradient_change
+from lazy_feature import integrators, losses
+from lazy_feature.dynamics import GradientFlow
+from lazy_feature.integrators import FlowState
 from lazy_feature.errors import ConfigError
 
 def _sum_replicas(value):
@@ -42,13 +43,57 @@ class _TrainingSetCache(keras.layers.Layer):
         self.y_train = self.add_weight(name="y_train", **local)
 
 
+class _NetworkFlow:
+    """The flow of eq. 7 on the network for `integrators`: a point is the list of w's
+    trainable tensors, its outputs f on this replica's training points.
+
+    Evaluating a point assigns it to the network's weights; the caller assigns the accepted
+    point afterwards.
+    """
+
+    def __init__(self, model, x):
+        self.model, self.x = model, x
+        self.weights = model.network.trainable_weights
+
+    def _assign(self, point):
+        for w, value in zip(self.weights, point):
+            w.assign(value)
+
+    def evaluate(self, point):
+        self._assign(point)
+        f, _, grads = self.model._loss_and_grad(self.x, self.model.cache.y_train,
+                                                self.model.cache.f0_train)
+        return f, grads
+
+    def outputs(self, point):
+        self._assign(point)
+        return self.model.network(self.x)
+
+    def move(self, point, dt, coefficients, grads):
+        dt = tf.cast(dt, self.model.dtype)
+        return [w - dt * step for w, step in zip(point, self.combine(coefficients, grads))]
+
+    def combine(self, coefficients, grads):
+        return [integrators.combination(coefficients, g) for g in zip(*grads)]
+
+    def difference(self, grad_a, grad_b):
+        return [a - b for a, b in zip(grad_a, grad_b)]
+
+    def squared_norm(self, grad):
+        return _squared_norm(grad)
+
+    def output_change(self, f_a, f_b):
+        return self.model.alpha * _max_replicas(tf.reduce_max(tf.abs(f_a - f_b)))
+
+
 @keras.saving.register_keras_serializable(package="lazy_feature")
 class AlphaModel(keras.Model):
     """F(w, x) = α[f(w, x) − f(w0, x)] (eq. 6), or α f(w, x) when `centered` is False (App. I).
 
     f(w0, ·) is a frozen copy of the network at its initial weights, so F is defined on any
     input. `fit` runs full-batch gradient flow on L = (α² n)⁻¹ Σ ℓ(F, y) (eq. 7): every
-    `train_step` is one trial step of `GradientFlow`; give it a dataset that yields the whole
+    `train_step` is one trial step of the flow's integrator (`GradientFlow.integrator`: the
+    paper's Euler scheme or a Runge–Kutta pair, `integrators`); give it a dataset that yields the whole
     training set as one batch of static size, repeated (`data.full_batch`), and stop with
     `callbacks.GradientFlowStopping`. All integrator state (t, dt, the stored gradient, the
     step counts, f(w_i) and f(w0) on the training set) lives in Keras variables, so
@@ -63,7 +108,7 @@ class AlphaModel(keras.Model):
       loss: a name from `losses.NAMES` (the paper's soft hinge by default).
       loss_beta: sharpness of the soft hinge (β = 20 in the paper).
       centered: subtract f(w0, x) (eq. 6); False trains α f(w, x) (Appendix I).
-      flow: the `GradientFlow` thresholds and dt policy.
+      flow: the `GradientFlow` thresholds, dt policy and integrator.
       initial_network: a second instance of the network's architecture to hold w0 (its
         weights are overwritten by w's when the model is built); None clones `network`
         through its config. Give one for a network whose config cannot rebuild it (e.g. a
@@ -81,6 +126,7 @@ class AlphaModel(keras.Model):
         self.per_pattern_loss = losses.get(loss, loss_beta)
         self.centered = bool(centered)
         self.flow = flow
+        self.integrator = integrators.get(flow)
         self.initial_network = initial_network or network.__class__.from_config(
             dict(network.get_config(), name=f"{network.name}_initial"))
         self.initial_network.trainable = False
@@ -141,6 +187,13 @@ class AlphaModel(keras.Model):
         self.step_count = self.add_weight(name="step", initializer="zeros", dtype="int64", **scalar)
         self.attempts = self.add_weight(name="attempts", initializer="zeros", dtype="int64",
                                         **scalar)
+        # Forward + backward passes of the training set, rejected steps and stages included.
+        self.evaluations = self.add_weight(name="gradient_evaluations", initializer="zeros",
+                                           dtype="int64", **scalar)
+        # The flow runs to t_end exactly and past convergence when finite (`fidelity`).
+        self.t_end = self.add_weight(name="t_end", dtype="float64",
+                                     initializer=keras.initializers.Constant(float("inf")),
+                                     **scalar)
         self.started = self.add_weight(name="started", initializer="zeros", dtype="bool", **scalar)
         self.n_train = self.add_weight(name="n_train", initializer="zeros", dtype=self.dtype,
                                        **scalar)
@@ -217,14 +270,17 @@ class AlphaModel(keras.Model):
         self.cache.f_train.assign(f)
         for g_var, g in zip(self.stored_grad, grads):
             g_var.assign(g)
+        self.evaluations.assign_add(1)
         self.started.assign(True)
         return tf.constant(True)
 
     def train_step(self, data):
-        """One trial step of gradient flow: one forward and one backward pass.
+        """One trial step of the flow's integrator (`integrators`) from the accepted state.
 
-        The gradient at the accepted point is stored, so the trial point's forward pass
-        gives both eq. 8 and, through its backward pass, eq. 9 and the next step's ∇L.
+        Euler costs one forward and one backward pass: the gradient at the accepted point is
+        stored, so the trial point's forward pass gives eq. 8 and, through its backward pass,
+        eq. 9 and the next step's ∇L. A Runge–Kutta pair costs its stages (the stored ∇L is
+        its first) and one forward pass for its error estimate.
         """
         x, y = data
         if not self.built:
@@ -232,35 +288,33 @@ class AlphaModel(keras.Model):
         self.build_dynamics_state(x.shape[0])
         tf.cond(self.started, lambda: tf.constant(False), lambda: self.start(x, y))
         x = tf.cast(x, self.dtype)
-        y = self.cache.y_train
-        done = self.converged()  # a converged flow stands still
+        # A converged flow stands still, unless it runs to a set time t_end.
+        done = tf.logical_or(self.t >= self.t_end,
+                             tf.logical_and(self.converged(), tf.math.is_inf(self.t_end)))
 
         weights = self.network.trainable_weights
-        old = [tf.identity(w) for w in weights]
-        dt = tf.cast(self.dt, self.dtype)
-        for w, g in zip(weights, self.stored_grad):
-            w.assign_sub(dt * g)
-        f_new, loss_new, grads_new = self._loss_and_grad(x, y, self.cache.f0_train)
-
-        dout = self.alpha * _max_replicas(tf.reduce_max(tf.abs(f_new - self.cache.f_train)))
-        dgrad = gradient_change(
-            _squared_norm([a - b for a, b in zip(self.stored_grad, grads_new)]),
-            _squared_norm(self.stored_grad), _squared_norm(grads_new))
-        accepted = tf.logical_and(self.flow.accept(dout, dgrad), tf.logical_not(done))
+        state = FlowState([tf.identity(w) for w in weights], tf.identity(self.cache.f_train),
+                          [tf.identity(g) for g in self.stored_grad])
+        landing = self.dt >= self.t_end - self.t  # the last step, cut to land on t_end
+        dt = tf.where(landing, self.t_end - self.t, self.dt)
+        new, ok, measures = self.integrator.trial(_NetworkFlow(self, x), state, dt)
+        accepted = tf.logical_and(ok, tf.logical_not(done))
 
         # Accept or restore w exactly; no branch, so the step is the same on every replica.
-        for w, w_old in zip(weights, old):
-            w.assign(tf.where(accepted, w, w_old))
-        for g_var, g in zip(self.stored_grad, grads_new):
+        for w, w_new, w_old in zip(weights, new.point, state.point):
+            w.assign(tf.where(accepted, w_new, w_old))
+        for g_var, g in zip(self.stored_grad, new.grad):
             g_var.assign(tf.where(accepted, g, g_var))
-        self.cache.f_train.assign(tf.where(accepted, f_new, self.cache.f_train))
-        self.t.assign_add(tf.where(accepted, self.dt, tf.zeros_like(self.dt)))
+        self.cache.f_train.assign(tf.where(accepted, new.outputs, self.cache.f_train))
+        self.t.assign(tf.where(accepted, tf.where(landing, self.t_end, self.t + dt), self.t))
         self.step_count.assign_add(tf.cast(accepted, "int64"))
         self.attempts.assign_add(1)
-        self.dt.assign(self.flow.next_dt(self.dt, accepted, tf.cast(dout, "float64"),
-                                         tf.cast(dgrad, "float64")))
+        self.evaluations.assign_add(self.integrator.evaluations_per_trial)
+        # Standing still keeps dt, and so does the step that lands on t_end.
+        keep = tf.logical_or(done, tf.logical_and(landing, accepted))
+        self.dt.assign(tf.where(keep, self.dt, self.integrator.next_dt(dt, accepted, measures)))
         logs = self.train_state()
-        logs.update(accepted=accepted, dout=dout, dgrad=dgrad)
+        logs.update(accepted=accepted, **measures)
         return logs
 
     # -- state and observables -------------------------------------------------------------
@@ -286,7 +340,7 @@ class AlphaModel(keras.Model):
         loss = _sum_replicas(tf.reduce_sum(self.per_pattern_loss(margins, 1.0))) / self.n_train
         return {
             "step": self.step_count.value, "t": self.t.value, "dt": self.dt.value,
-            "attempts": self.attempts.value,
+            "attempts": self.attempts.value, "evaluations": self.evaluations.value,
             "rescaled_loss": loss,  # α² L of eq. 7
             "train_error": _sum_replicas(tf.reduce_sum(tf.cast(losses.misclassified(margins, 1.0),
                                                                self.dtype)))

@@ -4,9 +4,11 @@ A step w_{i+1} = w_i − dt ∇L_i is accepted only if
   eq. 8:  α max_μ |f(w_i, x_μ) − f(w_{i+1}, x_μ)| < max_dout   (0.1 in the paper),
   eq. 9:  ‖∇L_i − ∇L_{i+1}‖² / (‖∇L_i‖ ‖∇L_{i+1}‖) < max_dgrad (ε_∇ = 1e-4).
 A rejected step leaves w_i as it was and shrinks dt; a step well inside both bounds grows
-dt. The same control drives the network (`AlphaModel`) and the frozen-kernel dynamics, so
-both integrate the same flow with the same fidelity. Time t = Σ dt is the gradient-flow
-time of eq. 7's loss.
+dt. That is the paper's Euler scheme; `integrator` names a higher-order alternative
+(`integrators`: embedded Runge–Kutta pairs whose local error is controlled in the same
+quantities, eq. 8's α·f and eq. 9's gradient, by `output_tol` and `direction_tol`). The same
+control drives the network (`AlphaModel`) and the frozen-kernel dynamics, so both integrate
+the same flow with the same fidelity. Time t = Σ dt is the gradient-flow time of eq. 7's loss.
 """
 import dataclasses
 
@@ -14,10 +16,14 @@ import tensorflow as tf
 
 from lazy_feature.errors import ConfigError
 
+# The integrators of `integrators`: the paper's Euler scheme, Bogacki–Shampine 3(2) and
+# Dormand–Prince 5(4).
+INTEGRATORS = ("euler", "bogacki_shampine", "dormand_prince")
+
 
 @dataclasses.dataclass(frozen=True)
 class GradientFlow:
-    """Thresholds and dt policy of the adaptive gradient flow.
+    """Thresholds and dt policy of the adaptive gradient flow, and its integrator.
 
     Attributes:
       max_dout: the bound of eq. 8 on α·max|Δf| over the training set in one step.
@@ -26,6 +32,13 @@ class GradientFlow:
       grow: dt is multiplied by this after a step inside `well_inside` of both bounds.
       shrink: dt is multiplied by this after a rejected step.
       well_inside: the fraction of each bound below which a step counts as easy.
+      integrator: one of INTEGRATORS; "euler" is the paper's scheme (eqs. 8-9 and the dt
+        policy above), the others Runge–Kutta pairs (`integrators.EmbeddedRungeKutta`),
+        which use max_dout and dt0 but set dt from their error estimate.
+      output_tol: a Runge–Kutta step's bound on the local error of α·f at the training
+        points (absolute, eq. 8's scale).
+      direction_tol: a Runge–Kutta step's bound on the relative local error of its mean
+        gradient ‖Δw − Δŵ‖/‖Δw‖ (eq. 9's scale).
     """
     max_dout: float = 0.1
     max_dgrad: float = 1e-4
@@ -33,10 +46,18 @@ class GradientFlow:
     grow: float = 1.1
     shrink: float = 0.5
     well_inside: float = 0.5
+    integrator: str = "euler"
+    output_tol: float = 1e-4
+    direction_tol: float = 1e-3
 
     def __post_init__(self):
         if not (self.max_dout > 0 and self.max_dgrad > 0 and self.dt0 > 0):
             raise ConfigError("max_dout, max_dgrad and dt0 must be > 0")
+        if self.integrator not in INTEGRATORS:
+            raise ConfigError(f"unknown integrator {self.integrator!r}: choose one of "
+                              f"{', '.join(INTEGRATORS)}")
+        if not (self.output_tol > 0 and self.direction_tol > 0):
+            raise ConfigError("output_tol and direction_tol must be > 0")
         if not (0 < self.shrink < 1 <= self.grow and 0 < self.well_inside <= 1):
             raise ConfigError("need 0 < shrink < 1 <= grow and 0 < well_inside <= 1")
 

@@ -21,10 +21,10 @@ dynamics runs in float64 (see `frozen_kernel_dynamics`).
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature import losses
+from lazy_feature import integrators, losses
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import FullyConnected
-from lazy_feature.dynamics import GradientFlow, gradient_change
+from lazy_feature.dynamics import GradientFlow
 
 # Fast path: a float32 tile of 4096² is 64 MiB and the signals of a 4096-example block of the
 # paper's net (d = 784, L = 3, h = 1000) about 110 MiB, so the drift over 50 000 test points,
@@ -146,16 +146,17 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
     Σ_μ Θ(x, x_μ) a_μ with a = −(1/n) ∫ ℓ'(F_train, y) dt, so `a` gives F anywhere
     (`predict_frozen`).
 
-    Steps follow the network's control (`GradientFlow`): eq. 8 bounds max|ΔF_train| = α max|Δf|,
-    and eq. 9 compares weight-space gradients, whose norms the kernel gives: with c = ℓ'(F, y),
-    ‖∇L‖² = cᵀΘc / (α² n²) and ‖∇L_i − ∇L_(i+1)‖² = (c_i − c_(i+1))ᵀ Θ (c_i − c_(i+1)) / (α² n²);
-    the ratio of eq. 9 does not depend on the common factor α² n², which is left out.
+    Steps follow the network's control and integrator (`GradientFlow`, `integrators`): eq. 8
+    bounds max|ΔF_train| = α max|Δf|, and eq. 9 compares weight-space gradients, whose norms
+    the kernel gives: with c = ℓ'(F, y), ‖∇L‖² = cᵀΘc / (α² n²) and ‖∇L_i − ∇L_(i+1)‖² =
+    (c_i − c_(i+1))ᵀ Θ (c_i − c_(i+1)) / (α² n²); the ratios of eq. 9 and of a Runge–Kutta
+    pair's error do not depend on the common factor α² n², which is left out (`_KernelFlow`).
 
     Precision: float64 throughout. F adds up thousands of increments dt·Θc/n and is compared
     with 1 by the stopping rule and, in the lazy limit, with networks whose outputs differ from
     it by ~1/(√h α); a and the increments are larger than F where Θ is ill-conditioned
-    (its spectrum spans decades). The cost, one n × n product per trial step, is the same.
-    The loop runs inside one TensorFlow graph: a trial step costs its product, not a call.
+    (its spectrum spans decades). The cost, one n × n product per evaluation, is the same.
+    The loop runs inside one TensorFlow graph: a trial step costs its products, not a call.
 
     Args:
       k_train: Θ(w1; x_train, x_train), shape (n, n).
@@ -167,27 +168,13 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
       initial_outputs: F on the training set at t = 0, shape (n,); None for 0 (centered).
 
     Returns:
-      dict(a, train_outputs=F(x_train), t, steps (accepted), rejected, converged), where
-      converged means every margin F_μ y_μ exceeds 1, the network's stopping rule.
+      dict(a, train_outputs=F(x_train), t, steps (accepted), rejected, converged,
+      gradient_evaluations (products Θc, the first at t = 0 included)), where converged means
+      every margin F_μ y_μ exceeds 1, the network's stopping rule.
     """
-    theta = tf.constant(k_train, tf.float64)
     y = tf.constant(y_train, tf.float64)
-    n = float(len(y_train))
-    derivative = _derivative(losses.get(loss, loss_beta))
-
-    def trial(F, a, c, kc, dt):
-        """One Euler step from an accepted state (F, a, c, Θc): the state it reaches, whether
-        eqs. 8-9 accept it, the next dt and whether the new state fits every margin."""
-        F_new = F - (dt / n) * kc
-        c_new = derivative(F_new, y)
-        kc_new = tf.linalg.matvec(theta, c_new)
-        dout = tf.reduce_max(tf.abs(F_new - F))
-        dgrad = gradient_change(tf.tensordot(c - c_new, kc - kc_new, 1),
-                                tf.tensordot(c, kc, 1), tf.tensordot(c_new, kc_new, 1))
-        accepted = flow.accept(dout, dgrad)
-        state = (F_new, a - (dt / n) * c, c_new, kc_new)
-        return (state, accepted, flow.next_dt(dt, accepted, dout, dgrad),
-                tf.reduce_min(F_new * y) > 1.0)
+    problem = _KernelFlow(tf.constant(k_train, tf.float64), y, losses.get(loss, loss_beta))
+    integrator = integrators.get(flow)
 
     @tf.function
     def integrate(state, dt):
@@ -198,9 +185,12 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
             return tf.logical_not(converged) & (t < max_time) & (attempts < max_steps)
 
         def step(state, dt, t, steps, attempts, converged):
-            new_state, accepted, next_dt, fitted = trial(*state, dt)
-            state = tuple(tf.where(accepted, new, old) for new, old in zip(new_state, state))
-            return (state, next_dt, t + tf.where(accepted, dt, tf.zeros_like(dt)),
+            new_state, accepted, measures = integrator.trial(problem, state, dt)
+            fitted = tf.reduce_min(new_state.outputs * y) > 1.0
+            state = tf.nest.map_structure(lambda new, old: tf.where(accepted, new, old),
+                                          new_state, state)
+            return (state, integrator.next_dt(dt, accepted, measures),
+                    t + tf.where(accepted, dt, tf.zeros_like(dt)),
                     steps + tf.cast(accepted, tf.int64), attempts + 1,
                     tf.where(accepted, fitted, converged))
 
@@ -210,12 +200,53 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
         return state, t, steps, attempts, converged
 
     F = tf.zeros_like(y) if initial_outputs is None else tf.constant(initial_outputs, tf.float64)
-    c = derivative(F, y)
-    state = (F, tf.zeros_like(y), c, tf.linalg.matvec(theta, c))  # F, a, c = ℓ'(F, y), Θc
-    (F, a, _, _), t, steps, attempts, converged = integrate(state, tf.constant(flow.dt0,
-                                                                              tf.float64))
-    return dict(a=a.numpy(), train_outputs=F.numpy(), t=float(t), steps=int(steps),
-                rejected=int(attempts - steps), converged=bool(converged))
+    start = (F, tf.zeros_like(y))  # F and a
+    state = integrators.FlowState(start, *problem.evaluate(start))
+    state, t, steps, attempts, converged = integrate(state, tf.constant(flow.dt0, tf.float64))
+    (F, a), steps = state.point, int(steps)
+    return dict(a=a.numpy(), train_outputs=F.numpy(), t=float(t), steps=steps,
+                rejected=int(attempts) - steps, converged=bool(converged),
+                gradient_evaluations=1 + int(attempts) * integrator.evaluations_per_trial)
+
+
+class _KernelFlow:
+    """The frozen-kernel flow (eq. 28) for `integrators`, in function space.
+
+    A point is (F, a) on the training set, a gradient (c, Θc) with c = ℓ'(F, y): the
+    weight-space gradient is ∇L ∝ Σ_μ c_μ ∇f(w1, x_μ), so moving w by −dt ∇L moves F by
+    −(dt/n) Θc and a by −(dt/n) c, and weight-space inner products are ⟨c, Θc'⟩ (the common
+    factor α² n² left out). An evaluation costs one product Θc; the outputs are F itself.
+    """
+
+    def __init__(self, theta, y, per_pattern):
+        self.theta, self.y = theta, y
+        self.n = float(y.shape[0])
+        self.derivative = _derivative(per_pattern)
+
+    def evaluate(self, point):
+        F = point[0]
+        c = self.derivative(F, self.y)
+        return F, (c, tf.linalg.matvec(self.theta, c))
+
+    def outputs(self, point):
+        return point[0]
+
+    def combine(self, coefficients, grads):
+        return tuple(integrators.combination(coefficients, g) for g in zip(*grads))
+
+    def move(self, point, dt, coefficients, grads):
+        c, kc = self.combine(coefficients, grads)
+        F, a = point
+        return (F - (dt / self.n) * kc, a - (dt / self.n) * c)
+
+    def difference(self, grad_a, grad_b):
+        return tuple(u - v for u, v in zip(grad_a, grad_b))
+
+    def squared_norm(self, grad):
+        return tf.tensordot(grad[0], grad[1], 1)
+
+    def output_change(self, F_a, F_b):
+        return tf.reduce_max(tf.abs(F_a - F_b))
 
 
 def predict_frozen(network, x_test, x_train, a, block_size=None, initial_outputs=None):

@@ -314,7 +314,8 @@ class AlphaModel(keras.Model):
         keep = tf.logical_or(done, tf.logical_and(landing, accepted))
         self.dt.assign(tf.where(keep, self.dt, self.integrator.next_dt(dt, accepted, measures)))
         logs = self.train_state()
-        logs.update(accepted=accepted, **measures)
+        logs.update(accepted=accepted, dout=measures["dout"], dgrad=measures["dgrad"],
+                    error=measures["error"])
         return logs
 
     # -- state and observables -------------------------------------------------------------

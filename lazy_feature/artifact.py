@@ -11,7 +11,8 @@ A run directory holds
                      the init seed and the run id (callbacks.tensorboard_run_name);
   metrics.json       the summary, written last: its presence means the run is complete.
 The `ntk_eval` stage adds ntk.json (kernel norms and drift, frozen-kernel results),
-frozen_{init,final}_test_outputs.npy and, on request, gram_{init,final}_{train,test}.npy.
+frozen_{init,final}_test_outputs.npy and, on request, gram_{init,final}_{train,test}.npy;
+`fidelity.check_run` adds fidelity.json (the run against its reference flow, Appendix G).
 While a run is in flight it also holds checkpoint.weights.h5, checkpoint.json and
 dynamics.jsonl.partial; every final file is written under a temporary name and renamed,
 so a killed run leaves no file that looks complete.
@@ -33,6 +34,7 @@ TEST_LABELS = "test_labels.npy"
 WEIGHTS = "weights.weights.h5"
 EVENTS = "events"
 NTK = "ntk.json"
+FIDELITY = "fidelity.json"
 CHECKPOINT = "checkpoint.weights.h5"
 CHECKPOINT_STATE = "checkpoint.json"
 

@@ -2,6 +2,7 @@
 
 Each `AlphaModel.train_step` is one trial step; its logs carry the integrator's state
 (step = accepted steps, t = gradient-flow time of eq. 7, dt, dout of eq. 8, dgrad of eq. 9,
+error = the trial's error over its tolerance, evaluations = gradient evaluations so far,
 rescaled_loss = α²L, train_error, unfitted, weight_drift, output_norm, converged).
 """
 import json
@@ -22,8 +23,8 @@ from lazy_feature.errors import DivergenceError
 
 logger = logging.getLogger("lazy_feature")
 
-RECORD_KEYS = ("step", "t", "dt", "dgrad", "dout", "rescaled_loss", "train_error", "unfitted",
-               "weight_drift", "output_norm", "f_norm")
+RECORD_KEYS = ("step", "t", "dt", "dgrad", "dout", "error", "evaluations", "rescaled_loss",
+               "train_error", "unfitted", "weight_drift", "output_norm", "f_norm")
 POINTS_PER_DECADE = 20
 
 
@@ -46,13 +47,16 @@ class GradientFlowStopping(keras.callbacks.Callback):
     `max_wall_seconds` of wall clock (counting `wall_offset` seconds spent before a
     resume). Raises DivergenceError when dt falls below `min_dt` (a step that no dt makes
     obey eqs. 8-9, e.g. a non-finite loss). `reason` says why training stopped.
+    `stop_when_converged=False` goes on past convergence, to a budget (a flow run to a set
+    time, `AlphaModel.t_end`).
     """
 
     def __init__(self, max_time=math.inf, max_steps=math.inf, max_wall_seconds=math.inf,
-                 wall_offset=0.0, min_dt=1e-30):
+                 wall_offset=0.0, min_dt=1e-30, stop_when_converged=True):
         super().__init__()
         self.max_time, self.max_steps = max_time, max_steps
         self.max_wall_seconds, self.wall_offset, self.min_dt = max_wall_seconds, wall_offset, min_dt
+        self.stop_when_converged = stop_when_converged
         self.reason = None
 
     def on_train_begin(self, logs=None):
@@ -64,7 +68,7 @@ class GradientFlowStopping(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         logs = _python(logs)
-        if logs["converged"]:
+        if logs["converged"] and self.stop_when_converged:
             self.reason = "converged"
         elif logs["t"] >= self.max_time:
             self.reason = "max_time"
@@ -100,6 +104,7 @@ class LogSpaced(keras.callbacks.Callback):
         entry = {k: logs.get(k) for k in RECORD_KEYS}  # dout, dgrad: None before any step
         entry["step"] = int(entry["step"])
         entry["unfitted"] = int(entry["unfitted"])
+        entry["evaluations"] = int(entry["evaluations"])
         entry["wall_seconds"] = time.monotonic() - self._start
         self.last_step = entry["step"]
         self.record(entry)
@@ -145,9 +150,10 @@ class ProgressLogger(LogSpaced):
         self.path = path
 
     def record(self, entry):
-        line = ("step %d  t=%.4g  dt=%.3g  a2L=%.4g  train_err=%.4f  unfitted=%d  wall=%.1fs" % (
-            entry["step"], entry["t"], entry["dt"], entry["rescaled_loss"], entry["train_error"],
-            entry["unfitted"], entry["wall_seconds"]))
+        line = ("step %d  evals=%d  t=%.4g  dt=%.3g  a2L=%.4g  train_err=%.4f  unfitted=%d  "
+                "wall=%.1fs" % (entry["step"], entry["evaluations"], entry["t"], entry["dt"],
+                                entry["rescaled_loss"], entry["train_error"], entry["unfitted"],
+                                entry["wall_seconds"]))
         logger.info("%s", line)
         if self.path is not None:
             with open(self.path, "a") as f:
@@ -187,7 +193,7 @@ _GROUPS = {"rescaled_loss": "observables", "train_error": "observables",
            "unfitted": "observables", "weight_drift": "observables",
            "output_norm": "observables", "f_norm": "observables",
            "t": "solver", "dt": "solver", "dout": "solver", "dgrad": "solver",
-           "wall_seconds": "solver"}
+           "error": "solver", "evaluations": "solver", "wall_seconds": "solver"}
 LOG_T_STEPS_PER_DECADE = 100
 DESCRIPTIONS = {
     "observables/rescaled_loss": "α²L, eq. 7's training loss times α²: the mean loss per "
@@ -210,6 +216,12 @@ DESCRIPTIONS = {
     "solver/dgrad": "Eq. 9's left side for the last trial step: ‖∇L_i − ∇L_i+1‖² / "
                     "(‖∇L_i‖‖∇L_i+1‖); a step is accepted below ε_∇ = max_dgrad (1e-4 by "
                     "default).",
+    "solver/error": "The last trial step's error over its tolerance; it is accepted below 1. "
+                    "Euler: the larger of eqs. 8 and 9's left sides over their bounds; a "
+                    "Runge-Kutta pair: the larger of its local errors of α·f (over "
+                    "output_tol) and of the step's mean gradient (over direction_tol).",
+    "solver/evaluations": "Gradient evaluations so far: forward + backward passes of the "
+                          "training set, rejected steps and Runge-Kutta stages included.",
     "solver/wall_seconds": "Wall-clock seconds spent training, counting those before a "
                            "resume.",
     "drift/ntk_drift": "Kernel drift ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ on the probe set (Frobenius "

@@ -7,12 +7,16 @@ import math
 import numpy as np
 
 from lazy_feature import activations, losses, precision
+from lazy_feature.dynamics import INTEGRATORS, GradientFlow
 from lazy_feature.errors import ConfigError
 
 VERSION = "0.2.0"  # the package's one version string (setup.py reads it from here)
 # Settings that say where the data lies and how long to try, not what is computed: they are
 # left out of the run id, so a run found elsewhere or resumed with more time keeps its id.
 NOT_IDENTITY = ("data_dir", "max_time", "max_steps", "max_wall_seconds")
+# The integrator's settings; an Euler run leaves them out of its id, so runs made before
+# there was a choice keep theirs.
+INTEGRATOR_SETTINGS = ("integrator", "output_tol", "direction_tol")
 
 
 def sqrt_h_alpha(alpha, width):
@@ -36,6 +40,9 @@ class TrainConfig:
     h^(-1/2). bias_scale is the multiplier β_b of the hidden layers' biases (Appendix J; 0 =
     no bias, the paper's main setup; its authors' bias runs use 0.1); readout_bias adds one
     to the readout too, with the same multiplier. `dtype=None` picks the precision the run needs (`precision.default_dtype`).
+    The flow's integrator is `integrator` (`lazy_feature.integrators`): "euler" is the paper's
+    scheme (eqs. 8-9 with max_dout, max_dgrad); a Runge–Kutta pair bounds its local error by
+    output_tol (of α·f, eq. 8's scale) and direction_tol (eq. 9's), and eq. 8 by max_dout.
     Budgets (max_time in gradient-flow time, max_steps in accepted steps, max_wall_seconds)
     end a run that has not met the stopping criterion; it is then reported not converged.
     """
@@ -59,6 +66,9 @@ class TrainConfig:
     max_dgrad: float = 1e-4
     max_dout: float = 0.1
     dt0: float = 1.0
+    integrator: str = "euler"
+    output_tol: float = GradientFlow.output_tol
+    direction_tol: float = GradientFlow.direction_tol
     max_time: float = math.inf
     max_steps: int = 1_000_000
     max_wall_seconds: float = math.inf
@@ -76,6 +86,10 @@ class TrainConfig:
              f"unknown loss {self.loss!r}: choose one of {', '.join(losses.NAMES)}"),
             (self.max_dgrad > 0 and self.max_dout > 0 and self.dt0 > 0,
              "max_dgrad, max_dout and dt0 must be > 0"),
+            (self.integrator in INTEGRATORS,
+             f"unknown integrator {self.integrator!r}: choose one of {', '.join(INTEGRATORS)}"),
+            (self.output_tol > 0 and self.direction_tol > 0,
+             "output_tol and direction_tol must be > 0"),
             (self.bias_scale >= 0, f"bias_scale must be >= 0 (0 = no bias), got {self.bias_scale}"),
             (not self.readout_bias or self.bias_scale > 0,
              "readout_bias needs bias_scale > 0: the readout's bias enters as bias_scale·b"),
@@ -86,6 +100,12 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(message)
         object.__setattr__(self, "dtype", precision.check(self.dtype, self.alpha, self.width))
+
+    def flow(self):
+        """The `GradientFlow` (thresholds, dt policy, integrator) this run integrates with."""
+        return GradientFlow(max_dout=self.max_dout, max_dgrad=self.max_dgrad, dt0=self.dt0,
+                            integrator=self.integrator, output_tol=self.output_tol,
+                            direction_tol=self.direction_tol)
 
     @property
     def sqrt_h_alpha(self):
@@ -106,10 +126,11 @@ class TrainConfig:
     def run_id(self):
         """A stable id of the run: a hash of every setting that changes its result.
 
-        The NOT_IDENTITY settings (data_dir and the budgets) are left out.
+        The NOT_IDENTITY settings (data_dir and the budgets) are left out, and so are the
+        INTEGRATOR_SETTINGS of an Euler run.
         """
         d = self.to_dict()
-        for k in NOT_IDENTITY:
+        for k in NOT_IDENTITY + (INTEGRATOR_SETTINGS if self.integrator == "euler" else ()):
             d.pop(k)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -38,7 +38,7 @@ def combination(coefficients, tensors):
     terms = [(c, t) for c, t in zip(coefficients, tensors) if c != 0]
     if len(terms) == 1 and terms[0][0] == 1:
         return terms[0][1]
-    return tf.add_n([tf.cast(c, t.dtype) * t for c, t in terms])
+    return tf.add_n([tf.constant(c, t.dtype) * t for c, t in terms])
 
 
 class Euler:
@@ -108,8 +108,10 @@ class EmbeddedRungeKutta:
     A trial step costs the tableau's evaluations (stage 1 is the stored ∇L) and one forward
     pass at the embedded solution. Its error ratio is the larger of the two local errors
     (module docstring) over their tolerances; a step is accepted when it is at most 1 and
-    eq. 8's change is below max_dout. The next dt is dt · 0.9 ratio^(−1/order), kept within
-    [dt/5, 5 dt] and below 0.9 max_dout of eq. 8's change; a non-finite step divides dt by 5.
+    eq. 8's change is below max_dout. The next dt is dt · 0.9 ratio^(−1/q) for the more
+    demanding criterion (q = order for α·f's error, which goes as dt^order, order − 1 for the
+    relative one of the mean gradient), kept within [dt/5, 5 dt] and below 0.9 max_dout of
+    eq. 8's change; a non-finite step divides dt by 5.
     """
     SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 5.0
 
@@ -131,18 +133,24 @@ class EmbeddedRungeKutta:
         direction_error = tf.sqrt(tf.math.divide_no_nan(
             tf.cast(problem.squared_norm(problem.combine(self.tableau.error, grads)), tf.float64),
             tf.cast(problem.squared_norm(problem.combine(self.tableau.a[-1], grads)), tf.float64)))
-        error = tf.maximum(output_error / self.flow.output_tol,
-                           direction_error / self.flow.direction_tol)
+        output_ratio = output_error / self.flow.output_tol
+        direction_ratio = direction_error / self.flow.direction_tol
         dout = problem.output_change(outputs, state.outputs)
         dgrad = gradient_change(problem.squared_norm(problem.difference(state.grad, grad)),
                                 problem.squared_norm(state.grad), problem.squared_norm(grad))
+        error = tf.maximum(output_ratio, direction_ratio)
         ok = tf.logical_and(error <= 1.0, dout < self.flow.max_dout)
-        return new, ok, dict(dout=dout, dgrad=dgrad, error=error)
+        return new, ok, dict(dout=dout, dgrad=dgrad, error=error, output_ratio=output_ratio,
+                             direction_ratio=direction_ratio)
 
     def next_dt(self, dt, accepted, measures):
         del accepted  # the error sets the next dt whether the step was taken or not
         error, dout = measures["error"], tf.cast(measures["dout"], tf.float64)
-        factor = self.SAFETY * tf.pow(error, -1.0 / self.tableau.order)
+        # The local error of α·f goes as dt^order, the relative one of the mean gradient as
+        # dt^(order − 1): each criterion's ratio gets its own root.
+        order = self.tableau.order
+        factor = self.SAFETY * tf.minimum(tf.pow(measures["output_ratio"], -1.0 / order),
+                                          tf.pow(measures["direction_ratio"], -1.0 / (order - 1)))
         within_eq8 = tf.where(dout > 0, self.SAFETY * self.flow.max_dout / dout, self.MAX_FACTOR)
         factor = tf.clip_by_value(tf.minimum(factor, within_eq8), self.MIN_FACTOR,
                                   self.MAX_FACTOR)

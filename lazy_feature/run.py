@@ -16,7 +16,6 @@ from lazy_feature import artifact, callbacks, data, losses
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import FullyConnected
 from lazy_feature.config import VERSION, TrainConfig
-from lazy_feature.dynamics import GradientFlow
 from lazy_feature.errors import RunDirError
 
 logger = logging.getLogger("lazy_feature")
@@ -32,9 +31,8 @@ def build_model(config, input_dim):
         beta=config.activation_beta, bias_scale=config.bias_scale,
         readout_bias=config.readout_bias, seed=config.init_seed,
         dtype=config.dtype)
-    flow = GradientFlow(max_dout=config.max_dout, max_dgrad=config.max_dgrad, dt0=config.dt0)
     model = AlphaModel(network, alpha=config.alpha, loss=config.loss, loss_beta=config.loss_beta,
-                       centered=config.centered, flow=flow)
+                       centered=config.centered, flow=config.flow())
     model.compile()
     model.build((None, input_dim))
     model.build_dynamics_state(config.n_train)
@@ -50,6 +48,7 @@ def load_config(run_dir):
     stored = artifact.read_json(path)
     stored.pop("run_id", None)
     stored.pop("lazy_feature_version", None)
+    stored.setdefault("integrator", "euler")  # runs made before there was a choice
     return TrainConfig.from_dict(stored)
 
 
@@ -239,6 +238,9 @@ def _finish(config, model, task, output_dir, stopping, partial_log):
         "stop_reason": stopping.reason,
         "steps": steps,
         "rejected_steps": int(state["attempts"]) - steps,
+        "integrator": config.integrator,
+        # forward + backward passes of the training set, rejected steps and stages included
+        "gradient_evaluations": int(state["evaluations"]),
         "t": state["t"],
         "wall_seconds": stopping.wall_seconds(),
         "train_error": state["train_error"],
@@ -258,9 +260,11 @@ def _finish(config, model, task, output_dir, stopping, partial_log):
         path = os.path.join(output_dir, name)
         if os.path.exists(path):
             os.remove(path)
-    logger.info("%s: %s after %d steps, t=%.4g, test error %.4f", output_dir,
+    logger.info("%s: %s after %d steps (%d gradient evaluations, %s), t=%.4g, test error %.4f",
+                output_dir,
                 "converged" if metrics["converged"] else f"stopped ({stopping.reason})",
-                steps, metrics["t"], test_error)
+                steps, metrics["gradient_evaluations"], config.integrator, metrics["t"],
+                test_error)
     return metrics
 
 

@@ -92,6 +92,12 @@ _HELP = {
     "max_dgrad": "ε_∇ of eq. 9.",
     "max_dout": "Bound of eq. 8 on α·max|Δf| per step.",
     "dt0": "First time step tried.",
+    "integrator": "euler (the paper's scheme, eqs. 8-9), bogacki_shampine (3(2)) or "
+                  "dormand_prince (5(4)): embedded Runge-Kutta pairs with error control.",
+    "output_tol": "Runge-Kutta: bound on a step's local error of alpha*f at the training "
+                  "points (eq. 8's scale).",
+    "direction_tol": "Runge-Kutta: bound on a step's relative local error of its mean "
+                     "gradient (eq. 9's scale).",
     "max_time": "Budget in gradient-flow time t.",
     "max_steps": "Budget in accepted steps.",
     "max_wall_seconds": "Budget in wall-clock seconds.",

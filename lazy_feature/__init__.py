@@ -4,7 +4,9 @@ The public face; the modules hold one concept each:
   config        TrainConfig, one run's settings at a point (α, h) and its stable id
   architectures FullyConnected, the NTK-parametrized network f(w, x) (eqs. 10-14)
   alpha_model   AlphaModel, F = α[f(w, x) − f(w0, x)] (eq. 6) trained by gradient flow
-  dynamics      GradientFlow, the adaptive step control (eqs. 8-9)
+  dynamics      GradientFlow, the adaptive step control (eqs. 8-9) and the integrator's name
+  integrators   the paper's Euler scheme and embedded Runge–Kutta pairs, one trial step each
+  fidelity      a run against its reference flow (Euler at ε_∇/100, Appendix G)
   run           train / load_run: a run artifact on disk
   ntk           Gram matrices of the empirical NTK (eq. 5), drift, frozen-kernel dynamics
   regime        RegimeMonitor: lazy or feature learning, for any Keras model's fit
@@ -14,9 +16,9 @@ The public face; the modules hold one concept each:
   sweep         grids of runs over the (α, h) plane on Apache Beam
   report        the paper's figures and fitted exponents
 """
-from lazy_feature import (activations, artifact, callbacks, data, ensemble, exponents, losses,
-                          ntk, ntk_eval, observables, precision, probe, regime, report,
-                          sweep)
+from lazy_feature import (activations, artifact, callbacks, data, ensemble, exponents, fidelity,
+                          integrators, losses, ntk, ntk_eval, observables, precision, probe,
+                          regime, report, sweep)
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import FullyConnected
 from lazy_feature.config import VERSION as __version__

@@ -170,9 +170,11 @@ def _checkpoint_step(run_dir):
     return artifact.read_json(os.path.join(run_dir, artifact.CHECKPOINT_STATE))["step"]
 
 
-def test_killed_and_interrupted_run_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("integrator", ["euler", "bogacki_shampine"])
+def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator):
     task = _synthetic_task()
-    config = TrainConfig(n_train=80, n_test=60, width=30, alpha=0.5, dtype="float64")
+    config = TrainConfig(n_train=80, n_test=60, width=30, alpha=0.5, dtype="float64",
+                         integrator=integrator)
     reference = run.train(config, str(tmp_path / "whole"), task=task)
     cut = str(tmp_path / "cut")
     # Killed at step 20: only the periodic checkpoint (every batch here) is on disk.
@@ -186,7 +188,8 @@ def test_killed_and_interrupted_run_resumes_exactly(tmp_path):
                   extra_callbacks=[_Stop(40, KeyboardInterrupt())])
     assert _checkpoint_step(cut) == 40 and not artifact.is_complete(cut)
     resumed = run.train(config, cut, task=task)
-    for key in ("steps", "rejected_steps", "t", "test_error", "weight_drift"):
+    for key in ("steps", "rejected_steps", "gradient_evaluations", "t", "test_error",
+                "weight_drift"):
         assert resumed[key] == reference[key], key
     np.testing.assert_array_equal(np.load(tmp_path / "cut" / artifact.TEST_OUTPUTS),
                                   np.load(tmp_path / "whole" / artifact.TEST_OUTPUTS))
@@ -242,10 +245,12 @@ def test_output_norms_on_train_and_test_sets(tmp_path):
     assert last["f_norm"] == pytest.approx(metrics["f_norm_train"], rel=1e-12)
 
 
-def test_nan_loss_raises_divergence_error(tmp_path):
+@pytest.mark.parametrize("integrator", ["euler", "bogacki_shampine"])
+def test_nan_loss_raises_divergence_error(tmp_path, integrator):
     task = _synthetic_task(n_train=30, n_test=20)
     task.x_train[3, 0] = np.nan  # one bad input makes f, and so the loss, NaN
-    config = TrainConfig(n_train=30, n_test=20, width=8, alpha=0.5, dtype="float64")
+    config = TrainConfig(n_train=30, n_test=20, width=8, alpha=0.5, dtype="float64",
+                         integrator=integrator)
     with pytest.raises(errors.DivergenceError, match="diverged at step 0.*rescaled loss=nan"):
         run.train(config, str(tmp_path), task=task)
     assert not artifact.is_complete(str(tmp_path))

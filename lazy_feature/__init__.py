@@ -5,6 +5,7 @@ The public face; the modules hold one concept each:
   architectures FullyConnected, the NTK-parametrized network f(w, x) (eqs. 10-14)
   alpha_model   AlphaModel, F = α[f(w, x) − f(w0, x)] (eq. 6) trained by gradient flow
   dynamics      GradientFlow, the adaptive step control (eqs. 8-9)
+  distribute    tf.distribute strategies by name, logical CPU devices, the TPU's float32
   run           train / load_run: a run artifact on disk
   ntk           Gram matrices of the empirical NTK (eq. 5), drift, frozen-kernel dynamics
   regime        RegimeMonitor: lazy or feature learning, for any Keras model's fit
@@ -14,8 +15,8 @@ The public face; the modules hold one concept each:
   sweep         grids of runs over the (α, h) plane on Apache Beam
   report        the paper's figures and fitted exponents
 """
-from lazy_feature import (activations, artifact, callbacks, data, ensemble, exponents, losses,
-                          ntk, ntk_eval, observables, precision, probe, regime, report,
+from lazy_feature import (activations, artifact, callbacks, data, distribute, ensemble,
+                          exponents, losses, ntk, ntk_eval, observables, precision, probe, regime, report,
                           sweep)
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import FullyConnected

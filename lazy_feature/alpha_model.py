@@ -51,7 +51,7 @@ def shard(strategy, x, dtype):
     x = tf.convert_to_tensor(np.asarray(x), dtype)
     replicas = strategy.num_replicas_in_sync
     if replicas == 1:
-        return x
+        return tf.identity(x)  # a copy on the default device (the GPU, if there is one)
     size = x.shape[0] // replicas
     return strategy.experimental_distribute_values_from_function(
         lambda context: x[context.replica_id_in_sync_group * size:

@@ -1,4 +1,5 @@
 """Strategies (tf.distribute), logical CPU devices, the TPU's float32 rule, in-graph stepping."""
+import bisect
 import json
 import os
 import subprocess
@@ -54,7 +55,7 @@ class _Calls(callbacks.keras.callbacks.Callback):
 def test_in_graph_steps_equal_one_step_per_call(tmp_path):
     task = _synthetic_task(n_train=40, n_test=30)
     config = TrainConfig(n_train=40, n_test=30, width=16, alpha=0.5, dtype="float64",
-                         max_steps=150)
+                         max_steps=80)
     outputs, records, calls = {}, {}, {}
     for steps_per_call in (1, 1000):
         out = tmp_path / str(steps_per_call)
@@ -77,9 +78,8 @@ def test_in_graph_steps_equal_one_step_per_call(tmp_path):
 
 def test_next_log_step_follows_the_schedule():
     scheduled = [s for s in range(1, 300_000) if callbacks.is_log_step(s)]
-    for step in range(0, 300_000, 7):
-        following = callbacks.next_log_step(step)
-        assert following == next(s for s in scheduled if s > step)
+    for step in range(0, 200_000, 7):
+        assert callbacks.next_log_step(step) == scheduled[bisect.bisect_right(scheduled, step)]
 
 
 def test_bad_strategy_and_tpu_float64_are_refused_and_write_nothing(tmp_path):
@@ -125,13 +125,13 @@ class _FakeReplicas(distribute.tf.distribute.MirroredStrategy):
 
 
 def test_ntk_eval_refuses_a_float64_run_on_tpu(tmp_path):
-    task = _synthetic_task(n_train=40, n_test=30)
-    config = TrainConfig(n_train=40, n_test=30, width=100, alpha=1e3, max_steps=1)
+    config = TrainConfig(n_train=40, n_test=30, width=100, alpha=1e3)
     run_dir = tmp_path / "run"
-    run.train(config, str(run_dir), task=task)
+    run_dir.mkdir()
+    artifact.write_json(str(run_dir / artifact.CONFIG), config.to_dict())
     with pytest.raises(ConfigError, match="TPUs have no float64"):
-        ntk_eval.evaluate(str(run_dir), task=task, strategy="tpu")
-    assert not (run_dir / artifact.NTK).exists()
+        ntk_eval.evaluate(str(run_dir), strategy="tpu")
+    assert os.listdir(run_dir) == [artifact.CONFIG]
 
 
 @pytest.mark.parametrize("tf_config, error", [

@@ -1,16 +1,22 @@
 r"""Wall time of one gradient-flow step against its floating-point lower bound, and whole runs.
 
 Part 1: for L = 3, n = 10 000 Fashion-MNIST points, h in {100, 300, 1000}, float32 and
-float64, the wall time of one trial step of `AlphaModel.train_step` (one forward and one
-backward pass over the full batch; an accepted step costs exactly one) next to the lower
-bound flops / (matrix-multiply throughput measured here, now), and the time of a bare
-tf.function forward and backward pass of the same network (TensorFlow's floor for the work).
-Targets: within 1.5x of the bound at h = 1000 and 2x at h = 100.
+float64, and n = 2 000, h = 100 (where per-step overhead shows most), the wall time of one
+trial step of `AlphaModel.train_step` (one forward and one backward pass over the full
+batch; an accepted step costs exactly one) before and after in-graph stepping: one step per
+`fit` call (Keras' loop, x and y sent from the host each step) and many steps per call (one
+tf.while_loop, x and y on the device), next to the lower bound flops / (matrix-multiply
+throughput measured here, now) and the time of a bare tf.function forward and backward pass
+of the same network (TensorFlow's floor for the work). Targets: ≤ 1.3x the bound at
+h = 1000 and ≤ 1.5x at h = 100 in float64.
 Part 2: n = 2000, h = 100, float64, √h·α in {1e4, 1, 1e-2}: steps, gradient-flow time t,
 rejected steps, wall time to convergence and test error (on 10 000 test points).
+Part 3: the in-graph step under MirroredStrategy on 2 logical CPU devices against one
+device (its overhead: on one host, both replicas share the same cores).
 
-  python benchmarks/train_step_benchmark.py              # both parts
+  python benchmarks/train_step_benchmark.py              # all parts
   python benchmarks/train_step_benchmark.py --part=1 --widths=100
+  python benchmarks/train_step_benchmark.py --part=3 --repeats=1
 """
 import argparse
 import math
@@ -20,7 +26,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature import data, run
+from lazy_feature import data, distribute, run
 from lazy_feature.config import TrainConfig
 
 
@@ -49,24 +55,28 @@ def step_flops(n, d, width, depth):
     return 3.0 * forward - 2.0 * n * d * width
 
 
-def time_step(task, width, dtype, attempts, repeats=3):
-    """Seconds per trial step of train_step on the full training set, after tracing.
+def time_step(task, width, dtype, attempts, repeats, steps_per_call, strategy=None):
+    """Seconds per trial step of train_step on the full training set, after tracing: the
+    best and worst of `repeats` timings of `attempts` steps, `steps_per_call` per call.
 
-    The best of `repeats` timings of `attempts` steps: on this 2-vCPU machine a timing now
-    and then comes out twice as long (both vCPUs busy elsewhere), as the spread printed shows.
+    On this shared 2-vCPU machine a timing now and then comes out twice as long (both
+    vCPUs busy elsewhere), as the spread printed shows.
     """
     config = TrainConfig(n_train=len(task.x_train), n_test=len(task.x_test), width=width,
                          alpha=1.0, dtype=dtype)
-    model = run.build_model(config, task.d)
+    model = run.build_model(config, task.d, strategy, steps_per_call=steps_per_call)
     model.start(task.x_train, task.y_train)
     dataset = data.full_batch(task.x_train, task.y_train, dtype)
-    model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)  # trace, warm up
-    timings = []
-    for _ in range(repeats):
+
+    def steps(count):
+        before = int(model.attempts.numpy())
         start = time.perf_counter()
-        model.fit(dataset, epochs=1, steps_per_epoch=attempts, verbose=0, shuffle=False)
-        timings.append((time.perf_counter() - start) / attempts)
-    return min(timings), max(timings), bare_pass(model, task, dtype, attempts, repeats)
+        model.fit(dataset, epochs=1, steps_per_epoch=count, verbose=0, shuffle=False)
+        return (time.perf_counter() - start) / (int(model.attempts.numpy()) - before)
+
+    steps(min(2, steps_per_call))  # trace, warm up
+    timings = [steps(attempts) for _ in range(repeats)]
+    return min(timings), max(timings), model
 
 
 def bare_pass(model, task, dtype, attempts, repeats):
@@ -95,21 +105,25 @@ def bare_pass(model, task, dtype, attempts, repeats):
     return best
 
 
-def part1(widths, depth=3, n=10000):
-    task = data.load_binary_task(n_train=n, n_test=0)
-    print(f"Part 1: one gradient-flow step, L={depth}, n={n}, d={task.d}")
-    print(f"{'dtype':>8} {'h':>6} {'step [s]':>10} {'worst [s]':>10} {'bare TF [s]':>12} "
-          f"{'bound [s]':>10} {'ratio':>7} {'bare/bound':>11} {'GFLOP/s mm':>11}")
+def part1(widths, repeats, depth=3, sizes=(10000, 2000)):
+    print(f"Part 1: one gradient-flow step, L={depth}, d=784: one step per call (Keras' loop) "
+          "and in-graph (one tf.while_loop per call)")
+    print(f"{'dtype':>8} {'n':>6} {'h':>6} {'bound [s]':>10} {'per call [s]':>13} "
+          f"{'in-graph [s]':>13} {'worst [s]':>10} {'bare TF [s]':>12} {'per call/bound':>15} "
+          f"{'in-graph/bound':>15} {'GFLOP/s mm':>11}")
+    tasks = {n: data.load_binary_task(n_train=n, n_test=0) for n in sizes}
     for dtype in ("float32", "float64"):
         throughput = matmul_throughput(dtype)
-        for width in widths:
-            flops = step_flops(n, task.d, width, depth)
-            seconds, worst, bare = time_step(task, width, dtype,
-                                             attempts=5 if width >= 1000 else 20)
-            bound = flops / throughput
-            print(f"{dtype:>8} {width:>6} {seconds:>10.4f} {worst:>10.4f} {bare:>12.4f} "
-                  f"{bound:>10.4f} {seconds / bound:>7.2f} {bare / bound:>11.2f} "
-                  f"{throughput / 1e9:>11.1f}", flush=True)
+        for n, width in [(sizes[0], w) for w in widths] + [(sizes[1], 100)]:
+            task = tasks[n]
+            bound = step_flops(n, task.d, width, depth) / throughput
+            attempts = 2 if width >= 1000 else 10 if width >= 300 else 30
+            per_call, _, _ = time_step(task, width, dtype, attempts, repeats, 1)
+            in_graph, worst, model = time_step(task, width, dtype, attempts, repeats, attempts)
+            bare = bare_pass(model, task, dtype, attempts, repeats)
+            print(f"{dtype:>8} {n:>6} {width:>6} {bound:>10.4f} {per_call:>13.4f} "
+                  f"{in_graph:>13.4f} {worst:>10.4f} {bare:>12.4f} {per_call / bound:>15.2f} "
+                  f"{in_graph / bound:>15.2f} {throughput / 1e9:>11.1f}", flush=True)
 
 
 def part2(max_wall_seconds):
@@ -127,17 +141,36 @@ def part2(max_wall_seconds):
               flush=True)
 
 
+def part3(repeats, sizes=((2000, 100), (10000, 100), (10000, 300))):
+    """In-graph step time on one device and under MirroredStrategy on 2 logical CPU devices."""
+    mirrored = distribute.make("mirrored", cpu_devices=2)
+    print("Part 3: in-graph step, float64, one device against MirroredStrategy on 2 logical "
+          "CPU devices (the same 2 cores)")
+    print(f"{'n':>6} {'h':>6} {'one device [s]':>15} {'mirrored [s]':>13} {'overhead':>9}")
+    for n, width in sizes:
+        task = data.load_binary_task(n_train=n, n_test=0)
+        attempts = 10 if width >= 300 else 30
+        one, _, _ = time_step(task, width, "float64", attempts, repeats, attempts)
+        two, _, _ = time_step(task, width, "float64", attempts, repeats, attempts, mirrored)
+        print(f"{n:>6} {width:>6} {one:>15.4f} {two:>13.4f} {two / one:>9.2f}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", type=int, choices=(0, 1, 2), default=0, help="0: both")
+    parser.add_argument("--part", type=int, choices=(0, 1, 2, 3), default=0, help="0: all")
     parser.add_argument("--widths", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--max_wall_seconds", type=float, default=3600.0)
+    parser.add_argument("--repeats", type=int, default=3, help="timings per figure (best kept)")
     args = parser.parse_args()
+    if args.part in (0, 3):
+        distribute.split_cpu(2)  # before TensorFlow starts; one device stays /cpu:0
     tf.config.experimental.enable_op_determinism()
     if args.part in (0, 1):
-        part1(args.widths)
+        part1(args.widths, args.repeats)
     if args.part in (0, 2):
         part2(args.max_wall_seconds)
+    if args.part in (0, 3):
+        part3(args.repeats)
 
 
 if __name__ == "__main__":

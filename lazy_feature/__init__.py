@@ -7,6 +7,7 @@ The public face; the modules hold one concept each:
   dynamics      GradientFlow, the adaptive step control (eqs. 8-9) and the integrator's name
   integrators   the paper's Euler scheme and embedded Runge–Kutta pairs, one trial step each
   fidelity      a run against its reference flow (Euler at ε_∇/100, Appendix G)
+  distribute    tf.distribute strategies by name, logical CPU devices, the TPU's float32
   run           train / load_run: a run artifact on disk
   ntk           Gram matrices of the empirical NTK (eq. 5), drift, frozen-kernel dynamics
   regime        RegimeMonitor: lazy or feature learning, for any Keras model's fit
@@ -16,9 +17,9 @@ The public face; the modules hold one concept each:
   sweep         grids of runs over the (α, h) plane on Apache Beam
   report        the paper's figures and fitted exponents
 """
-from lazy_feature import (activations, artifact, callbacks, data, ensemble, exponents, fidelity,
-                          integrators, losses, ntk, ntk_eval, observables, precision, probe,
-                          regime, report, sweep)
+from lazy_feature import (activations, artifact, callbacks, data, distribute, ensemble,
+                          exponents, fidelity, integrators, losses, ntk, ntk_eval,
+                          observables, precision, probe, regime, report, sweep)
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import FullyConnected
 from lazy_feature.config import VERSION as __version__

@@ -5,8 +5,11 @@ h^(-1/2) (eq. 14), so √h·α is the parameter that separates the lazy (√h·�
 feature (√h·α ≪ 1) regimes. Time t is the gradient-flow time of eq. 7's α⁻²-scaled loss.
 """
 import dataclasses
+import math
+import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from lazy_feature import integrators, losses
@@ -29,18 +32,70 @@ def _squared_norm(tensors):
     return tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors])
 
 
+def _outside_replicas(strategy):
+    """Whether code that reduces over the replicas of `strategy` runs outside them (in its
+    cross-replica context, or outside its scope), so that it must go through strategy.run."""
+    if tf.distribute.has_strategy():
+        return tf.distribute.in_cross_replica_context()
+    return strategy is not tf.distribute.get_strategy()  # not the default strategy
+
+
+def _first_replica(strategy, values):
+    """The first replica's values of a structure returned by strategy.run (the train
+    state and the logs are all-reduced, hence the same on every replica)."""
+    return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], values)
+
+
+def shard(strategy, x, dtype):
+    """x split along its first axis into one contiguous shard per replica of `strategy`,
+    placed once on the replicas' devices (a PerReplica value; x itself on one replica)."""
+    x = tf.convert_to_tensor(np.asarray(x), dtype)
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        return tf.identity(x)  # a copy on the default device (the GPU, if there is one)
+    size = x.shape[0] // replicas
+    return strategy.experimental_distribute_values_from_function(
+        lambda context: x[context.replica_id_in_sync_group * size:
+                          (context.replica_id_in_sync_group + 1) * size])
+
+
 @keras.saving.register_keras_serializable(package="lazy_feature")
 class _TrainingSetCache(keras.layers.Layer):
     """f(w_i), f(w0) and the labels y of the training points, built once their number is known.
 
-    Replica-local (on_read): under tf.distribute each replica keeps its own shard.
+    Replica-local (synchronization on_read): under tf.distribute each replica keeps the
+    shard of the training set it holds. Saved and loaded whole: the shards are
+    concatenated in replica order (the order of the training set) and split again on load.
     """
 
     def build(self, shape):
-        local = dict(shape=shape, initializer="zeros", trainable=False, dtype=self.dtype)
-        self.f_train = self.add_weight(name="f_train", **local)
-        self.f0_train = self.add_weight(name="f0_train", **local)
-        self.y_train = self.add_weight(name="y_train", **local)
+        def local(name):
+            with keras.name_scope(self.name, caller=self):
+                variable = keras.Variable(
+                    initializer=keras.initializers.Zeros(), shape=shape,
+                    dtype=self.variable_dtype, trainable=False, name=name,
+                    synchronization="on_read", aggregation="none")
+            self._track_variable(variable)
+            return variable
+        self.f_train = local("f_train")
+        self.f0_train = local("f0_train")
+        self.y_train = local("y_train")
+
+    def save_own_variables(self, store):
+        for i, v in enumerate(self.non_trainable_variables):
+            store[f"{i}"] = np.concatenate([np.asarray(part) for part in _shards(v)])
+
+    def load_own_variables(self, store):
+        for i, v in enumerate(self.non_trainable_variables):
+            parts = _shards(v)
+            for part, values in zip(parts, np.split(np.asarray(store[f"{i}"]), len(parts))):
+                part.assign(values)
+
+
+def _shards(variable):
+    """The replicas' copies of a replica-local variable (the variable alone on one device)."""
+    value = variable.value
+    return tuple(value.values) if isinstance(value, tf.distribute.DistributedValues) else (value,)
 
 
 class _NetworkFlow:
@@ -102,6 +157,13 @@ class AlphaModel(keras.Model):
     `compile()` takes no optimizer (the flow is the optimizer); `evaluate` reports the
     rescaled loss α²·mean ℓ and the error of F, averaged over all the points it saw.
 
+    Under a tf.distribute strategy (build the model inside `strategy.scope()`) the training
+    set is split in one contiguous shard per replica (n must be a multiple of the number
+    of replicas); each replica keeps f(w_i), f(w0) and y of its shard, and the gradient,
+    the loss, the counts and eq. 8's max are reduced over the replicas, so the flow takes
+    the same steps as on one device. `compile(steps_per_execution=K)` with K > 1 runs up
+    to K trial steps per call in one graph (`make_train_function`).
+
     Args:
       network: a Keras model f(w, x) returning shape (batch,), e.g. `FullyConnected`.
       alpha: the output scale α > 0.
@@ -131,6 +193,10 @@ class AlphaModel(keras.Model):
             dict(network.get_config(), name=f"{network.name}_initial"))
         self.initial_network.trainable = False
         self.cache = _TrainingSetCache(dtype=network.dtype_policy, name="training_set_cache")
+        self._training_set = None  # (x, y), sharded over the replicas by `start`
+        self._pause = None  # limits of the next call of the train function (`pause_at`)
+        self._seconds_per_attempt = math.inf  # measured wall time of one trial step
+        self._state_function = None  # `train_state` on every replica, from outside them
         # Means over every evaluated point, however the points are batched.
         self.loss_tracker = keras.metrics.Mean(name="rescaled_loss", dtype="float64")
         self.error_tracker = keras.metrics.Mean(name="error", dtype="float64")
@@ -168,6 +234,95 @@ class AlphaModel(keras.Model):
     @property
     def metrics(self):
         return [self.loss_tracker, self.error_tracker]
+
+    # -- the calls `fit` makes ---------------------------------------------------------------
+
+    def pause_at(self, step=math.inf, t=math.inf, seconds=math.inf):
+        """Ask the next call of the train function to return at the latest after the trial
+        step at which `step` steps are accepted or t reaches `t`, and after about `seconds`
+        of wall time: how a callback sees the steps it needs under in-graph stepping.
+
+        Requests made before a call add up (the earliest limit wins) and hold for that call,
+        which always makes at least one trial step.
+        """
+        if self._pause is not None:
+            step, t, seconds = (min(a, b) for a, b in zip((step, t, seconds), self._pause))
+        self._pause = (step, t, seconds)
+
+    def make_train_function(self, force=False):
+        """The function `fit` calls: trial steps (`train_step`) under the model's strategy.
+
+        With steps_per_execution = 1 a call makes one trial step (Keras' own loop, on each
+        batch of the dataset). With K > 1 it makes up to K trial steps in one tf.while_loop
+        on the training set that `start` placed on the devices (no transfer from the host),
+        and returns after the first step at which the flow converged, its loss is not
+        finite, or a limit of `pause_at` is met; its logs are the last step's. The steps
+        are the same either way. A model not started yet starts on the first batch of
+        `fit`'s dataset (on one replica; call `start` first under a strategy).
+        """
+        if self.train_function is not None and not force:
+            return self.train_function
+        if self.steps_per_execution == 1:
+            super().make_train_function(force=True)
+            keras_function = self.train_function
+            calls = lambda iterator, pause: keras_function(iterator)  # noqa: E731
+        else:
+            calls = self._in_graph_steps()
+
+        def train_function(iterator):
+            if self._training_set is None:
+                if self.distribute_strategy.num_replicas_in_sync > 1:
+                    raise ConfigError("under a strategy with several replicas, call "
+                                      "model.start(x, y) with the whole training set before fit")
+                self.start(*next(iterator))
+            pause, self._pause = self._pause, None
+            return calls(iterator, pause or (math.inf, math.inf, math.inf))
+
+        self.train_function = train_function
+        return train_function
+
+    def _in_graph_steps(self):
+        """A function of the `pause_at` limits that makes the trial steps of one call."""
+        strategy = self.distribute_strategy
+
+        def one_step(data):
+            return _first_replica(strategy, strategy.run(self.train_step, args=(data,)))
+
+        def steps(data, no_logs, max_attempts, until_step, until_t):
+            def going(attempts, logs):
+                return (attempts == 0) | (
+                    (attempts < max_attempts) & (logs["converged"] == 0)
+                    & (logs["step"] < until_step) & (logs["t"] < until_t)
+                    & tf.math.is_finite(logs["rescaled_loss"]))
+
+            def step(attempts, logs):
+                return attempts + 1, one_step(data)
+
+            return tf.while_loop(going, step, (tf.constant(0, tf.int64), no_logs))
+
+        traced = tf.function(one_step, reduce_retracing=True, jit_compile=self.jit_compile)
+        if not self.run_eagerly:
+            one_step, steps = traced, tf.function(steps, autograph=False)
+        no_logs = []  # zeros of the logs' structure: the loop's values before its first step
+
+        def call(iterator, pause):  # pylint: disable=unused-argument
+            until_step, until_t, seconds = pause
+            attempts = self.steps_per_execution
+            if seconds < math.inf:  # from the wall time the last call took per trial step
+                attempts = min(attempts, int(seconds / self._seconds_per_attempt))
+            if not no_logs:
+                outputs = traced.get_concrete_function(self._training_set).structured_outputs
+                no_logs.append(tf.nest.map_structure(lambda v: tf.zeros(v.shape, v.dtype),
+                                                     outputs))
+            began = time.monotonic()
+            made, logs = steps(self._training_set, no_logs[0],
+                               tf.constant(max(attempts, 1), tf.int64),
+                               tf.constant(min(until_step, 2**62), tf.int64),
+                               tf.constant(until_t, tf.float64))
+            self._seconds_per_attempt = max(time.monotonic() - began, 1e-9) / int(made)
+            return logs
+
+        return call
 
     # -- construction ------------------------------------------------------------------
 
@@ -207,7 +362,8 @@ class AlphaModel(keras.Model):
         """The input shape and, once known, the number of training points of the flow."""
         config = super().get_build_config()
         if config is not None and self.cache.built:
-            config["n_train"] = int(self.cache.f_train.shape[0])
+            config["n_train"] = (self.n_local_points()
+                                 * self.distribute_strategy.num_replicas_in_sync)
         return config
 
     def build_from_config(self, config):
@@ -215,14 +371,26 @@ class AlphaModel(keras.Model):
         if "n_train" in config:
             self.build_dynamics_state(config["n_train"])
 
-    def build_dynamics_state(self, n_local):
-        """Create the per-pattern state of the n_local training points this replica holds."""
+    def build_dynamics_state(self, n_train):
+        """Create the per-pattern state of n_train training points, split over the replicas."""
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if n_train % replicas:
+            raise ConfigError(f"n_train={n_train} does not split evenly over the {replicas} "
+                              f"replicas of the strategy: use a multiple of {replicas}")
         if not self.cache.built:
-            self.cache.build((n_local,))
-        elif self.cache.f_train.shape[0] != n_local:
+            with self.distribute_strategy.scope():
+                self.cache.build((n_train // replicas,))
+        self._check_shard(n_train // replicas)
+
+    def _check_shard(self, n_local):
+        if self.cache.f_train.shape[0] != n_local:
             raise ConfigError(
-                f"this model's gradient flow runs on {self.cache.f_train.shape[0]} training "
-                f"points, got a batch of {n_local}: the flow is full-batch, give fit the same set")
+                f"this model's gradient flow runs on {self.n_local_points()} training points, "
+                f"got {n_local} per replica: the flow is full-batch, give fit the same set")
+
+    def n_local_points(self):
+        """The number of training points each replica holds (their total is n_train)."""
+        return int(self.cache.f_train.shape[0])
 
     # -- the model -------------------------------------------------------------------------
 
@@ -253,18 +421,28 @@ class AlphaModel(keras.Model):
         return f, _sum_replicas(loss), grads
 
     def start(self, x, y):
-        """Cache f(w0), f(w) and y on the training set and ∇L at the current w.
+        """Put the training set (x, y) on the devices, one shard per replica, and start the
+        flow there: cache f(w0), f(w) and y and ∇L at the current w on every replica.
 
-        `train_step` calls it at the first step; call it before `fit` to see the state at
-        t = 0 (`train_state`). Building happens here if the model is not built yet.
+        A flow that has started already (restored from a checkpoint) keeps its state: only
+        the training set is placed. `fit` trains on this set (it calls `start` on its
+        dataset's first batch when the model has none, on one replica). Call it before
+        `fit` to see the state at t = 0 (`train_state`).
         """
-        x = tf.cast(x, self.dtype)
-        y = tf.cast(y, self.dtype)
+        strategy = self.distribute_strategy
         if not self.built:
-            self.build(x.shape)
-        self.build_dynamics_state(x.shape[0])
+            with strategy.scope():
+                self.build(x.shape)
+        self.build_dynamics_state(int(x.shape[0]))
+        self._training_set = (shard(strategy, x, self.dtype), shard(strategy, y, self.dtype))
+        if not bool(self.started.numpy()):
+            self.n_train.assign(float(x.shape[0]))
+            tf.function(lambda data: strategy.run(self._start_replica, args=data))(
+                self._training_set)
+
+    def _start_replica(self, x, y):
+        """`start` on this replica's shard."""
         self.cache.y_train.assign(y)
-        self.n_train.assign(_sum_replicas(tf.cast(tf.shape(x)[0], self.dtype)))
         self.cache.f0_train.assign(self.initial_network(x))
         f, _, grads = self._loss_and_grad(x, y, self.cache.f0_train)
         self.cache.f_train.assign(f)
@@ -272,7 +450,6 @@ class AlphaModel(keras.Model):
             g_var.assign(g)
         self.evaluations.assign_add(1)
         self.started.assign(True)
-        return tf.constant(True)
 
     def train_step(self, data):
         """One trial step of the flow's integrator (`integrators`) from the accepted state.
@@ -281,12 +458,10 @@ class AlphaModel(keras.Model):
         stored, so the trial point's forward pass gives eq. 8 and, through its backward pass,
         eq. 9 and the next step's ∇L. A Runge–Kutta pair costs its stages (the stored ∇L is
         its first) and one forward pass for its error estimate.
+        Runs on each replica's shard (`start` must have run).
         """
         x, y = data
-        if not self.built:
-            self.build(x.shape)
-        self.build_dynamics_state(x.shape[0])
-        tf.cond(self.started, lambda: tf.constant(False), lambda: self.start(x, y))
+        self._check_shard(x.shape[0])
         x = tf.cast(x, self.dtype)
         # A converged flow stands still, unless it runs to a set time t_end.
         done = tf.logical_or(self.t >= self.t_end,
@@ -314,8 +489,8 @@ class AlphaModel(keras.Model):
         keep = tf.logical_or(done, tf.logical_and(landing, accepted))
         self.dt.assign(tf.where(keep, self.dt, self.integrator.next_dt(dt, accepted, measures)))
         logs = self.train_state()
-        logs.update(accepted=accepted, dout=measures["dout"], dgrad=measures["dgrad"],
-                    error=measures["error"])
+        logs.update(accepted=tf.cast(accepted, "int64"), dout=measures["dout"],
+                    dgrad=measures["dgrad"], error=measures["error"])
         return logs
 
     # -- state and observables -------------------------------------------------------------
@@ -335,8 +510,14 @@ class AlphaModel(keras.Model):
     def train_state(self):
         """The integrator's state and the training observables at the current point.
 
-        output_norm and f_norm are ‖f(w) − f(w0)‖ and ‖f(w)‖ on the training set (eq. 31).
+        output_norm and f_norm are ‖f(w) − f(w0)‖ and ‖f(w)‖ on the training set (eq. 31);
+        converged is 1 or 0. Called outside the replicas, it runs on each of them.
         """
+        strategy = self.distribute_strategy
+        if _outside_replicas(strategy):
+            if self._state_function is None:  # traced once: eager replicas are slow
+                self._state_function = tf.function(lambda: strategy.run(self.train_state))
+            return _first_replica(strategy, self._state_function())
         margins = self.margins()
         loss = _sum_replicas(tf.reduce_sum(self.per_pattern_loss(margins, 1.0))) / self.n_train
         return {
@@ -347,7 +528,7 @@ class AlphaModel(keras.Model):
                                                                self.dtype)))
             / self.n_train,
             "unfitted": _sum_replicas(tf.reduce_sum(tf.cast(margins <= 1, "int64"))),
-            "converged": self.converged(),
+            "converged": tf.cast(self.converged(), "int64"),
             "weight_drift": self.weight_drift(),
             "output_norm": self._rms(self.cache.f_train - self.cache.f0_train),
             "f_norm": self._rms(self.cache.f_train),

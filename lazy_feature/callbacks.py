@@ -35,6 +35,17 @@ def is_log_step(step, per_decade=POINTS_PER_DECADE):
     return math.floor(per_decade * math.log10(step)) > math.floor(per_decade * math.log10(step - 1))
 
 
+def next_log_step(step, per_decade=POINTS_PER_DECADE):
+    """The first step after `step` on the log-spaced schedule (`is_log_step`)."""
+    following = step + 1
+    if step >= 10:  # start just below the schedule's next point 10^(k/per_decade) > step
+        k = math.floor(per_decade * math.log10(step)) + 1
+        following = max(following, math.floor(10 ** (k / per_decade)) - 1)
+    while not is_log_step(following, per_decade):
+        following += 1
+    return following
+
+
 def _python(logs):
     return {k: (v.item() if isinstance(v, np.generic) else float(np.asarray(v)))
             for k, v in logs.items()}
@@ -65,6 +76,10 @@ class GradientFlowStopping(keras.callbacks.Callback):
 
     def wall_seconds(self):
         return self.wall_offset + time.monotonic() - self._start
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.pause_at(step=self.max_steps, t=self.max_time,
+                            seconds=self.max_wall_seconds - self.wall_seconds())
 
     def on_train_batch_end(self, batch, logs=None):
         logs = _python(logs)
@@ -108,6 +123,9 @@ class LogSpaced(keras.callbacks.Callback):
         entry["wall_seconds"] = time.monotonic() - self._start
         self.last_step = entry["step"]
         self.record(entry)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.pause_at(step=next_log_step(max(self.last_step, 0), self.per_decade))
 
     def on_train_batch_end(self, batch, logs=None):
         logs = _python(logs)
@@ -179,6 +197,9 @@ class Checkpointer(keras.callbacks.Callback):
         artifact.save_weights(self.model, self.path)
         if self.on_save is not None:
             self.on_save(int(self.model.step_count.numpy()))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.pause_at(seconds=self.every_seconds - (time.monotonic() - self._last))
 
     def on_train_batch_end(self, batch, logs=None):
         if time.monotonic() - self._last >= self.every_seconds:

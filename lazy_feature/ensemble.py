@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from lazy_feature import artifact, losses, progress, run
+from lazy_feature import artifact, distribute, losses, progress, run
 from lazy_feature.errors import ConfigError
 
 VAR_F_ESTIMATOR = "unbiased (N - 1)"
@@ -106,16 +106,20 @@ def member_configs(config, seeds):
     return [dataclasses.replace(config, init_seed=int(seed)) for seed in seeds]
 
 
-def train_ensemble(config, seeds, output_dir, task=None, progress_stream=None):
+def train_ensemble(config, seeds, output_dir, task=None, progress_stream=None,
+                   strategy="default", cpu_devices=None):
     """Train one network per init seed at `config`'s (α, h) on one data set (Section 4).
 
     Members are ordinary run artifacts in output_dir/members/<run_id> (a rerun skips the
     finished ones and resumes a killed one); ensemble.json holds `summarize`'s statistics
     with alpha, width, sqrt_h_alpha and the member run ids, mean_test_outputs.npy holds F̄
     (eq. 15). `progress_stream`, if given, shows members done and ETA (`progress.Display`).
+    `strategy` and `cpu_devices` as in `run.train`, for every member.
     Returns the ensemble.json dict.
     """
     configs = member_configs(config, seeds)
+    distribute.check_precision(strategy, configs)
+    strategy = distribute.make(strategy, cpu_devices=cpu_devices)
     task = run.load_task(config, task)
     run_ids = [member.run_id() for member in configs]
     run_dirs = [os.path.join(output_dir, "members", run_id) for run_id in run_ids]
@@ -123,7 +127,7 @@ def train_ensemble(config, seeds, output_dir, task=None, progress_stream=None):
                         "members", failed=lambda metrics: not metrics["converged"],
                         failures="unconverged"):
         for member, run_dir in zip(configs, run_dirs):
-            run.train(member, run_dir, task=task)
+            run.train(member, run_dir, task=task, strategy=strategy)
     summary, mean_output = summarize(run_dirs)
     summary.update(alpha=config.alpha, width=config.width, sqrt_h_alpha=config.sqrt_h_alpha,
                    members=run_ids)

@@ -4,6 +4,8 @@ dynamics (Appendix A, eqs. 25-28).
 Θ(w; x, x') = ∇_w f(w, x) · ∇_w f(w, x') over the trainable weights w of f. Kernels come in
 tiles (blocks of examples × blocks of examples), so no function here holds more than a tile
 and the signals of its rows and columns, except `gram`, which returns the whole matrix.
+Inside the scope of a MirroredStrategy with several replicas (`distribute`), the tiles are
+spread over them, one tile per replica at a time.
 Two ways to compute a tile:
   * `FullyConnected`: exact, from each layer's inputs and back-propagated signals, never
     forming the Jacobian (`gram_fc`);
@@ -300,11 +302,17 @@ def _tiles(kernels, x1, x2=None):
     """(rows, cols, [float64 tile of each kernel]) over Θ(x1, x2); x2 None: tiles with rows ≤ cols.
 
     The signals of a row block are computed once and kept while the column blocks pass, so
-    memory is O(tile) whatever the number of examples.
+    memory is O(tile) whatever the number of examples. Under a MirroredStrategy of several
+    replicas, `_spread_tiles`.
     """
     size = kernels[0].block_size
     symmetric = x2 is None
     others = x1 if symmetric else x2
+    strategy = tf.distribute.get_strategy()
+    if (isinstance(strategy, tf.distribute.MirroredStrategy)
+            and strategy.num_replicas_in_sync > 1):
+        yield from _spread_tiles(strategy, kernels, x1, others, symmetric)
+        return
     for i in range(0, len(x1), size):
         rows = slice(i, min(i + size, len(x1)))
         row_signals = [kernel.signals(x1[rows]) for kernel in kernels]
@@ -314,6 +322,37 @@ def _tiles(kernels, x1, x2=None):
                            else [kernel.signals(others[cols]) for kernel in kernels])
             yield rows, cols, [tf.cast(kernel.block(s1, s2), tf.float64)
                                for kernel, s1, s2 in zip(kernels, row_signals, col_signals)]
+
+
+def _spread_tiles(strategy, kernels, x1, x2, symmetric):
+    """`_tiles` computed one tile per replica at a time (memory: one tile per replica).
+
+    Each replica computes the signals of its tile's rows and columns; the last round's
+    spare replicas repeat its last tile.
+    """
+    size = kernels[0].block_size
+    dtype = kernels[0].network.compute_dtype
+    pairs = [(slice(i, min(i + size, len(x1))), slice(j, min(j + size, len(x2))))
+             for i in range(0, len(x1), size)
+             for j in range(i if symmetric else 0, len(x2), size)]
+
+    def tile(rows_x, cols_x):
+        return [tf.cast(kernel.block(kernel.signals(rows_x), kernel.signals(cols_x)), tf.float64)
+                for kernel in kernels]
+
+    spread = tf.function(lambda inputs: strategy.run(tile, args=inputs), reduce_retracing=True)
+    replicas = strategy.num_replicas_in_sync
+    for first in range(0, len(pairs), replicas):
+        group = pairs[first:first + replicas]
+
+        def inputs(context, group=group):
+            rows, cols = group[min(context.replica_id_in_sync_group, len(group) - 1)]
+            return tf.constant(x1[rows], dtype), tf.constant(x2[cols], dtype)
+
+        blocks = strategy.experimental_local_results(
+            spread(strategy.experimental_distribute_values_from_function(inputs)))
+        for (rows, cols), replica_blocks in zip(group, blocks):
+            yield rows, cols, replica_blocks
 
 
 def _built(network, x):

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from lazy_feature import artifact, ntk, run
+from lazy_feature import artifact, distribute, ntk, run
 
 logger = logging.getLogger("lazy_feature")
 
@@ -23,7 +23,7 @@ def _initial_outputs(model, x_train, x_test):
 
 
 def evaluate(run_dir, task=None, max_train=None, max_test=None, save_gram=False,
-             block_size=None):
+             block_size=None, strategy="default", cpu_devices=None):
     """Add ntk.json to the complete run in `run_dir` and return its contents.
 
     The drift ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ is streamed over the first `max_test` test points and the
@@ -32,11 +32,25 @@ def evaluate(run_dir, task=None, max_train=None, max_test=None, save_gram=False,
     w1 = w0 (the lazy limit's kernel) and w1 = w (the learned kernel), from the function the
     network started from (0, or α f(w0) for an uncentered run), and predicts the same test
     points. With `save_gram`, the Gram matrices on those points are stored as .npy too.
-    A run that already has ntk.json is not evaluated again.
+    A run that already has ntk.json is not evaluated again. `strategy` and `cpu_devices`
+    as in `run.train`: a MirroredStrategy spreads the kernel tiles over its replicas.
     """
+    distribute.check_precision(strategy, [run.load_config(run_dir)])
+    strategy = distribute.make(strategy, cpu_devices=cpu_devices)
     path = os.path.join(run_dir, artifact.NTK)
     if os.path.exists(path):
         return artifact.read_json(path)
+    with strategy.scope():
+        results = _evaluate(run_dir, task, max_train, max_test, save_gram, block_size)
+    artifact.write_json(path, results)
+    logger.info("%s: kernel drift %.3g (test), frozen-kernel test error %.4f at init, %.4f at "
+                "the end", run_dir, results["ntk_drift_test"], results["frozen_init_test_error"],
+                results["frozen_final_test_error"])
+    return results
+
+
+def _evaluate(run_dir, task, max_train, max_test, save_gram, block_size):
+    """`evaluate`'s results, in the current strategy, with the .npy files written."""
     loaded = run.load_run(run_dir, task)
     config, model, task = loaded.config, loaded.model, loaded.task
     x_train, x_test = task.x_train[:max_train], task.x_test[:max_test]
@@ -63,8 +77,4 @@ def evaluate(run_dir, task=None, max_train=None, max_test=None, save_gram=False,
             for name, x in (("train", x_train), ("test", x_test)):
                 artifact.write_npy(os.path.join(run_dir, f"gram_{when}_{name}.npy"),
                                    ntk.gram(network, x, block_size=block_size))
-    artifact.write_json(path, results)
-    logger.info("%s: kernel drift %.3g (test), frozen-kernel test error %.4f at init, %.4f at "
-                "the end", run_dir, results["ntk_drift_test"], results["frozen_init_test_error"],
-                results["frozen_final_test_error"])
     return results

@@ -22,6 +22,11 @@ def resolves(dtype, alpha, width):
     return alpha * width * np.finfo(dtype).eps <= RESOLUTION
 
 
+def largest_alpha(dtype, width):
+    """The largest α that `dtype` resolves at width h: α·h·ε = RESOLUTION."""
+    return RESOLUTION / (width * np.finfo(dtype).eps)
+
+
 def default_dtype(alpha, width):
     """float32 where it resolves the run (it is about twice as fast), float64 otherwise."""
     return "float32" if resolves("float32", alpha, width) else "float64"

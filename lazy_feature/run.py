@@ -12,7 +12,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature import artifact, callbacks, data, losses
+from lazy_feature import artifact, callbacks, data, distribute, losses
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import FullyConnected
 from lazy_feature.config import VERSION, TrainConfig
@@ -22,20 +22,27 @@ logger = logging.getLogger("lazy_feature")
 
 _FIT_STEPS = 10**15  # fit's step budget: the flow ends through GradientFlowStopping
 _EVAL_BATCH = 4096
+# Trial steps per call of the train function at most (in-graph stepping); a call returns
+# earlier at the steps the callbacks ask for (records, budgets, checkpoints).
+STEPS_PER_CALL = 100_000
 
 
-def build_model(config, input_dim):
-    """The AlphaModel of `config`: a FullyConnected network at α, built for `input_dim` inputs."""
-    network = FullyConnected(
-        width=config.width, depth=config.depth, activation=config.activation,
-        beta=config.activation_beta, bias_scale=config.bias_scale,
-        readout_bias=config.readout_bias, seed=config.init_seed,
-        dtype=config.dtype)
-    model = AlphaModel(network, alpha=config.alpha, loss=config.loss, loss_beta=config.loss_beta,
-                       centered=config.centered, flow=config.flow())
-    model.compile()
-    model.build((None, input_dim))
-    model.build_dynamics_state(config.n_train)
+def build_model(config, input_dim, strategy=None, steps_per_call=STEPS_PER_CALL):
+    """The AlphaModel of `config`: a FullyConnected network at α, built for `input_dim` inputs
+    inside `strategy`'s scope (None: the current strategy), `steps_per_call` trial steps per
+    call of its train function at most (1: one step per call)."""
+    with (strategy or tf.distribute.get_strategy()).scope():
+        network = FullyConnected(
+            width=config.width, depth=config.depth, activation=config.activation,
+            beta=config.activation_beta, bias_scale=config.bias_scale,
+            readout_bias=config.readout_bias, seed=config.init_seed,
+            dtype=config.dtype)
+        model = AlphaModel(network, alpha=config.alpha, loss=config.loss,
+                           loss_beta=config.loss_beta, centered=config.centered,
+                           flow=config.flow())
+        model.compile(steps_per_execution=steps_per_call)
+        model.build((None, input_dim))
+        model.build_dynamics_state(config.n_train)
     return model
 
 
@@ -143,13 +150,15 @@ def output_norms(model, x):
 
 def fit_flow(model, x, y, callbacks):
     """Run an AlphaModel's gradient flow on the full batch (x, y) until a callback stops it
-    (`callbacks.GradientFlowStopping`)."""
-    model.fit(data.full_batch(x, y, model.dtype), epochs=1, steps_per_epoch=_FIT_STEPS,
-              verbose=0, shuffle=False, callbacks=callbacks)
+    (`callbacks.GradientFlowStopping`), in the model's strategy."""
+    with model.distribute_strategy.scope():
+        model.start(x, y)  # the training set goes to the devices once
+        model.fit(data.full_batch(x, y, model.dtype), epochs=1, steps_per_epoch=_FIT_STEPS,
+                  verbose=0, shuffle=False, callbacks=callbacks)
 
 
 def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callbacks=(),
-          drift_probe=0):
+          drift_probe=0, strategy="default", cpu_devices=None, steps_per_call=STEPS_PER_CALL):
     """Train one network per `config` and write its run artifact in `output_dir`.
 
     Args:
@@ -163,25 +172,32 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
       drift_probe: if > 0, the live kernel drift on that many training points goes to
         TensorBoard too (`callbacks.KernelDriftProbe`). Everything TensorBoard shows of
         the run is in one TensorBoard run, events/<callbacks.tensorboard_run_name>.
+      strategy: where to run: a name of `distribute.STRATEGIES` or a tf.distribute.Strategy.
+      cpu_devices: split the host CPU into this many logical devices first (to run a
+        multi-replica strategy without an accelerator; before TensorFlow starts).
+      steps_per_call: trial steps per call of the train function at most (in-graph
+        stepping; 1 is one step per call). The flow takes the same steps either way.
     Returns:
       the metrics dict, also written to metrics.json.
     Raises:
       errors.DivergenceError if the flow cannot proceed; RunDirError for a directory
       that holds another run; errors.DataError for missing or corrupt data.
     """
+    distribute.check_precision(strategy, [config])
+    strategy = distribute.make(strategy, cpu_devices=cpu_devices)
     _check_output_dir(config, output_dir)
     if artifact.is_complete(output_dir):
         logger.info("%s is already complete", output_dir)
         return artifact.read_json(os.path.join(output_dir, artifact.METRICS))
     task = load_task(config, task)
+    model = build_model(config, task.d, strategy, steps_per_call)  # n must split evenly
     _claim(config, output_dir)
     tf.config.experimental.enable_op_determinism()  # a run is a function of its seeds
-    model = build_model(config, task.d)
 
     partial_log = os.path.join(output_dir, artifact.DYNAMICS + ".partial")
-    resumed_step, wall_offset = _restore(model, output_dir, partial_log)
-    if resumed_step < 0:
-        model.start(task.x_train, task.y_train)
+    with strategy.scope():
+        resumed_step, wall_offset = _restore(model, output_dir, partial_log)
+        model.start(task.x_train, task.y_train)  # a restored flow keeps its state
 
     stopping = callbacks.GradientFlowStopping(
         config.max_time, config.max_steps, config.max_wall_seconds, wall_offset=wall_offset)
@@ -276,8 +292,9 @@ class LoadedRun:
     task: "data.BinaryTask"
 
 
-def load_run(run_dir, task=None):
-    """Reopen the complete run in `run_dir`, with its data set (loaded unless `task` is given).
+def load_run(run_dir, task=None, strategy=None):
+    """Reopen the complete run in `run_dir`, with its data set (loaded unless `task` is given),
+    its model built in `strategy` (None: the current one).
 
     Raises RunDirError if the run is missing or incomplete, or if the data set found now is
     not the one it was trained on (its test labels differ).
@@ -290,6 +307,7 @@ def load_run(run_dir, task=None):
     if labels.shape != task.y_test.shape or not np.array_equal(labels, task.y_test):
         raise RunDirError(f"the data set found now is not the one the run in {run_dir} was "
                           "trained on (test labels differ): check --dataset and --data_dir")
-    model = build_model(config, task.d)
-    model.load_weights(os.path.join(run_dir, artifact.WEIGHTS))
+    model = build_model(config, task.d, strategy)
+    with model.distribute_strategy.scope():
+        model.load_weights(os.path.join(run_dir, artifact.WEIGHTS))
     return LoadedRun(config, model, task)

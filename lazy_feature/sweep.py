@@ -31,7 +31,7 @@ import os
 
 import pandas as pd
 
-from lazy_feature import artifact, ensemble, ntk_eval, observables, progress, run
+from lazy_feature import artifact, distribute, ensemble, ntk_eval, observables, progress, run
 from lazy_feature.config import NOT_IDENTITY, TrainConfig, alpha_from_sqrt_h_alpha, sqrt_h_alpha
 from lazy_feature.errors import ConfigError, DivergenceError, RunDirError
 
@@ -157,12 +157,14 @@ def row_path(output_dir, run_id):
 
 
 def execute_run(config, output_dir, ntk=True, ntk_max_train=None, ntk_max_test=None,
-                threads=None):
+                threads=None, strategy="default", strategy_options=None):
     """Train one grid point, evaluate its NTK, and write its row; return the row.
 
     A point that already has a row returns it. A run that diverges gets a row with
     status "diverged" and its error, so that the sweep goes on and the table shows it.
-    `config` may be a TrainConfig or its dict (what Beam sends to a worker).
+    `config` may be a TrainConfig or its dict (what Beam sends to a worker); `strategy`
+    is a tf.distribute.Strategy, or a name that `distribute.make` makes with
+    `strategy_options` (devices, cpu_devices, tpu) once per process (in a Beam worker).
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
@@ -171,11 +173,12 @@ def execute_run(config, output_dir, ntk=True, ntk_max_train=None, ntk_max_test=N
     if os.path.exists(path):
         return artifact.read_json(path)
     _limit_threads(threads)
+    strategy = distribute.make(strategy, **(strategy_options or {}))
     run_dir = os.path.join(output_dir, RUNS, run_id)
     task = _task(config)
     row = dict(config.to_dict(), run_id=run_id, run_dir=os.path.join(RUNS, run_id))
     try:
-        row.update(run.train(config, run_dir, task=task), status="done")
+        row.update(run.train(config, run_dir, task=task, strategy=strategy), status="done")
     except DivergenceError as e:
         logger.warning("%s diverged: %s", run_id, e)
         row.update(status="diverged", error=str(e))
@@ -183,7 +186,7 @@ def execute_run(config, output_dir, ntk=True, ntk_max_train=None, ntk_max_test=N
         row.update(observables.observables(run_dir))
         if ntk:
             row.update(ntk_eval.evaluate(run_dir, task=task, max_train=ntk_max_train,
-                                         max_test=ntk_max_test))
+                                         max_test=ntk_max_test, strategy=strategy))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     artifact.write_json(path, row)
     return row
@@ -218,7 +221,8 @@ def _run_beam(configs, output_dir, stage_options, beam_options, workers):
 
 
 def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
-              retry_unconverged=None, progress_stream=None):
+              retry_unconverged=None, progress_stream=None, strategy="default",
+              cpu_devices=None, devices=None, tpu=""):
     """Run every grid point of `sweep` without a row yet, then write the tables.
 
     Args:
@@ -232,6 +236,10 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
       progress_stream: a stream (e.g. sys.stderr) to show runs done, runs excluded
         (`excluded_reason`) and the ETA on while the sweep runs (`progress.Display`); None
         shows nothing.
+      strategy, cpu_devices, devices, tpu: where each run trains and its NTK is evaluated:
+        a name of `distribute.STRATEGIES` and its options (`distribute.make`; made once
+        per process: here, or in each Beam worker), or a tf.distribute.Strategy with
+        runner="inprocess".
     Returns:
       (runs, ensembles) DataFrames, also written to results.csv and ensembles.csv.
     """
@@ -243,6 +251,12 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
         raise ConfigError(f"retry_unconverged multiplies the budgets: it must be > 1, got "
                           f"{retry_unconverged}")
     configs = sweep.configs()
+    distribute.check_precision(strategy, configs)
+    where = dict(devices=devices, cpu_devices=cpu_devices, tpu=tpu)
+    if runner == "inprocess":
+        strategy, where = distribute.make(strategy, **where), None
+    else:  # each Beam worker makes it from its name
+        distribute.check_name(strategy)
     _check_writable(output_dir)
     artifact.write_json(os.path.join(output_dir, SWEEP), sweep.to_dict())
     if retry_unconverged is not None:
@@ -251,7 +265,8 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
     logger.info("sweep %s: %d runs, %d finished, %d to run (%s)", output_dir, len(configs),
                 len(configs) - len(pending), len(pending), runner)
     stage_options = dict(ntk=sweep.ntk, ntk_max_train=sweep.ntk_max_train,
-                         ntk_max_test=sweep.ntk_max_test)
+                         ntk_max_test=sweep.ntk_max_test, strategy=strategy,
+                         strategy_options=where)
     if pending:
         _task(pending[0])  # a missing data set fails here, before any worker starts
     with progress.shown([row_path(output_dir, c.run_id()) for c in configs], progress_stream,

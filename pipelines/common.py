@@ -1,5 +1,5 @@
 """What the stage binaries share: one-line errors with a non-zero exit, a quiet console, the
-TrainConfig flags."""
+TrainConfig flags, the strategy flags."""
 import contextlib
 import dataclasses
 import logging
@@ -11,7 +11,7 @@ from absl import flags
 
 import pipelines
 from lazy_feature import config as config_lib
-from lazy_feature import errors
+from lazy_feature import distribute, errors
 from lazy_feature.errors import ConfigError
 
 
@@ -130,6 +130,34 @@ def train_config_from_flags():
         width = given.get("width", _FIELDS["width"].default)
         given["alpha"] = config_lib.alpha_from_sqrt_h_alpha(values.sqrt_h_alpha, max(width, 1))
     return config_lib.TrainConfig(**given)
+
+
+def define_strategy_flags():
+    """--strategy, --devices, --cpu_devices and --tpu: where the stage runs (`distribute`)."""
+    flags.DEFINE_string("strategy", "default", "Where to run: "
+                        f"{', '.join(distribute.STRATEGIES)} (tf.distribute; multi_worker "
+                        "reads TF_CONFIG; tpu runs float32 only).")
+    flags.DEFINE_list("devices", None, "The devices of --strategy=mirrored (default: all local "
+                      "GPUs, or the logical CPU devices of --cpu_devices).")
+    flags.DEFINE_integer("cpu_devices", None, "Split the host CPU into this many logical "
+                         "devices, to run --strategy=mirrored without an accelerator.")
+    flags.DEFINE_string("tpu", "", "The TPU of --strategy=tpu (name or grpc:// address; "
+                        "empty: the local one or $TPU_NAME).")
+
+
+def strategy_options():
+    """The strategy flags as `distribute.make`'s arguments (strategy and its options)."""
+    values = flags.FLAGS
+    return dict(strategy=values.strategy, devices=values.devices,
+                cpu_devices=values.cpu_devices, tpu=values.tpu)
+
+
+def strategy_from_flags(configs):
+    """The strategy of the flags, made once `configs` are known to suit it (a TPU run that
+    needs float64 is refused before any TPU is reached)."""
+    options = strategy_options()
+    distribute.check_precision(options["strategy"], configs)
+    return distribute.make(**options)
 
 
 def integers(flag, values):

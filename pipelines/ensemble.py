@@ -21,13 +21,15 @@ common.define_train_config_flags()
 flags.adopt_module_key_flags(common)  # --helpshort lists the training flags
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "The members' init seeds.")
 flags.DEFINE_string("output_dir", None, "The ensemble directory to write.", required=True)
+common.define_strategy_flags()
 FLAGS = flags.FLAGS
 
 
 def main(console):
-    summary = ensemble.train_ensemble(common.train_config_from_flags(),
-                                      common.integers("seeds", FLAGS.seeds), FLAGS.output_dir,
-                                      progress_stream=console)
+    config, seeds = common.train_config_from_flags(), common.integers("seeds", FLAGS.seeds)
+    strategy = common.strategy_from_flags(ensemble.member_configs(config, seeds))
+    summary = ensemble.train_ensemble(config, seeds, FLAGS.output_dir, progress_stream=console,
+                                      strategy=strategy)
     print(json.dumps({k: v for k, v in summary.items() if k != "members"}, indent=1))
 
 

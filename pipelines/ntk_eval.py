@@ -11,7 +11,7 @@ store the Gram matrices on a subset:
 """
 from absl import flags
 
-from lazy_feature import ntk_eval
+from lazy_feature import ntk_eval, run
 from pipelines import common
 
 flags.DEFINE_string("run_dir", None, "A complete run directory written by train.", required=True)
@@ -19,12 +19,14 @@ flags.DEFINE_integer("max_train", None, "Training points the train-set drift sum
 flags.DEFINE_integer("max_test", None, "Test points for the drift and frozen-kernel error.")
 flags.DEFINE_boolean("save_gram", False, "Also store the Gram matrices (n² floats each).")
 flags.DEFINE_integer("block_size", None, "Examples per kernel tile (memory ~ block²).")
+common.define_strategy_flags()
 FLAGS = flags.FLAGS
 
 
 def main():
     ntk_eval.evaluate(FLAGS.run_dir, max_train=FLAGS.max_train, max_test=FLAGS.max_test,
-                      save_gram=FLAGS.save_gram, block_size=FLAGS.block_size)
+                      save_gram=FLAGS.save_gram, block_size=FLAGS.block_size,
+                      strategy=common.strategy_from_flags([run.load_config(FLAGS.run_dir)]))
 
 
 if __name__ == "__main__":

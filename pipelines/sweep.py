@@ -37,6 +37,7 @@ flags.DEFINE_list("beam_options", None, "Beam pipeline options, replacing the lo
 flags.DEFINE_boolean("report", True, "Write the report once the sweep is done.")
 flags.DEFINE_float("retry_unconverged", None, "Resume the runs a budget stopped, from where "
                    "they stopped, with their budgets multiplied by this factor (> 1).")
+common.define_strategy_flags()
 FLAGS = flags.FLAGS
 
 
@@ -60,7 +61,8 @@ def main(console):
     runs, ensembles = sweep.run_sweep(grid, FLAGS.output_dir, runner=FLAGS.runner,
                                       workers=FLAGS.workers, beam_options=FLAGS.beam_options,
                                       retry_unconverged=FLAGS.retry_unconverged,
-                                      progress_stream=console)
+                                      progress_stream=console,
+                                      **common.strategy_options())
     if FLAGS.report:
         paths = report.write_report(runs, ensembles, report.default_dir(FLAGS.output_dir),
                                     grid.feature_range, grid.lazy_range)

@@ -12,6 +12,11 @@ A smaller run, α given through √h·α (here √h·α = 1e-2, the feature regi
       --output_dir=runs/feature
 
 Rerunning the same command resumes a killed run, and returns at once for a complete one.
+On several devices (--strategy=mirrored uses every local GPU; without one, split the CPU):
+
+  python -m pipelines.train --n_train=2000 --n_test=5000 --sqrt_h_alpha=1e-2 \
+      --strategy=mirrored --cpu_devices=2 --output_dir=runs/feature_mirrored
+
 With --live_drift=256 the kernel drift on 256 training points is followed in TensorBoard
 (`tensorboard --logdir=runs/feature/events`).
 """
@@ -22,6 +27,7 @@ from pipelines import common
 
 common.define_train_config_flags()
 flags.adopt_module_key_flags(common)  # --helpshort lists the training flags
+common.define_strategy_flags()
 flags.DEFINE_string("output_dir", None, "The run directory to write.", required=True)
 flags.DEFINE_float("checkpoint_seconds", 60.0, "Wall time between checkpoints.")
 flags.DEFINE_integer("live_drift", 0, "If > 0, write the kernel drift on this many training "
@@ -30,8 +36,9 @@ FLAGS = flags.FLAGS
 
 
 def main():
-    run.train(common.train_config_from_flags(), FLAGS.output_dir,
-              checkpoint_seconds=FLAGS.checkpoint_seconds, drift_probe=FLAGS.live_drift)
+    config = common.train_config_from_flags()
+    run.train(config, FLAGS.output_dir, checkpoint_seconds=FLAGS.checkpoint_seconds,
+              drift_probe=FLAGS.live_drift, strategy=common.strategy_from_flags([config]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,65 @@
+"""Runs under MirroredStrategy on 2 logical CPU devices, next to one device, and prints the
+figures `test_distribute.test_mirrored_on_two_cpu_devices` judges, as one JSON object.
+
+Its own process: the host CPU must be split before TensorFlow starts its devices.
+Usage: python -m tests.mirrored_checks OUTPUT_DIR
+"""
+import json
+import os
+import shutil
+import sys
+
+import h5py
+import numpy as np
+
+from lazy_feature import artifact, distribute, ntk_eval, run
+from lazy_feature.config import TrainConfig
+from lazy_feature.errors import ConfigError
+from tests.test_alpha_model import _Stop, _synthetic_task
+
+CONFIG = TrainConfig(n_train=40, n_test=30, width=16, alpha=0.5, dtype="float64", max_steps=120)
+
+
+def _run(name, out, task, **kwargs):
+    metrics = run.train(CONFIG, os.path.join(out, name), task=task, **kwargs)
+    return dict(metrics, test_outputs=np.load(
+        os.path.join(out, name, artifact.TEST_OUTPUTS)).tolist())
+
+
+def _saved_labels(run_dir):
+    """y of the training set as the checkpoint file stores it (all the replicas' shards)."""
+    with h5py.File(os.path.join(run_dir, artifact.CHECKPOINT)) as f:
+        return np.asarray(f["cache/vars/2"]).tolist()
+
+
+def main(out):
+    mirrored = distribute.make("mirrored", cpu_devices=2)
+    results = {"replicas": mirrored.num_replicas_in_sync}
+    try:
+        distribute.split_cpu(3)
+    except ConfigError as e:
+        results["late_split_error"] = str(e)
+    task = _synthetic_task(n_train=40, n_test=30)
+    results["single"] = _run("single", out, task)
+    results["mirrored"] = _run("mirrored", out, task, strategy=mirrored)
+    try:  # killed at step 40: only the periodic checkpoint (every call here) is on disk
+        run.train(CONFIG, os.path.join(out, "cut"), task=task, strategy=mirrored,
+                  checkpoint_seconds=0.0, extra_callbacks=[_Stop(40, RuntimeError("killed"))])
+    except RuntimeError:
+        results["saved_labels"] = _saved_labels(os.path.join(out, "cut"))
+    results["resumed"] = _run("cut", out, task, strategy=mirrored)
+    results["y_train"] = task.y_train.tolist()
+    # The kernels of one run, on one device and spread over the two (tiles of 10 points).
+    shutil.copytree(os.path.join(out, "single"), os.path.join(out, "single_ntk_mirrored"))
+    for name, strategy in (("single", "default"), ("single_ntk_mirrored", mirrored)):
+        ntk = ntk_eval.evaluate(os.path.join(out, name), task=task, save_gram=True,
+                                block_size=10, strategy=strategy)
+        grams = {f"gram_{when}_{part}": np.load(os.path.join(
+            out, name, f"gram_{when}_{part}.npy")).tolist()
+            for when in ("init", "final") for part in ("train", "test")}
+        results[f"ntk_{name}"] = dict(ntk, **grams)
+    json.dump(results, sys.stdout)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

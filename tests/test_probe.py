@@ -59,7 +59,7 @@ def test_the_probe_stage_writes_its_run_directory(tmp_path):
     result = stage_in_process(
         "probe", "--model=tests.probe_models:mlp", f"--output_dir={out}", "--dataset=mnist",
         f"--data_dir={tmp_path / 'mnist'}", "--n_train=40", "--n_test=20", "--alphas=0.01,100",
-        "--probe_size=8", "--max_steps=100", "--max_dgrad=0.1")
+        "--probe_size=8", "--max_steps=10", "--max_dgrad=0.1")
     assert result.returncode == 0, result.stderr[-3000:]
     for name in (probe.TABLE, probe.FIGURE, probe.SUMMARY, probe.RESULT):
         assert os.path.exists(out / name), name

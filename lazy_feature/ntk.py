@@ -68,6 +68,25 @@ def gram_generic(network, x1, x2=None, example_block=EXAMPLE_BLOCK, param_block=
     return _gram(_GenericKernel(_built(network, x1), example_block, param_block), x1, x2)
 
 
+def outputs_and_gram(network, x):
+    """f(w, x) and Θ(w; x, x) (eq. 5) of any Keras model f returning (batch,): float64 tensors
+    (n,) and (n, n), for a probe of up to a few thousand points.
+
+    One vectorized pass per chunk of parameters gives the outputs and the per-example
+    gradients of all n examples at once, and Θ = Σ_chunks J Jᵀ in the same graph, traced once
+    per network and shape. Chunks hold at most EXAMPLE_BLOCK × PARAM_BLOCK / n parameters, so
+    that a Jacobian stays within `gram_generic`'s bound; a weight tensor larger than that
+    takes `gram_generic`'s tiles over examples, and a separate forward pass for f.
+    """
+    x = tf.convert_to_tensor(x, _built(network, x).compute_dtype)
+    n = int(x.shape[0])
+    kernel = _GenericKernel(network, n, max(1, EXAMPLE_BLOCK * PARAM_BLOCK // n))
+    if kernel.block_size < n:
+        return (tf.cast(_outputs(network, x), tf.float64),
+                tf.constant(_gram(kernel, x.numpy(), None)))
+    return _outputs_and_chunk_grams(network, kernel.chunks, x)
+
+
 def _gram(kernel, x1, x2):
     x1 = np.asarray(x1)
     x2 = None if x2 is None else np.asarray(x2)
@@ -441,15 +460,16 @@ class _GenericKernel:
     def block(self, x1, x2):
         theta = 0.0
         for chunk in self.chunks:
-            j1 = _per_example_gradients(self.network, chunk, x1)
-            j2 = j1 if x2 is x1 else _per_example_gradients(self.network, chunk, x2)
+            j1 = _outputs_and_gradients(self.network, chunk, x1)[1]
+            j2 = j1 if x2 is x1 else _outputs_and_gradients(self.network, chunk, x2)[1]
             theta += tf.matmul(j1, j2, transpose_b=True)
         return theta
 
 
 @tf.function(reduce_retracing=True)
-def _per_example_gradients(network, positions, x):
-    """J[μ] = ∂f(w, x_μ)/∂w over network.weights[positions], flattened: shape (batch, Σ sizes)."""
+def _outputs_and_gradients(network, positions, x):
+    """f(w, x_μ) and J[μ] = ∂f(w, x_μ)/∂w over network.weights[positions], flattened: shapes
+    (batch,) and (batch, Σ sizes), from one vectorized forward and backward pass."""
     variables = [network.weights[i] for i in positions]
 
     def gradient(x_mu):
@@ -457,9 +477,25 @@ def _per_example_gradients(network, positions, x):
             tape.watch([v.value for v in variables])  # frozen copies are not watched by default
             f = network(x_mu[None])[0]
         grads = tape.gradient(f, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
+        return f, tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
 
     return tf.vectorized_map(gradient, x)
+
+
+@tf.function(reduce_retracing=True)
+def _outputs_and_chunk_grams(network, chunks, x):
+    """f(w, x) and Σ over parameter chunks of J Jᵀ (each product in the compute dtype, as a
+    tile of `_GenericKernel`, then float64), in one graph."""
+    theta = 0.0
+    for chunk in chunks:
+        f, j = _outputs_and_gradients(network, chunk, x)
+        theta += tf.cast(tf.matmul(j, j, transpose_b=True), tf.float64)
+    return tf.cast(f, tf.float64), theta
+
+
+@tf.function(reduce_retracing=True)
+def _outputs(network, x):
+    return network(x)
 
 
 @tf.function(reduce_retracing=True)

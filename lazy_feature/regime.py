@@ -160,9 +160,12 @@ class RegimeMonitor(keras.callbacks.Callback):
     weight drift ‖w_t − w0‖/‖w0‖ overall and per layer, the alignment of Θ(w_t) and Θ(w0) with
     yyᵀ (with labels), and the RMS of f(w_t) − f(w0) and of f(w_t) on the probe.
 
-    Cost per record: P per-example gradients of all #params trainable weights (P Jacobian rows,
-    vectorized) and one P × P Gram (P²·#params multiply-adds), P the probe size; memory: two
-    P × P float64 matrices, P ≤ MAX_PROBE (64 MiB), and Jacobian tiles of ntk's bound.
+    Cost per record: one vectorized forward and backward pass of the P probe points, which
+    gives f(w_t) and the P Jacobian rows over all #params trainable weights together
+    (`ntk.outputs_and_gram`, one graph traced once at w0), and one P × P Gram (P²·#params
+    multiply-adds), P the probe size: about four training steps of batch 64 for the small CNN
+    of benchmarks/regime_benchmark.py at P = 256. Memory: two P × P float64 matrices,
+    P ≤ MAX_PROBE (64 MiB), and Jacobian tiles of ntk's bound.
 
     With log_dir it writes TensorBoard scalars (`regime/`, `regime_layers/`) and the Gram
     images at w0 and now (sorted by label) into log_dir, and one JSON line per record into
@@ -216,10 +219,13 @@ class RegimeMonitor(keras.callbacks.Callback):
         self._step = 0
         self._network = scalar_output(self.model, self.probe_x, self.output)
         self.probe_x = self.probe_x.astype(self._network.compute_dtype)
+        self._probe_x = tf.constant(self.probe_x)
         self._w0 = [w.numpy() for w in self._network.trainable_weights]
         self._layers = _layer_groups(self._network.trainable_weights)
-        self._f0 = self._outputs(self.probe_x)
-        self._gram0 = self._gram()
+        self._f0, self._gram0 = self._probe()
+        self._norm0 = np.linalg.norm(self._gram0)
+        if self.probe_y is not None:
+            self._alignment0 = alignment(self._gram0, self.probe_y)
         self._kernel_test_error = None
         if self.test_data is not None and self.probe_y is not None:
             self._kernel_test_error = self._frozen_kernel_test_error(*self.test_data)
@@ -227,7 +233,7 @@ class RegimeMonitor(keras.callbacks.Callback):
             with self._writer.as_default():
                 tf.summary.image("regime/gram_init", callbacks.gram_image(self._gram0)[None],
                                  step=0, description=DESCRIPTIONS["regime/gram_init"])
-        self._record(self._gram0)
+        self._record(self._f0, self._gram0)
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
@@ -272,11 +278,10 @@ class RegimeMonitor(keras.callbacks.Callback):
         if not self._records:
             raise ConfigError("the monitor has no record yet: pass it to fit(callbacks=[...])")
 
-    def _gram(self):
-        """Θ on the probe in one tile of P Jacobian rows (ntk's generic path, eq. 5)."""
-        p = len(self.probe_x)
-        return ntk.gram_generic(self._network, self.probe_x, example_block=p,
-                                param_block=max(1, ntk.EXAMPLE_BLOCK * ntk.PARAM_BLOCK // p))
+    def _probe(self):
+        """f(w_t) and Θ(w_t) (eq. 5) on the probe, from one vectorized pass (float64)."""
+        f, gram = ntk.outputs_and_gram(self._network, self._probe_x)
+        return f.numpy(), gram.numpy()
 
     def _outputs(self, x):
         x = np.asarray(x, self._network.compute_dtype)
@@ -290,19 +295,18 @@ class RegimeMonitor(keras.callbacks.Callback):
                                      self.probe_x, a)
         return float(losses.error_rate(outputs, _signs(y_test)))
 
-    def _record(self, gram=None):
-        gram = self._gram() if gram is None else gram
-        norm0 = np.linalg.norm(self._gram0)
-        f = self._outputs(self.probe_x)
+    def _record(self, f=None, gram=None):
+        if gram is None:
+            f, gram = self._probe()
         w = [v.numpy() for v in self._network.trainable_weights]
         entry = {"step": self._step,
-                 "kernel_drift": float(np.linalg.norm(gram - self._gram0) / norm0),
-                 "kernel_norm_ratio": float(np.linalg.norm(gram) / norm0),
+                 "kernel_drift": float(np.linalg.norm(gram - self._gram0) / self._norm0),
+                 "kernel_norm_ratio": float(np.linalg.norm(gram) / self._norm0),
                  "weight_drift": _relative_change(w, self._w0),
                  "output_change_rms": float(np.sqrt(np.mean((f - self._f0) ** 2))),
                  "output_rms": float(np.sqrt(np.mean(f ** 2)))}
         if self.probe_y is not None:
-            entry["alignment_init"] = alignment(self._gram0, self.probe_y)
+            entry["alignment_init"] = self._alignment0
             entry["alignment"] = alignment(gram, self.probe_y)
         for name, positions in self._layers.items():
             entry[f"weight_drift/{name}"] = _relative_change([w[i] for i in positions],

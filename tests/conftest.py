@@ -1,12 +1,20 @@
 """Shared fixtures: small synthetic tasks, IDX files, and the real Fashion-MNIST where installed."""
+import contextlib
 import gzip
+import io
+import logging
 import os
+import runpy
 import struct
 import subprocess
 import sys
+import tempfile
+import traceback
 
 import numpy as np
 import pytest
+from absl import flags
+from absl import logging as absl_logging
 
 from lazy_feature import data
 
@@ -15,9 +23,89 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_stage(name, *args, timeout=600, **kwargs):
-    """Run `python -m pipelines.<name> args` from the repository root; its CompletedProcess."""
+    """Run `python -m pipelines.<name> args` from the repository root; its CompletedProcess.
+
+    A new process pays TensorFlow's import (~7 s): keep it for what is about the process
+    (the exit status and one-line error of the real binary, a kill), `stage_in_process` else.
+    """
     return subprocess.run([sys.executable, "-m", f"pipelines.{name}", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def stage_in_process(name, *args):
+    """`python -m pipelines.<name> args` run inside this process, as `run_stage` reports it.
+
+    The stage module runs as __main__ (runpy), as under `python -m`, on freshly defined flags:
+    the flags any earlier stage defined are removed first (absl keeps one global FLAGS, and
+    the stages define different sets, some under the same names), all flags are reset to
+    their defaults, and the stage parses `args`. Its exit status is that of its SystemExit,
+    or 1 with the traceback on stderr for an uncaught exception; stdout and stderr are
+    captured from sys.stdout/sys.stderr, absl's log handler and the file descriptors 1 and 2.
+    The root and lazy_feature loggers' levels, absl's handler and os.environ are restored.
+    """
+    for flag in [f for module, defined in flags.FLAGS.flags_by_module_dict().items()
+                 if _is_stage_module(module) for f in defined]:
+        if flag.name in flags.FLAGS:
+            delattr(flags.FLAGS, flag.name)
+    flags.FLAGS.unparse_flags()
+    loggers = {logger: logger.level for logger in (logging.root,
+                                                   logging.getLogger("lazy_feature"))}
+    handlers, environ, argv = list(logging.root.handlers), dict(os.environ), list(sys.argv)
+    returncode = 0
+    with _captured() as (out, err):
+        absl_logging.use_absl_handler()  # as app.run does in a new process
+        sys.argv = [f"pipelines.{name}", *args]
+        try:
+            runpy.run_module(f"pipelines.{name}", run_name="__main__", alter_sys=True)
+        except SystemExit as e:
+            returncode = e.code if isinstance(e.code, int) else int(e.code is not None)
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+        except Exception:  # as the interpreter would: a traceback and status 1
+            traceback.print_exc()
+            returncode = 1
+        finally:
+            sys.argv = argv
+    for logger, level in loggers.items():
+        logger.setLevel(level)
+    logging.root.handlers[:] = handlers
+    os.environ.clear()
+    os.environ.update(environ)
+    return subprocess.CompletedProcess([f"pipelines.{name}", *args], returncode,
+                                       out.getvalue(), err.getvalue())
+
+
+def _is_stage_module(module):
+    return module.startswith("pipelines.") or module.startswith(os.path.join(ROOT, "pipelines"))
+
+
+@contextlib.contextmanager
+def _captured():
+    """(stdout, stderr) as StringIO, filled after the block from everything written meanwhile."""
+    out, err = io.StringIO(), io.StringIO()
+    handler = absl_logging.get_absl_handler().python_handler
+    saved = sys.stdout, sys.stderr, handler.stream
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fds = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        os.dup2(out_file.fileno(), 1)
+        os.dup2(err_file.fileno(), 2)
+        sys.stdout = open(1, "w", closefd=False)
+        sys.stderr = handler.stream = open(2, "w", closefd=False)
+        try:
+            yield out, err
+        finally:
+            sys.stdout.close()
+            sys.stderr.close()
+            os.dup2(fds[0], 1)
+            os.dup2(fds[1], 2)
+            for fd in fds:
+                os.close(fd)
+            sys.stdout, sys.stderr, handler.stream = saved
+            for file, buffer in ((out_file, out), (err_file, err)):
+                file.seek(0)
+                buffer.write(file.read())
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 IDX_CODES = {np.dtype("uint8"): 0x08, np.dtype("int32"): 0x0C, np.dtype("float64"): 0x0E}

@@ -9,7 +9,7 @@ from lazy_feature import probe
 from lazy_feature.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError
 from tests import probe_models
-from tests.conftest import run_stage, write_class_template_mnist
+from tests.conftest import run_stage, stage_in_process, write_class_template_mnist
 
 LOOSE = GradientFlow(max_dgrad=1e-1, max_dout=0.3, grow=1.5)
 _RNG = np.random.default_rng(0)
@@ -56,10 +56,10 @@ def test_a_builder_that_returns_no_model_fails_in_one_line():
 def test_the_probe_stage_writes_its_run_directory(tmp_path):
     write_class_template_mnist(tmp_path / "mnist", per_class_train=6, per_class_test=4)
     out = tmp_path / "scan"
-    result = run_stage("probe", "--model=tests.probe_models:mlp", f"--output_dir={out}",
-                       "--dataset=mnist", f"--data_dir={tmp_path / 'mnist'}", "--n_train=40",
-                       "--n_test=20", "--alphas=0.01,100", "--probe_size=8", "--max_steps=100",
-                       "--max_dgrad=0.1")
+    result = stage_in_process(
+        "probe", "--model=tests.probe_models:mlp", f"--output_dir={out}", "--dataset=mnist",
+        f"--data_dir={tmp_path / 'mnist'}", "--n_train=40", "--n_test=20", "--alphas=0.01,100",
+        "--probe_size=8", "--max_steps=10", "--max_dgrad=0.1")
     assert result.returncode == 0, result.stderr[-3000:]
     for name in (probe.TABLE, probe.FIGURE, probe.SUMMARY, probe.RESULT):
         assert os.path.exists(out / name), name
@@ -76,6 +76,7 @@ def test_a_bad_model_spec_is_a_config_error(spec, message):
 
 
 def test_a_bad_model_flag_is_one_line_and_exit_1(tmp_path):
+    # The real binary: the probe stage's exit status and one-line error (a subprocess).
     result = run_stage("probe", "--model=no_such_module_xyz:build", f"--output_dir={tmp_path}")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()

@@ -7,6 +7,9 @@ import subprocess
 import sys
 
 from lazy_feature import artifact, progress, sweep
+from lazy_feature.config import TrainConfig
+from pipelines import configs
+from tests.conftest import stage_in_process
 from tests.test_data import write_mnist_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,17 +92,22 @@ def test_no_stream_shows_nothing(tmp_path):
         _finish(tmp_path, "a")
 
 
-# The sweep binary on a synthetic MNIST-format data set (tiny needs Fashion-MNIST): one seed,
-# width 16, √h·α = 0.1 and 10. (The Beam runner's console is checked in test_sweep.py.)
+def synthetic_sweep(data_dir):
+    """The sweep config "synthetic": a synthetic MNIST-format data set (tiny needs
+    Fashion-MNIST), one seed, width 16, √h·α = 0.1 and 10."""
+    base = TrainConfig(dataset="mnist", data_dir=data_dir, n_train=40, n_test=40)
+    return sweep.SweepConfig(base=base, widths=(16,), sqrt_h_alphas=(0.1, 10.0))
+
+
+# The sweep binary on the "synthetic" config. (The Beam runner's console is checked in
+# test_sweep.py.)
 _SWEEP = """
 import runpy, sys
 import pipelines
-from lazy_feature.config import TrainConfig
-from lazy_feature.sweep import SweepConfig
 from pipelines import configs
-base = TrainConfig(dataset="mnist", data_dir=sys.argv.pop(1), n_train=40, n_test=40)
-configs.CONFIGS["synthetic"] = lambda: SweepConfig(base=base, widths=(16,),
-                                                   sqrt_h_alphas=(0.1, 10.0))
+from tests.test_progress import synthetic_sweep
+data_dir = sys.argv.pop(1)
+configs.CONFIGS["synthetic"] = lambda: synthetic_sweep(data_dir)
 runpy.run_module("pipelines.sweep", run_name="__main__")
 """
 
@@ -118,7 +126,7 @@ def _train_logs_have_steps(runs_dir):
     return len(run_dirs)
 
 
-def test_sweep_console_is_one_progress_display(tmp_path):
+def test_sweep_console_is_one_progress_display(tmp_path, monkeypatch):
     write_mnist_dir(tmp_path / "mnist")
     out = tmp_path / "sweep"
     args = ["-c", _SWEEP, str(tmp_path / "mnist"), "--config=synthetic", f"--output_dir={out}",
@@ -130,8 +138,11 @@ def test_sweep_console_is_one_progress_display(tmp_path):
     assert lines[0].startswith("0/2 runs,") and lines[-1].startswith("2/2 runs, 0 excluded,")
     assert _train_logs_have_steps(out / sweep.RUNS) == 2
 
-    # --verbosity=1 brings the logs back; nothing is left to run.
-    again = _run(args + ["--verbosity=1"])
+    # --verbosity=1 brings the logs back; nothing is left to run (in this process: the
+    # binary's own console is the run above).
+    monkeypatch.setitem(configs.CONFIGS, "synthetic",
+                        lambda: synthetic_sweep(str(tmp_path / "mnist")))
+    again = stage_in_process("sweep", *args[3:], "--verbosity=1")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 runs, 2 finished, 0 to run" in again.stderr
     assert "\n2/2 runs, 0 excluded, 0:00 elapsed\n" in again.stderr

@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 
 from lazy_feature import artifact
-from tests.conftest import MNIST_FILES, run_stage, write_class_template_mnist, write_idx
+from tests.conftest import (MNIST_FILES, run_stage, stage_in_process,
+                            write_class_template_mnist, write_idx)
 
 
 def test_train_writes_the_run_artifact_of_a_converged_run(tmp_path):
     # Ten classes each shown by its own bright rows: parity is learnable from 60 points.
     write_class_template_mnist(tmp_path / "mnist", per_class_train=10, per_class_test=10)
     out = tmp_path / "run"
-    result = run_stage("train", f"--output_dir={out}", "--dataset=mnist",
-                       f"--data_dir={tmp_path / 'mnist'}", "--n_train=60", "--n_test=100",
-                       "--width=16", "--sqrt_h_alpha=10", "--data_seed=1")
+    result = stage_in_process("train", f"--output_dir={out}", "--dataset=mnist",
+                              f"--data_dir={tmp_path / 'mnist'}", "--n_train=60", "--n_test=100",
+                              "--width=16", "--sqrt_h_alpha=10", "--data_seed=1")
     assert result.returncode == 0, result.stderr[-2000:]
     for name in (artifact.CONFIG, artifact.METRICS, artifact.DYNAMICS, artifact.TEST_OUTPUTS,
                  artifact.TEST_LABELS, artifact.WEIGHTS):
@@ -43,6 +44,7 @@ def test_train_writes_the_run_artifact_of_a_converged_run(tmp_path):
 
 
 def test_divergence_is_one_line_with_non_zero_exit(tmp_path):
+    # The real binary (a subprocess): exit status 1, one error line, no traceback.
     images = write_class_template_mnist(tmp_path / "mnist", per_class_train=3, per_class_test=1)
     images[0, 5, 5] = np.nan  # a corrupt pixel: f, and so the loss, turns NaN
     write_idx(tmp_path / "mnist" / MNIST_FILES[0], images, gz=False)
@@ -61,7 +63,7 @@ def test_divergence_is_one_line_with_non_zero_exit(tmp_path):
     ("ensemble", ["--width", "--sqrt_h_alpha", "--bias_scale", "--seeds", "--output_dir"]),
 ])
 def test_helpshort_lists_the_flags_a_user_sets(binary, expected):
-    result = run_stage(binary, "--helpshort", timeout=120)
+    result = stage_in_process(binary, "--helpshort")
     listed = set(re.findall(r"^\s+--(?:\[no\])?(\w+)", result.stdout, re.MULTILINE))
     assert {flag[2:] for flag in expected} <= listed, result.stdout[-3000:]
 
@@ -80,7 +82,7 @@ def test_bad_input_fails_in_one_line(args, message, tmp_path):
             "/usr/share/datasets/fashion-mnist") and not os.environ.get("CI"):
         pytest.skip("needs the Debian Fashion-MNIST package")
     out = tmp_path / "run"
-    result = run_stage("train", f"--output_dir={out}", *args)
+    result = stage_in_process("train", f"--output_dir={out}", *args)
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.startswith("train: error:")]
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]

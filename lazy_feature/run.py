@@ -12,9 +12,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature import artifact, callbacks, data, losses
+from lazy_feature import architectures, artifact, callbacks, data, losses
 from lazy_feature.alpha_model import AlphaModel
-from lazy_feature.architectures import FullyConnected
 from lazy_feature.config import VERSION, TrainConfig
 from lazy_feature.dynamics import GradientFlow
 from lazy_feature.errors import RunDirError
@@ -25,18 +24,15 @@ _FIT_STEPS = 10**15  # fit's step budget: the flow ends through GradientFlowStop
 _EVAL_BATCH = 4096
 
 
-def build_model(config, input_dim):
-    """The AlphaModel of `config`: a FullyConnected network at α, built for `input_dim` inputs."""
-    network = FullyConnected(
-        width=config.width, depth=config.depth, activation=config.activation,
-        beta=config.activation_beta, bias_scale=config.bias_scale,
-        readout_bias=config.readout_bias, seed=config.init_seed,
-        dtype=config.dtype)
+def build_model(config, input_shape):
+    """The AlphaModel of `config`: its architecture's network at α, built for inputs of
+    `input_shape` (without the batch axis; an int d for vectors)."""
+    network = architectures.network(config)
     flow = GradientFlow(max_dout=config.max_dout, max_dgrad=config.max_dgrad, dt0=config.dt0)
     model = AlphaModel(network, alpha=config.alpha, loss=config.loss, loss_beta=config.loss_beta,
                        centered=config.centered, flow=flow)
     model.compile()
-    model.build((None, input_dim))
+    model.build((None, *(int(s) for s in np.atleast_1d(input_shape))))
     model.build_dynamics_state(config.n_train)
     return model
 
@@ -54,14 +50,21 @@ def load_config(run_dir):
 
 
 def load_task(config, task=None):
-    """The data set `config` trains on (`task` if given), checked against its sizes."""
+    """The data set `config` trains on (`task` if given), checked against its sizes, its x
+    shaped for the architecture (images for cnn and wide_resnet, vectors for fc).
+
+    Raises ConfigError when the architecture cannot take these inputs.
+    """
     if task is None:
         task = data.load_binary_task(config.dataset, config.data_dir, config.n_train,
-                                     config.n_test, config.data_seed)
+                                     config.n_test, config.data_seed, config.pca,
+                                     config.pca_whiten)
     if task.x_train.shape[0] != config.n_train or task.x_test.shape[0] != config.n_test:
         raise RunDirError(
             f"the task has {task.x_train.shape[0]} training and {task.x_test.shape[0]} test "
             f"points, the config asks for {config.n_train} and {config.n_test}")
+    task = task.shaped(images=config.architecture != "fc")
+    architectures.network(config).check_input_shape(task.x_train.shape[1:])
     return task
 
 
@@ -177,7 +180,7 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
     task = load_task(config, task)
     _claim(config, output_dir)
     tf.config.experimental.enable_op_determinism()  # a run is a function of its seeds
-    model = build_model(config, task.d)
+    model = build_model(config, task.x_train.shape[1:])
 
     partial_log = os.path.join(output_dir, artifact.DYNAMICS + ".partial")
     resumed_step, wall_offset = _restore(model, output_dir, partial_log)
@@ -286,6 +289,6 @@ def load_run(run_dir, task=None):
     if labels.shape != task.y_test.shape or not np.array_equal(labels, task.y_test):
         raise RunDirError(f"the data set found now is not the one the run in {run_dir} was "
                           "trained on (test labels differ): check --dataset and --data_dir")
-    model = build_model(config, task.d)
+    model = build_model(config, task.x_train.shape[1:])
     model.load_weights(os.path.join(run_dir, artifact.WEIGHTS))
     return LoadedRun(config, model, task)

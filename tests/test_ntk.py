@@ -80,7 +80,7 @@ def test_fast_and_generic_paths_match_brute_force(depth, activation, use_bias):
     network = fully_connected(depth, activation, use_bias)
     x1, x2 = inputs(5), inputs(4, seed=1)
     reference = brute_force_gram(network, x1, x2)
-    assert relative_error(ntk.gram_fc(network, x1, x2), reference) < 1e-10
+    assert relative_error(ntk.gram_structured(network, x1, x2), reference) < 1e-10
     assert relative_error(ntk.gram_generic(network, x1, x2), reference) < 1e-10
     assert relative_error(ntk.gram(network, x1), brute_force_gram(network, x1, x1)) < 1e-10
 
@@ -105,9 +105,9 @@ def test_blocks_smaller_than_the_set_give_the_same_gram():
     network = fully_connected(depth=2)
     x1, x2 = inputs(7), inputs(5, seed=1)
     for x_other in (None, x2):
-        reference = ntk.gram_fc(network, x1, x_other)
+        reference = ntk.gram_structured(network, x1, x_other)
         for size in (2, 3):  # neither divides 7 nor 5
-            assert relative_error(ntk.gram_fc(network, x1, x_other, block_size=size),
+            assert relative_error(ntk.gram_structured(network, x1, x_other, block_size=size),
                                   reference) < 1e-13
     # param_block 7 is smaller than every weight tensor: one tensor per chunk, one example per
     # tile; example_block 2 splits the larger ones.

@@ -143,10 +143,12 @@ class _ImageNetwork(keras.Model):
                               f"shape {tuple(shape)}: use --architecture=fc for vectors "
                               "(e.g. with --pca)")
         for side in shape[:2]:
-            sizes = [side := layer.output_size(side) for layer in self.main_path]
+            sizes = [int(side)]
+            for layer in self.main_path:
+                sizes.append(layer.output_size(sizes[-1]))
             if min(sizes) < 1:
                 raise ConfigError(f"{name} cannot take images of shape {tuple(shape)}: its "
-                                  f"convolutions shrink a side of {shape[0]} to {sizes}; use "
+                                  f"convolutions shrink a side of {side} to {sizes[1:]}; use "
                                   "larger images")
 
     def build(self, input_shape):

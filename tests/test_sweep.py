@@ -171,11 +171,14 @@ def test_sweep_binary_errors(tmp_path):
         (["--config=tiny", "--seeds=", f"--output_dir={tmp_path / 'b'}"], "empty grid"),
         (["--config=tiny", "--seeds=0,x", f"--output_dir={tmp_path / 'c'}"], "--seeds takes"),
         (["--config=tiny", f"--output_dir={blocker / 'sweep'}"], "cannot write the sweep"),
+        (["--config=tiny", "--architecture=cnn", "--pca=10", f"--output_dir={tmp_path / 'd'}"],
+         "the cnn needs images"),
     ]
     for args, message in cases:
         result = run_stage("sweep", *args, timeout=120)
         assert result.returncode == 1, (args, result.stderr[-2000:])
         assert "sweep: error:" in result.stderr and message in result.stderr, result.stderr
+    assert not (tmp_path / "d").exists()
     result = run_stage("report", f"--sweep_dir={tmp_path / 'missing'}", timeout=120)
     assert result.returncode == 1 and "run the sweep stage first" in result.stderr
     result = run_stage("ensemble", "--seeds=3,3", f"--output_dir={tmp_path / 'e'}", timeout=120)

@@ -2,7 +2,8 @@
 
 The public face; the modules hold one concept each:
   config        TrainConfig, one run's settings at a point (α, h) and its stable id
-  architectures FullyConnected, the NTK-parametrized network f(w, x) (eqs. 10-14)
+  architectures FullyConnected (eqs. 10-14), ConvNet and WideResNet (Section 7, App. A):
+                the NTK-parametrized networks f(w, x)
   alpha_model   AlphaModel, F = α[f(w, x) − f(w0, x)] (eq. 6) trained by gradient flow
   dynamics      GradientFlow, the adaptive step control (eqs. 8-9) and the integrator's name
   integrators   the paper's Euler scheme and embedded Runge–Kutta pairs, one trial step each
@@ -21,12 +22,12 @@ from lazy_feature import (activations, artifact, callbacks, data, distribute, en
                           exponents, fidelity, integrators, losses, ntk, ntk_eval,
                           observables, precision, probe, regime, report, sweep)
 from lazy_feature.alpha_model import AlphaModel
-from lazy_feature.architectures import FullyConnected
+from lazy_feature.architectures import ConvNet, FullyConnected, WideResNet
 from lazy_feature.config import VERSION as __version__
 from lazy_feature.config import TrainConfig
 from lazy_feature.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError, DataError, DivergenceError, Error, RunDirError
-from lazy_feature.layers import NTKDense
+from lazy_feature.layers import NTKConv2D, NTKDense
 from lazy_feature.ntk import frozen_kernel_dynamics, gram, kernel_drift
 from lazy_feature.regime import RegimeMonitor
 from lazy_feature.run import load_run, train

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from lazy_feature import activations, losses, precision
+from lazy_feature import activations, architectures, losses, precision
 from lazy_feature.dynamics import INTEGRATORS, GradientFlow
 from lazy_feature.errors import ConfigError
 
@@ -17,6 +17,9 @@ NOT_IDENTITY = ("data_dir", "max_time", "max_steps", "max_wall_seconds")
 # The integrator's settings; an Euler run leaves them out of its id, so runs made before
 # there was a choice keep theirs.
 INTEGRATOR_SETTINGS = ("integrator", "output_tol", "direction_tol")
+# Settings added after version 0.2.0 enter the run id only away from these defaults, so that
+# the ids of earlier runs, which had them implicitly, stay valid.
+LATER_SETTINGS = {"architecture": "fc", "pca": 0, "pca_whiten": True}
 
 
 def sqrt_h_alpha(alpha, width):
@@ -39,7 +42,12 @@ class TrainConfig:
     α is the article's α (eq. 6): it multiplies f − f0 of a network whose readout carries
     h^(-1/2). bias_scale is the multiplier β_b of the hidden layers' biases (Appendix J; 0 =
     no bias, the paper's main setup; its authors' bias runs use 0.1); readout_bias adds one
-    to the readout too, with the same multiplier. `dtype=None` picks the precision the run needs (`precision.default_dtype`).
+    to the readout too, with the same multiplier (fc only). `dtype=None` picks the precision the run needs (`precision.default_dtype`).
+    architecture is one of `architectures.ARCHITECTURES`: fc (width h, depth L), cnn (the
+    paper's CNN, h channels; depth fixed at 4) or wide_resnet (widening factor k as h, depth
+    6n + 4); depth None takes the architecture's default (3, 4, 28). pca = K > 0 reduces the
+    images to their first K principal components (`data.pca`, whitened if pca_whiten), for
+    fc only since they are no longer images.
     The flow's integrator is `integrator` (`lazy_feature.integrators`): "euler" is the paper's
     scheme (eqs. 8-9 with max_dout, max_dgrad); a Runge–Kutta pair bounds its local error by
     output_tol (of α·f, eq. 8's scale) and direction_tol (eq. 9's), and eq. 8 by max_dout.
@@ -48,11 +56,14 @@ class TrainConfig:
     """
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
+    pca: int = 0
+    pca_whiten: bool = True
     n_train: int = 10000
     n_test: int = 50000
     data_seed: int = 0
+    architecture: str = "fc"
     width: int = 100
-    depth: int = 3
+    depth: int | None = None
     activation: str = "softplus"
     activation_beta: float = activations.SOFTPLUS_BETA
     bias_scale: float = 0.0
@@ -77,7 +88,6 @@ class TrainConfig:
         checks = [
             (self.alpha > 0, f"alpha must be > 0, got {self.alpha}"),
             (self.width >= 1, f"width must be >= 1, got {self.width}"),
-            (self.depth >= 1, f"depth must be >= 1, got {self.depth}"),
             (self.n_train >= 1, f"n_train must be >= 1, got {self.n_train}"),
             (self.n_test >= 0, f"n_test must be >= 0, got {self.n_test}"),
             (self.activation in activations.NAMES,
@@ -95,10 +105,17 @@ class TrainConfig:
              "readout_bias needs bias_scale > 0: the readout's bias enters as bias_scale·b"),
             (self.max_time > 0 and self.max_steps >= 1 and self.max_wall_seconds > 0,
              "max_time, max_steps and max_wall_seconds must be > 0"),
+            (self.pca >= 0, f"pca must be >= 0 (0 = no PCA), got {self.pca}"),
+            (self.pca > 0 or self.pca_whiten, "pca_whiten applies with --pca=K only"),
+            (self.pca == 0 or self.architecture == "fc",
+             f"--pca gives vectors of {self.pca} components, not images: the "
+             f"{self.architecture} needs images, use --architecture=fc or drop --pca"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        object.__setattr__(self, "depth", architectures.check_options(
+            self.architecture, self.depth, self.bias_scale, self.readout_bias))
         object.__setattr__(self, "dtype", precision.check(self.dtype, self.alpha, self.width))
 
     def flow(self):
@@ -127,10 +144,13 @@ class TrainConfig:
         """A stable id of the run: a hash of every setting that changes its result.
 
         The NOT_IDENTITY settings (data_dir and the budgets) are left out, and so are the
-        INTEGRATOR_SETTINGS of an Euler run.
+        INTEGRATOR_SETTINGS of an Euler run, and the LATER_SETTINGS at their defaults.
         """
         d = self.to_dict()
         for k in NOT_IDENTITY + (INTEGRATOR_SETTINGS if self.integrator == "euler" else ()):
             d.pop(k)
+        for k, default in LATER_SETTINGS.items():
+            if d[k] == default:
+                d.pop(k)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

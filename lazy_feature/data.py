@@ -5,7 +5,10 @@ All original train and test images are pooled, the pooled mean image is removed 
 image x is put on the sphere Σ_i x_i² = d, so that each component has unit variance. The
 training set holds 1000 images of each class (n = 10000) and the test set 5000 of each
 (50000), drawn disjointly from the pool. Section 7's other data sets (MNIST, EMNIST
-letters, CIFAR10, or any prepared TFDS data set) go through the same steps.
+letters, CIFAR10, or any prepared TFDS data set) go through the same steps, and any of them
+can first be reduced to its first K principal components (`pca`, Section 7's MNIST-PCA10).
+A task keeps its images flat (n, d) for the FC net and knows their natural shape
+(height, width, channels) for the convolutional nets (`BinaryTask.shaped`).
 
 Nothing is downloaded here: each source reads files the user already has.
 """
@@ -97,14 +100,15 @@ def _paths(dataset, data_dir, names, variants):
 
 
 def _pool(parts):
-    """Images flattened to float64 (N, d) and int labels (N,) of (images, labels, path) parts."""
+    """Float64 images (N, height, width, channels) and int labels (N,) of (images, labels,
+    path) parts whose images are (n, height, width) or (n, height, width, channels)."""
     for images, labels, path in parts:
-        if images.ndim < 2 or labels.ndim != 1 or len(images) != len(labels):
+        if images.ndim not in (3, 4) or labels.ndim != 1 or len(images) != len(labels):
             raise DataError(f"{path}: {images.shape} images do not match {labels.shape} labels")
-    shapes = {images.shape[1:] for images, _, _ in parts}
+    shapes = {images.shape[1:] + ((1,) if images.ndim == 3 else ()) for images, _, _ in parts}
     if len(shapes) != 1:
         raise DataError(f"{', '.join(p for _, _, p in parts)}: images of different shapes {shapes}")
-    x = np.concatenate([images.reshape(len(images), -1) for images, _, _ in parts],
+    x = np.concatenate([images.reshape(images.shape[:3] + (-1,)) for images, _, _ in parts],
                        dtype=np.float64)
     return x, np.concatenate([labels for _, labels, _ in parts]).astype(np.int64)
 
@@ -137,7 +141,8 @@ def _load_cifar10(data_dir):
                             f"{_HOW_TO_GET['cifar10']}") from e
         if images.ndim != 2 or images.shape[1] != 3072:
             raise DataError(f"{path}: CIFAR10 images must be (N, 3072), got {images.shape}")
-        parts.append((images, labels, path))
+        # Each row holds the red, green and blue 32 × 32 planes: move channels last.
+        parts.append((images.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels, path))
     return _pool(parts)
 
 
@@ -162,7 +167,15 @@ def _load_tfds(name, data_dir):
 
 
 def load_pool(dataset, data_dir=None):
-    """All original train and test images pooled (Section 2): float64 (N, d) and int labels (N,).
+    """All original train and test images pooled (Section 2), flattened: float64 (N, d) and
+    int labels (N,). See `load_images`."""
+    images, labels = load_images(dataset, data_dir)
+    return images.reshape(len(images), -1), labels
+
+
+def load_images(dataset, data_dir=None):
+    """All original train and test images pooled (Section 2) in their natural shape: float64
+    (N, height, width, channels), e.g. (N, 28, 28, 1) or (N, 32, 32, 3), and int labels (N,).
 
     `dataset` is one of SOURCES; data_dir defaults to DEFAULT_DATA_DIRS[dataset] where there
     is one. Raises DataError, saying how to get them, when files are missing or corrupt.
@@ -180,8 +193,10 @@ def load_pool(dataset, data_dir=None):
 class BinaryTask:
     """Training and test sets of the binary task (Section 2).
 
-    x: float64 (n, d), pooled mean removed, every row on the sphere Σ_i x_i² = d.
+    x: float64 (n, d), pooled mean removed, every row on the sphere Σ_i x_i² = d; or the
+    same numbers as images (n, height, width, channels) (`shaped`).
     y: float64 (n,) in {−1, +1}. classes: the original class of each point.
+    image_shape: (height, width, channels) of the images, None for vectors (e.g. after PCA).
     """
     x_train: np.ndarray
     y_train: np.ndarray
@@ -189,11 +204,21 @@ class BinaryTask:
     y_test: np.ndarray
     classes_train: np.ndarray
     classes_test: np.ndarray
+    image_shape: tuple | None = None
 
     @property
     def d(self):
         """The input dimension d (784 for Fashion-MNIST)."""
-        return self.x_train.shape[1]
+        return int(np.prod(self.x_train.shape[1:]))
+
+    def shaped(self, images):
+        """This task with x as images (n, height, width, channels) if `images` and it has an
+        image shape, else flat (n, d): the convolutional nets take the first, the FC net the
+        second. The arrays are views of the same numbers."""
+        shape = (self.image_shape if images and self.image_shape is not None
+                 else (self.d,))
+        return dataclasses.replace(self, x_train=self.x_train.reshape((-1, *shape)),
+                                   x_test=self.x_test.reshape((-1, *shape)))
 
 
 def parity_labels(classes):
@@ -226,13 +251,18 @@ def binary_task(images, classes, n_train, n_test, seed):
     The pooled mean image (over all N images) is removed and each image put on the sphere
     Σ_i x_i² = d. Each original class gets n // K points of a set (K classes) and the
     remainder goes one each to classes chosen by the seed; both sets are shuffled by it.
-    Labels are `parity_labels`. Same inputs and seed give identical arrays.
+    Labels are `parity_labels`. Same inputs and seed give identical arrays. Images
+    (N, height, width, channels) give a task that knows that shape, vectors (N, d) one
+    without (`BinaryTask.image_shape`); its x is flat either way.
     """
     images, classes = np.asarray(images), np.asarray(classes)
+    image_shape = tuple(images.shape[1:]) if images.ndim == 4 else None
+    if images.ndim == 4:
+        images = images.reshape(len(images), -1)
     if (images.ndim != 2 or classes.shape != images.shape[:1]
             or not np.issubdtype(classes.dtype, np.integer)):
-        raise DataError(f"need images (N, d) and integer classes (N,), got {images.shape} and "
-                        f"{classes.dtype} {classes.shape}")
+        raise DataError(f"need images (N, d) or (N, height, width, channels) and integer "
+                        f"classes (N,), got {images.shape} and {classes.dtype} {classes.shape}")
     if n_train < 1 or n_test < 0:
         raise DataError(f"need n_train >= 1 and n_test >= 0, got {n_train} and {n_test}")
     if n_train + n_test > len(images):
@@ -258,13 +288,45 @@ def binary_task(images, classes, n_train, n_test, seed):
     return BinaryTask(
         x_train=_on_sphere(images, train, mean), y_train=parity_labels(classes_train),
         x_test=_on_sphere(images, test, mean), y_test=parity_labels(classes_test),
-        classes_train=classes_train, classes_test=classes_test)
+        classes_train=classes_train, classes_test=classes_test, image_shape=image_shape)
+
+
+def pca(x, k, whiten=True):
+    """x (N, d) projected on its first k principal components: float64 (N, k), mean 0.
+
+    The components are the eigenvectors of the covariance of the N rows with the k largest
+    eigenvalues λ_1 ≥ … ≥ λ_k, signed so that each one's largest entry is positive.
+    Whitened, component i is divided by √λ_i and has unit variance over the N rows; not
+    whitened, all are divided by (mean_i λ_i)^(1/2) (the authors' code), so their mean
+    square is 1 on average and their variances keep the ratios of the λ_i. Float64:
+    the covariance is formed as E[x xᵀ] − E[x]E[x]ᵀ, which cancels about one digit on
+    pixel values.
+    """
+    x = np.asarray(x)
+    if x.ndim != 2 or not 1 <= int(k) <= x.shape[1]:
+        raise DataError(f"pca needs 1 <= K <= d = {x.shape[1:]} (the input dimension), got "
+                        f"K={k}")
+    mean = x.mean(axis=0, dtype=np.float64)
+    covariance = (x.T @ x) / len(x) - np.outer(mean, mean)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    order = np.argsort(eigenvalues)[::-1][:int(k)]
+    eigenvalues, components = eigenvalues[order], eigenvectors[:, order]
+    largest = np.argmax(np.abs(components), axis=0)
+    components *= np.sign(components[largest, np.arange(int(k))])
+    if eigenvalues[-1] <= 0:
+        raise DataError(f"the pooled images span fewer than {k} dimensions: lower --pca")
+    scale = np.sqrt(eigenvalues if whiten else np.mean(eigenvalues))
+    return (x @ components - mean @ components) / scale
 
 
 def load_binary_task(dataset="fashion_mnist", data_dir=None, n_train=10000, n_test=50000,
-                     data_seed=0):
-    """The paper's task: `load_pool` then `binary_task` (defaults: Section 2's Fashion-MNIST)."""
-    images, classes = load_pool(dataset, data_dir)
+                     data_seed=0, pca_components=0, pca_whiten=True):
+    """The paper's task: `load_images`, then `pca` of the pooled images if pca_components
+    = K > 0 (Section 7's MNIST-PCA10: mnist and K = 10), then `binary_task` (defaults:
+    Section 2's Fashion-MNIST)."""
+    images, classes = load_images(dataset, data_dir)
+    if pca_components:
+        images = pca(images.reshape(len(images), -1), pca_components, pca_whiten)
     return binary_task(images, classes, n_train, n_test, data_seed)
 
 

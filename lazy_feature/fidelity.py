@@ -61,7 +61,7 @@ def reference_flow(config, task, times=()):
     stops it first.
     """
     reference = reference_config(config)
-    model = run.build_model(reference, task.d)
+    model = run.build_model(reference, task.x_train.shape[1:])
     model.start(task.x_train, task.y_train)
     converged, outputs_at = None, {}
 

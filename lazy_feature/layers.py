@@ -1,4 +1,5 @@
-"""Layers in NTK parametrization (eqs. 12-14): N(0, 1) weights, fan_in^(-1/2) in `call`."""
+"""Layers in NTK parametrization (eqs. 12-14): N(0, 1) weights, fan_in^(-1/2) in `call`;
+dense (`NTKDense`) and convolutional (`NTKConv2D`, Section 7)."""
 import keras
 import numpy as np
 
@@ -72,4 +73,62 @@ class NTKDense(keras.layers.Layer):
         config = super().get_config()
         config.update(units=self.units, seed=self.seed, activation=self.activation,
                       beta=self.beta, use_bias=self.use_bias, bias_scale=self.bias_scale)
+        return config
+
+
+def conv_output_size(size, kernel_size, stride, padding):
+    """The spatial size after a convolution: ⌊(size + 2·padding − kernel_size)/stride⌋ + 1."""
+    return (size + 2 * padding - kernel_size) // stride + 1
+
+
+@keras.saving.register_keras_serializable(package="lazy_feature")
+class NTKConv2D(keras.layers.Layer):
+    """z̃ = fan_in^(-1/2) · (W ⋆ z), with W ~ N(0, 1) and fan_in = k²·c_in (eqs. 12-13 for
+    convolutions, Section 7): every output pixel is a dense layer on its k × k patch, so its
+    pre-activation has the variance of the patch's mean square, 1 at init away from borders.
+
+    Channels last; no bias (the paper's CNN has none). The input gets `padding` rows and
+    columns of zeros on each side before a 'valid' convolution of stride `strides`.
+
+    Args:
+      filters: c_out, the output channels.
+      kernel_size: k, the side of the square filter.
+      seed: seed of the N(0, 1) draw of the kernel, shape (k, k, c_in, c_out).
+      strides: the stride, the same along both axes.
+      padding: zero pixels added on each side.
+    """
+
+    def __init__(self, filters, kernel_size, seed, strides=1, padding=0, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size = int(filters), int(kernel_size)
+        self.seed, self.strides, self.padding = int(seed), int(strides), int(padding)
+
+    def build(self, input_shape):
+        self.fan_in = self.kernel_size ** 2 * int(input_shape[-1])
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.kernel_size, self.kernel_size, int(input_shape[-1]),
+                                  self.filters),
+            initializer=StandardNormal(self.seed))
+
+    def output_size(self, size):
+        """The spatial size of the output for an input of spatial size `size`."""
+        return conv_output_size(size, self.kernel_size, self.strides, self.padding)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        return (batch, self.output_size(height), self.output_size(width), self.filters)
+
+    def pad(self, z):
+        """z with `padding` zero pixels on each side (the patches the kernel sees)."""
+        p = self.padding
+        return keras.ops.pad(z, [[0, 0], [p, p], [p, p], [0, 0]]) if p else z
+
+    def call(self, z):
+        out = keras.ops.conv(self.pad(z), self.kernel, strides=self.strides, padding="valid")
+        return out * (1.0 / np.sqrt(self.fan_in))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=self.kernel_size, seed=self.seed,
+                      strides=self.strides, padding=self.padding)
         return config

@@ -7,8 +7,9 @@ and the signals of its rows and columns, except `gram`, which returns the whole 
 Inside the scope of a MirroredStrategy with several replicas (`distribute`), the tiles are
 spread over them, one tile per replica at a time.
 Two ways to compute a tile:
-  * `FullyConnected`: exact, from each layer's inputs and back-propagated signals, never
-    forming the Jacobian (`gram_fc`);
+  * the networks of `architectures` (`FullyConnected`, `ConvNet`, `WideResNet`): exact,
+    from each layer's inputs and back-propagated signals, never forming the Jacobian of a
+    dense layer (`gram_structured`);
   * any Keras model with outputs of shape (batch,) whose f(x_μ) depends on x_μ alone:
     per-example Jacobians, blocked over examples and parameters (`gram_generic`).
 
@@ -25,8 +26,8 @@ import tensorflow as tf
 
 from lazy_feature import integrators, losses
 from lazy_feature.alpha_model import AlphaModel
-from lazy_feature.architectures import FullyConnected
 from lazy_feature.dynamics import GradientFlow
+from lazy_feature.layers import NTKConv2D
 
 # Fast path: a float32 tile of 4096² is 64 MiB and the signals of a 4096-example block of the
 # paper's net (d = 784, L = 3, h = 1000) about 110 MiB, so the drift over 50 000 test points,
@@ -36,6 +37,11 @@ BLOCK_SIZE = 4096
 # float64), unless a single weight tensor is larger, in which case it holds one example.
 EXAMPLE_BLOCK = 64
 PARAM_BLOCK = 2 ** 18
+# Structured path with convolutions: a block's per-example gradients J of every convolution and
+# the patches of its largest layer hold at most this many entries (256 MiB in float32). Every
+# tile recomputes its column block's J, so blocks are as large as memory allows: 133 examples
+# on the paper's CNN at h = 64 on Fashion-MNIST (3·10⁵ weights).
+CONV_BLOCK_ENTRIES = 2 ** 26
 
 
 # -- Gram matrices -------------------------------------------------------------------------
@@ -43,19 +49,20 @@ PARAM_BLOCK = 2 ** 18
 def gram(network, x1, x2=None, block_size=None):
     """Θ(w; x1, x2) (eq. 5) as a float64 array (n1, n2); Θ(x1, x1) when x2 is None.
 
-    Takes the exact fast path for a `FullyConnected` and the per-example Jacobians of
-    `gram_generic` otherwise. block_size: examples per tile, None for the path's default.
+    Takes the exact fast path of `gram_structured` for the networks of `architectures` and
+    the per-example Jacobians of `gram_generic` otherwise. block_size: examples per tile, None for the path's default.
     """
     return _gram(_kernel(network, x1, block_size), x1, x2)
 
 
-def gram_fc(network, x1, x2=None, block_size=BLOCK_SIZE):
-    """Θ(w; x1, x2) of a `FullyConnected`, exact, without forming the Jacobian: float64 (n1, n2).
+def gram_structured(network, x1, x2=None, block_size=None):
+    """Θ(w; x1, x2) of a network of `architectures`, exact: float64 (n1, n2).
 
-    Each layer adds (Z1 Z2ᵀ / fan_in + β_b²) ∘ (G1 G2ᵀ), from its inputs Z and back-propagated
-    signals G (`_FullyConnectedKernel`).
+    From each layer's inputs Z and back-propagated signals G (`_LayerKernel`): a dense layer
+    adds (Z1 Z2ᵀ / fan_in + β_b²) ∘ (G1 G2ᵀ) without forming its Jacobian, a convolution
+    J1 J2ᵀ with its per-example gradient J formed from the patches in one batched pass.
     """
-    return _gram(_FullyConnectedKernel(_built(network, x1), block_size), x1, x2)
+    return _gram(_LayerKernel(_built(network, x1), x1, block_size), x1, x2)
 
 
 def gram_generic(network, x1, x2=None, example_block=EXAMPLE_BLOCK, param_block=PARAM_BLOCK):
@@ -383,8 +390,8 @@ def _built(network, x):
 
 def _kernel(network, x, block_size=None, positions=None):
     network = _built(network, x)
-    if isinstance(network, FullyConnected):
-        return _FullyConnectedKernel(network, block_size or BLOCK_SIZE)
+    if hasattr(network, "ntk_layers"):  # the networks of `architectures`
+        return _LayerKernel(network, x, block_size)
     return _GenericKernel(network, block_size or EXAMPLE_BLOCK, PARAM_BLOCK, positions)
 
 
@@ -399,29 +406,49 @@ def _kernel_pair(network_a, network_b, x, block_size):
     return [_kernel(net, x, block_size, positions) for net in (network_a, network_b)]
 
 
-class _FullyConnectedKernel:
-    """Tiles of Θ for a `FullyConnected` from each layer's inputs Z and signals G = ∂f/∂z̃.
+class _LayerKernel:
+    """Tiles of Θ for a network of `architectures` from each NTK layer's inputs Z and signals
+    G = ∂f/∂z̃ (`network.layer_signals`; f(x_μ) depends on x_μ alone, so one backward pass of
+    Σ_μ f_μ gives every example's G).
 
-    For z̃ = fan_in^(-1/2) z W + β_b b (`NTKDense`), ∂f/∂W_ij = z_i g_j / √fan_in and
-    ∂f/∂b_j = β_b g_j, so a layer adds (Z1 Z2ᵀ / fan_in + β_b²) ∘ (G1 G2ᵀ) to Θ(x1, x2) (∘ the
-    elementwise product); Θ sums the hidden layers and the readout (whose G is 1).
+    A dense layer z̃ = fan_in^(-1/2) z W + β_b b (`NTKDense`) has ∂f/∂W_ij = z_i g_j / √fan_in
+    and ∂f/∂b_j = β_b g_j, so it adds (Z1 Z2ᵀ / fan_in + β_b²) ∘ (G1 G2ᵀ) to Θ(x1, x2) (∘ the
+    elementwise product). A convolution (`NTKConv2D`) shares W over the output pixels p, so
+    ∂f/∂W = fan_in^(-1/2) Σ_p u_p ⊗ g_p with u_p the (zero-padded) input patch of p: it adds
+    J1 J2ᵀ, J that per-example gradient. Θ sums every layer's term.
+
+    Blocks: BLOCK_SIZE examples for dense layers only; with convolutions, few enough that a
+    block's J of every convolution and patches of one layer hold at most CONV_BLOCK_ENTRIES
+    entries.
     """
 
-    def __init__(self, network, block_size):
+    def __init__(self, network, x, block_size=None):
         self.network = network
-        self.block_size = int(block_size)
-        self.bias_squares = [layer.bias_scale ** 2 if layer.use_bias else 0.0
-                             for layer in network.hidden + [network.readout]]
+        self.bias_squares = [layer.bias_scale ** 2 if getattr(layer, "use_bias", False) else 0.0
+                             for layer in network.ntk_layers]
+        _, preacts = network.layer_signals(np.asarray(x)[:1])
+        convolutions = [(layer, int(np.prod(z.shape[1:-1])))  # (layer, output pixels)
+                        for layer, z in zip(network.ntk_layers, preacts)
+                        if isinstance(layer, NTKConv2D)]
+        per_example = (sum(layer.fan_in * layer.filters for layer, _ in convolutions)  # J
+                       + max([pixels * layer.fan_in for layer, pixels in convolutions],
+                             default=0))  # the largest layer's patches
+        default = (BLOCK_SIZE if not per_example
+                   else max(1, min(BLOCK_SIZE, CONV_BLOCK_ENTRIES // per_example)))
+        self.block_size = int(block_size or default)
 
     def signals(self, x):
-        """[(Z / √fan_in, G)] per layer for a block of inputs."""
+        """Per layer, (Z / √fan_in, G) for a dense layer or (J,) for a convolution."""
         return _layer_signals(self.network, tf.convert_to_tensor(x, self.network.compute_dtype))
 
     def block(self, signals1, signals2):
         theta = 0.0
-        for (z1, g1), (z2, g2), bias_sq in zip(signals1, signals2, self.bias_squares):
-            theta += ((tf.matmul(z1, z2, transpose_b=True) + bias_sq)
-                      * tf.matmul(g1, g2, transpose_b=True))
+        for s1, s2, bias_sq in zip(signals1, signals2, self.bias_squares):
+            if len(s1) == 1:  # a convolution's J
+                theta += tf.matmul(s1[0], s2[0], transpose_b=True)
+            else:
+                theta += ((tf.matmul(s1[0], s2[0], transpose_b=True) + bias_sq)
+                          * tf.matmul(s1[1], s2[1], transpose_b=True))
         return theta
 
 
@@ -500,14 +527,23 @@ def _outputs(network, x):
 
 @tf.function(reduce_retracing=True)
 def _layer_signals(network, x):
-    """[(Z / √fan_in, G)] of a `FullyConnected` per layer: one forward and one backward pass.
-
-    f(x_μ) depends on x_μ alone, so ∂(Σ_μ f_μ)/∂z̃ gives every example's g at once.
-    """
+    """`_LayerKernel`'s signals per NTK layer: one forward and one backward pass."""
     with tf.GradientTape() as tape:
         tape.watch(x)  # records the pass even for a frozen copy, whose weights are not watched
         inputs, preactivations = network.layer_signals(x)
         total = tf.reduce_sum(preactivations[-1])
     grads = tape.gradient(total, preactivations)
-    layers = network.hidden + [network.readout]
-    return [(z * (1.0 / np.sqrt(layer.fan_in)), g) for layer, z, g in zip(layers, inputs, grads)]
+    return [_convolution_gradient(layer, z, g) if isinstance(layer, NTKConv2D)
+            else (z * (1.0 / np.sqrt(layer.fan_in)), g)
+            for layer, z, g in zip(network.ntk_layers, inputs, grads)]
+
+
+def _convolution_gradient(layer, z, g):
+    """(J,) with J[μ] = ∂f(x_μ)/∂W = fan_in^(-1/2) Σ_p u_μp ⊗ g_μp flattened like W, for an
+    `NTKConv2D` with input z and signals g; u_μp is the zero-padded k × k input patch of
+    output pixel p, flattened (row, column, channel) like W's first three axes."""
+    k, s = layer.kernel_size, layer.strides
+    patches = tf.image.extract_patches(layer.pad(z), [1, k, k, 1], [1, s, s, 1], [1, 1, 1, 1],
+                                       "VALID")
+    jacobian = tf.einsum("nhwi,nhwo->nio", patches, g) * (1.0 / np.sqrt(layer.fan_in))
+    return (tf.reshape(jacobian, [tf.shape(z)[0], -1]),)

@@ -12,9 +12,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature import artifact, callbacks, data, distribute, losses
+from lazy_feature import architectures, artifact, callbacks, data, distribute, losses
 from lazy_feature.alpha_model import AlphaModel
-from lazy_feature.architectures import FullyConnected
 from lazy_feature.config import VERSION, TrainConfig
 from lazy_feature.errors import RunDirError
 
@@ -27,21 +26,18 @@ _EVAL_BATCH = 4096
 STEPS_PER_CALL = 100_000
 
 
-def build_model(config, input_dim, strategy=None, steps_per_call=STEPS_PER_CALL):
-    """The AlphaModel of `config`: a FullyConnected network at α, built for `input_dim` inputs
-    inside `strategy`'s scope (None: the current strategy), `steps_per_call` trial steps per
-    call of its train function at most (1: one step per call)."""
+def build_model(config, input_shape, strategy=None, steps_per_call=STEPS_PER_CALL):
+    """The AlphaModel of `config`: its architecture's network at α, built for inputs of
+    `input_shape` (without the batch axis; an int d for vectors) inside `strategy`'s scope
+    (None: the current strategy), `steps_per_call` trial steps per call of its train
+    function at most (1: one step per call)."""
     with (strategy or tf.distribute.get_strategy()).scope():
-        network = FullyConnected(
-            width=config.width, depth=config.depth, activation=config.activation,
-            beta=config.activation_beta, bias_scale=config.bias_scale,
-            readout_bias=config.readout_bias, seed=config.init_seed,
-            dtype=config.dtype)
+        network = architectures.network(config)
         model = AlphaModel(network, alpha=config.alpha, loss=config.loss,
                            loss_beta=config.loss_beta, centered=config.centered,
                            flow=config.flow())
         model.compile(steps_per_execution=steps_per_call)
-        model.build((None, input_dim))
+        model.build((None, *(int(s) for s in np.atleast_1d(input_shape))))
         model.build_dynamics_state(config.n_train)
     return model
 
@@ -60,14 +56,21 @@ def load_config(run_dir):
 
 
 def load_task(config, task=None):
-    """The data set `config` trains on (`task` if given), checked against its sizes."""
+    """The data set `config` trains on (`task` if given), checked against its sizes, its x
+    shaped for the architecture (images for cnn and wide_resnet, vectors for fc).
+
+    Raises ConfigError when the architecture cannot take these inputs.
+    """
     if task is None:
         task = data.load_binary_task(config.dataset, config.data_dir, config.n_train,
-                                     config.n_test, config.data_seed)
+                                     config.n_test, config.data_seed, config.pca,
+                                     config.pca_whiten)
     if task.x_train.shape[0] != config.n_train or task.x_test.shape[0] != config.n_test:
         raise RunDirError(
             f"the task has {task.x_train.shape[0]} training and {task.x_test.shape[0]} test "
             f"points, the config asks for {config.n_train} and {config.n_test}")
+    task = task.shaped(images=config.architecture != "fc")
+    architectures.network(config).check_input_shape(task.x_train.shape[1:])
     return task
 
 
@@ -190,7 +193,7 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
         logger.info("%s is already complete", output_dir)
         return artifact.read_json(os.path.join(output_dir, artifact.METRICS))
     task = load_task(config, task)
-    model = build_model(config, task.d, strategy, steps_per_call)  # n must split evenly
+    model = build_model(config, task.x_train.shape[1:], strategy, steps_per_call)  # n must split evenly
     _claim(config, output_dir)
     tf.config.experimental.enable_op_determinism()  # a run is a function of its seeds
 
@@ -307,7 +310,7 @@ def load_run(run_dir, task=None, strategy=None):
     if labels.shape != task.y_test.shape or not np.array_equal(labels, task.y_test):
         raise RunDirError(f"the data set found now is not the one the run in {run_dir} was "
                           "trained on (test labels differ): check --dataset and --data_dir")
-    model = build_model(config, task.d, strategy)
+    model = build_model(config, task.x_train.shape[1:], strategy)
     with model.distribute_strategy.scope():
         model.load_weights(os.path.join(run_dir, artifact.WEIGHTS))
     return LoadedRun(config, model, task)

@@ -131,11 +131,12 @@ def mark_used(runs):
 
 # -- one run -----------------------------------------------------------------------------
 
-_TASKS = {}  # data sets loaded by this process, by (dataset, data_dir, n_train, n_test, seed)
+_TASKS = {}  # data sets loaded by this process, by the settings that make them
 
 
 def _task(config):
-    key = (config.dataset, config.data_dir, config.n_train, config.n_test, config.data_seed)
+    key = (config.dataset, config.data_dir, config.n_train, config.n_test, config.data_seed,
+           config.pca, config.pca_whiten, config.architecture)
     if key not in _TASKS:
         _TASKS[key] = run.load_task(config)
     return _TASKS[key]

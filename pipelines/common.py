@@ -77,12 +77,19 @@ _HELP = {
     "n_train": "Training-set size n (class-balanced).",
     "n_test": "Test-set size.",
     "data_seed": "Seed of the train/test draw.",
-    "width": "Width h of every hidden layer.",
-    "depth": "Number L of hidden layers.",
+    "pca": "K > 0: project the pooled images on their first K principal components (fc only; "
+           "MNIST-PCA10 is --dataset=mnist --pca=10).",
+    "pca_whiten": "With --pca: divide each component by its standard deviation "
+                  "(--nopca_whiten keeps their ratios).",
+    "architecture": "fc (the paper's FC net), cnn (its 4-layer CNN, on images) or wide_resnet "
+                    "(Wide-ResNet depth x k without batch norm, on images).",
+    "width": "Width h: fc neurons per hidden layer, cnn channels, wide_resnet widening k.",
+    "depth": "Hidden layers L of fc (default 3); wide_resnet depth 6n+4 (default 28); not cnn.",
     "activation": "softplus, relu, tanh, swish or linear (normalized, eq. 10).",
     "activation_beta": "Softplus sharpness β.",
-    "bias_scale": "Multiplier β_b of the hidden layers' biases (Appendix J); 0 = no bias.",
-    "readout_bias": "A bias on the readout too (needs --bias_scale > 0).",
+    "bias_scale": "Multiplier β_b of the hidden layers' biases (Appendix J); 0 = no bias; "
+                  "fc only.",
+    "readout_bias": "A bias on the readout too (needs --bias_scale > 0); fc only.",
     "alpha": "The output scale α of eq. 6 (give this or --sqrt_h_alpha).",
     "centered": "Train α[f(w) − f(w0)] (eq. 6); --nocentered trains α f(w) (Appendix I).",
     "init_seed": "Seed of the N(0, 1) initial weights.",

@@ -13,6 +13,10 @@ through its pipeline options, e.g. on Dataflow (the sweep directory on shared st
   python -m pipelines.sweep --config=fig3 --output_dir=gs://bucket/fig3 \
       --beam_options=--runner=DataflowRunner,--project=my-project,--region=us-central1
 
+The same grid with the paper's CNN in place of its network (any named config):
+
+  python -m pipelines.sweep --config=quick --architecture=cnn --output_dir=runs/quick_cnn
+
 A rerun of the same command skips finished runs and resumes interrupted ones. Runs that a
 budget stopped are kept out of every statistic; to let them finish, from where they stopped:
 
@@ -31,6 +35,10 @@ flags.DEFINE_list("widths", None, "Replace the config's widths h.")
 flags.DEFINE_list("alphas", None, "Replace the config's α grid (and drop its √h·α grid).")
 flags.DEFINE_list("sqrt_h_alphas", None, "Replace the config's √h·α grid (and drop its α grid).")
 flags.DEFINE_list("seeds", None, "Replace the config's init seeds.")
+flags.DEFINE_string("architecture", None, "Replace the config's network: fc, cnn or wide_resnet "
+                    "(with that architecture's default depth).")
+flags.DEFINE_integer("pca", None, "Replace the config's --pca: K > 0 principal components of "
+                     "the images (fc only), 0 for none.")
 flags.DEFINE_enum("runner", "beam", sweep.RUNNERS, "Apache Beam, or a loop in this process.")
 flags.DEFINE_integer("workers", 2, "Processes of Beam's local DirectRunner.")
 flags.DEFINE_list("beam_options", None, "Beam pipeline options, replacing the local runner's.")
@@ -44,7 +52,13 @@ FLAGS = flags.FLAGS
 def sweep_from_flags():
     """The named SweepConfig with the grid flags that were given."""
     grid = configs.get(FLAGS.config)
-    changes = {}
+    changes, base = {}, {}
+    if FLAGS.architecture is not None:
+        base.update(architecture=FLAGS.architecture, depth=None)
+    if FLAGS.pca is not None:
+        base.update(pca=FLAGS.pca)
+    if base:
+        changes["base"] = dataclasses.replace(grid.base, **base)
     if FLAGS.widths is not None:
         changes["widths"] = tuple(common.integers("widths", FLAGS.widths))
     if FLAGS.seeds is not None:

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from lazy_feature import activations, artifact, data, errors, run
 from lazy_feature.alpha_model import AlphaModel
-from lazy_feature.architectures import FullyConnected
+from lazy_feature.architectures import ConvNet, FullyConnected
 from lazy_feature.config import TrainConfig
 from lazy_feature.dynamics import GradientFlow
 from tests.conftest import sphere_inputs
@@ -264,3 +264,33 @@ def test_float32_and_float64_agree_where_float32_resolves(tmp_path):
         run.train(config, str(tmp_path / dtype), task=task)
         out[dtype] = np.load(tmp_path / dtype / artifact.TEST_OUTPUTS)
     assert np.linalg.norm(out["float32"] - out["float64"]) / np.linalg.norm(out["float64"]) < 0.02
+
+
+def _image_task(side, n_train, n_test, seed=0):
+    """Binary images (side × side × 1) whose class parity sets their brightness."""
+    rng = np.random.default_rng(seed)
+    classes = np.arange(n_train + n_test) % 4
+    images = rng.normal(size=(len(classes), side, side, 1)) + 1.5 * (classes % 2 == 0)[
+        :, None, None, None]
+    return data.binary_task(images, classes, n_train, n_test, seed)
+
+
+def test_cnn_trains_end_to_end_on_images(tmp_path):
+    task = _image_task(19, 24, 40)
+    # Looser eqs. 8-9 than the paper's (a few dozen steps): this tests the plumbing.
+    config = TrainConfig(architecture="cnn", n_train=24, n_test=40, width=4, alpha=1.0,
+                         dtype="float64", max_dout=1.0, max_dgrad=0.1)
+    metrics = run.train(config, str(tmp_path), task=task)
+    assert metrics["converged"] and metrics["train_error"] == 0.0 and metrics["test_error"] < 0.2
+    loaded = run.load_run(str(tmp_path), task=task)
+    assert isinstance(loaded.model.network, ConvNet)
+    assert loaded.task.x_test.shape == (40, 19, 19, 1)  # images in their shape, not flattened
+    np.testing.assert_allclose(loaded.model(loaded.task.x_test).numpy(),
+                               np.load(tmp_path / artifact.TEST_OUTPUTS), rtol=1e-12)
+
+
+def test_an_image_the_cnn_cannot_take_writes_nothing(tmp_path):
+    config = TrainConfig(architecture="cnn", n_train=8, n_test=4, width=4)
+    with pytest.raises(errors.ConfigError, match="shrink a side of 16"):
+        run.train(config, str(tmp_path / "run"), task=_image_task(16, 8, 4))
+    assert not (tmp_path / "run").exists()

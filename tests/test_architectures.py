@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 
 from lazy_feature.alpha_model import AlphaModel
-from lazy_feature.architectures import FullyConnected
+from lazy_feature.architectures import ConvNet, FullyConnected, WideResNet
+from lazy_feature.config import TrainConfig
 from lazy_feature.errors import ConfigError
+from lazy_feature.layers import NTKConv2D, conv_output_size
 from tests.conftest import sphere_inputs
 
 
@@ -92,3 +94,123 @@ def test_bad_shapes(kwargs):
 def test_impossible_bias_settings_are_refused(bias_scale, readout_bias):
     with pytest.raises(ConfigError, match="bias_scale"):
         FullyConnected(width=4, bias_scale=bias_scale, readout_bias=readout_bias)
+
+
+# -- the CNN and the Wide-ResNet (Section 7, Appendix A) -----------------------------------
+
+def image_inputs(n, shape, seed):
+    """n images of `shape` with i.i.d. components, each image on the sphere Σ x² = d."""
+    return sphere_inputs(n, int(np.prod(shape)), seed).reshape((n, *shape))
+
+
+def numpy_patches(layer, z):
+    """The zero-padded k × k input patch of every output pixel of an NTKConv2D, as rows
+    (batch · pixels, k·k·c_in), by NumPy sliding windows."""
+    p, k, s = layer.padding, layer.kernel_size, layer.strides
+    z = np.pad(np.asarray(z), [(0, 0), (p, p), (p, p), (0, 0)])
+    windows = np.lib.stride_tricks.sliding_window_view(z, (k, k), axis=(1, 2))[:, ::s, ::s]
+    return windows.reshape(-1, windows.shape[3] * k * k)
+
+
+def test_conv_layer_matches_numpy_brute_force():
+    layer = NTKConv2D(3, 5, seed=2, strides=2, padding=1, dtype="float64")
+    z = image_inputs(2, (11, 9, 4), seed=0)
+    out = layer(z).numpy()
+    assert out.shape == (2, conv_output_size(11, 5, 2, 1), conv_output_size(9, 5, 2, 1), 3)
+    w, padded = layer.kernel.numpy(), np.pad(z, [(0, 0), (1, 1), (1, 1), (0, 0)])
+    for i, j in ((0, 0), (2, 3), (4, 2)):
+        patch = padded[:, 2 * i:2 * i + 5, 2 * j:2 * j + 5, :]
+        expected = np.einsum("nabc,abco->no", patch, w) / np.sqrt(5 * 5 * 4)
+        np.testing.assert_allclose(out[:, i, j], expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda seed: ConvNet(16, seed=seed, dtype="float64"), (28, 28, 1)),
+    (lambda seed: WideResNet(1, depth=10, seed=seed, dtype="float64"), (12, 12, 3))])
+def test_preactivations_have_the_variance_of_their_patch(make, shape):
+    """N(0, 1) weights and fan_in^(-1/2) keep every pre-activation O(1) at init (Section 7).
+
+    Given its input, a convolution's output channel c is z̃_c = U w_c / √fan_in with U the
+    patches (rows: pixels of every input) and w_c ~ N(0, 1): Σ z̃_c² has mean tr M / fan_in
+    and variance 2 tr M² / fan_in² (M = UᵀU), independently over channels and seeds. So the
+    measured Σ z̃² over all channels and seeds divided by its expectation is 1 within a
+    standard error computed exactly from the patches; the expectation is the mean square of
+    the patches, 1 for unit-variance inputs, less at borders where the zero padding enters.
+    Each layer's inputs are σ of the previous pre-activations, so with E σ(z)² = 1
+    (eq. 10) every layer stays at unit variance away from the borders.
+    """
+    x = image_inputs(4, shape, seed=0)
+    layers = None
+    totals = None
+    for seed in range(8):
+        network = make(seed)
+        inputs, preacts = network.layer_signals(x)
+        layers = network.ntk_layers[:-1]
+        stats = []
+        for layer, z, pre in zip(layers, inputs, preacts):
+            u = numpy_patches(layer, z.numpy())
+            expected = layer.filters * np.sum(u ** 2) / layer.fan_in
+            variance = layer.filters * 2 * np.sum((u.T @ u) ** 2) / layer.fan_in ** 2
+            stats.append((np.sum(pre.numpy() ** 2), expected, variance, np.mean(u ** 2)))
+        totals = np.array(stats) if totals is None else totals + np.array(stats)
+    for index, (measured, expected, variance, _) in enumerate(totals):
+        error = np.sqrt(variance) / expected
+        assert error < 0.1, (index, error)  # enough samples to see a wrong scale (≥ 2×)
+        assert measured / expected == pytest.approx(1.0, abs=4 * error), index
+    # The first layer sees the inputs themselves: unit variance, less the padded border.
+    levels = totals[:, 3] / 8
+    assert 0.8 < levels[0] <= 1.0
+    assert np.all((levels > 0.2) & (levels < 1.5)), levels  # O(1) at every layer
+
+
+@pytest.mark.parametrize("network, shape", [
+    (ConvNet(6, seed=0), (19, 19, 1)), (WideResNet(1, depth=10, seed=0), (8, 8, 3))])
+def test_image_networks_start_at_F_zero_on_unseen_inputs(network, shape):
+    model = AlphaModel(network, alpha=1e3)
+    x_new = image_inputs(5, shape, seed=9)
+    assert np.all(model(x_new).numpy() == 0.0)  # f(w) and f(w0) are computed identically
+    assert np.all(model.initial_output(x_new).numpy() != 0.0)
+
+
+def test_wide_resnet_stages():
+    network = WideResNet(2, depth=16, seed=0)
+    network.build((None, 9, 9, 3))
+    # The stem, then 2 blocks a stage of 32, 64, 128 channels; a 1 × 1 shortcut where the
+    # shape changes (each stage's first block), the identity elsewhere.
+    assert [layer.filters for layer in network.convs] == [16, 32, 32, 32, 32, 32,
+                                                          64, 64, 64, 64, 64,
+                                                          128, 128, 128, 128, 128]
+    assert [shortcut >= 0 for _, _, shortcut in network.blocks] == [True, False] * 3
+    assert network.readout.fan_in == 128 and network.readout.seed == 16
+    assert network.layer_signals(image_inputs(2, (9, 9, 3), 0))[1][-2].shape == (2, 3, 3, 128)
+
+
+@pytest.mark.parametrize("network, shape, message", [
+    (ConvNet(4), (18, 18, 1), "shrink a side of 18 to \\[8, 6, 2, 0\\]"),
+    (ConvNet(4), (784,), "takes images"),
+    (WideResNet(1, depth=10), (100,), "takes images"),
+    (FullyConnected(4), (28, 28, 1), "takes vectors")])
+def test_an_input_shape_the_network_cannot_take_is_refused(network, shape, message):
+    with pytest.raises(ConfigError, match=message):
+        network.build((None, *shape))
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(architecture="cnn", depth=3), "4 hidden layers"),
+    (dict(architecture="cnn", bias_scale=0.1), "fc only"),
+    (dict(architecture="wide_resnet", readout_bias=True, bias_scale=0.1), "fc only"),
+    (dict(architecture="wide_resnet", depth=12), "6n \\+ 4"),
+    (dict(architecture="cnn", pca=10), "not images"),
+    (dict(architecture="resnet"), "choose one of fc, cnn, wide_resnet")])
+def test_options_an_architecture_does_not_take_are_refused(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**settings)
+
+
+def test_depth_defaults_to_the_architectures_and_keeps_fc_run_ids():
+    assert [TrainConfig(architecture=a).depth for a in ("fc", "cnn", "wide_resnet")] == [3, 4, 28]
+    # A setting added later enters the id only away from its default: the FC ids of
+    # earlier versions stay valid, and another architecture is another run.
+    assert TrainConfig().run_id() == TrainConfig(architecture="fc", depth=3).run_id()
+    assert TrainConfig(architecture="cnn").run_id() != TrainConfig().run_id()
+    assert TrainConfig(width=30, depth=5).run_id() == "65eaeaf2d0ad3cfc"  # as in version 0.2.0

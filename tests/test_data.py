@@ -367,3 +367,64 @@ def test_real_fashion_mnist():
     np.testing.assert_array_equal(np.bincount(task.classes_train, minlength=10), [20] * 10)
     np.testing.assert_array_equal(np.bincount(task.classes_test, minlength=10), [30] * 10)
     np.testing.assert_allclose((task.x_train ** 2).sum(axis=1), 784, rtol=1e-10)
+
+
+# --- images in their shape, PCA (Section 7) ---------------------------------------------
+
+def test_images_keep_their_natural_shape(mnist_dir, tmp_path):
+    folder, raw_images, _ = mnist_dir
+    images, _ = data.load_images("mnist", folder)
+    assert images.shape == (len(raw_images), 28, 28, 1)
+    np.testing.assert_array_equal(images[..., 0], raw_images)
+    task = data.load_binary_task("mnist", folder, n_train=20, n_test=10)
+    assert task.image_shape == (28, 28, 1) and task.x_train.shape == (20, 784)
+    as_images = task.shaped(images=True)
+    assert as_images.x_train.shape == (20, 28, 28, 1) and as_images.x_test.shape == (10, 28, 28, 1)
+    np.testing.assert_array_equal(as_images.x_train.reshape(20, -1), task.x_train)
+    assert as_images.shaped(images=False).x_test.shape == (10, 784) and as_images.d == 784
+    # CIFAR10 rows hold the red, green, then blue 32 × 32 planes: channels go last.
+    rows = np.arange(3072, dtype=np.int64).reshape(1, 3072) % 251
+    for name in CIFAR10_FILES:
+        with open(tmp_path / name, "wb") as f:
+            pickle.dump({b"data": rows.astype(np.uint8), b"labels": [0]}, f)
+    cifar, _ = data.load_images("cifar10", tmp_path)
+    assert cifar.shape == (6, 32, 32, 3)
+    np.testing.assert_array_equal(cifar[0, 1, 2], rows[0, [34, 1024 + 34, 2048 + 34]])
+
+
+def test_pca_projects_on_the_leading_components():
+    # Anisotropic Gaussian data of known covariance, rotated: the components are found back.
+    rng = np.random.default_rng(0)
+    scales = np.array([5.0, 3.0, 2.0, 1.0, 0.5, 0.2])
+    rotation, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    x = (rng.standard_normal((4000, 6)) * scales) @ rotation.T + 7.0
+    for whiten in (True, False):
+        u = data.pca(x, 3, whiten)
+        assert u.shape == (4000, 3)
+        np.testing.assert_allclose(u.mean(axis=0), 0, atol=1e-10)
+        # The projections on the top right singular vectors of the centered data, computed
+        # independently here by an SVD, scaled to unit variance or by the mean variance:
+        # uncorrelated, largest variance first, each up to its sign.
+        centered = x - x.mean(axis=0)
+        _, singular, vt = np.linalg.svd(centered, full_matrices=False)
+        variances = singular[:3] ** 2 / len(x)
+        expected = centered @ vt[:3].T / np.sqrt(variances if whiten else variances.mean())
+        signs = np.sign(np.sum(u * expected, axis=0))
+        np.testing.assert_allclose(u * signs, expected, atol=1e-9)
+        # The sign makes each component's largest entry positive (reproducible across LAPACKs).
+        largest = vt[np.arange(3), np.argmax(np.abs(vt[:3]), axis=1)]
+        np.testing.assert_array_equal(signs, np.sign(largest))
+        np.testing.assert_allclose(np.cov(u.T, bias=True),
+                                   np.diag(np.ones(3) if whiten else variances / variances.mean()),
+                                   atol=1e-10)
+        assert np.allclose(np.abs(rotation[:, :3].T @ vt[:3].T), np.eye(3), atol=0.05)
+
+
+def test_pca_task_has_k_components(mnist_dir):
+    folder, _, _ = mnist_dir
+    task = data.load_binary_task("mnist", folder, n_train=30, n_test=20, pca_components=10)
+    assert task.d == 10 and task.image_shape is None
+    assert task.x_train.shape == (30, 10) and task.shaped(images=True).x_train.shape == (30, 10)
+    np.testing.assert_allclose((task.x_train ** 2).sum(axis=1), 10, rtol=1e-10)  # the sphere
+    with pytest.raises(data.DataError, match="1 <= K <= d"):
+        data.load_binary_task("mnist", folder, n_train=30, n_test=20, pca_components=785)

@@ -6,10 +6,10 @@ import tensorflow as tf
 
 from lazy_feature import activations
 from lazy_feature.alpha_model import AlphaModel
-from lazy_feature.architectures import FullyConnected
+from lazy_feature.architectures import ConvNet, FullyConnected, WideResNet
 from lazy_feature.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError
-from lazy_feature.layers import NTKDense
+from lazy_feature.layers import NTKConv2D, NTKDense
 from tests.conftest import sphere_inputs
 
 X = sphere_inputs(20, 6, seed=0)
@@ -75,6 +75,26 @@ def test_trained_alpha_model_keras_round_trip(tmp_path):
     _fit(loaded, 10)
     assert loaded.step_count.numpy() == model.step_count.numpy()
     np.testing.assert_array_equal(loaded(x_new).numpy(), model(x_new).numpy())
+
+
+@pytest.mark.parametrize("network, shape", [
+    (lambda: ConvNet(3, activation="tanh", seed=2, dtype="float64"), (19, 19, 1)),
+    (lambda: WideResNet(1, depth=10, seed=3, dtype="float64"), (5, 5, 3))])
+def test_image_network_alpha_model_keras_round_trip(network, shape, tmp_path):
+    model = AlphaModel(network(), alpha=2.0, centered=False)
+    x = np.random.default_rng(0).standard_normal((3, *shape))
+    model(x)
+    config = model.network.get_config()
+    assert type(model.network).from_config(config).get_config() == config
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded.network) is type(model.network)
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+    layer = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(model.network.ntk_layers[1]))
+    assert isinstance(layer, NTKConv2D) and layer.get_config() == (
+        model.network.ntk_layers[1].get_config())
 
 
 def test_evaluate_averages_over_points_not_batches():

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from lazy_feature import ntk
 from lazy_feature.alpha_model import AlphaModel
-from lazy_feature.architectures import FullyConnected
+from lazy_feature.architectures import ConvNet, FullyConnected, WideResNet
 
 D = 6  # input dimension of every test problem
 
@@ -80,9 +80,26 @@ def test_fast_and_generic_paths_match_brute_force(depth, activation, use_bias):
     network = fully_connected(depth, activation, use_bias)
     x1, x2 = inputs(5), inputs(4, seed=1)
     reference = brute_force_gram(network, x1, x2)
-    assert relative_error(ntk.gram_fc(network, x1, x2), reference) < 1e-10
+    assert relative_error(ntk.gram_structured(network, x1, x2), reference) < 1e-10
     assert relative_error(ntk.gram_generic(network, x1, x2), reference) < 1e-10
     assert relative_error(ntk.gram(network, x1), brute_force_gram(network, x1, x1)) < 1e-10
+
+
+@pytest.mark.parametrize("network, shape", [
+    (lambda: ConvNet(3, seed=1, dtype="float64"), (19, 19, 1)),
+    (lambda: WideResNet(1, depth=10, activation="tanh", seed=2, dtype="float64"), (4, 5, 2))])
+def test_image_networks_match_brute_force_on_both_paths(network, shape):
+    """Images in their shape and convolution weights: per-example Jacobians (generic), and
+    the structured path's patches ⊗ signals, against one tape per example."""
+    network = network()
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.standard_normal((3, *shape)), rng.standard_normal((2, *shape))
+    network(x1)
+    reference = brute_force_gram(network, x1, np.concatenate([x1, x2]))
+    # One shape per path: tracing the per-example gradients of a convolution is what costs.
+    assert relative_error(ntk.gram_generic(network, x1), reference[:, :3]) < 1e-10
+    assert relative_error(ntk.gram_structured(network, x1, x2), reference[:, 3:]) < 1e-10
+    assert relative_error(ntk.gram(network, x1, block_size=2), reference[:, :3]) < 1e-10
 
 
 def test_generic_path_on_a_custom_model():
@@ -105,9 +122,9 @@ def test_blocks_smaller_than_the_set_give_the_same_gram():
     network = fully_connected(depth=2)
     x1, x2 = inputs(7), inputs(5, seed=1)
     for x_other in (None, x2):
-        reference = ntk.gram_fc(network, x1, x_other)
+        reference = ntk.gram_structured(network, x1, x_other)
         for size in (2, 3):  # neither divides 7 nor 5
-            assert relative_error(ntk.gram_fc(network, x1, x_other, block_size=size),
+            assert relative_error(ntk.gram_structured(network, x1, x_other, block_size=size),
                                   reference) < 1e-13
     # param_block 7 is smaller than every weight tensor: one tensor per chunk, one example per
     # tile; example_block 2 splits the larger ones.

@@ -43,6 +43,18 @@ def test_train_writes_the_run_artifact_of_a_converged_run(tmp_path):
     assert not [n for n in os.listdir(out) if n.endswith((".tmp", ".partial"))]
 
 
+def test_train_stage_runs_the_cnn_on_images(tmp_path):
+    write_class_template_mnist(tmp_path / "mnist", per_class_train=2, per_class_test=2)
+    out = tmp_path / "run"
+    result = run_stage("train", f"--output_dir={out}", "--dataset=mnist", "--architecture=cnn",
+                       f"--data_dir={tmp_path / 'mnist'}", "--n_train=20", "--n_test=20",
+                       "--width=4", "--alpha=1", "--max_dout=1", "--max_dgrad=0.1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads((out / artifact.CONFIG).read_text())
+    assert config["architecture"] == "cnn" and config["depth"] == 4
+    assert json.loads((out / artifact.METRICS).read_text())["converged"]
+
+
 def test_divergence_is_one_line_with_non_zero_exit(tmp_path):
     # The real binary (a subprocess): exit status 1, one error line, no traceback.
     images = write_class_template_mnist(tmp_path / "mnist", per_class_train=3, per_class_test=1)
@@ -59,7 +71,7 @@ def test_divergence_is_one_line_with_non_zero_exit(tmp_path):
 
 @pytest.mark.parametrize("binary, expected", [
     ("train", ["--width", "--sqrt_h_alpha", "--bias_scale", "--readout_bias", "--max_time",
-               "--output_dir", "--live_drift"]),
+               "--output_dir", "--live_drift", "--architecture", "--pca", "--pca_whiten"]),
     ("ensemble", ["--width", "--sqrt_h_alpha", "--bias_scale", "--seeds", "--output_dir"]),
 ])
 def test_helpshort_lists_the_flags_a_user_sets(binary, expected):
@@ -76,6 +88,8 @@ def test_helpshort_lists_the_flags_a_user_sets(binary, expected):
     (["--n_train=60000", "--n_test=20000"], "exceeds the 70000 pooled images"),
     (["--activation=gelu"], "unknown activation 'gelu'"),
     (["--alpha=1e4", "--width=100", "--dtype=float32"], "use dtype float64"),
+    (["--architecture=cnn", "--bias_scale=0.1"], "bias_scale and readout_bias apply to fc only"),
+    (["--architecture=cnn", "--pca=10"], "not images"),
 ])
 def test_bad_input_fails_in_one_line(args, message, tmp_path):
     if "--data_dir" not in args[0] and "pooled" in message and not os.path.isdir(

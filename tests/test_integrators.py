@@ -1,5 +1,6 @@
 """The integrators of gradient flow (eqs. 7-9): orders against the matrix exponential of a
 quadratic loss, fidelity against the reference flow (Appendix G), stopping, resume, NaN."""
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -232,3 +233,24 @@ def test_frozen_kernel_dynamics_runs_the_same_integrators():
                                    atol=2e-3)
     assert rk["gradient_evaluations"] == 1 + 3 * (rk["steps"] + rk["rejected"])
     assert rk["gradient_evaluations"] < euler["gradient_evaluations"] / 3
+
+
+def test_weights_written_before_the_integrator_choice_load(tmp_path):
+    # Such files lack the variables gradient_evaluations and t_end (the AlphaModel's own
+    # variables 4 and 5); an Euler run's evaluations are 1 + its trial steps.
+    task = _task()
+    config = TrainConfig(n_train=10, n_test=200, width=8, depth=2, dtype="float64", max_steps=3)
+    metrics = run.train(config, str(tmp_path), task=task)
+    with h5py.File(tmp_path / artifact.WEIGHTS, "r+") as f:
+        own = f["vars"]
+        kept = [own[str(i)][()] for i in range(len(own)) if i not in (4, 5)]
+        for name in list(own):
+            del own[name]
+        for i, value in enumerate(kept):
+            own.create_dataset(str(i), data=value)
+    model = run.load_run(str(tmp_path), task=task).model
+    assert int(model.evaluations.numpy()) == metrics["gradient_evaluations"] == \
+        1 + metrics["steps"] + metrics["rejected_steps"]
+    assert np.isinf(model.t_end.numpy()) and int(model.step_count.numpy()) == 3
+    outputs = run.evaluate(model, task.x_test, task.y_test, model.per_pattern_loss)[0]
+    np.testing.assert_array_equal(outputs, np.load(tmp_path / artifact.TEST_OUTPUTS))

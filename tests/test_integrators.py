@@ -11,7 +11,7 @@ from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.config import TrainConfig
 from lazy_feature.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError
-from tests.conftest import sphere_inputs
+from tests.conftest import run_stage, sphere_inputs
 
 N, D = 12, 5
 X = sphere_inputs(N, D, seed=7)
@@ -254,3 +254,15 @@ def test_weights_written_before_the_integrator_choice_load(tmp_path):
     assert np.isinf(model.t_end.numpy()) and int(model.step_count.numpy()) == 3
     outputs = run.evaluate(model, task.x_test, task.y_test, model.per_pattern_loss)[0]
     np.testing.assert_array_equal(outputs, np.load(tmp_path / artifact.TEST_OUTPUTS))
+
+
+def test_fidelity_stage_writes_a_runs_fidelity(fashion_task, tmp_path):
+    # A run on the stage's own data (its config.json says where that lies).
+    config = TrainConfig(n_train=10, n_test=100, width=8, depth=2, dtype="float64",
+                         max_dgrad=5e-2, max_dout=0.3)
+    run.train(config, str(tmp_path))
+    result = run_stage("fidelity", f"--run_dirs={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    stored = artifact.read_json(str(tmp_path / artifact.FIDELITY))
+    assert result.stdout.startswith(f"{tmp_path}: deviation {stored['output_deviation']:.3g}")
+    assert 0 < stored["output_deviation"] < 5e-2

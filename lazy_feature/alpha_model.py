@@ -371,6 +371,20 @@ class AlphaModel(keras.Model):
         if "n_train" in config:
             self.build_dynamics_state(config["n_train"])
 
+    def load_own_variables(self, store):
+        """Keras' loading of the model's own variables; a weights file written before the
+        integrator choice, which lacks `gradient_evaluations` and `t_end`, loads too: its run
+        was the paper's Euler scheme, so its evaluations were one at w0 and one per trial
+        step, and it had no set end time (t_end = ∞)."""
+        own = self._trainable_variables + self._non_trainable_variables
+        added = (self.evaluations, self.t_end)
+        if len(store.keys()) != len(own) - len(added):
+            return super().load_own_variables(store)
+        for i, v in enumerate(v for v in own if all(v is not a for a in added)):
+            v.assign(store[f"{i}"])
+        self.t_end.assign(float("inf"))
+        self.evaluations.assign(self.attempts + tf.cast(self.started, "int64"))
+
     def build_dynamics_state(self, n_train):
         """Create the per-pattern state of n_train training points, split over the replicas."""
         replicas = self.distribute_strategy.num_replicas_in_sync

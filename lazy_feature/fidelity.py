@@ -106,22 +106,40 @@ def compare(test_outputs, t, test_error, reference):
                 reference_gradient_evaluations=reference.gradient_evaluations)
 
 
-def check_run(run_dir, task=None):
-    """Compare the complete run in `run_dir` with its reference flow; write `fidelity.json`.
+def check_runs(run_dirs, task=None):
+    """Compare each complete run in `run_dirs` with its reference flow; write `fidelity.json`.
 
-    A run that already has it is not checked again. task: the run's data set (loaded
-    from its config if None).
+    Runs that share a reference (the same reference_config: the same data, w0 and
+    thresholds, whatever their integrator or dtype) are compared with one reference flow
+    that lands on each of their final t. A run that already has fidelity.json is not checked
+    again. task: the runs' data set (loaded from each config if None). Returns the results
+    in the order of `run_dirs`.
     """
-    path = os.path.join(run_dir, artifact.FIDELITY)
-    if os.path.exists(path):
-        return artifact.read_json(path)
-    loaded = run.load_run(run_dir, task)
-    metrics = artifact.read_json(os.path.join(run_dir, artifact.METRICS))
-    test_outputs = np.load(os.path.join(run_dir, artifact.TEST_OUTPUTS))
-    reference = reference_flow(loaded.config, loaded.task, times=[metrics["t"]])
-    result = compare(test_outputs, metrics["t"], metrics["test_error"], reference)
-    artifact.write_json(path, result)
-    logger.info("%s: deviation from the reference flow %.3g, test error %+.4f, t %+.4g",
-                run_dir, result["output_deviation"], result["test_error_difference"],
-                result["t_difference"])
-    return result
+    results, groups = {}, {}
+    for run_dir in run_dirs:
+        path = os.path.join(run_dir, artifact.FIDELITY)
+        if os.path.exists(path):
+            results[run_dir] = artifact.read_json(path)
+            continue
+        loaded = run.load_run(run_dir, task)
+        key = reference_config(loaded.config).run_id()
+        groups.setdefault(key, (loaded, []))[1].append(run_dir)
+    for loaded, members in groups.values():
+        metrics = {d: artifact.read_json(os.path.join(d, artifact.METRICS)) for d in members}
+        reference = reference_flow(loaded.config, loaded.task,
+                                   times=[m["t"] for m in metrics.values()])
+        for run_dir in members:
+            test_outputs = np.load(os.path.join(run_dir, artifact.TEST_OUTPUTS))
+            result = compare(test_outputs, metrics[run_dir]["t"],
+                             metrics[run_dir]["test_error"], reference)
+            artifact.write_json(os.path.join(run_dir, artifact.FIDELITY), result)
+            logger.info("%s: deviation from the reference flow %.3g, test error %+.4f, t %+.4g",
+                        run_dir, result["output_deviation"], result["test_error_difference"],
+                        result["t_difference"])
+            results[run_dir] = result
+    return [results[d] for d in run_dirs]
+
+
+def check_run(run_dir, task=None):
+    """`check_runs` of one run: its fidelity (module docstring), also in `fidelity.json`."""
+    return check_runs([run_dir], task)[0]

@@ -172,9 +172,10 @@ def _checkpoint_step(run_dir):
 
 @pytest.mark.parametrize("integrator", ["euler", "bogacki_shampine"])
 def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator):
-    task = _synthetic_task()
-    config = TrainConfig(n_train=80, n_test=60, width=30, alpha=0.5, dtype="float64",
-                         integrator=integrator)
+    # ε_∇ = 5e-2 keeps the run to ~100 steps; exactness does not depend on it.
+    task = _synthetic_task(n_train=10, n_test=20)
+    config = TrainConfig(n_train=10, n_test=20, width=8, alpha=0.5, dtype="float64",
+                         max_dgrad=5e-2, integrator=integrator)
     reference = run.train(config, str(tmp_path / "whole"), task=task)
     cut = str(tmp_path / "cut")
     # Killed at step 20: only the periodic checkpoint (every batch here) is on disk.
@@ -182,11 +183,13 @@ def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator):
         run.train(config, cut, task=task, checkpoint_seconds=0.0,
                   extra_callbacks=[_Stop(20, RuntimeError("killed"))])
     assert _checkpoint_step(cut) == 20
-    # Resumed, then interrupted at step 40 with no periodic checkpoint due: Ctrl-C saves one.
-    with pytest.raises(KeyboardInterrupt):
-        run.train(config, cut, task=task, checkpoint_seconds=1e9,
-                  extra_callbacks=[_Stop(40, KeyboardInterrupt())])
-    assert _checkpoint_step(cut) == 40 and not artifact.is_complete(cut)
+    if integrator == "euler":  # (how a checkpoint is saved does not depend on the integrator)
+        # Resumed, then interrupted at step 40 with no periodic checkpoint due: Ctrl-C saves.
+        with pytest.raises(KeyboardInterrupt):
+            run.train(config, cut, task=task, checkpoint_seconds=1e9,
+                      extra_callbacks=[_Stop(40, KeyboardInterrupt())])
+        assert _checkpoint_step(cut) == 40
+    assert not artifact.is_complete(cut)
     resumed = run.train(config, cut, task=task)
     for key in ("steps", "rejected_steps", "gradient_evaluations", "t", "test_error",
                 "weight_drift"):

@@ -1,5 +1,6 @@
 """The integrators of gradient flow (eqs. 7-9): orders against the matrix exponential of a
 quadratic loss, fidelity against the reference flow (Appendix G), stopping, resume, NaN."""
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.config import TrainConfig
 from lazy_feature.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError
-from tests.conftest import sphere_inputs
+from tests.conftest import run_stage, sphere_inputs
 
 N, D = 12, 5
 X = sphere_inputs(N, D, seed=7)
@@ -132,7 +133,7 @@ def test_adaptive_steps_match_the_matrix_exponential_to_their_tolerance(name, to
     assert 1.3 < errors[2 * tol] / errors[tol] < 3.5
 
 
-def _task(n_train=20, n_test=200, seed=3):
+def _task(n_train=10, n_test=200, seed=3):
     x = sphere_inputs(n_train + n_test, 8, seed=seed)
     y = np.sign(x[:, 0] - 0.4 * x[:, 1] + 0.2 * x[:, 2])
     return data.BinaryTask(x[:n_train], y[:n_train], x[n_train:], y[n_train:],
@@ -141,36 +142,40 @@ def _task(n_train=20, n_test=200, seed=3):
 
 @pytest.fixture(scope="module")
 def small_runs(tmp_path_factory):
-    """A small network trained by Euler and by Bogacki–Shampine, and the Euler run's fidelity
-    checked by `fidelity.check_run`, the Runge–Kutta run's against the same reference."""
+    """A small network trained by Euler and by Bogacki–Shampine from the same w0, and both
+    checked by `fidelity.check_runs` against one reference flow."""
     task = _task()
-    # ε_∇ = 1e-2, looser than the paper's, keeps the reference flow (ε_∇/100) to seconds.
-    base = TrainConfig(n_train=20, n_test=200, width=8, depth=2, alpha=1.0, dtype="float64",
-                       max_dgrad=1e-2)
+    # ε_∇ = 5e-2 and max_dout = 0.3, looser than the paper's, keep the reference flow
+    # (ε_∇/100, max_dout/10) to ~500 steps.
+    base = TrainConfig(n_train=10, n_test=200, width=8, depth=2, alpha=1.0, dtype="float64",
+                       max_dgrad=5e-2, max_dout=0.3)
     root = tmp_path_factory.mktemp("runs")
     runs = {}
     for name in ("euler", "bogacki_shampine"):
         config = TrainConfig(**dict(base.to_dict(), integrator=name))
         runs[name] = dict(config=config, dir=str(root / name),
                           metrics=run.train(config, str(root / name), task=task))
-    runs["euler"]["fidelity"] = fidelity.check_run(runs["euler"]["dir"], task=task)
-    rk = runs["bogacki_shampine"]
-    reference = fidelity.reference_flow(rk["config"], task, times=[rk["metrics"]["t"]])
-    rk["fidelity"] = fidelity.compare(np.load(f"{rk['dir']}/{artifact.TEST_OUTPUTS}"),
-                                      rk["metrics"]["t"], rk["metrics"]["test_error"], reference)
+    results = fidelity.check_runs([runs["euler"]["dir"], runs["bogacki_shampine"]["dir"]],
+                                  task=task)
+    for name, result in zip(("euler", "bogacki_shampine"), results):
+        runs[name]["fidelity"] = result
     return task, runs
 
 
 def test_runge_kutta_is_at_least_as_faithful_as_euler(small_runs):
     _, runs = small_runs
     euler, rk = runs["euler"], runs["bogacki_shampine"]
-    # Appendix G's bound on the paper's scheme, and the Runge–Kutta pair at its default
-    # tolerances at least as close to the reference flow.
-    assert 0 < euler["fidelity"]["output_deviation"] < 1e-2
+    # The paper's scheme is close to the reference flow (Appendix G finds 1e-3 at ε_∇ = 1e-4;
+    # at these thresholds a few %), and the Runge–Kutta pair at its default tolerances at
+    # least as close.
+    assert 0 < euler["fidelity"]["output_deviation"] < 5e-2
     assert rk["fidelity"]["output_deviation"] <= euler["fidelity"]["output_deviation"]
     # Both runs and the reference converge at the same time to within a few Euler steps.
     assert abs(rk["fidelity"]["t_difference"]) < 0.05 * rk["fidelity"]["reference_t"]
-    assert euler["fidelity"] == artifact.read_json(f"{euler['dir']}/{artifact.FIDELITY}")
+    # One reference flow served both runs, and each run has its fidelity.json.
+    assert euler["fidelity"]["reference_t"] == rk["fidelity"]["reference_t"]
+    for result in (euler, rk):
+        assert result["fidelity"] == artifact.read_json(f"{result['dir']}/{artifact.FIDELITY}")
 
 
 def test_gradient_evaluations_are_counted_and_recorded(small_runs):
@@ -194,7 +199,7 @@ def test_runge_kutta_stops_at_the_papers_criterion(small_runs):
     assert np.min(model(task.x_train).numpy() * task.y_train) > 1.0  # every margin > 1
     records = [artifact.read_json_line(line) for line in open(f"{rk['dir']}/{artifact.DYNAMICS}")]
     assert records[-1]["unfitted"] == 0 and all(r["unfitted"] > 0 for r in records[:-1])
-    assert all(r["error"] <= 1.0 and r["dout"] < 0.1 for r in records[1:])
+    assert all(r["error"] <= 1.0 and r["dout"] < 0.3 for r in records[1:])
 
 
 def test_an_euler_run_keeps_its_id_whatever_the_runge_kutta_tolerances():
@@ -228,3 +233,36 @@ def test_frozen_kernel_dynamics_runs_the_same_integrators():
                                    atol=2e-3)
     assert rk["gradient_evaluations"] == 1 + 3 * (rk["steps"] + rk["rejected"])
     assert rk["gradient_evaluations"] < euler["gradient_evaluations"] / 3
+
+
+def test_weights_written_before_the_integrator_choice_load(tmp_path):
+    # Such files lack the variables gradient_evaluations and t_end (the AlphaModel's own
+    # variables 4 and 5); an Euler run's evaluations are 1 + its trial steps.
+    task = _task()
+    config = TrainConfig(n_train=10, n_test=200, width=8, depth=2, dtype="float64", max_steps=3)
+    metrics = run.train(config, str(tmp_path), task=task)
+    with h5py.File(tmp_path / artifact.WEIGHTS, "r+") as f:
+        own = f["vars"]
+        kept = [own[str(i)][()] for i in range(len(own)) if i not in (4, 5)]
+        for name in list(own):
+            del own[name]
+        for i, value in enumerate(kept):
+            own.create_dataset(str(i), data=value)
+    model = run.load_run(str(tmp_path), task=task).model
+    assert int(model.evaluations.numpy()) == metrics["gradient_evaluations"] == \
+        1 + metrics["steps"] + metrics["rejected_steps"]
+    assert np.isinf(model.t_end.numpy()) and int(model.step_count.numpy()) == 3
+    outputs = run.evaluate(model, task.x_test, task.y_test, model.per_pattern_loss)[0]
+    np.testing.assert_array_equal(outputs, np.load(tmp_path / artifact.TEST_OUTPUTS))
+
+
+def test_fidelity_stage_writes_a_runs_fidelity(fashion_task, tmp_path):
+    # A run on the stage's own data (its config.json says where that lies).
+    config = TrainConfig(n_train=10, n_test=100, width=8, depth=2, dtype="float64",
+                         max_dgrad=5e-2, max_dout=0.3)
+    run.train(config, str(tmp_path))
+    result = run_stage("fidelity", f"--run_dirs={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    stored = artifact.read_json(str(tmp_path / artifact.FIDELITY))
+    assert result.stdout.startswith(f"{tmp_path}: deviation {stored['output_deviation']:.3g}")
+    assert 0 < stored["output_deviation"] < 5e-2

@@ -4,7 +4,6 @@ dynamics at initialization and at the end of training (Appendix A, Fig. 8 (c, d)
 Its results are the columns the sweep table and the report use, stored in the run's ntk.json.
 """
 import logging
-import os
 
 import numpy as np
 
@@ -34,8 +33,8 @@ def evaluate(run_dir, task=None, max_train=None, max_test=None, save_gram=False,
     points. With `save_gram`, the Gram matrices on those points are stored as .npy too.
     A run that already has ntk.json is not evaluated again.
     """
-    path = os.path.join(run_dir, artifact.NTK)
-    if os.path.exists(path):
+    path = artifact.join(run_dir, artifact.NTK)
+    if artifact.exists(path):
         return artifact.read_json(path)
     loaded = run.load_run(run_dir, task)
     config, model, task = loaded.config, loaded.model, loaded.task
@@ -57,11 +56,11 @@ def evaluate(run_dir, task=None, max_train=None, max_test=None, save_gram=False,
                         f"frozen_{when}_steps": frozen["steps"],
                         f"frozen_{when}_t": frozen["t"],
                         f"frozen_{when}_converged": frozen["converged"]})
-        artifact.write_npy(os.path.join(run_dir, f"frozen_{when}_test_outputs.npy"),
+        artifact.write_npy(artifact.join(run_dir, f"frozen_{when}_test_outputs.npy"),
                            frozen["test_outputs"])
         if save_gram:
             for name, x in (("train", x_train), ("test", x_test)):
-                artifact.write_npy(os.path.join(run_dir, f"gram_{when}_{name}.npy"),
+                artifact.write_npy(artifact.join(run_dir, f"gram_{when}_{name}.npy"),
                                    ntk.gram(network, x, block_size=block_size))
     artifact.write_json(path, results)
     logger.info("%s: kernel drift %.3g (test), frozen-kernel test error %.4f at init, %.4f at "

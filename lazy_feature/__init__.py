@@ -5,7 +5,9 @@ The public face; the modules hold one concept each:
   architectures FullyConnected, the NTK-parametrized network f(w, x) (eqs. 10-14)
   alpha_model   AlphaModel, F = α[f(w, x) − f(w0, x)] (eq. 6) trained by gradient flow
   dynamics      GradientFlow, the adaptive step control (eqs. 8-9)
-  run           train / load_run: a run artifact on disk
+  run           train / load_run: one run end to end
+  artifact      the run artifact on any tf.io.gfile filesystem, its one checkpoint
+  resources     the memory and step time a run needs, checked before it starts
   ntk           Gram matrices of the empirical NTK (eq. 5), drift, frozen-kernel dynamics
   regime        RegimeMonitor: lazy or feature learning, for any Keras model's fit
   probe         scan: a user's model's drift and test error over α, its crossover α*
@@ -16,7 +18,7 @@ The public face; the modules hold one concept each:
 """
 from lazy_feature import (activations, artifact, callbacks, data, ensemble, exponents, losses,
                           ntk, ntk_eval, observables, precision, probe, regime, report,
-                          sweep)
+                          resources, sweep)
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import FullyConnected
 from lazy_feature.config import VERSION as __version__

@@ -14,8 +14,9 @@ from lazy_feature.errors import ConfigError
 from tests.conftest import ROOT, sphere_inputs
 
 # A run whose full batch dominates its memory (6·n·h·L = 36e6 numbers, ~0.3 GiB in float64)
-# while a trial step stays short (6·n·P ≈ 2.5 GFLOP): the peak resident memory it adds to a
-# fresh process, whose TensorFlow runtime has started, is measured against the estimate.
+# while a trial step stays short (6·n·P ≈ 2.5 GFLOP): its peak resident memory above what a
+# fresh process holds once TensorFlow's runtime has started is measured against the
+# estimate (Linux: /proc/self/status and ru_maxrss).
 _MEASURE = """
 import json, resource, sys
 import numpy as np
@@ -29,9 +30,10 @@ task = data.BinaryTask(x, y, x[:100], y[:100], np.zeros(n, int), np.zeros(100, i
 config = TrainConfig(n_train=n, n_test=100, width=200, alpha=1.0, dtype="float64", max_steps=2)
 resources.matmul_rate("float64")
 (tf.constant(x) @ tf.constant(x.T[:, :2])).numpy()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+with open("/proc/self/status") as f:  # resident now (the peak so far may lie above it)
+    before = int(next(l for l in f if l.startswith("VmRSS:")).split()[1]) * 1024
 run.train(config, sys.argv[1], task=task)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the peak, in KiB on Linux
 found = resources.estimate(config, d)
 print(json.dumps([after - before, found.weights + found.activations]))
 """

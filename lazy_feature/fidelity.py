@@ -16,7 +16,6 @@ deviations are not resolved. It costs about 10-30 runs of the paper's scheme.
 import dataclasses
 import logging
 import math
-import os
 
 import numpy as np
 
@@ -112,12 +111,12 @@ def check_run(run_dir, task=None):
     A run that already has it is not checked again. task: the run's data set (loaded
     from its config if None).
     """
-    path = os.path.join(run_dir, artifact.FIDELITY)
-    if os.path.exists(path):
+    path = artifact.join(run_dir, artifact.FIDELITY)
+    if artifact.exists(path):
         return artifact.read_json(path)
     loaded = run.load_run(run_dir, task)
-    metrics = artifact.read_json(os.path.join(run_dir, artifact.METRICS))
-    test_outputs = np.load(os.path.join(run_dir, artifact.TEST_OUTPUTS))
+    metrics = artifact.read_json(artifact.join(run_dir, artifact.METRICS))
+    test_outputs = artifact.read_npy(artifact.join(run_dir, artifact.TEST_OUTPUTS))
     reference = reference_flow(loaded.config, loaded.task, times=[metrics["t"]])
     result = compare(test_outputs, metrics["t"], metrics["test_error"], reference)
     artifact.write_json(path, result)

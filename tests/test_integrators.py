@@ -210,7 +210,7 @@ def test_a_config_written_before_the_integrator_choice_loads_as_euler(tmp_path):
     record = {k: v for k, v in TrainConfig(width=10).to_dict().items()
               if k not in ("integrator", "output_tol", "direction_tol")}
     artifact.write_json(str(tmp_path / artifact.CONFIG), record)
-    assert run.load_config(str(tmp_path)).integrator == "euler"
+    assert artifact.load_config(str(tmp_path)).integrator == "euler"
 
 
 def test_unknown_integrator_is_refused():

@@ -218,7 +218,8 @@ def test_budget_stopped_runs_are_excluded_then_retried(tmp_path, monkeypatch):
     base = TrainConfig(n_train=40, n_test=60, max_steps=3, dtype="float64")
     grid = sweep.SweepConfig(base=base, widths=(16,), sqrt_h_alphas=(1.0,), seeds=(0, 1),
                              ntk=False)
-    monkeypatch.setitem(sweep._TASKS, ("fashion_mnist", None, 40, 60, 0), task)
+    monkeypatch.setitem(sweep._TASKS, (base.dataset, base.data_dir, 40, 60, base.data_seed,
+                                       base.pca, base.pca_whiten, base.architecture), task)
     out = str(tmp_path / "sweep")
     runs, ensembles = sweep.run_sweep(grid, out, runner="inprocess")
     assert runs["excluded_reason"].tolist() == ["budget", "budget"] and ensembles.empty

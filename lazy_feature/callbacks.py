@@ -188,8 +188,9 @@ class Checkpointer(keras.callbacks.Callback):
 
     `state()` gives the rest of the checkpoint: dict(log_records, wall_seconds). Put it
     last among the callbacks, so that each save follows the records of its step. Inside
-    `saving_on_signals()`, SIGTERM (a preempted machine) or SIGINT (Ctrl-C) makes it save at
-    the end of the current step and raise KeyboardInterrupt; a second signal interrupts at
+    `saving_on_signals()`, SIGTERM (a preempted machine) or SIGINT (Ctrl-C) makes it save when
+    the current call of the train function returns (under in-graph stepping it returns at
+    least every `every_seconds`) and raise KeyboardInterrupt; a second signal interrupts at
     once, like a kill (the run then resumes from its last checkpoint).
     """
 

@@ -39,7 +39,10 @@ setuptools.setup(
         "matplotlib>=3.7",  # the report's figures
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],  # the suite runs on 2 processes (-n 2)
+        # The suite runs on 2 processes (-n 2) and compiles the Kubeflow pipeline.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "kfp>=2.7,<3"],
+        # pipelines/kfp_pipeline.py: the sweep as a Kubeflow Pipelines (v2) pipeline.
+        "kfp": ["kfp>=2.7,<3"],
         # TFDS reads data sets a user already prepared; it needs importlib_resources,
         # which nothing else pulls in.
         "tfds": ["tensorflow-datasets>=4.9", "importlib_resources"],

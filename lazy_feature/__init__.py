@@ -9,7 +9,9 @@ The public face; the modules hold one concept each:
   integrators   the paper's Euler scheme and embedded Runge–Kutta pairs, one trial step each
   fidelity      a run against its reference flow (Euler at ε_∇/100, Appendix G)
   distribute    tf.distribute strategies by name, logical CPU devices, the TPU's float32
-  run           train / load_run: a run artifact on disk
+  run           train / load_run: one run end to end
+  artifact      the run artifact on any tf.io.gfile filesystem, its one checkpoint
+  resources     the memory and step time a run needs, checked before it starts
   ntk           Gram matrices of the empirical NTK (eq. 5), drift, frozen-kernel dynamics
   regime        RegimeMonitor: lazy or feature learning, for any Keras model's fit
   probe         scan: a user's model's drift and test error over α, its crossover α*
@@ -20,7 +22,7 @@ The public face; the modules hold one concept each:
 """
 from lazy_feature import (activations, artifact, callbacks, data, distribute, ensemble,
                           exponents, fidelity, integrators, losses, ntk, ntk_eval,
-                          observables, precision, probe, regime, report, sweep)
+                          observables, precision, probe, regime, report, resources, sweep)
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import ConvNet, FullyConnected, WideResNet
 from lazy_feature.config import VERSION as __version__

@@ -5,10 +5,12 @@ Each `AlphaModel.train_step` is one trial step; its logs carry the integrator's 
 error = the trial's error over its tolerance, evaluations = gradient evaluations so far,
 rescaled_loss = α²L, train_error, unfitted, weight_drift, output_norm, converged).
 """
+import contextlib
 import json
 import logging
 import math
-import os
+import signal
+import threading
 import time
 
 import keras
@@ -69,32 +71,35 @@ class GradientFlowStopping(keras.callbacks.Callback):
         self.max_wall_seconds, self.wall_offset, self.min_dt = max_wall_seconds, wall_offset, min_dt
         self.stop_when_converged = stop_when_converged
         self.reason = None
-
-    def on_train_begin(self, logs=None):
         self._start = time.monotonic()
-        self.reason = None
 
     def wall_seconds(self):
+        """Wall-clock seconds spent: those before a resume and those since this was made."""
         return self.wall_offset + time.monotonic() - self._start
 
     def on_train_batch_begin(self, batch, logs=None):
         self.model.pause_at(step=self.max_steps, t=self.max_time,
                             seconds=self.max_wall_seconds - self.wall_seconds())
 
-    def on_train_batch_end(self, batch, logs=None):
+    def stop_reason(self, logs):
+        """Why the flow at state `logs` stops ("converged" or a budget's name), or None."""
         logs = _python(logs)
         if logs["converged"] and self.stop_when_converged:
-            self.reason = "converged"
-        elif logs["t"] >= self.max_time:
-            self.reason = "max_time"
-        elif logs["step"] >= self.max_steps:
-            self.reason = "max_steps"
-        elif self.wall_seconds() >= self.max_wall_seconds:
-            self.reason = "max_wall_seconds"
-        elif not (logs["dt"] > self.min_dt and math.isfinite(logs["rescaled_loss"])):
+            return "converged"
+        if logs["t"] >= self.max_time:
+            return "max_time"
+        if logs["step"] >= self.max_steps:
+            return "max_steps"
+        if self.wall_seconds() >= self.max_wall_seconds:
+            return "max_wall_seconds"
+        if not (logs["dt"] > self.min_dt and math.isfinite(logs["rescaled_loss"])):
             raise DivergenceError(
                 f"gradient flow diverged at step {int(logs['step'])} (dt={logs['dt']:.3g}, "
                 f"rescaled loss={logs['rescaled_loss']:.3g}): lower dt0 or use dtype float64")
+        return None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.reason = self.stop_reason(logs)
         if self.reason:
             self.model.stop_training = True
 
@@ -148,15 +153,16 @@ class LogSpaced(keras.callbacks.Callback):
 
 
 class JsonlLogger(LogSpaced):
-    """Appends each record as one JSON line to `path` (the dynamics log)."""
+    """Appends each record as one JSON line to `path` (the dynamics log); `records` counts
+    the lines the log holds (those already there on a resume included)."""
 
-    def __init__(self, path, **kwargs):
+    def __init__(self, path, records=0, **kwargs):
         super().__init__(**kwargs)
-        self.path = path
+        self.path, self.records = path, records
 
     def record(self, entry):
-        with open(self.path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
+        artifact.append_line(self.path, json.dumps(entry))
+        self.records += 1
 
 
 class ProgressLogger(LogSpaced):
@@ -174,37 +180,59 @@ class ProgressLogger(LogSpaced):
                                 entry["wall_seconds"]))
         logger.info("%s", line)
         if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+            artifact.append_line(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}")
 
 
 class Checkpointer(keras.callbacks.Callback):
-    """Saves the whole model (w, w0 and the integrator's state) every `every_seconds`.
+    """Saves an `artifact.TrainingCheckpoint` every `every_seconds`, and on SIGTERM or SIGINT.
 
-    The file is written under a temporary name and renamed, so a kill never leaves a
-    half-written checkpoint; `on_save(step)` runs after each save (e.g. to note the wall
-    time spent so far).
+    `state()` gives the rest of the checkpoint: dict(log_records, wall_seconds). Put it
+    last among the callbacks, so that each save follows the records of its step. Inside
+    `saving_on_signals()`, SIGTERM (a preempted machine) or SIGINT (Ctrl-C) makes it save when
+    the current call of the train function returns (under in-graph stepping it returns at
+    least every `every_seconds`) and raise KeyboardInterrupt; a second signal interrupts at
+    once, like a kill (the run then resumes from its last checkpoint).
     """
 
-    def __init__(self, path, every_seconds=60.0, on_save=None):
+    def __init__(self, checkpoint, every_seconds=60.0, state=dict):
         super().__init__()
-        self.path, self.every_seconds, self.on_save = path, every_seconds, on_save
-
-    def on_train_begin(self, logs=None):
+        self.checkpoint, self.every_seconds, self.state = checkpoint, every_seconds, state
+        self._signal = None
         self._last = time.monotonic()
 
     def save(self):
-        artifact.save_weights(self.model, self.path)
-        if self.on_save is not None:
-            self.on_save(int(self.model.step_count.numpy()))
+        self.checkpoint.save(**self.state())
+        self._last = time.monotonic()
 
     def on_train_batch_begin(self, batch, logs=None):
         self.model.pause_at(seconds=self.every_seconds - (time.monotonic() - self._last))
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._signal is not None:
+            self.save()
+            raise KeyboardInterrupt(f"{signal.Signals(self._signal).name}: checkpoint saved")
         if time.monotonic() - self._last >= self.every_seconds:
             self.save()
-            self._last = time.monotonic()
+
+    @contextlib.contextmanager
+    def saving_on_signals(self):
+        """Within this block SIGTERM and SIGINT save a checkpoint before stopping (main thread
+        only: a worker thread, e.g. Beam's, leaves the signals to its process)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._signal is not None:
+                raise KeyboardInterrupt(signal.Signals(signum).name)
+            self._signal = signum
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
 
 # -- TensorBoard ---------------------------------------------------------------------------
@@ -380,7 +408,7 @@ class TensorBoardRecorder(LogSpaced):
         super().__init__(**kwargs)
         self.drift_probe = drift_probe
         self.writer = tf.summary.create_file_writer(
-            os.path.join(logdir, tensorboard_run_name(config)))
+            artifact.join(logdir, tensorboard_run_name(config)))
         hparams = {k: v for k, v in config.to_dict().items() if k not in NOT_IDENTITY}
         hparams.update(sqrt_h_alpha=config.sqrt_h_alpha, run_id=config.run_id())
         written = {record_tag(k) for k in RECORD_KEYS} | {f"result/{k}" for k in _RESULT_KEYS}

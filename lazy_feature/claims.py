@@ -14,7 +14,7 @@ n the claim is not the paper's, so no verdict is given.
 import numpy as np
 import pandas as pd
 
-from lazy_feature import ensemble, fits, losses, observables
+from lazy_feature import ensemble, fits, losses
 
 N_BOOT = 200
 Z = 2.0  # a difference counts once it exceeds Z standard errors

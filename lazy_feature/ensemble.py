@@ -5,7 +5,6 @@ initial weights. Their average F̄ (eq. 15) removes the fluctuations δF = F_i �
 size Var F (eq. 16) decays as 1/h in both regimes (eq. 17).
 """
 import dataclasses
-import os
 
 import numpy as np
 
@@ -67,14 +66,14 @@ def load_member_outputs(run_dirs):
     run_dirs = list(run_dirs)
     if not run_dirs:
         raise ValueError("no run directories given")
-    labels = np.load(os.path.join(run_dirs[0], artifact.TEST_LABELS))
+    labels = artifact.read_npy(artifact.join(run_dirs[0], artifact.TEST_LABELS))
     outputs = []
     for run_dir in run_dirs:
-        member_labels = np.load(os.path.join(run_dir, artifact.TEST_LABELS))
+        member_labels = artifact.read_npy(artifact.join(run_dir, artifact.TEST_LABELS))
         if not np.array_equal(member_labels, labels):
             raise ValueError(f"{run_dir} was evaluated on other test labels than {run_dirs[0]} "
                              "(another test set, size or order): they cannot form an ensemble")
-        member = np.load(os.path.join(run_dir, artifact.TEST_OUTPUTS))
+        member = artifact.read_npy(artifact.join(run_dir, artifact.TEST_OUTPUTS))
         if member.shape != labels.shape:
             raise ValueError(f"{run_dir}: test_outputs.npy has shape {member.shape}, "
                              f"test_labels.npy {labels.shape}")
@@ -122,8 +121,8 @@ def train_ensemble(config, seeds, output_dir, task=None, progress_stream=None,
     strategy = distribute.make(strategy, cpu_devices=cpu_devices)
     task = run.load_task(config, task)
     run_ids = [member.run_id() for member in configs]
-    run_dirs = [os.path.join(output_dir, "members", run_id) for run_id in run_ids]
-    with progress.shown([os.path.join(d, artifact.METRICS) for d in run_dirs], progress_stream,
+    run_dirs = [artifact.join(output_dir, "members", run_id) for run_id in run_ids]
+    with progress.shown([artifact.join(d, artifact.METRICS) for d in run_dirs], progress_stream,
                         "members", failed=lambda metrics: not metrics["converged"],
                         failures="unconverged"):
         for member, run_dir in zip(configs, run_dirs):
@@ -131,6 +130,6 @@ def train_ensemble(config, seeds, output_dir, task=None, progress_stream=None,
     summary, mean_output = summarize(run_dirs)
     summary.update(alpha=config.alpha, width=config.width, sqrt_h_alpha=config.sqrt_h_alpha,
                    members=run_ids)
-    artifact.write_npy(os.path.join(output_dir, MEAN_OUTPUTS), mean_output)
-    artifact.write_json(os.path.join(output_dir, ENSEMBLE), summary)
+    artifact.write_npy(artifact.join(output_dir, MEAN_OUTPUTS), mean_output)
+    artifact.write_json(artifact.join(output_dir, ENSEMBLE), summary)
     return summary

@@ -16,7 +16,6 @@ deviations are not resolved. It costs about 10-30 runs of the paper's scheme.
 import dataclasses
 import logging
 import math
-import os
 
 import numpy as np
 
@@ -117,22 +116,22 @@ def check_runs(run_dirs, task=None):
     """
     results, groups = {}, {}
     for run_dir in run_dirs:
-        path = os.path.join(run_dir, artifact.FIDELITY)
-        if os.path.exists(path):
+        path = artifact.join(run_dir, artifact.FIDELITY)
+        if artifact.exists(path):
             results[run_dir] = artifact.read_json(path)
             continue
         loaded = run.load_run(run_dir, task)
         key = reference_config(loaded.config).run_id()
         groups.setdefault(key, (loaded, []))[1].append(run_dir)
     for loaded, members in groups.values():
-        metrics = {d: artifact.read_json(os.path.join(d, artifact.METRICS)) for d in members}
+        metrics = {d: artifact.read_json(artifact.join(d, artifact.METRICS)) for d in members}
         reference = reference_flow(loaded.config, loaded.task,
                                    times=[m["t"] for m in metrics.values()])
         for run_dir in members:
-            test_outputs = np.load(os.path.join(run_dir, artifact.TEST_OUTPUTS))
+            test_outputs = artifact.read_npy(artifact.join(run_dir, artifact.TEST_OUTPUTS))
             result = compare(test_outputs, metrics[run_dir]["t"],
                              metrics[run_dir]["test_error"], reference)
-            artifact.write_json(os.path.join(run_dir, artifact.FIDELITY), result)
+            artifact.write_json(artifact.join(run_dir, artifact.FIDELITY), result)
             logger.info("%s: deviation from the reference flow %.3g, test error %+.4f, t %+.4g",
                         run_dir, result["output_deviation"], result["test_error_difference"],
                         result["t_difference"])

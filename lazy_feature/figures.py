@@ -7,7 +7,6 @@ it beside the image as CSV, so the numbers behind a figure can be read and teste
 looking at pixels. A data function raises `Missing` when its columns are absent.
 """
 import dataclasses
-import os
 import textwrap
 
 import matplotlib
@@ -191,7 +190,7 @@ def fig5b(tables):
     runs = tables.runs
     require(runs, "run_dir", "alpha", "width")
     logged = runs[runs["run_dir"].map(
-        lambda d: isinstance(d, str) and os.path.exists(os.path.join(d, artifact.DYNAMICS)))]
+        lambda d: isinstance(d, str) and artifact.exists(artifact.join(d, artifact.DYNAMICS)))]
     if logged.empty:
         raise Missing(f"no {artifact.DYNAMICS} in any run_dir")
     order = ["width", "alpha"] + (["init_seed"] if "init_seed" in logged else [])

@@ -4,7 +4,6 @@ dynamics at initialization and at the end of training (Appendix A, Fig. 8 (c, d)
 Its results are the columns the sweep table and the report use, stored in the run's ntk.json.
 """
 import logging
-import os
 
 import numpy as np
 
@@ -35,10 +34,10 @@ def evaluate(run_dir, task=None, max_train=None, max_test=None, save_gram=False,
     A run that already has ntk.json is not evaluated again. `strategy` and `cpu_devices`
     as in `run.train`: a MirroredStrategy spreads the kernel tiles over its replicas.
     """
-    distribute.check_precision(strategy, [run.load_config(run_dir)])
+    distribute.check_precision(strategy, [artifact.load_config(run_dir)])
     strategy = distribute.make(strategy, cpu_devices=cpu_devices)
-    path = os.path.join(run_dir, artifact.NTK)
-    if os.path.exists(path):
+    path = artifact.join(run_dir, artifact.NTK)
+    if artifact.exists(path):
         return artifact.read_json(path)
     with strategy.scope():
         results = _evaluate(run_dir, task, max_train, max_test, save_gram, block_size)
@@ -71,10 +70,10 @@ def _evaluate(run_dir, task, max_train, max_test, save_gram, block_size):
                         f"frozen_{when}_steps": frozen["steps"],
                         f"frozen_{when}_t": frozen["t"],
                         f"frozen_{when}_converged": frozen["converged"]})
-        artifact.write_npy(os.path.join(run_dir, f"frozen_{when}_test_outputs.npy"),
+        artifact.write_npy(artifact.join(run_dir, f"frozen_{when}_test_outputs.npy"),
                            frozen["test_outputs"])
         if save_gram:
             for name, x in (("train", x_train), ("test", x_test)):
-                artifact.write_npy(os.path.join(run_dir, f"gram_{when}_{name}.npy"),
+                artifact.write_npy(artifact.join(run_dir, f"gram_{when}_{name}.npy"),
                                    ntk.gram(network, x, block_size=block_size))
     return results

@@ -5,9 +5,6 @@ regime the loss halves at t_{L/2} ~ √h·α (eq. 19), so t/(√h·α) collapses
 curves (Fig. 5 b, c), and the relative weight change goes as (√h·α)^(-b)/√h (eq. 30), so
 √h·‖w − w0‖/‖w0‖ collapses it (Fig. 9).
 """
-import json
-import os
-
 import numpy as np
 import pandas as pd
 
@@ -20,8 +17,8 @@ def read_dynamics(run_dir):
 
     null entries (dout and dgrad before the first step) become NaN.
     """
-    with open(os.path.join(run_dir, artifact.DYNAMICS)) as f:
-        records = pd.DataFrame.from_records([json.loads(line) for line in f if line.strip()])
+    records = pd.DataFrame.from_records(artifact.read_jsonl(artifact.join(run_dir,
+                                                                          artifact.DYNAMICS)))
     return records.sort_values("step", ignore_index=True) if "step" in records else records
 
 
@@ -81,14 +78,14 @@ def observables(run_dir):
       weight_drift, output_norm: the final ‖w − w0‖/‖w0‖ and RMS of f(w) − f(w0) on the
         training set, from metrics.json (NaN for a run that did not finish).
     """
-    config = artifact.read_json(os.path.join(run_dir, artifact.CONFIG))
+    config = artifact.read_json(artifact.join(run_dir, artifact.CONFIG))
     scale = sqrt_h_alpha(float(config["alpha"]), float(config["width"]))
     half = float("nan")
-    if os.path.exists(os.path.join(run_dir, artifact.DYNAMICS)):
+    if artifact.exists(artifact.join(run_dir, artifact.DYNAMICS)):
         dynamics = read_dynamics(run_dir)
         half = t_half(dynamics.get("t", ()), dynamics.get("rescaled_loss", ()))
-    metrics_path = os.path.join(run_dir, artifact.METRICS)
-    metrics = artifact.read_json(metrics_path) if os.path.exists(metrics_path) else {}
+    metrics_path = artifact.join(run_dir, artifact.METRICS)
+    metrics = artifact.read_json(metrics_path) if artifact.exists(metrics_path) else {}
     return {
         "sqrt_h_alpha": float(scale),
         "t_half": half,

@@ -11,7 +11,6 @@ their f starts at f(w0), not 0, Appendix I; and their optimizer is not gradient 
 import dataclasses
 import importlib
 import math
-import os
 
 import keras
 import numpy as np
@@ -140,7 +139,7 @@ def scan(build_model, task, alphas=DEFAULT_ALPHAS, output_dir=None, input_shape=
                             for _ in range(2))
         model = AlphaModel(network, alpha, loss=loss, flow=flow, initial_network=initial)
         model.compile()
-        monitor = RegimeMonitor(probe_x, probe_y, log_dir=output_dir and os.path.join(
+        monitor = RegimeMonitor(probe_x, probe_y, log_dir=output_dir and artifact.join(
             output_dir, f"alpha={alpha:.3g}"))
         stopping = callbacks.GradientFlowStopping(max_time, max_steps, max_wall_seconds)
         run.fit_flow(model, x_train, y_train, [stopping, monitor])
@@ -216,14 +215,11 @@ def _cell(value):
 
 def _write(result, output_dir):
     """table.csv, scan.png, summary.md and scan.json, each written atomically."""
-    os.makedirs(output_dir, exist_ok=True)
-    artifact.write_csv(os.path.join(output_dir, TABLE), result.table)
-    with artifact.atomic_path(os.path.join(output_dir, FIGURE)) as tmp:
-        _figure(result).savefig(tmp, format="png", dpi=120)
-    with artifact.atomic_path(os.path.join(output_dir, SUMMARY)) as tmp:
-        with open(tmp, "w") as f:
-            f.write(result.summary())
-    artifact.write_json(os.path.join(output_dir, RESULT), dict(
+    artifact.makedirs(output_dir)
+    artifact.write_csv(artifact.join(output_dir, TABLE), result.table)
+    artifact.write_figure(artifact.join(output_dir, FIGURE), _figure(result), "png", dpi=120)
+    artifact.write_text(artifact.join(output_dir, SUMMARY), result.summary())
+    artifact.write_json(artifact.join(output_dir, RESULT), dict(
         alpha_star=result.alpha_star, user_alpha=result.user_alpha,
         user_drift=result.user_drift, kernel_test_error=result.kernel_test_error,
         crossover_drift=CROSSOVER_DRIFT, rows=result.table.to_dict("records")))

@@ -8,7 +8,6 @@ a stream it is given (the library never prints on its own): a bar redrawn in pla
 terminal, plain lines otherwise (at each completion and every `every` seconds).
 """
 import contextlib
-import os
 import threading
 import time
 
@@ -35,7 +34,7 @@ class Counter:
     def poll(self):
         """(done, failed): the items finished so far and how many of them failed."""
         for path in self.paths:
-            if path not in self._failed and os.path.exists(path):
+            if path not in self._failed and artifact.exists(path):
                 self._failed[path] = bool(self.failed(artifact.read_json(path)))
         return len(self._failed), sum(self._failed.values())
 

@@ -9,14 +9,13 @@ plain `model.fit` with any optimizer, or an `AlphaModel` (eq. 6) by its gradient
 import dataclasses
 import json
 import math
-import os
 
 import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from lazy_feature import callbacks, losses, ntk
+from lazy_feature import artifact, callbacks, losses, ntk
 from lazy_feature.errors import ConfigError
 
 # The probe's Gram matrices Θ(w0) (kept) and Θ(w_t) (per record) are P × P float64: at
@@ -210,7 +209,7 @@ class RegimeMonitor(keras.callbacks.Callback):
         """
         self._writer = None
         if self.log_dir is not None:
-            os.makedirs(self.log_dir, exist_ok=True)
+            artifact.makedirs(self.log_dir)
             self._writer = tf.summary.create_file_writer(self.log_dir)
         if not self._records:
             self._start()
@@ -328,8 +327,7 @@ class RegimeMonitor(keras.callbacks.Callback):
             tf.summary.image("regime/gram_now", callbacks.gram_image(gram)[None], step=step,
                              description=DESCRIPTIONS["regime/gram_now"])
         self._writer.flush()
-        with open(os.path.join(self.log_dir, "regime.jsonl"), "a") as f:
-            f.write(json.dumps(entry) + "\n")
+        artifact.append_line(artifact.join(self.log_dir, "regime.jsonl"), json.dumps(entry))
 
 
 def _signs(y):

@@ -11,7 +11,6 @@ many runs each (α, h) point used and excluded. The report directory holds
   <figure>.png/.svg   each figure of `figures.FIGURES`, and <figure>.csv, the data drawn.
 A figure whose columns are absent or all NaN is skipped and the summary says why.
 """
-import os
 
 import numpy as np
 import pandas as pd
@@ -178,7 +177,7 @@ def _summary(runs, used, ensembles, fit_table, claims_table, drawn, skipped, min
 
 def default_dir(sweep_dir):
     """Where a sweep's report goes unless told otherwise."""
-    return os.path.join(sweep_dir, "report")
+    return artifact.join(sweep_dir, "report")
 
 
 def write_report(runs, ensembles, output_dir, feature_range=None, lazy_range=None,
@@ -190,7 +189,7 @@ def write_report(runs, ensembles, output_dir, feature_range=None, lazy_range=Non
     directory always matches the summary), and the summary lists it as skipped.
     Returns the paths written, summary.md last.
     """
-    os.makedirs(output_dir, exist_ok=True)
+    artifact.check_writable(output_dir)
     runs = _with_rescalings(sweep.mark_used(runs))
     used = runs[runs["used"]]
     ensembles = _with_rescalings(ensembles)
@@ -199,28 +198,24 @@ def write_report(runs, ensembles, output_dir, feature_range=None, lazy_range=Non
     tables = figures.Tables(used, ensembles, fit_table)
     written, drawn, skipped = [], [], []
     for figure in figures.FIGURES:
-        paths = [os.path.join(output_dir, f"{figure.name}.{fmt}") for fmt in FORMATS + ("csv",)]
+        paths = [artifact.join(output_dir, f"{figure.name}.{fmt}") for fmt in FORMATS + ("csv",)]
         try:
             data = figure.data(tables)
         except figures.Missing as why:
             skipped.append((figure.name, str(why)))
             for path in paths:
-                if os.path.exists(path):
-                    os.remove(path)
+                artifact.remove(path)
             continue
         fig = figures.draw(figure, data)
         for path, fmt in zip(paths, FORMATS):
-            with artifact.atomic_path(path) as tmp:
-                fig.savefig(tmp, format=fmt)
+            artifact.write_figure(path, fig, fmt)
         artifact.write_csv(paths[-1], data)
         written += paths
         drawn.append((figure.name, figure.caption))
     for name, table in ((FITS, fit_table), (CLAIMS, claims_table)):
-        artifact.write_csv(os.path.join(output_dir, name), table)
-        written.append(os.path.join(output_dir, name))
-    summary = os.path.join(output_dir, SUMMARY)
-    with artifact.atomic_path(summary) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(_summary(runs, used, ensembles, fit_table, claims_table, drawn, skipped,
-                             min_runs))
+        artifact.write_csv(artifact.join(output_dir, name), table)
+        written.append(artifact.join(output_dir, name))
+    summary = artifact.join(output_dir, SUMMARY)
+    artifact.write_text(summary, _summary(runs, used, ensembles, fit_table, claims_table, drawn,
+                                          skipped, min_runs))
     return written + [summary]

@@ -5,16 +5,14 @@ and returns at once for a run that is already complete. `load_run` reopens an ar
 for the later stages (NTK evaluation, ensembles).
 """
 import dataclasses
-import json
 import logging
-import os
 
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature import architectures, artifact, callbacks, data, distribute, losses
+from lazy_feature import architectures, artifact, callbacks, data, distribute, losses, resources
 from lazy_feature.alpha_model import AlphaModel
-from lazy_feature.config import VERSION, TrainConfig
+from lazy_feature.config import TrainConfig
 from lazy_feature.errors import RunDirError
 
 logger = logging.getLogger("lazy_feature")
@@ -42,19 +40,6 @@ def build_model(config, input_shape, strategy=None, steps_per_call=STEPS_PER_CAL
     return model
 
 
-def load_config(run_dir):
-    """The TrainConfig stored in `run_dir`/config.json."""
-    path = os.path.join(run_dir, artifact.CONFIG)
-    if not os.path.exists(path):
-        raise RunDirError(f"no run artifact in {run_dir}: {artifact.CONFIG} is missing "
-                          "(run the train stage first)")
-    stored = artifact.read_json(path)
-    stored.pop("run_id", None)
-    stored.pop("lazy_feature_version", None)
-    stored.setdefault("integrator", "euler")  # runs made before there was a choice
-    return TrainConfig.from_dict(stored)
-
-
 def load_task(config, task=None):
     """The data set `config` trains on (`task` if given), checked against its sizes, its x
     shaped for the architecture (images for cnn and wide_resnet, vectors for fc).
@@ -74,60 +59,13 @@ def load_task(config, task=None):
     return task
 
 
-def _check_output_dir(config, output_dir):
-    """Raise unless `output_dir` is new, empty of runs, or holds this very run."""
-    path = os.path.join(output_dir, artifact.CONFIG)
-    if os.path.exists(path):
-        stored = artifact.read_json(path).get("run_id")
-        if stored != config.run_id():
-            raise RunDirError(
-                f"{output_dir} holds run {stored}, not {config.run_id()} (other settings): "
-                "choose another output directory")
-
-
-def _config_record(config):
-    """What config.json holds: every setting, the run id and the library version."""
-    return dict(config.to_dict(), run_id=config.run_id(), lazy_feature_version=VERSION)
-
-
-def _claim(config, output_dir):
-    """Create `output_dir` with this run's config.json (once the data is known to load)."""
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, artifact.CONFIG)
-    if not os.path.exists(path):
-        artifact.write_json(path, _config_record(config))
-
-
 def reopen(run_dir, config):
     """Let the complete run in `run_dir` resume from where it stopped, under `config`.
 
     `config` is the run's own (the same run id) with other budgets, e.g. larger ones for a
     run a budget stopped; `train(config, run_dir)` then continues its flow exactly.
     """
-    stored = load_config(run_dir)
-    if stored.run_id() != config.run_id():
-        raise RunDirError(f"{run_dir} holds run {stored.run_id()}, not {config.run_id()}")
-    artifact.reopen(run_dir, _config_record(config))
-
-
-def _restore(model, output_dir, partial_log):
-    """Load the last checkpoint if there is one; return (step, wall seconds) it stands at."""
-    ckpt = os.path.join(output_dir, artifact.CHECKPOINT)
-    if not os.path.exists(ckpt):
-        if os.path.exists(partial_log):
-            os.remove(partial_log)
-        return -1, 0.0
-    model.load_weights(ckpt)
-    step = int(model.step_count.numpy())
-    state_path = os.path.join(output_dir, artifact.CHECKPOINT_STATE)
-    wall = artifact.read_json(state_path)["wall_seconds"] if os.path.exists(state_path) else 0.0
-    if os.path.exists(partial_log):  # drop the records made after the checkpoint
-        with open(partial_log) as f:
-            kept = [line for line in f if json.loads(line)["step"] <= step]
-        with open(partial_log, "w") as f:
-            f.writelines(kept)
-    logger.info("resuming %s from step %d", output_dir, step)
-    return step, wall
+    artifact.reopen(run_dir, config)
 
 
 def evaluate(model, x, y, per_pattern_loss):
@@ -188,63 +126,74 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
     """
     distribute.check_precision(strategy, [config])
     strategy = distribute.make(strategy, cpu_devices=cpu_devices)
-    _check_output_dir(config, output_dir)
+    artifact.check_holds(output_dir, config)
     if artifact.is_complete(output_dir):
         logger.info("%s is already complete", output_dir)
-        return artifact.read_json(os.path.join(output_dir, artifact.METRICS))
+        return artifact.read_json(artifact.join(output_dir, artifact.METRICS))
     task = load_task(config, task)
+    logger.info("%s", resources.check(config, task.d).line())
     model = build_model(config, task.x_train.shape[1:], strategy, steps_per_call)  # n must split evenly
-    _claim(config, output_dir)
+    artifact.check_writable(output_dir)
+    artifact.claim(output_dir, config)
     tf.config.experimental.enable_op_determinism()  # a run is a function of its seeds
 
-    partial_log = os.path.join(output_dir, artifact.DYNAMICS + ".partial")
     with strategy.scope():
-        resumed_step, wall_offset = _restore(model, output_dir, partial_log)
-        model.start(task.x_train, task.y_train)  # a restored flow keeps its state
+        checkpoint = artifact.TrainingCheckpoint(model, output_dir)
+        resumed = checkpoint.exists()
+        log_records, wall_offset = checkpoint.restore() if resumed else (0, 0.0)
+        # f(w0), f(w) and y on the training set, which the checkpoint leaves out: one
+        # forward pass at the restored point on every replica, in a graph as in
+        # `train_step` (eager and graph kernels may round differently: a resumed run must
+        # see the very f(w) the uninterrupted one holds).
+        model.started.assign(False)
+        model.start(task.x_train, task.y_train)
+        if resumed:  # start also took ∇L at w; the integrator continues with the one it stored
+            checkpoint.restore()
+            logger.info("resuming %s from step %d", output_dir, int(model.step_count.numpy()))
+    artifact.restore_log(output_dir, log_records)
+    last_step = int(model.step_count.numpy()) if resumed else -1
 
     stopping = callbacks.GradientFlowStopping(
         config.max_time, config.max_steps, config.max_wall_seconds, wall_offset=wall_offset)
     probe = (callbacks.KernelDriftProbe(task.x_train[:drift_probe], task.y_train[:drift_probe])
              if drift_probe > 0 else None)
     tensorboard = callbacks.TensorBoardRecorder(
-        os.path.join(output_dir, artifact.EVENTS), config, probe, last_step=resumed_step,
+        artifact.join(output_dir, artifact.EVENTS), config, probe, last_step=last_step,
         wall_offset=wall_offset)
+    log = callbacks.JsonlLogger(artifact.join(output_dir, artifact.PARTIAL_DYNAMICS),
+                                records=log_records, last_step=last_step, wall_offset=wall_offset)
     recorders = [
-        callbacks.JsonlLogger(partial_log, last_step=resumed_step, wall_offset=wall_offset),
-        tensorboard,
-        callbacks.ProgressLogger(os.path.join(output_dir, artifact.TRAIN_LOG),
-                                 last_step=resumed_step, wall_offset=wall_offset),
+        log, tensorboard,
+        callbacks.ProgressLogger(artifact.join(output_dir, artifact.TRAIN_LOG),
+                                 last_step=last_step, wall_offset=wall_offset),
     ]
     checkpointer = callbacks.Checkpointer(
-        os.path.join(output_dir, artifact.CHECKPOINT), checkpoint_seconds,
-        on_save=lambda step: artifact.write_json(
-            os.path.join(output_dir, artifact.CHECKPOINT_STATE),
-            {"step": step, "wall_seconds": stopping.wall_seconds()}))
-    if resumed_step < 0:
+        checkpoint, checkpoint_seconds,
+        state=lambda: dict(log_records=log.records, wall_seconds=stopping.wall_seconds()))
+    if not resumed:
         for recorder in recorders:
             recorder.set_model(model)
             recorder.record_state(model.train_state())
-    try:
-        fit_flow(model, task.x_train, task.y_train,
-                 [stopping, *recorders, checkpointer, *extra_callbacks])
-    except KeyboardInterrupt:
-        checkpointer.save()
-        raise
-    metrics = _finish(config, model, task, output_dir, stopping, partial_log)
+    stopping.reason = stopping.stop_reason(model.train_state())  # a final checkpoint: done
+    if stopping.reason is None:
+        with checkpointer.saving_on_signals():
+            fit_flow(model, task.x_train, task.y_train,
+                     [stopping, *recorders, *extra_callbacks, checkpointer])
+    checkpointer.save()  # the final state, and the log complete
+    metrics = _finish(config, model, task, output_dir, stopping)
     tensorboard.record_result(metrics)
     return metrics
 
 
-def _finish(config, model, task, output_dir, stopping, partial_log):
+def _finish(config, model, task, output_dir, stopping):
     """Write the final files of the artifact, metrics.json last."""
     state = {k: float(np.asarray(v)) for k, v in model.train_state().items()}
     F_test, test_error, test_loss = evaluate(model, task.x_test, task.y_test,
                                              model.per_pattern_loss)
     output_norm_test, f_norm_test = output_norms(model, task.x_test)
-    artifact.write_npy(os.path.join(output_dir, artifact.TEST_OUTPUTS), F_test)
-    artifact.write_npy(os.path.join(output_dir, artifact.TEST_LABELS), task.y_test)
-    artifact.save_weights(model, os.path.join(output_dir, artifact.WEIGHTS))
-    os.replace(partial_log, os.path.join(output_dir, artifact.DYNAMICS))
+    artifact.write_npy(artifact.join(output_dir, artifact.TEST_OUTPUTS), F_test)
+    artifact.write_npy(artifact.join(output_dir, artifact.TEST_LABELS), task.y_test)
+    artifact.finish_log(output_dir)
     steps = int(state["step"])
     metrics = {
         "run_id": config.run_id(),
@@ -274,11 +223,7 @@ def _finish(config, model, task, output_dir, stopping, partial_log):
         "f_norm_train": state["f_norm"],
         "f_norm_test": f_norm_test,
     }
-    artifact.write_json(os.path.join(output_dir, artifact.METRICS), metrics)
-    for name in (artifact.CHECKPOINT, artifact.CHECKPOINT_STATE):
-        path = os.path.join(output_dir, name)
-        if os.path.exists(path):
-            os.remove(path)
+    artifact.write_json(artifact.join(output_dir, artifact.METRICS), metrics)
     logger.info("%s: %s after %d steps (%d gradient evaluations, %s), t=%.4g, test error %.4f",
                 output_dir,
                 "converged" if metrics["converged"] else f"stopped ({stopping.reason})",
@@ -302,15 +247,10 @@ def load_run(run_dir, task=None, strategy=None):
     Raises RunDirError if the run is missing or incomplete, or if the data set found now is
     not the one it was trained on (its test labels differ).
     """
-    config = load_config(run_dir)
-    if not artifact.is_complete(run_dir):
-        raise RunDirError(f"the run in {run_dir} is not complete ({artifact.METRICS} is missing)")
+    config = artifact.load_config(run_dir)
     task = load_task(config, task)
-    labels = np.load(os.path.join(run_dir, artifact.TEST_LABELS))
-    if labels.shape != task.y_test.shape or not np.array_equal(labels, task.y_test):
-        raise RunDirError(f"the data set found now is not the one the run in {run_dir} was "
-                          "trained on (test labels differ): check --dataset and --data_dir")
+    artifact.check_complete(run_dir, task.y_test)
     model = build_model(config, task.x_train.shape[1:], strategy)
     with model.distribute_strategy.scope():
-        model.load_weights(os.path.join(run_dir, artifact.WEIGHTS))
+        artifact.TrainingCheckpoint(model, run_dir).restore()
     return LoadedRun(config, model, task)

@@ -17,9 +17,11 @@ of every ensemble, statistic, fit and figure. `run_sweep(retry_unconverged=FACTO
 the budget-stopped runs from where they stopped with FACTOR times their budgets.
 
 Runs fan out on Apache Beam (`runner="beam"`): by default Beam's local runner (the
-FnApiRunner the DirectRunner runs batch pipelines on) with one process per worker; any
-other runner (Dataflow, Flink, Spark) through Beam pipeline options, provided the sweep
-directory is on storage every worker sees. `runner="inprocess"` is the plain loop.
+FnApiRunner the DirectRunner runs batch pipelines on, named so that nothing is downloaded)
+with one process per worker, or in this process for a sweep directory on ram://; any other
+runner (Dataflow, Flink, Spark) through Beam pipeline options (`pipeline_options`), with the
+sweep directory on storage every worker sees (gs://, s3://, hdfs://: every file goes through
+tf.io.gfile, see `artifact`). `runner="inprocess"` is the plain loop.
 Each run's status lines go to its train.log; `run_sweep` shows its progress (runs done,
 excluded runs, ETA) on a stream it is given.
 """
@@ -31,7 +33,8 @@ import os
 
 import pandas as pd
 
-from lazy_feature import artifact, distribute, ensemble, ntk_eval, observables, progress, run
+from lazy_feature import (artifact, distribute, ensemble, ntk_eval, observables, progress,
+                          resources, run)
 from lazy_feature.config import NOT_IDENTITY, TrainConfig, alpha_from_sqrt_h_alpha, sqrt_h_alpha
 from lazy_feature.errors import ConfigError, DivergenceError, RunDirError
 
@@ -154,7 +157,7 @@ def _limit_threads(threads):
 
 
 def row_path(output_dir, run_id):
-    return os.path.join(output_dir, ROWS, f"{run_id}.json")
+    return artifact.join(output_dir, ROWS, f"{run_id}.json")
 
 
 def execute_run(config, output_dir, ntk=True, ntk_max_train=None, ntk_max_test=None,
@@ -171,13 +174,13 @@ def execute_run(config, output_dir, ntk=True, ntk_max_train=None, ntk_max_test=N
         config = TrainConfig.from_dict(config)
     run_id = config.run_id()
     path = row_path(output_dir, run_id)
-    if os.path.exists(path):
+    if artifact.exists(path):
         return artifact.read_json(path)
     _limit_threads(threads)
     strategy = distribute.make(strategy, **(strategy_options or {}))
-    run_dir = os.path.join(output_dir, RUNS, run_id)
+    run_dir = artifact.join(output_dir, RUNS, run_id)
     task = _task(config)
-    row = dict(config.to_dict(), run_id=run_id, run_dir=os.path.join(RUNS, run_id))
+    row = dict(config.to_dict(), run_id=run_id, run_dir=artifact.join(RUNS, run_id))
     try:
         row.update(run.train(config, run_dir, task=task, strategy=strategy), status="done")
     except DivergenceError as e:
@@ -188,33 +191,41 @@ def execute_run(config, output_dir, ntk=True, ntk_max_train=None, ntk_max_test=N
         if ntk:
             row.update(ntk_eval.evaluate(run_dir, task=task, max_train=ntk_max_train,
                                          max_test=ntk_max_test, strategy=strategy))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    artifact.makedirs(artifact.join(output_dir, ROWS))
     artifact.write_json(path, row)
     return row
 
 
 # -- the sweep ---------------------------------------------------------------------------
 
-def _check_writable(output_dir):
-    try:
-        os.makedirs(os.path.join(output_dir, ROWS), exist_ok=True)
-        with artifact.atomic_path(os.path.join(output_dir, ".write_test")) as tmp:
-            open(tmp, "w").close()
-        os.remove(os.path.join(output_dir, ".write_test"))
-    except OSError as e:
-        raise RunDirError(f"cannot write the sweep to {output_dir} ({e.strerror}): choose a "
-                          "writable --output_dir") from e
+LOCAL_RUNNER = "FnApiRunner"
+IN_PROCESS_SCHEMES = ("ram://",)  # filesystems that exist in one process only
 
 
-def _run_beam(configs, output_dir, stage_options, beam_options, workers):
+def pipeline_options(output_dir, workers=2, options=()):
+    """The Beam PipelineOptions of a sweep: `options` (strings) on top of the local runner's.
+
+    Without a --runner among `options`, the sweep runs on the engine of Beam's DirectRunner
+    for batch pipelines, the FnApiRunner, named explicitly: Beam 2.77's "DirectRunner" first
+    tries to download and start its Prism runner. It runs `workers` processes
+    (--direct_running_mode=multi_processing), or works in this process (in_memory) for one
+    worker or a sweep directory on a filesystem that lives in one process (ram://). Any
+    option given (--direct_num_workers=4, --runner=DataflowRunner, --project=..., ...)
+    overrides these.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions  # pylint: disable=import-outside-toplevel
+    options = list(options or ())
+    if PipelineOptions(options).view_as(StandardOptions).runner is not None:
+        return PipelineOptions(options)
+    in_process = workers == 1 or output_dir.startswith(IN_PROCESS_SCHEMES)
+    mode = "in_memory" if in_process else "multi_processing"
+    return PipelineOptions([f"--runner={LOCAL_RUNNER}", f"--direct_running_mode={mode}",
+                            f"--direct_num_workers={workers}"] + options)
+
+
+def _run_beam(configs, output_dir, stage_options, options):
     import apache_beam as beam  # pylint: disable=import-outside-toplevel
-    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
-    # The local runner is named directly: "DirectRunner" first tries to download and start
-    # Beam's Prism runner (Beam >= 2.6x), then falls back to this one.
-    options = list(beam_options) if beam_options else [
-        "--runner=FnApiRunner", "--direct_running_mode=multi_processing",
-        f"--direct_num_workers={workers}"]
-    with beam.Pipeline(options=PipelineOptions(options)) as pipeline:
+    with beam.Pipeline(options=options) as pipeline:
         _ = (pipeline
              | "grid" >> beam.Create([c.to_dict() for c in configs])
              | "spread" >> beam.Reshuffle()  # one run per bundle, spread over the workers
@@ -228,21 +239,25 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
 
     Args:
       sweep: a SweepConfig.
-      output_dir: the sweep directory (created; reruns resume it).
+      output_dir: the sweep directory (created; reruns resume it), on any filesystem
+        tf.io.gfile knows (gs://... for a cluster's workers).
       runner: "beam" (Apache Beam) or "inprocess" (a loop in this process).
       workers: processes of Beam's local runner, each given cpu_count/workers TF threads.
-      beam_options: Beam pipeline options (strings) replacing the local runner's.
+      beam_options: Beam pipeline options (strings), passed through (`pipeline_options`).
       retry_unconverged: a factor > 1: the runs a budget stopped resume from where they
         stopped, with their budgets multiplied by it (`scaled_budgets`).
-      progress_stream: a stream (e.g. sys.stderr) to show runs done, runs excluded
-        (`excluded_reason`) and the ETA on while the sweep runs (`progress.Display`); None
-        shows nothing.
+      progress_stream: a stream (e.g. sys.stderr) to show the resource estimate and then
+        runs done, runs excluded (`excluded_reason`) and the ETA on while the sweep runs
+        (`progress.Display`); None shows nothing.
       strategy, cpu_devices, devices, tpu: where each run trains and its NTK is evaluated:
         a name of `distribute.STRATEGIES` and its options (`distribute.make`; made once
         per process: here, or in each Beam worker), or a tf.distribute.Strategy with
         runner="inprocess".
     Returns:
       (runs, ensembles) DataFrames, also written to results.csv and ensembles.csv.
+    Raises:
+      ConfigError for a bad option or a run too large for this machine's memory;
+      RunDirError for an output_dir that cannot be written.
     """
     if runner not in RUNNERS:
         raise ConfigError(f"unknown runner {runner!r}: choose one of {', '.join(RUNNERS)}")
@@ -258,27 +273,34 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
         strategy, where = distribute.make(strategy, **where), None
     else:  # each Beam worker makes it from its name
         distribute.check_name(strategy)
-    _check_writable(output_dir)
-    artifact.write_json(os.path.join(output_dir, SWEEP), sweep.to_dict())
+    options = pipeline_options(output_dir, workers, beam_options) if runner == "beam" else None
+    local = options is None or options.get_all_options()["runner"] == LOCAL_RUNNER
+    copies = options.get_all_options()["direct_num_workers"] if runner == "beam" and local else 1
+    artifact.check_writable(output_dir)
+    pending = [c for c in configs if not artifact.exists(row_path(output_dir, c.run_id()))]
+    if pending:  # a missing data set or a run too large fails here, before anything starts
+        found = resources.check(pending, _task(pending[0]).d, sweep.ntk, copies, local)
+        logger.info("%s", found.line(copies))
+        if progress_stream is not None:
+            progress_stream.write(found.line(copies) + "\n")
+    artifact.makedirs(artifact.join(output_dir, ROWS))
+    artifact.write_json(artifact.join(output_dir, SWEEP), sweep.to_dict())
     if retry_unconverged is not None:
         configs = _reopen_budget_stopped(configs, output_dir, retry_unconverged)
-    pending = [c for c in configs if not os.path.exists(row_path(output_dir, c.run_id()))]
+        pending = [c for c in configs if not artifact.exists(row_path(output_dir, c.run_id()))]
     logger.info("sweep %s: %d runs, %d finished, %d to run (%s)", output_dir, len(configs),
                 len(configs) - len(pending), len(pending), runner)
     stage_options = dict(ntk=sweep.ntk, ntk_max_train=sweep.ntk_max_train,
                          ntk_max_test=sweep.ntk_max_test, strategy=strategy,
                          strategy_options=where)
-    if pending:
-        _task(pending[0])  # a missing data set fails here, before any worker starts
     with progress.shown([row_path(output_dir, c.run_id()) for c in configs], progress_stream,
                         failed=excluded_reason, failures="excluded"):
         if runner == "inprocess":
             for config in pending:
                 execute_run(config, output_dir, **stage_options)
         elif pending:
-            threads = max(1, (os.cpu_count() or 1) // workers) if not beam_options else None
-            _run_beam(pending, output_dir, dict(stage_options, threads=threads), beam_options,
-                      workers)
+            threads = max(1, (os.cpu_count() or 1) // copies) if local else None
+            _run_beam(pending, output_dir, dict(stage_options, threads=threads), options)
     return write_tables(output_dir, configs)
 
 
@@ -298,7 +320,7 @@ def _reopen_budget_stopped(configs, output_dir, factor):
     retried = []
     for config in configs:
         path = row_path(output_dir, config.run_id())
-        row = artifact.read_json(path) if os.path.exists(path) else None
+        row = artifact.read_json(path) if artifact.exists(path) else None
         if row is None or excluded_reason(row) != "budget":
             retried.append(config)
             continue
@@ -306,22 +328,22 @@ def _reopen_budget_stopped(configs, output_dir, factor):
                                       max_steps=int(row["max_steps"]),
                                       max_wall_seconds=float(row["max_wall_seconds"]))
         retried.append(scaled_budgets(stopped, factor))
-        os.remove(path)
-        run.reopen(os.path.join(output_dir, RUNS, config.run_id()), retried[-1])
+        artifact.remove(path)
+        run.reopen(artifact.join(output_dir, RUNS, config.run_id()), retried[-1])
         logger.info("%s: resumes with %g times its budgets", config.run_id(), factor)
     return retried
 
 
 def read_sweep_config(output_dir):
     """The SweepConfig a sweep directory was run with (sweep.json), or None."""
-    path = os.path.join(output_dir, SWEEP)
-    return SweepConfig.from_dict(artifact.read_json(path)) if os.path.exists(path) else None
+    path = artifact.join(output_dir, SWEEP)
+    return SweepConfig.from_dict(artifact.read_json(path)) if artifact.exists(path) else None
 
 
 def load_rows(output_dir, configs):
     """The rows of the grid points that have one, as a DataFrame in grid order (`mark_used`)."""
     rows = [artifact.read_json(row_path(output_dir, c.run_id())) for c in configs
-            if os.path.exists(row_path(output_dir, c.run_id()))]
+            if artifact.exists(row_path(output_dir, c.run_id()))]
     return mark_used(pd.DataFrame.from_records(rows))
 
 
@@ -339,7 +361,7 @@ def ensembles_table(runs, output_dir):
     for values, members in done.groupby(keys, dropna=False, sort=True):
         if len(members) < 2:
             continue
-        summary, _ = ensemble.summarize([os.path.join(output_dir, d) for d in members["run_dir"]])
+        summary, _ = ensemble.summarize([artifact.join(output_dir, d) for d in members["run_dir"]])
         summary.pop("test_errors")
         records.append(dict(zip(keys, values), sqrt_h_alpha=float(
             sqrt_h_alpha(members["alpha"].iloc[0], members["width"].iloc[0])),
@@ -356,33 +378,26 @@ def write_tables(output_dir, configs):
     runs = load_rows(output_dir, configs)
     ensembles = ensembles_table(runs, output_dir)
     for name, table in ((RESULTS, runs), (ENSEMBLES, ensembles)):
-        artifact.write_csv(os.path.join(output_dir, name), table)
+        artifact.write_csv(artifact.join(output_dir, name), table)
     logger.info("sweep %s: %d of %d runs in %s", output_dir, len(runs), len(configs),
-                os.path.join(output_dir, RESULTS))
+                artifact.join(output_dir, RESULTS))
     return _located(runs, output_dir), ensembles
 
 
 def _located(runs, output_dir):
     if "run_dir" in runs:
-        runs = runs.assign(run_dir=[os.path.join(output_dir, d) for d in runs["run_dir"]])
+        runs = runs.assign(run_dir=[artifact.join(output_dir, d) for d in runs["run_dir"]])
     return runs
 
 
 def read_tables(output_dir):
     """(runs, ensembles) from a sweep directory's results.csv and ensembles.csv."""
-    path = os.path.join(output_dir, RESULTS)
-    if not os.path.exists(path):
+    path = artifact.join(output_dir, RESULTS)
+    if not artifact.exists(path):
         raise RunDirError(f"no sweep results in {output_dir}: {RESULTS} is missing (run the "
                           "sweep stage first)")
-    try:
-        runs = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        runs = pd.DataFrame()
-    ensembles_path = os.path.join(output_dir, ENSEMBLES)
-    try:
-        ensembles = pd.read_csv(ensembles_path)
-    except (FileNotFoundError, pd.errors.EmptyDataError):
-        ensembles = pd.DataFrame()
+    runs = artifact.read_csv(path)
+    ensembles = artifact.read_csv(artifact.join(output_dir, ENSEMBLES))
     if runs.empty:
         raise RunDirError(f"{path} has no run yet: run the sweep stage to completion")
     return _located(runs, output_dir), ensembles

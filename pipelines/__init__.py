@@ -1,4 +1,4 @@
-"""absl binaries, one per stage: train, ntk_eval, ensemble, sweep, report.
+"""absl binaries, one per stage: train, ntk_eval, ensemble, sweep, report (and kfp_pipeline).
 
 Importing the package (`python -m pipelines.<stage>` does, before TensorFlow loads) hides
 TensorFlow's C++ INFO and WARNING lines, unless TF_CPP_MIN_LOG_LEVEL is set already; the

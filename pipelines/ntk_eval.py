@@ -11,7 +11,7 @@ store the Gram matrices on a subset:
 """
 from absl import flags
 
-from lazy_feature import ntk_eval, run
+from lazy_feature import artifact, ntk_eval
 from pipelines import common
 
 flags.DEFINE_string("run_dir", None, "A complete run directory written by train.", required=True)
@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 def main():
     ntk_eval.evaluate(FLAGS.run_dir, max_train=FLAGS.max_train, max_test=FLAGS.max_test,
                       save_gram=FLAGS.save_gram, block_size=FLAGS.block_size,
-                      strategy=common.strategy_from_flags([run.load_config(FLAGS.run_dir)]))
+                      strategy=common.strategy_from_flags([artifact.load_config(FLAGS.run_dir)]))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,20 @@ main job, about 30 minutes on 2 cores):
 
   python -m pipelines.sweep --config=quick --output_dir=runs/quick
 
-Runs fan out on Apache Beam's DirectRunner, one process per --workers; any Beam runner
-through its pipeline options, e.g. on Dataflow (the sweep directory on shared storage):
+Before it starts it shows one line: the memory the largest run needs (weights, full-batch
+activations, NTK) times the local workers, and the time of a trial step; a sweep that
+cannot fit is refused, naming the size to lower (lazy_feature.resources).
 
-  python -m pipelines.sweep --config=fig3 --output_dir=gs://bucket/fig3 \
-      --beam_options=--runner=DataflowRunner,--project=my-project,--region=us-central1
+Runs fan out on Apache Beam: locally on the engine of Beam's DirectRunner (its FnApiRunner,
+named so that Beam downloads nothing), one process per --workers, or in this process for a
+--output_dir on ram://. Any other Beam runner through --beam_options (each a Beam option,
+passed through), with the sweep directory on storage every worker sees (gs://, s3://,
+hdfs://) and the package shipped to the workers; the README gives complete Dataflow and
+Flink commands, e.g.
+
+  python -m pipelines.sweep --config=fig3 --output_dir=gs://my-bucket/fig3 \
+      --beam_options=--runner=DataflowRunner,--project=my-project,--region=us-central1,\
+--temp_location=gs://my-bucket/tmp,--setup_file=./setup.py
 
 The same grid with the paper's CNN in place of its network (any named config):
 
@@ -40,8 +49,9 @@ flags.DEFINE_string("architecture", None, "Replace the config's network: fc, cnn
 flags.DEFINE_integer("pca", None, "Replace the config's --pca: K > 0 principal components of "
                      "the images (fc only), 0 for none.")
 flags.DEFINE_enum("runner", "beam", sweep.RUNNERS, "Apache Beam, or a loop in this process.")
-flags.DEFINE_integer("workers", 2, "Processes of Beam's local DirectRunner.")
-flags.DEFINE_list("beam_options", None, "Beam pipeline options, replacing the local runner's.")
+flags.DEFINE_integer("workers", 2, "Processes of Beam's local runner.")
+flags.DEFINE_list("beam_options", None, "Beam pipeline options, passed through: a --runner "
+                  "among them replaces the local runner (Dataflow, Flink, Spark).")
 flags.DEFINE_boolean("report", True, "Write the report once the sweep is done.")
 flags.DEFINE_float("retry_unconverged", None, "Resume the runs a budget stopped, from where "
                    "they stopped, with their budgets multiplied by this factor (> 1).")

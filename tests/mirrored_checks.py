@@ -9,8 +9,8 @@ import os
 import shutil
 import sys
 
-import h5py
 import numpy as np
+import tensorflow as tf
 
 from lazy_feature import artifact, distribute, ntk_eval, run
 from lazy_feature.config import TrainConfig
@@ -26,10 +26,11 @@ def _run(name, out, task, **kwargs):
         os.path.join(out, name, artifact.TEST_OUTPUTS)).tolist())
 
 
-def _saved_labels(run_dir):
-    """y of the training set as the checkpoint file stores it (all the replicas' shards)."""
-    with h5py.File(os.path.join(run_dir, artifact.CHECKPOINT)) as f:
-        return np.asarray(f["cache/vars/2"]).tolist()
+def _saved_state(run_dir):
+    """The names of the variables in the run's last checkpoint, and its accepted steps."""
+    path = tf.train.latest_checkpoint(os.path.join(run_dir, artifact.CHECKPOINT))
+    names = [name for name, _ in tf.train.list_variables(path)]
+    return names, int(tf.train.load_variable(path, "model/step_count/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
 def main(out):
@@ -46,9 +47,8 @@ def main(out):
         run.train(CONFIG, os.path.join(out, "cut"), task=task, strategy=mirrored,
                   checkpoint_seconds=0.0, extra_callbacks=[_Stop(40, RuntimeError("killed"))])
     except RuntimeError:
-        results["saved_labels"] = _saved_labels(os.path.join(out, "cut"))
+        results["saved_names"], results["saved_step"] = _saved_state(os.path.join(out, "cut"))
     results["resumed"] = _run("cut", out, task, strategy=mirrored)
-    results["y_train"] = task.y_train.tolist()
     # The kernels of one run, on one device and spread over the two (tiles of 10 points).
     shutil.copytree(os.path.join(out, "single"), os.path.join(out, "single_ntk_mirrored"))
     for name, strategy in (("single", "default"), ("single_ntk_mirrored", mirrored)):

@@ -215,7 +215,7 @@ def test_a_config_written_before_the_integrator_choice_loads_as_euler(tmp_path):
     record = {k: v for k, v in TrainConfig(width=10).to_dict().items()
               if k not in ("integrator", "output_tol", "direction_tol")}
     artifact.write_json(str(tmp_path / artifact.CONFIG), record)
-    assert run.load_config(str(tmp_path)).integrator == "euler"
+    assert artifact.load_config(str(tmp_path)).integrator == "euler"
 
 
 def test_unknown_integrator_is_refused():
@@ -236,24 +236,30 @@ def test_frozen_kernel_dynamics_runs_the_same_integrators():
 
 
 def test_weights_written_before_the_integrator_choice_load(tmp_path):
-    # Such files lack the variables gradient_evaluations and t_end (the AlphaModel's own
-    # variables 4 and 5); an Euler run's evaluations are 1 + its trial steps.
+    # A Keras weights file of an AlphaModel saved before the integrator choice lacks the
+    # variables gradient_evaluations and t_end (the model's own variables 4 and 5); an Euler
+    # run's evaluations are 1 + its trial steps.
     task = _task()
     config = TrainConfig(n_train=10, n_test=200, width=8, depth=2, dtype="float64", max_steps=3)
-    metrics = run.train(config, str(tmp_path), task=task)
-    with h5py.File(tmp_path / artifact.WEIGHTS, "r+") as f:
+    run_dir = str(tmp_path / "run")
+    metrics = run.train(config, run_dir, task=task)
+    path = str(tmp_path / "old.weights.h5")
+    run.load_run(run_dir, task=task).model.save_weights(path)
+    with h5py.File(path, "r+") as f:
         own = f["vars"]
         kept = [own[str(i)][()] for i in range(len(own)) if i not in (4, 5)]
         for name in list(own):
             del own[name]
         for i, value in enumerate(kept):
             own.create_dataset(str(i), data=value)
-    model = run.load_run(str(tmp_path), task=task).model
+    model = run.build_model(config, task.x_train.shape[1:])
+    model.load_weights(path)
     assert int(model.evaluations.numpy()) == metrics["gradient_evaluations"] == \
         1 + metrics["steps"] + metrics["rejected_steps"]
     assert np.isinf(model.t_end.numpy()) and int(model.step_count.numpy()) == 3
     outputs = run.evaluate(model, task.x_test, task.y_test, model.per_pattern_loss)[0]
-    np.testing.assert_array_equal(outputs, np.load(tmp_path / artifact.TEST_OUTPUTS))
+    np.testing.assert_array_equal(
+        outputs, artifact.read_npy(artifact.join(run_dir, artifact.TEST_OUTPUTS)))
 
 
 def test_fidelity_stage_writes_a_runs_fidelity(fashion_task, tmp_path):

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature import activations
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import ConvNet, FullyConnected, WideResNet
 from lazy_feature.dynamics import GradientFlow

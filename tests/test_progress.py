@@ -133,7 +133,8 @@ def test_sweep_console_is_one_progress_display(tmp_path, monkeypatch):
             "--noreport", "--runner=inprocess"]
     result = _run(args)
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stderr.splitlines()
+    estimate, *lines = result.stderr.splitlines()  # the resource estimate comes first
+    assert estimate.startswith("estimated memory ") and "per trial step" in estimate
     assert all(PLAIN.fullmatch(line) for line in lines), result.stderr[-3000:]
     assert lines[0].startswith("0/2 runs,") and lines[-1].startswith("2/2 runs, 0 excluded,")
     assert _train_logs_have_steps(out / sweep.RUNS) == 2

@@ -134,7 +134,8 @@ def test_beam_sweep_killed_and_resumed(tmp_path):
     result = run_stage("sweep", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     # The console shows only the progress, counting the runs finished before the kill as done.
-    progress = result.stderr.splitlines()
+    estimate, *progress = result.stderr.splitlines()  # the resource estimate, then the progress
+    assert estimate.startswith("estimated memory ") and "per trial step" in estimate
     done = f"{TINY_RUNS}/{TINY_RUNS} runs, 0 excluded"
     assert progress[0].startswith(f"{len(before)}/{TINY_RUNS} runs, 0 excluded, "), \
         result.stderr[-3000:]
@@ -176,7 +177,7 @@ def test_sweep_binary_errors(tmp_path):
         (["--config=fig99", f"--output_dir={tmp_path / 'a'}"], "unknown config 'fig99'"),
         (["--config=tiny", "--seeds=", f"--output_dir={tmp_path / 'b'}"], "empty grid"),
         (["--config=tiny", "--seeds=0,x", f"--output_dir={tmp_path / 'c'}"], "--seeds takes"),
-        (["--config=tiny", f"--output_dir={blocker / 'sweep'}"], "cannot write the sweep"),
+        (["--config=tiny", f"--output_dir={blocker / 'sweep'}"], "cannot write to"),
         (["--config=tiny", "--architecture=cnn", "--pca=10", f"--output_dir={tmp_path / 'd'}"],
          "the cnn needs images"),
     ]
@@ -217,7 +218,8 @@ def test_budget_stopped_runs_are_excluded_then_retried(tmp_path, monkeypatch):
     base = TrainConfig(n_train=40, n_test=60, max_steps=3, dtype="float64")
     grid = sweep.SweepConfig(base=base, widths=(16,), sqrt_h_alphas=(1.0,), seeds=(0, 1),
                              ntk=False)
-    monkeypatch.setitem(sweep._TASKS, ("fashion_mnist", None, 40, 60, 0), task)
+    monkeypatch.setitem(sweep._TASKS, (base.dataset, base.data_dir, 40, 60, base.data_seed,
+                                       base.pca, base.pca_whiten, base.architecture), task)
     out = str(tmp_path / "sweep")
     runs, ensembles = sweep.run_sweep(grid, out, runner="inprocess")
     assert runs["excluded_reason"].tolist() == ["budget", "budget"] and ensembles.empty
@@ -239,3 +241,49 @@ def test_budget_stopped_runs_are_excluded_then_retried(tmp_path, monkeypatch):
         np.load(tmp_path / "ref" / artifact.TEST_OUTPUTS))
     with pytest.raises(ConfigError, match="must be > 1"):
         sweep.run_sweep(grid, out, runner="inprocess", retry_unconverged=0.5)
+
+
+def test_beam_options_pick_the_local_runner_or_pass_through():
+    local = sweep.pipeline_options("runs/x", workers=3).get_all_options()
+    assert (local["runner"], local["direct_running_mode"], local["direct_num_workers"]) == (
+        sweep.LOCAL_RUNNER, "multi_processing", 3)
+    # A filesystem of one process (ram://) keeps the runs in this process.
+    assert sweep.pipeline_options("ram://x", 2).get_all_options()[
+        "direct_running_mode"] == "in_memory"
+    # Options given override the local ones; a runner given replaces it, with its options.
+    more = sweep.pipeline_options("runs/x", 2, ["--direct_num_workers=5"]).get_all_options()
+    assert (more["runner"], more["direct_num_workers"]) == (sweep.LOCAL_RUNNER, 5)
+    dataflow = sweep.pipeline_options("gs://b/x", 2, [
+        "--runner=DataflowRunner", "--project=p", "--region=europe-west1",
+        "--temp_location=gs://b/tmp", "--setup_file=./setup.py"]).get_all_options()
+    assert (dataflow["runner"], dataflow["project"], dataflow["region"],
+            dataflow["setup_file"]) == ("DataflowRunner", "p", "europe-west1", "./setup.py")
+    assert dataflow["direct_running_mode"] != "multi_processing"  # nothing local added
+
+
+@pytest.mark.usefixtures("fashion_task")
+def test_tiny_sweep_on_ram_filesystem(monkeypatch):
+    # TensorFlow's in-memory filesystem lives in this process: the whole tiny sweep (train,
+    # ntk_eval, ensembles, report) runs here on Beam's local runner, which must not try
+    # Beam's Prism runner (a download) on the way.
+    from apache_beam.runners.portability import prism_runner
+
+    def no_prism(*args, **kwargs):
+        raise AssertionError("the sweep tried Beam's Prism runner")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", no_prism)
+    monkeypatch.setattr(prism_runner.PrismJobServer, "local_bin", no_prism)
+    out = "ram://tiny_sweep"
+    grid = dataclasses.replace(configs.get("tiny"), widths=(16,), sqrt_h_alphas=(10.0,))
+    runs, ensembles = sweep.run_sweep(grid, out, runner="beam", workers=2)  # 2 of its 8 runs
+    assert len(runs) == len(grid.configs()) == 2 and runs["used"].all()
+    assert runs["ntk_drift_test"].notna().all() and len(ensembles) == 1
+    paths = report.write_report(runs, ensembles, report.default_dir(out))
+    assert all(path.startswith(out) and artifact.exists(path) for path in paths)
+    assert artifact.read_text(paths[-1]).startswith("#")  # summary.md, read back from ram://
+    tables = sweep.read_tables(out)
+    assert len(tables[0]) == len(runs) and len(tables[1]) == 1
+    run_dir = runs["run_dir"].iloc[0]
+    assert artifact.listdir(artifact.join(run_dir, artifact.EVENTS))  # TensorBoard on ram:// too
+    assert not [name for name in artifact.listdir(run_dir) if name.endswith(".tmp")]
+    assert not os.path.exists("ram:") and not os.path.exists(os.path.join(ROOT, "ram:"))

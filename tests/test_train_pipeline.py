@@ -20,7 +20,7 @@ def test_train_writes_the_run_artifact_of_a_converged_run(tmp_path):
                               "--width=16", "--sqrt_h_alpha=10", "--data_seed=1")
     assert result.returncode == 0, result.stderr[-2000:]
     for name in (artifact.CONFIG, artifact.METRICS, artifact.DYNAMICS, artifact.TEST_OUTPUTS,
-                 artifact.TEST_LABELS, artifact.WEIGHTS):
+                 artifact.TEST_LABELS, artifact.CHECKPOINT):
         assert (out / name).exists(), name
     assert os.listdir(out / artifact.EVENTS)
     metrics = json.loads((out / artifact.METRICS).read_text())
@@ -40,7 +40,7 @@ def test_train_writes_the_run_artifact_of_a_converged_run(tmp_path):
                            "weight_drift", "output_norm", "f_norm"}
     assert record["step"] == metrics["steps"] and record["unfitted"] == 0
     assert "step" in result.stderr and "a2L=" in result.stderr  # the status line
-    assert not [n for n in os.listdir(out) if n.endswith((".tmp", ".partial"))]
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp") or n == artifact.PARTIAL_DYNAMICS]
 
 
 def test_train_stage_runs_the_cnn_on_images(tmp_path):

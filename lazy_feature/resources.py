@@ -1,0 +1,160 @@
+"""What a run needs, estimated from its sizes before it starts, and whether the machine has it.
+
+With n training points of dimension d, L hidden layers of width h, P = d·h + (L − 1)·h² + h
+parameters (the biases' h·L at most besides) and b bytes per number of the run's dtype:
+  weights      5·P·b: w, w0, the stored gradient ∇L_i, the trial step's ∇L_(i+1) and the copy
+               of w a rejected step goes back to (`AlphaModel.train_step`);
+  activations  (n·d + 6·n·h·L)·b: the full batch's inputs, and per hidden layer the six n × h
+               tensors of its forward pass that the backward pass keeps: the matmul's output,
+               its fan_in^(-1/2) scaling z̃ (eq. 14), and the activation's steps (β·z̃,
+               softplus, 1/β, the normalization of eq. 10); the backward pass's own n × h
+               gradients come and go layer by layer;
+  NTK          (ntk_eval, after training) 2·8·n² for the training Gram matrix of the
+               frozen-kernel dynamics in float64 (the array and the graph's constant), plus
+               one tile B² and the signals of two blocks of B examples, 2·B·(d + 2·h·L)·b,
+               B = min(n, ntk.BLOCK_SIZE).
+The peak is the weights plus the larger of the other two. A trial step is one forward and one
+backward pass through the full batch, about 6·n·P floating-point operations (2 per
+multiply-add, the backward pass twice the forward); its time is that over the matmul rate
+measured here in the run's dtype.
+"""
+import dataclasses
+import functools
+import logging
+import os
+import time
+
+import tensorflow as tf
+
+from lazy_feature import ntk
+from lazy_feature.errors import ConfigError
+
+logger = logging.getLogger("lazy_feature")
+
+GiB = 2 ** 30
+_RATE_SIZE = 512  # the matmul timed: _RATE_SIZE³ multiply-adds, a few milliseconds
+
+
+def parameters(d, width, depth):
+    """P of a FullyConnected network without biases: d·h + (L − 1)·h² + h."""
+    return d * width + (depth - 1) * width ** 2 + width
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """Bytes each part of a run needs, the time of a trial step, and the memory there is."""
+    weights: int
+    activations: int
+    ntk: int
+    seconds_per_step: float
+    available: int
+    device: str
+
+    @property
+    def peak(self):
+        return self.weights + max(self.activations, self.ntk)
+
+    def line(self, copies=1):
+        """The one line shown before a run (or `copies` runs at once, a local sweep)."""
+        parts = [f"weights {_size(self.weights)}", f"full-batch activations "
+                 f"{_size(self.activations)}"] + ([f"NTK {_size(self.ntk)}"] if self.ntk else [])
+        times = f" × {copies} runs at once" if copies > 1 else ""
+        return (f"estimated memory {_size(copies * self.peak)}{times} ({', '.join(parts)}) of "
+                f"{_size(self.available)} available on {self.device}; about "
+                f"{_duration(self.seconds_per_step)} per trial step")
+
+    def largest(self):
+        """The size to lower to shrink the largest part: a flag name and why."""
+        parts = {"--width (weights ~ h²)": self.weights,
+                 "--n_train (activations ~ n·h)": self.activations,
+                 "--n_train (the NTK's Gram matrix ~ n²)": self.ntk}
+        return max(parts, key=parts.get)
+
+
+def _size(n_bytes):
+    if n_bytes >= GiB / 10:
+        return f"{n_bytes / GiB:.2f} GiB"
+    return f"{n_bytes / 2 ** 20:.0f} MiB" if n_bytes >= 2 ** 20 else f"{n_bytes / 1024:.0f} KiB"
+
+
+def _duration(seconds):
+    return f"{seconds * 1e3:.2g} ms" if seconds < 1 else f"{seconds:.2g} s"
+
+
+@functools.lru_cache(maxsize=None)
+def matmul_rate(dtype):
+    """Floating-point operations per second of a dense matmul in `dtype` on the default device."""
+    a = tf.random.stateless_normal((_RATE_SIZE, _RATE_SIZE), (0, 0), dtype=dtype)
+    product = tf.function(lambda a: tf.matmul(a, a))
+    product(a).numpy()  # trace and warm up
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        product(a).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * _RATE_SIZE ** 3 / best
+
+
+def available_memory():
+    """(bytes, device name): the first GPU's memory if there is one, else the host's available
+    memory (MemAvailable, and the cgroup's limit when a container sets one)."""
+    if tf.config.list_physical_devices("GPU"):
+        from tensorflow.python.client import device_lib  # pylint: disable=import-outside-toplevel
+        gpus = [d for d in device_lib.list_local_devices() if d.device_type == "GPU"]
+        return int(gpus[0].memory_limit), "GPU:0"
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        available = int(info["MemAvailable"].split()[0]) * 1024
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read())
+        if limit != "max":
+            available = min(available, int(limit) - used)
+    except (OSError, KeyError, ValueError):
+        pass
+    return int(available), "CPU"
+
+
+def _parts(config, d, with_ntk):
+    """(weights, activations, NTK) bytes of a run of `config` (the module docstring's sums)."""
+    n, h, L = config.n_train, config.width, config.depth
+    b = tf.dtypes.as_dtype(config.dtype).size
+    ntk_bytes = 0
+    if with_ntk:
+        B = min(n, ntk.BLOCK_SIZE)
+        ntk_bytes = 2 * 8 * n ** 2 + 8 * B ** 2 + 2 * B * (d + 2 * h * L) * b
+    return 5 * parameters(d, h, L) * b, (n * d + 6 * n * h * L) * b, ntk_bytes
+
+
+def estimate(configs, d, with_ntk=False):
+    """The Estimate of the largest run among TrainConfigs `configs` (or one config) on
+    inputs of dimension d: its memory, and the longest trial step of them all."""
+    configs = [configs] if not isinstance(configs, (list, tuple)) else configs
+    weights, activations, ntk_bytes = max(
+        (_parts(c, d, with_ntk) for c in configs), key=lambda p: p[0] + max(p[1], p[2]))
+    seconds = max(6 * c.n_train * parameters(d, c.width, c.depth) / matmul_rate(c.dtype)
+                  for c in configs)
+    available, device = available_memory()
+    return Estimate(weights=weights, activations=activations, ntk=ntk_bytes,
+                    seconds_per_step=seconds, available=available, device=device)
+
+
+def check(configs, d, with_ntk=False, copies=1, local=True):
+    """The estimate of the largest of `configs` (or of one config), `copies` of it at once;
+    refuse it when it cannot fit.
+
+    `local` False (the runs go to other machines) only estimates. Returns the Estimate,
+    whose `line(copies)` is what a stage shows before it starts.
+    Raises ConfigError naming the size to lower when the memory needed exceeds what is
+    available.
+    """
+    found = estimate(configs, d, with_ntk)
+    if local and copies * found.peak > found.available:
+        raise ConfigError(
+            f"the run needs about {_size(copies * found.peak)} of memory, {found.device} has "
+            f"{_size(found.available)} available: lower {found.largest()}"
+            + (" or the number of workers" if copies > 1 else ""))
+    return found

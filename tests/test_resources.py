@@ -1,0 +1,73 @@
+"""The resource estimate shown before a run: memory within a factor 2 of the measured one, and
+the refusal of a run the machine cannot hold."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lazy_feature import resources, run
+from lazy_feature.config import TrainConfig
+from lazy_feature.data import BinaryTask
+from lazy_feature.errors import ConfigError
+from tests.conftest import ROOT, sphere_inputs
+
+# A run whose full batch dominates its memory (6·n·h·L = 36e6 numbers, ~0.3 GiB in float64)
+# while a trial step stays short (6·n·P ≈ 2.5 GFLOP): its peak resident memory above what a
+# fresh process holds once TensorFlow's runtime has started is measured against the
+# estimate (Linux: /proc/self/status and ru_maxrss).
+_MEASURE = """
+import json, resource, sys
+import numpy as np
+import tensorflow as tf
+from lazy_feature import data, resources, run
+from lazy_feature.config import TrainConfig
+n, d = 10000, 20
+x = np.random.default_rng(0).standard_normal((n, d))
+y = np.sign(x[:, 0])
+task = data.BinaryTask(x, y, x[:100], y[:100], np.zeros(n, int), np.zeros(100, int))
+config = TrainConfig(n_train=n, n_test=100, width=200, alpha=1.0, dtype="float64", max_steps=2)
+resources.matmul_rate("float64")
+(tf.constant(x) @ tf.constant(x.T[:, :2])).numpy()
+with open("/proc/self/status") as f:  # resident now (the peak so far may lie above it)
+    before = int(next(l for l in f if l.startswith("VmRSS:")).split()[1]) * 1024
+run.train(config, sys.argv[1], task=task)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the peak, in KiB on Linux
+found = resources.estimate(config, d)
+print(json.dumps([after - before, found.weights + found.activations]))
+"""
+
+
+def test_estimated_memory_is_within_a_factor_2_of_the_measured(tmp_path):
+    result = subprocess.run([sys.executable, "-c", _MEASURE, str(tmp_path / "run")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured, estimated = json.loads(result.stdout.splitlines()[-1])
+    print(f"measured {measured / 2**20:.0f} MiB, estimated {estimated / 2**20:.0f} MiB")
+    assert estimated / 2 <= measured <= 2 * estimated, (measured, estimated)
+
+
+def test_the_estimate_line_and_the_refusal(tmp_path, monkeypatch):
+    config = TrainConfig(n_train=60, n_test=40, width=16, alpha=1.0, dtype="float64")
+    found = resources.estimate(config, 10)
+    P = 10 * 16 + 2 * 16 ** 2 + 16
+    assert found.weights == 5 * P * 8 and found.activations == (60 * 10 + 6 * 60 * 16 * 3) * 8
+    assert found.seconds_per_step > 0 and found.available > 0
+    line = found.line()
+    assert line.startswith("estimated memory ") and "per trial step" in line and "\n" not in line
+    # The NTK of a large training set dominates: its n² Gram matrix is what to lower.
+    big = TrainConfig(n_train=30000, n_test=40, width=16, alpha=1.0, dtype="float64")
+    monkeypatch.setattr(resources, "available_memory", lambda: (2 ** 30, "CPU"))
+    with pytest.raises(ConfigError, match=r"needs about .* GiB .* 1.00 GiB available: lower "
+                                          r"--n_train \(the NTK's Gram matrix ~ n²\)"):
+        resources.check(big, 784, with_ntk=True)
+    resources.check(big, 784)  # without the NTK it fits
+    # A run that cannot fit is refused before it writes anything.
+    monkeypatch.setattr(resources, "available_memory", lambda: (2 ** 16, "GPU:0"))
+    x = sphere_inputs(100, 10, seed=0)
+    y = np.where(x[:, 0] > 0, 1.0, -1.0)
+    task = BinaryTask(x[:60], y[:60], x[60:], y[60:], np.zeros(60, int), np.zeros(40, int))
+    with pytest.raises(ConfigError, match="GPU:0 has 64 KiB available: lower --n_train"):
+        run.train(config, str(tmp_path / "run"), task=task)
+    assert not (tmp_path / "run").exists()

@@ -223,6 +223,10 @@ def check_complete(run_dir, test_labels):
     """Raise RunDirError unless `run_dir` holds a complete run evaluated on `test_labels`."""
     if not is_complete(run_dir):
         raise RunDirError(f"the run in {run_dir} is not complete ({METRICS} is missing)")
+    if not exists(join(run_dir, CHECKPOINT)):
+        raise RunDirError(f"the run in {run_dir} has no {CHECKPOINT}/: it was written by "
+                          "lazy_feature < 0.3 (weights.weights.h5), whose format is not read; "
+                          "rerun it")
     labels = read_npy(join(run_dir, TEST_LABELS))
     if labels.shape != test_labels.shape or not np.array_equal(labels, test_labels):
         raise RunDirError(f"the data set found now is not the one the run in {run_dir} was "

@@ -10,7 +10,7 @@ from lazy_feature import activations, architectures, losses, precision
 from lazy_feature.dynamics import INTEGRATORS, GradientFlow
 from lazy_feature.errors import ConfigError
 
-VERSION = "0.2.0"  # the package's one version string (setup.py reads it from here)
+VERSION = "0.3.0"  # the package's one version string (setup.py reads it from here)
 # Settings that say where the data lies and how long to try, not what is computed: they are
 # left out of the run id, so a run found elsewhere or resumed with more time keeps its id.
 NOT_IDENTITY = ("data_dir", "max_time", "max_steps", "max_wall_seconds")

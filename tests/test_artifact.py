@@ -109,3 +109,15 @@ def test_unreachable_output_path_is_one_line_and_writes_nothing(tmp_path):
     with pytest.raises(RunDirError, match="cannot write to nosuchscheme://"):
         sweep.run_sweep(configs.get("tiny"), "nosuchscheme://bucket/sweep")
     assert sorted(os.listdir(tmp_path)) == ["file", "mnist"] and blocker.read_text() == ""
+
+
+def test_a_run_written_before_the_checkpoint_format_is_refused_in_one_line(tmp_path):
+    # lazy_feature 0.2 left weights.weights.h5 and checkpoint.json beside metrics.json.
+    run_dir = str(tmp_path)
+    labels = np.array([1.0, -1.0])
+    artifact.write_npy(artifact.join(run_dir, artifact.TEST_LABELS), labels)
+    artifact.write_json(artifact.join(run_dir, artifact.METRICS), {"steps": 1})
+    (tmp_path / "weights.weights.h5").write_bytes(b"")
+    with pytest.raises(RunDirError, match=r"written by lazy_feature < 0.3 .*rerun it$"):
+        artifact.check_complete(run_dir, labels)
+

@@ -14,15 +14,22 @@ from lazy_feature.errors import ConfigError
 from tests.conftest import ROOT, sphere_inputs
 
 # A run whose full batch dominates its memory (6·n·h·L = 36e6 numbers, ~0.3 GiB in float64)
-# while a trial step stays short (6·n·P ≈ 2.5 GFLOP): its peak resident memory above what a
-# fresh process holds once TensorFlow's runtime has started is measured against the
-# estimate (Linux: /proc/self/status and ru_maxrss).
+# while a trial step stays short (6·n·P ≈ 2.5 GFLOP): its peak anonymous resident memory
+# (RssAnon in /proc/self/status, sampled every 2 ms; Linux) above what the process holds once
+# TensorFlow's runtime has started is measured against the estimate. Anonymous memory, not
+# VmRSS: the total also counts the pages of TensorFlow's shared libraries that the run's
+# kernels fault in, which varied from 0.2 to 0.9 GiB with the machine's state.
 _MEASURE = """
-import json, resource, sys
+import json, sys, threading, time
 import numpy as np
 import tensorflow as tf
 from lazy_feature import data, resources, run
 from lazy_feature.config import TrainConfig
+
+def anonymous_rss():
+    with open("/proc/self/status") as f:
+        return int(next(l for l in f if l.startswith("RssAnon:")).split()[1]) * 1024
+
 n, d = 10000, 20
 x = np.random.default_rng(0).standard_normal((n, d))
 y = np.sign(x[:, 0])
@@ -30,12 +37,18 @@ task = data.BinaryTask(x, y, x[:100], y[:100], np.zeros(n, int), np.zeros(100, i
 config = TrainConfig(n_train=n, n_test=100, width=200, alpha=1.0, dtype="float64", max_steps=2)
 resources.matmul_rate("float64")
 (tf.constant(x) @ tf.constant(x.T[:, :2])).numpy()
-with open("/proc/self/status") as f:  # resident now (the peak so far may lie above it)
-    before = int(next(l for l in f if l.startswith("VmRSS:")).split()[1]) * 1024
+before, peak, running = anonymous_rss(), [0], [True]
+def sample():
+    while running[0]:
+        peak[0] = max(peak[0], anonymous_rss())
+        time.sleep(0.002)
+sampler = threading.Thread(target=sample)
+sampler.start()
 run.train(config, sys.argv[1], task=task)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the peak, in KiB on Linux
+running[0] = False
+sampler.join()
 found = resources.estimate(config, d)
-print(json.dumps([after - before, found.weights + found.activations]))
+print(json.dumps([peak[0] - before, found.weights + found.activations]))
 """
 
 

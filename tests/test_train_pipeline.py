@@ -87,6 +87,7 @@ def test_helpshort_lists_the_flags_a_user_sets(binary, expected):
     (["--width=0"], "width must be >= 1"),
     (["--n_train=60000", "--n_test=20000"], "exceeds the 70000 pooled images"),
     (["--activation=gelu"], "unknown activation 'gelu'"),
+    (["--integrator=heun"], "unknown integrator 'heun'"),
     (["--alpha=1e4", "--width=100", "--dtype=float32"], "use dtype float64"),
     (["--architecture=cnn", "--bias_scale=0.1"], "bias_scale and readout_bias apply to fc only"),
     (["--architecture=cnn", "--pca=10"], "not images"),

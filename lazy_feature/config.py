@@ -19,7 +19,12 @@ NOT_IDENTITY = ("data_dir", "max_time", "max_steps", "max_wall_seconds")
 INTEGRATOR_SETTINGS = ("integrator", "output_tol", "direction_tol")
 # Settings added after version 0.2.0 enter the run id only away from these defaults, so that
 # the ids of earlier runs, which had them implicitly, stay valid.
-LATER_SETTINGS = {"architecture": "fc", "pca": 0, "pca_whiten": True}
+LATER_SETTINGS = {"architecture": "fc", "pca": 0, "pca_whiten": True,
+                  "dynamics": "gradient_flow", "batch_size": 32, "learning_rate": None,
+                  "epochs": None, "tau": 0.0, "tau_proportional_to_t": False}
+# The training dynamics (Section 7, Table 1): the paper's gradient flow (eq. 7), Adam on
+# mini-batches, or continuous momentum with time constant tau.
+DYNAMICS = ("gradient_flow", "adam", "momentum")
 
 
 def sqrt_h_alpha(alpha, width):
@@ -51,6 +56,9 @@ class TrainConfig:
     The flow's integrator is `integrator` (`lazy_feature.integrators`): "euler" is the paper's
     scheme (eqs. 8-9 with max_dout, max_dgrad); a Runge–Kutta pair bounds its local error by
     output_tol (of α·f, eq. 8's scale) and direction_tol (eq. 9's), and eq. 8 by max_dout.
+    dynamics is gradient_flow (eq. 7, the default), adam (mini-batches of batch_size, step
+    learning_rate, for `epochs`) or momentum (continuous momentum with time constant tau, or
+    tau·t with tau_proportional_to_t; tau = 0 is gradient flow).
     Budgets (max_time in gradient-flow time, max_steps in accepted steps, max_wall_seconds)
     end a run that has not met the stopping criterion; it is then reported not converged.
     """
@@ -78,6 +86,12 @@ class TrainConfig:
     max_dout: float = 0.1
     dt0: float = 1.0
     integrator: str = "euler"
+    dynamics: str = "gradient_flow"
+    batch_size: int = 32
+    learning_rate: float | None = None
+    epochs: float | None = None
+    tau: float = 0.0
+    tau_proportional_to_t: bool = False
     output_tol: float = GradientFlow.output_tol
     direction_tol: float = GradientFlow.direction_tol
     max_time: float = math.inf
@@ -100,6 +114,13 @@ class TrainConfig:
              f"unknown integrator {self.integrator!r}: choose one of {', '.join(INTEGRATORS)}"),
             (self.output_tol > 0 and self.direction_tol > 0,
              "output_tol and direction_tol must be > 0"),
+            (self.dynamics in DYNAMICS,
+             f"unknown dynamics {self.dynamics!r}: choose one of {', '.join(DYNAMICS)}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.learning_rate is None or self.learning_rate > 0,
+             f"learning_rate must be > 0, got {self.learning_rate}"),
+            (self.epochs is None or self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
+            (self.tau >= 0, f"tau must be >= 0 (0 = gradient flow), got {self.tau}"),
             (self.bias_scale >= 0, f"bias_scale must be >= 0 (0 = no bias), got {self.bias_scale}"),
             (not self.readout_bias or self.bias_scale > 0,
              "readout_bias needs bias_scale > 0: the readout's bias enters as bias_scale·b"),

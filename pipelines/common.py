@@ -105,6 +105,14 @@ _HELP = {
                   "points (eq. 8's scale).",
     "direction_tol": "Runge-Kutta: bound on a step's relative local error of its mean "
                      "gradient (eq. 9's scale).",
+    "dynamics": "gradient_flow (eq. 7, the default), adam (mini-batches) or momentum "
+                "(continuous momentum with time constant --tau).",
+    "batch_size": "adam: examples per mini-batch (Table 1: 32).",
+    "learning_rate": "adam: the step size (unset: the default for this alpha).",
+    "epochs": "adam: the budget in passes over the training set.",
+    "tau": "momentum: the time constant tau (0 = gradient flow).",
+    "tau_proportional_to_t": "momentum: use tau*t as the time constant (Fig. 7(c)'s EMNIST "
+                             "setup).",
     "max_time": "Budget in gradient-flow time t.",
     "max_steps": "Budget in accepted steps.",
     "max_wall_seconds": "Budget in wall-clock seconds.",

@@ -409,7 +409,8 @@ class TensorBoardRecorder(LogSpaced):
         self.drift_probe = drift_probe
         self.writer = tf.summary.create_file_writer(
             artifact.join(logdir, tensorboard_run_name(config)))
-        hparams = {k: v for k, v in config.to_dict().items() if k not in NOT_IDENTITY}
+        hparams = {k: v for k, v in config.to_dict().items()  # an unset setting has no value
+                   if k not in NOT_IDENTITY and v is not None}
         hparams.update(sqrt_h_alpha=config.sqrt_h_alpha, run_id=config.run_id())
         written = {record_tag(k) for k in RECORD_KEYS} | {f"result/{k}" for k in _RESULT_KEYS}
         if drift_probe is not None:

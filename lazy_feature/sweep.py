@@ -59,6 +59,8 @@ class SweepConfig:
     `feature_range` and `lazy_range` are the closed (low, high) ranges of √h·α over which
     the report fits each regime's exponents (None: a factor `fits.MARGIN` from the measured
     crossover, see `lazy_feature.fits`).
+    `variants` repeats the grid for each of its dicts of TrainConfig settings that differ from
+    base (e.g. `({"centered": True}, {"centered": False})` for Appendix I); () is base alone.
     """
     base: TrainConfig = TrainConfig()
     widths: tuple = (100,)
@@ -72,6 +74,7 @@ class SweepConfig:
     dtype: str | None = None
     feature_range: tuple | None = None
     lazy_range: tuple | None = None
+    variants: tuple = ()
 
     def configs(self):
         """The TrainConfig of every grid point, without duplicates, in a fixed order.
@@ -85,9 +88,11 @@ class SweepConfig:
         points += [(h, alpha_from_sqrt_h_alpha(s, h))
                    for h, s in itertools.product(self.widths, self.sqrt_h_alphas)]
         configs = {}
-        for depth, (width, alpha), seed in itertools.product(self.depths or (self.base.depth,),
-                                                             points, self.seeds):
-            config = dataclasses.replace(self.base, depth=int(depth), width=int(width),
+        for variant, depth, (width, alpha), seed in itertools.product(
+                self.variants or ({},), self.depths or (None,), points, self.seeds):
+            config = dataclasses.replace(self.base, **variant)
+            config = dataclasses.replace(config, depth=int(depth or config.depth),
+                                         width=int(width),
                                          alpha=float(alpha), init_seed=int(seed),
                                          dtype=self.dtype)
             configs.setdefault(config.run_id(), config)

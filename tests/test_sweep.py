@@ -1,5 +1,6 @@
 """Sweeps: the grid, run ids, a tiny Beam sweep killed and resumed, the stage binaries' errors."""
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -39,6 +40,16 @@ def test_grid_points_and_run_ids():
         dataclasses.replace(grid, seeds=()).configs()
     with pytest.raises(ConfigError, match="empty grid"):
         dataclasses.replace(grid, alphas=(), sqrt_h_alphas=()).configs()
+
+
+def test_variants_repeat_the_grid_with_their_settings():
+    grid = sweep.SweepConfig(widths=(10,), sqrt_h_alphas=(1.0,), seeds=(0, 1),
+                             variants=({"centered": True}, {"centered": False, "depth": 2}))
+    points = grid.configs()
+    assert [(c.centered, c.depth, c.init_seed) for c in points] == [
+        (True, 3, 0), (True, 3, 1), (False, 2, 0), (False, 2, 1)]
+    again = sweep.SweepConfig.from_dict(json.loads(json.dumps(grid.to_dict())))
+    assert [c.run_id() for c in again.configs()] == [c.run_id() for c in points]
 
 
 def test_run_id_is_stable_and_ignores_where_and_how_long():

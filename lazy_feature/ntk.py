@@ -21,6 +21,7 @@ they are subtracted, summed or stored: a norm over 50 000 test points adds 2.5e9
 and the difference of two close kernels must not be rounded again. The frozen-kernel
 dynamics runs in float64 (see `frozen_kernel_dynamics`).
 """
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -77,21 +78,186 @@ def gram_generic(network, x1, x2=None, example_block=EXAMPLE_BLOCK, param_block=
 
 def outputs_and_gram(network, x):
     """f(w, x) and Θ(w; x, x) (eq. 5) of any Keras model f returning (batch,): float64 tensors
-    (n,) and (n, n), for a probe of up to a few thousand points.
-
-    One vectorized pass per chunk of parameters gives the outputs and the per-example
-    gradients of all n examples at once, and Θ = Σ_chunks J Jᵀ in the same graph, traced once
-    per network and shape. Chunks hold at most EXAMPLE_BLOCK × PARAM_BLOCK / n parameters, so
-    that a Jacobian stays within `gram_generic`'s bound; a weight tensor larger than that
-    takes `gram_generic`'s tiles over examples, and a separate forward pass for f.
+    (n,) and (n, n), for a probe of up to a few thousand points (`ProbeKernel` made and called
+    once; keep a `ProbeKernel` to call it again without re-tracing).
     """
-    x = tf.convert_to_tensor(x, _built(network, x).compute_dtype)
-    n = int(x.shape[0])
-    kernel = _GenericKernel(network, n, max(1, EXAMPLE_BLOCK * PARAM_BLOCK // n))
-    if kernel.block_size < n:
-        return (tf.cast(_outputs(network, x), tf.float64),
-                tf.constant(_gram(kernel, x.numpy(), None)))
-    return _outputs_and_chunk_grams(network, kernel.chunks, x)
+    return ProbeKernel(network, x)(x)
+
+
+class ProbeKernel:
+    """f(w, x) and Θ(w; x, x) (eq. 5) of any Keras model f returning (batch,), on a probe x of
+    fixed shape: float64 tensors (n,) and (n, n), from one graph traced at the first call.
+
+    Plain `keras.layers.Dense` and `keras.layers.Conv2D` layers (standard parametrization, with
+    or without bias, channels last, one group, called once per pass) take the structured path
+    of `_LayerKernel`, from one forward pass that keeps each such layer's input u and
+    pre-activation z = u ⋆ W + b and one backward pass of Σ_μ f_μ to the z's (f(x_μ) depends
+    on x_μ alone, so it gives every example's g = ∂f/∂z):
+      * Dense: ∂f/∂W = u ⊗ g, ∂f/∂b = g, so it adds (U Uᵀ + 1) ∘ (G Gᵀ), never forming J;
+      * Conv2D: ∂f/∂W = Σ_p u_p ⊗ g_p over output pixels p, u_p the input patch of p (with
+        the layer's padding, strides and dilation, `_filter_gradients`), and ∂f/∂b = Σ_p g_p:
+        it adds J Jᵀ + B Bᵀ, J the n per-example ∂f/∂W.
+    A layer it does not know, one called twice (shared weights), or a convolution whose J
+    would exceed CONV_BLOCK_ENTRIES keeps its weights on the generic path: per-example
+    gradients by one vectorized pass per chunk of at most EXAMPLE_BLOCK × PARAM_BLOCK / n
+    parameters (`gram_generic`'s bound), added to Θ in the same graph; a single weight tensor
+    larger than that takes `gram_generic`'s tiles, outside the graph. Θ is a sum over weights,
+    so the two paths add up. Products are taken in the compute dtype and cast to float64, as
+    `gram_generic`'s tiles. The graph is traced without autograph (it has no data-dependent
+    Python control flow; autograph converting Keras's layer calls takes seconds).
+    """
+
+    def __init__(self, network, x):
+        self.network = network = _built(network, x)
+        n = int(np.shape(x)[0])
+        self.layers = _structured_layers(network, x, n)
+        covered = {id(w) for layer in self.layers for w in _layer_weights(layer)}
+        positions = [i for i, w in enumerate(network.weights)
+                     if w.trainable and id(w) not in covered]
+        self.generic = None
+        if positions:
+            self.generic = _GenericKernel(network, n, max(1, EXAMPLE_BLOCK * PARAM_BLOCK // n),
+                                          positions)
+        self.tiled = self.generic is not None and self.generic.block_size < n
+        self._pass = tf.function(self._outputs_and_gram, autograph=False)
+
+    def __call__(self, x):
+        x = tf.convert_to_tensor(x, self.network.compute_dtype)
+        f, theta = self._pass(x)
+        if self.tiled:
+            theta += _gram(self.generic, x.numpy(), None)
+        return f, theta
+
+    def _outputs_and_gram(self, x):
+        theta = tf.zeros([tf.shape(x)[0]] * 2, tf.float64)
+        if self.layers:
+            f, signals = _keras_layer_signals(self.network, self.layers, x)
+            for layer, (u, g) in zip(self.layers, signals):
+                theta += _keras_layer_gram(layer, u, g)
+        else:
+            f = self.network(x)
+        if self.generic is not None and not self.tiled:
+            for chunk in self.generic.chunks:
+                f, j = _outputs_and_gradients(self.network, chunk, x)
+                theta += tf.cast(tf.matmul(j, j, transpose_b=True), tf.float64)
+        return tf.cast(f, tf.float64), theta
+
+
+def _layer_weights(layer):
+    return [layer.kernel] + ([layer.bias] if layer.use_bias else [])
+
+
+def _structured_layers(network, x, n):
+    """The layers of `network` that `ProbeKernel` treats from their inputs and signals.
+
+    A plain Dense or Conv2D qualifies when its call is Keras's own (no subclass override, no
+    LoRA or quantization), its weights are trainable, and a trial pass on x[:1] calls it once,
+    on rank-2 inputs for a Dense.
+    """
+    candidates = [layer for layer in network._flatten_layers(include_self=False)
+                  if (type(layer).call in (keras.layers.Dense.call, keras.layers.Conv2D.call)
+                      and getattr(layer, "quantization_mode", None) is None
+                      and not getattr(layer, "lora_enabled", False)
+                      and all(w.trainable for w in _layer_weights(layer))
+                      and (isinstance(layer, keras.layers.Dense)
+                           or (layer.data_format == "channels_last" and layer.groups == 1)))]
+    calls = {id(layer): [] for layer in candidates}
+
+    def record(layer, u, z):
+        calls[id(layer)].append(u.shape)
+        return z
+
+    with _capturing(candidates, record):
+        network(np.asarray(x)[:1])
+    chosen = []
+    for layer in candidates:
+        if len(calls[id(layer)]) != 1:
+            continue
+        if isinstance(layer, keras.layers.Dense):
+            if len(calls[id(layer)][0]) == 2:
+                chosen.append(layer)
+        elif n * int(np.prod(layer.kernel.shape)) <= CONV_BLOCK_ENTRIES:
+            chosen.append(layer)
+    return chosen
+
+
+class _capturing:
+    """Within the block, each of `layers` computes z = u ⋆ W + b itself, passes (layer, u, z)
+    to record(layer, u, z), which returns z (or a watched copy), and applies its activation."""
+
+    def __init__(self, layers, record):
+        self.layers, self.record = layers, record
+
+    def __enter__(self):
+        for layer in self.layers:
+            object.__setattr__(layer, "call", self._call(layer))
+
+    def __exit__(self, *exc):
+        for layer in self.layers:
+            object.__delattr__(layer, "call")
+
+    def _call(self, layer):
+        def call(inputs, training=None):
+            if isinstance(layer, keras.layers.Dense):
+                z = keras.ops.matmul(inputs, layer.kernel)
+            else:
+                z = layer.convolution_op(inputs, layer.kernel)
+            if layer.use_bias:
+                z = keras.ops.add(z, layer.bias)
+            z = self.record(layer, inputs, z)
+            return z if layer.activation is None else layer.activation(z)
+        return call
+
+
+def _keras_layer_signals(network, layers, x):
+    """f(x) and, per layer of `layers`, (u, g): its input and g = ∂(Σ_μ f_μ)/∂z at its
+    pre-activation z, from one forward and one backward pass."""
+    captured = {}
+    with tf.GradientTape() as tape:
+        def record(layer, u, z):
+            tape.watch(z)
+            captured[id(layer)] = (u, z)
+            return z
+
+        with _capturing(layers, record):
+            f = network(x)
+        total = tf.reduce_sum(f)
+    pairs = [captured[id(layer)] for layer in layers]
+    grads = tape.gradient(total, [z for _, z in pairs])
+    return f, [(u, g) for (u, _), g in zip(pairs, grads)]
+
+
+def _keras_layer_gram(layer, u, g):
+    """A plain Dense or Conv2D's term of Θ(x, x) from its inputs u and signals g (float64)."""
+    bias = 1.0 if layer.use_bias else 0.0
+    if isinstance(layer, keras.layers.Dense):
+        theta = ((tf.matmul(u, u, transpose_b=True) + bias) * tf.matmul(g, g, transpose_b=True))
+        return tf.cast(theta, tf.float64)
+    j = tf.reshape(_filter_gradients(layer, u, g), [tf.shape(u)[0], -1])
+    theta = tf.matmul(j, j, transpose_b=True)
+    if layer.use_bias:
+        b = tf.reduce_sum(g, axis=[1, 2])
+        theta += tf.matmul(b, b, transpose_b=True)
+    return tf.cast(theta, tf.float64)
+
+
+def _filter_gradients(layer, u, g):
+    """Per-example ∂f/∂W = Σ_p u_p ⊗ g_p of a Conv2D, shaped (n,) + W's shape: for each filter
+    offset (a, b), the input pixels that offset meets (u padded as the layer pads, then sliced
+    with its strides and dilation) contracted with g over the output pixels. Slices beat
+    `tf.image.extract_patches`, several times slower on CPU for small filters."""
+    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.strides, layer.dilation_rate
+    out_h, out_w = g.shape[1], g.shape[2]
+    if layer.padding == "same":
+        pads = [max((out - 1) * s + (k - 1) * d + 1 - size, 0) for out, s, k, d, size in
+                ((out_h, sh, kh, dh, u.shape[1]), (out_w, sw, kw, dw, u.shape[2]))]
+        u = tf.pad(u, [[0, 0], [pads[0] // 2, pads[0] - pads[0] // 2],
+                       [pads[1] // 2, pads[1] - pads[1] // 2], [0, 0]])
+    return tf.stack([tf.stack([
+        tf.einsum("nhwc,nhwo->nco",
+                  u[:, a * dh:a * dh + (out_h - 1) * sh + 1:sh,
+                    b * dw:b * dw + (out_w - 1) * sw + 1:sw], g)
+        for b in range(kw)], axis=1) for a in range(kh)], axis=1)
 
 
 def _gram(kernel, x1, x2):
@@ -507,22 +673,6 @@ def _outputs_and_gradients(network, positions, x):
         return f, tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
 
     return tf.vectorized_map(gradient, x)
-
-
-@tf.function(reduce_retracing=True)
-def _outputs_and_chunk_grams(network, chunks, x):
-    """f(w, x) and Σ over parameter chunks of J Jᵀ (each product in the compute dtype, as a
-    tile of `_GenericKernel`, then float64), in one graph."""
-    theta = 0.0
-    for chunk in chunks:
-        f, j = _outputs_and_gradients(network, chunk, x)
-        theta += tf.cast(tf.matmul(j, j, transpose_b=True), tf.float64)
-    return tf.cast(f, tf.float64), theta
-
-
-@tf.function(reduce_retracing=True)
-def _outputs(network, x):
-    return network(x)
 
 
 @tf.function(reduce_retracing=True)

@@ -219,6 +219,7 @@ class RegimeMonitor(keras.callbacks.Callback):
         self._network = scalar_output(self.model, self.probe_x, self.output)
         self.probe_x = self.probe_x.astype(self._network.compute_dtype)
         self._probe_x = tf.constant(self.probe_x)
+        self._kernel = ntk.ProbeKernel(self._network, self.probe_x)
         self._w0 = [w.numpy() for w in self._network.trainable_weights]
         self._layers = _layer_groups(self._network.trainable_weights)
         self._f0, self._gram0 = self._probe()
@@ -279,7 +280,7 @@ class RegimeMonitor(keras.callbacks.Callback):
 
     def _probe(self):
         """f(w_t) and Θ(w_t) (eq. 5) on the probe, from one vectorized pass (float64)."""
-        f, gram = ntk.outputs_and_gram(self._network, self._probe_x)
+        f, gram = self._kernel(self._probe_x)
         return f.numpy(), gram.numpy()
 
     def _outputs(self, x):

@@ -38,3 +38,29 @@ def two_logits():
 
 def not_a_model():
     return "a string"
+
+
+def cnn_with_bias(dtype="float64"):
+    """A Sequential CNN with biases, "same" padding, strides and dilation: every case of the
+    structured kernel's convolutions (`ntk.ProbeKernel`)."""
+    return keras.Sequential([
+        keras.Input((9, 9, 2)),
+        keras.layers.Conv2D(3, 3, activation="tanh", dtype=dtype),
+        keras.layers.Conv2D(4, 2, strides=2, padding="same", activation="relu", dtype=dtype),
+        keras.layers.Conv2D(2, 2, dilation_rate=2, padding="same", use_bias=False, dtype=dtype),
+        keras.layers.Flatten(dtype=dtype),
+        keras.layers.Dense(5, activation="tanh", dtype=dtype),
+        keras.layers.Dense(1, dtype=dtype)])
+
+
+def mixed_cnn(dtype="float64"):
+    """A functional CNN with a layer the structured kernel does not know (BatchNormalization)
+    and a Dense called twice (shared weights): those weights take the generic path."""
+    inputs = keras.Input((6, 6, 1))
+    z = keras.layers.Conv2D(3, 3, padding="same", activation="relu", dtype=dtype)(inputs)
+    z = keras.layers.BatchNormalization(dtype=dtype)(z)
+    z = keras.layers.Flatten(dtype=dtype)(z)
+    shared = keras.layers.Dense(4, activation="tanh", dtype=dtype)
+    z = keras.layers.Dense(4, dtype=dtype)(z)
+    z = shared(shared(z))
+    return keras.Model(inputs, keras.layers.Dense(1, dtype=dtype)(z))

@@ -105,3 +105,20 @@ def test_a_probe_above_the_memory_bound_fails_in_one_line():
 def test_verdict_before_training_says_what_to_do():
     with pytest.raises(ConfigError, match="fit"):
         regime.RegimeMonitor(X[:4]).verdict()
+
+
+@pytest.mark.parametrize("build,shape,structured", [
+    (probe_models.cnn_with_bias, (9, 9, 2), 5),  # every weight on the structured path
+    (probe_models.mixed_cnn, (6, 6, 1), 3),      # BatchNormalization and a shared Dense: generic
+])
+def test_the_structured_probe_kernel_equals_the_generic_one(build, shape, structured):
+    keras.utils.set_random_seed(3)
+    x = np.random.default_rng(2).standard_normal((10,) + shape)
+    network = regime.scalar_output(build(), x)
+    kernel = ntk.ProbeKernel(network, x)
+    assert len(kernel.layers) == structured
+    f, theta = kernel(x)
+    expected = ntk.gram_generic(network, x)  # per-example Jacobians, float64
+    np.testing.assert_allclose(theta.numpy(), expected, rtol=0,
+                               atol=1e-10 * np.abs(expected).max())
+    np.testing.assert_allclose(f.numpy(), network(x).numpy(), rtol=1e-12)

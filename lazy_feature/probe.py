@@ -2,8 +2,9 @@
 
 `scan` trains the centered α-model F = α[f̂(w, x) − f̂(w0, x)] of the user's network, with
 f̂ = f/σ0 normalized by its initial output scale σ0 = RMS over the training inputs of f(w0, x),
-at a few α on a log grid by the package's gradient flow (eqs. 7-9), and measures at each the
-kernel drift on a probe of test points (Section 5) and the test error. The crossover α* is where
+at a few α on a log grid by the package's gradient flow (eqs. 7-9), or by a plain Keras fit
+with the user's optimizer on the same α⁻²-scaled loss (`CenteredModel`), and measures at each
+the kernel drift on a probe of test points (Section 5) and the test error. The crossover α* is where
 the drift crosses CROSSOVER_DRIFT (log-log interpolation). The user's own setting, training f
 itself with margin 1, is F = f = σ0 f̂: α_user = σ0, read on the same curve (up to centering:
 their f starts at f(w0), not 0, Appendix I; and their optimizer is not gradient flow).
@@ -19,7 +20,7 @@ import tensorflow as tf
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lazy_feature import artifact, callbacks, ntk, run
+from lazy_feature import artifact, callbacks, distribute, losses, ntk, run
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError, DataError
@@ -28,18 +29,22 @@ from lazy_feature.regime import FEATURE_DRIFT, RegimeMonitor, scalar_output
 DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0)
 CROSSOVER_DRIFT = FEATURE_DRIFT  # the drift at α*: of order one, where feature learning starts
 TABLE, FIGURE, SUMMARY, RESULT = "table.csv", "scan.png", "summary.md", "scan.json"
+GRADIENT_FLOW = "gradient flow (eqs. 7-9)"
+OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
 
 
 @dataclasses.dataclass(frozen=True)
 class ScanResult:
     """The scan's table (one row per α), the crossover α* (None if the grid does not bracket
     it), the user's α = σ0 and their drift read on the curve (None outside the grid), and the
-    test error of the frozen kernel Θ(w0) trained on the training set (None if not asked)."""
+    test error of the frozen kernel Θ(w0) trained on the training set (None if not asked),
+    and how each α was trained."""
     table: pd.DataFrame
     alpha_star: float
     user_alpha: float
     user_drift: float
     kernel_test_error: float
+    training: str = GRADIENT_FLOW
 
     def summary(self):
         """A markdown summary: the table, α*, where the user's setting lies."""
@@ -49,9 +54,9 @@ class ScanResult:
         for _, r in self.table.iterrows():
             rows.append("| " + " | ".join(_cell(r[c]) for c in columns) + " |")
         lines = ["# Regime scan", "",
-                 "F = α[f̂(w, x) − f̂(w0, x)] (eq. 6) with f̂ = f/σ0, trained by gradient flow "
-                 "(eqs. 7-9); kernel drift ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ on a probe of test points "
-                 "(Section 5).", "", *rows, ""]
+                 "F = α[f̂(w, x) − f̂(w0, x)] (eq. 6) with f̂ = f/σ0, trained by "
+                 f"{self.training} on the α⁻²-scaled loss of eq. 7; kernel drift "
+                 "‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ on a probe of test points (Section 5).", "", *rows, ""]
         if self.alpha_star is None:
             lines.append(f"No crossover on this grid: the drift does not cross "
                          f"{CROSSOVER_DRIFT:g}; widen --alphas.")
@@ -86,6 +91,38 @@ def load_builder(spec):
     return getattr(module, name)
 
 
+def keras_optimizer(name, learning_rate=None):
+    """A function returning a fresh Keras optimizer `name` (one of OPTIMIZERS) at
+    `learning_rate` (None: Keras's default), for `scan`'s optimizer; None for "flow"."""
+    if name == "flow":
+        return None
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}: choose flow, {', '.join(OPTIMIZERS)}")
+    if learning_rate is not None and not learning_rate > 0:
+        raise ConfigError(f"the learning rate must be > 0, got {learning_rate}")
+    options = {} if learning_rate is None else {"learning_rate": learning_rate}
+    return lambda: OPTIMIZERS[name](**options)
+
+
+class CenteredModel(keras.Model):
+    """F = α[f̂(w, x) − f̂(w0, x)] (eq. 6) for a plain Keras fit: `network` f̂ is trained,
+    `initial` (the same network at w0) is frozen. Compile it with `alpha_loss`."""
+
+    def __init__(self, network, initial, alpha, **kwargs):
+        super().__init__(dtype=network.dtype_policy, **kwargs)
+        initial.trainable = False
+        self.network, self.initial, self.alpha = network, initial, float(alpha)
+
+    def call(self, x):
+        return self.alpha * (self.network(x) - self.initial(x))
+
+
+def alpha_loss(loss, alpha):
+    """The Keras loss α⁻² ℓ(F, y) of eq. 7 (Keras averages it over the batch)."""
+    per_pattern = losses.get(loss)
+    return lambda y, F: per_pattern(F, keras.ops.cast(y, F.dtype)) / alpha ** 2
+
+
 def crossover(alphas, drifts, level=CROSSOVER_DRIFT):
     """α where the drift crosses `level`, interpolated linearly in (log α, log drift) between
     the first two neighbouring grid points that bracket it; None if none do."""
@@ -102,7 +139,8 @@ def crossover(alphas, drifts, level=CROSSOVER_DRIFT):
 
 def scan(build_model, task, alphas=DEFAULT_ALPHAS, output_dir=None, input_shape=None,
          output=None, probe_size=64, seed=0, loss="soft_hinge", max_steps=10_000,
-         max_time=math.inf, max_wall_seconds=math.inf, flow=GradientFlow(), frozen_kernel=True):
+         max_time=math.inf, max_wall_seconds=math.inf, flow=GradientFlow(), frozen_kernel=True,
+         optimizer=None, epochs=10, batch_size=32, strategy=None):
     """Train F = α(f̂ − f̂0) at each α, measure drift and test error, place the user on the curve.
 
     Args:
@@ -121,6 +159,12 @@ def scan(build_model, task, alphas=DEFAULT_ALPHAS, output_dir=None, input_shape=
       max_steps, max_time, max_wall_seconds: each α's budget (`GradientFlowStopping`).
       flow: the `GradientFlow` step control (a looser max_dgrad takes fewer steps).
       frozen_kernel: also train the frozen kernel Θ(w0) on the training set (n_train² floats).
+      optimizer: None for the gradient flow; or a function returning a fresh Keras optimizer
+        (e.g. `lambda: keras.optimizers.SGD(0.1)`, or `keras_optimizer("adam", 1e-3)`): each α
+        is then a plain `fit` of `CenteredModel` on the α⁻²-scaled loss (`alpha_loss`), for
+        `epochs` epochs of mini-batches of `batch_size` (the flow's budgets do not apply).
+      strategy: a tf.distribute.Strategy or a name of `distribute.STRATEGIES` to train in (the
+        flow needs n_train to split evenly over its replicas); None for the current one.
 
     Returns:
       a `ScanResult`.
@@ -132,26 +176,34 @@ def scan(build_model, task, alphas=DEFAULT_ALPHAS, output_dir=None, input_shape=
     if not sigma0 > 0:
         raise ConfigError("f(w0) = 0 on every training input: the initial output scale, and "
                           "with it the user's α, is undefined")
+    if optimizer is not None and not callable(optimizer):
+        raise ConfigError("optimizer takes a function returning a fresh Keras optimizer for "
+                          "each α, e.g. lambda: keras.optimizers.SGD(0.1)")
+    if optimizer is not None and not (epochs >= 1 and batch_size >= 1):
+        raise ConfigError(f"epochs={epochs} and batch_size={batch_size} must be >= 1")
+    strategy = (tf.distribute.get_strategy() if strategy is None
+                else distribute.make(strategy))
     probe_x, probe_y = x_test[:probe_size], y_test[:probe_size]
     rows = []
     for alpha in alphas:
-        network, initial = (_network(build_model, x_train, output, seed, 1 / sigma0)
-                            for _ in range(2))
-        model = AlphaModel(network, alpha, loss=loss, flow=flow, initial_network=initial)
-        model.compile()
         monitor = RegimeMonitor(probe_x, probe_y, log_dir=output_dir and artifact.join(
             output_dir, f"alpha={alpha:.3g}"))
-        stopping = callbacks.GradientFlowStopping(max_time, max_steps, max_wall_seconds)
-        run.fit_flow(model, x_train, y_train, [stopping, monitor])
-        state = model.train_state()
+        with strategy.scope():
+            network, initial = (_network(build_model, x_train, output, seed, 1 / sigma0)
+                                for _ in range(2))
+        if optimizer is None:
+            model, row = _train_flow(strategy, network, initial, alpha, x_train, y_train,
+                                     monitor, loss, flow, (max_time, max_steps, max_wall_seconds))
+        else:
+            model, row = _train_optimizer(strategy, network, initial, alpha, x_train, y_train,
+                                          monitor, loss, optimizer, epochs, batch_size)
         verdict = monitor.verdict()
         rows.append(dict(
             alpha=float(alpha), kernel_drift=verdict.kernel_drift,
             weight_drift=verdict.weight_drift, alignment_init=verdict.alignment_init,
-            alignment=verdict.alignment, regime=verdict.regime,
-            train_error=float(state["train_error"]),
-            test_error=run.evaluate(model, x_test, y_test, model.per_pattern_loss)[1],
-            steps=int(state["step"]), t=float(state["t"]), stop_reason=stopping.reason))
+            alignment=verdict.alignment, regime=verdict.regime, train_error=row["train_error"],
+            test_error=run.evaluate(model, x_test, y_test, losses.get(loss))[1],
+            steps=row["steps"], t=row["t"], stop_reason=row["stop_reason"]))
     table = pd.DataFrame(rows)
     kernel_error = None
     if frozen_kernel:
@@ -159,11 +211,43 @@ def scan(build_model, task, alphas=DEFAULT_ALPHAS, output_dir=None, input_shape=
         kernel_error = ntk.frozen_kernel_test_error(
             reference, x_train.astype(reference.compute_dtype), y_train,
             x_test.astype(reference.compute_dtype), y_test, loss=loss, flow=flow)["test_error"]
+    training = (GRADIENT_FLOW if optimizer is None else
+                f"{type(optimizer()).__name__} ({epochs} epochs of batch {batch_size})")
     result = ScanResult(table, crossover(table.alpha, table.kernel_drift), sigma0,
-                        _read_drift(table, sigma0), kernel_error)
+                        _read_drift(table, sigma0), kernel_error, training)
     if output_dir is not None:
         _write(result, output_dir)
     return result
+
+
+def _train_flow(strategy, network, initial, alpha, x, y, monitor, loss, flow, budget):
+    """The AlphaModel at α trained by gradient flow until `budget` (max_time, max_steps,
+    max_wall_seconds) or convergence; returns it and its row's training figures."""
+    with strategy.scope():
+        model = AlphaModel(network, alpha, loss=loss, flow=flow, initial_network=initial)
+        model.compile()
+    stopping = callbacks.GradientFlowStopping(*budget)
+    run.fit_flow(model, x, y, [stopping, monitor])
+    state = model.train_state()
+    return model, dict(train_error=float(state["train_error"]), steps=int(state["step"]),
+                       t=float(state["t"]), stop_reason=stopping.reason)
+
+
+def _train_optimizer(strategy, network, initial, alpha, x, y, monitor, loss, optimizer, epochs,
+                     batch_size):
+    """`CenteredModel` at α trained by a plain Keras fit with optimizer(); returns it and its
+    row's training figures (t: none, the optimizer has no time)."""
+    with strategy.scope():
+        model = CenteredModel(network, initial, alpha)
+        model.compile(optimizer=optimizer(), loss=alpha_loss(loss, alpha))
+    x = x.astype(network.compute_dtype)
+    model.fit(x, y.astype(network.compute_dtype), epochs=epochs, batch_size=batch_size,
+              verbose=0, callbacks=[monitor])
+    outputs, train_error, _ = run.evaluate(model, x, y, losses.get(loss))
+    stop_reason = (f"{epochs} epochs" if np.all(np.isfinite(outputs)) else
+                   "diverged (F not finite): lower the learning rate")
+    return model, dict(train_error=train_error, steps=epochs * -(-len(x) // batch_size),
+                       t=math.nan, stop_reason=stop_reason)
 
 
 def _arrays(task, input_shape):

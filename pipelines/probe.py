@@ -1,18 +1,21 @@
 r"""The `probe` stage: is a user's Keras model lazy or learning features? A scan over α.
 
 Trains F = α[f̂(w, x) − f̂(w0, x)] (eq. 6), f̂ = f/σ0 the user's model normalized by its
-initial output scale, at each α by gradient flow, and writes table.csv, scan.png,
-summary.md and scan.json (`lazy_feature.probe.scan`):
+initial output scale, at each α by gradient flow (or, with --optimizer=sgd|adam, a plain
+Keras fit on the α⁻²-scaled loss), and writes table.csv, scan.png, summary.md and scan.json
+(`lazy_feature.probe.scan`):
 
   python -m pipelines.probe --model=my_models:build_cnn --input_shape=28,28,1 \
       --n_train=1000 --n_test=2000 --output_dir=runs/probe_cnn
+  python -m pipelines.probe --model=my_models:build_cnn --input_shape=28,28,1 \
+      --optimizer=sgd --learning_rate=0.01 --epochs=20 --output_dir=runs/probe_cnn_sgd
 
 `--model` names a function with no argument that returns the Keras model (one scalar per
 example, or --output=INDEX or --output=sum for a vector of logits).
 """
 from absl import flags
 
-from lazy_feature import data, probe
+from lazy_feature import data, distribute, probe
 from lazy_feature.dynamics import GradientFlow
 from pipelines import common
 
@@ -32,6 +35,13 @@ flags.DEFINE_integer("seed", 0, "Keras seed of the initial weights.")
 flags.DEFINE_integer("max_steps", 10_000, "Budget of each α in gradient-flow steps.")
 flags.DEFINE_float("max_wall_seconds", float("inf"), "Budget of each α in wall seconds.")
 flags.DEFINE_float("max_dgrad", 1e-4, "ε_∇ of eq. 9 (looser: fewer steps).")
+flags.DEFINE_string("optimizer", "flow", "flow (the package's gradient flow), or sgd or adam "
+                    "(a plain Keras fit of the centered α-model on the α⁻²-scaled loss).")
+flags.DEFINE_float("learning_rate", None, "The learning rate of --optimizer=sgd|adam "
+                   "(default: Keras's).")
+flags.DEFINE_integer("epochs", 10, "Epochs of --optimizer=sgd|adam at each α.")
+flags.DEFINE_integer("batch_size", 32, "Mini-batch size of --optimizer=sgd|adam.")
+common.define_strategy_flags()
 FLAGS = flags.FLAGS
 
 
@@ -39,7 +49,9 @@ def main():
     output = FLAGS.output
     if output not in (None, "sum"):
         output = common.integers("output", [output])[0]
+    optimizer = probe.keras_optimizer(FLAGS.optimizer, FLAGS.learning_rate)
     build_model = probe.load_builder(FLAGS.model)
+    strategy = distribute.make(**common.strategy_options())
     task = data.load_binary_task(FLAGS.dataset, FLAGS.data_dir, FLAGS.n_train, FLAGS.n_test,
                                  FLAGS.data_seed)
     probe.scan(build_model, task,
@@ -48,7 +60,8 @@ def main():
                             if FLAGS.input_shape else None),
                output=output, probe_size=FLAGS.probe_size, seed=FLAGS.seed,
                max_steps=FLAGS.max_steps, max_wall_seconds=FLAGS.max_wall_seconds,
-               flow=GradientFlow(max_dgrad=FLAGS.max_dgrad))
+               flow=GradientFlow(max_dgrad=FLAGS.max_dgrad), optimizer=optimizer,
+               epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, strategy=strategy)
 
 
 if __name__ == "__main__":

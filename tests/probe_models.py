@@ -12,12 +12,12 @@ def mlp64():
     return mlp("float64")
 
 
-def cnn():
+def cnn(dtype="float32"):
     """A small functional CNN on 8×8×1 images with one output."""
     inputs = keras.Input((8, 8, 1))
-    z = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
-    z = keras.layers.Flatten()(z)
-    return keras.Model(inputs, keras.layers.Dense(1)(z))
+    z = keras.layers.Conv2D(4, 3, activation="relu", dtype=dtype)(inputs)
+    z = keras.layers.Flatten(dtype=dtype)(z)
+    return keras.Model(inputs, keras.layers.Dense(1, dtype=dtype)(z))
 
 
 class TwoLayer(keras.Model):

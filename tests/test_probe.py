@@ -1,6 +1,7 @@
 """probe.scan and the `probe` stage: a user's model's drift and test error over α (eq. 6)."""
 import os
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,6 +43,45 @@ def test_scan_runs_a_keras_model_end_to_end(tmp_path, build, shape):
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
 
 
+def test_scan_with_the_users_optimizer_runs_end_to_end():
+    # A plain Keras fit of F = α(f̂ − f̂0) by SGD on the α⁻²-scaled loss (eq. 7): F moves at
+    # the same rate at every α, the weights by ~1/α, so small α learns features.
+    result = probe.scan(probe_models.mlp, TASK, alphas=(0.1, 1e3), probe_size=16,
+                        optimizer=lambda: keras.optimizers.SGD(0.01), epochs=10,
+                        batch_size=16, frozen_kernel=False)
+    table = result.table
+    assert list(table.regime) == ["feature learning", "lazy"], table.to_string()
+    assert list(table.steps) == [30, 30] and list(table.stop_reason) == ["10 epochs"] * 2
+    assert "trained by SGD (10 epochs of batch 16)" in result.summary()
+
+
+def test_a_diverging_optimizer_is_reported_in_its_row():
+    result = probe.scan(probe_models.mlp, TASK, alphas=(1e-3,), probe_size=8, epochs=4,
+                        batch_size=16, optimizer=probe.keras_optimizer("sgd", 1.0),
+                        frozen_kernel=False)
+    assert result.table.stop_reason[0].startswith("diverged")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(optimizer="sgd"), "function returning a fresh Keras optimizer"),
+    (dict(optimizer=lambda: keras.optimizers.SGD(), epochs=0), "epochs=0"),
+])
+def test_a_bad_optimizer_setting_is_a_config_error(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        probe.scan(probe_models.mlp, TASK, alphas=(1.0,), **kwargs)
+
+
+def test_keras_optimizer_names_and_errors():
+    assert probe.keras_optimizer("flow") is None
+    adam = probe.keras_optimizer("adam", 0.003)()
+    assert isinstance(adam, keras.optimizers.Adam)
+    assert float(adam.learning_rate) == pytest.approx(0.003)
+    with pytest.raises(ConfigError, match="choose flow, sgd, adam"):
+        probe.keras_optimizer("rmsprop")
+    with pytest.raises(ConfigError, match="> 0"):
+        probe.keras_optimizer("sgd", -1.0)
+
+
 def test_scan_of_a_subclassed_model_with_a_chosen_logit():
     result = probe.scan(probe_models.two_logits, TASK, alphas=(1e3,), output=0, probe_size=8,
                         max_steps=100, flow=LOOSE, frozen_kernel=False)
@@ -53,16 +93,22 @@ def test_a_builder_that_returns_no_model_fails_in_one_line():
         probe.scan(probe_models.not_a_model, TASK, alphas=(1.0,))
 
 
-def test_the_probe_stage_writes_its_run_directory(tmp_path):
+@pytest.mark.parametrize("training,flags", [
+    ("gradient flow", ["--max_steps=10", "--max_dgrad=0.1"]),
+    ("Adam (2 epochs of batch 8)", ["--optimizer=adam", "--learning_rate=0.01", "--epochs=2",
+                                    "--batch_size=8"]),
+])
+def test_the_probe_stage_writes_its_run_directory(tmp_path, training, flags):
     write_class_template_mnist(tmp_path / "mnist", per_class_train=6, per_class_test=4)
     out = tmp_path / "scan"
     result = stage_in_process(
         "probe", "--model=tests.probe_models:mlp", f"--output_dir={out}", "--dataset=mnist",
         f"--data_dir={tmp_path / 'mnist'}", "--n_train=40", "--n_test=20", "--alphas=0.01,100",
-        "--probe_size=8", "--max_steps=10", "--max_dgrad=0.1")
+        "--probe_size=8", *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in (probe.TABLE, probe.FIGURE, probe.SUMMARY, probe.RESULT):
         assert os.path.exists(out / name), name
+    assert f"trained by {training}" in (out / probe.SUMMARY).read_text()
 
 
 @pytest.mark.parametrize("spec,message", [

@@ -1,6 +1,8 @@
 """RegimeMonitor: the kernel drift of eq. 5's NTK (Section 5) on a probe, for any Keras model."""
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -14,6 +16,8 @@ from lazy_feature.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError
 from tests import probe_models
 from tests.conftest import sphere_inputs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 X = sphere_inputs(48, 6, seed=0)
 Y = np.sign(X[:, 0] + 0.2)
@@ -122,3 +126,21 @@ def test_the_structured_probe_kernel_equals_the_generic_one(build, shape, struct
     np.testing.assert_allclose(theta.numpy(), expected, rtol=0,
                                atol=1e-10 * np.abs(expected).max())
     np.testing.assert_allclose(f.numpy(), network(x).numpy(), rtol=1e-12)
+
+
+def test_monitor_and_scan_under_a_mirrored_strategy_match_one_device():
+    # Its own process: the CPU is split into 2 logical devices before TensorFlow starts.
+    done = subprocess.run([sys.executable, "-m", "tests.mirrored_regime"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(done.stdout)
+    assert r["replicas"] == 2
+    single, mirrored = r["single"], r["mirrored"]
+    assert single["step"] == mirrored["step"] and single["kernel_drift"][-1] > 1e-2
+    for key in ("kernel_drift", "weight_drift", "alignment"):
+        np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-9, atol=1e-12)
+    for training in ("flow", "sgd"):  # probe.scan(strategy=...), both ways of training
+        one, two = single["scan"][training], mirrored["scan"][training]
+        assert one["steps"] == two["steps"] and one["kernel_drift"][0] > 1e-3
+        np.testing.assert_allclose(two["kernel_drift"], one["kernel_drift"], rtol=1e-9)
+        assert two["test_error"] == one["test_error"]

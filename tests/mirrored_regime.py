@@ -1,0 +1,64 @@
+"""RegimeMonitor and probe.scan under MirroredStrategy on 2 logical CPU devices, next to one
+device: prints the figures `test_regime.test_monitor_and_scan_under_a_mirrored_strategy`
+judges, as one JSON object.
+
+Its own process: the host CPU must be split before TensorFlow starts its devices.
+Usage: python -m tests.mirrored_regime
+"""
+import json
+import sys
+
+import keras
+import numpy as np
+
+from lazy_feature import distribute, probe, regime
+from lazy_feature.dynamics import GradientFlow
+from tests import probe_models
+
+_RNG = np.random.default_rng(0)
+_X = _RNG.standard_normal((96, 8))
+_Y = np.sign(_X[:, 3] + 0.1)
+TASK = (_X[:48], _Y[:48], _X[48:], _Y[48:])  # 48 training points: 24 per replica
+
+
+def _fit(strategy):
+    """A plain Keras fit of a small CNN (float64) compiled and fitted in the strategy's
+    scope, monitored; its kernel drifts."""
+    x = np.random.default_rng(1).standard_normal((64, 8, 8, 1))
+    y = np.sign(x[:, 3, 3, 0])
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = probe_models.cnn("float64")
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+        monitor = regime.RegimeMonitor(x[:16], y[:16], every=2)
+        model.fit(x[:32], y[:32, None], epochs=3, batch_size=8, verbose=0, shuffle=False,
+                  callbacks=[monitor])
+    return monitor.history()
+
+
+def _scans(strategy):
+    """Kernel drift and test error of a float64 MLP's scan at one α, by gradient flow and by
+    SGD."""
+    flow = probe.scan(probe_models.mlp64, TASK, alphas=(0.1,), probe_size=8, max_steps=10,
+                      flow=GradientFlow(max_dgrad=1e-1, max_dout=0.3, grow=1.5),
+                      frozen_kernel=False, strategy=strategy)
+    sgd = probe.scan(probe_models.mlp64, TASK, alphas=(0.1,), probe_size=8,
+                     optimizer=probe.keras_optimizer("sgd", 0.01), epochs=1, batch_size=16,
+                     frozen_kernel=False, strategy=strategy)
+    return {name: {k: result.table[k].tolist() for k in ("kernel_drift", "test_error", "steps")}
+            for name, result in (("flow", flow), ("sgd", sgd))}
+
+
+def main():
+    mirrored = distribute.make("mirrored", cpu_devices=2)
+    results = {"replicas": mirrored.num_replicas_in_sync}
+    for name, strategy in (("single", distribute.make("default")), ("mirrored", mirrored)):
+        history = _fit(strategy)
+        results[name] = {k: history[k].tolist() for k in ("step", "kernel_drift",
+                                                          "weight_drift", "alignment")}
+        results[name]["scan"] = _scans(strategy)
+    json.dump(results, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

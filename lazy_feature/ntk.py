@@ -12,6 +12,9 @@ Two ways to compute a tile:
     dense layer (`gram_structured`);
   * any Keras model with outputs of shape (batch,) whose f(x_μ) depends on x_μ alone:
     per-example Jacobians, blocked over examples and parameters (`gram_generic`).
+A probe's whole Θ(x, x) and f(x) (`ProbeKernel`, for `regime.RegimeMonitor`) takes the
+structured way for plain `keras.layers.Dense` and `Conv2D` layers too, and per-example
+Jacobians for the other weights.
 
 Precision. A tile is computed in the network's compute dtype: its entries are sums of O(h)
 products, rounded to ~ε√h relatively. The lazy regime's drift ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ ~

@@ -19,8 +19,9 @@ from lazy_feature import artifact, callbacks, losses, ntk
 from lazy_feature.errors import ConfigError
 
 # The probe's Gram matrices Θ(w0) (kept) and Θ(w_t) (per record) are P × P float64: at
-# P = 2048 they take 2·2048²·8 B = 64 MiB. Jacobian tiles stay within ntk's generic bound
-# (EXAMPLE_BLOCK × PARAM_BLOCK entries, 128 MiB in float64), whatever P.
+# P = 2048 they take 2·2048²·8 B = 64 MiB. A convolution's filter gradients stay within
+# ntk.CONV_BLOCK_ENTRIES entries and Jacobian tiles within ntk's generic bound (EXAMPLE_BLOCK ×
+# PARAM_BLOCK entries, 128 MiB in float64), whatever P (`ntk.ProbeKernel`).
 MAX_PROBE = 2048
 # Verdict thresholds on the kernel drift ‖Θ(w_t) − Θ(w0)‖/‖Θ(w0)‖ (Section 5): below LAZY the
 # kernel stays within 10% of Θ(w0), so the network is its frozen kernel to that accuracy
@@ -159,12 +160,22 @@ class RegimeMonitor(keras.callbacks.Callback):
     weight drift ‖w_t − w0‖/‖w0‖ overall and per layer, the alignment of Θ(w_t) and Θ(w0) with
     yyᵀ (with labels), and the RMS of f(w_t) − f(w0) and of f(w_t) on the probe.
 
-    Cost per record: one vectorized forward and backward pass of the P probe points, which
-    gives f(w_t) and the P Jacobian rows over all #params trainable weights together
-    (`ntk.outputs_and_gram`, one graph traced once at w0), and one P × P Gram (P²·#params
-    multiply-adds), P the probe size: about four training steps of batch 64 for the small CNN
-    of benchmarks/regime_benchmark.py at P = 256. Memory: two P × P float64 matrices,
-    P ≤ MAX_PROBE (64 MiB), and Jacobian tiles of ntk's bound.
+    Cost per record, bounded by the probe size P: f(w_t) and Θ(w_t) from one graph traced
+    once at w0 (`ntk.ProbeKernel`). For plain Keras Dense and Conv2D layers that is one forward
+    and one backward pass of the P points to the layers' pre-activations, and per layer a
+    P × P Gram of their inputs and signals (a convolution's P per-example filter gradients,
+    P × its #weights, in between); the weights of other layers take per-example Jacobians
+    (a vectorized pass, P × their #weights). On the small CNN of
+    benchmarks/regime_benchmark.py at P = 256 a record costs about 2-4 training steps of batch
+    64 (the forward and backward pass of 256 points alone about 2), and the one-time setup at
+    train begin about 1.5 s, mostly tracing the probe's graph; 20 records on 314 steps then
+    add about 20% to the fit, the setup another 15-20%. Memory: two P × P float64 matrices,
+    P ≤ MAX_PROBE (64 MiB), a convolution's filter gradients within ntk.CONV_BLOCK_ENTRIES
+    entries, and the generic path's Jacobian tiles within ntk's bound.
+
+    Under a tf.distribute strategy (a model compiled and fitted in `strategy.scope()`) the
+    probe is computed from the mirrored weights, outside the replicas, and the records are
+    those of the same fit on one device.
 
     With log_dir it writes TensorBoard scalars (`regime/`, `regime_layers/`) and the Gram
     images at w0 and now (sorted by label) into log_dir, and one JSON line per record into

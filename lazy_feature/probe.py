@@ -163,8 +163,11 @@ def scan(build_model, task, alphas=DEFAULT_ALPHAS, output_dir=None, input_shape=
         (e.g. `lambda: keras.optimizers.SGD(0.1)`, or `keras_optimizer("adam", 1e-3)`): each α
         is then a plain `fit` of `CenteredModel` on the α⁻²-scaled loss (`alpha_loss`), for
         `epochs` epochs of mini-batches of `batch_size` (the flow's budgets do not apply).
-      strategy: a tf.distribute.Strategy or a name of `distribute.STRATEGIES` to train in (the
-        flow needs n_train to split evenly over its replicas); None for the current one.
+      strategy: a tf.distribute.Strategy to train in, or a name of `distribute.STRATEGIES`
+        (made by `distribute.make` with its defaults; for MirroredStrategy over logical CPU
+        devices pass the strategy made with cpu_devices: TensorFlow's collectives take one
+        MirroredStrategy per process); None for the current one. The flow needs n_train to
+        split evenly over the replicas.
 
     Returns:
       a `ScanResult`.

@@ -6,14 +6,19 @@ Its own process: the host CPU must be split before TensorFlow starts its devices
 Usage: python -m tests.mirrored_regime
 """
 import json
+import os
+import pathlib
 import sys
+import tempfile
 
 import keras
 import numpy as np
+import pandas as pd
 
 from lazy_feature import distribute, probe, regime
 from lazy_feature.dynamics import GradientFlow
 from tests import probe_models
+from tests.conftest import stage_in_process, write_class_template_mnist
 
 _RNG = np.random.default_rng(0)
 _X = _RNG.standard_normal((96, 8))
@@ -49,14 +54,31 @@ def _scans(strategy):
             for name, result in (("flow", flow), ("sgd", sgd))}
 
 
+def _stage(tmp):
+    """The probe stage by SGD under --strategy=mirrored: its exit status and summary."""
+    data_dir, out = pathlib.Path(tmp) / "mnist", os.path.join(tmp, "scan")
+    write_class_template_mnist(data_dir, per_class_train=6, per_class_test=4)
+    stage = stage_in_process(
+        "probe", "--model=tests.probe_models:mlp64", f"--output_dir={out}", "--dataset=mnist",
+        f"--data_dir={data_dir}", "--n_train=40", "--n_test=20", "--alphas=0.1",
+        "--probe_size=8", "--optimizer=sgd", "--learning_rate=0.01", "--epochs=1",
+        "--batch_size=8", "--strategy=mirrored", "--cpu_devices=2")
+    if stage.returncode:
+        return {"returncode": stage.returncode, "stderr": stage.stderr[-3000:]}
+    return {"returncode": 0, "rows": len(pd.read_csv(os.path.join(out, probe.TABLE)))}
+
+
 def main():
     mirrored = distribute.make("mirrored", cpu_devices=2)
     results = {"replicas": mirrored.num_replicas_in_sync}
-    for name, strategy in (("single", distribute.make("default")), ("mirrored", mirrored)):
+    for name in ("default", "mirrored"):
+        strategy = distribute.make(name, cpu_devices=2)  # the same mirrored object as above
         history = _fit(strategy)
         results[name] = {k: history[k].tolist() for k in ("step", "kernel_drift",
                                                           "weight_drift", "alignment")}
         results[name]["scan"] = _scans(strategy)
+    with tempfile.TemporaryDirectory() as tmp:
+        results["stage"] = _stage(tmp)
     json.dump(results, sys.stdout)
 
 

@@ -163,6 +163,9 @@ def scan(build_model, task, alphas=DEFAULT_ALPHAS, output_dir=None, input_shape=
         (e.g. `lambda: keras.optimizers.SGD(0.1)`, or `keras_optimizer("adam", 1e-3)`): each α
         is then a plain `fit` of `CenteredModel` on the α⁻²-scaled loss (`alpha_loss`), for
         `epochs` epochs of mini-batches of `batch_size` (the flow's budgets do not apply).
+        With SGD, F moves at the same rate at every α and the weights by ~1/α (lazy at large
+        α); Adam normalizes the gradient's scale away, so its weights move by ~lr a step at
+        every α and a large α is not lazy at a fixed learning rate.
       strategy: a tf.distribute.Strategy to train in, or a name of `distribute.STRATEGIES`
         (made by `distribute.make` with its defaults; for MirroredStrategy over logical CPU
         devices pass the strategy made with cpu_devices: TensorFlow's collectives take one

@@ -16,9 +16,9 @@ import tensorflow as tf
 
 from lazy_feature.errors import ConfigError
 
-# The integrators of `integrators`: the paper's Euler scheme, Bogacki–Shampine 3(2) and
-# Dormand–Prince 5(4).
-INTEGRATORS = ("euler", "bogacki_shampine", "dormand_prince")
+# The integrators of `integrators`: the paper's Euler scheme, Bogacki–Shampine 3(2),
+# Dormand–Prince 5(4) and Runge–Kutta–Chebyshev (second order, stabilized).
+INTEGRATORS = ("euler", "bogacki_shampine", "dormand_prince", "rkc")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -301,6 +301,7 @@ class RungeKuttaChebyshev(_LocalErrorControl):
         stages = tf.where(tf.math.is_nan(stages), tf.constant(2.0, tf.float64), stages)  # NaN ρ
         return tf.cast(tf.clip_by_value(stages, 2, self.MAX_STAGES), tf.int32)
 
+    @tf.autograph.experimental.do_not_convert  # graph control flow is explicit (while_loop)
     def trial(self, problem, state, dt, memory):
         """The trial step and whether its error is within tolerance; measures add `stages`,
         `spectral_radius` (safety included) and `max_dt`, the largest stable dt."""

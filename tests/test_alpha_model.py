@@ -182,8 +182,11 @@ def _checkpoint_step(run_dir, config, task):
 def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator):
     # ε_∇ = 5e-2 keeps the run to ~100 steps; exactness does not depend on it.
     task = _synthetic_task(n_train=10, n_test=20)
+    # (RKC at looser tolerances: fewer, costlier steps.)
     config = TrainConfig(n_train=10, n_test=20, width=8, alpha=0.5, dtype="float64",
-                         max_dgrad=5e-2, integrator=integrator)
+                         max_dgrad=5e-2, integrator=integrator,
+                         **(dict(output_tol=1e-3, direction_tol=1e-2)
+                            if integrator == "rkc" else {}))
     reference = run.train(config, str(tmp_path / "whole"), task=task)
     cut = str(tmp_path / "cut")
     # Killed at step 20 before its save: only the periodic checkpoints (every step here,

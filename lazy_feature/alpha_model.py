@@ -162,7 +162,7 @@ class AlphaModel(keras.Model):
 
     Under a tf.distribute strategy (build the model inside `strategy.scope()`) the training
     set is split in one contiguous shard per replica (n must be a multiple of the number
-    of replicas); each replica keeps f(w_i), f(w0) and y of its shard, and the gradient,
+    of replicas, and the integrator not rkc, whose stage loop cannot all-reduce); each replica keeps f(w_i), f(w0) and y of its shard, and the gradient,
     the loss, the counts and eq. 8's max are reduced over the replicas, so the flow takes
     the same steps as on one device. `compile(steps_per_execution=K)` with K > 1 runs up
     to K trial steps per call in one graph (`make_train_function`).
@@ -402,6 +402,10 @@ class AlphaModel(keras.Model):
         if n_train % replicas:
             raise ConfigError(f"n_train={n_train} does not split evenly over the {replicas} "
                               f"replicas of the strategy: use a multiple of {replicas}")
+        if replicas > 1 and self.flow.integrator == "rkc":
+            # Its stages run in a tf.while_loop, where tf.distribute cannot all-reduce.
+            raise ConfigError("the rkc integrator runs on one replica: use euler or "
+                              "bogacki_shampine under a strategy with several replicas")
         if not self.cache.built:
             with self.distribute_strategy.scope():
                 self.cache.build((n_train // replicas,))

@@ -158,7 +158,6 @@ def test_rkc_crosses_a_stiff_flow_in_far_fewer_evaluations_than_bogacki_shampine
     # modes have decayed; RKC's s stages are stable up to dt·ρ ≈ 0.65 s².
     rk_error, rk_evaluations = _stiff_linear_flow("bogacki_shampine", 1e-5)
     rkc_error, rkc_evaluations = _stiff_linear_flow("rkc", 1e-5)
-    print(rk_error, rk_evaluations, rkc_error, rkc_evaluations)
     assert rkc_error < 1e-3 and rk_error < 1e-3
     assert rkc_evaluations < rk_evaluations / 3
 

@@ -122,6 +122,22 @@ def test_chebyshev_stages_are_second_order_and_stable_where_rkc_uses_them(stages
     assert int(chosen) == stages
 
 
+def test_rkc_power_iteration_finds_the_hessians_spectral_radius():
+    # On the quadratic loss the Hessian is XᵀX/N; every iteration is one gradient evaluation,
+    # and a warm start from the eigenvector found converges in the two it needs at least.
+    problem, w = LinearFlow(), tf.constant(np.linspace(-1, 1, D))
+    state = integrators.FlowState(w, *problem.evaluate(w))
+    rkc = integrators.RungeKuttaChebyshev(GradientFlow(integrator="rkc"))
+    rho, vector, evaluations = rkc.spectral_radius(problem, state, tf.constant(0.0, tf.float64),
+                                                   tf.zeros(D, tf.float64), tf.constant(True))
+    largest = np.linalg.eigvalsh(X.T @ X / N).max()
+    assert float(rho) == pytest.approx(largest, rel=0.02) and 2 <= int(evaluations) <= 20
+    again, _, evaluations = rkc.spectral_radius(problem, state, rho, vector, tf.constant(True))
+    assert float(again) == pytest.approx(largest, rel=0.02) and int(evaluations) <= 3
+    kept = rkc.spectral_radius(problem, state, rho, vector, tf.constant(False))
+    assert float(kept[0]) == float(rho) and int(kept[2]) == 0
+
+
 def _stiff_linear_flow(name, tol, t_end=10.0):
     """(max |F(t_end) − exact|, gradient evaluations) of the adaptive `name` on a linear model
     whose Hessian XᵀX/N has eigenvalues from 0.1 to 300 (quadratic loss, N = D = 12)."""

@@ -12,8 +12,9 @@ with a deviation ≤ Euler's). The reference is not timed against anything: it c
   python benchmarks/flow_benchmark.py              # the issue's spec: n = 2000, 3 seeds
   python benchmarks/flow_benchmark.py --n_train=10000 --sqrt_h_alphas=1e3,1e-2 --seeds=0
   python benchmarks/flow_benchmark.py --n_train=500 --width=64 --seeds=0 --n_test=2000
-  python benchmarks/flow_benchmark.py --integrators=euler,bogacki_shampine \
-      --tolerances=1e-4:1e-3,1e-3:1e-2 ...   # each Runge-Kutta pair at each output:direction tol
+  python benchmarks/flow_benchmark.py --integrators=euler,bogacki_shampine,rkc \
+      --tolerances=1e-4:1e-3,1e-3:1e-2 ...   # each Runge-Kutta method (pairs, rkc) at each
+                                             # output:direction tol
 """
 import argparse
 import collections

@@ -6,7 +6,7 @@ The public face; the modules hold one concept each:
                 the NTK-parametrized networks f(w, x)
   alpha_model   AlphaModel, F = α[f(w, x) − f(w0, x)] (eq. 6) trained by gradient flow
   dynamics      GradientFlow, the adaptive step control (eqs. 8-9) and the integrator's name
-  integrators   the paper's Euler scheme and embedded Runge–Kutta pairs, one trial step each
+  integrators   the paper's Euler scheme, embedded Runge–Kutta pairs and Runge–Kutta–Chebyshev
   fidelity      a run against its reference flow (Euler at ε_∇/100, Appendix G)
   distribute    tf.distribute strategies by name, logical CPU devices, the TPU's float32
   run           train / load_run: one run end to end

@@ -124,9 +124,12 @@ class _NetworkFlow:
         self._assign(point)
         return self.model.network(self.x)
 
-    def move(self, point, dt, coefficients, grads):
+    def linear_combination(self, coefficients, points, dt, grad_coefficients, grads):
+        combined = [integrators.combination(coefficients, w) for w in zip(*points)]
+        if not grads:
+            return combined
         dt = tf.cast(dt, self.model.dtype)
-        return [w - dt * step for w, step in zip(point, self.combine(coefficients, grads))]
+        return [w - dt * step for w, step in zip(combined, self.combine(grad_coefficients, grads))]
 
     def combine(self, coefficients, grads):
         return [integrators.combination(coefficients, g) for g in zip(*grads)]
@@ -159,7 +162,7 @@ class AlphaModel(keras.Model):
 
     Under a tf.distribute strategy (build the model inside `strategy.scope()`) the training
     set is split in one contiguous shard per replica (n must be a multiple of the number
-    of replicas); each replica keeps f(w_i), f(w0) and y of its shard, and the gradient,
+    of replicas, and the integrator not rkc, whose stage loop cannot all-reduce); each replica keeps f(w_i), f(w0) and y of its shard, and the gradient,
     the loss, the counts and eq. 8's max are reduced over the replicas, so the flow takes
     the same steps as on one device. `compile(steps_per_execution=K)` with K > 1 runs up
     to K trial steps per call in one graph (`make_train_function`).
@@ -357,6 +360,14 @@ class AlphaModel(keras.Model):
                             dtype=w.dtype)
             for i, w in enumerate(self.network.trainable_weights)
         ]
+        # What the integrator carries from trial to trial (RKC's ρ and eigenvector), zero at
+        # the start: in variables, so that a resumed run continues exactly.
+        self._memory_structure = self.integrator.initial_memory(self.network.trainable_weights)
+        self.integrator_memory = [
+            self.add_weight(name=f"integrator_memory_{i}", shape=m.shape, initializer="zeros",
+                            trainable=False, dtype=m.dtype)
+            for i, m in enumerate(tf.nest.flatten(self._memory_structure))
+        ]
 
     def get_build_config(self):
         """The input shape and, once known, the number of training points of the flow."""
@@ -391,6 +402,10 @@ class AlphaModel(keras.Model):
         if n_train % replicas:
             raise ConfigError(f"n_train={n_train} does not split evenly over the {replicas} "
                               f"replicas of the strategy: use a multiple of {replicas}")
+        if replicas > 1 and self.flow.integrator == "rkc":
+            # Its stages run in a tf.while_loop, where tf.distribute cannot all-reduce.
+            raise ConfigError("the rkc integrator runs on one replica: use euler or "
+                              "bogacki_shampine under a strategy with several replicas")
         if not self.cache.built:
             with self.distribute_strategy.scope():
                 self.cache.build((n_train // replicas,))
@@ -471,7 +486,9 @@ class AlphaModel(keras.Model):
         Euler costs one forward and one backward pass: the gradient at the accepted point is
         stored, so the trial point's forward pass gives eq. 8 and, through its backward pass,
         eq. 9 and the next step's ∇L. A Runge–Kutta pair costs its stages (the stored ∇L is
-        its first) and one forward pass for its error estimate.
+        its first) and one forward pass for its error estimate; RKC a number of stages that
+        varies per step, and the power iterations that estimate its spectral radius (the
+        integrator reports the evaluations each trial used, `integrators.Trial`).
         Runs on each replica's shard (`start` must have run).
         """
         x, y = data
@@ -486,8 +503,13 @@ class AlphaModel(keras.Model):
                           [tf.identity(g) for g in self.stored_grad])
         landing = self.dt >= self.t_end - self.t  # the last step, cut to land on t_end
         dt = tf.where(landing, self.t_end - self.t, self.dt)
-        new, ok, measures = self.integrator.trial(_NetworkFlow(self, x), state, dt)
-        accepted = tf.logical_and(ok, tf.logical_not(done))
+        memory = tf.nest.pack_sequence_as(self._memory_structure,
+                                          [m.value for m in self.integrator_memory])
+        trial = self.integrator.trial(_NetworkFlow(self, x), state, dt, memory)
+        new, measures = trial.state, trial.measures
+        accepted = tf.logical_and(trial.accepted, tf.logical_not(done))
+        for m, value in zip(self.integrator_memory, tf.nest.flatten(trial.memory)):
+            m.assign(value)
 
         # Accept or restore w exactly; no branch, so the step is the same on every replica.
         for w, w_new, w_old in zip(weights, new.point, state.point):
@@ -498,7 +520,7 @@ class AlphaModel(keras.Model):
         self.t.assign(tf.where(accepted, tf.where(landing, self.t_end, self.t + dt), self.t))
         self.step_count.assign_add(tf.cast(accepted, "int64"))
         self.attempts.assign_add(1)
-        self.evaluations.assign_add(self.integrator.evaluations_per_trial)
+        self.evaluations.assign_add(trial.evaluations)
         # Standing still keeps dt, and so does the step that lands on t_end.
         keep = tf.logical_or(done, tf.logical_and(landing, accepted))
         self.dt.assign(tf.where(keep, self.dt, self.integrator.next_dt(dt, accepted, measures)))

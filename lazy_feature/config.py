@@ -55,7 +55,8 @@ class TrainConfig:
     fc only since they are no longer images.
     The flow's integrator is `integrator` (`lazy_feature.integrators`): "euler" is the paper's
     scheme (eqs. 8-9 with max_dout, max_dgrad); a Runge–Kutta pair bounds its local error by
-    output_tol (of α·f, eq. 8's scale) and direction_tol (eq. 9's), and eq. 8 by max_dout.
+    output_tol (of α·f, eq. 8's scale) and direction_tol (eq. 9's), and eq. 8 by max_dout;
+    rkc (Runge–Kutta–Chebyshev) bounds its local error by the same two tolerances.
     dynamics is gradient_flow (eq. 7, the default), adam (mini-batches of batch_size, step
     learning_rate, for `epochs`) or momentum (continuous momentum with time constant tau, or
     tau·t with tau_proportional_to_t; tau = 0 is gradient flow).

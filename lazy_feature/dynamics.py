@@ -16,9 +16,9 @@ import tensorflow as tf
 
 from lazy_feature.errors import ConfigError
 
-# The integrators of `integrators`: the paper's Euler scheme, Bogacki–Shampine 3(2) and
-# Dormand–Prince 5(4).
-INTEGRATORS = ("euler", "bogacki_shampine", "dormand_prince")
+# The integrators of `integrators`: the paper's Euler scheme, Bogacki–Shampine 3(2),
+# Dormand–Prince 5(4) and Runge–Kutta–Chebyshev (second order, stabilized).
+INTEGRATORS = ("euler", "bogacki_shampine", "dormand_prince", "rkc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,9 +33,12 @@ class GradientFlow:
       shrink: dt is multiplied by this after a rejected step.
       well_inside: the fraction of each bound below which a step counts as easy.
       integrator: one of INTEGRATORS; "euler" is the paper's scheme (eqs. 8-9 and the dt
-        policy above), the others Runge–Kutta pairs (`integrators.EmbeddedRungeKutta`),
-        which use max_dout and dt0 but set dt from their error estimate.
-      output_tol: a Runge–Kutta step's bound on the local error of α·f at the training
+        policy above), "bogacki_shampine" and "dormand_prince" Runge–Kutta pairs
+        (`integrators.EmbeddedRungeKutta`), which use max_dout and dt0 but set dt from their
+        error estimate, "rkc" the stabilized Runge–Kutta–Chebyshev method
+        (`integrators.RungeKuttaChebyshev`), which uses dt0 and sets dt from its error
+        estimate and its stages from the Hessian's spectral radius.
+      output_tol: a Runge–Kutta (or RKC) step's bound on the local error of α·f at the training
         points (absolute, eq. 8's scale).
       direction_tol: a Runge–Kutta step's bound on the relative local error of its mean
         gradient ‖Δw − Δŵ‖/‖Δw‖ (eq. 9's scale).

@@ -374,36 +374,39 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
     integrator = integrators.get(flow)
 
     @tf.function
-    def integrate(state, dt):
+    def integrate(state, memory, dt):
         """Trial steps until every margin exceeds 1 or a budget is spent, in one graph
         (no Python between steps): returns the final state, t, the steps accepted, the
-        trial steps and whether it converged."""
-        def going(state, dt, t, steps, attempts, converged):
+        trial steps, the gradient evaluations and whether it converged."""
+        def going(state, memory, dt, t, steps, attempts, evaluations, converged):
             return tf.logical_not(converged) & (t < max_time) & (attempts < max_steps)
 
-        def step(state, dt, t, steps, attempts, converged):
-            new_state, accepted, measures = integrator.trial(problem, state, dt)
-            fitted = tf.reduce_min(new_state.outputs * y) > 1.0
-            state = tf.nest.map_structure(lambda new, old: tf.where(accepted, new, old),
-                                          new_state, state)
-            return (state, integrator.next_dt(dt, accepted, measures),
-                    t + tf.where(accepted, dt, tf.zeros_like(dt)),
-                    steps + tf.cast(accepted, tf.int64), attempts + 1,
-                    tf.where(accepted, fitted, converged))
+        def step(state, memory, dt, t, steps, attempts, evaluations, converged):
+            trial = integrator.trial(problem, state, dt, memory)
+            fitted = tf.reduce_min(trial.state.outputs * y) > 1.0
+            state = tf.nest.map_structure(lambda new, old: tf.where(trial.accepted, new, old),
+                                          trial.state, state)
+            return (state, trial.memory, integrator.next_dt(dt, trial.accepted, trial.measures),
+                    t + tf.where(trial.accepted, dt, tf.zeros_like(dt)),
+                    steps + tf.cast(trial.accepted, tf.int64), attempts + 1,
+                    evaluations + trial.evaluations,
+                    tf.where(trial.accepted, fitted, converged))
 
         zero = tf.constant(0, tf.int64)
-        state, _, t, steps, attempts, converged = tf.while_loop(
-            going, step, (state, dt, tf.zeros_like(dt), zero, zero, tf.constant(False)))
-        return state, t, steps, attempts, converged
+        state, _, _, t, steps, attempts, evaluations, converged = tf.while_loop(
+            going, step, (state, memory, dt, tf.zeros_like(dt), zero, zero, zero,
+                          tf.constant(False)))
+        return state, t, steps, attempts, evaluations, converged
 
     F = tf.zeros_like(y) if initial_outputs is None else tf.constant(initial_outputs, tf.float64)
     start = (F, tf.zeros_like(y))  # F and a
     state = integrators.FlowState(start, *problem.evaluate(start))
-    state, t, steps, attempts, converged = integrate(state, tf.constant(flow.dt0, tf.float64))
+    state, t, steps, attempts, evaluations, converged = integrate(
+        state, integrator.initial_memory(start), tf.constant(flow.dt0, tf.float64))
     (F, a), steps = state.point, int(steps)
     return dict(a=a.numpy(), train_outputs=F.numpy(), t=float(t), steps=steps,
                 rejected=int(attempts) - steps, converged=bool(converged),
-                gradient_evaluations=1 + int(attempts) * integrator.evaluations_per_trial)
+                gradient_evaluations=1 + int(evaluations))
 
 
 class _KernelFlow:
@@ -412,7 +415,9 @@ class _KernelFlow:
     A point is (F, a) on the training set, a gradient (c, Θc) with c = ℓ'(F, y): the
     weight-space gradient is ∇L ∝ Σ_μ c_μ ∇f(w1, x_μ), so moving w by −dt ∇L moves F by
     −(dt/n) Θc and a by −(dt/n) c, and weight-space inner products are ⟨c, Θc'⟩ (the common
-    factor α² n² left out). An evaluation costs one product Θc; the outputs are F itself.
+    factor α² n² left out). A displacement (ΔF, Δa) of a point, ΔF = ΘΔa, has the
+    weight-space squared norm ⟨ΔF, Δa⟩ (up to a constant factor), which `squared_norm` gives
+    too. An evaluation costs one product Θc; the outputs are F itself.
     """
 
     def __init__(self, theta, y, per_pattern):
@@ -431,9 +436,11 @@ class _KernelFlow:
     def combine(self, coefficients, grads):
         return tuple(integrators.combination(coefficients, g) for g in zip(*grads))
 
-    def move(self, point, dt, coefficients, grads):
-        c, kc = self.combine(coefficients, grads)
-        F, a = point
+    def linear_combination(self, coefficients, points, dt, grad_coefficients, grads):
+        F, a = (integrators.combination(coefficients, p) for p in zip(*points))
+        if not grads:
+            return (F, a)
+        c, kc = self.combine(grad_coefficients, grads)
         return (F - (dt / self.n) * kc, a - (dt / self.n) * c)
 
     def difference(self, grad_a, grad_b):

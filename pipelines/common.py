@@ -100,7 +100,8 @@ _HELP = {
     "max_dout": "Bound of eq. 8 on α·max|Δf| per step.",
     "dt0": "First time step tried.",
     "integrator": "euler (the paper's scheme, eqs. 8-9), bogacki_shampine (3(2)) or "
-                  "dormand_prince (5(4)): embedded Runge-Kutta pairs with error control.",
+                  "dormand_prince (5(4)): embedded Runge-Kutta pairs with error control; "
+                  "rkc: stabilized second-order Runge-Kutta-Chebyshev for stiff (lazy) flows.",
     "output_tol": "Runge-Kutta: bound on a step's local error of alpha*f at the training "
                   "points (eq. 8's scale).",
     "direction_tol": "Runge-Kutta: bound on a step's relative local error of its mean "

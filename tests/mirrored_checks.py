@@ -4,6 +4,7 @@ figures `test_distribute.test_mirrored_on_two_cpu_devices` judges, as one JSON o
 Its own process: the host CPU must be split before TensorFlow starts its devices.
 Usage: python -m tests.mirrored_checks OUTPUT_DIR
 """
+import dataclasses
 import json
 import os
 import shutil
@@ -43,6 +44,12 @@ def main(out):
     task = _synthetic_task(n_train=40, n_test=30)
     results["single"] = _run("single", out, task)
     results["mirrored"] = _run("mirrored", out, task, strategy=mirrored)
+    try:  # RKC's stage loop cannot all-reduce: refused before anything is written
+        run.train(dataclasses.replace(CONFIG, integrator="rkc"), os.path.join(out, "rkc"),
+                  task=task, strategy=mirrored)
+    except ConfigError as e:
+        results["rkc_error"] = str(e)
+        results["rkc_written"] = os.path.exists(os.path.join(out, "rkc"))
     try:  # killed at step 40: only the periodic checkpoint (every call here) is on disk
         run.train(CONFIG, os.path.join(out, "cut"), task=task, strategy=mirrored,
                   checkpoint_seconds=0.0, extra_callbacks=[_Stop(40, RuntimeError("killed"))])

@@ -144,18 +144,19 @@ _QUICK_MINUTES = {}
 
 
 def _table1(row, quick):
-    settings = dict(_TABLE1_SETTINGS[row])
-    architecture = settings.get("architecture", "fc")
-    if quick:
-        return SweepConfig(base=dataclasses.replace(PAPER, **settings, **_QUICK),
-                           widths=(_CNN_QUICK_WIDTH if architecture == "cnn" else _FC_WIDTH,),
-                           depths=_TABLE1_DEPTHS.get(row, ()),
-                           sqrt_h_alphas=_TABLE1_QUICK_SQRT_H_ALPHAS[architecture],
-                           seeds=tuple(range(5)), ntk=False, **_REGIME_RANGES)
-    width = _CNN_WIDTH if architecture == "cnn" else _FC_WIDTH
-    return SweepConfig(base=dataclasses.replace(PAPER, **settings), widths=(width,),
+    """The SweepConfig of a Table 1 row at the paper's scale, or its quick version."""
+    settings = _TABLE1_SETTINGS[row]
+    cnn = settings.get("architecture") == "cnn"
+    grid = SweepConfig(base=dataclasses.replace(PAPER, **settings),
+                       widths=(_CNN_WIDTH if cnn else _FC_WIDTH,),
                        depths=_TABLE1_DEPTHS.get(row, ()), sqrt_h_alphas=_decades(-3, 4),
                        seeds=PAPER_SEEDS, ntk=False, **_REGIME_RANGES)
+    if not quick:
+        return grid
+    return dataclasses.replace(grid, base=dataclasses.replace(grid.base, **_QUICK),
+                               widths=(_CNN_QUICK_WIDTH if cnn else _FC_WIDTH,),
+                               sqrt_h_alphas=_TABLE1_QUICK_SQRT_H_ALPHAS["cnn" if cnn else "fc"],
+                               seeds=tuple(range(5)))
 
 
 def _table1_config(row, quick):
@@ -170,8 +171,8 @@ def _table1_config(row, quick):
     depths = ", ".join(map(str, grid.depths or (grid.base.depth,)))
     scale = (f"small: n = {grid.base.n_train} training and {grid.base.n_test} test points, "
              f"h = {grid.widths[0]}, √h·α = {', '.join(f'{x:g}' for x in grid.sqrt_h_alphas)}, "
-             f"{len(grid.seeds)} seeds; {_QUICK_MINUTES.get(row, '?')} on 2 cores. Where its data set "
-             "is not on the machine the Table 1 report says \"data not found\" (no "
+             f"{len(grid.seeds)} seeds; {_QUICK_MINUTES[row]} on 2 cores. Where its "
+             "data set is not on the machine the Table 1 report says \"data not found\" (no "
              "stand-in data set)." if quick else
              f"the paper's scale: n = {grid.base.n_train} binary training points, "
              f"{grid.base.n_test} test points, h = {grid.widths[0]}, √h·α = 1e-3 … 1e4, "

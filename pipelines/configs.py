@@ -140,7 +140,20 @@ _QUICK_SQRT_H_ALPHAS = (1e-2, 1.0, 1e3)
 # takes its largest fan-in, 25·h): float64 convolutions are some 50 times slower on a CPU.
 _CNN_QUICK_WIDTH = 8
 _TABLE1_QUICK_SQRT_H_ALPHAS = {"fc": (1e-2, 1e3), "cnn": (1e-2, 1e2)}
-_QUICK_MINUTES = {}
+# The time of each quick row on 2 cores (2 runs at a time), from single runs timed on one
+# core (CPU seconds, n = 1 000, h = 100): see each entry.
+_ADAM_PENDING = ("not timed: its Adam runs await the Adam dynamics (by gradient flow the "
+                 "hinge loss makes a CNN's steps tiny)")
+_QUICK_MINUTES = {
+    "cnn_cifar10_adam": _ADAM_PENDING,
+    "cnn_fashion_mnist_adam": _ADAM_PENDING,
+    "fc_cifar10_adam": "not timed: it awaits the Adam dynamics",
+    "fc_fashion_mnist": "about 20 minutes",
+    "fc_mnist": "about 5 minutes",
+    "fc_emnist_letters": "about 5 minutes",
+    "fc_cifar10": "about 15 minutes",
+    "fc_mnist_pca10": "about 8 minutes",
+}
 
 
 def _table1(row, quick):

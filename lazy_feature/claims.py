@@ -200,8 +200,8 @@ def regime_differences(runs, ranges):
     members' outputs, eq. 15) by the difference of their errors ± its bootstrap stderr over
     the seeds. Yields dicts with width, kind ("single network" or "ensemble"), levels
     ((feature, lazy), None where a regime has no level), part (that width's runs), seeds
-    (the paired ones), difference and stderr (NaN with fewer than two paired seeds). `runs` needs run_dir
-    for the ensembles.
+    (the paired ones), difference and stderr (NaN with fewer than two paired seeds).
+    `runs` needs run_dir for the ensembles.
     """
     rng = np.random.default_rng(0)
     for width, part in runs.groupby("width"):

@@ -274,8 +274,9 @@ def _fig7(row):
 
 
 def fig10():
-    """Fig. 10 (a-d): ‖f(w_t) − f(w0)‖ and ‖f(w_t)‖/√h vs t/t1 in the feature regime, L = 2,
-    softplus, n = 10 000, 10 seeds: (a) h = 100 at several α, (b-d) fixed √h·α, several h.
+    """Fig. 10 (a-d): ‖f(w_t) − f(w0)‖ and ‖f(w_t)‖/√h vs t/t1 in the feature regime,
+    L = 2, softplus, n = 10 000, 10 seeds: (a) h = 100 at several α, (b-d) fixed √h·α,
+    several h.
       python -m pipelines.sweep --config=fig10 --output_dir=runs/fig10
     """
     return SweepConfig(base=dataclasses.replace(PAPER, depth=2), widths=(100, 300, 1000),

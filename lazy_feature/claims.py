@@ -41,7 +41,7 @@ def _verdict(difference, stderr, tolerance=0.0):
     return "agrees" if abs(difference) <= bound else "disagrees"
 
 
-def _at_paper_n(verdict, n_train, paper_n=PAPER_N):
+def at_paper_n(verdict, n_train, paper_n=PAPER_N):
     """The verdict where the grid has the paper's n or more, else why none is given."""
     if n_train >= paper_n or verdict == "not testable on this grid":
         return verdict
@@ -56,7 +56,7 @@ def _at_small_n(verdict, n_train, paper_n=1000):
             "regime needs larger h (Fig. 4 (b), Appendix H)")
 
 
-def _rests_on(runs, levels=None):
+def rests_on(runs, levels=None):
     depths = sorted({int(v) for v in runs["depth"].dropna()}) if "depth" in runs else []
     n = sorted({int(v) for v in runs.get("n_train", pd.Series(dtype=float)).dropna()})
     widths = sorted({int(v) for v in runs["width"].dropna()}) if "width" in runs else []
@@ -120,7 +120,7 @@ def _collapse(runs):
     statement = "the rescaled test error collapses against √h·α (better than against α)"
     if runs["width"].nunique() < 2 or runs["sqrt_h_alpha_level"].nunique() < 3:
         return _row("(i) collapse", statement, "n/a", "", "collapse", "not testable on this "
-                    "grid", _rests_on(runs))
+                    "grid", rests_on(runs))
 
     against_alpha = _per_seed_curves(runs, "alpha")
     against_sqrt_h_alpha = _per_seed_curves(runs, "sqrt_h_alpha_level")
@@ -144,7 +144,7 @@ def _collapse(runs):
     return _row("(i) collapse", statement,
                 f"spread {_num(spread, '.3f')} vs √h·α, {_num(spread + observed, '.3f')} vs α",
                 f"± {_num(stderr, '.3f')} on the difference", "curves overlap vs √h·α",
-                _at_paper_n(verdict, _n_train(runs)), _rests_on(runs))
+                at_paper_n(verdict, _n_train(runs)), rests_on(runs))
 
 
 # -- (ii) which regime is better -------------------------------------------------------------
@@ -184,40 +184,69 @@ def _ensemble_difference(feature, lazy, seeds, rng):
     return float(difference(all_members)), float(np.std(boot, ddof=1))
 
 
-def _better_regime(runs, ranges):
-    rows = []
-    dataset = runs["dataset"].iloc[0] if "dataset" in runs and len(runs) else None
-    paper = BETTER_REGIME.get(dataset)
+def better(difference, stderr):
+    """"feature" or "lazy", the regime with the lower test error once the difference
+    err_feature − err_lazy exceeds Z standard errors either way, else None."""
+    return ("lazy" if difference > Z * stderr else
+            "feature" if difference < -Z * stderr else None)
+
+
+def regime_differences(runs, ranges):
+    """err_feature − err_lazy per width, for single networks and for ensembles.
+
+    Compares the smallest √h·α level in the feature range with the largest in the lazy range
+    (`ranges`, from `fits.regime_ranges`), the runs paired on their init seed (same w0):
+    single networks by the mean paired difference ± its SEM, ensembles (the mean of the
+    members' outputs, eq. 15) by the difference of their errors ± its bootstrap stderr over
+    the seeds. Yields dicts with width, kind ("single network" or "ensemble"), levels
+    ((feature, lazy), None where a regime has no level), part (that width's runs), seeds
+    (the paired ones), difference and stderr (NaN with fewer than two paired seeds).
+    `runs` needs run_dir for the ensembles.
+    """
     rng = np.random.default_rng(0)
     for width, part in runs.groupby("width"):
         levels = _deepest_levels(part, ranges)
         for kind in ("single network", "ensemble"):
-            statement = f"{kind}, h = {width:g}: the lazy regime has the lower test error"
-            if levels is None:
-                rows.append(_row("(ii) better regime", statement, "n/a", "", paper or "not "
-                                 "stated", "not testable on this grid", _rests_on(part)))
-                continue
-            (feature, lazy), seeds = _paired(part, levels)
-            if len(seeds) < 2:
-                difference, stderr = float("nan"), float("nan")
+            result = dict(width=width, kind=kind, levels=levels, part=part, seeds=[],
+                          difference=float("nan"), stderr=float("nan"))
+            if levels is not None:
+                (feature, lazy), result["seeds"] = _paired(part, levels)
+            if len(result["seeds"]) < 2:
+                pass  # no uncertainty to judge by: NaN
             elif kind == "single network":
                 paired = feature["test_error"].to_numpy() - lazy["test_error"].to_numpy()
-                difference = float(paired.mean())
-                stderr = float(paired.std(ddof=1) / np.sqrt(len(paired)))
+                result["difference"] = float(paired.mean())
+                result["stderr"] = float(paired.std(ddof=1) / np.sqrt(len(paired)))
             else:
-                difference, stderr = _ensemble_difference(feature, lazy, seeds, rng)
-            if not np.isfinite(difference):
-                verdict, ours = "not testable on this grid", "n/a"
-            else:
-                better = ("lazy" if difference > Z * stderr else
-                          "feature" if difference < -Z * stderr else None)
-                ours = f"{better or 'neither'} (err_feature − err_lazy = {difference:+.4f})"
-                verdict = ("inconclusive" if better is None else
-                           "agrees" if better == paper else
-                           "disagrees" if paper else "not stated by the paper")
-            rows.append(_row("(ii) better regime", statement, ours, f"± {_num(stderr, '.4f')}",
-                             paper or "not stated", _at_paper_n(verdict, _n_train(part)),
-                             _rests_on(part, levels)))
+                result["difference"], result["stderr"] = _ensemble_difference(
+                    feature, lazy, result["seeds"], rng)
+            yield result
+
+
+def _better_regime(runs, ranges):
+    rows = []
+    dataset = runs["dataset"].iloc[0] if "dataset" in runs and len(runs) else None
+    paper = BETTER_REGIME.get(dataset)
+    for found in regime_differences(runs, ranges):
+        part, levels = found["part"], found["levels"]
+        difference, stderr = found["difference"], found["stderr"]
+        statement = (f"{found['kind']}, h = {found['width']:g}: the lazy regime has the lower "
+                     "test error")
+        if levels is None:
+            rows.append(_row("(ii) better regime", statement, "n/a", "", paper or "not "
+                             "stated", "not testable on this grid", rests_on(part)))
+            continue
+        if not np.isfinite(difference):
+            verdict, ours = "not testable on this grid", "n/a"
+        else:
+            regime = better(difference, stderr)
+            ours = f"{regime or 'neither'} (err_feature − err_lazy = {difference:+.4f})"
+            verdict = ("inconclusive" if regime is None else
+                       "agrees" if regime == paper else
+                       "disagrees" if paper else "not stated by the paper")
+        rows.append(_row("(ii) better regime", statement, ours, f"± {_num(stderr, '.4f')}",
+                         paper or "not stated", at_paper_n(verdict, _n_train(part)),
+                         rests_on(part, levels)))
     return rows
 
 
@@ -264,7 +293,7 @@ def _fluctuations(runs, ensembles, ranges):
         rows.append(_row("(iii) Var F ~ 1/h", f"{regime} regime: slope of log Var F vs log h",
                          _num(slope, ".2f"), f"± {_num(stderr, '.2f')} over levels", "-1",
                          _at_small_n(_verdict(slope + 1.0, stderr, SLOPE_TOLERANCE), n_train),
-                         _rests_on(runs, levels)))
+                         rests_on(runs, levels)))
         single, _ = _mean_and_stderr(np.abs(_slopes_against_width(
             ensembles, "mean_test_error", ranges, regime, log_y=False)))
         averaged, averaged_stderr = _mean_and_stderr(np.abs(_slopes_against_width(
@@ -276,7 +305,7 @@ def _fluctuations(runs, ensembles, ranges):
                          "(|d err/d ln h| at most half the single networks')",
                          f"{_num(averaged, '.4f')} (single networks: {_num(single, '.4f')})",
                          f"± {_num(averaged_stderr, '.4f')} over levels", "≈ 0",
-                         _at_paper_n(verdict, n_train), _rests_on(runs, levels)))
+                         at_paper_n(verdict, n_train), rests_on(runs, levels)))
     return rows
 
 
@@ -290,7 +319,7 @@ def _exponents(fit_table, runs):
         if fit.paper is None or pd.isna(fit.paper) or fit.n_levels < 3:
             verdict = "not testable on this grid" if fit.n_levels < 3 else "no paper value"
         else:
-            verdict = _at_paper_n(_verdict(fit.slope - fit.paper, fit.stderr, SLOPE_TOLERANCE),
+            verdict = at_paper_n(_verdict(fit.slope - fit.paper, fit.stderr, SLOPE_TOLERANCE),
                                   _n_train(runs))
         low = "" if pd.isna(fit.range_low) else f"{fit.range_low:.3g} ≤ "
         high = "" if pd.isna(fit.range_high) else f" ≤ {fit.range_high:.3g}"
@@ -298,7 +327,7 @@ def _exponents(fit_table, runs):
                          f"± {_num(fit.stderr, '.3f')}",
                          "n/a" if fit.paper is None or pd.isna(fit.paper) else f"{fit.paper:g}",
                          verdict, f"{low}√h·α{high}: {fit.n_levels} levels, {fit.n_runs} runs; "
-                         + _rests_on(runs)))
+                         + rests_on(runs)))
     return rows
 
 

@@ -138,7 +138,8 @@ class TrainConfig:
                 raise ConfigError(message)
         object.__setattr__(self, "depth", architectures.check_options(
             self.architecture, self.depth, self.bias_scale, self.readout_bias))
-        object.__setattr__(self, "dtype", precision.check(self.dtype, self.alpha, self.width))
+        object.__setattr__(self, "dtype", precision.check(
+            self.dtype, self.alpha, precision.resolution_width(self.architecture, self.width)))
 
     def flow(self):
         """The `GradientFlow` (thresholds, dt policy, integrator) this run integrates with."""

@@ -39,6 +39,9 @@ _IDX_FILES = {
                             for kind in ("images-idx3", "labels-idx1")),
 }
 _CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+# Where each file may lie in data_dir: the IDX files gzipped or not, CIFAR10's batches in
+# data_dir or in the folder its archive unpacks to.
+_IDX_VARIANTS, _CIFAR10_VARIANTS = ("{}.gz", "{}"), ("{}", "cifar-10-batches-py/{}")
 _HOW_TO_GET = {
     "fashion_mnist": "apt-get install dataset-fashion-mnist, or pass --data_dir=DIR holding "
                      "the four IDX files",
@@ -115,7 +118,7 @@ def _pool(parts):
 
 def _load_idx(dataset, data_dir):
     """Train and test images and labels of an IDX source (EMNIST images transposed back)."""
-    paths = _paths(dataset, data_dir, _IDX_FILES[dataset], ("{}.gz", "{}"))
+    paths = _paths(dataset, data_dir, _IDX_FILES[dataset], _IDX_VARIANTS)
     parts = []
     for images_path, labels_path in (paths[:2], paths[2:]):
         images = read_idx(images_path)
@@ -130,7 +133,7 @@ def _load_idx(dataset, data_dir):
 def _load_cifar10(data_dir):
     """The five training batches and the test batch of CIFAR10's python version."""
     parts = []
-    for path in _paths("cifar10", data_dir, _CIFAR10_FILES, ("{}", "cifar-10-batches-py/{}")):
+    for path in _paths("cifar10", data_dir, _CIFAR10_FILES, _CIFAR10_VARIANTS):
         try:
             with open(path, "rb") as f:
                 batch = pickle.load(f, encoding="bytes")
@@ -164,6 +167,20 @@ def _load_tfds(name, data_dir):
         raise DataError(f"TFDS data set {name!r} has no 'image' and 'label' features")
     images, labels = np.asarray(data["image"]), np.asarray(data["label"])
     return _pool([(images, labels, f"{TFDS_PREFIX}{name}")])
+
+
+def missing(dataset, data_dir=None):
+    """Why the files of `dataset` are not in data_dir (its default location for None), or
+    None when they all are there. Reads no file: a corrupt one is found when it loads, and
+    so is an unprepared TFDS data set."""
+    try:
+        if dataset in _IDX_FILES:
+            _paths(dataset, data_dir, _IDX_FILES[dataset], _IDX_VARIANTS)
+        elif dataset == "cifar10":
+            _paths(dataset, data_dir, _CIFAR10_FILES, _CIFAR10_VARIANTS)
+    except DataError as e:
+        return str(e)
+    return None
 
 
 def load_pool(dataset, data_dir=None):

@@ -57,7 +57,8 @@ def check_precision(strategy, configs):
         return
     for config in configs:
         if config.dtype == "float64":
-            largest = precision.largest_alpha("float32", config.width)
+            largest = precision.largest_alpha(
+                "float32", precision.resolution_width(config.architecture, config.width))
             raise ConfigError(
                 f"TPUs have no float64 and alpha={config.alpha:g} at width={config.width} "
                 f"runs in float64: the largest alpha usable in float32 at width "

@@ -8,10 +8,26 @@ Large α makes everything the integrator resolves tiny relative to the weights:
 Both are controlled by α·h·ε. We require α·h·ε ≤ 1e-3, i.e. that a typical update is
 at least a thousand roundings: float32 (ε ≈ 1.2e-7) then covers α·h ≤ ~8e3, and float64
 (ε ≈ 2.2e-16) every α of the paper (11 decades, √h·α up to 1e6).
+
+For the convolutional nets the h of this rule is the largest fan-in of a layer
+(`resolution_width`), not the width of √h·α: a weight's share of a step is about
+Δf/√(fan_in·c_out), which a layer's fan-in ≥ c_out bounds from below by Δf/fan_in, as h does
+for the FC net's hidden layers (fan-in = c_out = h). The CNN's 5 × 5 convolutions have
+fan-in 25·h; the Wide-ResNet's widest, 3 × 3 on 64·k channels, 576·k.
 """
 import numpy as np
 
 from lazy_feature.errors import ConfigError
+
+# The largest fan-in of a layer, per unit of the width h of √h·α (fc: h; cnn: its 5 × 5
+# kernels on h channels; wide_resnet: 3 × 3 kernels on the last stage's 64·k channels).
+FAN_IN_PER_WIDTH = {"fc": 1, "cnn": 5 * 5, "wide_resnet": 3 * 3 * 64}
+
+
+def resolution_width(architecture, width):
+    """The h of the rule α·h·ε ≤ RESOLUTION: the largest fan-in among the layers of width h
+    (the FC net's hidden layers: h itself)."""
+    return FAN_IN_PER_WIDTH[architecture] * width
 
 RESOLUTION = 1e-3  # the largest α·h·ε we accept (see the module docstring)
 DTYPES = ("float32", "float64")

@@ -1,22 +1,26 @@
 """What a run needs, estimated from its sizes before it starts, and whether the machine has it.
 
-With n training points of dimension d, L hidden layers of width h, P = d·h + (L − 1)·h² + h
-parameters (the biases' h·L at most besides) and b bytes per number of the run's dtype:
+A network is a list of NTK layers (`layer_sizes`), each with its output positions p (1 for a
+dense layer, the output pixels of a convolution), fan-in and output channels c. With n
+training points of dimension d, P = Σ fan_in·c parameters (the FC net: d·h + (L − 1)·h² + h;
+its biases' h·L at most besides), A = Σ p·c over the hidden layers (the FC net: h·L) and b
+bytes per number of the run's dtype:
   weights      5·P·b: w, w0, the stored gradient ∇L_i, the trial step's ∇L_(i+1) and the copy
                of w a rejected step goes back to (`AlphaModel.train_step`);
-  activations  (n·d + 6·n·h·L)·b: the full batch's inputs, and per hidden layer the six n × h
-               tensors of its forward pass that the backward pass keeps: the matmul's output,
+  activations  (n·d + 6·n·A)·b: the full batch's inputs, and per hidden layer the six
+               tensors of its forward pass that the backward pass keeps: the layer's output,
                its fan_in^(-1/2) scaling z̃ (eq. 14), and the activation's steps (β·z̃,
-               softplus, 1/β, the normalization of eq. 10); the backward pass's own n × h
+               softplus, 1/β, the normalization of eq. 10); the backward pass's own
                gradients come and go layer by layer;
   NTK          (ntk_eval, after training) 2·8·n² for the training Gram matrix of the
                frozen-kernel dynamics in float64 (the array and the graph's constant), plus
-               one tile B² and the signals of two blocks of B examples, 2·B·(d + 2·h·L)·b,
+               one tile B² and the signals of two blocks of B examples, 2·B·(d + 2·A)·b,
                B = min(n, ntk.BLOCK_SIZE).
 The peak is the weights plus the larger of the other two. A trial step is one forward and one
-backward pass through the full batch, about 6·n·P floating-point operations (2 per
-multiply-add, the backward pass twice the forward); its time is that over the matmul rate
-measured here in the run's dtype.
+backward pass through the full batch, about 6·n·M floating-point operations with M = Σ
+p·fan_in·c multiply-adds per example (= P for the FC net; 2 operations per multiply-add, the
+backward pass twice the forward); its time is that over the matmul rate measured here in the
+run's dtype.
 """
 import dataclasses
 import functools
@@ -24,9 +28,10 @@ import logging
 import os
 import time
 
+import numpy as np
 import tensorflow as tf
 
-from lazy_feature import ntk
+from lazy_feature import architectures, ntk
 from lazy_feature.errors import ConfigError
 
 logger = logging.getLogger("lazy_feature")
@@ -35,9 +40,36 @@ GiB = 2 ** 30
 _RATE_SIZE = 512  # the matmul timed: _RATE_SIZE³ multiply-adds, a few milliseconds
 
 
-def parameters(d, width, depth):
-    """P of a FullyConnected network without biases: d·h + (L − 1)·h² + h."""
-    return d * width + (depth - 1) * width ** 2 + width
+def layer_sizes(config, input_shape):
+    """(positions, fan_in, channels) of every NTK layer of the network of `config` on inputs of
+    `input_shape` ((d,), an int d, or an image (height, width, channels)), the readout last.
+
+    Read off the network's layers (`architectures.network`) without building their weights.
+    """
+    shape = (int(input_shape),) if np.ndim(input_shape) == 0 else tuple(map(int, input_shape))
+    model = architectures.network(config)
+    if config.architecture == "fc":
+        h, d = config.width, int(np.prod(shape))
+        return [(1, d, h)] + [(1, h, h)] * (config.depth - 1) + [(1, h, 1)]
+    model.check_input_shape(shape)
+    sizes, inputs = [], {}
+    height, width, channels = shape
+    for layer in model.main_path:  # the convolutions one after the other
+        inputs[id(layer)] = (height, width, channels)
+        height, width = layer.output_size(height), layer.output_size(width)
+        sizes.append((height * width, layer.kernel_size ** 2 * channels, layer.filters))
+        channels = layer.filters
+    for first, _, shortcut in getattr(model, "blocks", ()):  # a shortcut sees conv₁'s input
+        if shortcut >= 0:
+            layer, (h_in, w_in, c_in) = model.convs[shortcut], inputs[id(model.convs[first])]
+            sizes.append((layer.output_size(h_in) * layer.output_size(w_in),
+                          layer.kernel_size ** 2 * c_in, layer.filters))
+    return sizes + [(1, channels, 1)]
+
+
+def parameters(config, input_shape):
+    """P = Σ fan_in·channels, the weights of the network of `config` (no biases)."""
+    return sum(fan_in * c for _, fan_in, c in layer_sizes(config, input_shape))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,31 +150,39 @@ def available_memory():
     return int(available), "CPU"
 
 
-def _parts(config, d, with_ntk):
+def _parts(config, shape, with_ntk):
     """(weights, activations, NTK) bytes of a run of `config` (the module docstring's sums)."""
-    n, h, L = config.n_train, config.width, config.depth
+    n, d = config.n_train, int(np.prod(shape))
+    sizes = layer_sizes(config, shape)
+    P = sum(fan_in * c for _, fan_in, c in sizes)
+    A = sum(p * c for p, _, c in sizes[:-1])
     b = tf.dtypes.as_dtype(config.dtype).size
     ntk_bytes = 0
     if with_ntk:
         B = min(n, ntk.BLOCK_SIZE)
-        ntk_bytes = 2 * 8 * n ** 2 + 8 * B ** 2 + 2 * B * (d + 2 * h * L) * b
-    return 5 * parameters(d, h, L) * b, (n * d + 6 * n * h * L) * b, ntk_bytes
+        ntk_bytes = 2 * 8 * n ** 2 + 8 * B ** 2 + 2 * B * (d + 2 * A) * b
+    return 5 * P * b, (n * d + 6 * n * A) * b, ntk_bytes
 
 
-def estimate(configs, d, with_ntk=False):
+def _seconds_per_step(config, shape):
+    multiply_adds = sum(p * fan_in * c for p, fan_in, c in layer_sizes(config, shape))
+    return 6 * config.n_train * multiply_adds / matmul_rate(config.dtype)
+
+
+def estimate(configs, input_shape, with_ntk=False):
     """The Estimate of the largest run among TrainConfigs `configs` (or one config) on
-    inputs of dimension d: its memory, and the longest trial step of them all."""
+    inputs of `input_shape` (an int d, (d,), or an image's (height, width, channels)): its
+    memory, and the longest trial step of them all."""
     configs = [configs] if not isinstance(configs, (list, tuple)) else configs
     weights, activations, ntk_bytes = max(
-        (_parts(c, d, with_ntk) for c in configs), key=lambda p: p[0] + max(p[1], p[2]))
-    seconds = max(6 * c.n_train * parameters(d, c.width, c.depth) / matmul_rate(c.dtype)
-                  for c in configs)
+        (_parts(c, input_shape, with_ntk) for c in configs), key=lambda p: p[0] + max(p[1], p[2]))
+    seconds = max(_seconds_per_step(c, input_shape) for c in configs)
     available, device = available_memory()
     return Estimate(weights=weights, activations=activations, ntk=ntk_bytes,
                     seconds_per_step=seconds, available=available, device=device)
 
 
-def check(configs, d, with_ntk=False, copies=1, local=True):
+def check(configs, input_shape, with_ntk=False, copies=1, local=True):
     """The estimate of the largest of `configs` (or of one config), `copies` of it at once;
     refuse it when it cannot fit.
 
@@ -151,7 +191,7 @@ def check(configs, d, with_ntk=False, copies=1, local=True):
     Raises ConfigError naming the size to lower when the memory needed exceeds what is
     available.
     """
-    found = estimate(configs, d, with_ntk)
+    found = estimate(configs, input_shape, with_ntk)
     if local and copies * found.peak > found.available:
         raise ConfigError(
             f"the run needs about {_size(copies * found.peak)} of memory, {found.device} has "

@@ -131,7 +131,7 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
         logger.info("%s is already complete", output_dir)
         return artifact.read_json(artifact.join(output_dir, artifact.METRICS))
     task = load_task(config, task)
-    logger.info("%s", resources.check(config, task.d).line())
+    logger.info("%s", resources.check(config, task.x_train.shape[1:]).line())
     model = build_model(config, task.x_train.shape[1:], strategy, steps_per_call)  # n must split evenly
     artifact.check_writable(output_dir)
     artifact.claim(output_dir, config)

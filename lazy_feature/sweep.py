@@ -284,7 +284,8 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
     artifact.check_writable(output_dir)
     pending = [c for c in configs if not artifact.exists(row_path(output_dir, c.run_id()))]
     if pending:  # a missing data set or a run too large fails here, before anything starts
-        found = resources.check(pending, _task(pending[0]).d, sweep.ntk, copies, local)
+        found = resources.check(pending, _task(pending[0]).x_train.shape[1:], sweep.ntk,
+                                 copies, local)
         logger.info("%s", found.line(copies))
         if progress_stream is not None:
             progress_stream.write(found.line(copies) + "\n")

@@ -26,6 +26,15 @@ The same grid with the paper's CNN in place of its network (any named config):
 
   python -m pipelines.sweep --config=quick --architecture=cnn --output_dir=runs/quick_cnn
 
+Table 1 (Section 7): every row whose data set is on the machine, each as its own sweep under
+<output_dir>/<row> (a row whose data set is absent is skipped, saying why), then the paper's
+verdict beside ours in <output_dir>/table1.md and table1.csv (lazy_feature.table1); the quick
+rows in about 20 minutes each on 2 cores, `--config=table1` at the paper's scale. Data sets
+outside their default location are named with --data_dirs:
+
+  python -m pipelines.sweep --config=table1_quick --output_dir=runs/table1_quick \
+      --data_dirs=mnist=~/data/mnist,cifar10=~/data/cifar-10-batches-py
+
 A rerun of the same command skips finished runs and resumes interrupted ones. Runs that a
 budget stopped are kept out of every statistic; to let them finish, from where they stopped:
 
@@ -35,10 +44,12 @@ import dataclasses
 
 from absl import flags
 
-from lazy_feature import report, sweep
+from lazy_feature import artifact, data, report, sweep, table1
+from lazy_feature.errors import ConfigError
 from pipelines import common, configs
 
-flags.DEFINE_string("config", "quick", f"A named sweep: {', '.join(configs.CONFIGS)}.")
+flags.DEFINE_string("config", "quick", "A named sweep: "
+                    f"{', '.join(list(configs.CONFIGS) + list(configs.TABLES))}.")
 flags.DEFINE_string("output_dir", None, "The sweep directory.", required=True)
 flags.DEFINE_list("widths", None, "Replace the config's widths h.")
 flags.DEFINE_list("alphas", None, "Replace the config's α grid (and drop its √h·α grid).")
@@ -48,25 +59,35 @@ flags.DEFINE_string("architecture", None, "Replace the config's network: fc, cnn
                     "(with that architecture's default depth).")
 flags.DEFINE_integer("pca", None, "Replace the config's --pca: K > 0 principal components of "
                      "the images (fc only), 0 for none.")
+flags.DEFINE_integer("n_train", None, "Replace the config's training-set size n.")
+flags.DEFINE_integer("n_test", None, "Replace the config's test-set size.")
+flags.DEFINE_list("data_dirs", None, "Where data sets lie, as dataset=DIR pairs (e.g. "
+                  "mnist=~/data/mnist,cifar10=~/data/cifar10): the runs on that data set "
+                  "read it from DIR.")
 flags.DEFINE_enum("runner", "beam", sweep.RUNNERS, "Apache Beam, or a loop in this process.")
 flags.DEFINE_integer("workers", 2, "Processes of Beam's local runner.")
 flags.DEFINE_list("beam_options", None, "Beam pipeline options, passed through: a --runner "
                   "among them replaces the local runner (Dataflow, Flink, Spark).")
-flags.DEFINE_boolean("report", True, "Write the report once the sweep is done.")
+flags.DEFINE_boolean("report", True, "Write the report once the sweep is done (for a "
+                     "table: each row's; the table's report is always written).")
 flags.DEFINE_float("retry_unconverged", None, "Resume the runs a budget stopped, from where "
                    "they stopped, with their budgets multiplied by this factor (> 1).")
 common.define_strategy_flags()
 FLAGS = flags.FLAGS
 
 
-def sweep_from_flags():
-    """The named SweepConfig with the grid flags that were given."""
-    grid = configs.get(FLAGS.config)
+def sweep_from_flags(grid=None):
+    """The named SweepConfig (or `grid`) with the grid flags that were given."""
+    grid = configs.get(FLAGS.config) if grid is None else grid
     changes, base = {}, {}
     if FLAGS.architecture is not None:
         base.update(architecture=FLAGS.architecture, depth=None)
-    if FLAGS.pca is not None:
-        base.update(pca=FLAGS.pca)
+    for name in ("pca", "n_train", "n_test"):
+        if FLAGS[name].value is not None:
+            base[name] = FLAGS[name].value
+    data_dir = data_dirs_from_flags().get(grid.base.dataset)
+    if data_dir is not None:
+        base.update(data_dir=data_dir)
     if base:
         changes["base"] = dataclasses.replace(grid.base, **base)
     if FLAGS.widths is not None:
@@ -80,17 +101,63 @@ def sweep_from_flags():
     return dataclasses.replace(grid, **changes)
 
 
-def main(console):
-    grid = sweep_from_flags()
-    runs, ensembles = sweep.run_sweep(grid, FLAGS.output_dir, runner=FLAGS.runner,
+def data_dirs_from_flags():
+    """{dataset: folder} from --data_dirs, or a ConfigError naming the malformed pair."""
+    found = {}
+    for pair in FLAGS.data_dirs or ():
+        dataset, equals, folder = pair.partition("=")
+        if not (equals and dataset and folder):
+            raise ConfigError(f"--data_dirs takes dataset=DIR pairs separated by commas, got "
+                              f"{pair!r}")
+        found[dataset] = folder
+    return found
+
+
+def _sweep(grid, output_dir, console):
+    """Run `grid` in output_dir with the runner flags; its report too with --report."""
+    runs, ensembles = sweep.run_sweep(grid, output_dir, runner=FLAGS.runner,
                                       workers=FLAGS.workers, beam_options=FLAGS.beam_options,
                                       retry_unconverged=FLAGS.retry_unconverged,
                                       progress_stream=console,
                                       **common.strategy_options())
     if FLAGS.report:
-        paths = report.write_report(runs, ensembles, report.default_dir(FLAGS.output_dir),
+        paths = report.write_report(runs, ensembles, report.default_dir(output_dir),
                                     grid.feature_range, grid.lazy_range)
         print(f"report: {paths[-1]}")
+    return runs
+
+
+def run_table1(rows, console):
+    """Run every row of Table 1 whose data set is present, each in <output_dir>/<row>, then
+    write table1.md and table1.csv there; rows whose data set is absent read "data not
+    found". The data are checked for every row before the first starts."""
+    plan = []
+    for row in table1.ROWS:
+        grid = sweep_from_flags(rows[row.name]())
+        why = data.missing(grid.base.dataset, grid.base.data_dir)
+        plan.append((row, grid, why))
+        console.write(f"table 1, {row.name}: "
+                      + (f"skipped, {table1.NOT_FOUND} ({why})" if why else "to run") + "\n")
+    records = []
+    for row, grid, why in plan:
+        if why is not None:
+            records.append(table1.missing_row(row, why))
+            continue
+        console.write(f"table 1, {row.name}:\n")
+        runs = _sweep(grid, artifact.join(FLAGS.output_dir, row.name), console)
+        records += table1.judge_row(row, runs, grid.feature_range, grid.lazy_range)
+    paths = table1.write(FLAGS.output_dir, records)
+    print(f"table 1: {paths[-1]}")
+
+
+def main(console):
+    if FLAGS.config in configs.TABLES:
+        run_table1(configs.TABLES[FLAGS.config], console)
+        return
+    grid, note = configs.fallback(FLAGS.config, sweep_from_flags())
+    if note is not None:
+        console.write(note + "\n")
+    _sweep(grid, FLAGS.output_dir, console)
 
 
 if __name__ == "__main__":

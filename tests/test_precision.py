@@ -38,3 +38,23 @@ def test_float64_covers_the_papers_range():
 def test_unknown_dtype():
     with pytest.raises(ConfigError, match="unknown dtype 'float16'"):
         precision.check("float16", 1.0, 10)
+
+
+@pytest.mark.parametrize("architecture, width, depth, shape", [
+    ("cnn", 3, None, (28, 28, 1)), ("cnn", 5, None, (32, 32, 3)),
+    ("wide_resnet", 1, 10, (16, 16, 3)), ("wide_resnet", 2, 10, (16, 16, 3))])
+def test_the_rule_of_a_convolutional_net_takes_its_largest_fan_in(architecture, width, depth,
+                                                                   shape):
+    from lazy_feature import architectures  # pylint: disable=import-outside-toplevel
+    config = TrainConfig(architecture=architecture, width=width, depth=depth, alpha=1.0)
+    model = architectures.network(config)
+    model.build((None, *shape))
+    largest_fan_in = max(layer.fan_in for layer in model.ntk_layers)
+    assert precision.resolution_width(architecture, width) == largest_fan_in
+    # A Wide-ResNet 28 x 10 reaches 640 channels: its rule's h is 9·640, not k = 10.
+    at = precision.RESOLUTION / (largest_fan_in * EPS32)
+    assert TrainConfig(architecture=architecture, width=width, depth=depth,
+                       alpha=0.99 * at).dtype == "float32"
+    assert TrainConfig(architecture=architecture, width=width, depth=depth,
+                       alpha=1.01 * at).dtype == "float64"
+    assert precision.resolution_width("wide_resnet", 10) == 9 * 640

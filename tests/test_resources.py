@@ -84,3 +84,23 @@ def test_the_estimate_line_and_the_refusal(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="GPU:0 has 64 KiB available: lower --n_train"):
         run.train(config, str(tmp_path / "run"), task=task)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("architecture, width, depth, shape", [
+    ("fc", 7, 3, (784,)), ("cnn", 3, None, (28, 28, 1)), ("cnn", 2, None, (32, 32, 3)),
+    ("wide_resnet", 1, 10, (32, 32, 3)), ("wide_resnet", 2, 16, (16, 16, 3))])
+def test_layer_sizes_match_the_built_network(architecture, width, depth, shape):
+    from lazy_feature import architectures  # pylint: disable=import-outside-toplevel
+    config = TrainConfig(architecture=architecture, width=width, depth=depth, n_train=20,
+                         dtype="float64")
+    model = architectures.network(config)
+    model.build((None, *shape))
+    assert resources.parameters(config, shape) == model.count_params()
+    # Each layer's outputs (positions × channels) are its pre-activations' at one example.
+    _, preacts = model.layer_signals(np.zeros((1, *shape)))
+    sizes = resources.layer_sizes(config, shape)
+    assert sorted(p * c for p, _, c in sizes) == sorted(int(np.prod(z.shape[1:])) for z in preacts)
+    found = resources.estimate(config, shape)
+    assert found.weights == 5 * model.count_params() * 8
+    d = int(np.prod(shape))
+    assert found.activations == (20 * d + 6 * 20 * sum(p * c for p, _, c in sizes[:-1])) * 8

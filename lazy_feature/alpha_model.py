@@ -167,8 +167,9 @@ class AlphaModel(keras.Model):
     input. `fit` runs full-batch gradient flow on L = (α² n)⁻¹ Σ ℓ(F, y) (eq. 7): every
     `train_step` is one trial step of the flow's integrator (`GradientFlow.integrator`: the
     paper's Euler scheme or a Runge–Kutta pair, `integrators`), or of continuous momentum
-    (`momentum`, with Euler), or one step of Adam on a mini-batch (`adam`, `lazy_feature.adam`); give it a dataset that yields the whole
-    training set as one batch of static size, repeated (`data.full_batch`), and stop with
+    (`momentum`, with Euler), or one step of Adam on a mini-batch (`adam`,
+    `lazy_feature.adam`); give it a dataset that yields the whole training set as one batch
+    of static size, repeated (`data.full_batch`), and stop with
     `callbacks.GradientFlowStopping`. All integrator state (t, dt, the stored gradient, the
     step counts, f(w_i) and f(w0) on the training set) lives in Keras variables, so
     `save_weights`/`load_weights` checkpoint and resume a run exactly, and

@@ -26,6 +26,12 @@ The same grid with the paper's CNN in place of its network (any named config):
 
   python -m pipelines.sweep --config=quick --architecture=cnn --output_dir=runs/quick_cnn
 
+The same grid trained by Adam on mini-batches of 32 for at most 100 epochs, or by
+continuous momentum (--dynamics=momentum --tau=0.1; any of train's dynamics flags):
+
+  python -m pipelines.sweep --config=quick --dynamics=adam --epochs=100 \
+      --output_dir=runs/quick_adam
+
 A rerun of the same command skips finished runs and resumes interrupted ones. Runs that a
 budget stopped are kept out of every statistic; to let them finish, from where they stopped:
 
@@ -48,6 +54,8 @@ flags.DEFINE_string("architecture", None, "Replace the config's network: fc, cnn
                     "(with that architecture's default depth).")
 flags.DEFINE_integer("pca", None, "Replace the config's --pca: K > 0 principal components of "
                      "the images (fc only), 0 for none.")
+common.define_train_config_flags(common.DYNAMICS_FLAGS,
+                                 help_prefix="For every run of the grid: ")
 flags.DEFINE_enum("runner", "beam", sweep.RUNNERS, "Apache Beam, or a loop in this process.")
 flags.DEFINE_integer("workers", 2, "Processes of Beam's local runner.")
 flags.DEFINE_list("beam_options", None, "Beam pipeline options, passed through: a --runner "
@@ -67,6 +75,7 @@ def sweep_from_flags():
         base.update(architecture=FLAGS.architecture, depth=None)
     if FLAGS.pca is not None:
         base.update(pca=FLAGS.pca)
+    base.update(common.given_flags(common.DYNAMICS_FLAGS))
     if base:
         changes["base"] = dataclasses.replace(grid.base, **base)
     if FLAGS.widths is not None:

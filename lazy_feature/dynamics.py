@@ -111,7 +111,13 @@ class ContinuousMomentum:
         0 when τ = 0."""
         if self.tau == 0:
             return tf.constant(0.0, tf.float64)
-        t, dt = tf.cast(t, tf.float64), tf.cast(dt, tf.float64)
+        t, dt = _float64(t), _float64(dt)
         if self.proportional_to_t:
             return tf.pow(t / (t + dt), 1.0 / self.tau)
         return tf.exp(-dt / self.tau)
+
+
+def _float64(value):
+    """A number or tensor as a float64 tensor (a Python float is never rounded to float32)."""
+    return tf.cast(value, tf.float64) if hasattr(value, "dtype") else tf.constant(value,
+                                                                                  tf.float64)

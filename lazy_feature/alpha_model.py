@@ -209,6 +209,8 @@ class AlphaModel(keras.Model):
         if momentum is not None and (adam is not None or flow.integrator != "euler"):
             raise ConfigError("continuous momentum is stepped by the euler integrator, "
                               "without adam")
+        if adam is not None and self.distribute_strategy.num_replicas_in_sync > 1:
+            raise ConfigError("adam runs on one device: use --strategy=default")
         self.momentum, self.adam = momentum, adam
         self.network = network
         self.alpha = float(alpha)
@@ -494,8 +496,6 @@ class AlphaModel(keras.Model):
         `fit` to see the state at t = 0 (`train_state`).
         """
         strategy = self.distribute_strategy
-        if self.adam is not None and strategy.num_replicas_in_sync > 1:
-            raise ConfigError("adam runs on one device: use --strategy=default")
         if not self.built:
             with strategy.scope():
                 self.build(x.shape)

@@ -209,6 +209,8 @@ def _finish(config, model, task, output_dir, stopping):
         "steps": steps,
         "rejected_steps": int(state["attempts"]) - steps,
         "integrator": config.integrator,
+        "dynamics": config.dynamics,
+        "learning_rate": model.adam.learning_rate if model.adam else None,  # Adam's, in use
         # forward + backward passes of the training set, rejected steps and stages included
         "gradient_evaluations": int(state["evaluations"]),
         "t": state["t"],

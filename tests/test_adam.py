@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lazy_feature import adam, artifact, run
+from lazy_feature import adam, artifact, ensemble, run
 from lazy_feature.config import TrainConfig
 from tests.conftest import stage_in_process, write_class_template_mnist
 from tests.test_alpha_model import _checkpoint_step, _Stop, _synthetic_task
@@ -89,6 +89,7 @@ def test_train_stage_trains_by_adam_and_stops_at_its_epoch_budget(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((out / artifact.METRICS).read_text())
     assert metrics["converged"] and metrics["steps"] % 6 == 0 and metrics["test_error"] < 0.2
+    assert metrics["dynamics"] == "adam" and metrics["learning_rate"] == 0.01
     config = json.loads((out / artifact.CONFIG).read_text())
     assert config["dynamics"] == "adam" and config["batch_size"] == 10
     assert "a2L=" in result.stderr  # the status line
@@ -99,3 +100,14 @@ def test_train_stage_trains_by_adam_and_stops_at_its_epoch_budget(tmp_path):
     assert not metrics["converged"] and metrics["stop_reason"] == "max_time"
     assert metrics["steps"] == 6 and metrics["t"] == 1.0
     assert config["run_id"] == json.loads((budget / artifact.CONFIG).read_text())["run_id"]
+
+
+def test_an_ensemble_of_adam_runs_differs_by_init_and_batch_order(tmp_path):
+    task = _synthetic_task(n_train=30, n_test=40)
+    summary = ensemble.train_ensemble(TrainConfig(**_SETUP), [0, 1], str(tmp_path), task=task)
+    members = [run.load_run(str(tmp_path / "members" / run_id), task=task)
+               for run_id in summary["members"]]
+    assert [m.model.adam.seed for m in members] == [0, 1]  # each its own batch order
+    assert all(artifact.read_json(str(tmp_path / "members" / run_id / artifact.METRICS))[
+        "converged"] for run_id in summary["members"])
+    assert summary["var_F"] > 0

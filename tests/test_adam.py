@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from lazy_feature import adam, artifact, ensemble, run
+from lazy_feature import adam, artifact, ensemble, fidelity, run
 from lazy_feature.config import TrainConfig
+from lazy_feature.errors import ConfigError
 from tests.conftest import stage_in_process, write_class_template_mnist
 from tests.test_alpha_model import _checkpoint_step, _Stop, _synthetic_task
 
@@ -40,6 +41,11 @@ def test_adam_converges_at_an_epoch_end_and_resumes_exactly_after_a_kill_mid_epo
         assert resumed[key] == whole[key], key
     np.testing.assert_array_equal(np.load(tmp_path / "cut" / artifact.TEST_OUTPUTS),
                                   np.load(tmp_path / "whole" / artifact.TEST_OUTPUTS))
+
+
+def test_an_adam_run_has_no_reference_flow():
+    with pytest.raises(ConfigError, match="no reference flow"):
+        fidelity.reference_config(TrainConfig(**_SETUP))
 
 
 def test_batch_order_is_a_function_of_seed_and_epoch():

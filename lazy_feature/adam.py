@@ -9,8 +9,8 @@ Learning rate across α. Adam's step is invariant to the gradient's scale: Δw �
 weight whatever α (∇L ∝ 1/α at a fixed ℓ'), so F = α(f − f0) moves by ~α·lr per step. In
 the lazy regime F must move by a bounded amount per step (eq. 8's role for gradient flow),
 so lr must go as 1/α; in the feature regime (small α) F needs f − f0 ~ 1/α, which takes
-large weight changes, and lr ∝ 1/α would move every weight by O(lr/α) per step: there lr
-stays at lr0. The default (`learning_rate=None`) is therefore
+large weight changes, and lr ∝ 1/α would move every weight by lr0/α ≫ lr0 per step: there
+lr stays at lr0. The default (`learning_rate=None`) is therefore
 
     lr = lr0 · min(1, 1/α),   lr0 = 1e-3 (Adam's usual step),
 
@@ -26,6 +26,10 @@ The stopping criterion (every training margin > 1) is checked on the whole train
 at the end of every epoch, in the graph; between checks the model stands by its last one.
 Time t counts epochs (t = steps / (n // B)); gradient_evaluations counts passes over the
 training set (the start's, then one per epoch).
+
+Precision: the run's dtype (`precision`). At large α a step lr0/α must survive against
+w ~ 1 and f − f0 ~ 1/α must not cancel: float64, which the precision policy picks there.
+Adam runs on one device (no tf.distribute replicas).
 """
 import dataclasses
 

@@ -1,5 +1,5 @@
-r"""The paper's CNN (Section 7, `architectures.ConvNet`): a gradient-flow step and its NTK, each
-against its floating-point lower bound.
+r"""The paper's CNN (Section 7, `architectures.ConvNet`): a gradient-flow step, its NTK and an
+Adam epoch, each against its floating-point lower bound.
 
 Part 1: n = 10 000 Fashion-MNIST images (28×28×1), h in {16, 64}, float32 and float64: the
 wall time of one trial step of `AlphaModel.train_step` (one forward and one backward pass over
@@ -9,9 +9,14 @@ convolution gradients from the patches), against its bound, and the generic path
 (`ntk.gram_generic`, per-example Jacobians by tf.vectorized_map, which loops over examples
 for a convolution's weight gradient) on a subset, extrapolated to n by the number of
 per-example Jacobians it computes there (`generic_jacobians`), which dominate its time.
+Part 3: one epoch of Adam (`lazy_feature.adam`, Table 1) at batch size 32 on the n images of
+part 1: n // 32 steps of one forward and one backward pass on 32 images each, then the
+convergence check and the records' refresh (a forward pass over the n images each), all in
+one call of the train function as in a run, against the bound of those flops.
 
-  python benchmarks/cnn_benchmark.py                       # both parts
+  python benchmarks/cnn_benchmark.py                       # all parts
   python benchmarks/cnn_benchmark.py --part=1 --widths 16 --n=2000
+  python benchmarks/cnn_benchmark.py --part=3 --widths 16  # the Adam epoch alone
 """
 import argparse
 import math
@@ -115,12 +120,48 @@ def part2(widths, dtype, n, generic_n):
               f"{at_n / structured:>9.1f}", flush=True)
 
 
+def time_adam_epoch(task, width, dtype, batch_size):
+    """Seconds of one Adam epoch in one call of the train function, after tracing."""
+    n = len(task.x_train)
+    config = TrainConfig(architecture="cnn", n_train=n, n_test=len(task.x_test), width=width,
+                         alpha=1.0, dtype=dtype, dynamics="adam", batch_size=batch_size)
+    model = run.build_model(config, task.x_train.shape[1:])
+    model.start(task.x_train, task.y_train)
+    dataset = data.full_batch(task.x_train, task.y_train, dtype)
+    model.pause_at(step=1)
+    model.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)  # trace
+    model.pause_at(step=1 + n // batch_size)
+    start = time.perf_counter()
+    model.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)
+    assert int(model.step_count.numpy()) == 1 + n // batch_size
+    return time.perf_counter() - start
+
+
+def part3(widths, dtypes, n, batch_size=32):
+    task = data.load_binary_task(n_train=n, n_test=0).shaped(images=True)
+    steps = n // batch_size
+    print(f"Part 3: one Adam epoch of the CNN, n={n}, batch {batch_size} ({steps} steps), "
+          f"images {task.image_shape}")
+    print(f"{'dtype':>8} {'h':>4} {'epoch [s]':>10} {'step [ms]':>10} {'bound [s]':>10} "
+          f"{'ratio':>6} {'GFLOP/epoch':>12}")
+    for dtype in dtypes:
+        throughput = matmul_throughput(dtype)
+        for width in widths:
+            macs = conv_macs(architectures.ConvNet(width, dtype=dtype), task.image_shape)
+            flops = step_flops(macs, steps * batch_size) + 2 * n * 2.0 * sum(macs)
+            seconds = time_adam_epoch(task, width, dtype, batch_size)
+            bound = flops / throughput
+            print(f"{dtype:>8} {width:>4} {seconds:>10.2f} {1e3 * seconds / steps:>10.2f} "
+                  f"{bound:>10.2f} {seconds / bound:>6.2f} {flops / 1e9:>12.1f}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", type=int, choices=(0, 1, 2), default=0, help="0: both")
+    parser.add_argument("--part", type=int, choices=(0, 1, 2, 3), default=0,
+                        help="0: all; 3: the Adam epoch")
     parser.add_argument("--widths", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
-    parser.add_argument("--n", type=int, default=10000, help="part 1's training points")
+    parser.add_argument("--n", type=int, default=10000, help="parts 1 and 3's training points")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--ntk_n", type=int, default=1000)
     parser.add_argument("--generic_n", type=int, default=32)
@@ -130,6 +171,8 @@ def main():
         part1(args.widths, args.dtypes, args.n, args.repeats)
     if args.part in (0, 2):
         part2(args.widths, "float32", args.ntk_n, args.generic_n)
+    if args.part in (0, 3):
+        part3(args.widths, args.dtypes, args.n)
 
 
 if __name__ == "__main__":

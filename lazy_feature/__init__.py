@@ -5,7 +5,10 @@ The public face; the modules hold one concept each:
   architectures FullyConnected (eqs. 10-14), ConvNet and WideResNet (Section 7, App. A):
                 the NTK-parametrized networks f(w, x)
   alpha_model   AlphaModel, F = α[f(w, x) − f(w0, x)] (eq. 6) trained by gradient flow
-  dynamics      GradientFlow, the adaptive step control (eqs. 8-9) and the integrator's name
+                (or continuous momentum, or Adam)
+  dynamics      GradientFlow, the adaptive step control (eqs. 8-9) and the integrator's
+                name; ContinuousMomentum (Section 7, Fig. 13)
+  adam          Adam on mini-batches (Table 1), its learning-rate rule across α
   integrators   the paper's Euler scheme, embedded Runge–Kutta pairs and Runge–Kutta–Chebyshev
   fidelity      a run against its reference flow (Euler at ε_∇/100, Appendix G)
   distribute    tf.distribute strategies by name, logical CPU devices, the TPU's float32
@@ -20,14 +23,14 @@ The public face; the modules hold one concept each:
   sweep         grids of runs over the (α, h) plane on Apache Beam
   report        the paper's figures and fitted exponents
 """
-from lazy_feature import (activations, artifact, callbacks, data, distribute, ensemble,
+from lazy_feature import (activations, adam, artifact, callbacks, data, distribute, ensemble,
                           exponents, fidelity, integrators, losses, ntk, ntk_eval,
                           observables, precision, probe, regime, report, resources, sweep)
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import ConvNet, FullyConnected, WideResNet
 from lazy_feature.config import VERSION as __version__
 from lazy_feature.config import TrainConfig
-from lazy_feature.dynamics import GradientFlow
+from lazy_feature.dynamics import ContinuousMomentum, GradientFlow
 from lazy_feature.errors import ConfigError, DataError, DivergenceError, Error, RunDirError
 from lazy_feature.layers import NTKConv2D, NTKDense
 from lazy_feature.ntk import frozen_kernel_dynamics, gram, kernel_drift

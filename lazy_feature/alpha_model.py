@@ -12,8 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lazy_feature import adam as adam_lib
 from lazy_feature import integrators, losses
-from lazy_feature.dynamics import GradientFlow
+from lazy_feature.dynamics import ContinuousMomentum, GradientFlow
 from lazy_feature.integrators import FlowState
 from lazy_feature.errors import ConfigError
 
@@ -144,6 +145,27 @@ class _NetworkFlow:
         return self.model.alpha * _max_replicas(tf.reduce_max(tf.abs(f_a - f_b)))
 
 
+class _MomentumFlow(_NetworkFlow):
+    """Continuous momentum on the network (`dynamics.ContinuousMomentum`) for the Euler
+    integrator: a point is w's tensors followed by the velocity v's, the gradient ∇L (of w).
+
+    A move from the accepted point at time t integrates v exactly with ∇L frozen, then moves
+    w with the new v; eqs. 8-9 then judge the trial as for gradient flow.
+    """
+
+    def linear_combination(self, coefficients, points, dt, grad_coefficients, grads):
+        """Euler's move from one point (`integrators.move`), the only one momentum takes."""
+        if tuple(coefficients) != (1.0,) or len(points) != 1:
+            raise ValueError("continuous momentum is stepped by the euler integrator only")
+        point, coefficients = points[0], grad_coefficients
+        n = len(self.weights)
+        decay = tf.cast(self.model.momentum.decay(self.model.t, dt), self.model.dtype)
+        dt = tf.cast(dt, self.model.dtype)
+        velocity = [decay * v - (1.0 - decay) * g
+                    for v, g in zip(point[n:], self.combine(coefficients, grads))]
+        return [w + dt * v for w, v in zip(point[:n], velocity)] + velocity
+
+
 @keras.saving.register_keras_serializable(package="lazy_feature")
 class AlphaModel(keras.Model):
     """F(w, x) = α[f(w, x) − f(w0, x)] (eq. 6), or α f(w, x) when `centered` is False (App. I).
@@ -151,8 +173,10 @@ class AlphaModel(keras.Model):
     f(w0, ·) is a frozen copy of the network at its initial weights, so F is defined on any
     input. `fit` runs full-batch gradient flow on L = (α² n)⁻¹ Σ ℓ(F, y) (eq. 7): every
     `train_step` is one trial step of the flow's integrator (`GradientFlow.integrator`: the
-    paper's Euler scheme or a Runge–Kutta pair, `integrators`); give it a dataset that yields the whole
-    training set as one batch of static size, repeated (`data.full_batch`), and stop with
+    paper's Euler scheme or a Runge–Kutta pair, `integrators`), or of continuous momentum
+    (`momentum`, with Euler), or one step of Adam on a mini-batch (`adam`,
+    `lazy_feature.adam`); give it a dataset that yields the whole training set as one batch
+    of static size, repeated (`data.full_batch`), and stop with
     `callbacks.GradientFlowStopping`. All integrator state (t, dt, the stored gradient, the
     step counts, f(w_i) and f(w0) on the training set) lives in Keras variables, so
     `save_weights`/`load_weights` checkpoint and resume a run exactly, and
@@ -174,6 +198,9 @@ class AlphaModel(keras.Model):
       loss_beta: sharpness of the soft hinge (β = 20 in the paper).
       centered: subtract f(w0, x) (eq. 6); False trains α f(w, x) (Appendix I).
       flow: the `GradientFlow` thresholds, dt policy and integrator.
+      momentum: a `dynamics.ContinuousMomentum`: train by continuous momentum (τ v̇ = −v − ∇L,
+        ẇ = v) instead of gradient flow, stepped by the Euler integrator under eqs. 8-9.
+      adam: an `adam.Adam`: train by Adam on mini-batches instead (one device only).
       initial_network: a second instance of the network's architecture to hold w0 (its
         weights are overwritten by w's when the model is built); None clones `network`
         through its config. Give one for a network whose config cannot rebuild it (e.g. a
@@ -181,10 +208,17 @@ class AlphaModel(keras.Model):
     """
 
     def __init__(self, network, alpha, loss="soft_hinge", loss_beta=losses.SOFT_HINGE_BETA,
-                 centered=True, flow=GradientFlow(), initial_network=None, **kwargs):
+                 centered=True, flow=GradientFlow(), initial_network=None, momentum=None,
+                 adam=None, **kwargs):
         super().__init__(dtype=network.dtype_policy, **kwargs)
         if not alpha > 0:
             raise ConfigError(f"alpha must be > 0, got {alpha}")
+        if momentum is not None and (adam is not None or flow.integrator != "euler"):
+            raise ConfigError("continuous momentum is stepped by the euler integrator, "
+                              "without adam")
+        if adam is not None and self.distribute_strategy.num_replicas_in_sync > 1:
+            raise ConfigError("adam runs on one device: use --strategy=default")
+        self.momentum, self.adam = momentum, adam
         self.network = network
         self.alpha = float(alpha)
         self.loss_name, self.loss_beta = loss, float(loss_beta)
@@ -200,6 +234,7 @@ class AlphaModel(keras.Model):
         self._pause = None  # limits of the next call of the train function (`pause_at`)
         self._seconds_per_attempt = math.inf  # measured wall time of one trial step
         self._state_function = None  # `train_state` on every replica, from outside them
+        self._observe_function = None  # Adam's refresh of f(w) on the training set
         # Means over every evaluated point, however the points are batched.
         self.loss_tracker = keras.metrics.Mean(name="rescaled_loss", dtype="float64")
         self.error_tracker = keras.metrics.Mean(name="error", dtype="float64")
@@ -209,13 +244,19 @@ class AlphaModel(keras.Model):
         config.pop("dtype")  # the network's
         config.update(network=keras.saving.serialize_keras_object(self.network),
                       alpha=self.alpha, loss=self.loss_name, loss_beta=self.loss_beta,
-                      centered=self.centered, flow=dataclasses.asdict(self.flow))
+                      centered=self.centered, flow=dataclasses.asdict(self.flow),
+                      momentum=self.momentum and dataclasses.asdict(self.momentum),
+                      adam=self.adam and dataclasses.asdict(self.adam))
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config, network=keras.saving.deserialize_keras_object(config["network"]),
                       flow=GradientFlow(**config["flow"]))
+        if config.get("momentum"):
+            config["momentum"] = ContinuousMomentum(**config["momentum"])
+        if config.get("adam"):
+            config["adam"] = adam_lib.Adam(**config["adam"])
         return cls(**config)
 
     def compile(self, optimizer=None, **kwargs):
@@ -279,10 +320,18 @@ class AlphaModel(keras.Model):
                                       "model.start(x, y) with the whole training set before fit")
                 self.start(*next(iterator))
             pause, self._pause = self._pause, None
-            return calls(iterator, pause or (math.inf, math.inf, math.inf))
+            logs = calls(iterator, pause or (math.inf, math.inf, math.inf))
+            return logs if self.adam is None else self._observed(logs)
 
         self.train_function = train_function
         return train_function
+
+    def _observed(self, logs):
+        """Adam's logs with the observables of the training set refreshed (`adam.observe`)."""
+        if self._observe_function is None:
+            self._observe_function = tf.function(lambda x: adam_lib.observe(self, x))
+        self._observe_function(self._training_set[0])
+        return dict(logs, **self.train_state())
 
     def _in_graph_steps(self):
         """A function of the `pause_at` limits that makes the trial steps of one call."""
@@ -368,6 +417,13 @@ class AlphaModel(keras.Model):
                             trainable=False, dtype=m.dtype)
             for i, m in enumerate(tf.nest.flatten(self._memory_structure))
         ]
+        if self.momentum is not None:  # v of continuous momentum, starting at rest
+            self.velocity = [
+                self.add_weight(name=f"velocity_{i}", shape=w.shape, initializer="zeros",
+                                trainable=False, dtype=w.dtype)
+                for i, w in enumerate(self.network.trainable_weights)]
+        if self.adam is not None:
+            adam_lib.build(self)
 
     def get_build_config(self):
         """The input shape and, once known, the number of training points of the flow."""
@@ -489,8 +545,12 @@ class AlphaModel(keras.Model):
         its first) and one forward pass for its error estimate; RKC a number of stages that
         varies per step, and the power iterations that estimate its spectral radius (the
         integrator reports the evaluations each trial used, `integrators.Trial`).
+        Continuous momentum steps the augmented point (w, v) the same way (`_MomentumFlow`).
+        Under `adam` it is one Adam step instead (`adam.train_step`).
         Runs on each replica's shard (`start` must have run).
         """
+        if self.adam is not None:
+            return adam_lib.train_step(self, data)
         x, y = data
         self._check_shard(x.shape[0])
         x = tf.cast(x, self.dtype)
@@ -499,19 +559,23 @@ class AlphaModel(keras.Model):
                              tf.logical_and(self.converged(), tf.math.is_inf(self.t_end)))
 
         weights = self.network.trainable_weights
+        problem = _NetworkFlow(self, x)
+        if self.momentum is not None:
+            weights, problem = weights + self.velocity, _MomentumFlow(self, x)
         state = FlowState([tf.identity(w) for w in weights], tf.identity(self.cache.f_train),
                           [tf.identity(g) for g in self.stored_grad])
         landing = self.dt >= self.t_end - self.t  # the last step, cut to land on t_end
         dt = tf.where(landing, self.t_end - self.t, self.dt)
         memory = tf.nest.pack_sequence_as(self._memory_structure,
                                           [m.value for m in self.integrator_memory])
-        trial = self.integrator.trial(_NetworkFlow(self, x), state, dt, memory)
+        trial = self.integrator.trial(problem, state, dt, memory)
         new, measures = trial.state, trial.measures
         accepted = tf.logical_and(trial.accepted, tf.logical_not(done))
         for m, value in zip(self.integrator_memory, tf.nest.flatten(trial.memory)):
             m.assign(value)
 
-        # Accept or restore w exactly; no branch, so the step is the same on every replica.
+        # Accept or restore w (and v) exactly; no branch, so the step is the same on every
+        # replica.
         for w, w_new, w_old in zip(weights, new.point, state.point):
             w.assign(tf.where(accepted, w_new, w_old))
         for g_var, g in zip(self.stored_grad, new.grad):
@@ -538,8 +602,11 @@ class AlphaModel(keras.Model):
     def converged(self):
         """The paper's stopping criterion: every training margin F·y exceeds 1.
 
-        Before the first step nothing is cached and the answer is False.
+        Before the first step nothing is cached and the answer is False. Under Adam it is
+        the last check's, made at the end of an epoch (`adam`).
         """
+        if self.adam is not None:
+            return self.margins_exceed_one.value
         min_margin = -_max_replicas(-tf.reduce_min(self.margins()))
         return tf.logical_and(self.started, min_margin > 1.0)
 

@@ -257,7 +257,8 @@ DESCRIPTIONS = {
                                "its points, as in eq. 31 (units of f).",
     "observables/f_norm": "‖f(w)‖ on the training set: root mean square over its points, "
                           "eq. 31 (units of f).",
-    "solver/t": "Gradient-flow time t = Σ dt of ẇ = −∇L with eq. 7's loss.",
+    "solver/t": "Gradient-flow time t = Σ dt of ẇ = −∇L with eq. 7's loss (continuous "
+                "momentum: the time of its ODE; Adam: epochs done).",
     "solver/dt": "Time step of the next trial step (adaptive: shrunk after a step rejected by "
                  "eq. 8 or 9, grown after an easy one); in units of t.",
     "solver/dout": "Eq. 8's left side for the last trial step: α·max|f(w_i) − f(w_i+1)| over "

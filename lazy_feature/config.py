@@ -6,14 +6,14 @@ import math
 
 import numpy as np
 
-from lazy_feature import activations, architectures, losses, precision
-from lazy_feature.dynamics import INTEGRATORS, GradientFlow
+from lazy_feature import activations, adam, architectures, losses, precision
+from lazy_feature.dynamics import INTEGRATORS, ContinuousMomentum, GradientFlow
 from lazy_feature.errors import ConfigError
 
 VERSION = "0.3.0"  # the package's one version string (setup.py reads it from here)
 # Settings that say where the data lies and how long to try, not what is computed: they are
 # left out of the run id, so a run found elsewhere or resumed with more time keeps its id.
-NOT_IDENTITY = ("data_dir", "max_time", "max_steps", "max_wall_seconds")
+NOT_IDENTITY = ("data_dir", "max_time", "max_steps", "max_wall_seconds", "epochs")
 # The integrator's settings; an Euler run leaves them out of its id, so runs made before
 # there was a choice keep theirs.
 INTEGRATOR_SETTINGS = ("integrator", "output_tol", "direction_tol")
@@ -21,7 +21,7 @@ INTEGRATOR_SETTINGS = ("integrator", "output_tol", "direction_tol")
 # the ids of earlier runs, which had them implicitly, stay valid.
 LATER_SETTINGS = {"architecture": "fc", "pca": 0, "pca_whiten": True,
                   "dynamics": "gradient_flow", "batch_size": 32, "learning_rate": None,
-                  "epochs": None, "tau": 0.0, "tau_proportional_to_t": False}
+                  "tau": 0.0, "tau_proportional_to_t": False}
 # The training dynamics (Section 7, Table 1): the paper's gradient flow (eq. 7), Adam on
 # mini-batches, or continuous momentum with time constant tau.
 DYNAMICS = ("gradient_flow", "adam", "momentum")
@@ -57,9 +57,11 @@ class TrainConfig:
     scheme (eqs. 8-9 with max_dout, max_dgrad); a Runge–Kutta pair bounds its local error by
     output_tol (of α·f, eq. 8's scale) and direction_tol (eq. 9's), and eq. 8 by max_dout;
     rkc (Runge–Kutta–Chebyshev) bounds its local error by the same two tolerances.
-    dynamics is gradient_flow (eq. 7, the default), adam (mini-batches of batch_size, step
-    learning_rate, for `epochs`) or momentum (continuous momentum with time constant tau, or
-    tau·t with tau_proportional_to_t; tau = 0 is gradient flow).
+    dynamics is gradient_flow (eq. 7, the default), adam (`lazy_feature.adam`: mini-batches
+    of batch_size, step learning_rate, None for lr0·min(1, 1/α); t counts epochs, and
+    `epochs` is a budget in t like max_time) or momentum (`dynamics.ContinuousMomentum`:
+    time constant tau, or tau·t with tau_proportional_to_t; tau = 0 is gradient flow); both
+    with the euler integrator.
     Budgets (max_time in gradient-flow time, max_steps in accepted steps, max_wall_seconds)
     end a run that has not met the stopping criterion; it is then reported not converged.
     """
@@ -122,6 +124,21 @@ class TrainConfig:
              f"learning_rate must be > 0, got {self.learning_rate}"),
             (self.epochs is None or self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
             (self.tau >= 0, f"tau must be >= 0 (0 = gradient flow), got {self.tau}"),
+            (self.dynamics == "momentum" or (self.tau == 0 and not self.tau_proportional_to_t),
+             f"--tau and --tau_proportional_to_t are for --dynamics=momentum, not "
+             f"{self.dynamics}"),
+            (not self.tau_proportional_to_t or self.tau > 0,
+             "tau_proportional_to_t needs tau > 0: the time constant is tau*t"),
+            (self.dynamics == "adam" or (self.batch_size == LATER_SETTINGS["batch_size"]
+                                         and self.learning_rate is None
+                                         and self.epochs is None),
+             f"--batch_size, --learning_rate and --epochs are for --dynamics=adam, not "
+             f"{self.dynamics}"),
+            (self.dynamics != "adam" or self.batch_size <= self.n_train,
+             f"batch_size={self.batch_size} exceeds n_train={self.n_train}: lower --batch_size"),
+            (self.dynamics == "gradient_flow" or self.integrator == "euler",
+             f"--dynamics={self.dynamics} takes no --integrator (adam steps itself, momentum "
+             f"is stepped by euler), got {self.integrator}"),
             (self.bias_scale >= 0, f"bias_scale must be >= 0 (0 = no bias), got {self.bias_scale}"),
             (not self.readout_bias or self.bias_scale > 0,
              "readout_bias needs bias_scale > 0: the readout's bias enters as bias_scale·b"),
@@ -146,6 +163,24 @@ class TrainConfig:
         return GradientFlow(max_dout=self.max_dout, max_dgrad=self.max_dgrad, dt0=self.dt0,
                             integrator=self.integrator, output_tol=self.output_tol,
                             direction_tol=self.direction_tol)
+
+    def momentum(self):
+        """The `ContinuousMomentum` of a momentum run (None for the other dynamics)."""
+        if self.dynamics != "momentum":
+            return None
+        return ContinuousMomentum(self.tau, self.tau_proportional_to_t)
+
+    def adam(self):
+        """The `adam.Adam` of an Adam run (None for the other dynamics): learning_rate, or
+        the default rule lr0·min(1, 1/α); its batch order is seeded by init_seed."""
+        if self.dynamics != "adam":
+            return None
+        rate = self.learning_rate or adam.default_learning_rate(self.alpha)
+        return adam.Adam(rate, self.batch_size, seed=self.init_seed)
+
+    def time_budget(self):
+        """The budget in t: max_time, and for Adam (t in epochs) `epochs` too."""
+        return min(self.max_time, self.epochs or math.inf)
 
     @property
     def sqrt_h_alpha(self):

@@ -82,3 +82,45 @@ def gradient_change(squared_difference, norm_old_sq, norm_new_sq):
     Zero when both gradients vanish (nothing left to learn), so such a step is accepted.
     """
     return tf.math.divide_no_nan(squared_difference, tf.sqrt(norm_old_sq * norm_new_sq))
+
+
+@dataclasses.dataclass(frozen=True)
+class ContinuousMomentum:
+    """Continuous momentum (Section 7, Figs. 7 (c) and 13): τ v̇ = −v − ∇L, ẇ = v.
+
+    The authors' definition (github.com/mariogeiger/feature_lazy, dynamics.py,
+    `ContinuousMomentum`: "d/dt velocity = −1/tau (velocity + grad), d/dt parameters =
+    velocity", or −μ/t (velocity + grad)), with the time constant τ = `tau`, or τ = tau·t
+    when `proportional_to_t` (their μ = 1/tau, the EMNIST setup of Fig. 7 (c)). v starts at 0.
+    τ = 0 is gradient flow (v = −∇L at once).
+
+    Stepped as the authors do: over a step dt with ∇L frozen at the accepted point, v is
+    integrated exactly, v ← x v − (1 − x) ∇L with x = `decay(t, dt)`, then w ← w + dt v. At
+    τ = 0 (x = 0) this is the Euler step w − dt ∇L of gradient flow, bit for bit; as τ → 0
+    it tends to it. The step's only errors come from ∇L changing along it and from w moving
+    with the step's final v; eqs. 8 and 9 bound exactly these (α max|Δf| over the step, the
+    relative change of ∇L between accepted points), so the paper's accept rule carries over
+    to the augmented state (w, v) unchanged, and t = Σ dt is the time of this ODE.
+    """
+    tau: float = 0.0
+    proportional_to_t: bool = False
+
+    def __post_init__(self):
+        if not self.tau >= 0:
+            raise ConfigError(f"tau must be >= 0 (0 = gradient flow), got {self.tau}")
+
+    def decay(self, t, dt):
+        """x = exp(−dt/τ) for a constant τ, (t/(t + dt))^(1/tau) for τ = tau·t (float64);
+        0 when τ = 0."""
+        if self.tau == 0:
+            return tf.constant(0.0, tf.float64)
+        t, dt = _float64(t), _float64(dt)
+        if self.proportional_to_t:
+            return tf.pow(t / (t + dt), 1.0 / self.tau)
+        return tf.exp(-dt / self.tau)
+
+
+def _float64(value):
+    """A number or tensor as a float64 tensor (a Python float is never rounded to float32)."""
+    return tf.cast(value, tf.float64) if hasattr(value, "dtype") else tf.constant(value,
+                                                                                  tf.float64)

@@ -33,7 +33,8 @@ def build_model(config, input_shape, strategy=None, steps_per_call=STEPS_PER_CAL
         network = architectures.network(config)
         model = AlphaModel(network, alpha=config.alpha, loss=config.loss,
                            loss_beta=config.loss_beta, centered=config.centered,
-                           flow=config.flow())
+                           flow=config.flow(), momentum=config.momentum(),
+                           adam=config.adam())
         model.compile(steps_per_execution=steps_per_call)
         model.build((None, *(int(s) for s in np.atleast_1d(input_shape))))
         model.build_dynamics_state(config.n_train)
@@ -154,7 +155,8 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
     last_step = int(model.step_count.numpy()) if resumed else -1
 
     stopping = callbacks.GradientFlowStopping(
-        config.max_time, config.max_steps, config.max_wall_seconds, wall_offset=wall_offset)
+        config.time_budget(), config.max_steps, config.max_wall_seconds,
+        wall_offset=wall_offset)
     probe = (callbacks.KernelDriftProbe(task.x_train[:drift_probe], task.y_train[:drift_probe])
              if drift_probe > 0 else None)
     tensorboard = callbacks.TensorBoardRecorder(
@@ -207,6 +209,8 @@ def _finish(config, model, task, output_dir, stopping):
         "steps": steps,
         "rejected_steps": int(state["attempts"]) - steps,
         "integrator": config.integrator,
+        "dynamics": config.dynamics,
+        "learning_rate": model.adam.learning_rate if model.adam else None,  # Adam's, in use
         # forward + backward passes of the training set, rejected steps and stages included
         "gradient_evaluations": int(state["evaluations"]),
         "t": state["t"],

@@ -311,9 +311,11 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
 
 
 def scaled_budgets(config, factor):
-    """`config` with max_time, max_steps and max_wall_seconds multiplied by `factor`."""
+    """`config` with max_time, max_steps, max_wall_seconds and (Adam's) epochs multiplied
+    by `factor`."""
     return dataclasses.replace(config, max_time=config.max_time * factor,
                                max_steps=math.ceil(config.max_steps * factor),
+                               epochs=config.epochs and config.epochs * factor,
                                max_wall_seconds=config.max_wall_seconds * factor)
 
 
@@ -332,7 +334,8 @@ def _reopen_budget_stopped(configs, output_dir, factor):
             continue
         stopped = dataclasses.replace(config, max_time=float(row["max_time"]),
                                       max_steps=int(row["max_steps"]),
-                                      max_wall_seconds=float(row["max_wall_seconds"]))
+                                      max_wall_seconds=float(row["max_wall_seconds"]),
+                                      epochs=row.get("epochs"))
         retried.append(scaled_budgets(stopped, factor))
         artifact.remove(path)
         run.reopen(artifact.join(output_dir, RUNS, config.run_id()), retried[-1])

@@ -109,8 +109,8 @@ _HELP = {
     "dynamics": "gradient_flow (eq. 7, the default), adam (mini-batches) or momentum "
                 "(continuous momentum with time constant --tau).",
     "batch_size": "adam: examples per mini-batch (Table 1: 32).",
-    "learning_rate": "adam: the step size (unset: the default for this alpha).",
-    "epochs": "adam: the budget in passes over the training set.",
+    "learning_rate": "adam: the step size (unset: 1e-3*min(1, 1/alpha), lazy_feature.adam).",
+    "epochs": "adam: the budget in passes over the training set (adam's t counts epochs).",
     "tau": "momentum: the time constant tau (0 = gradient flow).",
     "tau_proportional_to_t": "momentum: use tau*t as the time constant (Fig. 7(c)'s EMNIST "
                              "setup).",
@@ -120,26 +120,34 @@ _HELP = {
 }
 
 
-def define_train_config_flags():
-    """One flag per TrainConfig field, and --sqrt_h_alpha."""
-    for name, field in _FIELDS.items():
-        kind = getattr(field.type, "__name__", str(field.type))  # "float", "str | None", ...
-        default = None  # unset flags take TrainConfig's defaults
-        if "bool" in kind:
-            flags.DEFINE_boolean(name, default, _HELP[name])
-        elif kind.startswith("int"):
-            flags.DEFINE_integer(name, default, _HELP[name])
-        elif kind.startswith("float"):
-            flags.DEFINE_float(name, default, _HELP[name])
-        else:
-            flags.DEFINE_string(name, default, _HELP[name])
-    flags.DEFINE_float("sqrt_h_alpha", None, "√h·α; sets α = sqrt_h_alpha / √width.")
+# The settings of the training dynamics (Section 7), which `sweep` can set for its grid too.
+DYNAMICS_FLAGS = ("dynamics", "batch_size", "learning_rate", "epochs", "tau",
+                  "tau_proportional_to_t")
+
+
+def define_train_config_flags(names=tuple(_FIELDS), help_prefix=""):
+    """One flag per TrainConfig field of `names` (all: and --sqrt_h_alpha), unset by default
+    (TrainConfig's defaults then hold)."""
+    for name in names:
+        kind = getattr(_FIELDS[name].type, "__name__", str(_FIELDS[name].type))  # "str | None"
+        define = (flags.DEFINE_boolean if "bool" in kind
+                  else flags.DEFINE_integer if kind.startswith("int")
+                  else flags.DEFINE_float if kind.startswith("float") else flags.DEFINE_string)
+        define(name, None, help_prefix + _HELP[name])
+    if set(names) == set(_FIELDS):
+        flags.DEFINE_float("sqrt_h_alpha", None, "√h·α; sets α = sqrt_h_alpha / √width.")
+
+
+def given_flags(names):
+    """{name: value} of the flags among `names` that were set."""
+    return {name: flags.FLAGS[name].value for name in names
+            if flags.FLAGS[name].value is not None}
 
 
 def train_config_from_flags():
     """A TrainConfig from the flags that were set, TrainConfig's defaults for the rest."""
     values = flags.FLAGS
-    given = {name: values[name].value for name in _FIELDS if values[name].value is not None}
+    given = given_flags(_FIELDS)
     if values.sqrt_h_alpha is not None:
         if "alpha" in given:
             raise ConfigError("give --alpha or --sqrt_h_alpha, not both")

@@ -35,6 +35,12 @@ outside their default location are named with --data_dirs:
   python -m pipelines.sweep --config=table1_quick --output_dir=runs/table1_quick \
       --data_dirs=mnist=~/data/mnist,cifar10=~/data/cifar-10-batches-py
 
+The same grid trained by Adam on mini-batches of 32 for at most 100 epochs, or by
+continuous momentum (--dynamics=momentum --tau=0.1; any of train's dynamics flags):
+
+  python -m pipelines.sweep --config=quick --dynamics=adam --epochs=100 \
+      --output_dir=runs/quick_adam
+
 A rerun of the same command skips finished runs and resumes interrupted ones. Runs that a
 budget stopped are kept out of every statistic; to let them finish, from where they stopped:
 
@@ -64,6 +70,8 @@ flags.DEFINE_integer("n_test", None, "Replace the config's test-set size.")
 flags.DEFINE_list("data_dirs", None, "Where data sets lie, as dataset=DIR pairs (e.g. "
                   "mnist=~/data/mnist,cifar10=~/data/cifar10): the runs on that data set "
                   "read it from DIR.")
+common.define_train_config_flags(common.DYNAMICS_FLAGS,
+                                 help_prefix="For every run of the grid: ")
 flags.DEFINE_enum("runner", "beam", sweep.RUNNERS, "Apache Beam, or a loop in this process.")
 flags.DEFINE_integer("workers", 2, "Processes of Beam's local runner.")
 flags.DEFINE_list("beam_options", None, "Beam pipeline options, passed through: a --runner "
@@ -88,6 +96,7 @@ def sweep_from_flags(grid=None):
     data_dir = data_dirs_from_flags().get(grid.base.dataset)
     if data_dir is not None:
         base.update(data_dir=data_dir)
+    base.update(common.given_flags(common.DYNAMICS_FLAGS))
     if base:
         changes["base"] = dataclasses.replace(grid.base, **base)
     if FLAGS.widths is not None:

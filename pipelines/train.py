@@ -1,4 +1,5 @@
-r"""The `train` stage: one network at a point (α, h), trained by adaptive gradient flow.
+r"""The `train` stage: one network at a point (α, h), trained by adaptive gradient flow (or
+Adam, or continuous momentum: --dynamics).
 
 Defaults are the paper's Section 2 setup (`lazy_feature.TrainConfig`): binary
 Fashion-MNIST from the Debian package, 10 000 training and 50 000 test points, L = 3,
@@ -10,6 +11,15 @@ A smaller run, α given through √h·α (here √h·α = 1e-2, the feature regi
 
   python -m pipelines.train --n_train=2000 --n_test=5000 --sqrt_h_alpha=1e-2 \
       --output_dir=runs/feature
+
+Trained by Adam on mini-batches of 32 (Table 1; at most 100 epochs), or by continuous
+momentum with τ = 0.5·t and the soft hinge's β = 10 (Fig. 7 (c)'s EMNIST setup):
+
+  python -m pipelines.train --n_train=2000 --n_test=5000 --sqrt_h_alpha=1 \
+      --dynamics=adam --epochs=100 --output_dir=runs/adam
+  python -m pipelines.train --n_train=2000 --n_test=5000 --sqrt_h_alpha=1 \
+      --dynamics=momentum --tau=0.5 --tau_proportional_to_t --loss_beta=10 \
+      --output_dir=runs/momentum
 
 Rerunning the same command resumes a killed run, and returns at once for a complete one.
 On several devices (--strategy=mirrored uses every local GPU; without one, split the CPU):

@@ -191,6 +191,8 @@ def test_sweep_binary_errors(tmp_path):
         (["--config=tiny", f"--output_dir={blocker / 'sweep'}"], "cannot write to"),
         (["--config=tiny", "--architecture=cnn", "--pca=10", f"--output_dir={tmp_path / 'd'}"],
          "the cnn needs images"),
+        (["--config=tiny", "--dynamics=adam", "--tau=1", f"--output_dir={tmp_path / 'f'}"],
+         "are for --dynamics=momentum, not adam"),
     ]
     # The real binaries (one subprocess each): exit status 1 and the error line; the other
     # sweep errors in this process, through the same stage main.
@@ -199,7 +201,7 @@ def test_sweep_binary_errors(tmp_path):
             "sweep", *args)
         assert result.returncode == 1, (args, result.stderr[-2000:])
         assert "sweep: error:" in result.stderr and message in result.stderr, result.stderr
-    assert not (tmp_path / "d").exists()
+    assert not (tmp_path / "d").exists() and not (tmp_path / "f").exists()
     result = run_stage("report", f"--sweep_dir={tmp_path / 'missing'}", timeout=120)
     assert result.returncode == 1 and "run the sweep stage first" in result.stderr
     result = run_stage("ensemble", "--seeds=3,3", f"--output_dir={tmp_path / 'e'}", timeout=120)

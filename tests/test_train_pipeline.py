@@ -71,7 +71,9 @@ def test_divergence_is_one_line_with_non_zero_exit(tmp_path):
 
 @pytest.mark.parametrize("binary, expected", [
     ("train", ["--width", "--sqrt_h_alpha", "--bias_scale", "--readout_bias", "--max_time",
-               "--output_dir", "--live_drift", "--architecture", "--pca", "--pca_whiten"]),
+               "--output_dir", "--live_drift", "--architecture", "--pca", "--pca_whiten",
+               "--dynamics", "--batch_size", "--learning_rate", "--epochs", "--tau",
+               "--tau_proportional_to_t"]),
     ("ensemble", ["--width", "--sqrt_h_alpha", "--bias_scale", "--seeds", "--output_dir"]),
 ])
 def test_helpshort_lists_the_flags_a_user_sets(binary, expected):
@@ -91,6 +93,8 @@ def test_helpshort_lists_the_flags_a_user_sets(binary, expected):
     (["--alpha=1e4", "--width=100", "--dtype=float32"], "use dtype float64"),
     (["--architecture=cnn", "--bias_scale=0.1"], "bias_scale and readout_bias apply to fc only"),
     (["--architecture=cnn", "--pca=10"], "not images"),
+    (["--tau=1"], "--tau and --tau_proportional_to_t are for --dynamics=momentum"),
+    (["--dynamics=adam", "--n_train=20", "--n_test=10"], "batch_size=32 exceeds n_train=20"),
 ])
 def test_bad_input_fails_in_one_line(args, message, tmp_path):
     if "--data_dir" not in args[0] and "pooled" in message and not os.path.isdir(

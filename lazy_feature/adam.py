@@ -1,0 +1,151 @@
+"""Adam on mini-batches (Section 7, Table 1: batch size 32) on the α-model's loss.
+
+The loss is the one gradient flow descends, L = (α² B)⁻¹ Σ_batch ℓ(α[f(w, x) − f(w0, x)], y)
+(eq. 7 on a mini-batch of B points), and Adam is Kingma and Ba's (2015, Algorithm 1):
+m ← β1 m + (1 − β1) g, v ← β2 v + (1 − β2) g², w ← w − lr m̂ / (√v̂ + ε/α) with the bias
+corrections m̂ = m/(1 − β1^s), v̂ = v/(1 − β2^s) at step s.
+
+Learning rate across α. Adam's step is invariant to the gradient's scale: Δw ≈ lr per
+weight whatever α (∇L ∝ 1/α at a fixed ℓ'), so F = α(f − f0) moves by ~α·lr per step. In
+the lazy regime F must move by a bounded amount per step (eq. 8's role for gradient flow),
+so lr must go as 1/α; in the feature regime (small α) F needs f − f0 ~ 1/α, which takes
+large weight changes, and lr ∝ 1/α would move every weight by lr0/α ≫ lr0 per step: there
+lr stays at lr0. The default (`learning_rate=None`) is therefore
+
+    lr = lr0 · min(1, 1/α),   lr0 = 1e-3 (Adam's usual step),
+
+so that at α ≥ 1 the first step moves F by the same amount at every α. (The authors'
+main_adam.py, github.com/mariogeiger/feature_lazy, takes lr as a free argument per run;
+this rule is ours.) ε is divided by α for the same reason: Adam is scale-invariant only
+up to ε, so ε/α keeps ε's weight against ∇L ∝ 1/α the same at every α.
+
+Mini-batches: epoch e visits the training points in the order of a permutation that is a
+function of (seed, e) only (stateless), in n // B batches of B (the n mod B points left at
+the end of a permutation sit that epoch out), so a run killed anywhere resumes exactly.
+The stopping criterion (every training margin > 1) is checked on the whole training set
+at the end of every epoch, in the graph; between checks the model stands by its last one.
+Time t counts epochs (t = steps / (n // B)); gradient_evaluations counts passes over the
+training set (the start's, then one per epoch).
+
+Precision: the run's dtype (`precision`). At large α a step lr0/α must survive against
+w ~ 1 and f − f0 ~ 1/α must not cancel: float64, which the precision policy picks there.
+Adam runs on one device (no tf.distribute replicas).
+"""
+import dataclasses
+
+import tensorflow as tf
+
+from lazy_feature import losses
+from lazy_feature.errors import ConfigError
+
+DEFAULT_LEARNING_RATE = 1e-3  # lr0
+
+
+def default_learning_rate(alpha):
+    """lr0 · min(1, 1/α): Adam's step of F = α(f − f0) bounded at large α (module docstring)."""
+    return DEFAULT_LEARNING_RATE * min(1.0, 1.0 / alpha)
+
+
+@dataclasses.dataclass(frozen=True)
+class Adam:
+    """Adam's settings: its step `learning_rate`, `batch_size` B, the `seed` of the batch
+    order, and Kingma and Ba's β1, β2 and ε (ε is divided by α, module docstring)."""
+    learning_rate: float
+    batch_size: int = 32
+    seed: int = 0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+
+    def __post_init__(self):
+        if not (self.learning_rate > 0 and self.batch_size >= 1 and self.epsilon > 0
+                and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError("Adam needs learning_rate > 0, batch_size >= 1, epsilon > 0 and "
+                              "0 <= beta1, beta2 < 1")
+
+    def steps_per_epoch(self, n_train):
+        return n_train // self.batch_size
+
+
+def build(model):
+    """Create Adam's state on an AlphaModel: the moments m and v of each trainable weight
+    and the result of the last convergence check (all checkpointed with the model)."""
+    def zeros(name, w):
+        return model.add_weight(name=name, shape=w.shape, initializer="zeros",
+                                trainable=False, dtype=w.dtype)
+    weights = model.network.trainable_weights
+    model.adam_m = [zeros(f"adam_m_{i}", w) for i, w in enumerate(weights)]
+    model.adam_v = [zeros(f"adam_v_{i}", w) for i, w in enumerate(weights)]
+    model.margins_exceed_one = model.add_weight(name="margins_exceed_one", shape=(),
+                                                initializer="zeros", dtype="bool",
+                                                trainable=False)
+
+
+def batch_indices(settings, n_train, step):
+    """The training points of Adam step `step` (0-based): a slice of epoch e's permutation,
+    a function of (seed, e) only."""
+    per_epoch = settings.steps_per_epoch(n_train)
+    epoch, k = step // per_epoch, step % per_epoch
+    seed = tf.stack([tf.constant(settings.seed, tf.int64), tf.cast(epoch, tf.int64)])
+    order = tf.random.experimental.stateless_shuffle(tf.range(n_train, dtype=tf.int64), seed)
+    return order[k * settings.batch_size:(k + 1) * settings.batch_size]
+
+
+def check(model, x):
+    """The convergence check on the whole training set x: f(w) cached, the criterion kept
+    (and returned)."""
+    observe(model, x)
+    model.margins_exceed_one.assign(tf.reduce_min(model.margins()) > 1.0)
+    return model.margins_exceed_one.value
+
+
+def train_step(model, data):
+    """One Adam step on the next mini-batch of the training set `data` = (x, y) (one
+    replica), then, at the end of an epoch, the convergence check. A converged model
+    stands still. Returns the model's logs (`AlphaModel.train_state`)."""
+    x, _ = data
+    x = tf.cast(x, model.dtype)
+    settings = model.adam
+    n = int(x.shape[0])
+    per_epoch = settings.steps_per_epoch(n)
+    step = model.step_count.value
+    batch = batch_indices(settings, n, step)
+    xb = tf.gather(x, batch)
+    yb, f0b = tf.gather(model.cache.y_train, batch), tf.gather(model.cache.f0_train, batch)
+    weights = model.network.trainable_weights
+    with tf.GradientTape() as tape:
+        F = model._output(model.network(xb), f0=f0b)  # pylint: disable=protected-access
+        loss = losses.alpha_loss(model.per_pattern_loss, F, yb, model.alpha,
+                                 settings.batch_size)
+    grads = tape.gradient(loss, weights)
+
+    going = tf.logical_not(model.margins_exceed_one)
+    s = tf.cast(step + 1, tf.float64)
+    lr = tf.cast(settings.learning_rate * tf.sqrt(1.0 - settings.beta2 ** s)
+                 / (1.0 - settings.beta1 ** s), model.dtype)
+    epsilon = tf.cast(settings.epsilon / model.alpha * tf.sqrt(1.0 - settings.beta2 ** s),
+                      model.dtype)
+    for w, m, v, g in zip(weights, model.adam_m, model.adam_v, grads):
+        m_new = settings.beta1 * m + (1.0 - settings.beta1) * g
+        v_new = settings.beta2 * v + (1.0 - settings.beta2) * tf.square(g)
+        # lr m̂/(√v̂ + ε) = lr √(1 − β2^s)/(1 − β1^s) · m/(√v + ε √(1 − β2^s))
+        w.assign(tf.where(going, w - lr * m_new / (tf.sqrt(v_new) + epsilon), w))
+        m.assign(tf.where(going, m_new, m))
+        v.assign(tf.where(going, v_new, v))
+    model.step_count.assign_add(tf.cast(going, tf.int64))
+    model.attempts.assign_add(tf.cast(going, tf.int64))
+    model.t.assign(tf.cast(model.step_count, tf.float64) / per_epoch)
+    model.dt.assign(1.0 / per_epoch)
+    epoch_end = tf.logical_and(going, model.step_count % per_epoch == 0)
+    tf.cond(epoch_end, lambda: check(model, x), lambda: model.margins_exceed_one.value)
+    model.evaluations.assign_add(tf.cast(epoch_end, tf.int64))
+    logs = model.train_state()  # eqs. 8-9's dout and dgrad have no meaning here: left out
+    logs.update(accepted=tf.cast(going, "int64"))
+    return logs
+
+
+def observe(model, x):
+    """Refresh f(w) on the whole training set for the records (not the criterion, which
+    only the end of an epoch decides, so that the steps taken do not depend on when the
+    records are made)."""
+    model.cache.f_train.assign(model.network(tf.cast(x, model.dtype)))

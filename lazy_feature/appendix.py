@@ -65,6 +65,7 @@ def fig11(tables):
     if not layers:
         raise Missing("no data in column(s) z_dot_1 (sweep with velocity=True)")
     require(runs, "width", "alpha", layers[0])
+    runs = runs[runs[layers[0]].notna()]
     rows = []
     alphas = sorted(runs["alpha"].unique())
     for ell, column in enumerate(layers, start=1):
@@ -144,12 +145,13 @@ def fig14(tables):
 
 # -- Figs. 15, 16: two models compared ---------------------------------------------------
 
-def _compared(ensembles, variant, names, x):
-    """Single (panel 0, solid) and ensemble (dashed) test error and h·Var F (panel 1)
-    against x, one colour per width, the line style of each value of `variant`: names maps
-    a value to its label."""
+def _compared(ensembles, variant, names, x, reverse=False):
+    """Single and ensemble test error (panel 0) and h·Var F (panel 1) against x, one colour
+    per width; the first value of `variant` (sorted, descending if `reverse`) solid (single)
+    and dashed (ensemble), the second dotted and dash-dotted. names maps a value to its
+    label."""
     require(ensembles, "mean_test_error", "ensemble_test_error", "h_var_F", "width", x)
-    values = _distinct(ensembles, variant, "model")
+    values = sorted(_distinct(ensembles, variant, "model"), reverse=reverse)
     widths = sorted(ensembles["width"].unique())
     styles = ("-", "--", ":", "-.")
     rows = []
@@ -169,7 +171,7 @@ def _compared(ensembles, variant, names, x):
 
 def fig15(tables):
     return _compared(tables.ensembles, "centered",
-                     lambda centered: "α(f − f0)" if centered else "α f", "alpha")
+                     lambda centered: "α(f − f0)" if centered else "α f", "alpha", reverse=True)
 
 
 def _bias_label(ensembles):
@@ -268,7 +270,8 @@ FIGURES = (
            "test error and h·Var F vs α",
            "Fig. 15: α(f − f0) vs αf: single and ensemble test error (a), h·Var F (b) vs α",
            (Panel("α", _ERROR), Panel("α", "h·Var F", logy=True)), fig15),
-    Figure("fig16_biases", "with and without biases: test error and h·Var F vs √h·α",
+    Figure("fig16_biases", "without (solid/dashed) and with biases (dotted/dash-dot): test "
+           "error and h·Var F vs √h·α",
            "Fig. 16: biases: single and ensemble test error (a), h·Var F (b) vs √h·α",
            (Panel(_SQRT_H_ALPHA, _ERROR), Panel(_SQRT_H_ALPHA, "h·Var F", logy=True)), fig16),
 )

@@ -3,6 +3,7 @@
 Each is a `figures.Figure` whose data function raises `figures.Missing` unless the sweep has
 what the figure compares (two training-set sizes for Fig. 14, both models for Fig. 15, runs
 with and without biases for Fig. 16, ...), so the report draws it only then:
+  Fig. 10  Appendix C's norms ‖f − f0‖, ‖f‖/√h, α‖f − f0‖ against t/t1 from the dynamics logs;
   Fig. 8   the Gram matrices Θ(w0) and Θ(w) on a probe of the test set sorted by label
            (`ntk_eval.save_gram_probe`), drawn as two images (`ImageFigure`);
   Fig. 11  the pre-activation velocity ż^ℓ at t = 0 per hidden layer against h (`velocity`);
@@ -22,7 +23,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
-from lazy_feature import artifact, fits, ntk_eval
+from lazy_feature import artifact, fits, ntk_eval, observables
 from lazy_feature.figures import (Figure, Missing, Panel, _long, _reference, _series,
                                   mean_over_seeds, require)
 
@@ -48,6 +49,56 @@ def _distinct(table, column, what):
         raise Missing(f"one {what} only ({column} = {', '.join(map(str, values))}): the figure "
                       "compares two or more")
     return values
+
+
+# -- Fig. 10: the output's norms against t/t1 ---------------------------------------------
+
+def _norm_curves(run):
+    """(t/t1, ‖f − f0‖, ‖f‖) of one run's dynamics log, t1 = t_{L/2} (eq. 19), or None."""
+    path = artifact.join(run.run_dir, artifact.DYNAMICS) if isinstance(run.run_dir, str) else ""
+    if not path or not artifact.exists(path):
+        return None
+    log = observables.read_dynamics(run.run_dir)
+    if not {"t", "rescaled_loss", "output_norm", "f_norm"} <= set(log.columns):
+        return None
+    t1 = observables.t_half(log["t"], log["rescaled_loss"])
+    keep = log["t"] > 0
+    if not np.isfinite(t1) or not keep.any():
+        return None
+    return (log.loc[keep, "t"].to_numpy(float) / t1, log.loc[keep, "output_norm"].to_numpy(float),
+            log.loc[keep, "f_norm"].to_numpy(float))
+
+
+def fig10(tables):
+    """Appendix C's norms against t/t1, one initialization per (h, α): (a) ‖f − f0‖ at the
+    widest h for each α; at the smallest √h·α run at two widths or more, (b) ‖f‖/√h,
+    (c) ‖f − f0‖ and (d) α‖f − f0‖ for each h. Norms are RMS over the training set (eq. 31
+    takes the test set; the dynamics log holds the training set's)."""
+    runs = tables.runs
+    require(runs, "run_dir", "alpha", "width", "sqrt_h_alpha_level")
+    runs = runs.sort_values([c for c in ("width", "alpha", "init_seed") if c in runs])
+    runs = runs.drop_duplicates(["width", "alpha"])
+    curves = {(r.width, r.alpha): c for r in runs.itertuples() if (c := _norm_curves(r))}
+    if not curves:
+        raise Missing(f"no {artifact.DYNAMICS} with t, output_norm and f_norm in any run_dir")
+    logged = runs[[(r.width, r.alpha) in curves for r in runs.itertuples()]]
+    widest = logged[logged["width"] == logged["width"].max()]
+    per_level = logged.groupby("sqrt_h_alpha_level")["width"].nunique()
+    levels = per_level[per_level >= 2].index
+    fixed = logged[logged["sqrt_h_alpha_level"] == levels.min()] if len(levels) else logged.iloc[:0]
+    rows = []
+    for rank, run in enumerate(widest.sort_values("alpha").itertuples()):
+        x, df, _ = curves[(run.width, run.alpha)]
+        rows.append(pd.DataFrame(dict(panel=0, series=f"a{run.alpha}", label=f"α = {run.alpha:.3g}",
+                                      x=x, y=df, yerr=np.nan, linestyle="-", colour=float(rank))))
+    for rank, run in enumerate(fixed.sort_values("width").itertuples()):
+        x, df, f = curves[(run.width, run.alpha)]
+        for panel, y in ((1, f / np.sqrt(run.width)), (2, df), (3, run.alpha * df)):
+            rows.append(pd.DataFrame(dict(panel=panel, series=f"h{run.width}",
+                                          label=f"h = {run.width:g}, √h·α = {run.sqrt_h_alpha:.3g}",
+                                          x=x, y=y, yerr=np.nan, linestyle="-",
+                                          colour=float(rank))))
+    return _long(rows)
 
 
 # -- Fig. 11: pre-activation velocity ----------------------------------------------------
@@ -246,7 +297,14 @@ def fig8(tables):
     return pd.concat(rows, ignore_index=True)[list(IMAGE_COLUMNS)]
 
 
+_T_OVER_T1 = "t / t1"
 FIGURES = (
+    Figure("fig10_output_norms", "‖f − f0‖, ‖f‖/√h and α‖f − f0‖ vs t/t1 (training set)",
+           "Fig. 10: (a) ‖f − f0‖ per α at the largest h; (b) ‖f‖/√h, (c) ‖f − f0‖, "
+           "(d) α‖f − f0‖ per h at fixed √h·α, vs t/t1 (t1 = t_{L/2})",
+           (Panel(_T_OVER_T1, "‖f − f0‖", logy=True), Panel(_T_OVER_T1, "‖f‖ / √h", logy=True),
+            Panel(_T_OVER_T1, "‖f − f0‖", logy=True), Panel(_T_OVER_T1, "α‖f − f0‖", logy=True)),
+           fig10),
     ImageFigure("fig8_gram_matrices", "Gram matrices at init and at the end, test probe sorted "
                 "by label (y = +1 first)",
                 "Fig. 8 (a, b): Θ(w0, x_μ, x_ν) and Θ(w, x_μ, x_ν) on test points sorted by label",

@@ -1,5 +1,6 @@
 """The appendices' figures (Figs. 8, 11-16) from synthetic tables with known laws, and the
 report drawing each only when the sweep has what it compares."""
+import json
 import os
 
 import numpy as np
@@ -145,6 +146,33 @@ def test_figures_comparing_two_settings_need_both(tables):
         appendix.fig12(figures.Tables(softplus, ensembles, tables.fits))
 
 
+def test_fig10_norms_against_t_over_t1(tmp_path):
+    """Synthetic logs with eq. 32's ‖f − f0‖ = √h·t/t1 and α²L = exp(−t/√h·α): at fixed √h·α
+    α‖f − f0‖ against t/t1 is one curve for every h (Fig. 10 (d))."""
+    rows = []
+    for width, alpha in ((16, 0.025), (64, 0.0125), (64, 0.125)):
+        run_dir = str(tmp_path / f"h{width}a{alpha}")
+        os.makedirs(run_dir)
+        scale = np.sqrt(width) * alpha
+        t = np.logspace(-3, 1, 30) * scale
+        with open(os.path.join(run_dir, artifact.DYNAMICS), "w") as f:
+            for step, ti in enumerate(np.concatenate([[0.0], t])):
+                norm = np.sqrt(width) * ti / (scale * np.log(2))
+                f.write(json.dumps(dict(step=step, t=ti, rescaled_loss=np.exp(-ti / scale),
+                                        output_norm=norm, f_norm=1 + norm)) + "\n")
+        rows.append(dict(run_dir=run_dir, width=width, alpha=alpha, init_seed=0))
+    runs = report._with_rescalings(pd.DataFrame(rows))
+    data = appendix.fig10(figures.Tables(runs, pd.DataFrame(), pd.DataFrame()))
+    assert sorted(data.loc[data["panel"] == 0, "label"].unique()) == ["α = 0.0125", "α = 0.125"]
+    collapsed = data[data["panel"] == 3]
+    assert collapsed["label"].nunique() == 2  # h = 16 and 64 at √h·α = 0.1
+    (_, h16), (_, h64) = collapsed.groupby("label")
+    assert h16["x"].to_numpy() == pytest.approx(h64["x"].to_numpy(), rel=1e-9)
+    assert h16["y"].to_numpy() == pytest.approx(h64["y"].to_numpy(), rel=1e-9)
+    # α‖f − f0‖ = √h·α·t/t1 (t1 interpolated on the log, within a few %).
+    assert h16["y"].to_numpy() == pytest.approx(0.1 * h16["x"].to_numpy(), rel=0.05)
+
+
 def test_fig8_images_from_stored_gram_matrices(tmp_path):
     run_dir = str(tmp_path / "run")
     os.makedirs(run_dir)
@@ -160,8 +188,7 @@ def test_fig8_images_from_stored_gram_matrices(tmp_path):
         part = data[data["panel"] == panel]
         assert np.array_equal(part["value"].to_numpy().reshape(3, 3), matrix)
     assert data["label"].iloc[0].startswith("Θ(w0), h = 16, α = 0.1, first 2 points y = +1")
-    figure = appendix.FIGURES[0]
-    assert figure.name == "fig8_gram_matrices"
+    figure = next(f for f in appendix.FIGURES if f.name == "fig8_gram_matrices")
     path = os.path.join(tmp_path, "fig8.png")
     artifact.write_figure(path, figure.render(data), "png")
     with open(path, "rb") as f:

@@ -212,3 +212,24 @@ def test_report_draws_the_appendix_figures_and_the_relu_fits(tmp_path, monkeypat
     assert "`fig15_centered_vs_uncentered`: one model only (centered = True)" in summary
     assert "## ReLU kernel drift: three power laws (Appendix F, Fig. 12)" in summary
     assert "| 5 | patches | 0.1 ≤ √h·α ≤ 31.6 | 6 | 36 | -0.500 ± 0.000 | -0.5 |" in summary
+
+
+@pytest.mark.parametrize("suffix", ["", "_quick"])
+def test_appendix_configs_hold_what_their_figures_compare(suffix):
+    from pipelines import configs  # pylint: disable=import-outside-toplevel
+    get = lambda name: configs.get(name + suffix)  # noqa: E731
+    assert get("fig11").velocity and {c.depth for c in get("fig11").configs()} == {5}
+    relu = get("fig12").configs()
+    assert {c.activation for c in relu} == {"relu"}
+    assert len({fits.level(c.sqrt_h_alpha) for c in relu}) >= 3 * fits.MIN_SEGMENT
+    assert get("fig13").fidelity
+    lazy = get("fig14").configs()
+    assert {fits.level(c.sqrt_h_alpha) for c in lazy} == {1e6} and len(
+        {c.n_train for c in lazy}) >= 2 and all(c.dtype == "float64" for c in lazy)
+    for name, setting in (("fig15", "centered"), ("fig16", "bias_scale")):
+        points = get(name).configs()
+        by_point = {}
+        for c in points:
+            by_point.setdefault((c.width, c.alpha, c.init_seed), set()).add(getattr(c, setting))
+        assert all(len(values) == 2 for values in by_point.values()), name
+        assert len({c.init_seed for c in points}) >= 2, name  # ensembles need two members

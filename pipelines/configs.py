@@ -123,7 +123,8 @@ def get(name):
 
 # -- The appendices: Figs. 11-16 (Appendices D, F, G, H, I, J) ---------------------------------
 # Each quick version runs on 2 cores (2 Beam workers) within 20 minutes; its docstring gives the
-# single runs timed to estimate it. All run on Fashion-MNIST, the paper's data set.
+# single runs timed (CPU seconds on one core of a shared, loaded machine) or the `quick` config's
+# per-run times it is estimated from. All run on Fashion-MNIST, the paper's data set.
 
 _APPENDIX_QUICK = dict(n_train=500, n_test=1000)
 
@@ -140,7 +141,9 @@ def fig11():
 
 def fig11_quick():
     """Fig. 11 small: L = 5, α = 1, n = 1 000 training and 1 000 test points, h = 10 … 300,
-    3 networks per point (12 runs); TIMING_FIG11.
+    3 networks per point (12 runs). Timed on one core: 38 s a run at h = 100 (1 674 steps);
+    h = 300 and the ill-conditioned h = 10 take up to about 3 times that (as in `quick`), about
+    10 minutes on 2 cores in all (an estimate from those runs).
       python -m pipelines.sweep --config=fig11_quick --output_dir=runs/fig11_quick
     """
     base = dataclasses.replace(PAPER, depth=5, n_train=1000, n_test=1000)
@@ -161,8 +164,10 @@ def fig12():
 
 def fig12_quick():
     """Fig. 12 small: ReLU, L = 5, n = 500 training and 1 000 test points, h = 30, √h·α from
-    1e-2 to 1e6 (9 levels, the fewest the three power laws take), 2 seeds (18 runs);
-    TIMING_FIG12.
+    1e-2 to 1e6 (9 levels, the fewest the three power laws take), 2 seeds (18 runs), with the
+    kernel drift on the 1 000 test points. Estimated from `quick` (35 s a run at h = 30 on
+    twice the points, NTK included): about 10 minutes on 2 cores; the feature-regime
+    point 1e-2 is the longest run.
       python -m pipelines.sweep --config=fig12_quick --output_dir=runs/fig12_quick
     """
     base = dataclasses.replace(PAPER, depth=5, activation="relu", **_APPENDIX_QUICK)
@@ -208,7 +213,9 @@ def fig14():
 
 def fig14_quick():
     """Fig. 14 small: √h·α = 1e6, h = 10, 30, 100, n = 100, 300 and 1 000 training points on
-    1 000 test points, 4 seeds (36 runs); TIMING_FIG14.
+    1 000 test points, 4 seeds (36 runs). Lazy runs stop in O(1) time: 10 to 30 s each, h = 10
+    up to 160 s at n = 1 000 (its kernel is ill-conditioned, as in `quick`), an estimated
+    15 minutes on 2 cores.
       python -m pipelines.sweep --config=fig14_quick --output_dir=runs/fig14_quick
     """
     return SweepConfig(base=dataclasses.replace(PAPER, n_test=1000), widths=(10, 30, 100),
@@ -232,7 +239,9 @@ def fig15():
 
 def fig15_quick():
     """Fig. 15 small: h = 30 and 100, α = 0.01 … 10, n = 500 training and 1 000 test points,
-    2 seeds, both models (32 runs; αf at large α stops at 20 000 steps); TIMING_FIG15.
+    2 seeds, both models (32 runs; αf at large α stops at 20 000 steps, about a minute, and
+    is reported excluded). Estimated from `quick`'s per-run times at half its n: about
+    10 minutes on 2 cores.
       python -m pipelines.sweep --config=fig15_quick --output_dir=runs/fig15_quick
     """
     base = dataclasses.replace(PAPER, max_steps=20_000, **_APPENDIX_QUICK)
@@ -256,7 +265,8 @@ def fig16():
 
 def fig16_quick():
     """Fig. 16 small: h = 100, √h·α = 1e-2, 1, 1e2, 1e4, n = 500 training and 1 000 test
-    points, 3 seeds, with and without biases (24 runs); TIMING_FIG16.
+    points, 3 seeds, with and without biases (24 runs). Estimated from `quick`'s 50 s a run at
+    h = 100 on twice the points with NTK: about 8 minutes on 2 cores.
       python -m pipelines.sweep --config=fig16_quick --output_dir=runs/fig16_quick
     """
     return SweepConfig(base=dataclasses.replace(PAPER, **_APPENDIX_QUICK), widths=(100,),

@@ -13,7 +13,9 @@ A run directory holds
   metrics.json       the summary, written last: its presence means the run is complete.
 The `ntk_eval` stage adds ntk.json (kernel norms and drift, frozen-kernel results),
 frozen_{init,final}_test_outputs.npy and, on request, gram_{init,final}_{train,test}.npy;
-`fidelity.check_run` adds fidelity.json (the run against its reference flow, Appendix G).
+`fidelity.check_run` adds fidelity.json (the run against its reference flow, Appendix G);
+`velocity.evaluate` adds velocity.json (ż per hidden layer at t = 0, Appendix D) and
+`ntk_eval.save_gram_probe` gram_init.npy, gram_end.npy, gram_labels.npy (Fig. 8).
 While a run is in flight its log is dynamics.partial.jsonl.
 
 Storage: every path goes through tf.io.gfile, so a directory may be on any filesystem

@@ -16,6 +16,7 @@ deviations are not resolved. It costs about 10-30 runs of the paper's scheme.
 import dataclasses
 import logging
 import math
+import time
 
 import numpy as np
 
@@ -109,7 +110,8 @@ def compare(test_outputs, t, test_error, reference):
 
 
 def check_runs(run_dirs, task=None):
-    """Compare each complete run in `run_dirs` with its reference flow; write `fidelity.json`.
+    """Compare each complete run in `run_dirs` with its reference flow; write `fidelity.json`
+    (`compare`'s fields and reference_wall_seconds, the reference flow's wall time).
 
     Runs that share a reference (the same reference_config: the same data, w0 and
     thresholds, whatever their integrator or dtype) are compared with one reference flow
@@ -128,12 +130,15 @@ def check_runs(run_dirs, task=None):
         groups.setdefault(key, (loaded, []))[1].append(run_dir)
     for loaded, members in groups.values():
         metrics = {d: artifact.read_json(artifact.join(d, artifact.METRICS)) for d in members}
+        start = time.perf_counter()
         reference = reference_flow(loaded.config, loaded.task,
                                    times=[m["t"] for m in metrics.values()])
+        seconds = time.perf_counter() - start  # Appendix G's compute time, Fig. 13 (c)
         for run_dir in members:
             test_outputs = artifact.read_npy(artifact.join(run_dir, artifact.TEST_OUTPUTS))
-            result = compare(test_outputs, metrics[run_dir]["t"],
-                             metrics[run_dir]["test_error"], reference)
+            result = dict(compare(test_outputs, metrics[run_dir]["t"],
+                                  metrics[run_dir]["test_error"], reference),
+                          reference_wall_seconds=seconds)
             artifact.write_json(artifact.join(run_dir, artifact.FIDELITY), result)
             logger.info("%s: deviation from the reference flow %.3g, test error %+.4f, t %+.4g",
                         run_dir, result["output_deviation"], result["test_error_difference"],

@@ -55,6 +55,10 @@ class Figure:
     data: object  # Tables -> DataFrame of DATA_COLUMNS
     colorbar: str = ""  # a colour bar with this label for the `colour` values, if given
 
+    def render(self, data):
+        """The matplotlib figure of `data` (`draw`)."""
+        return draw(self, data)
+
 
 def require(df, *columns):
     absent = [c for c in columns if c not in df or df[c].isna().all()]

@@ -143,3 +143,63 @@ def fit_table(runs, feature=None, lazy=None):
                     n_runs=len(exponents.in_range(part, "sqrt_h_alpha_level", fit.column,
                                                   x_range))))
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+# -- Appendix F: the ReLU kernel drift's three power laws ---------------------------------
+
+MIN_SEGMENT = 3  # √h·α levels each power law of `three_power_laws` is fitted on, at least
+# The slope of each of the three ReLU regimes, from small to large √h·α (Appendix F, Fig. 12):
+# the feature regime's −a (depth dependent), the patch-changing −1/2, the lazy −1.
+RELU_REGIMES = (("feature", None), ("patches", -0.5), ("lazy", exponents.LAZY_DRIFT_SLOPE))
+RELU_COLUMNS = ("depth", "regime", "range_low", "range_high", "n_levels", "n_runs", "slope",
+                "stderr", "prefactor", "paper")
+
+
+def _split_sse(logx, logy, cuts):
+    """The summed squared residuals of separate lines through the pieces of (logx, logy) cut at
+    `cuts` (indices)."""
+    total = 0.0
+    for lo, hi in zip((0,) + cuts, cuts + (len(logx),)):
+        coefficients = np.polyfit(logx[lo:hi], logy[lo:hi], 1)
+        total += float(np.sum((np.polyval(coefficients, logx[lo:hi]) - logy[lo:hi]) ** 2))
+    return total
+
+
+def three_power_laws(runs, column=DRIFT):
+    """The three power laws of the ReLU kernel drift against √h·α (Appendix F), per depth.
+
+    The means over seeds at each √h·α level are cut into three consecutive ranges of at least
+    MIN_SEGMENT levels each where separate lines in log-log fit best (least squares over every
+    pair of cuts); each range's slope is then fitted with its bootstrap error over init seeds
+    (`exponents.bootstrap_exponent`). Rows (RELU_COLUMNS) name the regime the range stands
+    for in the paper (`RELU_REGIMES`: feature, patches with slope −1/2, lazy with −1; the
+    feature slope's paper value is eq. 24's −a). Depths with fewer than 3·MIN_SEGMENT levels
+    give no row.
+    """
+    rows = []
+    if not {"init_seed", "sqrt_h_alpha_level", column} <= set(runs.columns):
+        return pd.DataFrame(rows, columns=list(RELU_COLUMNS))
+    for depth, part in by_depth(runs):
+        means = exponents.per_x_means(part, "sqrt_h_alpha_level", column)
+        means = means[means > 0]
+        if len(means) < 3 * MIN_SEGMENT:
+            continue
+        logx, logy = np.log(means.index.to_numpy(float)), np.log(means.to_numpy(float))
+        cuts = min(((i, j) for i in range(MIN_SEGMENT, len(means) - 2 * MIN_SEGMENT + 1)
+                    for j in range(i + MIN_SEGMENT, len(means) - MIN_SEGMENT + 1)),
+                   key=lambda c: _split_sse(logx, logy, c))
+        x = means.index.to_numpy(float)
+        for (regime, paper), lo, hi in zip(RELU_REGIMES, (0,) + cuts, cuts + (len(means),)):
+            x_range = (x[lo], x[hi - 1])
+            slope, stderr = exponents.bootstrap_exponent(
+                part, "sqrt_h_alpha_level", column, "init_seed", N_BOOT, x_range=x_range)
+            if paper is None and depth is not None:
+                paper = -exponents.predicted_drift_exponent(depth)
+            rows.append(dict(
+                depth=depth, regime=regime, range_low=x_range[0], range_high=x_range[1],
+                n_levels=hi - lo,
+                n_runs=len(exponents.in_range(part, "sqrt_h_alpha_level", column, x_range)),
+                slope=slope, stderr=stderr,
+                prefactor=exponents.fit_power_law(x[lo:hi], means.iloc[lo:hi], slope)[1],
+                paper=np.nan if paper is None else paper))
+    return pd.DataFrame(rows, columns=list(RELU_COLUMNS))

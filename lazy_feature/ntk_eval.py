@@ -77,3 +77,31 @@ def _evaluate(run_dir, task, max_train, max_test, save_gram, block_size):
                 artifact.write_npy(artifact.join(run_dir, f"gram_{when}_{name}.npy"),
                                    ntk.gram(network, x, block_size=block_size))
     return results
+
+
+# Fig. 8 (a, b): the Gram matrices of a probe of the test set, sorted by label.
+GRAM_INIT, GRAM_END, GRAM_LABELS = "gram_init.npy", "gram_end.npy", "gram_labels.npy"
+
+
+def label_order(y):
+    """The indices that sort ±1 labels y = +1 first, each class in its original order (Fig. 8:
+    "the first half of the indices has label y = 1")."""
+    return np.argsort(-np.asarray(y), kind="stable")
+
+
+def save_gram_probe(run_dir, task=None, n_probe=500, block_size=None):
+    """Store Θ(w0) and Θ(w) on the first `n_probe` test points of the complete run in `run_dir`,
+    sorted by label (`label_order`), as gram_init.npy and gram_end.npy, and their labels in that
+    order as gram_labels.npy (Fig. 8 (a, b)), in the current strategy. A run that has them
+    keeps them. Returns the three paths.
+    """
+    paths = [artifact.join(run_dir, name) for name in (GRAM_INIT, GRAM_END, GRAM_LABELS)]
+    if all(artifact.exists(p) for p in paths):
+        return paths
+    loaded = run.load_run(run_dir, task)
+    order = label_order(loaded.task.y_test[:n_probe])
+    x = loaded.task.x_test[:n_probe][order]
+    for path, network in zip(paths, (loaded.model.initial_network, loaded.model.network)):
+        artifact.write_npy(path, ntk.gram(network, x, block_size=block_size))
+    artifact.write_npy(paths[2], loaded.task.y_test[:n_probe][order])
+    return paths

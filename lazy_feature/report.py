@@ -8,14 +8,15 @@ the used runs (`sweep.mark_used`: converged, finite) enter a statistic; the summ
 many runs each (α, h) point used and excluded. The report directory holds
   summary.md          the claims (`claims`), runs per point, performance, exponents, figures;
   claims.csv, fits.csv the claims and the fitted exponents as tables;
-  <figure>.png/.svg   each figure of `figures.FIGURES`, and <figure>.csv, the data drawn.
+  <figure>.png/.svg   each figure of `figures.FIGURES` and `appendix.FIGURES`, and
+                      <figure>.csv, the data drawn.
 A figure whose columns are absent or all NaN is skipped and the summary says why.
 """
 
 import numpy as np
 import pandas as pd
 
-from lazy_feature import artifact, claims, figures, fits, observables, sweep
+from lazy_feature import appendix, artifact, claims, figures, fits, observables, sweep
 from lazy_feature.config import sqrt_h_alpha
 
 FORMATS = ("png", "svg")
@@ -197,7 +198,7 @@ def write_report(runs, ensembles, output_dir, feature_range=None, lazy_range=Non
     claims_table = claims.judge(used, ensembles, fit_table, feature_range, lazy_range)
     tables = figures.Tables(used, ensembles, fit_table)
     written, drawn, skipped = [], [], []
-    for figure in figures.FIGURES:
+    for figure in figures.FIGURES + appendix.FIGURES:
         paths = [artifact.join(output_dir, f"{figure.name}.{fmt}") for fmt in FORMATS + ("csv",)]
         try:
             data = figure.data(tables)
@@ -206,7 +207,7 @@ def write_report(runs, ensembles, output_dir, feature_range=None, lazy_range=Non
             for path in paths:
                 artifact.remove(path)
             continue
-        fig = figures.draw(figure, data)
+        fig = figure.render(data)
         for path, fmt in zip(paths, FORMATS):
             artifact.write_figure(path, fig, fmt)
         artifact.write_csv(paths[-1], data)
@@ -217,5 +218,26 @@ def write_report(runs, ensembles, output_dir, feature_range=None, lazy_range=Non
         written.append(artifact.join(output_dir, name))
     summary = artifact.join(output_dir, SUMMARY)
     artifact.write_text(summary, _summary(runs, used, ensembles, fit_table, claims_table, drawn,
-                                          skipped, min_runs))
+                                          skipped, min_runs) + _appendix_summary(used))
     return written + [summary]
+
+
+# -- the appendices' numbers -------------------------------------------------------------------
+
+def _appendix_summary(used):
+    """The summary's sections on the appendices' observables the runs have ("" if none):
+    the ReLU kernel drift's three power laws (Appendix F, Fig. 12)."""
+    relu = fits.three_power_laws(appendix.relu_runs(used))
+    if relu.empty:
+        return ""
+    rows = [[_fmt(f.depth, "g"), f.regime, _range(f.range_low, f.range_high), f.n_levels,
+             f.n_runs, f"{_fmt(f.slope, '.3f')} ± {_fmt(f.stderr, '.3f')}", _fmt(f.paper, ".3g")]
+            for f in relu.itertuples()]
+    return "\n".join([
+        "", "## ReLU kernel drift: three power laws (Appendix F, Fig. 12)", "",
+        "‖Θ−Θ0‖/‖Θ0‖ (test) of the ReLU runs vs √h·α, cut into the three consecutive ranges "
+        f"(at least {fits.MIN_SEGMENT} levels each) where separate power laws fit best; ± is the "
+        f"std over {fits.N_BOOT} bootstrap resamples of the init seeds. Paper: −1/2 where the "
+        "network changes differentiable patches, −1 in the lazy regime; feature: eq. 24's −a.",
+        "", _markdown_table(["L", "regime", "range", "levels", "runs",
+                             "fitted slope ± bootstrap std", "paper"], rows), ""])

@@ -33,6 +33,8 @@ import os
 
 import pandas as pd
 
+from lazy_feature import fidelity as flow_fidelity
+from lazy_feature import velocity as z_dot
 from lazy_feature import (artifact, distribute, ensemble, ntk_eval, observables, progress,
                           resources, run)
 from lazy_feature.config import NOT_IDENTITY, TrainConfig, alpha_from_sqrt_h_alpha, sqrt_h_alpha
@@ -61,6 +63,11 @@ class SweepConfig:
     crossover, see `lazy_feature.fits`).
     `variants` repeats the grid for each of its dicts of TrainConfig settings that differ from
     base (e.g. `({"centered": True}, {"centered": False})` for Appendix I); () is base alone.
+    The appendices' observables of each run, off by default (`appendix_observables`):
+    `velocity` the pre-activation velocity at t = 0 on the first velocity_max_test test points
+    (Appendix D); `fidelity` the distance to the ε_∇/100 reference flow and its cost
+    (Appendix G); `gram_probe` > 0 the Gram matrices at w0 and at the end on that many test
+    points sorted by label (Fig. 8).
     """
     base: TrainConfig = TrainConfig()
     widths: tuple = (100,)
@@ -75,6 +82,15 @@ class SweepConfig:
     feature_range: tuple | None = None
     lazy_range: tuple | None = None
     variants: tuple = ()
+    velocity: bool = False
+    velocity_max_test: int | None = 1000
+    fidelity: bool = False
+    gram_probe: int = 0
+
+    def appendix_options(self):
+        """The keyword arguments of `appendix_observables` this sweep asks for."""
+        return dict(velocity=self.velocity, velocity_max_test=self.velocity_max_test,
+                    fidelity=self.fidelity, gram_probe=self.gram_probe)
 
     def configs(self):
         """The TrainConfig of every grid point, without duplicates, in a fixed order.
@@ -165,15 +181,31 @@ def row_path(output_dir, run_id):
     return artifact.join(output_dir, ROWS, f"{run_id}.json")
 
 
+def appendix_observables(run_dir, task, velocity=False, velocity_max_test=None,
+                         fidelity=False, gram_probe=0, strategy=None):
+    """The columns of the appendices' observables of the complete run in `run_dir` that are
+    asked for (`SweepConfig`); each is stored in the run directory, so a rerun reads it."""
+    columns = {}
+    if velocity:
+        columns.update(z_dot.evaluate(run_dir, task, velocity_max_test))
+    if fidelity:
+        columns.update(flow_fidelity.check_run(run_dir, task))
+    if gram_probe:
+        with strategy.scope():
+            ntk_eval.save_gram_probe(run_dir, task, gram_probe)
+    return columns
+
+
 def execute_run(config, output_dir, ntk=True, ntk_max_train=None, ntk_max_test=None,
-                threads=None, strategy="default", strategy_options=None):
+                threads=None, strategy="default", strategy_options=None, appendix=None):
     """Train one grid point, evaluate its NTK, and write its row; return the row.
 
     A point that already has a row returns it. A run that diverges gets a row with
     status "diverged" and its error, so that the sweep goes on and the table shows it.
     `config` may be a TrainConfig or its dict (what Beam sends to a worker); `strategy`
     is a tf.distribute.Strategy, or a name that `distribute.make` makes with
-    `strategy_options` (devices, cpu_devices, tpu) once per process (in a Beam worker).
+    `strategy_options` (devices, cpu_devices, tpu) once per process (in a Beam worker);
+    `appendix`: the keyword arguments of `appendix_observables` (none by default).
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
@@ -196,6 +228,7 @@ def execute_run(config, output_dir, ntk=True, ntk_max_train=None, ntk_max_test=N
         if ntk:
             row.update(ntk_eval.evaluate(run_dir, task=task, max_train=ntk_max_train,
                                          max_test=ntk_max_test, strategy=strategy))
+        row.update(appendix_observables(run_dir, task, strategy=strategy, **(appendix or {})))
     artifact.makedirs(artifact.join(output_dir, ROWS))
     artifact.write_json(path, row)
     return row
@@ -298,7 +331,7 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
                 len(configs) - len(pending), len(pending), runner)
     stage_options = dict(ntk=sweep.ntk, ntk_max_train=sweep.ntk_max_train,
                          ntk_max_test=sweep.ntk_max_test, strategy=strategy,
-                         strategy_options=where)
+                         strategy_options=where, appendix=sweep.appendix_options())
     with progress.shown([row_path(output_dir, c.run_id()) for c in configs], progress_stream,
                         failed=excluded_reason, failures="excluded"):
         if runner == "inprocess":

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from lazy_feature import artifact, ntk, ntk_eval, run
 from lazy_feature.config import TrainConfig
@@ -87,3 +88,31 @@ def test_frozen_kernel_of_an_uncentered_run_starts_where_the_network_did(tmp_pat
     deviation = np.linalg.norm(frozen - network) / np.linalg.norm(network)
     assert deviation < 0.2
     assert deviation < 0.5 * np.linalg.norm(from_zero - network) / np.linalg.norm(network)
+
+
+def _brute_force_gram(network, x):
+    """Θ(x_μ, x_ν) = ∇_w f(x_μ)·∇_w f(x_ν) from one gradient per point, in float64."""
+    rows = []
+    for point in x:
+        with tf.GradientTape() as tape:
+            f = network(tf.constant(point[None], tf.float64))[0]
+        rows.append(np.concatenate([np.ravel(g) for g in tape.gradient(f, network.weights)]))
+    jacobian = np.stack(rows)
+    return jacobian @ jacobian.T
+
+
+def test_gram_probe_sorted_by_label_against_brute_force(trained):
+    task = _task()
+    paths = ntk_eval.save_gram_probe(trained, task=task, n_probe=25)
+    assert [os.path.basename(p) for p in paths] == [ntk_eval.GRAM_INIT, ntk_eval.GRAM_END,
+                                                    ntk_eval.GRAM_LABELS]
+    y = task.y_test[:25]
+    order = np.concatenate([np.flatnonzero(y > 0), np.flatnonzero(y < 0)])
+    np.testing.assert_array_equal(np.load(paths[2]), y[order])
+    assert 0 < np.sum(y > 0) < 25  # both classes, +1 first
+    loaded = run.load_run(trained, task)
+    x = task.x_test[:25][order]
+    for path, network in zip(paths, (loaded.model.initial_network, loaded.model.network)):
+        np.testing.assert_allclose(np.load(path), _brute_force_gram(network, x), rtol=1e-10)
+    # Fig. 8: the kernel moved during training (√h·α ≈ 6 here).
+    assert not np.allclose(np.load(paths[0]), np.load(paths[1]), rtol=1e-2)

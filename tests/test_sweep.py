@@ -300,3 +300,24 @@ def test_tiny_sweep_on_ram_filesystem(monkeypatch):
     assert artifact.listdir(artifact.join(run_dir, artifact.EVENTS))  # TensorBoard on ram:// too
     assert not [name for name in artifact.listdir(run_dir) if name.endswith(".tmp")]
     assert not os.path.exists("ram:") and not os.path.exists(os.path.join(ROOT, "ram:"))
+
+
+def test_appendix_observables_of_a_sweep(tmp_path, monkeypatch):
+    """velocity, fidelity and gram_probe add ż per layer (Appendix D), the distance to the
+    ε_∇/100 reference flow with its cost (Appendix G) and Fig. 8's Gram matrices to each run."""
+    task = _synthetic_task()
+    # A coarse ε_∇ = 1e-2 keeps the reference flow (ε_∇/100) short.
+    base = TrainConfig(n_train=40, n_test=60, depth=2, dtype="float64", max_dgrad=1e-2)
+    grid = sweep.SweepConfig(base=base, widths=(16,), sqrt_h_alphas=(100.0,), ntk=False,
+                             velocity=True, velocity_max_test=30, fidelity=True, gram_probe=12)
+    monkeypatch.setitem(sweep._TASKS, (base.dataset, base.data_dir, 40, 60, base.data_seed,
+                                       base.pca, base.pca_whiten, base.architecture), task)
+    runs, _ = sweep.run_sweep(grid, str(tmp_path), runner="inprocess")
+    row = runs.iloc[0]
+    assert row["z_dot_n_probe"] == 30 and row["z_dot_1"] > 0 and row["z_dot_2"] > 0
+    assert "z_dot_3" not in runs  # two hidden layers
+    assert 0 < row["output_deviation"] < 1e-2
+    assert row["reference_wall_seconds"] > 0
+    assert row["reference_gradient_evaluations"] > row["gradient_evaluations"]
+    assert np.load(os.path.join(row["run_dir"], "gram_init.npy")).shape == (12, 12)
+    assert sweep.SweepConfig.from_dict(json.loads(json.dumps(grid.to_dict()))) == grid

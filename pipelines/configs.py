@@ -379,13 +379,6 @@ CONFIGS = {"fig3": fig3, "fig4a": fig4a, "fig4b": fig4b, "fig5": fig5, "table2":
 CONFIGS.update(TABLE1, **TABLE1_QUICK, **SECTION7)
 
 
-def get(name):
-    """The SweepConfig of the named config."""
-    if name not in CONFIGS:
-        raise ConfigError(f"unknown config {name!r}: choose one of {', '.join(CONFIGS)}")
-    return CONFIGS[name]()
-
-
 # -- The appendices: Figs. 11-16 (Appendices D, F, G, H, I, J) ---------------------------------
 # Each quick version runs on 2 cores (2 Beam workers) within 20 minutes; its docstring gives the
 # single runs timed (CPU seconds on one core of a shared, loaded machine) or the `quick` config's
@@ -542,3 +535,10 @@ def fig16_quick():
 CONFIGS.update({make.__name__: make for make in (
     fig11, fig11_quick, fig12, fig12_quick, fig13, fig13_quick, fig14, fig14_quick, fig15,
     fig15_quick, fig16, fig16_quick)})
+
+
+def get(name):
+    """The SweepConfig of the named config."""
+    if name not in CONFIGS:
+        raise ConfigError(f"unknown config {name!r}: choose one of {', '.join(CONFIGS)}")
+    return CONFIGS[name]()

@@ -246,10 +246,15 @@ class RegimeMonitor(keras.callbacks.Callback):
                                  step=0, description=DESCRIPTIONS["regime/gram_init"])
         self._record(self._f0, self._gram0)
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
-        if callbacks.is_log_step(self._step, self.every):
+    def on_train_batch_begin(self, batch, logs=None):
+        # A record due after step k is taken as step k + 1 begins (or at train end): Keras
+        # then keeps dispatching its batch-end hooks asynchronously, where a batch-end hook of
+        # ours would make it wait for every batch's logs. TF orders the probe's reads of the
+        # weights after the step's writes, so the record is that of w_k exactly.
+        if self._step > self._records[-1]["step"] and callbacks.is_log_step(self._step,
+                                                                           self.every):
             self._record()
+        self._step += 1  # the step about to run
 
     def on_train_end(self, logs=None):
         if self._records[-1]["step"] < self._step:

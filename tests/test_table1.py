@@ -97,6 +97,7 @@ def test_verdict_rule_on_hand_made_runs(tmp_path, feature_error, lazy_error, exp
 
 
 def test_table1_quick_end_to_end_with_absent_data(tmp_path):
+    # n_train=32: the Adam rows are built too (then skipped), and their batch is 32.
     # Synthetic EMNIST letters files (MNIST-format class templates under EMNIST's names): only
     # the fc_emnist_letters row has its data; Fashion-MNIST is pointed away from the machine's.
     emnist = tmp_path / "emnist"
@@ -105,7 +106,7 @@ def test_table1_quick_end_to_end_with_absent_data(tmp_path):
         (emnist / mnist_name).rename(emnist / emnist_name)
     out = tmp_path / "table1"
     args = ["--config=table1_quick", f"--output_dir={out}", "--runner=inprocess", "--noreport",
-            "--widths=8", "--sqrt_h_alphas=0.1,100", "--seeds=0,1", "--n_train=20",
+            "--widths=8", "--sqrt_h_alphas=0.1,100", "--seeds=0,1", "--n_train=32",
             "--n_test=40",
             f"--data_dirs=emnist_letters={emnist},fashion_mnist={tmp_path / 'absent'}"]
     result = stage_in_process("sweep", *args)
@@ -113,7 +114,7 @@ def test_table1_quick_end_to_end_with_absent_data(tmp_path):
     table = pd.read_csv(out / table1.CSV)
     assert list(table["row"]) == [r.name for r in table1.ROWS]  # one record per depth and width
     [judged] = table[table["row"] == "fc_emnist_letters"].to_dict("records")
-    assert (judged["depth"], judged["width"], judged["n_train"]) == (3, 8, 20)
+    assert (judged["depth"], judged["width"], judged["n_train"]) == (3, 8, 32)
     verdicts = {table1.LAZY, table1.FEATURE, table1.NOT_CLEAR}
     assert judged["single_network"] in verdicts and judged["ensemble"] in verdicts
     assert np.isfinite([judged["single_difference"], judged["single_stderr"]]).all()

@@ -139,9 +139,9 @@ def test_monitor_and_scan_under_a_mirrored_strategy_match_one_device():
     assert single["step"] == mirrored["step"] and single["kernel_drift"][-1] > 1e-2
     for key in ("kernel_drift", "weight_drift", "alignment"):
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-9, atol=1e-12)
-    for training in ("flow", "sgd"):  # probe.scan(strategy=...), both ways of training
-        one, two = single["scan"][training], mirrored["scan"][training]
-        assert one["steps"] == two["steps"] and one["kernel_drift"][0] > 1e-3
-        np.testing.assert_allclose(two["kernel_drift"], one["kernel_drift"], rtol=1e-9)
-        assert two["test_error"] == one["test_error"]
+    # probe.scan(strategy=...) by gradient flow; the stage below trains by SGD
+    one, two = single["scan"]["flow"], mirrored["scan"]["flow"]
+    assert one["steps"] == two["steps"] and one["kernel_drift"][0] > 1e-3
+    np.testing.assert_allclose(two["kernel_drift"], one["kernel_drift"], rtol=1e-9)
+    assert two["test_error"] == one["test_error"]
     assert r["stage"] == {"returncode": 0, "rows": 1}, r["stage"]  # --strategy=mirrored

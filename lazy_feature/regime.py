@@ -166,10 +166,10 @@ class RegimeMonitor(keras.callbacks.Callback):
     P × P Gram of their inputs and signals (a convolution's P per-example filter gradients,
     P × its #weights, in between); the weights of other layers take per-example Jacobians
     (a vectorized pass, P × their #weights). On the small CNN of
-    benchmarks/regime_benchmark.py at P = 256 a record costs about 2-4 training steps of batch
+    benchmarks/regime_benchmark.py at P = 256 a record costs about 3.5 training steps of batch
     64 (the forward and backward pass of 256 points alone about 2), and the one-time setup at
-    train begin about 1.5 s, mostly tracing the probe's graph; 20 records on 314 steps then
-    add about 20% to the fit, the setup another 15-20%. Memory: two P × P float64 matrices,
+    train begin about 0.35 s, mostly tracing the probe's graph: 20 records about 100 training
+    steps in all, 9.4% of a 10-epoch fit (1 570 steps), 29% of a 2-epoch one. Memory: two P × P float64 matrices,
     P ≤ MAX_PROBE (64 MiB), a convolution's filter gradients within ntk.CONV_BLOCK_ENTRIES
     entries, and the generic path's Jacobian tiles within ntk's bound.
 

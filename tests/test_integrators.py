@@ -11,7 +11,7 @@ from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.config import TrainConfig
 from lazy_feature.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError
-from tests.conftest import run_stage, sphere_inputs
+from tests.conftest import sphere_inputs, stage_in_process
 
 N, D = 12, 5
 X = sphere_inputs(N, D, seed=7)
@@ -390,7 +390,7 @@ def test_fidelity_stage_writes_a_runs_fidelity(fashion_task, tmp_path):
     config = TrainConfig(n_train=10, n_test=100, width=8, depth=2, dtype="float64",
                          max_dgrad=5e-2, max_dout=0.3)
     run.train(config, str(tmp_path))
-    result = run_stage("fidelity", f"--run_dirs={tmp_path}")
+    result = stage_in_process("fidelity", f"--run_dirs={tmp_path}")
     assert result.returncode == 0, result.stderr
     stored = artifact.read_json(str(tmp_path / artifact.FIDELITY))
     assert result.stdout.startswith(f"{tmp_path}: deviation {stored['output_deviation']:.3g}")

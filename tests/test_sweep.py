@@ -202,9 +202,9 @@ def test_sweep_binary_errors(tmp_path):
         assert result.returncode == 1, (args, result.stderr[-2000:])
         assert "sweep: error:" in result.stderr and message in result.stderr, result.stderr
     assert not (tmp_path / "d").exists() and not (tmp_path / "f").exists()
-    result = run_stage("report", f"--sweep_dir={tmp_path / 'missing'}", timeout=120)
+    result = stage_in_process("report", f"--sweep_dir={tmp_path / 'missing'}")
     assert result.returncode == 1 and "run the sweep stage first" in result.stderr
-    result = run_stage("ensemble", "--seeds=3,3", f"--output_dir={tmp_path / 'e'}", timeout=120)
+    result = stage_in_process("ensemble", "--seeds=3,3", f"--output_dir={tmp_path / 'e'}")
     assert result.returncode == 1 and "ensemble: error:" in result.stderr
     assert "distinct init seeds" in result.stderr and not (tmp_path / "e").exists()
 

@@ -44,6 +44,15 @@ def step_flops(macs, n):
     return n * (3.0 * 2 * sum(macs) - 2.0 * macs[0])
 
 
+def cnn_points(widths, dtypes, image_shape):
+    """(dtype, h, the matmul rate in that dtype, the CNN's multiply-adds by layer) per point."""
+    for dtype in dtypes:
+        throughput = matmul_throughput(dtype)
+        for width in widths:
+            macs = conv_macs(architectures.ConvNet(width, dtype=dtype), image_shape)
+            yield dtype, width, throughput, macs
+
+
 def time_step(task, width, dtype, attempts, repeats):
     """(best, worst) seconds per trial step of train_step on the full set, after tracing."""
     config = TrainConfig(architecture="cnn", n_train=len(task.x_train),
@@ -65,17 +74,14 @@ def part1(widths, dtypes, n, repeats):
     print(f"Part 1: one gradient-flow step of the CNN, n={n}, images {task.image_shape}")
     print(f"{'dtype':>8} {'h':>4} {'step [s]':>9} {'worst [s]':>10} {'bound [s]':>10} "
           f"{'ratio':>6} {'GFLOP/step':>11} {'GFLOP/s mm':>11}")
-    for dtype in dtypes:
-        throughput = matmul_throughput(dtype)
-        for width in widths:
-            macs = conv_macs(architectures.ConvNet(width, dtype=dtype), task.image_shape)
-            flops = step_flops(macs, n)
-            best, worst = time_step(task, width, dtype, attempts=1 if width >= 64 else 3,
-                                    repeats=repeats)
-            bound = flops / throughput
-            print(f"{dtype:>8} {width:>4} {best:>9.3f} {worst:>10.3f} {bound:>10.3f} "
-                  f"{best / bound:>6.2f} {flops / 1e9:>11.1f} {throughput / 1e9:>11.1f}",
-                  flush=True)
+    for dtype, width, throughput, macs in cnn_points(widths, dtypes, task.image_shape):
+        flops = step_flops(macs, n)
+        best, worst = time_step(task, width, dtype, attempts=1 if width >= 64 else 3,
+                                repeats=repeats)
+        bound = flops / throughput
+        print(f"{dtype:>8} {width:>4} {best:>9.3f} {worst:>10.3f} {bound:>10.3f} "
+              f"{best / bound:>6.2f} {flops / 1e9:>11.1f} {throughput / 1e9:>11.1f}",
+              flush=True)
 
 
 def ntk_flops(macs, params, n):
@@ -144,15 +150,12 @@ def part3(widths, dtypes, n, batch_size=32):
           f"images {task.image_shape}")
     print(f"{'dtype':>8} {'h':>4} {'epoch [s]':>10} {'step [ms]':>10} {'bound [s]':>10} "
           f"{'ratio':>6} {'GFLOP/epoch':>12}")
-    for dtype in dtypes:
-        throughput = matmul_throughput(dtype)
-        for width in widths:
-            macs = conv_macs(architectures.ConvNet(width, dtype=dtype), task.image_shape)
-            flops = step_flops(macs, steps * batch_size) + 2 * n * 2.0 * sum(macs)
-            seconds = time_adam_epoch(task, width, dtype, batch_size)
-            bound = flops / throughput
-            print(f"{dtype:>8} {width:>4} {seconds:>10.2f} {1e3 * seconds / steps:>10.2f} "
-                  f"{bound:>10.2f} {seconds / bound:>6.2f} {flops / 1e9:>12.1f}", flush=True)
+    for dtype, width, throughput, macs in cnn_points(widths, dtypes, task.image_shape):
+        flops = step_flops(macs, steps * batch_size) + 2 * n * 2.0 * sum(macs)
+        seconds = time_adam_epoch(task, width, dtype, batch_size)
+        bound = flops / throughput
+        print(f"{dtype:>8} {width:>4} {seconds:>10.2f} {1e3 * seconds / steps:>10.2f} "
+              f"{bound:>10.2f} {seconds / bound:>6.2f} {flops / 1e9:>12.1f}", flush=True)
 
 
 def main():

@@ -40,6 +40,11 @@ def alpha_from_sqrt_h_alpha(value, width):
     return value / math.sqrt(width)
 
 
+# The settings of the flow's steps (eqs. 8-9 and the integrator's tolerances), which Adam has
+# no use for.
+FLOW_SETTINGS = ("max_dgrad", "max_dout", "dt0", "output_tol", "direction_tol")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Every setting of one run; the defaults are the paper's Section 2 setup.
@@ -139,6 +144,11 @@ class TrainConfig:
             (self.dynamics == "gradient_flow" or self.integrator == "euler",
              f"--dynamics={self.dynamics} takes no --integrator (adam steps itself, momentum "
              f"is stepped by euler), got {self.integrator}"),
+            (self.dynamics != "adam" or all(getattr(self, f.name) == f.default
+                                            for f in dataclasses.fields(self)
+                                            if f.name in FLOW_SETTINGS),
+             f"--{', --'.join(FLOW_SETTINGS)} set the gradient flow's steps; --dynamics=adam "
+             "takes steps of --learning_rate instead: drop them"),
             (self.bias_scale >= 0, f"bias_scale must be >= 0 (0 = no bias), got {self.bias_scale}"),
             (not self.readout_bias or self.bias_scale > 0,
              "readout_bias needs bias_scale > 0: the readout's bias enters as bias_scale·b"),

@@ -79,14 +79,6 @@ def gram_generic(network, x1, x2=None, example_block=EXAMPLE_BLOCK, param_block=
     return _gram(_GenericKernel(_built(network, x1), example_block, param_block), x1, x2)
 
 
-def outputs_and_gram(network, x):
-    """f(w, x) and Θ(w; x, x) (eq. 5) of any Keras model f returning (batch,): float64 tensors
-    (n,) and (n, n), for a probe of up to a few thousand points (`ProbeKernel` made and called
-    once; keep a `ProbeKernel` to call it again without re-tracing).
-    """
-    return ProbeKernel(network, x)(x)
-
-
 class ProbeKernel:
     """f(w, x) and Θ(w; x, x) (eq. 5) of any Keras model f returning (batch,), on a probe x of
     fixed shape: float64 tensors (n,) and (n, n), from one graph traced at the first call.
@@ -163,7 +155,8 @@ def _structured_layers(network, x, n):
                       and not getattr(layer, "lora_enabled", False)
                       and all(w.trainable for w in _layer_weights(layer))
                       and (isinstance(layer, keras.layers.Dense)
-                           or (layer.data_format == "channels_last" and layer.groups == 1)))]
+                           or (isinstance(layer, keras.layers.Conv2D)  # Conv1D/3D share its call
+                               and layer.data_format == "channels_last" and layer.groups == 1)))]
     calls = {id(layer): [] for layer in candidates}
 
     def record(layer, u, z):

@@ -59,7 +59,8 @@ def check(dtype, alpha, width):
         raise ConfigError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if not resolves(dtype, alpha, width):
         raise ConfigError(
-            f"{dtype} cannot resolve alpha={alpha:g}, width={width}: alpha*width*eps="
-            f"{alpha * width * np.finfo(dtype).eps:.2g} > {RESOLUTION:g} (f - f0 ~ 1/alpha cancels); "
+            f"{dtype} cannot resolve alpha={alpha:g} at h={width} (the network's widest fan-in): "
+            f"alpha*h*eps={alpha * width * np.finfo(dtype).eps:.2g} > {RESOLUTION:g} "
+            "(f - f0 ~ 1/alpha cancels); "
             "use dtype float64 or leave it unset")
     return dtype

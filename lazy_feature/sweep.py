@@ -103,6 +103,10 @@ class SweepConfig:
         points = [(h, a) for h, a in itertools.product(self.widths, self.alphas)]
         points += [(h, alpha_from_sqrt_h_alpha(s, h))
                    for h, s in itertools.product(self.widths, self.sqrt_h_alphas)]
+        if self.fidelity and any(dict(vars(self.base), **v)["dynamics"] == "adam"
+                                 for v in self.variants or ({},)):
+            raise ConfigError("fidelity compares a run with its reference gradient flow, and "
+                              "an adam run has none: drop fidelity or --dynamics=adam")
         configs = {}
         for variant, depth, (width, alpha), seed in itertools.product(
                 self.variants or ({},), self.depths or (None,), points, self.seeds):
@@ -191,7 +195,7 @@ def appendix_observables(run_dir, task, velocity=False, velocity_max_test=None,
     if fidelity:
         columns.update(flow_fidelity.check_run(run_dir, task))
     if gram_probe:
-        with strategy.scope():
+        with distribute.make(strategy or "default").scope():
             ntk_eval.save_gram_probe(run_dir, task, gram_probe)
     return columns
 

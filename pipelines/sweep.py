@@ -164,7 +164,8 @@ def main(console):
         run_table1(configs.TABLES[FLAGS.config], console)
         return
     grid, note = configs.fallback(FLAGS.config, sweep_from_flags())
-    if note is not None:
+    if note is not None:  # the flags again, for Fashion-MNIST's folder in --data_dirs
+        grid = sweep_from_flags(grid)
         console.write(note + "\n")
     _sweep(grid, FLAGS.output_dir, console)
 

@@ -88,6 +88,7 @@ def test_momentum_with_tau_proportional_to_t_converges_and_resumes_exactly(tmp_p
     (dict(dynamics="adam", integrator="dormand_prince"), "--dynamics=adam takes no --integrator"),
     (dict(dynamics="momentum", integrator="bogacki_shampine"), "momentum is stepped by euler"),
     (dict(dynamics="sgd"), "unknown dynamics 'sgd'"),
+    (dict(dynamics="adam", max_dgrad=1e-3), "set the gradient flow's steps; --dynamics=adam"),
 ])
 def test_bad_dynamics_settings_are_one_line_config_errors(settings, message):
     with pytest.raises(ConfigError, match=message) as error:

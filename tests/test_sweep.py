@@ -50,6 +50,8 @@ def test_variants_repeat_the_grid_with_their_settings():
         (True, 3, 0), (True, 3, 1), (False, 2, 0), (False, 2, 1)]
     again = sweep.SweepConfig.from_dict(json.loads(json.dumps(grid.to_dict())))
     assert [c.run_id() for c in again.configs()] == [c.run_id() for c in points]
+    with pytest.raises(ConfigError, match="an adam run has none"):  # no reference flow
+        dataclasses.replace(grid, fidelity=True, variants=({"dynamics": "adam"},)).configs()
 
 
 def test_run_id_is_stable_and_ignores_where_and_how_long():

@@ -108,7 +108,9 @@ def test_run_ids_of_the_dynamics():
 @pytest.mark.parametrize("settings", [dict(dynamics="momentum", tau=0.5),
                                       dict(dynamics="adam", batch_size=8, learning_rate=0.1)])
 def test_a_saved_model_keeps_its_dynamics_and_their_state(tmp_path, settings):
-    config = TrainConfig(**dict(_SETUP, **settings))
+    flow_only = ("max_dgrad",) if settings["dynamics"] == "adam" else ()  # adam refuses it
+    config = TrainConfig(**{k: v for k, v in dict(_SETUP, **settings).items()
+                            if k not in flow_only})
     task = _synthetic_task(n_train=24, n_test=30)
     model = run.build_model(config, task.d)
     model.start(task.x_train, task.y_train)

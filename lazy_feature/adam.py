@@ -35,7 +35,6 @@ import dataclasses
 
 import tensorflow as tf
 
-from lazy_feature import losses
 from lazy_feature.errors import ConfigError
 
 DEFAULT_LEARNING_RATE = 1e-3  # lr0
@@ -113,11 +112,8 @@ def train_step(model, data):
     xb = tf.gather(x, batch)
     yb, f0b = tf.gather(model.cache.y_train, batch), tf.gather(model.cache.f0_train, batch)
     weights = model.network.trainable_weights
-    with tf.GradientTape() as tape:
-        F = model._output(model.network(xb), f0=f0b)  # pylint: disable=protected-access
-        loss = losses.alpha_loss(model.per_pattern_loss, F, yb, model.alpha,
-                                 settings.batch_size)
-    grads = tape.gradient(loss, weights)
+    _, _, grads = model._loss_and_grad(  # pylint: disable=protected-access
+        xb, yb, f0b, n=settings.batch_size)
 
     going = tf.logical_not(model.margins_exceed_one)
     s = tf.cast(step + 1, tf.float64)

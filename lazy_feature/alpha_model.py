@@ -496,12 +496,15 @@ class AlphaModel(keras.Model):
 
     # -- adaptive gradient flow ------------------------------------------------------------
 
-    def _loss_and_grad(self, x, y, f0):
+    def _loss_and_grad(self, x, y, f0, n=None):
+        """f(w, x), eq. 7's loss and its gradient, the loss's mean over n points (default:
+        the training set's n; Adam's mini-batch gives its own), summed over the replicas."""
         weights = self.network.trainable_weights
         with tf.GradientTape() as tape:
             f = self.network(x)
             F = self._output(f, f0=f0)
-            loss = losses.alpha_loss(self.per_pattern_loss, F, y, self.alpha, self.n_train)
+            loss = losses.alpha_loss(self.per_pattern_loss, F, y, self.alpha,
+                                     self.n_train if n is None else n)
         grads = _sum_replicas(tape.gradient(loss, weights))
         return f, _sum_replicas(loss), grads
 

@@ -140,13 +140,11 @@ _QUICK_SQRT_H_ALPHAS = (1e-2, 1.0, 1e3)
 # takes its largest fan-in, 25·h): float64 convolutions are some 50 times slower on a CPU.
 _CNN_QUICK_WIDTH = 8
 _TABLE1_QUICK_SQRT_H_ALPHAS = {"fc": (1e-2, 1e3), "cnn": (1e-2, 1e2)}
-# The time of each quick row on 2 cores (two runs at a time), estimated from single runs at
-# n = 1 000, h = 100 on Fashion-MNIST timed on one core: L = 3 takes 81 CPU seconds at
-# √h·α = 1e3 (float64, 1 916 steps) and 53 at 1e-2; L = 9 about 200 at 1e-2 (5 000 steps)
-# and, from its cost per step (P = 158k against 98k) and its steps, some 300 at 1e3; a
-# CIFAR10 run (d = 3072) about 3.3 times L = 3's. L = 9 takes 3 seeds to stay near 20
-# minutes.
-_QUICK_SEEDS = {"fc_fashion_mnist": 3}
+# The L = 9 net costs about 4 times L = 3 (200 CPU seconds a run at n = 1 000, √h·α = 1e-2,
+# 5 000 steps; some 300 at 1e3 in float64), so the quick configs with L = 9 train on
+# n = 500 points to stay well within 20 minutes on 2 cores.
+_QUICK_DEEP = dict(n_train=500, n_test=2000)
+_QUICK_SIZES = {"fc_fashion_mnist": _QUICK_DEEP}
 _QUICK_MINUTES = {
     "cnn_cifar10_adam": "not timed",
     "cnn_fashion_mnist_adam": "not timed",
@@ -169,10 +167,11 @@ def _table1(row, quick):
                        seeds=PAPER_SEEDS, ntk=False, **_REGIME_RANGES)
     if not quick:
         return grid
-    return dataclasses.replace(grid, base=dataclasses.replace(grid.base, **_QUICK),
+    return dataclasses.replace(grid, base=dataclasses.replace(grid.base,
+                                                              **_QUICK_SIZES.get(row, _QUICK)),
                                widths=(_CNN_QUICK_WIDTH if cnn else _FC_WIDTH,),
                                sqrt_h_alphas=_TABLE1_QUICK_SQRT_H_ALPHAS["cnn" if cnn else "fc"],
-                               seeds=tuple(range(_QUICK_SEEDS.get(row, 4))))
+                               seeds=tuple(range(4)))
 
 
 def _table1_config(row, quick):
@@ -339,11 +338,12 @@ def fig7c_quick():
 
 
 def fig7d_quick():
-    """Fig. 7 (d), small: L = 3 and 9 on Fashion-MNIST, h = 100, n = 1 000 (2 000 test
-    points), √h·α = 1e-2, 1, 1e3, 3 seeds (18 runs).
+    """Fig. 7 (d), small: L = 3 and 9 on Fashion-MNIST, h = 100, n = 500 (2 000 test
+    points; L = 9 is some 4 times L = 3's cost), √h·α = 1e-2, 1, 1e3, 3 seeds (18 runs).
       python -m pipelines.sweep --config=fig7d_quick --output_dir=runs/fig7d_quick
     """
-    return _quick_figure(fig7d, sqrt_h_alphas=_QUICK_SQRT_H_ALPHAS, seeds=(0, 1, 2))
+    config = _quick_figure(fig7d, sqrt_h_alphas=_QUICK_SQRT_H_ALPHAS, seeds=(0, 1, 2))
+    return dataclasses.replace(config, base=dataclasses.replace(config.base, **_QUICK_DEEP))
 
 
 def fig10_quick():

@@ -144,7 +144,8 @@ def test_beam_sweep_killed_and_resumed(tmp_path):
     assert 1 <= len(before) < TINY_RUNS, "the sweep should be killed mid-way"
     assert not os.path.exists(os.path.join(out, sweep.RESULTS))
 
-    result = run_stage("sweep", *args)
+    # The resume runs on Beam too, in this process with one worker (Beam's in-memory mode).
+    result = stage_in_process("sweep", *args[:-1], "--workers=1")
     assert result.returncode == 0, result.stderr[-3000:]
     # The console shows only the progress, counting the runs finished before the kill as done.
     estimate, *progress = result.stderr.splitlines()  # the resource estimate, then the progress

@@ -9,10 +9,11 @@ bytes per number of the run's dtype:
                of w a rejected step goes back to (`AlphaModel.train_step`); and the state
                of the dynamics (`dynamics_vectors`): Adam's moments m and v (2·P),
                continuous momentum's v and the copy of it a rejected step goes back to
-               (2·P), RKC's eigenvector kept from step to step and the four P-sized
-               tensors its trial carries besides Euler's (the stage recursion's Z_(j−2),
-               Z_(j−1), Z_j and its zero start; at the error estimate w_(n+1), its
-               displacement, est and ŵ) (5·P);
+               (2·P), RKC's eigenvector of its power iteration (the variable kept from
+               step to step and the trial's new estimate) and the four P-sized tensors its
+               trial carries besides Euler's (the stage recursion's Z_(j−2), Z_(j−1), Z_j
+               and its zero start; at the error estimate w_(n+1), its displacement, est
+               and ŵ) (6·P);
   activations  (n·d + 6·n·A)·b: the full batch's inputs, and per hidden layer the six
                tensors of its forward pass that the backward pass keeps: the layer's output,
                its fan_in^(-1/2) scaling z̃ (eq. 14), and the activation's steps (β·z̃,
@@ -162,10 +163,10 @@ def available_memory():
 
 def dynamics_vectors(config):
     """The P-sized vectors the dynamics and integrator of `config` keep besides gradient
-    flow's five (module docstring): 2 for adam and momentum, 5 for rkc, else 0."""
+    flow's five (module docstring): 2 for adam and momentum, 6 for rkc, else 0."""
     if config.dynamics in ("adam", "momentum"):
         return 2
-    return 5 if config.integrator == "rkc" else 0
+    return 6 if config.integrator == "rkc" else 0
 
 
 def _parts(config, shape, with_ntk):

@@ -113,10 +113,11 @@ def test_the_dynamics_state_and_adams_activations_are_counted():
     model.build((None, 10))
     P, b = model.count_params(), 8
     # Besides gradient flow's 5 P-sized vectors: Adam's m and v, momentum's v and its copy
-    # for a rejected step, RKC's eigenvector and the 4 tensors its trial carries.
+    # for a rejected step, RKC's eigenvector (kept and new) and the 4 tensors its trial
+    # carries.
     for settings, vectors in ((dict(), 5), (dict(dynamics="adam"), 7),
                               (dict(dynamics="momentum", tau=0.1), 7),
-                              (dict(integrator="rkc"), 10)):
+                              (dict(integrator="rkc"), 11)):
         config = TrainConfig(**{**base.to_dict(), **settings})
         assert resources.estimate(config, 10).weights == vectors * P * b, settings
     # Adam's backward pass sees B points (6·B·A over the L = 3 hidden layers of h), its

@@ -27,9 +27,19 @@ at the end of every epoch, in the graph; between checks the model stands by its 
 Time t counts epochs (t = steps / (n // B)); gradient_evaluations counts passes over the
 training set (the start's, then one per epoch).
 
+Replicas (tf.distribute, `AlphaModel`): the training set stays split in one contiguous
+shard per replica, as for gradient flow, and the batch order stays the one-device one: every
+replica draws the same global batch of B indices, takes the gradient of the points of it
+that its shard holds (a data-dependent number, B/R on average over R replicas: the batch's
+points are not moved between replicas), and the gradients are summed over the replicas.
+Their sum is the batch's gradient, so the steps are the one-device steps up to the
+summation order's rounding; the end-of-epoch check counts each shard's unfitted points and
+sums them. The moments m, v are mirrored like w, so checkpoints and resume are as on one
+device. The per-replica batches have dynamic shapes, which XLA on TPUs cannot compile:
+Adam refuses a TPU strategy with several replicas.
+
 Precision: the run's dtype (`precision`). At large α a step lr0/α must survive against
 w ~ 1 and f − f0 ~ 1/α must not cancel: float64, which the precision policy picks there.
-Adam runs on one device (no tf.distribute replicas).
 """
 import dataclasses
 
@@ -90,25 +100,31 @@ def batch_indices(settings, n_train, step):
     return order[k * settings.batch_size:(k + 1) * settings.batch_size]
 
 
-def check(model, x):
-    """The convergence check on the whole training set x: f(w) cached, the criterion kept
-    (and returned)."""
-    observe(model, x)
-    model.margins_exceed_one.assign(tf.reduce_min(model.margins()) > 1.0)
-    return model.margins_exceed_one.value
+def _local_batch(model, batch, n_local):
+    """The points of the global batch `batch` that this replica's shard of n_local points
+    holds, as indices into the shard (all of them on one replica)."""
+    if model.distribute_strategy.num_replicas_in_sync == 1:
+        return batch
+    first = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group,
+                    tf.int64) * n_local
+    mine = tf.logical_and(batch >= first, batch < first + n_local)
+    return tf.boolean_mask(batch, mine) - first
 
 
 def train_step(model, data):
-    """One Adam step on the next mini-batch of the training set `data` = (x, y) (one
-    replica), then, at the end of an epoch, the convergence check. A converged model
+    """One Adam step on the next mini-batch of the training set, then, at the end of an
+    epoch, the convergence check. `data` = (x, y) is this replica's shard of the training
+    set (`AlphaModel.start`); each replica takes the gradient of the batch's points it
+    holds, and their sum is the batch's gradient (module docstring). A converged model
     stands still. Returns the model's logs (`AlphaModel.train_state`)."""
     x, _ = data
     x = tf.cast(x, model.dtype)
     settings = model.adam
-    n = int(x.shape[0])
+    n_local = int(x.shape[0])
+    n = n_local * model.distribute_strategy.num_replicas_in_sync
     per_epoch = settings.steps_per_epoch(n)
     step = model.step_count.value
-    batch = batch_indices(settings, n, step)
+    batch = _local_batch(model, batch_indices(settings, n, step), n_local)
     xb = tf.gather(x, batch)
     yb, f0b = tf.gather(model.cache.y_train, batch), tf.gather(model.cache.f0_train, batch)
     weights = model.network.trainable_weights
@@ -133,7 +149,14 @@ def train_step(model, data):
     model.t.assign(tf.cast(model.step_count, tf.float64) / per_epoch)
     model.dt.assign(1.0 / per_epoch)
     epoch_end = tf.logical_and(going, model.step_count % per_epoch == 0)
-    tf.cond(epoch_end, lambda: check(model, x), lambda: model.margins_exceed_one.value)
+    # The check: f(w) on each shard at an epoch's end only, its unfitted points summed over
+    # the replicas every step (a collective cannot sit in a branch of tf.cond).
+    unfitted = tf.cond(epoch_end, lambda: _unfitted(model, x),
+                       lambda: tf.zeros((), model.dtype))
+    unfitted = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                              unfitted)
+    model.margins_exceed_one.assign(tf.where(epoch_end, unfitted == 0,
+                                             model.margins_exceed_one))
     model.evaluations.assign_add(tf.cast(epoch_end, tf.int64))
     logs = model.train_state()  # eqs. 8-9's dout and dgrad have no meaning here: left out
     logs.update(accepted=tf.cast(going, "int64"))
@@ -141,7 +164,14 @@ def train_step(model, data):
 
 
 def observe(model, x):
-    """Refresh f(w) on the whole training set for the records (not the criterion, which
-    only the end of an epoch decides, so that the steps taken do not depend on when the
-    records are made)."""
+    """Refresh f(w) on the training points x this replica holds, for the records (not the
+    criterion, which only the end of an epoch decides, so that the steps taken do not
+    depend on when the records are made)."""
     model.cache.f_train.assign(model.network(tf.cast(x, model.dtype)))
+
+
+def _unfitted(model, x):
+    """The points of this replica's shard x whose margin is not above 1 (NaN included),
+    f(w) refreshed there first."""
+    observe(model, x)
+    return tf.reduce_sum(tf.cast(tf.logical_not(model.margins() > 1.0), model.dtype))

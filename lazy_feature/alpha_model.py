@@ -188,7 +188,8 @@ class AlphaModel(keras.Model):
     set is split in one contiguous shard per replica (n must be a multiple of the number
     of replicas, and the integrator not rkc, whose stage loop cannot all-reduce); each replica keeps f(w_i), f(w0) and y of its shard, and the gradient,
     the loss, the counts and eq. 8's max are reduced over the replicas, so the flow takes
-    the same steps as on one device. `compile(steps_per_execution=K)` with K > 1 runs up
+    the same steps as on one device (Adam too: each replica takes the points of the global
+    mini-batch its shard holds, `adam`). `compile(steps_per_execution=K)` with K > 1 runs up
     to K trial steps per call in one graph (`make_train_function`).
 
     Args:
@@ -200,7 +201,7 @@ class AlphaModel(keras.Model):
       flow: the `GradientFlow` thresholds, dt policy and integrator.
       momentum: a `dynamics.ContinuousMomentum`: train by continuous momentum (τ v̇ = −v − ∇L,
         ẇ = v) instead of gradient flow, stepped by the Euler integrator under eqs. 8-9.
-      adam: an `adam.Adam`: train by Adam on mini-batches instead (one device only).
+      adam: an `adam.Adam`: train by Adam on mini-batches instead.
       initial_network: a second instance of the network's architecture to hold w0 (its
         weights are overwritten by w's when the model is built); None clones `network`
         through its config. Give one for a network whose config cannot rebuild it (e.g. a
@@ -216,8 +217,10 @@ class AlphaModel(keras.Model):
         if momentum is not None and (adam is not None or flow.integrator != "euler"):
             raise ConfigError("continuous momentum is stepped by the euler integrator, "
                               "without adam")
-        if adam is not None and self.distribute_strategy.num_replicas_in_sync > 1:
-            raise ConfigError("adam runs on one device: use --strategy=default")
+        if (adam is not None and self.distribute_strategy.num_replicas_in_sync > 1
+                and isinstance(self.distribute_strategy, tf.distribute.TPUStrategy)):
+            raise ConfigError("adam's per-replica batches have data-dependent sizes, which "
+                              "TPUs cannot compile: use --strategy=mirrored on GPUs")
         self.momentum, self.adam = momentum, adam
         self.network = network
         self.alpha = float(alpha)
@@ -329,7 +332,9 @@ class AlphaModel(keras.Model):
     def _observed(self, logs):
         """Adam's logs with the observables of the training set refreshed (`adam.observe`)."""
         if self._observe_function is None:
-            self._observe_function = tf.function(lambda x: adam_lib.observe(self, x))
+            strategy = self.distribute_strategy
+            self._observe_function = tf.function(
+                lambda x: strategy.run(lambda shard: adam_lib.observe(self, shard), args=(x,)))
         self._observe_function(self._training_set[0])
         return dict(logs, **self.train_state())
 
@@ -529,13 +534,17 @@ class AlphaModel(keras.Model):
                 self._training_set)
 
     def _start_replica(self, x, y):
-        """`start` on this replica's shard."""
+        """`start` on this replica's shard (Adam, which takes no full-batch gradient, only
+        its forward pass)."""
         self.cache.y_train.assign(y)
         self.cache.f0_train.assign(self.initial_network(x))
-        f, _, grads = self._loss_and_grad(x, y, self.cache.f0_train)
-        self.cache.f_train.assign(f)
-        for g_var, g in zip(self.stored_grad, grads):
-            g_var.assign(g)
+        if self.adam is not None:
+            adam_lib.observe(self, x)
+        else:
+            f, _, grads = self._loss_and_grad(x, y, self.cache.f0_train)
+            self.cache.f_train.assign(f)
+            for g_var, g in zip(self.stored_grad, grads):
+                g_var.assign(g)
         self.evaluations.assign_add(1)
         self.started.assign(True)
 

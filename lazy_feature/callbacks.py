@@ -56,18 +56,18 @@ def _python(logs):
 class GradientFlowStopping(keras.callbacks.Callback):
     """Stops `fit` when every margin exceeds 1 (converged) or a budget is spent.
 
-    Budgets: `max_time` in gradient-flow time, `max_steps` accepted steps, and
-    `max_wall_seconds` of wall clock (counting `wall_offset` seconds spent before a
-    resume). Raises DivergenceError when dt falls below `min_dt` (a step that no dt makes
+    Budgets: `max_time` in gradient-flow time, `max_epochs` in t too for Adam (whose t
+    counts epochs), `max_steps` accepted steps, and `max_wall_seconds` of wall clock
+    (counting `wall_offset` seconds spent before a resume). Raises DivergenceError when dt falls below `min_dt` (a step that no dt makes
     obey eqs. 8-9, e.g. a non-finite loss). `reason` says why training stopped.
     `stop_when_converged=False` goes on past convergence, to a budget (a flow run to a set
     time, `AlphaModel.t_end`).
     """
 
     def __init__(self, max_time=math.inf, max_steps=math.inf, max_wall_seconds=math.inf,
-                 wall_offset=0.0, min_dt=1e-30, stop_when_converged=True):
+                 wall_offset=0.0, min_dt=1e-30, stop_when_converged=True, max_epochs=math.inf):
         super().__init__()
-        self.max_time, self.max_steps = max_time, max_steps
+        self.max_time, self.max_steps, self.max_epochs = max_time, max_steps, max_epochs
         self.max_wall_seconds, self.wall_offset, self.min_dt = max_wall_seconds, wall_offset, min_dt
         self.stop_when_converged = stop_when_converged
         self.reason = None
@@ -78,7 +78,7 @@ class GradientFlowStopping(keras.callbacks.Callback):
         return self.wall_offset + time.monotonic() - self._start
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.model.pause_at(step=self.max_steps, t=self.max_time,
+        self.model.pause_at(step=self.max_steps, t=min(self.max_time, self.max_epochs),
                             seconds=self.max_wall_seconds - self.wall_seconds())
 
     def stop_reason(self, logs):
@@ -86,6 +86,8 @@ class GradientFlowStopping(keras.callbacks.Callback):
         logs = _python(logs)
         if logs["converged"] and self.stop_when_converged:
             return "converged"
+        if logs["t"] >= self.max_epochs:
+            return "max_epochs"
         if logs["t"] >= self.max_time:
             return "max_time"
         if logs["step"] >= self.max_steps:

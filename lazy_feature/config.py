@@ -188,10 +188,6 @@ class TrainConfig:
         rate = self.learning_rate or adam.default_learning_rate(self.alpha)
         return adam.Adam(rate, self.batch_size, seed=self.init_seed)
 
-    def time_budget(self):
-        """The budget in t: max_time, and for Adam (t in epochs) `epochs` too."""
-        return min(self.max_time, self.epochs or math.inf)
-
     @property
     def sqrt_h_alpha(self):
         """√h·α, the parameter that separates the two regimes (α* ~ h^(-1/2))."""

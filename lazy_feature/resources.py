@@ -6,18 +6,29 @@ training points of dimension d, P = Σ fan_in·c parameters (the FC net: d·h + 
 its biases' h·L at most besides), A = Σ p·c over the hidden layers (the FC net: h·L) and b
 bytes per number of the run's dtype:
   weights      5·P·b: w, w0, the stored gradient ∇L_i, the trial step's ∇L_(i+1) and the copy
-               of w a rejected step goes back to (`AlphaModel.train_step`);
+               of w a rejected step goes back to (`AlphaModel.train_step`); and the state
+               of the dynamics (`dynamics_vectors`): Adam's moments m and v (2·P),
+               continuous momentum's v and the copy of it a rejected step goes back to
+               (2·P), RKC's eigenvector of its power iteration (the variable kept from
+               step to step and the trial's new estimate) and the four P-sized tensors its
+               trial carries besides Euler's (the stage recursion's Z_(j−2), Z_(j−1), Z_j
+               and its zero start; at the error estimate w_(n+1), its displacement, est
+               and ŵ) (6·P);
   activations  (n·d + 6·n·A)·b: the full batch's inputs, and per hidden layer the six
                tensors of its forward pass that the backward pass keeps: the layer's output,
                its fan_in^(-1/2) scaling z̃ (eq. 14), and the activation's steps (β·z̃,
                softplus, 1/β, the normalization of eq. 10); the backward pass's own
-               gradients come and go layer by layer;
+               gradients come and go layer by layer. Adam's backward pass sees a mini-batch
+               of B points, 6·B·A, and its end-of-epoch check is a forward pass of the full
+               batch that keeps nothing for a backward pass: one layer's six tensors at a
+               time, 6·n·max(p·c); the larger of the two counts, with the inputs n·d;
   NTK          (ntk_eval, after training) 2·8·n² for the training Gram matrix of the
                frozen-kernel dynamics in float64 (the array and the graph's constant), plus
                one tile B² and the signals of two blocks of B examples, 2·B·(d + 2·A)·b,
                B = min(n, ntk.BLOCK_SIZE).
 The peak is the weights plus the larger of the other two. A trial step is one forward and one
-backward pass through the full batch, about 6·n·M floating-point operations with M = Σ
+backward pass through the full batch (Adam's: its mini-batch of B), about 6·n·M (6·B·M)
+floating-point operations with M = Σ
 p·fan_in·c multiply-adds per example (= P for the FC net; 2 operations per multiply-add, the
 backward pass twice the forward); its time is that over the matmul rate measured here in the
 run's dtype.
@@ -150,6 +161,14 @@ def available_memory():
     return int(available), "CPU"
 
 
+def dynamics_vectors(config):
+    """The P-sized vectors the dynamics and integrator of `config` keep besides gradient
+    flow's five (module docstring): 2 for adam and momentum, 6 for rkc, else 0."""
+    if config.dynamics in ("adam", "momentum"):
+        return 2
+    return 6 if config.integrator == "rkc" else 0
+
+
 def _parts(config, shape, with_ntk):
     """(weights, activations, NTK) bytes of a run of `config` (the module docstring's sums)."""
     n, d = config.n_train, int(np.prod(shape))
@@ -161,12 +180,16 @@ def _parts(config, shape, with_ntk):
     if with_ntk:
         B = min(n, ntk.BLOCK_SIZE)
         ntk_bytes = 2 * 8 * n ** 2 + 8 * B ** 2 + 2 * B * (d + 2 * A) * b
-    return 5 * P * b, (n * d + 6 * n * A) * b, ntk_bytes
+    kept = 6 * n * A
+    if config.dynamics == "adam":  # a mini-batch's backward pass, or the full batch's check
+        kept = max(6 * config.batch_size * A, 6 * n * max(p * c for p, _, c in sizes[:-1]))
+    return (5 + dynamics_vectors(config)) * P * b, (n * d + kept) * b, ntk_bytes
 
 
 def _seconds_per_step(config, shape):
     multiply_adds = sum(p * fan_in * c for p, fan_in, c in layer_sizes(config, shape))
-    return 6 * config.n_train * multiply_adds / matmul_rate(config.dtype)
+    points = config.batch_size if config.dynamics == "adam" else config.n_train
+    return 6 * points * multiply_adds / matmul_rate(config.dtype)
 
 
 def estimate(configs, input_shape, with_ntk=False):

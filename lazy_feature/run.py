@@ -6,6 +6,7 @@ for the later stages (NTK evaluation, ensembles).
 """
 import dataclasses
 import logging
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -155,8 +156,8 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
     last_step = int(model.step_count.numpy()) if resumed else -1
 
     stopping = callbacks.GradientFlowStopping(
-        config.time_budget(), config.max_steps, config.max_wall_seconds,
-        wall_offset=wall_offset)
+        config.max_time, config.max_steps, config.max_wall_seconds, wall_offset=wall_offset,
+        max_epochs=config.epochs or math.inf)
     probe = (callbacks.KernelDriftProbe(task.x_train[:drift_probe], task.y_train[:drift_probe])
              if drift_probe > 0 else None)
     tensorboard = callbacks.TensorBoardRecorder(

@@ -136,8 +136,9 @@ def excluded_reason(row):
     """Why a run stays out of every statistic ("" when it is used).
 
     "diverged": the flow could not take a step; "nan": a non-finite training or test loss
-    (a NaN output); "budget": stopped by max_time, max_steps or max_wall_seconds before every
-    training margin exceeded 1. A row of an older table without status counts as done.
+    (a NaN output); "budget": stopped by max_time, max_steps, max_wall_seconds or Adam's
+    epochs (stop_reason max_epochs) before every training margin exceeded 1. A row of an
+    older table without status counts as done.
     """
     if row.get("status", "done") != "done":
         return "diverged"

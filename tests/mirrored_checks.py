@@ -19,10 +19,14 @@ from lazy_feature.errors import ConfigError
 from tests.test_alpha_model import _Stop, _synthetic_task
 
 CONFIG = TrainConfig(n_train=40, n_test=30, width=16, alpha=0.5, dtype="float64", max_steps=120)
+# Adam: 30 points in batches of 8 (3 steps an epoch), each batch spanning both shards of 15.
+ADAM = TrainConfig(n_train=30, n_test=30, width=8, alpha=0.5, dtype="float64", dynamics="adam",
+                   batch_size=8, learning_rate=0.05)
+MOMENTUM = dataclasses.replace(CONFIG, dynamics="momentum", tau=0.5, max_steps=40)
 
 
-def _run(name, out, task, **kwargs):
-    metrics = run.train(CONFIG, os.path.join(out, name), task=task, **kwargs)
+def _run(name, out, task, config=CONFIG, **kwargs):
+    metrics = run.train(config, os.path.join(out, name), task=task, **kwargs)
     return dict(metrics, test_outputs=np.load(
         os.path.join(out, name, artifact.TEST_OUTPUTS)).tolist())
 
@@ -56,6 +60,19 @@ def main(out):
     except RuntimeError:
         results["saved_names"], results["saved_step"] = _saved_state(os.path.join(out, "cut"))
     results["resumed"] = _run("cut", out, task, strategy=mirrored)
+    # Momentum and Adam on one device against the two replicas (Adam killed mid-epoch at
+    # step 10 and resumed from its checkpoint of step 9).
+    results["momentum_single"] = _run("momentum_single", out, task, MOMENTUM)
+    results["momentum_mirrored"] = _run("momentum_mirrored", out, task, MOMENTUM,
+                                        strategy=mirrored)
+    adam_task = _synthetic_task(n_train=30, n_test=30)
+    results["adam_single"] = _run("adam_single", out, adam_task, ADAM)
+    try:
+        run.train(ADAM, os.path.join(out, "adam_cut"), task=adam_task, strategy=mirrored,
+                  checkpoint_seconds=0.0, extra_callbacks=[_Stop(10, RuntimeError("killed"))])
+    except RuntimeError:
+        _, results["adam_saved_step"] = _saved_state(os.path.join(out, "adam_cut"))
+    results["adam_mirrored"] = _run("adam_cut", out, adam_task, ADAM, strategy=mirrored)
     # The kernels of one run, on one device and spread over the two (tiles of 10 points).
     shutil.copytree(os.path.join(out, "single"), os.path.join(out, "single_ntk_mirrored"))
     for name, strategy in (("single", "default"), ("single_ntk_mirrored", mirrored)):

@@ -103,7 +103,7 @@ def test_train_stage_trains_by_adam_and_stops_at_its_epoch_budget(tmp_path):
     result = stage_in_process("train", f"--output_dir={budget}", "--epochs=1", *common)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((budget / artifact.METRICS).read_text())
-    assert not metrics["converged"] and metrics["stop_reason"] == "max_time"
+    assert not metrics["converged"] and metrics["stop_reason"] == "max_epochs"
     assert metrics["steps"] == 6 and metrics["t"] == 1.0
     assert config["run_id"] == json.loads((budget / artifact.CONFIG).read_text())["run_id"]
 

@@ -18,7 +18,7 @@ from tests.test_alpha_model import _synthetic_task
 def test_mirrored_on_two_cpu_devices(tmp_path):
     # One process (the CPU must be split before TensorFlow starts): single device against
     # MirroredStrategy on 2 logical CPU devices, a mirrored run killed at step 40 and
-    # resumed, and ntk_eval's kernels on one device and spread over the two.
+    # resumed, momentum and Adam, and ntk_eval's kernels on one device and spread over the two.
     done = subprocess.run([sys.executable, "-m", "tests.mirrored_checks", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -41,6 +41,17 @@ def test_mirrored_on_two_cpu_devices(tmp_path):
     assert not any("cache" in name or "f_train" in name for name in r["saved_names"])
     # Resumed from that checkpoint: where the uninterrupted mirrored run ends, exactly.
     assert resumed["t"] == mirrored["t"] and resumed["test_outputs"] == mirrored["test_outputs"]
+    # Momentum, and Adam (its batches spanning both replicas' shards), resumed after a kill
+    # mid-epoch on the two replicas: the one-device run's steps, to rounding.
+    assert r["adam_saved_step"] == 9
+    for dynamics in ("momentum", "adam"):
+        single, mirrored = r[f"{dynamics}_single"], r[f"{dynamics}_mirrored"]
+        for key in ("steps", "rejected_steps", "stop_reason", "gradient_evaluations"):
+            assert mirrored[key] == single[key], (dynamics, key)
+        assert mirrored["t"] == pytest.approx(single["t"], rel=1e-12)
+        np.testing.assert_allclose(mirrored["test_outputs"], single["test_outputs"], rtol=0,
+                                   atol=1e-9, err_msg=dynamics)
+    assert r["adam_single"]["converged"] and r["momentum_single"]["steps"] == 40
     one, spread = r["ntk_single"], r["ntk_single_ntk_mirrored"]
     for key, value in one.items():
         if key.startswith("gram_"):
@@ -127,6 +138,19 @@ class _FakeReplicas(distribute.tf.distribute.MirroredStrategy):
     @property
     def num_replicas_in_sync(self):
         return self._replicas
+
+
+def test_adam_refuses_several_tpu_replicas_and_writes_nothing(tmp_path, monkeypatch):
+    # A fake TPUStrategy of 2 replicas (no TPU here): refused when the model is made.
+    monkeypatch.setattr(distribute.tf.distribute, "TPUStrategy", _FakeReplicas)
+    config = TrainConfig(n_train=40, n_test=30, width=16, alpha=0.5, dynamics="adam",
+                         batch_size=8)
+    assert config.dtype == "float32"  # no float64 refusal first
+    with pytest.raises(ConfigError, match="adam's per-replica batches have data-dependent "
+                                          "sizes, which TPUs cannot compile"):
+        run.train(config, str(tmp_path / "run"), task=_synthetic_task(n_train=40, n_test=30),
+                  strategy=_FakeReplicas(2))
+    assert not (tmp_path / "run").exists()
 
 
 def test_ntk_eval_refuses_a_float64_run_on_tpu(tmp_path):

@@ -104,3 +104,24 @@ def test_layer_sizes_match_the_built_network(architecture, width, depth, shape):
     assert found.weights == 5 * model.count_params() * 8
     d = int(np.prod(shape))
     assert found.activations == (20 * d + 6 * 20 * sum(p * c for p, _, c in sizes[:-1])) * 8
+
+
+def test_the_dynamics_state_and_adams_activations_are_counted():
+    from lazy_feature import architectures  # pylint: disable=import-outside-toplevel
+    base = TrainConfig(n_train=200, n_test=10, width=6, alpha=1.0, dtype="float64")
+    model = architectures.network(base)
+    model.build((None, 10))
+    P, b = model.count_params(), 8
+    # Besides gradient flow's 5 P-sized vectors: Adam's m and v, momentum's v and its copy
+    # for a rejected step, RKC's eigenvector (kept and new) and the 4 tensors its trial
+    # carries.
+    for settings, vectors in ((dict(), 5), (dict(dynamics="adam"), 7),
+                              (dict(dynamics="momentum", tau=0.1), 7),
+                              (dict(integrator="rkc"), 11)):
+        config = TrainConfig(**{**base.to_dict(), **settings})
+        assert resources.estimate(config, 10).weights == vectors * P * b, settings
+    # Adam's backward pass sees B points (6·B·A over the L = 3 hidden layers of h), its
+    # end-of-epoch check the full batch one layer at a time (6·n·h): the larger counts.
+    for batch_size, kept in ((32, 6 * 200 * 6), (100, 6 * 100 * 6 * 3)):
+        config = TrainConfig(**{**base.to_dict(), "dynamics": "adam", "batch_size": batch_size})
+        assert resources.estimate(config, 10).activations == (200 * 10 + kept) * b

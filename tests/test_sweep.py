@@ -259,6 +259,27 @@ def test_budget_stopped_runs_are_excluded_then_retried(tmp_path, monkeypatch):
         sweep.run_sweep(grid, out, runner="inprocess", retry_unconverged=0.5)
 
 
+def test_an_adam_run_stopped_by_its_epochs_resumes_with_more(tmp_path, monkeypatch, caplog):
+    task = _synthetic_task(n_train=30, n_test=60)
+    # 30 points in batches of 8: 3 steps an epoch; one epoch does not fit them.
+    base = TrainConfig(n_train=30, n_test=60, dtype="float64", dynamics="adam", batch_size=8,
+                       learning_rate=0.05, epochs=1)
+    grid = sweep.SweepConfig(base=base, widths=(8,), sqrt_h_alphas=(0.5 * 8 ** 0.5,), ntk=False)
+    monkeypatch.setitem(sweep._TASKS, (base.dataset, base.data_dir, 30, 60, base.data_seed,
+                                       base.pca, base.pca_whiten, base.architecture), task)
+    out = str(tmp_path / "sweep")
+    runs, _ = sweep.run_sweep(grid, out, runner="inprocess")
+    first = runs.iloc[0]
+    assert (first["stop_reason"], first["excluded_reason"]) == ("max_epochs", "budget")
+    assert (first["steps"], first["t"]) == (3, 1.0)
+    with caplog.at_level("INFO", logger="lazy_feature"):
+        runs, _ = sweep.run_sweep(grid, out, runner="inprocess", retry_unconverged=100)
+    retried = runs.iloc[0]
+    assert f"resuming {os.path.join(out, first['run_dir'])} from step 3" in caplog.text
+    assert retried["used"] and retried["stop_reason"] == "converged"
+    assert retried["epochs"] == 100 and 1 < retried["t"] < 100
+
+
 def test_beam_options_pick_the_local_runner_or_pass_through():
     local = sweep.pipeline_options("runs/x", workers=3).get_all_options()
     assert (local["runner"], local["direct_running_mode"], local["direct_num_workers"]) == (
@@ -324,3 +345,19 @@ def test_appendix_observables_of_a_sweep(tmp_path, monkeypatch):
     assert row["reference_gradient_evaluations"] > row["gradient_evaluations"]
     assert np.load(os.path.join(row["run_dir"], "gram_init.npy")).shape == (12, 12)
     assert sweep.SweepConfig.from_dict(json.loads(json.dumps(grid.to_dict()))) == grid
+    # A rerun of a run that lost its row (killed before writing it) reads every observable
+    # back from the run directory: velocity.json untouched, nothing measured again.
+    velocity_file = os.path.join(row["run_dir"], "velocity.json")
+    written = (os.stat(velocity_file).st_mtime_ns, open(velocity_file).read())
+    os.remove(sweep.row_path(str(tmp_path), row["run_id"]))
+
+    def measured_again(*args, **kwargs):
+        raise AssertionError("an observable of the run was measured again")
+
+    for module, name in ((sweep.z_dot, "preactivation_velocity"),
+                         (sweep.flow_fidelity, "reference_flow"), (sweep.ntk_eval.ntk, "gram")):
+        monkeypatch.setattr(module, name, measured_again)
+    again = sweep.run_sweep(grid, str(tmp_path), runner="inprocess")[0].iloc[0]
+    assert (os.stat(velocity_file).st_mtime_ns, open(velocity_file).read()) == written
+    for key in ("z_dot_1", "z_dot_2", "output_deviation", "reference_wall_seconds"):
+        assert again[key] == row[key], key

@@ -221,6 +221,9 @@ def test_excluded_reasons():
     done = dict(status="done", converged=True, train_loss=0.01, test_loss=0.3)
     assert sweep.excluded_reason(done) == ""
     assert sweep.excluded_reason(dict(done, converged=False)) == "budget"
+    # An Adam run that has done its epochs is finished (its length), one a budget stopped not.
+    assert sweep.excluded_reason(dict(done, converged=False, stop_reason="max_epochs")) == ""
+    assert sweep.excluded_reason(dict(done, converged=False, stop_reason="max_steps")) == "budget"
     assert sweep.excluded_reason(dict(done, test_loss=float("nan"))) == "nan"
     assert sweep.excluded_reason(dict(status="diverged", error="dt collapsed")) == "diverged"
     runs = sweep.mark_used(pd.DataFrame([done, dict(done, converged=False)]))

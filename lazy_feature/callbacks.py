@@ -56,9 +56,10 @@ def _python(logs):
 class GradientFlowStopping(keras.callbacks.Callback):
     """Stops `fit` when every margin exceeds 1 (converged) or a budget is spent.
 
-    Budgets: `max_time` in gradient-flow time, `max_epochs` in t too for Adam (whose t
-    counts epochs), `max_steps` accepted steps, and `max_wall_seconds` of wall clock
-    (counting `wall_offset` seconds spent before a resume). Raises DivergenceError when dt falls below `min_dt` (a step that no dt makes
+    Budgets: `max_time` in gradient-flow time, `max_steps` accepted steps, and
+    `max_wall_seconds` of wall clock (counting `wall_offset` seconds spent before a resume);
+    `max_epochs` is an Adam run's length in t (its t counts epochs), which ends it finished
+    (`run.finished`). Raises DivergenceError when dt falls below `min_dt` (a step that no dt makes
     obey eqs. 8-9, e.g. a non-finite loss). `reason` says why training stopped.
     `stop_when_converged=False` goes on past convergence, to a budget (a flow run to a set
     time, `AlphaModel.t_end`).

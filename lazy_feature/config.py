@@ -13,7 +13,8 @@ from lazy_feature.errors import ConfigError
 VERSION = "0.3.0"  # the package's one version string (setup.py reads it from here)
 # Settings that say where the data lies and how long to try, not what is computed: they are
 # left out of the run id, so a run found elsewhere or resumed with more time keeps its id.
-NOT_IDENTITY = ("data_dir", "max_time", "max_steps", "max_wall_seconds", "epochs")
+# (Adam's `epochs` is not one: it is the length of an Adam run, whose end it changes.)
+NOT_IDENTITY = ("data_dir", "max_time", "max_steps", "max_wall_seconds")
 # The integrator's settings; an Euler run leaves them out of its id, so runs made before
 # there was a choice keep theirs.
 INTEGRATOR_SETTINGS = ("integrator", "output_tol", "direction_tol")
@@ -21,7 +22,7 @@ INTEGRATOR_SETTINGS = ("integrator", "output_tol", "direction_tol")
 # the ids of earlier runs, which had them implicitly, stay valid.
 LATER_SETTINGS = {"architecture": "fc", "pca": 0, "pca_whiten": True,
                   "dynamics": "gradient_flow", "batch_size": 32, "learning_rate": None,
-                  "tau": 0.0, "tau_proportional_to_t": False}
+                  "tau": 0.0, "tau_proportional_to_t": False, "epochs": None}
 # The training dynamics (Section 7, Table 1): the paper's gradient flow (eq. 7), Adam on
 # mini-batches, or continuous momentum with time constant tau.
 DYNAMICS = ("gradient_flow", "adam", "momentum")
@@ -63,8 +64,9 @@ class TrainConfig:
     output_tol (of α·f, eq. 8's scale) and direction_tol (eq. 9's), and eq. 8 by max_dout;
     rkc (Runge–Kutta–Chebyshev) bounds its local error by the same two tolerances.
     dynamics is gradient_flow (eq. 7, the default), adam (`lazy_feature.adam`: mini-batches
-    of batch_size, step learning_rate, None for lr0·min(1, 1/α); t counts epochs, and
-    `epochs` is a budget in t like max_time) or momentum (`dynamics.ContinuousMomentum`:
+    of batch_size, step learning_rate, None for lr0·min(1, 1/α); t counts epochs; `epochs`
+    is the run's length: it ends at the stopping criterion or after `epochs` epochs, and
+    either is a finished run, `run.finished`) or momentum (`dynamics.ContinuousMomentum`:
     time constant tau, or tau·t with tau_proportional_to_t; tau = 0 is gradient flow); both
     with the euler integrator.
     Budgets (max_time in gradient-flow time, max_steps in accepted steps, max_wall_seconds)

@@ -123,7 +123,7 @@ def train_ensemble(config, seeds, output_dir, task=None, progress_stream=None,
     run_ids = [member.run_id() for member in configs]
     run_dirs = [artifact.join(output_dir, "members", run_id) for run_id in run_ids]
     with progress.shown([artifact.join(d, artifact.METRICS) for d in run_dirs], progress_stream,
-                        "members", failed=lambda metrics: not metrics["converged"],
+                        "members", failed=lambda metrics: not run.finished(metrics),
                         failures="unconverged"):
         for member, run_dir in zip(configs, run_dirs):
             run.train(member, run_dir, task=task, strategy=strategy)

@@ -237,6 +237,14 @@ def _finish(config, model, task, output_dir, stopping):
     return metrics
 
 
+def finished(metrics):
+    """Whether a run (its metrics.json, or a results row) ended as its dynamics intends:
+    at the stopping criterion (every training margin > 1), or, for Adam, after its `epochs`
+    (stop_reason max_epochs), a fixed length like the authors' Adam runs, which end at
+    every margin > 1 or at their train_time. A run a budget stopped is not finished."""
+    return bool(metrics["converged"]) or metrics.get("stop_reason") == "max_epochs"
+
+
 @dataclasses.dataclass(frozen=True)
 class LoadedRun:
     """A complete run reopened: its config, its trained AlphaModel (w and w0) and its data."""

@@ -136,16 +136,16 @@ def excluded_reason(row):
     """Why a run stays out of every statistic ("" when it is used).
 
     "diverged": the flow could not take a step; "nan": a non-finite training or test loss
-    (a NaN output); "budget": stopped by max_time, max_steps, max_wall_seconds or Adam's
-    epochs (stop_reason max_epochs) before every training margin exceeded 1. A row of an
-    older table without status counts as done.
+    (a NaN output); "budget": stopped by max_time, max_steps or max_wall_seconds before every
+    training margin exceeded 1 (an Adam run that has done its `epochs` is finished,
+    `run.finished`). A row of an older table without status counts as done.
     """
     if row.get("status", "done") != "done":
         return "diverged"
     losses = [row.get(k) for k in ("train_loss", "test_loss") if k in row]
     if any(v is None or not math.isfinite(float(v)) for v in losses):
         return "nan"
-    if not bool(row.get("converged", False)):
+    if not run.finished(dict(row, converged=row.get("converged", False))):
         return "budget"
     return ""
 
@@ -349,11 +349,9 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
 
 
 def scaled_budgets(config, factor):
-    """`config` with max_time, max_steps, max_wall_seconds and (Adam's) epochs multiplied
-    by `factor`."""
+    """`config` with max_time, max_steps and max_wall_seconds multiplied by `factor`."""
     return dataclasses.replace(config, max_time=config.max_time * factor,
                                max_steps=math.ceil(config.max_steps * factor),
-                               epochs=config.epochs and config.epochs * factor,
                                max_wall_seconds=config.max_wall_seconds * factor)
 
 
@@ -372,8 +370,7 @@ def _reopen_budget_stopped(configs, output_dir, factor):
             continue
         stopped = dataclasses.replace(config, max_time=float(row["max_time"]),
                                       max_steps=int(row["max_steps"]),
-                                      max_wall_seconds=float(row["max_wall_seconds"]),
-                                      epochs=row.get("epochs"))
+                                      max_wall_seconds=float(row["max_wall_seconds"]))
         retried.append(scaled_budgets(stopped, factor))
         artifact.remove(path)
         run.reopen(artifact.join(output_dir, RUNS, config.run_id()), retried[-1])

@@ -110,7 +110,8 @@ _HELP = {
                 "(continuous momentum with time constant --tau).",
     "batch_size": "adam: examples per mini-batch (Table 1: 32).",
     "learning_rate": "adam: the step size (unset: 1e-3*min(1, 1/alpha), lazy_feature.adam).",
-    "epochs": "adam: the budget in passes over the training set (adam's t counts epochs).",
+    "epochs": "adam: the run's length in passes over the training set (adam's t counts "
+              "epochs); it ends earlier at every margin > 1.",
     "tau": "momentum: the time constant tau (0 = gradient flow).",
     "tau_proportional_to_t": "momentum: use tau*t as the time constant (Fig. 7(c)'s EMNIST "
                              "setup).",

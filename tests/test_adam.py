@@ -85,7 +85,7 @@ def test_default_learning_rate_moves_F_alike_at_every_alpha_above_1():
     assert change[0.1] == pytest.approx(0.1 * change[1.0], rel=1e-2)
 
 
-def test_train_stage_trains_by_adam_and_stops_at_its_epoch_budget(tmp_path):
+def test_train_stage_trains_by_adam_and_stops_after_its_epochs(tmp_path):
     write_class_template_mnist(tmp_path / "mnist", per_class_train=6, per_class_test=4)
     common = ["--dataset=mnist", f"--data_dir={tmp_path / 'mnist'}", "--n_train=60",
               "--n_test=40", "--width=16", "--sqrt_h_alpha=2", "--dynamics=adam",
@@ -105,7 +105,8 @@ def test_train_stage_trains_by_adam_and_stops_at_its_epoch_budget(tmp_path):
     metrics = json.loads((budget / artifact.METRICS).read_text())
     assert not metrics["converged"] and metrics["stop_reason"] == "max_epochs"
     assert metrics["steps"] == 6 and metrics["t"] == 1.0
-    assert config["run_id"] == json.loads((budget / artifact.CONFIG).read_text())["run_id"]
+    # --epochs is the run's length, so it is another run.
+    assert config["run_id"] != json.loads((budget / artifact.CONFIG).read_text())["run_id"]
 
 
 def test_an_ensemble_of_adam_runs_differs_by_init_and_batch_order(tmp_path):

@@ -98,11 +98,12 @@ def test_bad_dynamics_settings_are_one_line_config_errors(settings, message):
 
 def test_run_ids_of_the_dynamics():
     adam = TrainConfig(dynamics="adam", learning_rate=0.01)
-    assert dataclasses.replace(adam, epochs=5.0).run_id() == adam.run_id()  # a budget
+    assert dataclasses.replace(adam, max_steps=5).run_id() == adam.run_id()  # a budget
     ids = {TrainConfig().run_id(), adam.run_id(), TrainConfig(dynamics="adam").run_id(),
+           dataclasses.replace(adam, epochs=5.0).run_id(),  # the length of an Adam run
            TrainConfig(dynamics="momentum", tau=0.1).run_id(),
            TrainConfig(dynamics="momentum", tau=0.1, tau_proportional_to_t=True).run_id()}
-    assert len(ids) == 5
+    assert len(ids) == 6
 
 
 @pytest.mark.parametrize("settings", [dict(dynamics="momentum", tau=0.5),

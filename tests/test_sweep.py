@@ -222,6 +222,9 @@ def test_excluded_reasons():
     done = dict(status="done", converged=True, train_loss=0.01, test_loss=0.3)
     assert sweep.excluded_reason(done) == ""
     assert sweep.excluded_reason(dict(done, converged=False)) == "budget"
+    # An Adam run that has done its epochs is finished (its length), one a budget stopped not.
+    assert sweep.excluded_reason(dict(done, converged=False, stop_reason="max_epochs")) == ""
+    assert sweep.excluded_reason(dict(done, converged=False, stop_reason="max_steps")) == "budget"
     assert sweep.excluded_reason(dict(done, test_loss=float("nan"))) == "nan"
     assert sweep.excluded_reason(dict(status="diverged", error="dt collapsed")) == "diverged"
     runs = sweep.mark_used(pd.DataFrame([done, dict(done, converged=False)]))
@@ -259,25 +262,31 @@ def test_budget_stopped_runs_are_excluded_then_retried(tmp_path, monkeypatch):
         sweep.run_sweep(grid, out, runner="inprocess", retry_unconverged=0.5)
 
 
-def test_an_adam_run_stopped_by_its_epochs_resumes_with_more(tmp_path, monkeypatch, caplog):
+def test_an_adam_run_of_its_epochs_is_used_and_one_a_budget_stopped_resumes(tmp_path,
+                                                                           monkeypatch, caplog):
     task = _synthetic_task(n_train=30, n_test=60)
     # 30 points in batches of 8: 3 steps an epoch; one epoch does not fit them.
     base = TrainConfig(n_train=30, n_test=60, dtype="float64", dynamics="adam", batch_size=8,
-                       learning_rate=0.05, epochs=1)
-    grid = sweep.SweepConfig(base=base, widths=(8,), sqrt_h_alphas=(0.5 * 8 ** 0.5,), ntk=False)
+                       learning_rate=0.05)
+    grid = sweep.SweepConfig(base=base, widths=(8,), sqrt_h_alphas=(0.5 * 8 ** 0.5,), ntk=False,
+                             variants=({"epochs": 1.0}, {"epochs": 100.0, "max_steps": 2}))
     monkeypatch.setitem(sweep._TASKS, (base.dataset, base.data_dir, 30, 60, base.data_seed,
                                        base.pca, base.pca_whiten, base.architecture), task)
     out = str(tmp_path / "sweep")
-    runs, _ = sweep.run_sweep(grid, out, runner="inprocess")
-    first = runs.iloc[0]
-    assert (first["stop_reason"], first["excluded_reason"]) == ("max_epochs", "budget")
-    assert (first["steps"], first["t"]) == (3, 1.0)
+    runs = sweep.run_sweep(grid, out, runner="inprocess")[0].set_index("epochs")
+    # A run of one epoch has done its length: finished and used, though margins remain < 1.
+    assert (runs.loc[1.0, "stop_reason"], runs.loc[1.0, "used"]) == ("max_epochs", True)
+    assert not runs.loc[1.0, "converged"] and (runs.loc[1.0, "steps"], runs.loc[1.0, "t"]) == (3, 1.0)
+    stopped = runs.loc[100.0]
+    assert (stopped["stop_reason"], stopped["excluded_reason"], stopped["steps"]) == (
+        "max_steps", "budget", 2)
     with caplog.at_level("INFO", logger="lazy_feature"):
-        runs, _ = sweep.run_sweep(grid, out, runner="inprocess", retry_unconverged=100)
-    retried = runs.iloc[0]
-    assert f"resuming {os.path.join(out, first['run_dir'])} from step 3" in caplog.text
-    assert retried["used"] and retried["stop_reason"] == "converged"
-    assert retried["epochs"] == 100 and 1 < retried["t"] < 100
+        retried = sweep.run_sweep(grid, out, runner="inprocess",
+                                  retry_unconverged=1000)[0].set_index("epochs")
+    assert f"resuming {os.path.join(out, stopped['run_dir'])} from step 2" in caplog.text
+    assert retried.loc[100.0, "used"] and retried.loc[100.0, "stop_reason"] == "converged"
+    assert 1 < retried.loc[100.0, "t"] < 100
+    assert retried.loc[1.0].equals(runs.loc[1.0])  # a finished run is not retried
 
 
 def test_beam_options_pick_the_local_runner_or_pass_through():

@@ -121,9 +121,11 @@ _HELP = {
 }
 
 
-# The settings of the training dynamics (Section 7), which `sweep` can set for its grid too.
-DYNAMICS_FLAGS = ("dynamics", "batch_size", "learning_rate", "epochs", "tau",
-                  "tau_proportional_to_t")
+# The settings of each training dynamics but gradient flow (Section 7; TrainConfig refuses
+# them under another dynamics), and with --dynamics the flags `sweep` can set for its grid too.
+DYNAMICS_SETTINGS = {"adam": ("batch_size", "learning_rate", "epochs"),
+                     "momentum": ("tau", "tau_proportional_to_t")}
+DYNAMICS_FLAGS = ("dynamics", *DYNAMICS_SETTINGS["adam"], *DYNAMICS_SETTINGS["momentum"])
 
 
 def define_train_config_flags(names=tuple(_FIELDS), help_prefix=""):

@@ -1,15 +1,24 @@
-r"""A named sweep as a Kubeflow Pipelines (v2) pipeline: train → ntk_eval → ensembles → report.
+r"""A named sweep as a Kubeflow Pipelines (v2) pipeline: train → ntk_eval → appendix →
+ensembles → report; a Table 1 group as every row's sweep, then the table.
 
 Compiles the grid of a config of pipelines/configs.py into a pipeline YAML whose steps are
 container components running this package's absl binaries in an image that holds the
 package and its data set (e.g. built by running setup.sh):
   train      one task per grid point: `python -m pipelines.train`, every setting as a flag,
-             into <output_dir>/runs/<run_id> (the sweep's layout);
+             into <output_dir>/runs/<run_id> (the sweep's layout; one component per
+             `variants` entry of the grid);
   ntk_eval   after its run's train: `python -m pipelines.ntk_eval` (when the config has NTK);
+  appendix   after that: `python -m pipelines.appendix`, the observables the grid asks for
+             (velocity, fidelity, gram_probe), computed by the sweep's own
+             `appendix_observables` and stored in the run directory;
   ensembles  after every run: `python -m pipelines.sweep --runner=inprocess --noreport`, which
-             finds the runs complete and writes their rows, results.csv and ensembles.csv
-             (eqs. 15-16 over the init seeds);
+             finds the runs complete (and their observables stored) and writes their rows,
+             results.csv and ensembles.csv (eqs. 15-16 over the init seeds);
   report     `python -m pipelines.report`: the figures, fits, claims and summary.md.
+A Table 1 group (--config=table1_quick or table1) compiles to these tasks for every row,
+under <output_dir>/<row>, then one task `python -m pipelines.sweep --report_only` that
+writes table1.md and table1.csv once every row has finished or failed: a row whose data set
+the image lacks fails, and the table says "data not found" for it.
 The output directory, a pipeline parameter, must be storage every pod sees (gs://...):
 
   pip install -e .[kfp]
@@ -24,7 +33,8 @@ from absl import flags
 from lazy_feature import sweep as sweep_lib
 from pipelines import common, configs
 
-flags.DEFINE_string("config", "quick", f"A named sweep: {', '.join(configs.CONFIGS)}.")
+flags.DEFINE_string("config", "quick", "A named sweep or Table 1 group: "
+                    f"{', '.join(list(configs.CONFIGS) + list(configs.TABLES))}.")
 flags.DEFINE_string("output", None, "The pipeline YAML to write.", required=True)
 flags.DEFINE_string("image", "lazy-feature:latest", "The container image of the steps.")
 FLAGS = flags.FLAGS
@@ -44,67 +54,130 @@ def train_flags(config):
     return [_flag(k, v) for k, v in config.to_dict().items() if k not in VARIED and v is not None]
 
 
-def build(config_name, image):
-    """The pipeline function of the named sweep, its steps running in `image`."""
+def build(config_name, image, grid=None):
+    """The pipeline function of the named sweep (or of `grid`, under that name), its steps
+    running in `image`; a Table 1 group (configs.TABLES) compiles to every row's sweep, each
+    under <output_dir>/<row>, then `table1`."""
     from kfp import dsl  # pylint: disable=import-outside-toplevel
-    grid = configs.get(config_name)
-    points = grid.configs()
-    fixed = train_flags(points[0])
-    if any(train_flags(c) != fixed for c in points):
-        raise ValueError(f"{config_name}: grid points differ in settings outside {VARIED}")
-    python = ["python", "-m"]
+    if config_name in configs.TABLES:
+        rows = {row: _SweepTasks(dsl, image, make.__name__, make(), row)
+                for row, make in configs.TABLES[config_name].items()}
+        last = _sweep_command(dsl, image, config_name, "", ["--report_only", "--noreport"])
+        description = (f"Table 1 ({config_name}): each row's sweep, then table1.md and "
+                       "table1.csv.")
+    else:
+        rows = {"": _SweepTasks(dsl, image, config_name,
+                                configs.get(config_name) if grid is None else grid)}
+        last = None
+        description = f"The {config_name} sweep: train, ntk_eval, appendix, ensembles, report."
 
-    def run_dir(output_dir, run_id):
-        return dsl.ConcatPlaceholder([output_dir, f"/{sweep_lib.RUNS}/", run_id])
-
-    @dsl.container_component
-    def train(output_dir: str, run_id: str, alpha: str, width: str, depth: str, init_seed: str,
-              dtype: str):
-        return dsl.ContainerSpec(image=image, command=python + ["pipelines.train"], args=[
-            dsl.ConcatPlaceholder(["--output_dir=", run_dir(output_dir, run_id)]),
-            dsl.ConcatPlaceholder(["--alpha=", alpha]),
-            dsl.ConcatPlaceholder(["--width=", width]),
-            dsl.ConcatPlaceholder(["--depth=", depth]),
-            dsl.ConcatPlaceholder(["--init_seed=", init_seed]),
-            dsl.ConcatPlaceholder(["--dtype=", dtype]), *fixed])
-
-    ntk_limits = [f"--{k}={v}" for k, v in (("max_train", grid.ntk_max_train),
-                                            ("max_test", grid.ntk_max_test)) if v is not None]
-
-    @dsl.container_component
-    def ntk_eval(output_dir: str, run_id: str):
-        return dsl.ContainerSpec(image=image, command=python + ["pipelines.ntk_eval"], args=[
-            dsl.ConcatPlaceholder(["--run_dir=", run_dir(output_dir, run_id)]), *ntk_limits])
-
-    @dsl.container_component
-    def ensembles(output_dir: str):
-        return dsl.ContainerSpec(image=image, command=python + ["pipelines.sweep"], args=[
-            f"--config={config_name}", dsl.ConcatPlaceholder(["--output_dir=", output_dir]),
-            "--runner=inprocess", "--noreport"])
-
-    @dsl.container_component
-    def report(output_dir: str):
-        return dsl.ContainerSpec(image=image, command=python + ["pipelines.report"], args=[
-            dsl.ConcatPlaceholder(["--sweep_dir=", output_dir])])
-
-    @dsl.pipeline(name=f"lazy-feature-{config_name}",
-                  description=f"The {config_name} sweep: train, ntk_eval, ensembles, report.")
+    @dsl.pipeline(name=f"lazy-feature-{config_name}", description=description)
     def pipeline(output_dir: str):
-        finished = []
-        for config in points:
-            task = train(output_dir=output_dir, run_id=config.run_id(),
-                         **{k: _value(getattr(config, k)) for k in VARIED})
-            task.set_display_name(f"train a={config.alpha:.3g} h={config.width} "
-                                  f"seed={config.init_seed}")
-            if grid.ntk:
-                task = ntk_eval(output_dir=output_dir, run_id=config.run_id()).after(task)
-                task.set_display_name(f"ntk_eval a={config.alpha:.3g} h={config.width} "
-                                      f"seed={config.init_seed}")
-            finished.append(task)
-        tables = ensembles(output_dir=output_dir).after(*finished)
-        report(output_dir=output_dir).after(tables)
+        finished = [tasks.add(output_dir) for tasks in rows.values()]
+        if last is not None:  # rows whose data the cluster lacks fail: the table says so
+            table = last(output_dir=output_dir).after(*finished).ignore_upstream_failure()
+            table.set_display_name("table1")
 
     return pipeline
+
+
+def _sweep_dir(dsl, output_dir, row):
+    """The sweep directory of a row (<output_dir>/<row>), or output_dir for row ""."""
+    return dsl.ConcatPlaceholder([output_dir, f"/{row}"]) if row else output_dir
+
+
+def _sweep_command(dsl, image, config_name, row, args):
+    """A component running the sweep binary on the named config in the row's directory."""
+
+    @dsl.container_component
+    def sweep_stage(output_dir: str):
+        return dsl.ContainerSpec(image=image, command=["python", "-m", "pipelines.sweep"], args=[
+            f"--config={config_name}",
+            dsl.ConcatPlaceholder(["--output_dir=", _sweep_dir(dsl, output_dir, row)]),
+            "--runner=inprocess", *args])
+
+    return sweep_stage
+
+
+class _SweepTasks:
+    """The components of one sweep: train per grid point (one component per set of settings
+    the grid does not vary, e.g. per `variants` entry), ntk_eval, appendix (the observables
+    `sweep.appendix_observables` adds, as a sweep run does), ensembles and report."""
+
+    def __init__(self, dsl, image, config_name, grid, row=""):
+        self.dsl, self.grid, self.row = dsl, grid, row
+        self.points = grid.configs()
+        python = ["python", "-m"]
+
+        def run_dir(output_dir, run_id):
+            return dsl.ConcatPlaceholder([_sweep_dir(dsl, output_dir, row),
+                                          f"/{sweep_lib.RUNS}/", run_id])
+
+        def train_component(fixed):
+            @dsl.container_component
+            def train(output_dir: str, run_id: str, alpha: str, width: str, depth: str,
+                      init_seed: str, dtype: str):
+                return dsl.ContainerSpec(image=image, command=python + ["pipelines.train"], args=[
+                    dsl.ConcatPlaceholder(["--output_dir=", run_dir(output_dir, run_id)]),
+                    dsl.ConcatPlaceholder(["--alpha=", alpha]),
+                    dsl.ConcatPlaceholder(["--width=", width]),
+                    dsl.ConcatPlaceholder(["--depth=", depth]),
+                    dsl.ConcatPlaceholder(["--init_seed=", init_seed]),
+                    dsl.ConcatPlaceholder(["--dtype=", dtype]), *fixed])
+            return train
+
+        self.train = {}
+        for config in self.points:
+            fixed = tuple(train_flags(config))
+            if fixed not in self.train:
+                self.train[fixed] = train_component(fixed)
+
+        def run_component(stage, args):
+            @dsl.container_component
+            def per_run(output_dir: str, run_id: str):
+                return dsl.ContainerSpec(image=image, command=python + [f"pipelines.{stage}"],
+                                         args=[dsl.ConcatPlaceholder(
+                                             ["--run_dir=", run_dir(output_dir, run_id)]),
+                                               *args])
+            return per_run
+
+        self.ntk_eval = run_component("ntk_eval", [
+            f"--{k}={v}" for k, v in (("max_train", grid.ntk_max_train),
+                                      ("max_test", grid.ntk_max_test)) if v is not None])
+        options = grid.appendix_options()
+        self.appendix = (run_component("appendix", [
+            _flag(k, v) for k, v in options.items() if v is not None])
+            if options["velocity"] or options["fidelity"] or options["gram_probe"] else None)
+        self.ensembles = _sweep_command(dsl, image, config_name, row, ["--noreport"])
+
+        @dsl.container_component
+        def report(output_dir: str):
+            return dsl.ContainerSpec(image=image, command=python + ["pipelines.report"], args=[
+                dsl.ConcatPlaceholder(["--sweep_dir=", _sweep_dir(dsl, output_dir, row)])])
+
+        self.report = report
+
+    def add(self, output_dir):
+        """Add the sweep's tasks to the pipeline being defined; return its last (report)."""
+        finished = []
+        for config in self.points:
+            where = (f"{self.row} " if self.row else "") + (
+                f"a={config.alpha:.3g} h={config.width} seed={config.init_seed}")
+            task = self.train[tuple(train_flags(config))](
+                output_dir=output_dir, run_id=config.run_id(),
+                **{k: _value(getattr(config, k)) for k in VARIED})
+            task.set_display_name(f"train {where}")
+            for stage, component in (("ntk_eval", self.grid.ntk and self.ntk_eval),
+                                     ("appendix", self.appendix)):
+                if component:
+                    task = component(output_dir=output_dir, run_id=config.run_id()).after(task)
+                    task.set_display_name(f"{stage} {where}")
+            finished.append(task)
+        tables = self.ensembles(output_dir=output_dir).after(*finished)
+        tables.set_display_name(" ".join(filter(None, ("ensembles", self.row))))
+        report = self.report(output_dir=output_dir).after(tables)
+        report.set_display_name(" ".join(filter(None, ("report", self.row))))
+        return report
 
 
 def _value(value):
@@ -112,10 +185,11 @@ def _value(value):
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def compile_pipeline(config_name, output, image="lazy-feature:latest"):
-    """Write the pipeline YAML of the named sweep to `output`."""
+def compile_pipeline(config_name, output, image="lazy-feature:latest", grid=None):
+    """Write the pipeline YAML of the named sweep (or Table 1 group, or `grid` under that
+    name) to `output`."""
     from kfp import compiler  # pylint: disable=import-outside-toplevel
-    compiler.Compiler().compile(build(config_name, image), package_path=output)
+    compiler.Compiler().compile(build(config_name, image, grid), package_path=output)
 
 
 def main():

@@ -35,6 +35,12 @@ outside their default location are named with --data_dirs:
   python -m pipelines.sweep --config=table1_quick --output_dir=runs/table1_quick \
       --data_dirs=mnist=~/data/mnist,cifar10=~/data/cifar-10-batches-py
 
+The grid flags apply to every row of the group; a dynamics flag only to the rows of its
+dynamics (--epochs, --batch_size, --learning_rate to the Adam rows, --tau and
+--tau_proportional_to_t to momentum's), unless --dynamics sets every row's; a flag that no
+row takes is refused before anything runs. With --report_only nothing is trained: the
+tables (and Table 1) are written from the runs that have their row.
+
 The same grid trained by Adam on mini-batches of 32 for at most 100 epochs, or by
 continuous momentum (--dynamics=momentum --tau=0.1; any of train's dynamics flags):
 
@@ -71,21 +77,26 @@ flags.DEFINE_list("data_dirs", None, "Where data sets lie, as dataset=DIR pairs 
                   "mnist=~/data/mnist,cifar10=~/data/cifar10): the runs on that data set "
                   "read it from DIR.")
 common.define_train_config_flags(common.DYNAMICS_FLAGS,
-                                 help_prefix="For every run of the grid: ")
+                                 help_prefix="For the runs of the grid (of a Table 1 group: "
+                                 "the rows of that dynamics, or all with --dynamics): ")
 flags.DEFINE_enum("runner", "beam", sweep.RUNNERS, "Apache Beam, or a loop in this process.")
 flags.DEFINE_integer("workers", 2, "Processes of Beam's local runner.")
 flags.DEFINE_list("beam_options", None, "Beam pipeline options, passed through: a --runner "
                   "among them replaces the local runner (Dataflow, Flink, Spark).")
 flags.DEFINE_boolean("report", True, "Write the report once the sweep is done (for a "
                      "table: each row's; the table's report is always written).")
+flags.DEFINE_boolean("report_only", False, "Train nothing: write the tables (and the report) "
+                     "from the runs that have their row; for a Table 1 group, each row's and "
+                     "table1.md (the last step of its Kubeflow pipeline).")
 flags.DEFINE_float("retry_unconverged", None, "Resume the runs a budget stopped, from where "
                    "they stopped, with their budgets multiplied by this factor (> 1).")
 common.define_strategy_flags()
 FLAGS = flags.FLAGS
 
 
-def sweep_from_flags(grid=None):
-    """The named SweepConfig (or `grid`) with the grid flags that were given."""
+def sweep_from_flags(grid=None, dynamics=None):
+    """The named SweepConfig (or `grid`) with the grid flags that were given; its base gets
+    the settings `dynamics` (default: every dynamics flag given)."""
     grid = configs.get(FLAGS.config) if grid is None else grid
     changes, base = {}, {}
     if FLAGS.architecture is not None:
@@ -96,7 +107,7 @@ def sweep_from_flags(grid=None):
     data_dir = data_dirs_from_flags().get(grid.base.dataset)
     if data_dir is not None:
         base.update(data_dir=data_dir)
-    base.update(common.given_flags(common.DYNAMICS_FLAGS))
+    base.update(common.given_flags(common.DYNAMICS_FLAGS) if dynamics is None else dynamics)
     if base:
         changes["base"] = dataclasses.replace(grid.base, **base)
     if FLAGS.widths is not None:
@@ -122,13 +133,53 @@ def data_dirs_from_flags():
     return found
 
 
+def table_dynamics(rows):
+    """{row: the dynamics settings of the flags that apply to it} for a Table 1 group's
+    {row: SweepConfig}: with --dynamics every flag to every row, else each dynamics' flags
+    (common.DYNAMICS_SETTINGS) to the rows trained by it; a flag that no row takes is a
+    ConfigError."""
+    given = common.given_flags(common.DYNAMICS_FLAGS)
+    if "dynamics" in given:
+        return {name: given for name in rows}
+    applied = {name: {k: v for k, v in given.items()
+                      if k in common.DYNAMICS_SETTINGS.get(grid.base.dynamics, ())}
+               for name, grid in rows.items()}
+    for name in given:
+        if not any(name in settings for settings in applied.values()):
+            [owner] = [d for d, names in common.DYNAMICS_SETTINGS.items() if name in names]
+            raise ConfigError(f"--{name} is a setting of --dynamics={owner}, and no row of "
+                              f"--config={FLAGS.config} is trained by {owner}: drop it, or "
+                              "give --dynamics to set every row's")
+    return applied
+
+
+def table1_plan(rows):
+    """[(row, grid, why)] of a Table 1 group ({row name: config function}), in
+    table1.ROWS order: each row's SweepConfig with the flags applied (the dynamics flags to
+    the rows they belong to, `table_dynamics`), and why its data set is missing (None when
+    present)."""
+    grids = {name: make() for name, make in rows.items()}
+    dynamics = table_dynamics(grids)
+    plan = []
+    for row in table1.ROWS:
+        grid = sweep_from_flags(grids[row.name], dynamics[row.name])
+        plan.append((row, grid, data.missing(grid.base.dataset, grid.base.data_dir)))
+    return plan
+
+
 def _sweep(grid, output_dir, console):
-    """Run `grid` in output_dir with the runner flags; its report too with --report."""
-    runs, ensembles = sweep.run_sweep(grid, output_dir, runner=FLAGS.runner,
-                                      workers=FLAGS.workers, beam_options=FLAGS.beam_options,
-                                      retry_unconverged=FLAGS.retry_unconverged,
-                                      progress_stream=console,
-                                      **common.strategy_options())
+    """Run `grid` in output_dir with the runner flags (with --report_only, only write its
+    tables from the runs done); its report too with --report."""
+    if FLAGS.report_only:
+        artifact.makedirs(output_dir)
+        runs, ensembles = sweep.write_tables(output_dir, grid.configs())
+    else:
+        runs, ensembles = sweep.run_sweep(grid, output_dir, runner=FLAGS.runner,
+                                          workers=FLAGS.workers,
+                                          beam_options=FLAGS.beam_options,
+                                          retry_unconverged=FLAGS.retry_unconverged,
+                                          progress_stream=console,
+                                          **common.strategy_options())
     if FLAGS.report:
         paths = report.write_report(runs, ensembles, report.default_dir(output_dir),
                                     grid.feature_range, grid.lazy_range)
@@ -139,12 +190,9 @@ def _sweep(grid, output_dir, console):
 def run_table1(rows, console):
     """Run every row of Table 1 whose data set is present, each in <output_dir>/<row>, then
     write table1.md and table1.csv there; rows whose data set is absent read "data not
-    found". The data are checked for every row before the first starts."""
-    plan = []
-    for row in table1.ROWS:
-        grid = sweep_from_flags(rows[row.name]())
-        why = data.missing(grid.base.dataset, grid.base.data_dir)
-        plan.append((row, grid, why))
+    found". The data are checked for every row before the first starts (`table1_plan`)."""
+    plan = table1_plan(rows)
+    for row, _, why in plan:
         console.write(f"table 1, {row.name}: "
                       + (f"skipped, {table1.NOT_FOUND} ({why})" if why else "to run") + "\n")
     records = []

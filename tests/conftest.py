@@ -4,6 +4,7 @@ import gzip
 import io
 import logging
 import os
+import pickle
 import runpy
 import struct
 import subprocess
@@ -43,11 +44,7 @@ def stage_in_process(name, *args):
     captured from sys.stdout/sys.stderr, absl's log handler and the file descriptors 1 and 2.
     The root and lazy_feature loggers' levels, absl's handler and os.environ are restored.
     """
-    for flag in [f for module, defined in flags.FLAGS.flags_by_module_dict().items()
-                 if _is_stage_module(module) for f in defined]:
-        if flag.name in flags.FLAGS:
-            delattr(flags.FLAGS, flag.name)
-    flags.FLAGS.unparse_flags()
+    _remove_stage_flags()
     loggers = {logger: logger.level for logger in (logging.root,
                                                    logging.getLogger("lazy_feature"))}
     handlers, environ, argv = list(logging.root.handlers), dict(os.environ), list(sys.argv)
@@ -73,6 +70,26 @@ def stage_in_process(name, *args):
     os.environ.update(environ)
     return subprocess.CompletedProcess([f"pipelines.{name}", *args], returncode,
                                        out.getvalue(), err.getvalue())
+
+
+def stage_module(name, *args):
+    """The namespace of the stage module pipelines.<name>, loaded (not run) on freshly
+    defined flags (as `stage_in_process`) that are parsed from `args`: to call its functions
+    as its main would, without running it."""
+    _remove_stage_flags()
+    namespace = runpy.run_module(f"pipelines.{name}", run_name=f"pipelines.{name}",
+                                 alter_sys=True)
+    flags.FLAGS([f"pipelines.{name}", *args])
+    return namespace
+
+
+def _remove_stage_flags():
+    """Remove the flags a stage module defined, and reset all flags to their defaults."""
+    for flag in [f for module, defined in flags.FLAGS.flags_by_module_dict().items()
+                 if _is_stage_module(module) for f in defined]:
+        if flag.name in flags.FLAGS:
+            delattr(flags.FLAGS, flag.name)
+    flags.FLAGS.unparse_flags()
 
 
 def _is_stage_module(module):
@@ -139,13 +156,14 @@ def write_idx(path, array, gz=True):
     return path
 
 
-def class_template_images(classes, seed):
-    """28x28 float images whose class k is bright on rows 2k, 2k + 1, plus uniform noise.
+def class_template_images(classes, seed, shape=(28, 28)):
+    """Float images of `shape` (28x28 by default) whose class k is bright on rows 2k, 2k + 1,
+    plus uniform noise.
 
     Centering on the pooled mean and scaling each image (`data.binary_task`) keep those
     rows the brightest, so `image_class` reads the class back from a task's inputs.
     """
-    images = np.random.default_rng(seed).uniform(0, 40, size=(len(classes), 28, 28))
+    images = np.random.default_rng(seed).uniform(0, 40, size=(len(classes), *shape))
     for image, k in zip(images, classes):
         image[2 * k: 2 * k + 2] += 200
     return images
@@ -156,14 +174,54 @@ def image_class(x):
     return x.reshape(len(x), 28, 28)[:, :20].reshape(len(x), 10, 56).mean(axis=2).argmax(axis=1)
 
 
-def write_class_template_mnist(path, per_class_train, per_class_test, seed=0):
-    """An MNIST-format folder of `class_template_images`; returns the train images (N, 28, 28)."""
-    path.mkdir(exist_ok=True)
+def class_template_sets(per_class_train, per_class_test, seed=0, shape=(28, 28)):
+    """[train images, train classes, test images, test classes] of `class_template_images`
+    of `shape`, classes 0 … 9 (uint8), `per_class_*` of each, shuffled."""
     rng = np.random.default_rng(seed)
     arrays = []
     for per_class in (per_class_train, per_class_test):
         classes = rng.permutation(np.repeat(np.arange(10, dtype=np.uint8), per_class))
-        arrays += [class_template_images(classes, rng.integers(1 << 30)), classes]
+        arrays += [class_template_images(classes, rng.integers(1 << 30), shape), classes]
+    return arrays
+
+
+def write_class_template_mnist(path, per_class_train, per_class_test, seed=0):
+    """An MNIST-format folder of `class_template_images`; returns the train images (N, 28, 28)."""
+    path.mkdir(exist_ok=True)
+    arrays = class_template_sets(per_class_train, per_class_test, seed)
     for name, array in zip(MNIST_FILES, arrays):
         write_idx(path / name, array, gz=False)
     return arrays[0]
+
+
+EMNIST_LETTERS_FILES = ("emnist-letters-train-images-idx3-ubyte",
+                        "emnist-letters-train-labels-idx1-ubyte",
+                        "emnist-letters-test-images-idx3-ubyte",
+                        "emnist-letters-test-labels-idx1-ubyte")
+CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                 "test_batch")
+
+
+def write_class_template_emnist_letters(path, per_class_train, per_class_test, seed=0):
+    """An EMNIST letters folder as released (gzip IDX, uint8, each image stored transposed,
+    letters labelled from 1) of `class_template_images` of the first 10 letters."""
+    path.mkdir(exist_ok=True)
+    images, classes, test_images, test_classes = class_template_sets(
+        per_class_train, per_class_test, seed)
+    arrays = [images.astype(np.uint8).transpose(0, 2, 1), classes + 1,
+              test_images.astype(np.uint8).transpose(0, 2, 1), test_classes + 1]
+    for name, array in zip(EMNIST_LETTERS_FILES, arrays):
+        write_idx(path / f"{name}.gz", array)
+
+
+def write_class_template_cifar10(path, per_class_train, per_class_test, seed=0):
+    """A CIFAR10 python folder (data_batch_1 … 5 and test_batch: pickled dicts of uint8 rows
+    of red, green and blue 32x32 planes, and labels) of 32x32x3 `class_template_images`."""
+    path.mkdir(parents=True, exist_ok=True)
+    images, classes, test_images, test_classes = class_template_sets(
+        per_class_train, per_class_test, seed, shape=(32, 32, 3))
+    batches = list(zip(np.array_split(images, 5), np.array_split(classes, 5)))
+    for name, (batch, labels) in zip(CIFAR10_FILES, batches + [(test_images, test_classes)]):
+        rows = batch.astype(np.uint8).transpose(0, 3, 1, 2).reshape(len(batch), 3072)
+        with open(path / name, "wb") as f:
+            pickle.dump({b"data": rows, b"labels": [int(k) for k in labels]}, f)

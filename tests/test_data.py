@@ -13,16 +13,11 @@ import pytest
 import tensorflow as tf
 
 from lazy_feature import data
-from tests.conftest import MNIST_FILES, class_template_images, idx_bytes, image_class, write_idx
+from tests.conftest import (CIFAR10_FILES, EMNIST_LETTERS_FILES, MNIST_FILES,
+                            class_template_images, idx_bytes, image_class, write_idx)
 
 K = 10  # classes
 TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 4
-EMNIST_LETTERS_FILES = ("emnist-letters-train-images-idx3-ubyte",
-                        "emnist-letters-train-labels-idx1-ubyte",
-                        "emnist-letters-test-images-idx3-ubyte",
-                        "emnist-letters-test-labels-idx1-ubyte")
-CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-                 "test_batch")
 
 
 def make_images(n, rng, offset=0):

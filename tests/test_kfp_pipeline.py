@@ -1,5 +1,6 @@
 """The Kubeflow Pipelines definition: the tiny sweep compiles to the expected DAG."""
 import dataclasses
+import json
 import re
 
 import pytest
@@ -31,54 +32,155 @@ def _config(args, parameters):
     return TrainConfig(**typed)
 
 
+class _Compiled:
+    """A compiled pipeline YAML: its tasks, each task's container and constant inputs."""
+
+    def __init__(self, path):
+        self.spec = yaml.safe_load(path.read_text())
+        self.tasks = self.spec["root"]["dag"]["tasks"]
+
+    def container(self, name):
+        component = self.spec["components"][self.tasks[name]["componentRef"]["name"]]
+        executors = self.spec["deploymentSpec"]["executors"]
+        return executors[component["executorLabel"]]["container"]
+
+    def constants(self, name):
+        return {k: v["runtimeValue"]["constant"]
+                for k, v in self.tasks[name]["inputs"]["parameters"].items()
+                if "runtimeValue" in v}
+
+    def by_stage(self):
+        found = {}
+        for name in self.tasks:
+            command = self.container(name)["command"]
+            assert command[:2] == ["python", "-m"]
+            found.setdefault(command[2], []).append(name)
+        return found
+
+    def trained(self, names):
+        """{run_id: task name} of train tasks, each checked to run its run id's config."""
+        found = {}
+        for name in names:
+            parameters = self.constants(name)
+            run_id = parameters.pop("run_id")
+            assert _config(self.container(name)["args"], parameters).run_id() == run_id
+            found[run_id] = name
+        return found
+
+    def after(self, name):
+        return sorted(self.tasks[name].get("dependentTasks", []))
+
+
 def test_tiny_sweep_compiles_to_train_ntk_eval_ensembles_report(tmp_path):
     output = tmp_path / "tiny.yaml"
     kfp_pipeline.compile_pipeline("tiny", str(output), image="registry/lazy-feature:1")
-    spec = yaml.safe_load(output.read_text())
+    compiled = _Compiled(output)
+    spec, tasks = compiled.spec, compiled.tasks
     assert spec["root"]["inputDefinitions"]["parameters"] == {
         "output_dir": {"parameterType": "STRING"}}
-    executors = spec["deploymentSpec"]["executors"]
-    tasks = spec["root"]["dag"]["tasks"]
-
-    def container(task):
-        component = spec["components"][task["componentRef"]["name"]]
-        return executors[component["executorLabel"]]["container"]
-
-    by_stage = {}
-    for name, task in tasks.items():
-        command = container(task)["command"]
-        assert command[:2] == ["python", "-m"] and container(task)["image"] == (
-            "registry/lazy-feature:1")
-        by_stage.setdefault(command[2], []).append(name)
+    assert {compiled.container(name)["image"] for name in tasks} == {"registry/lazy-feature:1"}
+    by_stage = compiled.by_stage()
     grid = configs.get("tiny").configs()
     assert {k: len(v) for k, v in by_stage.items()} == {
         "pipelines.train": len(grid), "pipelines.ntk_eval": len(grid),
         "pipelines.sweep": 1, "pipelines.report": 1}
-
-    def constants(task):
-        return {k: v["runtimeValue"]["constant"]
-                for k, v in task["inputs"]["parameters"].items() if "runtimeValue" in v}
-
     # Each train task runs one grid point (its run id, rebuilt from the flags it passes).
-    trained = {}
-    for name in by_stage["pipelines.train"]:
-        parameters = constants(tasks[name])
-        run_id = parameters.pop("run_id")
-        assert _config(container(tasks[name])["args"], parameters).run_id() == run_id
-        trained[run_id] = name
+    trained = compiled.trained(by_stage["pipelines.train"])
     assert set(trained) == {c.run_id() for c in grid}
     # ntk_eval after its own run's train; the ensembles after every ntk_eval; then the report.
     for name in by_stage["pipelines.ntk_eval"]:
-        run_id = constants(tasks[name])["run_id"]
-        assert tasks[name]["dependentTasks"] == [trained[run_id]]
+        assert compiled.after(name) == [trained[compiled.constants(name)["run_id"]]]
     (tables,) = by_stage["pipelines.sweep"]
-    assert sorted(tasks[tables]["dependentTasks"]) == sorted(by_stage["pipelines.ntk_eval"])
-    assert container(tasks[tables])["args"][:1] == ["--config=tiny"]
-    assert {"--runner=inprocess", "--noreport"} <= set(container(tasks[tables])["args"])
+    assert compiled.after(tables) == sorted(by_stage["pipelines.ntk_eval"])
+    assert compiled.container(tables)["args"][:1] == ["--config=tiny"]
+    assert {"--runner=inprocess", "--noreport"} <= set(compiled.container(tables)["args"])
     (report,) = by_stage["pipelines.report"]
-    assert tasks[report]["dependentTasks"] == [tables]
+    assert compiled.after(report) == [tables]
     # Every step writes under the pipeline's output_dir parameter.
-    for task in tasks.values():
+    for name, task in tasks.items():
         assert task["inputs"]["parameters"]["output_dir"] == {
             "componentInputParameter": "output_dir"}
-        assert any(re.search(r"output_dir'\]", arg) for arg in container(task)["args"])
+        assert any(re.search(r"output_dir'\]", arg) for arg in compiled.container(name)["args"])
+
+
+def _directory(args, flag, run_id=None):
+    """The directory a task's --flag names, its output_dir parameter written as OUT (and its
+    run_id parameter as `run_id`)."""
+    def text(part):
+        return part if isinstance(part, str) else "".join(map(text, part["Concat"]))
+
+    [arg] = [a for a in args if a.startswith(f'{{"Concat": ["--{flag}="')]
+    return text(json.loads(arg)).removeprefix(f"--{flag}=").replace(
+        "{{$.inputs.parameters['output_dir']}}", "OUT").replace(
+        "{{$.inputs.parameters['run_id']}}", str(run_id))
+
+
+def test_table1_group_compiles_to_every_rows_sweep_then_the_table(tmp_path):
+    output = tmp_path / "table1_quick.yaml"
+    kfp_pipeline.compile_pipeline("table1_quick", str(output))
+    compiled = _Compiled(output)
+    by_stage = compiled.by_stage()
+    rows = configs.TABLES["table1_quick"]
+    # Per row: its grid's train tasks (ntk off), its ensembles and its report; then the table.
+    points = {row: make().configs() for row, make in rows.items()}
+    assert {k: len(v) for k, v in by_stage.items()} == {
+        "pipelines.train": sum(map(len, points.values())),
+        "pipelines.sweep": len(rows) + 1, "pipelines.report": len(rows)}
+    trained = compiled.trained(by_stage["pipelines.train"])
+    assert len(trained) == sum(map(len, points.values()))
+    ensembles = {}
+    for name in by_stage["pipelines.sweep"]:
+        args = compiled.container(name)["args"]
+        config, where = args[0], _directory(args, "output_dir")
+        if config == "--config=table1_quick":
+            table = name
+            continue
+        row = where.removeprefix("OUT/")
+        assert config == f"--config=table1_{row}_quick" and "--noreport" in args
+        # Each row's runs lie under OUT/<row>, its ensembles after all of them.
+        assert compiled.after(name) == sorted(trained[c.run_id()] for c in points[row])
+        for config in points[row]:
+            run_dir = _directory(compiled.container(trained[config.run_id()])["args"],
+                                 "output_dir", config.run_id())
+            assert run_dir == f"OUT/{row}/runs/{config.run_id()}"
+        ensembles[name] = row
+    assert sorted(ensembles.values()) == sorted(rows)
+    reports = {}
+    for name in by_stage["pipelines.report"]:
+        [tables] = compiled.after(name)
+        reports[name] = ensembles[tables]
+        assert _directory(compiled.container(name)["args"], "sweep_dir") == f"OUT/{reports[name]}"
+    # The table after every row's report, even those that failed (a row whose data the
+    # cluster lacks): it trains nothing and says "data not found" (--report_only).
+    assert compiled.after(table) == sorted(reports)
+    assert compiled.tasks[table]["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
+    args = compiled.container(table)["args"]
+    assert _directory(args, "output_dir") == "OUT" and "--report_only" in args
+
+
+def test_appendix_observables_and_variants_compile_to_their_tasks(tmp_path):
+    grid = dataclasses.replace(configs.get("tiny"), ntk=False, velocity=True,
+                               velocity_max_test=50, fidelity=True, gram_probe=8,
+                               variants=({}, {"bias_scale": 0.1}))
+    output = tmp_path / "appendix.yaml"
+    kfp_pipeline.compile_pipeline("tiny_appendix", str(output), grid=grid)
+    compiled = _Compiled(output)
+    by_stage = compiled.by_stage()
+    points = grid.configs()
+    assert {k: len(v) for k, v in by_stage.items()} == {
+        "pipelines.train": len(points), "pipelines.appendix": len(points),
+        "pipelines.sweep": 1, "pipelines.report": 1}
+    # Every point of both variants is trained with its own settings.
+    trained = compiled.trained(by_stage["pipelines.train"])
+    assert set(trained) == {c.run_id() for c in points}
+    assert {c.bias_scale for c in points} == {0.0, 0.1}
+    # After its run's train, the observables sweep.appendix_observables adds to a sweep run.
+    for name in by_stage["pipelines.appendix"]:
+        args = compiled.container(name)["args"]
+        assert set(args[1:]) == {"--velocity", "--velocity_max_test=50", "--fidelity",
+                                 "--gram_probe=8"}
+        run_id = compiled.constants(name)["run_id"]
+        assert compiled.after(name) == [trained[run_id]]
+        assert _directory(args, "run_dir", run_id) == f"OUT/runs/{run_id}"
+    (tables,) = by_stage["pipelines.sweep"]
+    assert compiled.after(tables) == sorted(by_stage["pipelines.appendix"])

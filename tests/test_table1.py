@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from lazy_feature import artifact, data, table1
+from lazy_feature import run as run_lib
 from pipelines import configs
-from tests.conftest import MNIST_FILES, stage_in_process, write_class_template_mnist
-from tests.test_data import EMNIST_LETTERS_FILES
+from tests.conftest import (stage_in_process, stage_module, write_class_template_cifar10,
+                            write_class_template_emnist_letters, write_class_template_mnist)
 
 
 def test_every_table1_row_has_a_config_at_the_papers_scale_and_a_quick_one():
@@ -96,41 +97,135 @@ def test_verdict_rule_on_hand_made_runs(tmp_path, feature_error, lazy_error, exp
     assert table1.verdict(np.nan, 0.01) == table1.NOT_TESTABLE
 
 
-def test_table1_quick_end_to_end_with_absent_data(tmp_path):
-    # n_train=32: the Adam rows are built too (then skipped), and their batch is 32.
-    # Synthetic EMNIST letters files (MNIST-format class templates under EMNIST's names): only
-    # the fc_emnist_letters row has its data; Fashion-MNIST is pointed away from the machine's.
-    emnist = tmp_path / "emnist"
-    write_class_template_mnist(emnist, 10, 10)
-    for mnist_name, emnist_name in zip(MNIST_FILES, EMNIST_LETTERS_FILES):
-        (emnist / mnist_name).rename(emnist / emnist_name)
+# Each data set in its own standard format, tiny: 10 classes of 4 + 4 images (n + test = 72).
+_WRITERS = {"mnist": write_class_template_mnist, "fashion_mnist": write_class_template_mnist,
+            "emnist_letters": write_class_template_emnist_letters,
+            "cifar10": write_class_template_cifar10}
+# Each row's architecture, dynamics, input shape and depths (`_TABLE1_SETTINGS` in configs).
+_SETUPS = {
+    "cnn_cifar10_adam": ("cnn", "adam", (32, 32, 3), {4}),
+    "cnn_fashion_mnist_adam": ("cnn", "adam", (28, 28, 1), {4}),
+    "fc_cifar10_adam": ("fc", "adam", (3072,), {3}),
+    "fc_fashion_mnist": ("fc", "gradient_flow", (784,), {3, 9}),
+    "fc_mnist": ("fc", "gradient_flow", (784,), {3}),
+    "fc_emnist_letters": ("fc", "gradient_flow", (784,), {3}),
+    "fc_cifar10": ("fc", "gradient_flow", (3072,), {3}),
+    "fc_mnist_pca10": ("fc", "gradient_flow", (10,), {5}),
+}
+
+
+def test_table1_quick_end_to_end_on_every_row(tmp_path):
+    # Every row runs on tiny synthetic files of its data set, one seed at the two levels the
+    # verdict compares (the fixed cost of a run, a few CPU seconds, times 18 runs), and Adam's
+    # flags reach the Adam rows only (the gradient-flow rows would refuse them).
+    folders = {name: tmp_path / name for name in _WRITERS}
+    for seed, (name, write) in enumerate(_WRITERS.items()):
+        write(folders[name], 4, 4, seed=seed)
     out = tmp_path / "table1"
     args = ["--config=table1_quick", f"--output_dir={out}", "--runner=inprocess", "--noreport",
-            "--widths=8", "--sqrt_h_alphas=0.1,100", "--seeds=0,1", "--n_train=32",
-            "--n_test=40",
-            f"--data_dirs=emnist_letters={emnist},fashion_mnist={tmp_path / 'absent'}"]
+            "--widths=8", "--sqrt_h_alphas=0.1,100", "--seeds=0", "--n_train=32",
+            "--n_test=40", "--epochs=40", "--learning_rate=0.05",
+            "--data_dirs=" + ",".join(f"{name}={folder}" for name, folder in folders.items())]
     result = stage_in_process("sweep", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(out / table1.CSV)
-    assert list(table["row"]) == [r.name for r in table1.ROWS]  # one record per depth and width
-    [judged] = table[table["row"] == "fc_emnist_letters"].to_dict("records")
-    assert (judged["depth"], judged["width"], judged["n_train"]) == (3, 8, 32)
-    verdicts = {table1.LAZY, table1.FEATURE, table1.NOT_CLEAR}
-    assert judged["single_network"] in verdicts and judged["ensemble"] in verdicts
-    assert np.isfinite([judged["single_difference"], judged["single_stderr"]]).all()
-    assert judged["agreement"].startswith("not judged: the paper states it at n = 10000")
-    absent = table[table["row"] != "fc_emnist_letters"]
-    assert (absent["single_network"] == table1.NOT_FOUND).all()
-    assert absent["rests_on"].str.startswith("data not found: ").all()
-    for name in table["row"]:
-        assert (out / name / "results.csv").exists() == (name == "fc_emnist_letters")
+    # One record per row and depth, in the paper's order, judged from its own runs.
+    assert list(table["row"]) == [name for name in _SETUPS
+                                  for _ in _SETUPS[name][3]]
+    assert table1.NOT_FOUND not in set(table["single_network"])
+    assert (table["single_network"] == table1.NOT_TESTABLE).all()  # one seed: no pairs
+    assert (table["width"] == 8).all() and (table["n_train"] == 32).all()
+    assert table["rests_on"].str.endswith("√h·α = 0.1 … 100 (2 levels); 1 seeds").all()
+    assert (table["paper"] == [table1.BY_NAME[name].paper for name in table["row"]]).all()
     markdown = (out / table1.MARKDOWN).read_text()
-    assert markdown.count("| data not found |") == 7 and "Rule: " in markdown
-    assert "fc_mnist: skipped, data not found" in result.stderr
-    # A rerun resumes: every run is done, the table is the same.
+    for row in table1.ROWS:
+        assert markdown.count(f"| {row.architecture} | {row.dataset} | {row.algorithm} | "
+                              f"{row.paper} |") == len(_SETUPS[row.name][3])
+    # Each row's runs used its architecture, dynamics, data set, input shape and depths.
+    for name, (architecture, dynamics, shape, depths) in _SETUPS.items():
+        runs = pd.read_csv(out / name / "results.csv")
+        grid = configs.TABLES["table1_quick"][name]()
+        assert len(runs) == 2 * len(depths) and runs["converged"].all()
+        assert set(runs["depth"]) == depths
+        assert set(runs["architecture"]) == {architecture}
+        assert set(runs["dynamics"]) == {dynamics}
+        assert set(runs["dataset"]) == {grid.base.dataset}
+        assert set(runs["pca"]) == {grid.base.pca}
+        assert set(runs["epochs"].dropna()) == ({40.0} if dynamics == "adam" else set())
+        for run_dir in runs["run_dir"]:
+            task = run_lib.load_task(artifact.load_config(str(out / name / run_dir)))
+            assert task.x_train.shape == (32, *shape)
+    assert "table 1, fc_mnist: to run" in result.stderr
+    # A rerun resumes: no run is trained again, the table is the same.
+    stamps = {p: p.stat().st_mtime for p in out.glob("*/runs/*/metrics.json")}
     again = stage_in_process("sweep", *args)
     assert again.returncode == 0, again.stderr[-3000:]
     pd.testing.assert_frame_equal(pd.read_csv(out / table1.CSV), table)
+    assert {p: p.stat().st_mtime for p in out.glob("*/runs/*/metrics.json")} == stamps
+    # Kubeflow's last step: the table from the rows done, training nothing; a row whose data
+    # are now absent reads "data not found".
+    (out / table1.CSV).unlink()
+    only = stage_in_process("sweep", *args[:-1], "--report_only",
+                            f"--data_dirs=cifar10={tmp_path / 'absent'},"
+                            + ",".join(f"{n}={f}" for n, f in folders.items() if n != "cifar10"))
+    assert only.returncode == 0, only.stderr[-3000:]
+    found = pd.read_csv(out / table1.CSV)
+    cifar10 = found["row"].str.contains("cifar10")
+    assert (found.loc[cifar10, "single_network"] == table1.NOT_FOUND).all()
+    pd.testing.assert_frame_equal(found[~cifar10].reset_index(drop=True),
+                                  table[~table["row"].str.contains("cifar10")]
+                                  .reset_index(drop=True))
+    assert {p: p.stat().st_mtime for p in out.glob("*/runs/*/metrics.json")} == stamps
+
+
+def test_table1_report_only_trains_nothing(tmp_path):
+    write_class_template_mnist(tmp_path / "mnist", 4, 4)
+    out = tmp_path / "table1"
+    result = stage_in_process("sweep", "--config=table1_quick", f"--output_dir={out}",
+                              "--report_only", "--noreport", f"--data_dirs=mnist={tmp_path / 'mnist'},"
+                              f"fashion_mnist={tmp_path / 'absent'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out / table1.CSV)
+    mnist = table["row"].isin(["fc_mnist", "fc_mnist_pca10"])
+    assert (table.loc[mnist, "rests_on"] == "no finished run").all()
+    assert (table.loc[~mnist, "single_network"] == table1.NOT_FOUND).all()
+    assert not list(out.glob("*/runs"))
+
+
+def _table1_quick_plan(*args):
+    """pipelines.sweep's plan of --config=table1_quick under the flags `args`, run nowhere."""
+    stage = stage_module("sweep", "--config=table1_quick", "--output_dir=unused", *args)
+    return {row.name: grid for row, grid, _ in
+            stage["table1_plan"](configs.TABLES["table1_quick"])}
+
+
+def test_table1_dynamics_flags_apply_to_the_rows_of_their_dynamics():
+    adam = {"cnn_cifar10_adam", "cnn_fashion_mnist_adam", "fc_cifar10_adam"}
+    plan = _table1_quick_plan("--epochs=7", "--learning_rate=0.01", "--batch_size=16")
+    for name, grid in plan.items():
+        expected = ("adam", 7.0, 0.01, 16) if name in adam else ("gradient_flow", None, None, 32)
+        assert {(c.dynamics, c.epochs, c.learning_rate, c.batch_size)
+                for c in grid.configs()} == {expected}, name
+    # --dynamics sets every row's, and the flags of that dynamics then apply to all.
+    plan = _table1_quick_plan("--dynamics=momentum", "--tau=0.1", "--tau_proportional_to_t")
+    assert {(c.dynamics, c.tau, c.tau_proportional_to_t)
+            for grid in plan.values() for c in grid.configs()} == {("momentum", 0.1, True)}
+
+
+@pytest.mark.parametrize("flag, owner", [("--tau=0.1", "momentum"),
+                                         ("--tau_proportional_to_t", "momentum")])
+def test_a_dynamics_flag_no_table1_row_takes_is_a_one_line_error_and_writes_nothing(
+        tmp_path, flag, owner):
+    out = tmp_path / "table1"
+    result = stage_in_process("sweep", "--config=table1_quick", f"--output_dir={out}", flag,
+                              "--epochs=3")
+    assert result.returncode == 1
+    name = flag[2:].partition("=")[0]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"sweep: error: --{name} is a setting of --dynamics={owner}, and no row of "
+        "--config=table1_quick is trained by momentum: drop it, or give --dynamics to set "
+        "every row's")
+    assert not out.exists()
 
 
 def test_a_malformed_data_dirs_pair_is_a_one_line_error_and_writes_nothing(tmp_path):

@@ -79,6 +79,11 @@ def _tables(runs, ensembles):
     return figures.Tables(runs, ensembles, fits.fit_table(runs))
 
 
+def _run_tables(runs):
+    """Tables of `runs` alone, without the fits (Fig. 13 needs none)."""
+    return figures.Tables(report._with_rescalings(runs), pd.DataFrame(), pd.DataFrame())
+
+
 @pytest.fixture(scope="module")
 def tables():
     return _tables(_runs(), _ensembles())
@@ -189,15 +194,14 @@ def _check_fig13_momentum(data, runs, t=""):
 @pytest.mark.parametrize("proportional", [False, True])
 def test_fig13_momentum_against_brute_force(tmp_path, proportional):
     momentum = _momentum_runs(tmp_path, proportional)
-    data = appendix.fig13_momentum(_tables(momentum, pd.DataFrame()))
+    data = appendix.fig13_momentum(_run_tables(momentum))
     _check_fig13_momentum(data, momentum, "·t" if proportional else "")
 
 
 def test_fig13_panels_a_c_take_the_gradient_flow_runs_and_b_d_need_two_tau(tmp_path):
     momentum = _momentum_runs(tmp_path, False)
     both = pd.concat([_runs().assign(dynamics="gradient_flow", tau=0.0), momentum])
-    assert appendix.fig13(_tables(both, _ensembles())).equals(
-        appendix.fig13(_tables(_runs(), _ensembles())))
+    assert appendix.fig13(_run_tables(both)).equals(appendix.fig13(_run_tables(_runs())))
     for runs, message in (
             (both[both["dynamics"] == "gradient_flow"], "no run of continuous momentum"),
             (momentum[momentum["tau"] == 0.01], r"one momentum τ only \(tau = 0.01\)"),
@@ -205,7 +209,7 @@ def test_fig13_panels_a_c_take_the_gradient_flow_runs_and_b_d_need_two_tau(tmp_p
                       | (momentum["tau"] == TAUS[1]) & (momentum["width"] == 64)],
              "no two momentum runs differ in τ alone")):
         with pytest.raises(figures.Missing, match=message):
-            appendix.fig13_momentum(_tables(runs, pd.DataFrame()))
+            appendix.fig13_momentum(_run_tables(runs))
 
 
 def test_fig13_quick_momentum_variants_in_a_sweep_with_fidelity(tmp_path, monkeypatch):
@@ -227,7 +231,7 @@ def test_fig13_quick_momentum_variants_in_a_sweep_with_fidelity(tmp_path, monkey
     runs, _ = sweep.run_sweep(grid, str(tmp_path), runner="inprocess")
     assert len(runs) == 2 and "output_deviation" not in runs
     assert not any(os.path.exists(os.path.join(d, artifact.FIDELITY)) for d in runs["run_dir"])
-    data = appendix.fig13_momentum(_tables(runs, pd.DataFrame()))
+    data = appendix.fig13_momentum(_run_tables(runs))
     _check_fig13_momentum(data, runs, "·t" if proportional == {True} else "")
     assert data.loc[data["panel"] == 0, "y"].item() > 0
 

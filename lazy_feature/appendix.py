@@ -10,7 +10,8 @@ with and without biases for Fig. 16, ...), so the report draws it only then:
   Fig. 12  the ReLU kernel drift against √h·α with its three fitted power laws
            (`fits.three_power_laws`);
   Fig. 13  (a, c) of Appendix G: the output difference to the ε_∇/100 reference flow and the
-           compute time of both flows against √h·α (`fidelity`);
+           compute time of both flows against √h·α (`fidelity`); (b, d): the output
+           difference between runs of continuous momentum at two τ, and their compute times;
   Fig. 14  Var F (eq. 33, unbiased) against h for several n at the largest √h·α (Appendix H);
   Fig. 15  α(f − f0) against αf: test errors and h·Var F against α (Appendix I);
   Fig. 16  with and without biases: test errors and h·Var F against √h·α (Appendix J).
@@ -24,8 +25,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from lazy_feature import artifact, fits, ntk_eval, observables
-from lazy_feature.figures import (Figure, Missing, Panel, _long, _reference, _series,
-                                  mean_over_seeds, require)
+from lazy_feature.config import NOT_IDENTITY, TrainConfig
+from lazy_feature.figures import (_LINESTYLES, Figure, Missing, Panel, _long, _reference,
+                                  _series, mean_over_seeds, require)
 
 _ERROR = "test error"
 _SQRT_H_ALPHA = "√h·α"
@@ -163,10 +165,12 @@ def fig12(tables):
 
 def fig13(tables):
     """The output difference to the ε_∇/100 reference (panel 0) and the wall time of the run
-    (solid) and of the reference (dashed, panel 1) against √h·α, per width."""
+    (solid) and of the reference (dashed, panel 1) against √h·α, per width, over the runs
+    checked against a reference (the gradient-flow runs of a sweep)."""
     runs = tables.runs
     require(runs, "output_deviation", "reference_wall_seconds", "wall_seconds", "width",
             "sqrt_h_alpha")
+    runs = runs[runs["output_deviation"].notna()]
     keys = ["width", "sqrt_h_alpha"]
     rows = _series(mean_over_seeds(runs, keys, "output_deviation"), "width", "sqrt_h_alpha",
                    "mean", "sem", label="h = {:g}")
@@ -175,6 +179,74 @@ def fig13(tables):
     rows += _series(mean_over_seeds(runs, keys, "reference_wall_seconds"), "width",
                     "sqrt_h_alpha", "mean", "sem", panel=1, label="h = {:g}, ε_∇/100",
                     linestyle="--")
+    return _long(rows)
+
+
+# -- Fig. 13 (b, d): two momentum time constants -----------------------------------------
+
+def momentum_pairs(runs):
+    """The runs of continuous momentum, each paired with the run of the smallest τ (the
+    closest to gradient flow, its reference) that shares every other setting (h, α, seed,
+    constant τ or τ ∝ t, ...): one row per run of a larger τ, with the reference's tau,
+    run_dir and wall_seconds as tau_ref, run_dir_ref and wall_seconds_ref. Missing unless
+    two runs differ in τ alone."""
+    momentum = runs[runs["dynamics"] == "momentum"] if "dynamics" in runs else runs.iloc[:0]
+    if momentum.empty:
+        raise Missing("no run of continuous momentum (dynamics = momentum): sweep two τ as "
+                      "variants, as the fig13 configs do")
+    _distinct(momentum, "tau", "momentum τ")
+    require(momentum, "run_dir", "wall_seconds")
+    keys = [c for c in TrainConfig().to_dict()
+            if c in momentum and c not in NOT_IDENTITY and c != "tau"]
+    reference = momentum.loc[momentum.groupby(keys, dropna=False)["tau"].idxmin()]
+    pairs = momentum.merge(reference[keys + ["tau", "run_dir", "wall_seconds"]], on=keys,
+                           suffixes=("", "_ref"))
+    pairs = pairs[pairs["tau"] > pairs["tau_ref"]]
+    if pairs.empty:
+        raise Missing("no two momentum runs differ in τ alone (the same h, α, seed and other "
+                      "settings)")
+    return pairs
+
+
+def _relative_difference(run_dir, reference_dir):
+    """‖F − F_ref‖/‖F_ref‖ of two runs' final test outputs (float64)."""
+    F, F_ref = (np.asarray(artifact.read_npy(artifact.join(d, artifact.TEST_OUTPUTS)),
+                           np.float64) for d in (run_dir, reference_dir))
+    return float(np.linalg.norm(F - F_ref) / np.linalg.norm(F_ref))
+
+
+def _tau_label(tau, proportional_to_t):
+    return f"{tau:g}" + ("·t" if proportional_to_t else "")
+
+
+def fig13_momentum(tables):
+    """(b) ‖F_τ − F_τref‖/‖F_τref‖ of the final test outputs (each run at its own convergence)
+    of each larger τ against the smallest, and (d) the wall time of each τ, against √h·α per
+    width: means over the seeds of the pairs (`momentum_pairs`)."""
+    pairs = momentum_pairs(tables.runs)
+    require(pairs, "width", "sqrt_h_alpha")
+    pairs = pairs.assign(output_difference=[_relative_difference(p.run_dir, p.run_dir_ref)
+                                            for p in pairs.itertuples()],
+                         proportional=pairs["tau_proportional_to_t"].astype(bool)
+                         if "tau_proportional_to_t" in pairs else False)
+    times = pd.concat([pairs, pairs.assign(tau=pairs["tau_ref"], run_dir=pairs["run_dir_ref"],
+                                           wall_seconds=pairs["wall_seconds_ref"])])
+    times = times.drop_duplicates("run_dir")  # a reference paired with several τ counts once
+    widths, taus = sorted(pairs["width"].unique()), sorted(times["tau"].unique())
+    rows = []
+    for (width, proportional, tau, tau_ref), part in pairs.groupby(
+            ["width", "proportional", "tau", "tau_ref"]):
+        stats = mean_over_seeds(part, ["sqrt_h_alpha"], "output_difference")
+        rows.append(_rows(stats, "sqrt_h_alpha", "mean", f"h = {width:g}, τ = "
+                          f"{_tau_label(tau, proportional)} vs {_tau_label(tau_ref, proportional)}",
+                          linestyle=_LINESTYLES[taus.index(tau) % 4],
+                          colour=float(widths.index(width)), yerr="sem"))
+    for (width, proportional, tau), part in times.groupby(["width", "proportional", "tau"]):
+        stats = mean_over_seeds(part, ["sqrt_h_alpha"], "wall_seconds")
+        rows.append(_rows(stats, "sqrt_h_alpha", "mean",
+                          f"h = {width:g}, τ = {_tau_label(tau, proportional)}", panel=1,
+                          linestyle=_LINESTYLES[taus.index(tau) % 4],
+                          colour=float(widths.index(width)), yerr="sem"))
     return _long(rows)
 
 
@@ -298,6 +370,8 @@ def fig8(tables):
 
 
 _T_OVER_T1 = "t / t1"
+_FIG13_PANELS = (Panel(_SQRT_H_ALPHA, "relative output difference", logy=True),
+                 Panel(_SQRT_H_ALPHA, "compute time (s)", logy=True))
 FIGURES = (
     Figure("fig10_output_norms", "‖f − f0‖, ‖f‖/√h and α‖f − f0‖ vs t/t1 (training set)",
            "Fig. 10: (a) ‖f − f0‖ per α at the largest h; (b) ‖f‖/√h, (c) ‖f − f0‖, "
@@ -319,8 +393,12 @@ FIGURES = (
            "compute time vs √h·α",
            "Fig. 13 (a, c): ‖F − F_ref‖/‖F_ref‖ against the ε_∇/100 reference (max_dout/10, "
            "float64) and wall time of both vs √h·α",
-           (Panel(_SQRT_H_ALPHA, "relative output difference", logy=True),
-            Panel(_SQRT_H_ALPHA, "compute time (s)", logy=True)), fig13),
+           _FIG13_PANELS, fig13),
+    Figure("fig13_momentum", "output difference between two momentum τ and compute time of "
+           "each vs √h·α",
+           "Fig. 13 (b, d): ‖F_τ − F_τref‖/‖F_τref‖ of the final test outputs for two momentum τ "
+           "(τref the smaller) and wall time of each τ vs √h·α",
+           _FIG13_PANELS, fig13_momentum),
     Figure("fig14_var_F_vs_width_per_n", "Var F vs h per training-set size n in the lazy regime",
            "Fig. 14: Var F (eq. 33, unbiased) vs h per n at the largest √h·α",
            (Panel("h", "Var F", logy=True),), fig14),

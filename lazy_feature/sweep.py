@@ -65,9 +65,10 @@ class SweepConfig:
     base (e.g. `({"centered": True}, {"centered": False})` for Appendix I); () is base alone.
     The appendices' observables of each run, off by default (`appendix_observables`):
     `velocity` the pre-activation velocity at t = 0 on the first velocity_max_test test points
-    (Appendix D); `fidelity` the distance to the ε_∇/100 reference flow and its cost
-    (Appendix G); `gram_probe` > 0 the Gram matrices at w0 and at the end on that many test
-    points sorted by label (Fig. 8).
+    (Appendix D); `fidelity` the distance of each gradient-flow run to its ε_∇/100 reference
+    flow and its cost (Appendix G; momentum runs are not checked, Fig. 13 (b, d) compares two
+    τ with each other; Adam runs are refused); `gram_probe` > 0 the Gram matrices at w0 and at
+    the end on that many test points sorted by label (Fig. 8).
     """
     base: TrainConfig = TrainConfig()
     widths: tuple = (100,)
@@ -233,7 +234,9 @@ def execute_run(config, output_dir, ntk=True, ntk_max_train=None, ntk_max_test=N
         if ntk:
             row.update(ntk_eval.evaluate(run_dir, task=task, max_train=ntk_max_train,
                                          max_test=ntk_max_test, strategy=strategy))
-        row.update(appendix_observables(run_dir, task, strategy=strategy, **(appendix or {})))
+        appendix = dict(appendix or {})
+        appendix["fidelity"] = appendix.get("fidelity") and config.dynamics == "gradient_flow"
+        row.update(appendix_observables(run_dir, task, strategy=strategy, **appendix))
     artifact.makedirs(artifact.join(output_dir, ROWS))
     artifact.write_json(path, row)
     return row

@@ -11,12 +11,15 @@ Keras fit on the α⁻²-scaled loss), and writes table.csv, scan.png, summary.m
       --optimizer=sgd --learning_rate=0.01 --epochs=20 --output_dir=runs/probe_cnn_sgd
 
 `--model` names a function with no argument that returns the Keras model (one scalar per
-example, or --output=INDEX or --output=sum for a vector of logits).
+example, or --output=INDEX or --output=sum for a vector of logits). The flow's flags
+(--max_steps, --max_wall_seconds, --max_dgrad) and the fit's (--learning_rate, --epochs,
+--batch_size) are refused with the other --optimizer, before anything runs.
 """
 from absl import flags
 
 from lazy_feature import data, distribute, probe
 from lazy_feature.dynamics import GradientFlow
+from lazy_feature.errors import ConfigError
 from pipelines import common
 
 flags.DEFINE_string("model", None, "module:function returning the Keras model.", required=True)
@@ -32,9 +35,11 @@ flags.DEFINE_string("output", None, "For a vector output: an index, or sum (of t
 flags.DEFINE_list("alphas", [str(a) for a in probe.DEFAULT_ALPHAS], "The α grid.")
 flags.DEFINE_integer("probe_size", 64, "Test points the kernel drift is measured on.")
 flags.DEFINE_integer("seed", 0, "Keras seed of the initial weights.")
-flags.DEFINE_integer("max_steps", 10_000, "Budget of each α in gradient-flow steps.")
-flags.DEFINE_float("max_wall_seconds", float("inf"), "Budget of each α in wall seconds.")
-flags.DEFINE_float("max_dgrad", 1e-4, "ε_∇ of eq. 9 (looser: fewer steps).")
+flags.DEFINE_integer("max_steps", 10_000, "Budget of each α in gradient-flow steps "
+                     "(--optimizer=flow).")
+flags.DEFINE_float("max_wall_seconds", float("inf"), "Budget of each α in wall seconds "
+                   "(--optimizer=flow).")
+flags.DEFINE_float("max_dgrad", 1e-4, "ε_∇ of eq. 9 (looser: fewer steps; --optimizer=flow).")
 flags.DEFINE_string("optimizer", "flow", "flow (the package's gradient flow), or sgd or adam "
                     "(a plain Keras fit of the centered α-model on the α⁻²-scaled loss).")
 flags.DEFINE_float("learning_rate", None, "The learning rate of --optimizer=sgd|adam "
@@ -43,6 +48,22 @@ flags.DEFINE_integer("epochs", 10, "Epochs of --optimizer=sgd|adam at each α.")
 flags.DEFINE_integer("batch_size", 32, "Mini-batch size of --optimizer=sgd|adam.")
 common.define_strategy_flags()
 FLAGS = flags.FLAGS
+# The flags of one way of training: given with the other --optimizer they would be ignored.
+FLOW_ONLY = ("max_steps", "max_wall_seconds", "max_dgrad")
+FIT_ONLY = ("learning_rate", "epochs", "batch_size")
+
+
+def check_training_flags():
+    """A ConfigError for a flag given that --optimizer does not use."""
+    flow = FLAGS.optimizer == "flow"
+    ignored = [f"--{name}" for name in (FIT_ONLY if flow else FLOW_ONLY) if FLAGS[name].present]
+    if ignored:
+        used_by, instead = (("--optimizer=sgd|adam", "the flow's budgets are --max_steps and "
+                             "--max_wall_seconds") if flow else
+                            ("--optimizer=flow", "sgd and adam train for --epochs"))
+        raise ConfigError(f"{', '.join(ignored)}: for {used_by} only, not "
+                          f"--optimizer={FLAGS.optimizer} ({instead}); drop "
+                          f"{'it' if len(ignored) == 1 else 'them'}")
 
 
 def main():
@@ -50,6 +71,7 @@ def main():
     if output not in (None, "sum"):
         output = common.integers("output", [output])[0]
     optimizer = probe.keras_optimizer(FLAGS.optimizer, FLAGS.learning_rate)
+    check_training_flags()
     build_model = probe.load_builder(FLAGS.model)
     strategy = distribute.make(**common.strategy_options())
     task = data.load_binary_task(FLAGS.dataset, FLAGS.data_dir, FLAGS.n_train, FLAGS.n_test,

@@ -1,5 +1,6 @@
 """The appendices' figures (Figs. 8, 11-16) from synthetic tables with known laws, and the
 report drawing each only when the sweep has what it compares."""
+import itertools
 import json
 import os
 
@@ -7,7 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lazy_feature import appendix, artifact, figures, fits, ntk_eval, report
+from lazy_feature import appendix, artifact, figures, fits, ntk_eval, report, sweep
+from lazy_feature.config import TrainConfig
+from lazy_feature.data import BinaryTask
+from tests.conftest import sphere_inputs
 
 WIDTHS, SEEDS = (16, 64), (0, 1, 2)
 # A ReLU kernel drift with three power laws (Appendix F), continuous at the breaks 0.05, 50,
@@ -75,6 +79,11 @@ def _tables(runs, ensembles):
     return figures.Tables(runs, ensembles, fits.fit_table(runs))
 
 
+def _run_tables(runs):
+    """Tables of `runs` alone, without the fits (Fig. 13 needs none)."""
+    return figures.Tables(report._with_rescalings(runs), pd.DataFrame(), pd.DataFrame())
+
+
 @pytest.fixture(scope="module")
 def tables():
     return _tables(_runs(), _ensembles())
@@ -131,6 +140,100 @@ def test_fig13_fig14_fig15_fig16_data(tables):
     assert set(fig16["label"]) >= {"h = 16, no bias, single",
                                    "h = 16, biases β_b = 0.1 (readout too), ensemble"}
     assert set(fig16.loc[fig16["panel"] == 1, "y"].round(6)) == {1.0, 1.1}
+
+
+TAUS = (0.001, 0.01)
+
+
+def _momentum_runs(tmp_path, proportional):
+    """Momentum runs at the two TAUS (τ or τ·t) for each (h, √h·α, seed), random final test
+    outputs in each run_dir, and a run of the other kind, τ = 0.5 (·t), that pairs with none."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for width, x, seed, tau in itertools.product(WIDTHS, (0.1, 10.0), SEEDS, TAUS + (0.5,)):
+        run_dir = str(tmp_path / f"h{width}x{x}s{seed}tau{tau}")
+        os.makedirs(run_dir)
+        artifact.write_npy(os.path.join(run_dir, artifact.TEST_OUTPUTS), rng.standard_normal(20))
+        rows.append(_run(width, x / np.sqrt(width), seed, activation="softplus",
+                         dynamics="momentum", tau=tau,
+                         tau_proportional_to_t=proportional != (tau == 0.5),
+                         run_dir=run_dir, wall_seconds=rng.uniform(1.0, 100.0)))
+    return pd.DataFrame(rows)
+
+
+def _fig13_momentum_brute_force(runs):
+    """{(h, √h·α): mean over seeds of ‖F_τ1 − F_τ0‖/‖F_τ0‖} (TAUS = τ0, τ1) and {(h, √h·α, τ): mean wall
+    time} of the runs at TAUS, looping over the runs' own artifacts."""
+    differences, times = {}, {}
+    for run in runs[runs["tau"].isin(TAUS)].itertuples():
+        x = round(run.alpha * np.sqrt(run.width), 9)
+        times.setdefault((run.width, x, run.tau), []).append(run.wall_seconds)
+        if run.tau == TAUS[1]:
+            reference = runs[(runs["width"] == run.width) & (runs["alpha"] == run.alpha)
+                             & (runs["init_seed"] == run.init_seed) & (runs["tau"] == TAUS[0])]
+            F, F_ref = (np.load(os.path.join(d, artifact.TEST_OUTPUTS))
+                        for d in (run.run_dir, reference["run_dir"].item()))
+            differences.setdefault((run.width, x), []).append(
+                np.linalg.norm(F - F_ref) / np.linalg.norm(F_ref))
+    return ({k: np.mean(v) for k, v in differences.items()},
+            {k: np.mean(v) for k, v in times.items()})
+
+
+def _check_fig13_momentum(data, runs, t=""):
+    differences, times = _fig13_momentum_brute_force(runs)
+    for panel, expected, label in ((0, differences, f"h = {{:g}}, τ = {TAUS[1]:g}{t} vs {TAUS[0]:g}{t}"),
+                                   (1, times, f"h = {{:g}}, τ = {{:g}}{t}")):
+        part = data[data["panel"] == panel]
+        assert len(part) == len(expected)
+        for key, value in expected.items():
+            line = part[part["label"] == label.format(key[0], *key[2:])]
+            assert line.loc[np.isclose(line["x"], key[1]), "y"].item() == pytest.approx(
+                value, rel=1e-12), (panel, key)
+
+
+@pytest.mark.parametrize("proportional", [False, True])
+def test_fig13_momentum_against_brute_force(tmp_path, proportional):
+    momentum = _momentum_runs(tmp_path, proportional)
+    data = appendix.fig13_momentum(_run_tables(momentum))
+    _check_fig13_momentum(data, momentum, "·t" if proportional else "")
+
+
+def test_fig13_panels_a_c_take_the_gradient_flow_runs_and_b_d_need_two_tau(tmp_path):
+    momentum = _momentum_runs(tmp_path, False)
+    both = pd.concat([_runs().assign(dynamics="gradient_flow", tau=0.0), momentum])
+    assert appendix.fig13(_run_tables(both)).equals(appendix.fig13(_run_tables(_runs())))
+    for runs, message in (
+            (both[both["dynamics"] == "gradient_flow"], "no run of continuous momentum"),
+            (momentum[momentum["tau"] == 0.01], r"one momentum τ only \(tau = 0.01\)"),
+            (momentum[(momentum["tau"] == TAUS[0]) & (momentum["width"] == 16)
+                      | (momentum["tau"] == TAUS[1]) & (momentum["width"] == 64)],
+             "no two momentum runs differ in τ alone")):
+        with pytest.raises(figures.Missing, match=message):
+            appendix.fig13_momentum(_run_tables(runs))
+
+
+def test_fig13_quick_momentum_variants_in_a_sweep_with_fidelity(tmp_path, monkeypatch):
+    """fig13_quick's two momentum runs on a tiny task in a sweep asking fidelity: they get no
+    reference flow (Appendix G checks the gradient-flow runs), and the report's panels (b, d)
+    are those of their artifacts."""
+    from pipelines import configs  # pylint: disable=import-outside-toplevel
+    variants = [v for v in configs.get("fig13_quick").variants if v.get("dynamics") == "momentum"]
+    assert sorted(v["tau"] for v in variants) == list(TAUS)
+    proportional = {v.get("tau_proportional_to_t", False) for v in variants}
+    x = sphere_inputs(100, 10, seed=7)
+    y = np.sign(x[:, 0] + 0.5 * x[:, 1])
+    task = BinaryTask(x[:40], y[:40], x[40:], y[40:], np.zeros(40, int), np.zeros(60, int))
+    base = TrainConfig(n_train=40, n_test=60, depth=2, dtype="float64", max_dgrad=1e-2)
+    grid = sweep.SweepConfig(base=base, widths=(16,), sqrt_h_alphas=(100.0,), ntk=False,
+                             fidelity=True, variants=tuple(variants))
+    monkeypatch.setitem(sweep._TASKS, (base.dataset, base.data_dir, 40, 60, base.data_seed,
+                                       base.pca, base.pca_whiten, base.architecture), task)
+    runs, _ = sweep.run_sweep(grid, str(tmp_path), runner="inprocess")
+    assert len(runs) == 2 and "output_deviation" not in runs
+    assert not any(os.path.exists(os.path.join(d, artifact.FIDELITY)) for d in runs["run_dir"])
+    data = appendix.fig13_momentum(_run_tables(runs))
+    _check_fig13_momentum(data, runs, "·t" if proportional == {True} else "")
+    assert data.loc[data["panel"] == 0, "y"].item() > 0
 
 
 def test_figures_comparing_two_settings_need_both(tables):
@@ -202,7 +305,8 @@ def test_report_draws_the_appendix_figures_and_the_relu_fits(tmp_path, monkeypat
     monkeypatch.setattr(figures, "FIGURES", ())
     monkeypatch.setattr(appendix, "FIGURES", tuple(
         f for f in appendix.FIGURES
-        if f.name in ("fig12_relu_kernel_drift", "fig15_centered_vs_uncentered")))
+        if f.name in ("fig12_relu_kernel_drift", "fig13_momentum",
+                      "fig15_centered_vs_uncentered")))
     ensembles = _ensembles()
     written = report.write_report(_runs(), ensembles[ensembles["centered"]], str(tmp_path))
     assert {os.path.basename(p) for p in written} >= {"fig12_relu_kernel_drift.png",
@@ -210,6 +314,7 @@ def test_report_draws_the_appendix_figures_and_the_relu_fits(tmp_path, monkeypat
     assert not os.path.exists(tmp_path / "fig15_centered_vs_uncentered.png")
     summary = open(os.path.join(tmp_path, report.SUMMARY), encoding="utf-8").read()
     assert "`fig15_centered_vs_uncentered`: one model only (centered = True)" in summary
+    assert "`fig13_momentum`: no run of continuous momentum (dynamics = momentum)" in summary
     assert "## ReLU kernel drift: three power laws (Appendix F, Fig. 12)" in summary
     assert "| 5 | patches | 0.1 ≤ √h·α ≤ 31.6 | 6 | 36 | -0.500 ± 0.000 | -0.5 |" in summary
 
@@ -223,6 +328,11 @@ def test_appendix_configs_hold_what_their_figures_compare(suffix):
     assert {c.activation for c in relu} == {"relu"}
     assert len({fits.level(c.sqrt_h_alpha) for c in relu}) >= 3 * fits.MIN_SEGMENT
     assert get("fig13").fidelity
+    taus = {}  # Fig. 13 (b, d): gradient flow and two momentum τ at every (h, α, seed)
+    for c in get("fig13").configs():
+        taus.setdefault((c.width, c.alpha, c.init_seed), set()).add((c.dynamics, c.tau))
+    assert set(map(frozenset, taus.values())) == {frozenset(
+        {("gradient_flow", 0.0)} | {("momentum", tau) for tau in configs.FIG13_MOMENTUM_TAUS})}
     lazy = get("fig14").configs()
     assert {fits.level(c.sqrt_h_alpha) for c in lazy} == {1e6} and len(
         {c.n_train for c in lazy}) >= 2 and all(c.dtype == "float64" for c in lazy)

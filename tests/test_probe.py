@@ -127,3 +127,21 @@ def test_a_bad_model_flag_is_one_line_and_exit_1(tmp_path):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("probe: error: cannot import"), result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--learning_rate=0.1", "--epochs=3"],
+     "--learning_rate, --epochs: for --optimizer=sgd|adam only, not --optimizer=flow"),
+    (["--optimizer=flow", "--batch_size=8"], "--batch_size: for --optimizer=sgd|adam only"),
+    (["--optimizer=adam", "--max_steps=10", "--max_wall_seconds=5"],
+     "--max_steps, --max_wall_seconds: for --optimizer=flow only, not --optimizer=adam"),
+    (["--optimizer=sgd", "--max_dgrad=0.1"], "--max_dgrad: for --optimizer=flow only"),
+])
+def test_a_flag_the_optimizer_ignores_is_one_line_and_writes_nothing(tmp_path, flags, message):
+    out = tmp_path / "scan"
+    result = stage_in_process("probe", "--model=tests.probe_models:mlp", f"--output_dir={out}",
+                              *flags)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"probe: error: {message}"), \
+        result.stderr[-2000:]
+    assert not os.path.exists(out)

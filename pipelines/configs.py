@@ -121,7 +121,7 @@ def tiny():
 # or at a wall-clock train_time. We take 1 000 epochs at the paper's scale and 300 in the
 # quick configs, where a CNN epoch of n = 1 000 takes about 0.35 s on one core (h = 8) and
 # the feature-regime runs still have some 15% of their margins below 1 at 300 epochs.
-_ADAM_EPOCHS, _ADAM_QUICK_EPOCHS = 1000, 300
+_ADAM_EPOCHS, _ADAM_QUICK_EPOCHS = 1000.0, 300.0  # floats, as --epochs parses them
 _TABLE1_SETTINGS = {
     "cnn_cifar10_adam": dict(architecture="cnn", depth=None, dataset="cifar10", dynamics="adam",
                              loss="hinge", epochs=_ADAM_EPOCHS),

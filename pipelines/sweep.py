@@ -107,7 +107,8 @@ def sweep_from_flags(grid=None, dynamics=None):
     data_dir = data_dirs_from_flags().get(grid.base.dataset)
     if data_dir is not None:
         base.update(data_dir=data_dir)
-    base.update(common.given_flags(common.DYNAMICS_FLAGS) if dynamics is None else dynamics)
+    base.update(_dynamics_settings(grid.base, common.given_flags(common.DYNAMICS_FLAGS)
+                                   if dynamics is None else dynamics))
     if base:
         changes["base"] = dataclasses.replace(grid.base, **base)
     if FLAGS.widths is not None:
@@ -119,6 +120,16 @@ def sweep_from_flags(grid=None, dynamics=None):
             other = "sqrt_h_alphas" if name == "alphas" else "alphas"
             changes.update({name: tuple(common.floats(name, FLAGS[name].value)), other: ()})
     return dataclasses.replace(grid, **changes)
+
+
+def _dynamics_settings(base, given):
+    """The dynamics settings `given` for a grid of `base`, and, when they change its dynamics,
+    the settings of its own dynamics (e.g. an Adam row's epochs) back to their defaults."""
+    if given.get("dynamics", base.dynamics) == base.dynamics:
+        return given
+    defaults = {f.name: f.default for f in dataclasses.fields(base)}
+    own = common.DYNAMICS_SETTINGS.get(base.dynamics, ())
+    return dict({name: defaults[name] for name in own}, **given)
 
 
 def data_dirs_from_flags():

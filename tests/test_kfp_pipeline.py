@@ -26,9 +26,10 @@ def _config(args, parameters):
     values.update(parameters)
     typed = {}
     for name, value in values.items():
-        kind = getattr(_FIELDS[name].type, "__name__", "str")  # "str | None": a string
-        typed[name] = (value if isinstance(value, bool) else int(value) if kind == "int"
-                       else float(value) if kind == "float" else value)
+        kind = _FIELDS[name].type
+        kind = getattr(kind, "__name__", None) or str(kind)  # e.g. "int", "float | None"
+        typed[name] = (value if isinstance(value, bool) else int(value) if kind.startswith("int")
+                       else float(value) if kind.startswith("float") else value)
     return TrainConfig(**typed)
 
 

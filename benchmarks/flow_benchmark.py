@@ -13,7 +13,10 @@ The reference is the issue's Euler flow by default; `--reference=dormand_prince@
 takes a tight Runge-Kutta flow instead (float64, same w0 and data), which costs a few Euler
 runs and resolves deviations well below the Euler reference's own ~3e-5. References are
 cached on disk (`--cache_dir`, by the reference config's run id and the times asked), so a
-rerun with other integrators or tolerances integrates only the times it has not seen.
+rerun with other integrators or tolerances integrates only the times it has not seen; runs
+are cached too, by run id (clear the cache after changing an integrator). `--common_t` runs
+every other integrator to the Euler run's final t rather than to its own convergence, so
+that one reference time, cached, serves every attempt.
 
   python benchmarks/flow_benchmark.py              # the spec: n = 2000, 3 seeds
   python benchmarks/flow_benchmark.py --n_train=10000 --sqrt_h_alphas=1e3,1e-2 --seeds=0

@@ -61,8 +61,8 @@ class TrainConfig:
     fc only since they are no longer images.
     The flow's integrator is `integrator` (`lazy_feature.integrators`): "euler" is the paper's
     scheme (eqs. 8-9 with max_dout, max_dgrad); a Runge–Kutta pair bounds its local error by
-    output_tol (of α·f, eq. 8's scale) and direction_tol (eq. 9's), and eq. 8 by max_dout;
-    rkc (Runge–Kutta–Chebyshev) bounds its local error by the same two tolerances.
+    output_tol (of α·f, eq. 8's scale) and direction_tol (eq. 9's), and so does rkc
+    (Runge–Kutta–Chebyshev); max_dout and max_dgrad bound Euler's steps only.
     dynamics is gradient_flow (eq. 7, the default), adam (`lazy_feature.adam`: mini-batches
     of batch_size, step learning_rate, None for lr0·min(1, 1/α); t counts epochs; `epochs`
     is the run's length: it ends at the stopping criterion or after `epochs` epochs, and

@@ -34,8 +34,8 @@ class GradientFlow:
       well_inside: the fraction of each bound below which a step counts as easy.
       integrator: one of INTEGRATORS; "euler" is the paper's scheme (eqs. 8-9 and the dt
         policy above), "bogacki_shampine" and "dormand_prince" Runge–Kutta pairs
-        (`integrators.EmbeddedRungeKutta`), which use max_dout and dt0 but set dt from their
-        error estimate, "rkc" the stabilized Runge–Kutta–Chebyshev method
+        (`integrators.EmbeddedRungeKutta`), which use dt0 and set dt from their error
+        estimate (a PI controller), "rkc" the stabilized Runge–Kutta–Chebyshev method
         (`integrators.RungeKuttaChebyshev`), which uses dt0 and sets dt from its error
         estimate and its stages from the Hessian's spectral radius.
       output_tol: a Runge–Kutta (or RKC) step's bound on the local error of α·f at the training

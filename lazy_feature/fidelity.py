@@ -46,8 +46,8 @@ class Reference:
 
     t, test_outputs, test_error: at convergence (the first accepted point with every
     training margin > 1). outputs_at: {time: F on the test set at exactly that t}.
-    steps, gradient_evaluations: the whole integration, past convergence if a time asked
-    lies beyond it.
+    steps, gradient_evaluations, rejected_steps: the whole integration, past convergence if
+    a time asked lies beyond it.
     """
     t: float
     test_outputs: np.ndarray
@@ -55,15 +55,19 @@ class Reference:
     outputs_at: dict
     steps: int
     gradient_evaluations: int
+    rejected_steps: int
 
 
-def reference_flow(config, task, times=()):
+def reference_flow(config, task, times=(), reference=None):
     """Integrate `config`'s reference flow on `task` to convergence and to each of `times`.
 
+    reference: the reference's TrainConfig, `reference_config(config)` if None (another
+    integrator at tight tolerances can stand in for it where the Euler reference is too
+    costly, `benchmarks/flow_benchmark.py`).
     Raises DivergenceError if a budget of `config` (max_steps, max_time, max_wall_seconds)
     stops it first.
     """
-    reference = reference_config(config)
+    reference = reference_config(config) if reference is None else reference
     model = run.build_model(reference, task.x_train.shape[1:])
     model.start(task.x_train, task.y_train)
     converged, outputs_at = None, {}
@@ -93,8 +97,9 @@ def reference_flow(config, task, times=()):
             if converged is None and bool(model.converged()):  # converged on landing
                 converged = until, outputs_at[until], error
     t, outputs, error = converged
-    return Reference(t, outputs, error, outputs_at, int(model.step_count.numpy()),
-                     int(model.evaluations.numpy()))
+    steps = int(model.step_count.numpy())
+    return Reference(t, outputs, error, outputs_at, steps, int(model.evaluations.numpy()),
+                     int(model.attempts.numpy()) - steps)
 
 
 def compare(test_outputs, t, test_error, reference):

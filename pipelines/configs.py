@@ -151,11 +151,16 @@ _TABLE1_QUICK_SQRT_H_ALPHAS = {"fc": (1e-2, 1e3), "cnn": (1e-2, 1e2)}
 # n = 500 points to stay well within 20 minutes on 2 cores.
 _QUICK_DEEP = dict(n_train=500, n_test=2000)
 _QUICK_SIZES = {"fc_fashion_mnist": _QUICK_DEEP}
+# Minutes of `python -m pipelines.sweep --config=table1_<row>_quick` end to end, timed by
+# benchmarks/quick_configs_benchmark.py on a loaded 2-core machine (an upper bound), on
+# stand-in files in the row's format made from Fashion-MNIST where its data set was absent;
+# the others are estimates from single runs.
 _QUICK_MINUTES = {
-    "cnn_cifar10_adam": "not timed",
-    "cnn_fashion_mnist_adam": "not timed",
-    "fc_cifar10_adam": "not timed",
-    "fc_fashion_mnist": "about 20 minutes (estimated)",
+    "cnn_cifar10_adam": "29 minutes measured with another sweep beside it (stand-in data), "
+                        "so not shown within 20 on 2 cores",
+    "cnn_fashion_mnist_adam": "8.3 minutes (timed)",
+    "fc_cifar10_adam": "4.8 minutes (timed on stand-in data)",
+    "fc_fashion_mnist": "13.2 minutes (timed)",
     "fc_mnist": "about 5 minutes (estimated)",
     "fc_emnist_letters": "about 5-10 minutes (estimated)",
     "fc_cifar10": "about 15 minutes (estimated)",
@@ -332,7 +337,8 @@ def fig7a_quick():
 
 def fig7b_quick():
     """Fig. 7 (b), small: the CNN (h = 8) with the hinge loss and Adam, n = 1 000 (2 000
-    test points), √h·α = 1e-2, 1, 1e2 (float32 throughout), 3 seeds (9 runs). On
+    test points), √h·α = 1e-2, 1, 1e2 (float32 throughout), 3 seeds (9 runs), Adam runs of
+    300 epochs: 10.9 minutes on 2 cores, timed end to end on a loaded machine. On
     Fashion-MNIST where CIFAR10 is not on the machine (`fallback`).
       python -m pipelines.sweep --config=fig7b_quick --output_dir=runs/fig7b_quick
     """
@@ -351,7 +357,8 @@ def fig7c_quick():
 
 def fig7d_quick():
     """Fig. 7 (d), small: L = 3 and 9 on Fashion-MNIST, h = 100, n = 500 (2 000 test
-    points; L = 9 is some 4 times L = 3's cost), √h·α = 1e-2, 1, 1e3, 3 seeds (18 runs).
+    points; L = 9 is some 4 times L = 3's cost), √h·α = 1e-2, 1, 1e3, 3 seeds (18 runs):
+    10.2 minutes on 2 cores, timed end to end on a loaded machine.
       python -m pipelines.sweep --config=fig7d_quick --output_dir=runs/fig7d_quick
     """
     config = _quick_figure(fig7d, sqrt_h_alphas=_QUICK_SQRT_H_ALPHAS, seeds=(0, 1, 2))
@@ -360,7 +367,8 @@ def fig7d_quick():
 
 def fig10_quick():
     """Fig. 10, small: L = 2, h = 30 and 100, √h·α = 1e-2 and 1e-1, n = 1 000 (2 000 test
-    points), 3 seeds (12 runs).
+    points), 3 seeds (12 runs): 5.4 minutes on 2 cores, timed end to end on a loaded
+    machine with another sweep beside it.
       python -m pipelines.sweep --config=fig10_quick --output_dir=runs/fig10_quick
     """
     return _quick_figure(fig10, widths=(30, 100), sqrt_h_alphas=(1e-2, 1e-1), seeds=(0, 1, 2))
@@ -390,9 +398,10 @@ CONFIGS.update(TABLE1, **TABLE1_QUICK, **SECTION7)
 
 
 # -- The appendices: Figs. 11-16 (Appendices D, F, G, H, I, J) ---------------------------------
-# Each quick version runs on 2 cores (2 Beam workers) within 20 minutes; its docstring gives the
-# single runs timed (CPU seconds on one core of a shared, loaded machine) or the `quick` config's
-# per-run times it is estimated from. All run on Fashion-MNIST, the paper's data set.
+# Each quick version is meant to run on 2 cores (2 Beam workers) within 20 minutes (fig12_quick
+# does not yet); its docstring gives its time measured end to end, or the single runs timed
+# (CPU seconds on one core of a shared, loaded machine) or the `quick` config's per-run times
+# it is estimated from. All run on Fashion-MNIST, the paper's data set.
 
 _APPENDIX_QUICK = dict(n_train=500, n_test=1000)
 
@@ -409,9 +418,8 @@ def fig11():
 
 def fig11_quick():
     """Fig. 11 small: L = 5, α = 1, n = 1 000 training and 1 000 test points, h = 10 … 300,
-    3 networks per point (12 runs). Timed on one core: 38 s a run at h = 100 (1 674 steps);
-    h = 300 and the ill-conditioned h = 10 take up to about 3 times that (as in `quick`), about
-    10 minutes on 2 cores in all (an estimate from those runs).
+    3 networks per point (12 runs): 6.8 minutes on 2 cores, timed end to end on a loaded
+    machine (benchmarks/quick_configs_benchmark.py).
       python -m pipelines.sweep --config=fig11_quick --output_dir=runs/fig11_quick
     """
     base = dataclasses.replace(PAPER, depth=5, n_train=1000, n_test=1000)
@@ -433,9 +441,10 @@ def fig12():
 def fig12_quick():
     """Fig. 12 small: ReLU, L = 5, n = 500 training and 1 000 test points, h = 30, √h·α from
     1e-2 to 1e6 (9 levels, the fewest the three power laws take), 2 seeds (18 runs), with the
-    kernel drift on the 1 000 test points. Estimated from `quick` (35 s a run at h = 30 on
-    twice the points, NTK included): about 10 minutes on 2 cores; the feature-regime
-    point 1e-2 is the longest run.
+    kernel drift on the 1 000 test points. Known not to finish in 20 minutes: at √h·α = 1e-2
+    and 0.1 the ReLU's kinks make eq. 9's gradient criterion collapse dt (about 1e-10 after
+    100 000 steps, t ≈ 0.001), so a run never reaches convergence (timed by
+    benchmarks/quick_configs_benchmark.py, which stopped it after 13 minutes).
       python -m pipelines.sweep --config=fig12_quick --output_dir=runs/fig12_quick
     """
     base = dataclasses.replace(PAPER, depth=5, activation="relu", **_APPENDIX_QUICK)
@@ -503,9 +512,8 @@ def fig14():
 
 def fig14_quick():
     """Fig. 14 small: √h·α = 1e6, h = 10, 30, 100, n = 100, 300 and 1 000 training points on
-    1 000 test points, 4 seeds (36 runs). Lazy runs stop in O(1) time: 10 to 30 s each, h = 10
-    up to 160 s at n = 1 000 (its kernel is ill-conditioned, as in `quick`), an estimated
-    15 minutes on 2 cores.
+    1 000 test points, 4 seeds (36 runs): 11.1 minutes on 2 cores, timed end to end on a
+    loaded machine.
       python -m pipelines.sweep --config=fig14_quick --output_dir=runs/fig14_quick
     """
     return SweepConfig(base=dataclasses.replace(PAPER, n_test=1000), widths=(10, 30, 100),
@@ -555,8 +563,8 @@ def fig16():
 
 def fig16_quick():
     """Fig. 16 small: h = 100, √h·α = 1e-2, 1, 1e2, 1e4, n = 500 training and 1 000 test
-    points, 3 seeds, with and without biases (24 runs). Estimated from `quick`'s 50 s a run at
-    h = 100 on twice the points with NTK: about 8 minutes on 2 cores.
+    points, 3 seeds, with and without biases (24 runs): 9.0 minutes on 2 cores, timed end to
+    end on a loaded machine with another sweep beside it.
       python -m pipelines.sweep --config=fig16_quick --output_dir=runs/fig16_quick
     """
     return SweepConfig(base=dataclasses.replace(PAPER, **_APPENDIX_QUICK), widths=(100,),

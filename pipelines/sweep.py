@@ -41,7 +41,8 @@ dynamics (--epochs, --batch_size, --learning_rate to the Adam rows, --tau and
 row takes is refused before anything runs. With --report_only nothing is trained: the
 tables (and Table 1) are written from the runs that have their row.
 
-The same grid trained by Adam on mini-batches of 32 for at most 100 epochs, or by
+The same grid trained by Adam on mini-batches of 32 for 100 epochs (fewer where every
+margin exceeds 1 sooner), or by
 continuous momentum (--dynamics=momentum --tau=0.1; any of train's dynamics flags):
 
   python -m pipelines.sweep --config=quick --dynamics=adam --epochs=100 \

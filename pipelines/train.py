@@ -13,7 +13,8 @@ A smaller run, α given through √h·α (here √h·α = 1e-2, the feature regi
       --output_dir=runs/feature
 
 Trained by Adam on mini-batches of 32 (Table 1; 100 epochs, fewer where every margin
-exceeds 1 sooner), or by continuous momentum with τ = 0.5·t and the soft hinge's β = 10 (Fig. 7 (c)'s EMNIST setup):
+exceeds 1 sooner), or by continuous momentum with τ = 0.5·t and the soft hinge's β = 10
+(Fig. 7 (c)'s EMNIST setup):
 
   python -m pipelines.train --n_train=2000 --n_test=5000 --sqrt_h_alpha=1 \
       --dynamics=adam --epochs=100 --output_dir=runs/adam

@@ -482,14 +482,8 @@ def fig13():
 def fig13_quick():
     """Fig. 13 small: h = 30, n = 300 training and 1 000 test points, √h·α = 1e-2, 0.1,
     10, 1e3, one seed: 4 gradient-flow runs and their reference flows (a, c), and 8 momentum
-    runs (b, d). Timed on one core (CPU seconds, a loaded machine): at √h·α = 0.1 the
-    gradient-flow run takes 12 s and its reference flow 80 s; the feature-regime point 1e-2
-    costs a few times more, the lazy ones less, about 8 minutes on 2 cores. A momentum run
-    costs about what the gradient-flow run at its point does (timed as whole processes,
-    TensorFlow's start included, CPU seconds for τ = 1e-3·t and 1e-2·t against gradient flow:
-    30 and 31 against 31 at √h·α = 1e-2, 28 and 29 against 24 at 0.1; 26 against 24 at 1e3
-    for a constant τ), about 1.5 minutes more on 2 cores: about 10 minutes in all (an estimate
-    from those runs; the whole config was not timed).
+    runs (b, d): 4.0 minutes on 2 cores, timed end to end on a quiet machine
+    (benchmarks/quick_configs_benchmark.py).
       python -m pipelines.sweep --config=fig13_quick --output_dir=runs/fig13_quick
     """
     return SweepConfig(base=dataclasses.replace(PAPER, n_train=300, n_test=1000), widths=(30,),

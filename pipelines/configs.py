@@ -329,7 +329,7 @@ def fig6ef_quick():
 def fig7a_quick():
     """Fig. 7 (a), small: MNIST-PCA10, L = 5, h = 100, n = 1 000 (2 000 test points),
     √h·α = 1e-2, 1, 1e3, 4 seeds (12 runs). On Fashion-MNIST's first 10 principal components
-    where MNIST is not on the machine (`fallback`): 11.0 minutes on 2 cores so, timed end to
+    where MNIST is not on the machine (`fallback`): 11.0 minutes on 2 cores, timed end to
     end on a quiet machine (benchmarks/quick_configs_benchmark.py).
       python -m pipelines.sweep --config=fig7a_quick --output_dir=runs/fig7a_quick
     """

@@ -190,11 +190,13 @@ def row_path(output_dir, run_id):
 def appendix_observables(run_dir, task, velocity=False, velocity_max_test=None,
                          fidelity=False, gram_probe=0, strategy=None):
     """The columns of the appendices' observables of the complete run in `run_dir` that are
-    asked for (`SweepConfig`); each is stored in the run directory, so a rerun reads it."""
+    asked for (`SweepConfig`); each is stored in the run directory, so a rerun reads it.
+    `fidelity` checks gradient-flow runs only (momentum runs are compared with each other,
+    Fig. 13 (b, d))."""
     columns = {}
     if velocity:
         columns.update(z_dot.evaluate(run_dir, task, velocity_max_test))
-    if fidelity:
+    if fidelity and artifact.load_config(run_dir).dynamics == "gradient_flow":
         columns.update(flow_fidelity.check_run(run_dir, task))
     if gram_probe:
         with distribute.make(strategy or "default").scope():
@@ -234,9 +236,7 @@ def execute_run(config, output_dir, ntk=True, ntk_max_train=None, ntk_max_test=N
         if ntk:
             row.update(ntk_eval.evaluate(run_dir, task=task, max_train=ntk_max_train,
                                          max_test=ntk_max_test, strategy=strategy))
-        appendix = dict(appendix or {})
-        appendix["fidelity"] = appendix.get("fidelity") and config.dynamics == "gradient_flow"
-        row.update(appendix_observables(run_dir, task, strategy=strategy, **appendix))
+        row.update(appendix_observables(run_dir, task, strategy=strategy, **(appendix or {})))
     artifact.makedirs(artifact.join(output_dir, ROWS))
     artifact.write_json(path, row)
     return row

@@ -33,6 +33,10 @@ _RAW = {
     "linear": (lambda x: x, lambda x: x),
 }
 NAMES = tuple(sorted(_RAW))
+# The activations whose derivative jumps (ReLU's at 0): ∇L of their networks is discontinuous
+# where a pre-activation crosses the kink, which the flow's step control must allow for
+# (`dynamics`, jumps of ∇L).
+KINKED = ("relu",)
 
 
 def second_moment(fn_np):

@@ -61,13 +61,25 @@ class GradientFlowStopping(keras.callbacks.Callback):
     `max_epochs` is an Adam run's length in t (its t counts epochs), which ends it finished
     (`run.finished`). Raises DivergenceError when dt falls below `min_dt` (a step that no dt makes
     obey eqs. 8-9, e.g. a non-finite loss). `reason` says why training stopped.
+
+    "stalled": dt stayed below STALL_RATIO·t for STALL_STEPS accepted steps in a row, so t
+    would take over 10^7 more steps to double. A ReLU network does this in the feature regime:
+    ∇L jumps where a pre-activation crosses zero (Appendix F), by more than eq. 9's ε_∇ allows
+    (a jump of 1.009e-4 against ε_∇ = 1e-4, measured at L = 5, h = 100, √h·α = 1e-2), so
+    every step that reaches the kink is rejected and dt falls towards 0 (to 5e-12 at t =
+    0.0117). Healthy runs keep dt/t above 4e-6 (the smallest of 835 softplus runs of the quick
+    configs and the tests on a 2-core machine, at their recorded steps). A
+    stalled run is unfinished, like a budget-stopped one, but more budget cannot help it.
     `stop_when_converged=False` goes on past convergence, to a budget (a flow run to a set
     time, `AlphaModel.t_end`).
     """
 
+    STALL_RATIO, STALL_STEPS = 1e-7, 1000
+
     def __init__(self, max_time=math.inf, max_steps=math.inf, max_wall_seconds=math.inf,
                  wall_offset=0.0, min_dt=1e-30, stop_when_converged=True, max_epochs=math.inf):
         super().__init__()
+        self._slow_since = None  # the accepted step from which dt < STALL_RATIO·t
         self.max_time, self.max_steps, self.max_epochs = max_time, max_steps, max_epochs
         self.max_wall_seconds, self.wall_offset, self.min_dt = max_wall_seconds, wall_offset, min_dt
         self.stop_when_converged = stop_when_converged
@@ -99,7 +111,21 @@ class GradientFlowStopping(keras.callbacks.Callback):
             raise DivergenceError(
                 f"gradient flow diverged at step {int(logs['step'])} (dt={logs['dt']:.3g}, "
                 f"rescaled loss={logs['rescaled_loss']:.3g}): lower dt0 or use dtype float64")
+        if self._stalled(logs):
+            logger.warning("the flow stalled at step %d: dt = %.3g at t = %.6g (a ReLU "
+                           "network's kinks? a larger --max_dgrad lets it cross them)",
+                           int(logs["step"]), logs["dt"], logs["t"])
+            return "stalled"
         return None
+
+    def _stalled(self, logs):
+        """Whether dt has stayed below STALL_RATIO·t for STALL_STEPS accepted steps."""
+        if not logs["dt"] < self.STALL_RATIO * logs["t"]:
+            self._slow_since = None
+            return False
+        if self._slow_since is None:
+            self._slow_since = logs["step"]
+        return logs["step"] - self._slow_since >= self.STALL_STEPS
 
     def on_train_batch_end(self, batch, logs=None):
         self.reason = self.stop_reason(logs)

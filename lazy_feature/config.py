@@ -174,7 +174,8 @@ class TrainConfig:
         """The `GradientFlow` (thresholds, dt policy, integrator) this run integrates with."""
         return GradientFlow(max_dout=self.max_dout, max_dgrad=self.max_dgrad, dt0=self.dt0,
                             integrator=self.integrator, output_tol=self.output_tol,
-                            direction_tol=self.direction_tol)
+                            direction_tol=self.direction_tol,
+                            jumps=self.activation in activations.KINKED)
 
     def momentum(self):
         """The `ContinuousMomentum` of a momentum run (None for the other dynamics)."""

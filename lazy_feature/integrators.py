@@ -39,7 +39,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature.dynamics import gradient_change
+from lazy_feature.dynamics import CURVATURE_GROWTH, JUMP_MARGIN, gradient_change
 
 FlowState = collections.namedtuple("FlowState", ["point", "outputs", "grad"])
 FlowState.__doc__ = """An accepted point of the flow, its training outputs and its gradient ∇L."""
@@ -76,7 +76,9 @@ class Euler:
     """The paper's scheme: w_{i+1} = w_i − dt ∇L_i, accepted under eqs. 8 and 9 (`GradientFlow`).
 
     One gradient evaluation per trial step; the gradient at the trial point is the next
-    step's ∇L_i when accepted.
+    step's ∇L_i when accepted. With `flow.jumps` (ReLU) it also accepts a step across jumps
+    of ∇L (`dynamics` module docstring): its memory is then the curvature c = d/dt² of the
+    last step eq. 9 accepted (0 before the first), and otherwise empty.
     """
     name = "euler"
 
@@ -84,7 +86,7 @@ class Euler:
         self.flow = flow
 
     def initial_memory(self, point):  # pylint: disable=unused-argument
-        return ()
+        return (tf.zeros((), tf.float64),) if self.flow.jumps else ()
 
     def trial(self, problem, state, dt, memory=()):
         """The trial step and whether eqs. 8-9 accept it (measures dout, dgrad, error)."""
@@ -96,12 +98,34 @@ class Euler:
         ok = self.flow.accept(dout, dgrad)
         error = tf.maximum(tf.cast(dout, tf.float64) / self.flow.max_dout,
                            tf.cast(dgrad, tf.float64) / self.flow.max_dgrad)
-        return Trial(FlowState(point, outputs, grad), ok,
-                     dict(dout=dout, dgrad=dgrad, error=error), _evaluations(1), memory)
+        measures = dict(dout=dout, dgrad=dgrad, error=error)
+        if self.flow.jumps:
+            ok, measures["smooth_dgrad"], memory = self._across_jumps(dt, ok, dout, dgrad,
+                                                                      memory)
+        return Trial(FlowState(point, outputs, grad), ok, measures, _evaluations(1), memory)
+
+    def _across_jumps(self, dt, ok, dout, dgrad, memory):
+        """(accepted, the smooth part of eq. 9's left side, new memory) of a trial that eqs.
+        8-9 judged `ok`: one eq. 9 alone rejects is accepted if the smooth flow's change at
+        this dt, c·dt², is within 1/JUMP_MARGIN of ε_∇ (the rest of d is jumps of ∇L)."""
+        (curvature,) = memory
+        dt, dgrad = tf.cast(dt, tf.float64), tf.cast(dgrad, tf.float64)
+        smooth = curvature * dt * dt
+        jump = tf.logical_not(ok) & (curvature > 0) & (tf.cast(dout, tf.float64)
+                                                       < self.flow.max_dout) & (
+            smooth * JUMP_MARGIN < self.flow.max_dgrad)
+        measured = dgrad / (dt * dt)
+        grown = tf.where(curvature > 0, tf.minimum(measured, CURVATURE_GROWTH * curvature),
+                         measured)
+        return (tf.logical_or(ok, jump), tf.where(jump, smooth, dgrad),
+                (tf.where(ok, grown, curvature),))
 
     def next_dt(self, dt, accepted, measures):
+        """The paper's dt policy (`GradientFlow.next_dt`), on the smooth part of eq. 9's left
+        side where ∇L may jump."""
         return self.flow.next_dt(dt, accepted, tf.cast(measures["dout"], tf.float64),
-                                 tf.cast(measures["dgrad"], tf.float64))
+                                 tf.cast(measures.get("smooth_dgrad", measures["dgrad"]),
+                                         tf.float64))
 
 
 class _LocalErrorControl:

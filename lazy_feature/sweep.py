@@ -130,7 +130,7 @@ class SweepConfig:
 
 # -- which runs count ------------------------------------------------------------------------
 
-EXCLUDED_REASONS = ("budget", "diverged", "nan")
+EXCLUDED_REASONS = ("budget", "stalled", "diverged", "nan")
 
 
 def excluded_reason(row):
@@ -139,7 +139,8 @@ def excluded_reason(row):
     "diverged": the flow could not take a step; "nan": a non-finite training or test loss
     (a NaN output); "budget": stopped by max_time, max_steps or max_wall_seconds before every
     training margin exceeded 1 (an Adam run that has done its `epochs` is finished,
-    `run.finished`). A row of an older table without status counts as done.
+    `run.finished`); "stalled": its dt fell towards 0 (`callbacks.GradientFlowStopping`), so
+    larger budgets would not finish it. A row of an older table without status counts as done.
     """
     if row.get("status", "done") != "done":
         return "diverged"
@@ -147,7 +148,7 @@ def excluded_reason(row):
     if any(v is None or not math.isfinite(float(v)) for v in losses):
         return "nan"
     if not run.finished(dict(row, converged=row.get("converged", False))):
-        return "budget"
+        return "stalled" if row.get("stop_reason") == "stalled" else "budget"
     return ""
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature import activations, artifact, data, errors, run
+from lazy_feature import activations, artifact, callbacks, data, errors, run
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import ConvNet, FullyConnected
 from lazy_feature.config import TrainConfig
@@ -178,13 +178,16 @@ def _checkpoint_step(run_dir, config, task):
     return int(model.step_count.numpy())
 
 
-@pytest.mark.parametrize("integrator", ["euler", "bogacki_shampine", "rkc"])
-def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator):
-    # ε_∇ = 5e-2 keeps the run to ~100 steps; exactness does not depend on it.
+@pytest.mark.parametrize("integrator, activation", [
+    ("euler", "softplus"), ("euler", "relu"), ("bogacki_shampine", "softplus"),
+    ("rkc", "softplus")])
+def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator, activation):
+    # ε_∇ = 5e-2 keeps the run to ~100 steps; exactness does not depend on it. (ReLU: the
+    # Euler integrator's memory of jumps of ∇L is resumed too.)
     task = _synthetic_task(n_train=10, n_test=20)
     # (RKC at looser tolerances: fewer, costlier steps.)
     config = TrainConfig(n_train=10, n_test=20, width=8, alpha=0.5, dtype="float64",
-                         max_dgrad=5e-2, integrator=integrator,
+                         max_dgrad=5e-2, integrator=integrator, activation=activation,
                          **(dict(output_tol=1e-3, direction_tol=1e-2)
                             if integrator == "rkc" else {}))
     reference = run.train(config, str(tmp_path / "whole"), task=task)
@@ -195,7 +198,8 @@ def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator):
         run.train(config, cut, task=task, checkpoint_seconds=0.0,
                   extra_callbacks=[_Stop(20, RuntimeError("killed"))])
     assert _checkpoint_step(cut, config, task) == 19
-    if integrator == "euler":  # (how a checkpoint is saved does not depend on the integrator)
+    if (integrator, activation) == ("euler", "softplus"):  # (how a checkpoint is saved does
+        # not depend on the integrator)
         # Resumed, then sent SIGTERM (a preempted machine) at step 40 with no periodic
         # checkpoint due: it saves one at the end of that step and stops.
         with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
@@ -242,6 +246,37 @@ def test_budget_stops_unconverged(tmp_path, budget, value):
         assert records[-2]["step"] == metrics["steps"] - 1 < 10
     if budget == "max_wall_seconds":
         assert metrics["steps"] <= 1 and metrics["wall_seconds"] >= 1e-6
+
+
+def test_a_flow_whose_dt_falls_towards_zero_stops_stalled():
+    # dt < STALL_RATIO·t for STALL_STEPS accepted steps in a row is a stall (a ReLU kink that
+    # eq. 9 cannot cross); a shorter dip, as in a stiff phase, is not.
+    stopping = callbacks.GradientFlowStopping()
+    ratio, steps = stopping.STALL_RATIO, stopping.STALL_STEPS
+
+    def state(step, dt):
+        return dict(converged=False, t=1.0, step=step, dt=dt, rescaled_loss=0.5)
+
+    assert stopping.stop_reason(state(100, 1e-3)) is None
+    for step in range(101, 101 + steps):  # a dip one step short of a stall
+        assert stopping.stop_reason(state(step, 0.5 * ratio)) is None
+    assert stopping.stop_reason(state(101 + steps, 2 * ratio)) is None  # dt recovers
+    first = 102 + steps
+    assert stopping.stop_reason(state(first, 0.5 * ratio)) is None
+    assert stopping.stop_reason(state(first + steps - 1, 0.5 * ratio)) is None
+    assert stopping.stop_reason(state(first + steps, 0.5 * ratio)) == "stalled"
+
+
+def test_a_relu_network_in_the_feature_regime_converges_across_its_kinks(tmp_path):
+    # ReLU, L = 5, √h·α = 1e-2: ∇L jumps where a pre-activation crosses zero. Under eq. 9
+    # alone this flow stalls (dt about 5e-19 at t ≈ 2e-4 within some 120 steps); the Euler
+    # integrator's jump rule takes it to convergence (`dynamics`, jumps of ∇L).
+    task = _synthetic_task(n_train=60, n_test=20)
+    config = TrainConfig(n_train=60, n_test=20, width=10, depth=5, activation="relu",
+                         alpha=0.01 / np.sqrt(10), dtype="float64")
+    assert config.flow().jumps and not TrainConfig().flow().jumps
+    metrics = run.train(config, str(tmp_path), task=task)
+    assert metrics["converged"] and metrics["train_error"] == 0.0
 
 
 def test_output_norms_on_train_and_test_sets(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lazy_feature import artifact, ensemble, fits, report, run, sweep
+from lazy_feature import artifact, callbacks, ensemble, fits, report, run, sweep
 from lazy_feature.config import TrainConfig
 from lazy_feature.data import BinaryTask
 from lazy_feature.errors import ConfigError, RunDirError
@@ -225,6 +225,7 @@ def test_excluded_reasons():
     # An Adam run that has done its epochs is finished (its length), one a budget stopped not.
     assert sweep.excluded_reason(dict(done, converged=False, stop_reason="max_epochs")) == ""
     assert sweep.excluded_reason(dict(done, converged=False, stop_reason="max_steps")) == "budget"
+    assert sweep.excluded_reason(dict(done, converged=False, stop_reason="stalled")) == "stalled"
     assert sweep.excluded_reason(dict(done, test_loss=float("nan"))) == "nan"
     assert sweep.excluded_reason(dict(status="diverged", error="dt collapsed")) == "diverged"
     runs = sweep.mark_used(pd.DataFrame([done, dict(done, converged=False)]))
@@ -260,6 +261,24 @@ def test_budget_stopped_runs_are_excluded_then_retried(tmp_path, monkeypatch):
         np.load(tmp_path / "ref" / artifact.TEST_OUTPUTS))
     with pytest.raises(ConfigError, match="must be > 1"):
         sweep.run_sweep(grid, out, runner="inprocess", retry_unconverged=0.5)
+
+
+def test_a_stalled_run_is_excluded_and_not_retried(tmp_path, monkeypatch):
+    # A stall (dt < STALL_RATIO·t for STALL_STEPS steps) made to happen at once: more budget
+    # cannot finish such a run, so --retry_unconverged leaves it as it is.
+    monkeypatch.setattr(callbacks.GradientFlowStopping, "STALL_RATIO", 1e9)
+    monkeypatch.setattr(callbacks.GradientFlowStopping, "STALL_STEPS", 5)
+    task = _synthetic_task()
+    base = TrainConfig(n_train=40, n_test=60, dtype="float64")
+    grid = sweep.SweepConfig(base=base, widths=(16,), sqrt_h_alphas=(1.0,), seeds=(0,),
+                             ntk=False)
+    monkeypatch.setitem(sweep._TASKS, (base.dataset, base.data_dir, 40, 60, base.data_seed,
+                                       base.pca, base.pca_whiten, base.architecture), task)
+    out = str(tmp_path / "sweep")
+    runs, _ = sweep.run_sweep(grid, out, runner="inprocess")
+    assert runs["excluded_reason"].tolist() == ["stalled"] and runs["steps"].item() == 6
+    runs, _ = sweep.run_sweep(grid, out, runner="inprocess", retry_unconverged=10)
+    assert runs["excluded_reason"].tolist() == ["stalled"] and runs["steps"].item() == 6
 
 
 def test_an_adam_run_of_its_epochs_is_used_and_one_a_budget_stopped_resumes(tmp_path,

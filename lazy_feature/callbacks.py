@@ -68,13 +68,16 @@ class GradientFlowStopping(keras.callbacks.Callback):
     (a jump of 1.009e-4 against ε_∇ = 1e-4, measured at L = 5, h = 100, √h·α = 1e-2), so
     every step that reaches the kink is rejected and dt falls towards 0 (to 5e-12 at t =
     0.0117). Healthy runs keep dt/t above 4e-6 (the smallest of 835 softplus runs of the quick
-    configs and the tests on a 2-core machine, at their recorded steps). A
-    stalled run is unfinished, like a budget-stopped one, but more budget cannot help it.
+    configs and the tests on a 2-core machine, at their recorded steps). So does a flow that
+    came to rest short of the criterion (a ReLU network whose units died on the unfitted
+    points: ∇L vanishes and dt grows without bound) once t passes REST_TIME, far beyond any
+    convergence (t ≈ 5e3 at √h·α = 1e3), before it overflows. A stalled run is unfinished,
+    like a budget-stopped one, but more budget cannot help it.
     `stop_when_converged=False` goes on past convergence, to a budget (a flow run to a set
     time, `AlphaModel.t_end`).
     """
 
-    STALL_RATIO, STALL_STEPS = 1e-7, 1000
+    STALL_RATIO, STALL_STEPS, REST_TIME = 1e-7, 1000, 1e100
 
     def __init__(self, max_time=math.inf, max_steps=math.inf, max_wall_seconds=math.inf,
                  wall_offset=0.0, min_dt=1e-30, stop_when_converged=True, max_epochs=math.inf):
@@ -112,14 +115,16 @@ class GradientFlowStopping(keras.callbacks.Callback):
                 f"gradient flow diverged at step {int(logs['step'])} (dt={logs['dt']:.3g}, "
                 f"rescaled loss={logs['rescaled_loss']:.3g}): lower dt0 or use dtype float64")
         if self._stalled(logs):
-            logger.warning("the flow stalled at step %d: dt = %.3g at t = %.6g (a ReLU "
-                           "network's kinks? a larger --max_dgrad lets it cross them)",
-                           int(logs["step"]), logs["dt"], logs["t"])
+            logger.warning("the flow stalled at step %d: dt = %.3g at t = %.6g", int(logs["step"]),
+                           logs["dt"], logs["t"])
             return "stalled"
         return None
 
     def _stalled(self, logs):
-        """Whether dt has stayed below STALL_RATIO·t for STALL_STEPS accepted steps."""
+        """Whether dt has stayed below STALL_RATIO·t for STALL_STEPS accepted steps, or t has
+        passed REST_TIME."""
+        if logs["t"] >= self.REST_TIME:
+            return True
         if not logs["dt"] < self.STALL_RATIO * logs["t"]:
             self._slow_since = None
             return False

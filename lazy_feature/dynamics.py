@@ -20,14 +20,23 @@ rejecting every step that reaches the kink, 5e-12 in dt; n = 2 000 at t ≈ 0.01
 ε_∇ = 1e-2 stalls too, at t = 0.0155). Where the flow slides along kinks (the gradients on
 either side push towards them), every step crosses them back and forth, by the same discrete
 jumps (5.7e-3, 1.4e-2, 2.0e-2 at n = 30, h = 8, whatever dt).
-With `jumps`, the Euler integrator keeps the curvature c = d/dt² of the last step eq. 9
-accepted (d, eq. 9's left side, goes as dt² where ∇L is smooth); a step eq. 9 alone rejects
-is accepted if the smooth flow's change at its dt, c·dt², is within 1/JUMP_MARGIN of ε_∇:
-the rest of its d is jumps of ∇L, which no smaller dt removes. c·dt² also sets the next dt.
-The margin keeps eq. 9 where the flow stiffens smoothly (d would have to grow JUMP_MARGIN
-times in one step to pass); a step with a small jump that eq. 9 accepts overestimates c,
-which only makes the next steps more careful. Never before the first accepted step, whose dt0
-is arbitrary.
+With `jumps`, the Euler integrator takes ∇L at the half step of a trial that eq. 9 alone
+rejects, and eq. 9's left side over each half, d₁ and d₂: where ∇L is smooth both are about
+d/4 (and about c·(dt/2)², c = d/dt² of the last step whose smooth change was measured), while
+a jump stays whole in the half that holds it, whatever dt. A half whose d exceeds the
+other's JUMP_RATIO times holds a jump, and 4·min(d₁, d₂) is the step's smooth change; halves
+that both exceed JUMP_RATIO·c·(dt/2)² both hold jumps (where the flow slides along several
+kinks at once, every step crosses some in each half), and c·dt² is the smooth change. Eq. 9
+judges that smooth change, which also sets the next dt (up to JUMP_GROWTH times this one).
+So the flow crosses kinks as gradient flow does and slides along them at the dt eq. 9 gives
+its smooth part. A smooth flow is judged by eq. 9 as before unless its change grows a
+hundredfold (JUMP_RATIO) within one step: the steepest rise measured, at the start of a
+frozen-kernel flow, is twentyfold from one whole step to the next, and that flow takes the
+same 665 steps with or without `jumps`. It costs one more gradient evaluation per trial eq.
+9 rejects. Measured on ReLU nets with L = 5 (n = 30-60, h = 8-16, float64): every run of
+five that stalled converges, at 0.8-1.5% from the reference flow (`fidelity`, ε_∇/100, itself
+crossing jumps so) at √h·α = 1e-2 and 0.14% at 1, where softplus nets are within 0.03%:
+Euler's error at each crossing is first order. The test errors were the reference's.
 """
 import dataclasses
 
@@ -38,12 +47,11 @@ from lazy_feature.errors import ConfigError
 # The integrators of `integrators`: the paper's Euler scheme, Bogacki–Shampine 3(2),
 # Dormand–Prince 5(4) and Runge–Kutta–Chebyshev (second order, stabilized).
 INTEGRATORS = ("euler", "bogacki_shampine", "dormand_prince", "rkc")
-# How far inside ε_∇ the smooth change c·dt² of a step must be for the rest of its change of
-# ∇L to count as jumps (`jumps` above).
-JUMP_MARGIN = 4.0
-# The most the curvature estimate c may grow in one accepted step: a step with a jump of ∇L
-# below ε_∇ reads as a large c (its d over a small dt²), and would otherwise hold dt there.
-CURVATURE_GROWTH = 2.0
+# How many times one half of a step's change of ∇L must exceed the other's to count as a
+# jump (`jumps` above).
+JUMP_RATIO = 100.0
+# The most dt grows after a step accepted across a jump (`integrators.Euler.next_dt`).
+JUMP_GROWTH = 2.0
 
 
 @dataclasses.dataclass(frozen=True)

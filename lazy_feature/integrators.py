@@ -39,7 +39,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature.dynamics import CURVATURE_GROWTH, JUMP_MARGIN, gradient_change
+from lazy_feature.dynamics import JUMP_GROWTH, JUMP_RATIO, gradient_change
 
 FlowState = collections.namedtuple("FlowState", ["point", "outputs", "grad"])
 FlowState.__doc__ = """An accepted point of the flow, its training outputs and its gradient ∇L."""
@@ -76,9 +76,10 @@ class Euler:
     """The paper's scheme: w_{i+1} = w_i − dt ∇L_i, accepted under eqs. 8 and 9 (`GradientFlow`).
 
     One gradient evaluation per trial step; the gradient at the trial point is the next
-    step's ∇L_i when accepted. With `flow.jumps` (ReLU) it also accepts a step across jumps
-    of ∇L (`dynamics` module docstring): its memory is then the curvature c = d/dt² of the
-    last step eq. 9 accepted (0 before the first), and otherwise empty.
+    step's ∇L_i when accepted. With `flow.jumps` (ReLU), a trial that eq. 9 alone rejects
+    also takes ∇L at its half step (one more evaluation) to tell jumps of ∇L from its smooth
+    change (`dynamics` module docstring); the memory is then the curvature c = d/dt² of the
+    last step whose smooth change d was measured (0 before the first), and otherwise empty.
     """
     name = "euler"
 
@@ -93,39 +94,74 @@ class Euler:
         point = move(problem, state.point, dt, (1.0,), (state.grad,))
         outputs, grad = problem.evaluate(point)
         dout = problem.output_change(outputs, state.outputs)
-        dgrad = gradient_change(problem.squared_norm(problem.difference(state.grad, grad)),
-                                problem.squared_norm(state.grad), problem.squared_norm(grad))
+        dgrad = _dgrad(problem, state.grad, grad)
         ok = self.flow.accept(dout, dgrad)
         error = tf.maximum(tf.cast(dout, tf.float64) / self.flow.max_dout,
                            tf.cast(dgrad, tf.float64) / self.flow.max_dgrad)
-        measures = dict(dout=dout, dgrad=dgrad, error=error)
+        measures, evaluations = dict(dout=dout, dgrad=dgrad, error=error), _evaluations(1)
         if self.flow.jumps:
-            ok, measures["smooth_dgrad"], memory = self._across_jumps(dt, ok, dout, dgrad,
-                                                                      memory)
-        return Trial(FlowState(point, outputs, grad), ok, measures, _evaluations(1), memory)
+            ok, probed, measures["jump"], measures["smooth_dgrad"], memory = \
+                self._across_jumps(problem, state, dt, grad, ok, dout, dgrad, memory)
+            evaluations += tf.cast(probed, tf.int64)
+        return Trial(FlowState(point, outputs, grad), ok, measures, evaluations, memory)
 
-    def _across_jumps(self, dt, ok, dout, dgrad, memory):
-        """(accepted, the smooth part of eq. 9's left side, new memory) of a trial that eqs.
-        8-9 judged `ok`: one eq. 9 alone rejects is accepted if the smooth flow's change at
-        this dt, c·dt², is within 1/JUMP_MARGIN of ε_∇ (the rest of d is jumps of ∇L)."""
+    def _across_jumps(self, problem, state, dt, grad, ok, dout, dgrad, memory):
+        """(accepted, whether the half step was evaluated, whether it is accepted across
+        jumps, the smooth part of eq. 9's left side, new memory) of a trial that eqs. 8-9
+        judged `ok`, `grad` ∇L at its end.
+
+        A trial eq. 9 alone rejects takes ∇L at its half step, and eq. 9's left side over
+        each half, d₁ and d₂. Where ∇L is smooth both are about d/4 (d goes as dt²), close
+        to c·(dt/2)²; a jump of ∇L is whole in the half that holds it, whatever dt. So if
+        one half's d exceeds the other's JUMP_RATIO times, the other half is smooth and the
+        step's smooth change is 4·min(d₁, d₂); if both exceed JUMP_RATIO·c·(dt/2)², both
+        hold jumps and the smooth change is c·dt². Eq. 9 judges that smooth change.
+        """
         (curvature,) = memory
         dt, dgrad = tf.cast(dt, tf.float64), tf.cast(dgrad, tf.float64)
-        smooth = curvature * dt * dt
-        jump = tf.logical_not(ok) & (curvature > 0) & (tf.cast(dout, tf.float64)
-                                                       < self.flow.max_dout) & (
-            smooth * JUMP_MARGIN < self.flow.max_dgrad)
-        measured = dgrad / (dt * dt)
-        grown = tf.where(curvature > 0, tf.minimum(measured, CURVATURE_GROWTH * curvature),
-                         measured)
-        return (tf.logical_or(ok, jump), tf.where(jump, smooth, dgrad),
-                (tf.where(ok, grown, curvature),))
+        probe = tf.logical_and(tf.logical_not(ok),
+                               tf.cast(dout, tf.float64) < self.flow.max_dout)
+
+        def halves():
+            half = move(problem, state.point, 0.5 * dt, (1.0,), (state.grad,))
+            half_grad = problem.evaluate(half)[1]
+            return tf.stack([tf.cast(_dgrad(problem, state.grad, half_grad), tf.float64),
+                             tf.cast(_dgrad(problem, half_grad, grad), tf.float64)])
+
+        d = tf.cond(probe, halves, lambda: tf.zeros(2, tf.float64))
+        clean, jumpy = tf.reduce_min(d), tf.reduce_max(d)
+        one_smooth_half = jumpy > JUMP_RATIO * clean
+        predicted = curvature * dt * dt  # the smooth change c·dt² of the whole step
+        both_jump = (curvature > 0) & (clean > JUMP_RATIO * predicted / 4.0)
+        smooth = tf.where(probe & one_smooth_half, 4.0 * clean,
+                          tf.where(probe & both_jump, predicted, dgrad))
+        jump = probe & (one_smooth_half | both_jump) & (smooth < self.flow.max_dgrad)
+        measured = tf.logical_or(ok, jump & one_smooth_half)
+        curvature = tf.where(measured, tf.math.divide_no_nan(smooth, dt * dt), curvature)
+        return tf.logical_or(ok, jump), probe, jump, smooth, (curvature,)
 
     def next_dt(self, dt, accepted, measures):
-        """The paper's dt policy (`GradientFlow.next_dt`), on the smooth part of eq. 9's left
-        side where ∇L may jump."""
-        return self.flow.next_dt(dt, accepted, tf.cast(measures["dout"], tf.float64),
-                                 tf.cast(measures.get("smooth_dgrad", measures["dgrad"]),
-                                         tf.float64))
+        """The paper's dt policy (`GradientFlow.next_dt`); after a step accepted across
+        jumps, dt grows to where its smooth part would reach `well_inside`·ε_∇ (it goes as
+        dt²), at most JUMP_GROWTH times: the jump-free steps' growth of 1.1 would not make
+        up for the halving after a trial whose jumps the half step cannot separate, where
+        the flow slides along several kinks at once."""
+        dout = tf.cast(measures["dout"], tf.float64)
+        if "jump" not in measures:
+            return self.flow.next_dt(dt, accepted, dout,
+                                     tf.cast(measures["dgrad"], tf.float64))
+        smooth = measures["smooth_dgrad"]
+        room = tf.sqrt(tf.math.divide_no_nan(self.flow.well_inside * self.flow.max_dgrad,
+                                             smooth))
+        grown = dt * tf.where(smooth > 0, tf.clip_by_value(room, 1.0, JUMP_GROWTH),
+                              JUMP_GROWTH)
+        return tf.where(measures["jump"], grown, self.flow.next_dt(dt, accepted, dout, smooth))
+
+
+def _dgrad(problem, grad, new_grad):
+    """Eq. 9's left side between ∇L_i = `grad` and ∇L_(i+1) = `new_grad`."""
+    return gradient_change(problem.squared_norm(problem.difference(grad, new_grad)),
+                           problem.squared_norm(grad), problem.squared_norm(new_grad))
 
 
 class _LocalErrorControl:

@@ -121,6 +121,17 @@ def test_euler_crosses_and_slides_along_a_kink_of_the_gradient():
     np.testing.assert_allclose(w, problem.exact(t), atol=1e-2)
 
 
+def test_the_jump_rule_leaves_a_smooth_flow_as_it_was():
+    # The frozen-kernel flow is smooth, and its change of ∇L rises twentyfold from one step to
+    # the next at the start: with `jumps` it takes the very same steps (JUMP_RATIO = 100).
+    kernel = X @ X.T + 0.5
+    plain = ntk.frozen_kernel_dynamics(kernel, Y, flow=GradientFlow())
+    jumps = ntk.frozen_kernel_dynamics(kernel, Y, flow=GradientFlow(jumps=True))
+    assert (jumps["steps"], jumps["rejected"], jumps["t"]) == (
+        plain["steps"], plain["rejected"], plain["t"])
+    np.testing.assert_array_equal(jumps["train_outputs"], plain["train_outputs"])
+
+
 def _fixed_steps(name, steps):
     """F(T_END) after `steps` accepted-or-not trial steps of dt = T_END / steps, and the error
     estimate of the first step."""

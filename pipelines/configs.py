@@ -157,18 +157,16 @@ _QUICK_SIZES = {"fc_fashion_mnist": _QUICK_HALF, "cnn_cifar10_adam": _QUICK_HALF
                 "fc_cifar10": _QUICK_HALF}
 # Minutes of `python -m pipelines.sweep --config=table1_<row>_quick` end to end, timed by
 # benchmarks/quick_configs_benchmark.py on a loaded 2-core machine (an upper bound), on
-# stand-in files in the row's format made from Fashion-MNIST where its data set was absent;
-# the others are estimates from single runs.
+# stand-in files in the row's format made from Fashion-MNIST where its data set was absent.
 _QUICK_MINUTES = {
-    "cnn_cifar10_adam": "29 minutes measured with another sweep beside it (stand-in data), "
-                        "so not shown within 20 on 2 cores",
+    "cnn_cifar10_adam": "10.9 minutes (timed on stand-in data)",
     "cnn_fashion_mnist_adam": "8.3 minutes (timed)",
     "fc_cifar10_adam": "4.8 minutes (timed on stand-in data)",
     "fc_fashion_mnist": "13.2 minutes (timed)",
-    "fc_mnist": "about 5 minutes (estimated)",
-    "fc_emnist_letters": "about 5-10 minutes (estimated)",
-    "fc_cifar10": "about 15 minutes (estimated)",
-    "fc_mnist_pca10": "about 5 minutes (estimated)",
+    "fc_mnist": "5.0 minutes (timed on stand-in data)",
+    "fc_emnist_letters": "5.1 minutes (timed on stand-in data)",
+    "fc_cifar10": "8.6 minutes (timed on stand-in data)",
+    "fc_mnist_pca10": "11.2 minutes (timed on stand-in data)",
 }
 
 
@@ -312,8 +310,9 @@ def _quick_figure(full, **grid):
 
 def fig6_quick():
     """Fig. 6 (a-d), small: MNIST at n = 1 000 (2 000 test points), h = 30 and 100,
-    √h·α = 1e-2, 1, 1e3, 3 seeds (18 runs with the NTK); about 8 minutes on 2 cores.
-    On Fashion-MNIST where MNIST is not on the machine (`fallback`, said when it runs).
+    √h·α = 1e-2, 1, 1e3, 3 seeds (18 runs with the NTK). On Fashion-MNIST where MNIST is
+    not on the machine (`fallback`, said when it runs): 13.2 minutes on 2 cores, timed end to
+    end on a loaded machine (benchmarks/quick_configs_benchmark.py).
       python -m pipelines.sweep --config=fig6_quick --output_dir=runs/fig6_quick
     """
     return _quick_figure(fig6, widths=(30, 100), sqrt_h_alphas=_QUICK_SQRT_H_ALPHAS,
@@ -323,7 +322,7 @@ def fig6_quick():
 def fig6ef_quick():
     """Fig. 6 (e, f), small: CIFAR10 at n = 1 000 (2 000 test points), h = 30 and 100,
     √h·α = 1e-2, 1, 1e3, 3 seeds (18 runs). On Fashion-MNIST where CIFAR10 is not on the
-    machine (`fallback`).
+    machine (`fallback`): 7.6 minutes on 2 cores, timed end to end on a loaded machine.
       python -m pipelines.sweep --config=fig6ef_quick --output_dir=runs/fig6ef_quick
     """
     return _quick_figure(fig6ef, widths=(30, 100), sqrt_h_alphas=_QUICK_SQRT_H_ALPHAS,
@@ -354,7 +353,7 @@ def fig7b_quick():
 def fig7c_quick():
     """Fig. 7 (c), small: EMNIST letters, both setups, h = 100, n = 1 000 (2 000 test
     points), √h·α = 1e-2, 1, 1e3, 3 seeds (18 runs). On Fashion-MNIST where EMNIST is not on
-    the machine (`fallback`).
+    the machine (`fallback`): 12.0 minutes on 2 cores, timed end to end on a loaded machine.
       python -m pipelines.sweep --config=fig7c_quick --output_dir=runs/fig7c_quick
     """
     return _quick_figure(fig7c, sqrt_h_alphas=_QUICK_SQRT_H_ALPHAS, seeds=(0, 1, 2))
@@ -403,10 +402,8 @@ CONFIGS.update(TABLE1, **TABLE1_QUICK, **SECTION7)
 
 
 # -- The appendices: Figs. 11-16 (Appendices D, F, G, H, I, J) ---------------------------------
-# Each quick version is meant to run on 2 cores (2 Beam workers) within 20 minutes (fig12_quick
-# does not yet); its docstring gives its time measured end to end, or the single runs timed
-# (CPU seconds on one core of a shared, loaded machine) or the `quick` config's per-run times
-# it is estimated from. All run on Fashion-MNIST, the paper's data set.
+# Each quick version runs on 2 cores (2 Beam workers) within 20 minutes; its docstring gives its
+# time measured end to end. All run on Fashion-MNIST, the paper's data set.
 
 _APPENDIX_QUICK = dict(n_train=500, n_test=1000)
 
@@ -446,10 +443,10 @@ def fig12():
 def fig12_quick():
     """Fig. 12 small: ReLU, L = 5, n = 500 training and 1 000 test points, h = 30, √h·α from
     1e-2 to 1e6 (9 levels, the fewest the three power laws take), 2 seeds (18 runs), with the
-    kernel drift on the 1 000 test points. Its feature-regime runs cross the ReLU's jumps of
-    ∇L by the Euler integrator's jump rule (`lazy_feature.dynamics`): under eq. 9 alone they
-    stalled at t ≈ 0.001 (√h·α = 1e-2), and one run at each of √h·α = 1e-2, 0.1, 1, 10 now
-    converges in about a minute on a loaded machine. TIME.
+    kernel drift on the 1 000 test points. Its runs cross the ReLU's jumps of ∇L by the Euler
+    integrator's jump rule (`lazy_feature.dynamics`): under eq. 9 alone those at √h·α ≤ 10
+    stalled (t ≈ 0.001 at 1e-2). 6.98 minutes on 2 cores, all 18 runs converged, timed end
+    to end on a loaded machine (benchmarks/quick_configs_benchmark.py).
       python -m pipelines.sweep --config=fig12_quick --output_dir=runs/fig12_quick
     """
     base = dataclasses.replace(PAPER, depth=5, activation="relu", **_APPENDIX_QUICK)

@@ -256,6 +256,13 @@ class Tableau:
     def evaluations(self):
         return len(self.a)
 
+    @property
+    def estimate_stages(self):
+        """How many inner stages k_2 … k_(s−1) the solution or the error estimate weighs:
+        the gradients a trial still holds when it forms ŵ (a stage that neither weighs is
+        last read by a later stage's point)."""
+        return sum(1 for b, e in zip(self.a[-1][1:], self.error[1:-1]) if b or e)
+
 
 BOGACKI_SHAMPINE = Tableau(  # 3(2): 3 evaluations per step
     a=((1 / 2,), (0.0, 3 / 4), (2 / 9, 1 / 3, 4 / 9)),
@@ -479,7 +486,7 @@ class RungeKuttaChebyshev(_LocalErrorControl):
         return estimate, vector, k
 
 
-_TABLEAUS = {"bogacki_shampine": BOGACKI_SHAMPINE, "dormand_prince": DORMAND_PRINCE}
+TABLEAUS = {"bogacki_shampine": BOGACKI_SHAMPINE, "dormand_prince": DORMAND_PRINCE}
 
 
 def get(flow):
@@ -488,4 +495,4 @@ def get(flow):
         return Euler(flow)
     if flow.integrator == "rkc":
         return RungeKuttaChebyshev(flow)
-    return EmbeddedRungeKutta(flow.integrator, _TABLEAUS[flow.integrator], flow)
+    return EmbeddedRungeKutta(flow.integrator, TABLEAUS[flow.integrator], flow)

@@ -13,7 +13,16 @@ bytes per number of the run's dtype:
                step to step and the trial's new estimate) and the four P-sized tensors its
                trial carries besides Euler's (the stage recursion's Z_(j−2), Z_(j−1), Z_j
                and its zero start; at the error estimate w_(n+1), its displacement, est
-               and ŵ) (6·P);
+               and ŵ) (6·P); an embedded Runge–Kutta pair's stage gradients besides
+               Euler's two (k_1 = ∇L_i and the FSAL stage k_s = ∇L_(i+1)) that its
+               solution or error estimate weighs, all held until ŵ is formed, and at the
+               error estimate, as RKC's, w_(n+1), ŵ, the error Σ_j e_j k_j ŵ is formed
+               from and the step Σ_j b_j k_j whose norm the direction error divides by:
+               bogacki_shampine k_2, k_3 (6·P), dormand_prince k_3 … k_6 (8·P; its k_2
+               weighs in neither and is last read by the sixth stage's point); the
+               stages before hold fewer (at most s − 2). These count what the algorithms
+               hold, not the graph's temporaries of their linear combinations (each
+               c_j·k_j before the sum), which can run at once;
   activations  (n·d + 6·n·A)·b: the full batch's inputs, and per hidden layer the six
                tensors of its forward pass that the backward pass keeps: the layer's output,
                its fan_in^(-1/2) scaling z̃ (eq. 14), and the activation's steps (β·z̃,
@@ -42,7 +51,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature import architectures, ntk
+from lazy_feature import architectures, integrators, ntk
 from lazy_feature.errors import ConfigError
 
 logger = logging.getLogger("lazy_feature")
@@ -163,9 +172,13 @@ def available_memory():
 
 def dynamics_vectors(config):
     """The P-sized vectors the dynamics and integrator of `config` keep besides gradient
-    flow's five (module docstring): 2 for adam and momentum, 6 for rkc, else 0."""
+    flow's five (module docstring): 2 for adam and momentum, 6 for rkc, an embedded
+    Runge–Kutta pair's stage gradients that its estimate weighs plus 4 (bogacki_shampine 6,
+    dormand_prince 8), else 0."""
     if config.dynamics in ("adam", "momentum"):
         return 2
+    if config.integrator in integrators.TABLEAUS:
+        return integrators.TABLEAUS[config.integrator].estimate_stages + 4
     return 6 if config.integrator == "rkc" else 0
 
 

@@ -1,5 +1,5 @@
 """What the stage binaries share: one-line errors with a non-zero exit, a quiet console, the
-TrainConfig flags, the strategy flags."""
+TrainConfig flags, the strategy flags, the --data_dirs flag."""
 import contextlib
 import dataclasses
 import logging
@@ -185,6 +185,25 @@ def strategy_from_flags(configs):
     options = strategy_options()
     distribute.check_precision(options["strategy"], configs)
     return distribute.make(**options)
+
+
+def define_data_dirs_flag(effect):
+    """--data_dirs, dataset=DIR pairs separated by commas; `effect` says what DIR is used for."""
+    flags.DEFINE_list("data_dirs", None, "Where data sets lie, as dataset=DIR pairs (e.g. "
+                      "mnist=~/data/mnist,cifar10=~/data/cifar10): " + effect)
+
+
+def data_dirs(pairs):
+    """{dataset: folder} of --data_dirs's dataset=DIR `pairs` (None: none), or a ConfigError
+    naming the malformed pair."""
+    found = {}
+    for pair in pairs or ():
+        dataset, equals, folder = pair.partition("=")
+        if not (equals and dataset and folder):
+            raise ConfigError(f"--data_dirs takes dataset=DIR pairs separated by commas, got "
+                              f"{pair!r}")
+        found[dataset] = folder
+    return found
 
 
 def integers(flag, values):

@@ -18,7 +18,7 @@ package and its data set (e.g. built by running setup.sh):
 A Table 1 group (--config=table1_quick or table1) compiles to these tasks for every row,
 under <output_dir>/<row>, then one task `python -m pipelines.sweep --report_only` that
 writes table1.md and table1.csv once every row has finished or failed: a row whose data set
-the image lacks fails, and the table says "data not found" for it.
+the pods cannot read fails, and the table says "data not found" for it.
 The output directory, a pipeline parameter, must be storage every pod sees (gs://...):
 
   pip install -e .[kfp]
@@ -27,16 +27,34 @@ The output directory, a pipeline parameter, must be storage every pod sees (gs:/
 
 then submit quick.yaml (Vertex AI Pipelines or a Kubeflow cluster) with
 output_dir=gs://my-bucket/quick. A task that is retried resumes its run from its checkpoint.
+
+Each data set is read from its default location in the image (lazy_feature.data) unless
+--data_dirs names a folder for it, one every pod sees (a volume mounted into the pods: the
+loaders open local files):
+
+  python -m pipelines.kfp_pipeline --config=table1_quick --output=table1_quick.yaml \
+      --data_dirs=mnist=/mnt/data/mnist,cifar10=/mnt/data/cifar10
+
+Every train task of a run on that data set gets --data_dir=DIR (its ntk_eval and appendix
+tasks read it from the run's config.json), and the sweep tasks (ensembles, the table) get
+these pairs as their --data_dirs. The folders are fixed when the pipeline is compiled, not
+parameters of a pipeline run: compile again to move them. A data set that no run of the
+config is trained on, or a pair that is not dataset=DIR, is refused and nothing is written.
 """
+import dataclasses
+
 from absl import flags
 
 from lazy_feature import sweep as sweep_lib
+from lazy_feature.errors import ConfigError
 from pipelines import common, configs
 
 flags.DEFINE_string("config", "quick", "A named sweep or Table 1 group: "
                     f"{', '.join(list(configs.CONFIGS) + list(configs.TABLES))}.")
 flags.DEFINE_string("output", None, "The pipeline YAML to write.", required=True)
 flags.DEFINE_string("image", "lazy-feature:latest", "The container image of the steps.")
+common.define_data_dirs_flag("the tasks of the runs on that data set read it from DIR "
+                             "(fixed at compile time).")
 FLAGS = flags.FLAGS
 
 # The settings a grid varies are task parameters; the others are the config's, fixed.
@@ -54,20 +72,26 @@ def train_flags(config):
     return [_flag(k, v) for k, v in config.to_dict().items() if k not in VARIED and v is not None]
 
 
-def build(config_name, image, grid=None):
+def build(config_name, image, grid=None, data_dirs=None):
     """The pipeline function of the named sweep (or of `grid`, under that name), its steps
     running in `image`; a Table 1 group (configs.TABLES) compiles to every row's sweep, each
-    under <output_dir>/<row>, then `table1`."""
+    under <output_dir>/<row>, then `table1`. `data_dirs` ({dataset: folder}) says where the
+    runs on those data sets read them (`_with_data_dirs`)."""
     from kfp import dsl  # pylint: disable=import-outside-toplevel
     if config_name in configs.TABLES:
-        rows = {row: _SweepTasks(dsl, image, make.__name__, make(), row)
-                for row, make in configs.TABLES[config_name].items()}
-        last = _sweep_command(dsl, image, config_name, "", ["--report_only", "--noreport"])
+        named = {row: (make.__name__, make()) for row, make in configs.TABLES[config_name].items()}
+    else:
+        named = {"": (config_name, configs.get(config_name) if grid is None else grid)}
+    grids = _with_data_dirs({row: grid for row, (_, grid) in named.items()}, data_dirs or {},
+                           config_name)
+    rows = {row: _SweepTasks(dsl, image, name, grids[row], row)
+            for row, (name, _) in named.items()}
+    if config_name in configs.TABLES:
+        last = _sweep_command(dsl, image, config_name, "", ["--report_only", "--noreport",
+                                                            *_data_dirs_flag(grids.values())])
         description = (f"Table 1 ({config_name}): each row's sweep, then table1.md and "
                        "table1.csv.")
     else:
-        rows = {"": _SweepTasks(dsl, image, config_name,
-                                configs.get(config_name) if grid is None else grid)}
         last = None
         description = f"The {config_name} sweep: train, ntk_eval, appendix, ensembles, report."
 
@@ -79,6 +103,28 @@ def build(config_name, image, grid=None):
             table.set_display_name("table1")
 
     return pipeline
+
+
+def _with_data_dirs(grids, data_dirs, config_name):
+    """`grids` ({row: SweepConfig}) with the runs on a data set of `data_dirs` ({dataset:
+    folder}) reading it from that folder, as the sweep's --data_dirs does; a ConfigError
+    for a data set that no run of config_name is trained on."""
+    used = {grid.base.dataset for grid in grids.values()}
+    unused = sorted(set(data_dirs) - used)
+    if unused:
+        raise ConfigError(f"--data_dirs names {', '.join(unused)}, which no run of "
+                          f"--config={config_name} is trained on (they use "
+                          f"{', '.join(sorted(used))}): drop it")
+    return {row: dataclasses.replace(grid, base=dataclasses.replace(
+        grid.base, data_dir=data_dirs[grid.base.dataset]))
+        if grid.base.dataset in data_dirs else grid for row, grid in grids.items()}
+
+
+def _data_dirs_flag(grids):
+    """The sweep's --data_dirs flag naming the folders of `grids`' data sets ([] if none)."""
+    pairs = {grid.base.dataset: grid.base.data_dir for grid in grids
+             if grid.base.data_dir is not None}
+    return [f"--data_dirs={','.join(f'{k}={v}' for k, v in pairs.items())}"] if pairs else []
 
 
 def _sweep_dir(dsl, output_dir, row):
@@ -148,7 +194,8 @@ class _SweepTasks:
         self.appendix = (run_component("appendix", [
             _flag(k, v) for k, v in options.items() if v is not None])
             if options["velocity"] or options["fidelity"] or options["gram_probe"] else None)
-        self.ensembles = _sweep_command(dsl, image, config_name, row, ["--noreport"])
+        self.ensembles = _sweep_command(dsl, image, config_name, row,
+                                        ["--noreport", *_data_dirs_flag([grid])])
 
         @dsl.container_component
         def report(output_dir: str):
@@ -185,15 +232,18 @@ def _value(value):
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def compile_pipeline(config_name, output, image="lazy-feature:latest", grid=None):
+def compile_pipeline(config_name, output, image="lazy-feature:latest", grid=None,
+                     data_dirs=None):
     """Write the pipeline YAML of the named sweep (or Table 1 group, or `grid` under that
-    name) to `output`."""
+    name) to `output`, its runs reading the data sets of `data_dirs` ({dataset: folder})
+    from those folders."""
     from kfp import compiler  # pylint: disable=import-outside-toplevel
-    compiler.Compiler().compile(build(config_name, image, grid), package_path=output)
+    compiler.Compiler().compile(build(config_name, image, grid, data_dirs), package_path=output)
 
 
 def main():
-    compile_pipeline(FLAGS.config, FLAGS.output, FLAGS.image)
+    compile_pipeline(FLAGS.config, FLAGS.output, FLAGS.image,
+                     data_dirs=common.data_dirs(FLAGS.data_dirs))
     print(f"pipeline: {FLAGS.output}")
 
 

@@ -74,9 +74,7 @@ flags.DEFINE_integer("pca", None, "Replace the config's --pca: K > 0 principal c
                      "the images (fc only), 0 for none.")
 flags.DEFINE_integer("n_train", None, "Replace the config's training-set size n.")
 flags.DEFINE_integer("n_test", None, "Replace the config's test-set size.")
-flags.DEFINE_list("data_dirs", None, "Where data sets lie, as dataset=DIR pairs (e.g. "
-                  "mnist=~/data/mnist,cifar10=~/data/cifar10): the runs on that data set "
-                  "read it from DIR.")
+common.define_data_dirs_flag("the runs on that data set read it from DIR.")
 common.define_train_config_flags(common.DYNAMICS_FLAGS,
                                  help_prefix="For the runs of the grid (of a Table 1 group: "
                                  "the rows of that dynamics, or all with --dynamics): ")
@@ -105,7 +103,7 @@ def sweep_from_flags(grid=None, dynamics=None):
     for name in ("pca", "n_train", "n_test"):
         if FLAGS[name].value is not None:
             base[name] = FLAGS[name].value
-    data_dir = data_dirs_from_flags().get(grid.base.dataset)
+    data_dir = common.data_dirs(FLAGS.data_dirs).get(grid.base.dataset)
     if data_dir is not None:
         base.update(data_dir=data_dir)
     base.update(_dynamics_settings(grid.base, common.given_flags(common.DYNAMICS_FLAGS)
@@ -131,18 +129,6 @@ def _dynamics_settings(base, given):
     defaults = {f.name: f.default for f in dataclasses.fields(base)}
     own = common.DYNAMICS_SETTINGS.get(base.dynamics, ())
     return dict({name: defaults[name] for name in own}, **given)
-
-
-def data_dirs_from_flags():
-    """{dataset: folder} from --data_dirs, or a ConfigError naming the malformed pair."""
-    found = {}
-    for pair in FLAGS.data_dirs or ():
-        dataset, equals, folder = pair.partition("=")
-        if not (equals and dataset and folder):
-            raise ConfigError(f"--data_dirs takes dataset=DIR pairs separated by commas, got "
-                              f"{pair!r}")
-        found[dataset] = folder
-    return found
 
 
 def table_dynamics(rows):

@@ -7,11 +7,15 @@ import pytest
 
 from lazy_feature.config import TrainConfig
 from pipelines import configs, kfp_pipeline
+from tests.conftest import stage_in_process
 
 yaml = pytest.importorskip("yaml")
 pytest.importorskip("kfp", reason="pip install -e .[kfp]")
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# The binary runs in-process (`stage_in_process`) as __main__ beside the module imported above.
+_RUN_AS_MAIN = pytest.mark.filterwarnings(
+    "ignore:'pipelines.kfp_pipeline' found in sys.modules:RuntimeWarning")
 
 
 def _config(args, parameters):
@@ -116,9 +120,16 @@ def _directory(args, flag, run_id=None):
         "{{$.inputs.parameters['run_id']}}", str(run_id))
 
 
+# Where the pods of test_table1_group_... find two data sets (through --data_dirs).
+_DATA_DIRS = {"cifar10": "/mnt/data/cifar10", "mnist": "/mnt/data/mnist"}
+
+
+@_RUN_AS_MAIN
 def test_table1_group_compiles_to_every_rows_sweep_then_the_table(tmp_path):
     output = tmp_path / "table1_quick.yaml"
-    kfp_pipeline.compile_pipeline("table1_quick", str(output))
+    result = stage_in_process("kfp_pipeline", "--config=table1_quick", f"--output={output}",
+                              "--data_dirs=" + ",".join(f"{k}={v}" for k, v in _DATA_DIRS.items()))
+    assert result.returncode == 0, result.stderr[-3000:]
     compiled = _Compiled(output)
     by_stage = compiled.by_stage()
     rows = configs.TABLES["table1_quick"]
@@ -141,9 +152,17 @@ def test_table1_group_compiles_to_every_rows_sweep_then_the_table(tmp_path):
         # Each row's runs lie under OUT/<row>, its ensembles after all of them.
         assert compiled.after(name) == sorted(trained[c.run_id()] for c in points[row])
         for config in points[row]:
-            run_dir = _directory(compiled.container(trained[config.run_id()])["args"],
-                                 "output_dir", config.run_id())
+            train_args = compiled.container(trained[config.run_id()])["args"]
+            run_dir = _directory(train_args, "output_dir", config.run_id())
             assert run_dir == f"OUT/{row}/runs/{config.run_id()}"
+            # Exactly the runs on a data set of --data_dirs read it from its folder.
+            assert [a for a in train_args if a.startswith("--data_dir")] == (
+                [f"--data_dir={_DATA_DIRS[config.dataset]}"] if config.dataset in _DATA_DIRS
+                else [])
+        # The row's sweep task (its rows, ensembles) finds the data set there too.
+        dataset = points[row][0].dataset
+        assert [a for a in args if a.startswith("--data_dir")] == (
+            [f"--data_dirs={dataset}={_DATA_DIRS[dataset]}"] if dataset in _DATA_DIRS else [])
         ensembles[name] = row
     assert sorted(ensembles.values()) == sorted(rows)
     reports = {}
@@ -157,6 +176,27 @@ def test_table1_group_compiles_to_every_rows_sweep_then_the_table(tmp_path):
     assert compiled.tasks[table]["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
     args = compiled.container(table)["args"]
     assert _directory(args, "output_dir") == "OUT" and "--report_only" in args
+    # The table looks for every row's data where that row's runs read them.
+    [data_dirs] = [a for a in args if a.startswith("--data_dir")]
+    assert sorted(data_dirs.removeprefix("--data_dirs=").split(",")) == sorted(
+        f"{k}={v}" for k, v in _DATA_DIRS.items())
+    assert {c.dataset for grid in points.values() for c in grid} > set(_DATA_DIRS)
+
+
+@_RUN_AS_MAIN
+@pytest.mark.parametrize("data_dirs, error", [
+    ("mnist", "--data_dirs takes dataset=DIR pairs separated by commas, got 'mnist'"),
+    ("fashion_mnist=/mnt/f,=/mnt/x", "--data_dirs takes dataset=DIR pairs separated by "
+                                     "commas, got '=/mnt/x'"),
+    ("fashion_mnist=/mnt/f,cifar10=/mnt/c", "--data_dirs names cifar10, which no run of "
+     "--config=tiny is trained on (they use fashion_mnist): drop it")])
+def test_a_bad_data_dirs_is_a_one_line_error_and_writes_nothing(tmp_path, data_dirs, error):
+    output = tmp_path / "tiny.yaml"
+    result = stage_in_process("kfp_pipeline", "--config=tiny", f"--output={output}",
+                              f"--data_dirs={data_dirs}")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"kfp_pipeline: error: {error}"
+    assert not output.exists()
 
 
 def test_appendix_observables_and_variants_compile_to_their_tasks(tmp_path):

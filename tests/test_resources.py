@@ -114,10 +114,14 @@ def test_the_dynamics_state_and_adams_activations_are_counted():
     P, b = model.count_params(), 8
     # Besides gradient flow's 5 P-sized vectors: Adam's m and v, momentum's v and its copy
     # for a rejected step, RKC's eigenvector (kept and new) and the 4 tensors its trial
-    # carries.
+    # carries; a Runge–Kutta pair's inner stage gradients that its estimate weighs
+    # (Bogacki–Shampine's k_2, k_3; Dormand–Prince's k_3 … k_6, its k_2 has b_2 = e_2 = 0)
+    # and the 4 tensors of its error estimate (w_(n+1), ŵ, Σ e_j k_j, Σ b_j k_j).
     for settings, vectors in ((dict(), 5), (dict(dynamics="adam"), 7),
                               (dict(dynamics="momentum", tau=0.1), 7),
-                              (dict(integrator="rkc"), 11)):
+                              (dict(integrator="rkc"), 11),
+                              (dict(integrator="bogacki_shampine"), 11),
+                              (dict(integrator="dormand_prince"), 13)):
         config = TrainConfig(**{**base.to_dict(), **settings})
         assert resources.estimate(config, 10).weights == vectors * P * b, settings
     # Adam's backward pass sees B points (6·B·A over the L = 3 hidden layers of h), its

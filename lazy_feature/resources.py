@@ -19,7 +19,9 @@ bytes per number of the run's dtype:
                error estimate, as RKC's, w_(n+1), ŵ, the error Σ_j e_j k_j ŵ is formed
                from and the step Σ_j b_j k_j whose norm the direction error divides by:
                bogacki_shampine k_2, k_3 (6·P), dormand_prince k_3 … k_6 (8·P; its k_2
-               weighs in neither and is last read by the sixth stage's point); the
+               weighs in neither and is last read by the sixth stage's point); a ReLU
+               network's Euler step, the gradient at the half step of a trial eq. 9
+               rejects (`dynamics`, jumps of ∇L) (1·P); the
                stages before hold fewer (at most s − 2). These count what the algorithms
                hold, not the graph's temporaries of their linear combinations (each
                c_j·k_j before the sum), which can run at once;
@@ -174,12 +176,14 @@ def dynamics_vectors(config):
     """The P-sized vectors the dynamics and integrator of `config` keep besides gradient
     flow's five (module docstring): 2 for adam and momentum, 6 for rkc, an embedded
     Runge–Kutta pair's stage gradients that its estimate weighs plus 4 (bogacki_shampine 6,
-    dormand_prince 8), else 0."""
+    dormand_prince 8), 1 for euler across jumps of ∇L (ReLU), else 0."""
     if config.dynamics in ("adam", "momentum"):
         return 2
     if config.integrator in integrators.TABLEAUS:
         return integrators.TABLEAUS[config.integrator].estimate_stages + 4
-    return 6 if config.integrator == "rkc" else 0
+    if config.integrator == "rkc":
+        return 6
+    return 1 if config.flow().jumps else 0
 
 
 def _parts(config, shape, with_ntk):

@@ -116,8 +116,10 @@ def test_the_dynamics_state_and_adams_activations_are_counted():
     # for a rejected step, RKC's eigenvector (kept and new) and the 4 tensors its trial
     # carries; a Runge–Kutta pair's inner stage gradients that its estimate weighs
     # (Bogacki–Shampine's k_2, k_3; Dormand–Prince's k_3 … k_6, its k_2 has b_2 = e_2 = 0)
-    # and the 4 tensors of its error estimate (w_(n+1), ŵ, Σ e_j k_j, Σ b_j k_j).
-    for settings, vectors in ((dict(), 5), (dict(dynamics="adam"), 7),
+    # and the 4 tensors of its error estimate (w_(n+1), ŵ, Σ e_j k_j, Σ b_j k_j); a ReLU
+    # net's Euler step, the gradient at a rejected trial's half step.
+    for settings, vectors in ((dict(), 5), (dict(activation="relu"), 6),
+                              (dict(dynamics="adam"), 7),
                               (dict(dynamics="momentum", tau=0.1), 7),
                               (dict(integrator="rkc"), 11),
                               (dict(integrator="bogacki_shampine"), 11),

@@ -110,6 +110,7 @@ class _NetworkFlow:
     def __init__(self, model, x):
         self.model, self.x = model, x
         self.weights = model.network.trainable_weights
+        self.branches = model.distribute_strategy.num_replicas_in_sync == 1
 
     def _assign(self, point):
         for w, value in zip(self.weights, point):

@@ -33,7 +33,8 @@ its smooth part. A smooth flow is judged by eq. 9 as before unless its change gr
 hundredfold (JUMP_RATIO) within one step: the steepest rise measured, at the start of a
 frozen-kernel flow, is twentyfold from one whole step to the next, and that flow takes the
 same 665 steps with or without `jumps`. It costs one more gradient evaluation per trial eq.
-9 rejects. Measured on ReLU nets with L = 5 (n = 30-60, h = 8-16, float64): every run of
+9 rejects (per trial under a strategy with several replicas, where the evaluation cannot sit
+in a branch). Measured on ReLU nets with L = 5 (n = 30-60, h = 8-16, float64): every run of
 five that stalled converges, at 0.8-1.5% from the reference flow (`fidelity`, ε_∇/100, itself
 crossing jumps so) at √h·α = 1e-2 and 0.14% at 1, where softplus nets are within 0.03%:
 Euler's error at each crossing is first order. The test errors were the reference's.

@@ -21,6 +21,9 @@ verdict, and asks the integrator for the next dt. A problem provides:
                                       also measures displacements of points (any fixed
                                       multiple of the weight-space norm: only ratios are used)
   output_change(o1, o2)               α max_μ |f_1 − f_2| over the training set (eq. 8's scale)
+  branches (optional attribute)       False where an evaluation cannot sit in a tf.cond (its
+                                      gradient all-reduced over several replicas); Euler's
+                                      half-step probe is then taken on every trial
 
 Error control of the Runge–Kutta methods, in the paper's own quantities: a trial step from w
 to w_new has an embedded solution ŵ (a lower-order one, or w_new plus RKC's error estimate),
@@ -121,6 +124,7 @@ class Euler:
         dt, dgrad = tf.cast(dt, tf.float64), tf.cast(dgrad, tf.float64)
         probe = tf.logical_and(tf.logical_not(ok),
                                tf.cast(dout, tf.float64) < self.flow.max_dout)
+        probe_cost = probe
 
         def halves():
             half = move(problem, state.point, 0.5 * dt, (1.0,), (state.grad,))
@@ -128,7 +132,10 @@ class Euler:
             return tf.stack([tf.cast(_dgrad(problem, state.grad, half_grad), tf.float64),
                              tf.cast(_dgrad(problem, half_grad, grad), tf.float64)])
 
-        d = tf.cond(probe, halves, lambda: tf.zeros(2, tf.float64))
+        if getattr(problem, "branches", True):
+            d = tf.cond(probe, halves, lambda: tf.zeros(2, tf.float64))
+        else:  # an evaluation all-reduced over replicas cannot sit in a branch: always taken
+            d, probe_cost = tf.where(probe, halves(), tf.zeros(2, tf.float64)), True
         clean, jumpy = tf.reduce_min(d), tf.reduce_max(d)
         one_smooth_half = jumpy > JUMP_RATIO * clean
         predicted = curvature * dt * dt  # the smooth change c·dt² of the whole step
@@ -138,7 +145,7 @@ class Euler:
         jump = probe & (one_smooth_half | both_jump) & (smooth < self.flow.max_dgrad)
         measured = tf.logical_or(ok, jump & one_smooth_half)
         curvature = tf.where(measured, tf.math.divide_no_nan(smooth, dt * dt), curvature)
-        return tf.logical_or(ok, jump), probe, jump, smooth, (curvature,)
+        return tf.logical_or(ok, jump), probe_cost, jump, smooth, (curvature,)
 
     def next_dt(self, dt, accepted, measures):
         """The paper's dt policy (`GradientFlow.next_dt`); after a step accepted across

@@ -23,6 +23,9 @@ CONFIG = TrainConfig(n_train=40, n_test=30, width=16, alpha=0.5, dtype="float64"
 ADAM = TrainConfig(n_train=30, n_test=30, width=8, alpha=0.5, dtype="float64", dynamics="adam",
                    batch_size=8, learning_rate=0.05)
 MOMENTUM = dataclasses.replace(CONFIG, dynamics="momentum", tau=0.5, max_steps=40)
+# ReLU in the feature regime: Euler crosses jumps of ∇L with its half-step probe (taken on
+# every trial under several replicas, where it cannot sit in a branch).
+RELU = dataclasses.replace(CONFIG, activation="relu", alpha=0.1, max_steps=150)
 
 
 def _run(name, out, task, config=CONFIG, **kwargs):
@@ -62,6 +65,8 @@ def main(out):
     results["resumed"] = _run("cut", out, task, strategy=mirrored)
     # Momentum and Adam on one device against the two replicas (Adam killed mid-epoch at
     # step 10 and resumed from its checkpoint of step 9).
+    results["relu_single"] = _run("relu_single", out, task, RELU)
+    results["relu_mirrored"] = _run("relu_mirrored", out, task, RELU, strategy=mirrored)
     results["momentum_single"] = _run("momentum_single", out, task, MOMENTUM)
     results["momentum_mirrored"] = _run("momentum_mirrored", out, task, MOMENTUM,
                                         strategy=mirrored)

@@ -18,7 +18,8 @@ from tests.test_alpha_model import _synthetic_task
 def test_mirrored_on_two_cpu_devices(tmp_path):
     # One process (the CPU must be split before TensorFlow starts): single device against
     # MirroredStrategy on 2 logical CPU devices, a mirrored run killed at step 40 and
-    # resumed, momentum and Adam, and ntk_eval's kernels on one device and spread over the two.
+    # resumed, ReLU, momentum and Adam, and ntk_eval's kernels on one device and spread over
+    # the two.
     done = subprocess.run([sys.executable, "-m", "tests.mirrored_checks", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -52,6 +53,16 @@ def test_mirrored_on_two_cpu_devices(tmp_path):
         np.testing.assert_allclose(mirrored["test_outputs"], single["test_outputs"], rtol=0,
                                    atol=1e-9, err_msg=dynamics)
     assert r["adam_single"]["converged"] and r["momentum_single"]["steps"] == 40
+    # ReLU: the same steps across jumps of ∇L; the half-step probe, taken only on the trials
+    # eq. 9 rejects on one device, is taken on every trial of the two replicas.
+    single, mirrored = r["relu_single"], r["relu_mirrored"]
+    for key in ("steps", "rejected_steps", "stop_reason"):
+        assert mirrored[key] == single[key], key
+    trials = single["steps"] + single["rejected_steps"]
+    assert mirrored["gradient_evaluations"] == 1 + 2 * trials
+    assert trials + 1 < single["gradient_evaluations"] < 1 + 2 * trials  # probes taken
+    np.testing.assert_allclose(mirrored["test_outputs"], single["test_outputs"], rtol=0,
+                               atol=1e-9)
     one, spread = r["ntk_single"], r["ntk_single_ntk_mirrored"]
     for key, value in one.items():
         if key.startswith("gram_"):

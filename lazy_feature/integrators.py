@@ -124,7 +124,6 @@ class Euler:
         dt, dgrad = tf.cast(dt, tf.float64), tf.cast(dgrad, tf.float64)
         probe = tf.logical_and(tf.logical_not(ok),
                                tf.cast(dout, tf.float64) < self.flow.max_dout)
-        probe_cost = probe
 
         def halves():
             half = move(problem, state.point, 0.5 * dt, (1.0,), (state.grad,))
@@ -133,9 +132,9 @@ class Euler:
                              tf.cast(_dgrad(problem, half_grad, grad), tf.float64)])
 
         if getattr(problem, "branches", True):
-            d = tf.cond(probe, halves, lambda: tf.zeros(2, tf.float64))
+            d, evaluated = tf.cond(probe, halves, lambda: tf.zeros(2, tf.float64)), probe
         else:  # an evaluation all-reduced over replicas cannot sit in a branch: always taken
-            d, probe_cost = tf.where(probe, halves(), tf.zeros(2, tf.float64)), True
+            d, evaluated = tf.where(probe, halves(), tf.zeros(2, tf.float64)), True
         clean, jumpy = tf.reduce_min(d), tf.reduce_max(d)
         one_smooth_half = jumpy > JUMP_RATIO * clean
         predicted = curvature * dt * dt  # the smooth change c·dt² of the whole step
@@ -145,7 +144,7 @@ class Euler:
         jump = probe & (one_smooth_half | both_jump) & (smooth < self.flow.max_dgrad)
         measured = tf.logical_or(ok, jump & one_smooth_half)
         curvature = tf.where(measured, tf.math.divide_no_nan(smooth, dt * dt), curvature)
-        return tf.logical_or(ok, jump), probe_cost, jump, smooth, (curvature,)
+        return tf.logical_or(ok, jump), evaluated, jump, smooth, (curvature,)
 
     def next_dt(self, dt, accepted, measures):
         """The paper's dt policy (`GradientFlow.next_dt`); after a step accepted across
@@ -215,9 +214,7 @@ class _LocalErrorControl:
         output_ratio = output_error / self.flow.output_tol
         direction_ratio = direction_error / self.flow.direction_tol
         dout = problem.output_change(new.outputs, state.outputs)
-        dgrad = gradient_change(problem.squared_norm(problem.difference(state.grad, new.grad)),
-                                problem.squared_norm(state.grad),
-                                problem.squared_norm(new.grad))
+        dgrad = _dgrad(problem, state.grad, new.grad)
         normalized = tf.maximum(tf.pow(output_ratio, 1.0 / self.order),
                                 tf.pow(direction_ratio, 1.0 / (self.order - 1)))
         ok = normalized <= 1.0

@@ -48,6 +48,16 @@ from lazy_feature.errors import ConfigError
 # The integrators of `integrators`: the paper's Euler scheme, Bogacki–Shampine 3(2),
 # Dormand–Prince 5(4) and Runge–Kutta–Chebyshev (second order, stabilized).
 INTEGRATORS = ("euler", "bogacki_shampine", "dormand_prince", "rkc")
+# An integrator name that `TrainConfig` resolves per run (`choose_integrator`): its default.
+AUTO = "auto"
+# Each error-controlled integrator's (output_tol, direction_tol) where none are given: the
+# loosest whose runs stay at least as close to the reference flow as the paper's Euler
+# scheme's (`choose_integrator` gives the measurements; rkc's accuracy is limited by α·f's
+# error alone, so its direction_tol is off).
+TOLERANCES = {"bogacki_shampine": (1e-3, 1e-2), "dormand_prince": (1e-4, 1e-3),
+              "rkc": (1e-2, 1e3)}
+# The √h·α from which `choose_integrator` takes rkc rather than bogacki_shampine.
+RKC_FROM_SQRT_H_ALPHA = 1e2
 # How many times one half of a step's change of ∇L must exceed the other's to count as a
 # jump (`jumps` above).
 JUMP_RATIO = 100.0
@@ -75,9 +85,9 @@ class GradientFlow:
       jumps: the euler integrator accepts a step across a jump of ∇L (module docstring);
         `TrainConfig.flow` sets it for networks whose activation has a kink (ReLU).
       output_tol: a Runge–Kutta (or RKC) step's bound on the local error of α·f at the training
-        points (absolute, eq. 8's scale).
+        points (absolute, eq. 8's scale); None: the integrator's TOLERANCES.
       direction_tol: a Runge–Kutta step's bound on the relative local error of its mean
-        gradient ‖Δw − Δŵ‖/‖Δw‖ (eq. 9's scale).
+        gradient ‖Δw − Δŵ‖/‖Δw‖ (eq. 9's scale); None: the integrator's TOLERANCES.
     """
     max_dout: float = 0.1
     max_dgrad: float = 1e-4
@@ -86,8 +96,8 @@ class GradientFlow:
     shrink: float = 0.5
     well_inside: float = 0.5
     integrator: str = "euler"
-    output_tol: float = 1e-4
-    direction_tol: float = 1e-3
+    output_tol: float | None = None
+    direction_tol: float | None = None
     jumps: bool = False
 
     def __post_init__(self):
@@ -96,7 +106,11 @@ class GradientFlow:
         if self.integrator not in INTEGRATORS:
             raise ConfigError(f"unknown integrator {self.integrator!r}: choose one of "
                               f"{', '.join(INTEGRATORS)}")
-        if not (self.output_tol > 0 and self.direction_tol > 0):
+        defaults = TOLERANCES.get(self.integrator, (None, None))
+        for name, default in zip(("output_tol", "direction_tol"), defaults):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        if not all(tol is None or tol > 0 for tol in (self.output_tol, self.direction_tol)):
             raise ConfigError("output_tol and direction_tol must be > 0")
         if not (0 < self.shrink < 1 <= self.grow and 0 < self.well_inside <= 1):
             raise ConfigError("need 0 < shrink < 1 <= grow and 0 < well_inside <= 1")
@@ -111,6 +125,21 @@ class GradientFlow:
                               dgrad < self.well_inside * self.max_dgrad)
         grown = tf.where(easy, dt * self.grow, dt)
         return tf.where(accepted, grown, dt * self.shrink)
+
+
+def choose_integrator(sqrt_h_alpha, kinked=False):
+    """The integrator `TrainConfig`'s AUTO takes for a gradient-flow run at √h·α: the one that
+    reaches the paper Euler scheme's fidelity to gradient flow in the least time.
+
+    bogacki_shampine below RKC_FROM_SQRT_H_ALPHA, where the flow's steps are limited by
+    accuracy; rkc from it, where the lazy flow's stiff kernel modes (eq. 28) limit an explicit
+    pair's steps by stability instead (Bogacki–Shampine then takes more evaluations than
+    Euler); euler for a `kinked` activation (ReLU), whose jumps of ∇L only Euler's jump rule
+    crosses. MEASURED
+    """
+    if kinked:
+        return "euler"
+    return "rkc" if sqrt_h_alpha >= RKC_FROM_SQRT_H_ALPHA else "bogacki_shampine"
 
 
 def gradient_change(squared_difference, norm_old_sq, norm_new_sq):

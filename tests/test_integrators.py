@@ -11,7 +11,8 @@ import tensorflow as tf
 from lazy_feature import artifact, callbacks, data, fidelity, integrators, ntk, run
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.config import TrainConfig
-from lazy_feature.dynamics import AUTO, TOLERANCES, GradientFlow
+from lazy_feature.dynamics import (AUTO, DORMAND_PRINCE_BELOW_SQRT_H_ALPHA,
+                                   RKC_FROM_SQRT_H_ALPHA, TOLERANCES, GradientFlow)
 from lazy_feature.errors import ConfigError
 from tests.conftest import sphere_inputs, stage_in_process
 
@@ -425,9 +426,11 @@ def test_an_euler_run_keeps_its_id_whatever_the_runge_kutta_tolerances():
 
 
 @pytest.mark.parametrize("settings, integrator", [
-    (dict(alpha=1e-3), "bogacki_shampine"),  # √h·α = 1e-2, feature regime
-    (dict(alpha=1e2 / np.sqrt(100) * 0.99), "bogacki_shampine"),
-    (dict(alpha=1e2 / np.sqrt(100)), "rkc"),  # from RKC_FROM_SQRT_H_ALPHA on
+    (dict(alpha=1e-5), "dormand_prince"),  # √h·α = 1e-4, deep in the feature regime
+    (dict(alpha=DORMAND_PRINCE_BELOW_SQRT_H_ALPHA / 10), "bogacki_shampine"),  # at the bound
+    (dict(alpha=1e-3), "bogacki_shampine"),  # √h·α = 1e-2
+    (dict(alpha=RKC_FROM_SQRT_H_ALPHA / 10 * 0.99), "bogacki_shampine"),
+    (dict(alpha=RKC_FROM_SQRT_H_ALPHA / 10), "rkc"),  # from RKC_FROM_SQRT_H_ALPHA on
     (dict(alpha=1e5), "rkc"),
     (dict(alpha=1e-3, activation="relu"), "euler"),  # only Euler crosses ∇L's jumps
     (dict(alpha=1e-3, max_dgrad=1e-3), "euler"),  # eqs. 8-9's thresholds: Euler's alone
@@ -449,9 +452,9 @@ def test_auto_resolves_to_the_integrator_chosen_for_the_run(settings, integrator
 
 
 def test_given_integrator_and_tolerances_are_kept():
-    given = TrainConfig(integrator="dormand_prince", alpha=1e5, output_tol=3e-5)
+    given = TrainConfig(integrator="bogacki_shampine", alpha=1e5, output_tol=3e-5)
     assert given.resolved() == dataclasses.replace(
-        given, direction_tol=TOLERANCES["dormand_prince"][1])
+        given, direction_tol=TOLERANCES["bogacki_shampine"][1])
     assert TrainConfig(integrator="euler").resolved().output_tol is None  # euler takes none
     flow = GradientFlow(integrator="rkc")
     assert (flow.output_tol, flow.direction_tol) == TOLERANCES["rkc"]

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from lazy_feature import adam as adam_lib
 from lazy_feature import integrators, losses
-from lazy_feature.dynamics import ContinuousMomentum, GradientFlow
+from lazy_feature.dynamics import RKC_FROM_SQRT_H_ALPHA, ContinuousMomentum, GradientFlow
 from lazy_feature.integrators import FlowState
 from lazy_feature.errors import ConfigError
 
@@ -466,8 +466,10 @@ class AlphaModel(keras.Model):
                               f"replicas of the strategy: use a multiple of {replicas}")
         if replicas > 1 and self.flow.integrator == "rkc":
             # Its stages run in a tf.while_loop, where tf.distribute cannot all-reduce.
-            raise ConfigError("the rkc integrator runs on one replica: use euler or "
-                              "bogacki_shampine under a strategy with several replicas")
+            raise ConfigError("the rkc integrator (the default from √h·α = "
+                              f"{RKC_FROM_SQRT_H_ALPHA:g}) runs on one replica: pass "
+                              "--integrator=euler or bogacki_shampine under a strategy with "
+                              "several replicas")
         if not self.cache.built:
             with self.distribute_strategy.scope():
                 self.cache.build((n_train // replicas,))

@@ -180,7 +180,9 @@ def check_writable(directory, flag="--output_dir"):
 # -- the run directory -----------------------------------------------------------------------
 
 def config_record(config):
-    """What config.json holds: every setting, the run id and the library version."""
+    """What config.json holds: every setting (the integrator and tolerances the run uses,
+    `TrainConfig.resolved`), the run id and the library version."""
+    config = config.resolved()
     return dict(config.to_dict(), run_id=config.run_id(), lazy_feature_version=VERSION)
 
 

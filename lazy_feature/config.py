@@ -7,7 +7,8 @@ import math
 import numpy as np
 
 from lazy_feature import activations, adam, architectures, losses, precision
-from lazy_feature.dynamics import INTEGRATORS, ContinuousMomentum, GradientFlow
+from lazy_feature.dynamics import (AUTO, INTEGRATORS, TOLERANCES, ContinuousMomentum,
+                                   GradientFlow, choose_integrator)
 from lazy_feature.errors import ConfigError
 
 VERSION = "0.3.0"  # the package's one version string (setup.py reads it from here)
@@ -62,7 +63,11 @@ class TrainConfig:
     The flow's integrator is `integrator` (`lazy_feature.integrators`): "euler" is the paper's
     scheme (eqs. 8-9 with max_dout, max_dgrad); a Runge–Kutta pair bounds its local error by
     output_tol (of α·f, eq. 8's scale) and direction_tol (eq. 9's), and so does rkc
-    (Runge–Kutta–Chebyshev); max_dout and max_dgrad bound Euler's steps only.
+    (Runge–Kutta–Chebyshev), at their calibrated `dynamics.TOLERANCES` when unset; max_dout
+    and max_dgrad bound Euler's steps only. The default, "auto", takes the fastest one at
+    Euler's fidelity for the run (`dynamics.choose_integrator`: bogacki_shampine, rkc in the
+    lazy regime, euler for ReLU, or where max_dout or max_dgrad is set); `resolved()` names
+    it, and config.json records it.
     dynamics is gradient_flow (eq. 7, the default), adam (`lazy_feature.adam`: mini-batches
     of batch_size, step learning_rate, None for lr0·min(1, 1/α); t counts epochs; `epochs`
     is the run's length: it ends at the stopping criterion or after `epochs` epochs, and
@@ -95,15 +100,15 @@ class TrainConfig:
     max_dgrad: float = 1e-4
     max_dout: float = 0.1
     dt0: float = 1.0
-    integrator: str = "euler"
+    integrator: str = AUTO
     dynamics: str = "gradient_flow"
     batch_size: int = 32
     learning_rate: float | None = None
     epochs: float | None = None
     tau: float = 0.0
     tau_proportional_to_t: bool = False
-    output_tol: float = GradientFlow.output_tol
-    direction_tol: float = GradientFlow.direction_tol
+    output_tol: float | None = None
+    direction_tol: float | None = None
     max_time: float = math.inf
     max_steps: int = 1_000_000
     max_wall_seconds: float = math.inf
@@ -120,9 +125,10 @@ class TrainConfig:
              f"unknown loss {self.loss!r}: choose one of {', '.join(losses.NAMES)}"),
             (self.max_dgrad > 0 and self.max_dout > 0 and self.dt0 > 0,
              "max_dgrad, max_dout and dt0 must be > 0"),
-            (self.integrator in INTEGRATORS,
-             f"unknown integrator {self.integrator!r}: choose one of {', '.join(INTEGRATORS)}"),
-            (self.output_tol > 0 and self.direction_tol > 0,
+            (self.integrator in INTEGRATORS + (AUTO,),
+             f"unknown integrator {self.integrator!r}: choose one of "
+             f"{', '.join(INTEGRATORS + (AUTO,))}"),
+            (all(tol is None or tol > 0 for tol in (self.output_tol, self.direction_tol)),
              "output_tol and direction_tol must be > 0"),
             (self.dynamics in DYNAMICS,
              f"unknown dynamics {self.dynamics!r}: choose one of {', '.join(DYNAMICS)}"),
@@ -143,7 +149,7 @@ class TrainConfig:
              f"{self.dynamics}"),
             (self.dynamics != "adam" or self.batch_size <= self.n_train,
              f"batch_size={self.batch_size} exceeds n_train={self.n_train}: lower --batch_size"),
-            (self.dynamics == "gradient_flow" or self.integrator == "euler",
+            (self.dynamics == "gradient_flow" or self.integrator in (AUTO, "euler"),
              f"--dynamics={self.dynamics} takes no --integrator (adam steps itself, momentum "
              f"is stepped by euler), got {self.integrator}"),
             (self.dynamics != "adam" or all(getattr(self, f.name) == f.default
@@ -170,11 +176,35 @@ class TrainConfig:
         object.__setattr__(self, "dtype", precision.check(
             self.dtype, self.alpha, precision.resolution_width(self.architecture, self.width)))
 
+    def resolved(self):
+        """This config as its run integrates: integrator AUTO replaced by the one chosen for
+        it (`dynamics.choose_integrator` for gradient flow; euler where eq. 8's max_dout or
+        eq. 9's max_dgrad is set away from the paper's value, since only Euler's steps obey
+        them; euler steps momentum, and Adam takes no integrator) and unset tolerances of an
+        error-controlled integrator by its TOLERANCES (`dynamics`). A config that names them
+        is returned as it is."""
+        integrator = self.integrator
+        if integrator == AUTO:
+            paper = all(getattr(self, f.name) == f.default for f in dataclasses.fields(self)
+                        if f.name in ("max_dout", "max_dgrad"))
+            integrator = ("euler" if self.dynamics != "gradient_flow" or not paper
+                          else choose_integrator(self.sqrt_h_alpha,
+                                                 self.activation in activations.KINKED))
+        tolerances = TOLERANCES.get(integrator, (None, None))
+        output_tol, direction_tol = (given if given is not None else default for given, default
+                                     in zip((self.output_tol, self.direction_tol), tolerances))
+        if (integrator, output_tol, direction_tol) == (self.integrator, self.output_tol,
+                                                       self.direction_tol):
+            return self
+        return dataclasses.replace(self, integrator=integrator, output_tol=output_tol,
+                                   direction_tol=direction_tol)
+
     def flow(self):
         """The `GradientFlow` (thresholds, dt policy, integrator) this run integrates with."""
+        config = self.resolved()
         return GradientFlow(max_dout=self.max_dout, max_dgrad=self.max_dgrad, dt0=self.dt0,
-                            integrator=self.integrator, output_tol=self.output_tol,
-                            direction_tol=self.direction_tol,
+                            integrator=config.integrator, output_tol=config.output_tol,
+                            direction_tol=config.direction_tol,
                             jumps=self.activation in activations.KINKED)
 
     def momentum(self):
@@ -210,11 +240,14 @@ class TrainConfig:
     def run_id(self):
         """A stable id of the run: a hash of every setting that changes its result.
 
-        The NOT_IDENTITY settings (data_dir and the budgets) are left out, and so are the
-        INTEGRATOR_SETTINGS of an Euler run, and the LATER_SETTINGS at their defaults.
+        It is the id of the `resolved` config: an AUTO integrator counts as the one it
+        resolves to. The NOT_IDENTITY settings (data_dir and the budgets) are left out, and so
+        are the INTEGRATOR_SETTINGS of an Euler run, and the LATER_SETTINGS at their defaults.
         """
-        d = self.to_dict()
-        for k in NOT_IDENTITY + (INTEGRATOR_SETTINGS if self.integrator == "euler" else ()):
+        resolved = self.resolved()
+        d = resolved.to_dict()
+        for k in NOT_IDENTITY + (INTEGRATOR_SETTINGS if resolved.integrator == "euler"
+                                 else ()):
             d.pop(k)
         for k, default in LATER_SETTINGS.items():
             if d[k] == default:

@@ -48,6 +48,20 @@ from lazy_feature.errors import ConfigError
 # The integrators of `integrators`: the paper's Euler scheme, Bogacki–Shampine 3(2),
 # Dormand–Prince 5(4) and Runge–Kutta–Chebyshev (second order, stabilized).
 INTEGRATORS = ("euler", "bogacki_shampine", "dormand_prince", "rkc")
+# An integrator name that `TrainConfig` resolves per run (`choose_integrator`): its default.
+AUTO = "auto"
+# Each error-controlled integrator's (output_tol, direction_tol) where none are given: about
+# the loosest whose runs stay as close to the reference flow as the paper's Euler scheme's,
+# where `choose_integrator` takes it (its docstring gives the measurements). RKC's error is
+# held by α·f's alone (at √h·α = 1e4 a direction_tol of 3e-2 or 1e3 gave the same run), so
+# its direction_tol is off; the pairs' is not (at 1e-4, Bogacki–Shampine without it
+# deviates 15 times more than Euler).
+TOLERANCES = {"bogacki_shampine": (1e-3, 1e-2), "dormand_prince": (1e-3, 1e-2),
+              "rkc": (1e-2, 1e3)}
+# `choose_integrator`'s bounds in √h·α: dormand_prince below the first, bogacki_shampine up
+# to the second, rkc from it on.
+DORMAND_PRINCE_BELOW_SQRT_H_ALPHA = 1e-2
+RKC_FROM_SQRT_H_ALPHA = 10.0
 # How many times one half of a step's change of ∇L must exceed the other's to count as a
 # jump (`jumps` above).
 JUMP_RATIO = 100.0
@@ -75,9 +89,9 @@ class GradientFlow:
       jumps: the euler integrator accepts a step across a jump of ∇L (module docstring);
         `TrainConfig.flow` sets it for networks whose activation has a kink (ReLU).
       output_tol: a Runge–Kutta (or RKC) step's bound on the local error of α·f at the training
-        points (absolute, eq. 8's scale).
+        points (absolute, eq. 8's scale); None: the integrator's TOLERANCES.
       direction_tol: a Runge–Kutta step's bound on the relative local error of its mean
-        gradient ‖Δw − Δŵ‖/‖Δw‖ (eq. 9's scale).
+        gradient ‖Δw − Δŵ‖/‖Δw‖ (eq. 9's scale); None: the integrator's TOLERANCES.
     """
     max_dout: float = 0.1
     max_dgrad: float = 1e-4
@@ -86,8 +100,8 @@ class GradientFlow:
     shrink: float = 0.5
     well_inside: float = 0.5
     integrator: str = "euler"
-    output_tol: float = 1e-4
-    direction_tol: float = 1e-3
+    output_tol: float | None = None
+    direction_tol: float | None = None
     jumps: bool = False
 
     def __post_init__(self):
@@ -96,7 +110,11 @@ class GradientFlow:
         if self.integrator not in INTEGRATORS:
             raise ConfigError(f"unknown integrator {self.integrator!r}: choose one of "
                               f"{', '.join(INTEGRATORS)}")
-        if not (self.output_tol > 0 and self.direction_tol > 0):
+        defaults = TOLERANCES.get(self.integrator, (None, None))
+        for name, default in zip(("output_tol", "direction_tol"), defaults):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        if not all(tol is None or tol > 0 for tol in (self.output_tol, self.direction_tol)):
             raise ConfigError("output_tol and direction_tol must be > 0")
         if not (0 < self.shrink < 1 <= self.grow and 0 < self.well_inside <= 1):
             raise ConfigError("need 0 < shrink < 1 <= grow and 0 < well_inside <= 1")
@@ -111,6 +129,45 @@ class GradientFlow:
                               dgrad < self.well_inside * self.max_dgrad)
         grown = tf.where(easy, dt * self.grow, dt)
         return tf.where(accepted, grown, dt * self.shrink)
+
+
+def choose_integrator(sqrt_h_alpha, kinked=False):
+    """The integrator `TrainConfig`'s AUTO takes for a gradient-flow run at √h·α: the one that
+    reaches the paper Euler scheme's fidelity to gradient flow in the fewest gradient
+    evaluations, at its TOLERANCES.
+
+    rkc from RKC_FROM_SQRT_H_ALPHA on, where the stiff modes of the kernel (eq. 28, over t ~
+    10³-10⁴) hold an explicit pair's steps by stability (Bogacki–Shampine then takes as many
+    evaluations as Euler); bogacki_shampine below, where accuracy holds the steps; and
+    dormand_prince below DORMAND_PRINCE_BELOW_SQRT_H_ALPHA, where f grows to ~1/α and the
+    flow amplifies early errors (Euler itself deviates 3e-3 at 1e-4), which a fifth order
+    follows more cheaply. euler for a `kinked` activation (ReLU), whose jumps of ∇L only
+    Euler's jump rule crosses.
+
+    Measured (`benchmarks/flow_benchmark.py`, n = 500, h = 64, L = 3, float64, seed 0;
+    deviation ‖F − F_ref‖/‖F_ref‖ of 2 000 test outputs from a Dormand–Prince reference at
+    tolerances 1e-8/1e-7, at Euler's final t for 1e-4 and 1e-3, else at each run's own;
+    evaluations relative to Euler's):
+      √h·α   euler          chosen              bogacki_shampine   rkc
+      1e-4   3 966, 2.9e-3  dormand_prince      ×0.46, 4.1e-3      ×0.30, 6.7e-2
+                            ×0.50, 5.8e-4
+      1e-3   2 862, 1.7e-3  dormand_prince      ×0.25, 2.2e-3
+                            ×0.34, 6.5e-4
+      1e-2   2 181, 5.1e-4  bogacki_shampine    ×0.26, 4.5e-4      ×0.21, 7.4e-3
+                            (dormand_prince ×0.38, 2.1e-4)
+      1      1 503, 3.3e-4  bogacki_shampine    ×0.36, 3.1e-5      ×0.22, 1.2e-3
+      10     1 470, 4.2e-4  rkc                 ×0.58, 6.1e-5      ×0.31, 4.1e-4
+      1e2    1 478, 3.9e-4  rkc                 ×0.99, 6.3e-5      ×0.38, 3.5e-4
+      1e4    1 501, 3.8e-4  rkc                 (as at 1e6)        ×0.38, 2.9e-4
+      1e6    1 501, 3.8e-4  rkc                 ×1.00, 2.5e-5      ×0.38, 2.9e-4
+    """
+    if kinked:
+        return "euler"
+    if sqrt_h_alpha >= RKC_FROM_SQRT_H_ALPHA:
+        return "rkc"
+    if sqrt_h_alpha < DORMAND_PRINCE_BELOW_SQRT_H_ALPHA:
+        return "dormand_prince"
+    return "bogacki_shampine"
 
 
 def gradient_change(squared_difference, norm_old_sq, norm_new_sq):

@@ -179,6 +179,7 @@ def dynamics_vectors(config):
     dormand_prince 8), 1 for euler across jumps of ∇L (ReLU), else 0."""
     if config.dynamics in ("adam", "momentum"):
         return 2
+    config = config.resolved()
     if config.integrator in integrators.TABLEAUS:
         return integrators.TABLEAUS[config.integrator].estimate_stages + 4
     if config.integrator == "rkc":

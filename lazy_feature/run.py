@@ -126,6 +126,7 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
       errors.DivergenceError if the flow cannot proceed; RunDirError for a directory
       that holds another run; errors.DataError for missing or corrupt data.
     """
+    config = config.resolved()  # its integrator named, as config.json records it
     distribute.check_precision(strategy, [config])
     strategy = distribute.make(strategy, cpu_devices=cpu_devices)
     artifact.check_holds(output_dir, config)

@@ -116,7 +116,7 @@ class SweepConfig:
                                          width=int(width),
                                          alpha=float(alpha), init_seed=int(seed),
                                          dtype=self.dtype)
-            configs.setdefault(config.run_id(), config)
+            configs.setdefault(config.run_id(), config.resolved())  # its own integrator
         return list(configs.values())
 
     def to_dict(self):
@@ -124,7 +124,9 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, d):
-        d = dict(d, base=TrainConfig.from_dict(d["base"]))
+        base = dict(d["base"])
+        base.setdefault("integrator", "euler")  # sweeps made before there was a choice
+        d = dict(d, base=TrainConfig.from_dict(base))
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 

@@ -99,13 +99,15 @@ _HELP = {
     "max_dgrad": "ε_∇ of eq. 9.",
     "max_dout": "Bound of eq. 8 on α·max|Δf| per step.",
     "dt0": "First time step tried.",
-    "integrator": "euler (the paper's scheme, eqs. 8-9), bogacki_shampine (3(2)) or "
-                  "dormand_prince (5(4)): embedded Runge-Kutta pairs with error control; "
-                  "rkc: stabilized second-order Runge-Kutta-Chebyshev for stiff (lazy) flows.",
+    "integrator": "auto (unset: the fastest at the paper's fidelity for the run, "
+                  "lazy_feature.dynamics.choose_integrator), euler (the paper's scheme, eqs. "
+                  "8-9), bogacki_shampine (3(2)) or dormand_prince (5(4)): embedded Runge-Kutta "
+                  "pairs with error control; rkc: stabilized second-order Runge-Kutta-Chebyshev "
+                  "for stiff (lazy) flows.",
     "output_tol": "Runge-Kutta: bound on a step's local error of alpha*f at the training "
-                  "points (eq. 8's scale).",
+                  "points (eq. 8's scale); unset: the integrator's calibrated one.",
     "direction_tol": "Runge-Kutta: bound on a step's relative local error of its mean "
-                     "gradient (eq. 9's scale).",
+                     "gradient (eq. 9's scale); unset: the integrator's calibrated one.",
     "dynamics": "gradient_flow (eq. 7, the default), adam (mini-batches) or momentum "
                 "(continuous momentum with time constant --tau).",
     "batch_size": "adam: examples per mini-batch (Table 1: 32).",

@@ -112,7 +112,8 @@ def test_accepted_steps_obey_eqs_8_and_9_and_rejected_ones_do_not():
 
 
 def test_small_real_run_converges_and_its_log_obeys_eqs_8_9(fashion_task, tmp_path):
-    config = TrainConfig(n_train=200, n_test=1000, width=50, alpha=1.0, dtype="float64")
+    config = TrainConfig(n_train=200, n_test=1000, width=50, alpha=1.0, dtype="float64",
+                         integrator="euler")
     metrics = run.train(config, str(tmp_path), task=fashion_task)
     assert metrics["converged"] and metrics["train_error"] == 0.0
     assert 0.0 < metrics["test_error"] < 0.2

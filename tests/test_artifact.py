@@ -65,11 +65,13 @@ def _without_wall(record):
 def test_kill_9_at_two_moments_then_rerun_ends_as_an_uninterrupted_run(tmp_path):
     write_class_template_mnist(tmp_path / "mnist", per_class_train=10, per_class_test=10)
     config = TrainConfig(dataset="mnist", data_dir=str(tmp_path / "mnist"), n_train=80,
-                         n_test=60, width=16, alpha=0.25, dtype="float64", max_steps=150)
+                         n_test=60, width=16, alpha=0.25, dtype="float64", max_steps=150,
+                         integrator="euler")
     cut = str(tmp_path / "cut")
     args = [f"--output_dir={cut}", "--dataset=mnist", f"--data_dir={tmp_path / 'mnist'}",
             "--n_train=80", "--n_test=60", "--width=16", "--sqrt_h_alpha=1",
-            "--dtype=float64", "--max_steps=150", "--checkpoint_seconds=0.05"]
+            "--dtype=float64", "--max_steps=150", "--checkpoint_seconds=0.05",
+            "--integrator=euler"]
     # Killed early (about step 12), then again after a resume (about step 40), at moments
     # between or during checkpoint saves and log appends, wherever the SIGKILL lands.
     _kill_at(_train(args), cut, 12)

@@ -26,7 +26,7 @@ def test_mirrored_on_two_cpu_devices(tmp_path):
     r = json.loads(done.stdout)
     assert r["replicas"] == 2
     assert "too late" in r["late_split_error"] and "\n" not in r["late_split_error"]
-    assert r["rkc_error"].startswith("the rkc integrator runs on one replica")
+    assert r["rkc_error"].startswith("the rkc integrator (the default from")
     assert not r["rkc_written"]
     single, mirrored, resumed = r["single"], r["mirrored"], r["resumed"]
     for other in (mirrored, resumed):

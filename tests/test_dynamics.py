@@ -13,8 +13,10 @@ from lazy_feature.dynamics import ContinuousMomentum
 from lazy_feature.errors import ConfigError
 from tests.test_alpha_model import _checkpoint_step, _Stop, _synthetic_task
 
-# A flow of ~150 Euler steps (ε_∇ = 5e-2): what is tested does not depend on it.
-_SETUP = dict(n_train=24, n_test=30, width=8, alpha=0.5, dtype="float64", max_dgrad=5e-2)
+# A flow of ~150 Euler steps (ε_∇ = 5e-2): what is tested does not depend on it. Gradient flow
+# by the paper's Euler scheme, which steps momentum too.
+_SETUP = dict(n_train=24, n_test=30, width=8, alpha=0.5, dtype="float64", max_dgrad=5e-2,
+              integrator="euler")
 
 
 def _train(path, **settings):

@@ -62,7 +62,8 @@ def test_estimated_memory_is_within_a_factor_2_of_the_measured(tmp_path):
 
 
 def test_the_estimate_line_and_the_refusal(tmp_path, monkeypatch):
-    config = TrainConfig(n_train=60, n_test=40, width=16, alpha=1.0, dtype="float64")
+    config = TrainConfig(n_train=60, n_test=40, width=16, alpha=1.0, dtype="float64",
+                         integrator="euler")
     found = resources.estimate(config, 10)
     P = 10 * 16 + 2 * 16 ** 2 + 16
     assert found.weights == 5 * P * 8 and found.activations == (60 * 10 + 6 * 60 * 16 * 3) * 8
@@ -92,7 +93,7 @@ def test_the_estimate_line_and_the_refusal(tmp_path, monkeypatch):
 def test_layer_sizes_match_the_built_network(architecture, width, depth, shape):
     from lazy_feature import architectures  # pylint: disable=import-outside-toplevel
     config = TrainConfig(architecture=architecture, width=width, depth=depth, n_train=20,
-                         dtype="float64")
+                         dtype="float64", integrator="euler")
     model = architectures.network(config)
     model.build((None, *shape))
     assert resources.parameters(config, shape) == model.count_params()
@@ -117,8 +118,10 @@ def test_the_dynamics_state_and_adams_activations_are_counted():
     # carries; a Runge–Kutta pair's inner stage gradients that its estimate weighs
     # (Bogacki–Shampine's k_2, k_3; Dormand–Prince's k_3 … k_6, its k_2 has b_2 = e_2 = 0)
     # and the 4 tensors of its error estimate (w_(n+1), ŵ, Σ e_j k_j, Σ b_j k_j); a ReLU
-    # net's Euler step, the gradient at a rejected trial's half step.
-    for settings, vectors in ((dict(), 5), (dict(activation="relu"), 6),
+    # net's Euler step, the gradient at a rejected trial's half step. The default here (√h·α
+    # = 2.4) is Bogacki–Shampine's; a ReLU net's, Euler's.
+    for settings, vectors in ((dict(integrator="euler"), 5), (dict(), 11),
+                              (dict(activation="relu"), 6),
                               (dict(dynamics="adam"), 7),
                               (dict(dynamics="momentum", tau=0.1), 7),
                               (dict(integrator="rkc"), 11),

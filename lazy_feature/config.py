@@ -7,8 +7,8 @@ import math
 import numpy as np
 
 from lazy_feature import activations, adam, architectures, losses, precision
-from lazy_feature.dynamics import (AUTO, INTEGRATORS, TOLERANCES, ContinuousMomentum,
-                                   GradientFlow, choose_integrator)
+from lazy_feature.dynamics import (AUTO, INTEGRATORS, ContinuousMomentum, GradientFlow,
+                                   choose_integrator, tolerances)
 from lazy_feature.errors import ConfigError
 
 VERSION = "0.3.0"  # the package's one version string (setup.py reads it from here)
@@ -65,9 +65,9 @@ class TrainConfig:
     output_tol (of α·f, eq. 8's scale) and direction_tol (eq. 9's), and so does rkc
     (Runge–Kutta–Chebyshev), at their calibrated `dynamics.TOLERANCES` when unset; max_dout
     and max_dgrad bound Euler's steps only. The default, "auto", takes the fastest one at
-    Euler's fidelity for the run (`dynamics.choose_integrator`: bogacki_shampine, rkc in the
-    lazy regime, euler for ReLU, or where max_dout or max_dgrad is set); `resolved()` names
-    it, and config.json records it.
+    Euler's fidelity for the run (`dynamics.choose_integrator`: dormand_prince, then
+    bogacki_shampine, then rkc as √h·α grows; euler for ReLU, or where max_dout or max_dgrad
+    is set); `resolved()` names it, and config.json records it.
     dynamics is gradient_flow (eq. 7, the default), adam (`lazy_feature.adam`: mini-batches
     of batch_size, step learning_rate, None for lr0·min(1, 1/α); t counts epochs; `epochs`
     is the run's length: it ends at the stopping criterion or after `epochs` epochs, and
@@ -185,14 +185,12 @@ class TrainConfig:
         is returned as it is."""
         integrator = self.integrator
         if integrator == AUTO:
-            paper = all(getattr(self, f.name) == f.default for f in dataclasses.fields(self)
-                        if f.name in ("max_dout", "max_dgrad"))
+            paper = (self.max_dout, self.max_dgrad) == (TrainConfig.max_dout,
+                                                        TrainConfig.max_dgrad)
             integrator = ("euler" if self.dynamics != "gradient_flow" or not paper
                           else choose_integrator(self.sqrt_h_alpha,
                                                  self.activation in activations.KINKED))
-        tolerances = TOLERANCES.get(integrator, (None, None))
-        output_tol, direction_tol = (given if given is not None else default for given, default
-                                     in zip((self.output_tol, self.direction_tol), tolerances))
+        output_tol, direction_tol = tolerances(integrator, self.output_tol, self.direction_tol)
         if (integrator, output_tol, direction_tol) == (self.integrator, self.output_tol,
                                                        self.direction_tol):
             return self

@@ -110,10 +110,10 @@ class GradientFlow:
         if self.integrator not in INTEGRATORS:
             raise ConfigError(f"unknown integrator {self.integrator!r}: choose one of "
                               f"{', '.join(INTEGRATORS)}")
-        defaults = TOLERANCES.get(self.integrator, (None, None))
-        for name, default in zip(("output_tol", "direction_tol"), defaults):
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, default)
+        output_tol, direction_tol = tolerances(self.integrator, self.output_tol,
+                                               self.direction_tol)
+        object.__setattr__(self, "output_tol", output_tol)
+        object.__setattr__(self, "direction_tol", direction_tol)
         if not all(tol is None or tol > 0 for tol in (self.output_tol, self.direction_tol)):
             raise ConfigError("output_tol and direction_tol must be > 0")
         if not (0 < self.shrink < 1 <= self.grow and 0 < self.well_inside <= 1):
@@ -129,6 +129,14 @@ class GradientFlow:
                               dgrad < self.well_inside * self.max_dgrad)
         grown = tf.where(easy, dt * self.grow, dt)
         return tf.where(accepted, grown, dt * self.shrink)
+
+
+def tolerances(integrator, output_tol=None, direction_tol=None):
+    """(output_tol, direction_tol) of `integrator`: those given, the unset ones (None) from
+    its TOLERANCES (None for euler, which takes none)."""
+    defaults = TOLERANCES.get(integrator, (None, None))
+    return tuple(default if given is None else given
+                 for given, default in zip((output_tol, direction_tol), defaults))
 
 
 def choose_integrator(sqrt_h_alpha, kinked=False):

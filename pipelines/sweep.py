@@ -75,6 +75,7 @@ flags.DEFINE_integer("pca", None, "Replace the config's --pca: K > 0 principal c
 flags.DEFINE_integer("n_train", None, "Replace the config's training-set size n.")
 flags.DEFINE_integer("n_test", None, "Replace the config's test-set size.")
 common.define_data_dirs_flag("the runs on that data set read it from DIR.")
+common.define_train_config_flags(("integrator",), help_prefix="For every run of the grid: ")
 common.define_train_config_flags(common.DYNAMICS_FLAGS,
                                  help_prefix="For the runs of the grid (of a Table 1 group: "
                                  "the rows of that dynamics, or all with --dynamics): ")
@@ -100,7 +101,7 @@ def sweep_from_flags(grid=None, dynamics=None):
     changes, base = {}, {}
     if FLAGS.architecture is not None:
         base.update(architecture=FLAGS.architecture, depth=None)
-    for name in ("pca", "n_train", "n_test"):
+    for name in ("pca", "n_train", "n_test", "integrator"):
         if FLAGS[name].value is not None:
             base[name] = FLAGS[name].value
     data_dir = common.data_dirs(FLAGS.data_dirs).get(grid.base.dataset)

@@ -36,6 +36,9 @@ def test_grid_points_and_run_ids():
     assert any(too_fine) and not all(too_fine)
     assert all((c.dtype == "float64") == fine for c, fine in zip(points, too_fine))
     assert [c.run_id() for c in grid.configs()] == [c.run_id() for c in points]
+    # Each point's integrator is the default's choice at its own √h·α, named.
+    assert [c.integrator for c in sorted(points, key=lambda c: c.sqrt_h_alpha)
+            if c.width == 40 and c.init_seed == 0] == ["bogacki_shampine"] * 2 + ["rkc"]
     with pytest.raises(ConfigError, match="empty grid"):
         dataclasses.replace(grid, seeds=()).configs()
     with pytest.raises(ConfigError, match="empty grid"):
@@ -196,6 +199,8 @@ def test_sweep_binary_errors(tmp_path):
          "the cnn needs images"),
         (["--config=tiny", "--dynamics=adam", "--tau=1", f"--output_dir={tmp_path / 'f'}"],
          "are for --dynamics=momentum, not adam"),
+        (["--config=tiny", "--integrator=rk4", f"--output_dir={tmp_path / 'g'}"],
+         "unknown integrator 'rk4'"),
     ]
     # The real binaries (one subprocess each): exit status 1 and the error line; the other
     # sweep errors in this process, through the same stage main.
@@ -204,7 +209,7 @@ def test_sweep_binary_errors(tmp_path):
             "sweep", *args)
         assert result.returncode == 1, (args, result.stderr[-2000:])
         assert "sweep: error:" in result.stderr and message in result.stderr, result.stderr
-    assert not (tmp_path / "d").exists() and not (tmp_path / "f").exists()
+    assert not any((tmp_path / d).exists() for d in "dfg")
     result = stage_in_process("report", f"--sweep_dir={tmp_path / 'missing'}")
     assert result.returncode == 1 and "run the sweep stage first" in result.stderr
     result = stage_in_process("ensemble", "--seeds=3,3", f"--output_dir={tmp_path / 'e'}")

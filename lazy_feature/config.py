@@ -63,11 +63,12 @@ class TrainConfig:
     The flow's integrator is `integrator` (`lazy_feature.integrators`): "euler" is the paper's
     scheme (eqs. 8-9 with max_dout, max_dgrad); a Runge–Kutta pair bounds its local error by
     output_tol (of α·f, eq. 8's scale) and direction_tol (eq. 9's), and so does rkc
-    (Runge–Kutta–Chebyshev), at their calibrated `dynamics.TOLERANCES` when unset; max_dout
+    (Runge–Kutta–Chebyshev), and a pair that switches to rkc once stiff (bogacki_shampine_rkc,
+    dormand_prince_rkc), at their calibrated `dynamics.TOLERANCES` when unset; max_dout
     and max_dgrad bound Euler's steps only. The default, "auto", takes the fastest one at
     Euler's fidelity for the run (`dynamics.choose_integrator`: dormand_prince, then
-    bogacki_shampine, then rkc as √h·α grows; euler for ReLU, or where max_dout or max_dgrad
-    is set); `resolved()` names it, and config.json records it.
+    bogacki_shampine_rkc, then rkc as √h·α grows; euler for ReLU, or where max_dout or
+    max_dgrad is set); `resolved()` names it, and config.json records it.
     dynamics is gradient_flow (eq. 7, the default), adam (`lazy_feature.adam`: mini-batches
     of batch_size, step learning_rate, None for lr0·min(1, 1/α); t counts epochs; `epochs`
     is the run's length: it ends at the stopping criterion or after `epochs` epochs, and

@@ -46,8 +46,10 @@ import tensorflow as tf
 from lazy_feature.errors import ConfigError
 
 # The integrators of `integrators`: the paper's Euler scheme, Bogacki–Shampine 3(2),
-# Dormand–Prince 5(4) and Runge–Kutta–Chebyshev (second order, stabilized).
-INTEGRATORS = ("euler", "bogacki_shampine", "dormand_prince", "rkc")
+# Dormand–Prince 5(4), Runge–Kutta–Chebyshev (second order, stabilized), and each pair
+# switching to RKC once stability holds its steps (`integrators.StiffnessSwitching`).
+INTEGRATORS = ("euler", "bogacki_shampine", "dormand_prince", "rkc", "bogacki_shampine_rkc",
+               "dormand_prince_rkc")
 # An integrator name that `TrainConfig` resolves per run (`choose_integrator`): its default.
 AUTO = "auto"
 # Each error-controlled integrator's (output_tol, direction_tol) where none are given: about
@@ -56,8 +58,29 @@ AUTO = "auto"
 # held by α·f's alone (at √h·α = 1e4 a direction_tol of 3e-2 or 1e3 gave the same run), so
 # its direction_tol is off; the pairs' is not (at 1e-4, Bogacki–Shampine without it
 # deviates 15 times more than Euler).
+# bogacki_shampine_rkc's pair is held twice tighter than plain bogacki_shampine: at 1e-3/1e-2
+# it deviated more than Euler at n = 2 000, seed 2, √h·α = 1e-2 (1.2e-3 against 6.1e-4, as
+# did plain bogacki_shampine, 1.1e-3), at 5e-4/5e-3 4.8e-4 (README).
 TOLERANCES = {"bogacki_shampine": (1e-3, 1e-2), "dormand_prince": (1e-3, 1e-2),
-              "rkc": (1e-2, 1e3)}
+              "rkc": (1e-2, 1e3), "bogacki_shampine_rkc": (5e-4, 5e-3),
+              "dormand_prince_rkc": (1e-3, 1e-2)}
+# The RKC phase of a pair that switches to it (bogacki_shampine_rkc, dormand_prince_rkc,
+# `integrators.StiffnessSwitching`) bounds the local error of α·f by this many times the
+# pair's output_tol, with RKC's direction_tol (off). Errors made early, where the flow is
+# fast (and in the feature regime amplifies them), weigh on the final outputs more than
+# those of the stiff late phase, where it contracts towards the margins; measured at n =
+# 2 000, h = 100, seed 0, pair at 1e-3/1e-2 (deviation from the reference flow, evaluations
+# relative to Euler's; Euler's deviations 1.09e-3 at √h·α = 1 and 5.08e-4 at 1e-2):
+#   factor   √h·α = 1          1e-2
+#   1        ×0.52, 5.5e-5     ×0.50, 1.7e-4   (and 1e-3 with direction_tol 1e-2)
+#   10       ×0.38, 1.6e-4     ×0.35, 2.0e-4
+#   30       ×0.33, 3.2e-4     ×0.31, 2.9e-4
+#   100      ×0.28, 6.7e-4     ×0.26, 5.6e-4   (above Euler's at 1e-2)
+# while loosening the pair instead gains little: at 3e-3/3e-2 in both phases, ×0.41 and 5.2e-4
+# at 1e-2. 30 deviated more than Euler at seed 2 (√h·α = 1e-2: 1.2e-3 against 6.1e-4) and at
+# n = 500, h = 64 (√h·α = 1: 4.9e-4 against 3.3e-4): fidelity first, 10. (With the pair at
+# its TOLERANCES, 5e-4/5e-3, the RKC phase is at 5e-3.)
+STIFF_OUTPUT_TOL_FACTOR = 10.0
 # `choose_integrator`'s bounds in √h·α: dormand_prince below the first, bogacki_shampine up
 # to the second, rkc from it on.
 DORMAND_PRINCE_BELOW_SQRT_H_ALPHA = 1e-2
@@ -85,11 +108,14 @@ class GradientFlow:
         (`integrators.EmbeddedRungeKutta`), which use dt0 and set dt from their error
         estimate (a PI controller), "rkc" the stabilized Runge–Kutta–Chebyshev method
         (`integrators.RungeKuttaChebyshev`), which uses dt0 and sets dt from its error
-        estimate and its stages from the Hessian's spectral radius.
+        estimate and its stages from the Hessian's spectral radius; "bogacki_shampine_rkc"
+        and "dormand_prince_rkc" the pair until stability holds its steps, then RKC
+        (`integrators.StiffnessSwitching`, STIFF_OUTPUT_TOL_FACTOR).
       jumps: the euler integrator accepts a step across a jump of ∇L (module docstring);
         `TrainConfig.flow` sets it for networks whose activation has a kink (ReLU).
       output_tol: a Runge–Kutta (or RKC) step's bound on the local error of α·f at the training
-        points (absolute, eq. 8's scale); None: the integrator's TOLERANCES.
+        points (absolute, eq. 8's scale; a switching pair's RKC phase takes
+        STIFF_OUTPUT_TOL_FACTOR times it); None: the integrator's TOLERANCES.
       direction_tol: a Runge–Kutta step's bound on the relative local error of its mean
         gradient ‖Δw − Δŵ‖/‖Δw‖ (eq. 9's scale); None: the integrator's TOLERANCES.
     """
@@ -145,33 +171,36 @@ def choose_integrator(sqrt_h_alpha, kinked=False):
     evaluations, at its TOLERANCES.
 
     rkc from RKC_FROM_SQRT_H_ALPHA on, where the stiff modes of the kernel (eq. 28, over t ~
-    10³-10⁴) hold an explicit pair's steps by stability (Bogacki–Shampine then takes as many
-    evaluations as Euler); bogacki_shampine below, where accuracy holds the steps; and
-    dormand_prince below DORMAND_PRINCE_BELOW_SQRT_H_ALPHA, where f grows to ~1/α and the
-    flow amplifies early errors (Euler itself deviates 3e-3 at 1e-4), which a fifth order
-    follows more cheaply. euler for a `kinked` activation (ReLU), whose jumps of ∇L only
-    Euler's jump rule crosses.
+    10³-10⁴) hold an explicit pair's steps by stability nearly from the start (a pair then
+    takes as many evaluations as Euler); bogacki_shampine_rkc below, where accuracy holds the
+    early steps and stability the late ones from a t that moves with n (at n = 500, √h·α = 1,
+    plain bogacki_shampine takes ×0.36 of Euler's evaluations; at n = 2 000, ×0.98: the
+    switch to RKC finds that t); dormand_prince below DORMAND_PRINCE_BELOW_SQRT_H_ALPHA, where
+    f grows to ~1/α and the flow amplifies early errors (Euler itself deviates 3e-3 at 1e-4),
+    which a fifth order follows more cheaply. euler for a `kinked` activation (ReLU), whose
+    jumps of ∇L only Euler's jump rule crosses.
 
-    Measured (`benchmarks/flow_benchmark.py`, n = 500, h = 64, L = 3, float64, seed 0;
-    deviation ‖F − F_ref‖/‖F_ref‖ of 2 000 test outputs from a Dormand–Prince reference at
-    tolerances 1e-8/1e-7, at Euler's final t for 1e-4 and 1e-3, else at each run's own;
-    evaluations relative to Euler's):
-      √h·α   euler          chosen              bogacki_shampine   rkc
-      1e-4   3 966, 2.9e-3  dormand_prince      ×0.46, 4.1e-3      ×0.30, 6.7e-2
+    Measured (`benchmarks/flow_benchmark.py`, L = 3, float64, seed 0; deviation ‖F −
+    F_ref‖/‖F_ref‖ of 2 000 test outputs from a Dormand–Prince reference at tolerances
+    1e-8/1e-7, at Euler's final t; evaluations relative to Euler's). n = 500, h = 64:
+      √h·α   euler          chosen                   bogacki_shampine   rkc
+      1e-4   3 966, 2.9e-3  dormand_prince           ×0.46, 4.1e-3      ×0.30, 6.7e-2
                             ×0.50, 5.8e-4
-      1e-3   2 862, 1.7e-3  dormand_prince      ×0.25, 2.2e-3
+      1e-3   2 862, 1.7e-3  dormand_prince           ×0.25, 2.2e-3
                             ×0.34, 6.5e-4
-      1e-2   2 181, 5.1e-4  bogacki_shampine    ×0.26, 4.5e-4      ×0.21, 7.4e-3
-                            (dormand_prince ×0.38, 2.1e-4)
-      1      1 503, 3.3e-4  bogacki_shampine    ×0.36, 3.1e-5      ×0.22, 1.2e-3
-      10     1 470, 4.2e-4  rkc                 ×0.58, 6.1e-5      ×0.31, 4.1e-4
-      1e2    1 478, 3.9e-4  rkc                 ×0.99, 6.3e-5      ×0.38, 3.5e-4
-      1e4    1 501, 3.8e-4  rkc                 (as at 1e6)        ×0.38, 2.9e-4
-      1e6    1 501, 3.8e-4  rkc                 ×1.00, 2.5e-5      ×0.38, 2.9e-4
-    At n = 2 000 (h = 100) the flows run longer and stability holds the late steps below
-    √h·α = 10 too: bogacki_shampine takes ×0.98 of Euler's evaluations at 1 (rkc ×0.37, at
-    Euler's fidelity there) and ×0.83 at 1e-2. The bound moves with n and t; a pair that
-    switches to rkc where its steps reach its stability bound would follow it.
+      1e-2   2 181, 5.1e-4  bogacki_shampine_rkc     ×0.26, 3.7e-4      ×0.21, 7.4e-3
+                            ×0.25, 2.8e-4
+      1      1 503, 3.3e-4  bogacki_shampine_rkc     ×0.36, 3.0e-5      ×0.22, 1.2e-3
+                            ×0.28, 6.1e-5
+      10     1 470, 4.2e-4  rkc                      ×0.58, 5.7e-5      ×0.31, 4.0e-4
+                            (bogacki_shampine_rkc at 1e-3/1e-2 ×0.32, 2.7e-4)
+      1e2    1 478, 3.9e-4  rkc                      ×0.99, 6.3e-5      ×0.38, 3.5e-4
+      1e4    1 501, 3.8e-4  rkc                      (as at 1e6)        ×0.38, 2.9e-4
+      1e6    1 501, 3.8e-4  rkc                      ×1.00, 2.5e-5      ×0.38, 2.9e-4
+    The README has the n = 2 000 benchmark, where plain bogacki_shampine takes ×0.98 and
+    ×0.83 of Euler's evaluations at √h·α = 1 and 1e-2 and bogacki_shampine_rkc a third.
+    dormand_prince_rkc (its RKC phase then at the pair's tolerance) deviated 7.4e-4 at
+    √h·α = 1, n = 500, more than Euler: not chosen.
     """
     if kinked:
         return "euler"
@@ -179,7 +208,7 @@ def choose_integrator(sqrt_h_alpha, kinked=False):
         return "rkc"
     if sqrt_h_alpha < DORMAND_PRINCE_BELOW_SQRT_H_ALPHA:
         return "dormand_prince"
-    return "bogacki_shampine"
+    return "bogacki_shampine_rkc"
 
 
 def gradient_change(squared_difference, norm_old_sq, norm_new_sq):

@@ -38,11 +38,13 @@ can hold.
 """
 import collections
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature.dynamics import JUMP_GROWTH, JUMP_RATIO, gradient_change
+from lazy_feature.dynamics import (JUMP_GROWTH, JUMP_RATIO, STIFF_OUTPUT_TOL_FACTOR,
+                                   gradient_change)
 
 FlowState = collections.namedtuple("FlowState", ["point", "outputs", "grad"])
 FlowState.__doc__ = """An accepted point of the flow, its training outputs and its gradient ∇L."""
@@ -260,6 +262,23 @@ class Tableau:
     def evaluations(self):
         return len(self.a)
 
+    @functools.cached_property
+    def stability_boundary(self):
+        """The largest x with |R(−y)| ≤ 1 on [0, x], R(z) = 1 + Σ_k z^k bᵀA^(k−1)𝟙 the
+        stability polynomial of the solution: a step is stable on a decaying mode of rate λ
+        while dt·λ ≤ x (2.51 for Bogacki–Shampine, 3.31 for Dormand–Prince)."""
+        weights = np.array(self.a[-1])
+        matrix = np.zeros((len(weights), len(weights)))
+        for i, row in enumerate(self.a[:-1]):
+            matrix[i + 1, :len(row)] = row
+        coefficients, vector = [1.0], np.ones(len(weights))
+        for _ in weights:
+            coefficients.append(weights @ vector)
+            vector = matrix @ vector
+        y = np.linspace(0.0, 2.0 * len(weights), 200001)
+        unstable = np.abs(np.polynomial.polynomial.polyval(-y, coefficients)) > 1 + 1e-12
+        return float(y[np.argmax(unstable) - 1])
+
     @property
     def estimate_stages(self):
         """How many inner stages k_2 … k_(s−1) the solution or the error estimate weighs:
@@ -287,6 +306,7 @@ class EmbeddedRungeKutta(_LocalErrorControl):
     A trial step costs the tableau's evaluations (stage 1 is the stored ∇L) and one forward
     pass at the embedded solution; it is accepted when its error ratio (the larger of the two
     local errors over their tolerances) is at most 1.
+
     """
 
     def __init__(self, name, tableau, flow):
@@ -401,11 +421,25 @@ class RungeKuttaChebyshev(_LocalErrorControl):
     def trial(self, problem, state, dt, memory):
         """The trial step and whether its error is within tolerance; measures add `stages`,
         `spectral_radius` (safety included) and `max_dt`, the largest stable dt."""
+        memory, evaluations = self.estimate(problem, state, memory)
+        trial = self.step(problem, state, dt, memory)
+        return trial._replace(evaluations=trial.evaluations + evaluations)
+
+    def estimate(self, problem, state, memory, due=None):
+        """The memory with ρ re-estimated at the accepted point when `due` (by default when
+        REESTIMATE_EVERY steps have been accepted since the last estimate, or after a
+        rejection), and the evaluations that took (`spectral_radius`)."""
         rho, vector, until_estimate, control = memory
-        due = until_estimate <= 0
-        rho, vector, power_evaluations = self.spectral_radius(problem, state, rho, vector, due)
+        due = until_estimate <= 0 if due is None else due
+        rho, vector, evaluations = self.spectral_radius(problem, state, rho, vector, due)
         until_estimate = tf.where(due, tf.constant(self.REESTIMATE_EVERY, tf.int64),
                                   until_estimate)
+        return (rho, vector, until_estimate, control), evaluations
+
+    @tf.autograph.experimental.do_not_convert  # graph control flow is explicit (while_loop)
+    def step(self, problem, state, dt, memory):
+        """`trial` from a memory whose ρ is estimated (`estimate`): its stages alone."""
+        rho, vector, until_estimate, control = memory
         safe_rho = self.RHO_SAFETY * rho
         stages = self.stages_for(dt, safe_rho)
         new, displacement = self._stages(problem, state, dt, stages)
@@ -420,7 +454,7 @@ class RungeKuttaChebyshev(_LocalErrorControl):
                         max_dt=tf.where(safe_rho > 0, self.STABLE_DT_RHO / safe_rho,
                                         tf.constant(np.inf, tf.float64)))
         until_estimate = tf.where(ok, until_estimate - 1, tf.zeros_like(until_estimate))
-        return Trial(new, ok, measures, power_evaluations + tf.cast(stages, tf.int64),
+        return Trial(new, ok, measures, tf.cast(stages, tf.int64),
                      (rho, vector, until_estimate, control))
 
     def _stages(self, problem, state, dt, stages):
@@ -490,7 +524,87 @@ class RungeKuttaChebyshev(_LocalErrorControl):
         return estimate, vector, k
 
 
+class StiffnessSwitching:
+    """A Runge–Kutta pair that hands the flow to RKC once stability holds its steps.
+
+    Gradient flow is accuracy-limited early, where the pair's higher order pays, and in
+    long flows becomes stiff: the Hessian's largest eigenvalue λ holds the pair's dt at its
+    stability boundary (dt·λ ≤ 2.51 for Bogacki–Shampine, `Tableau.stability_boundary`) long
+    after its mode has decayed, where RKC's s stages are stable up to dt·ρ ≈ 0.65 s².
+
+    Every CHECK_EVERY accepted steps of the pair, the Hessian's spectral radius ρ is
+    estimated at the accepted point (`RungeKuttaChebyshev.spectral_radius`, warm from the last
+    eigenvector, its evaluations counted); once an accepted step's dt reaches STIFF_RATIO of
+    the boundary, dt·ρ ≥ STIFF_RATIO·boundary, the rest of the flow is RKC's, which starts
+    from this ρ and eigenvector. (A free estimate from the pair's last two stages, DOPRI5's
+    test (Hairer & Wanner, Solving ODEs I, II.10), needs two stages at the same time, which
+    Bogacki–Shampine lacks: on a stiff linear flow held at dt·λ = 2.51 its stages read
+    dt·ρ̂ ≈ 0.005.) The pair takes the flow's output_tol and direction_tol, RKC
+    STIFF_OUTPUT_TOL_FACTOR times that output_tol and its own direction_tol (off; `get`).
+
+    Its memory is (1 once stiff, accepted pair steps since the last estimate, the pair's
+    memory, RKC's), zero at the start, so a resumed run goes on with the method it stopped
+    with. Where an evaluation cannot sit in a branch (several replicas, `branches`) the pair
+    runs alone.
+    """
+    STIFF_RATIO = 0.9
+    CHECK_EVERY = 25
+
+    def __init__(self, name, pair, rkc):
+        self.name, self.pair, self.rkc, self.flow = name, pair, rkc, pair.flow
+        self.boundary = pair.tableau.stability_boundary
+
+    def initial_memory(self, point):
+        return (tf.zeros((), tf.int64), tf.zeros((), tf.int64), self.pair.initial_memory(point),
+                self.rkc.initial_memory(point))
+
+    @tf.autograph.experimental.do_not_convert  # graph control flow is explicit (tf.cond)
+    def trial(self, problem, state, dt, memory):
+        """The pair's trial step, or RKC's once the flow is stiff, with the measures both
+        share (`_LocalErrorControl`) and `max_dt` (infinite for the pair)."""
+        stiff, since_check, pair_memory, rkc_memory = memory
+        if not getattr(problem, "branches", True):
+            trial = self.pair.trial(problem, state, dt, pair_memory)
+            return self._shared(trial, (stiff, since_check, trial.memory, rkc_memory),
+                                tf.constant(np.inf, tf.float64))
+        # One power iteration serves both: the pair's check, RKC's re-estimate.
+        due = tf.where(stiff > 0, rkc_memory[2] <= 0, since_check >= self.CHECK_EVERY)
+        rkc_memory, evaluations = self.rkc.estimate(problem, state, rkc_memory, due)
+        since_check = tf.where(due, tf.zeros_like(since_check), since_check)
+
+        def by_pair():
+            trial = self.pair.trial(problem, state, dt, pair_memory)
+            rho = rkc_memory[0]
+            held = trial.accepted & (rho > 0) & (
+                tf.cast(dt, tf.float64) * rho >= self.STIFF_RATIO * self.boundary)
+            return self._shared(trial, (tf.cast(held, tf.int64),
+                                        since_check + tf.cast(trial.accepted, tf.int64),
+                                        trial.memory, rkc_memory),
+                                tf.constant(np.inf, tf.float64))
+
+        def by_rkc():
+            trial = self.rkc.step(problem, state, dt, rkc_memory)
+            return self._shared(trial, (stiff, since_check, pair_memory, trial.memory),
+                                trial.measures["max_dt"])
+
+        trial = tf.cond(stiff > 0, by_rkc, by_pair)
+        return trial._replace(evaluations=trial.evaluations + evaluations)
+
+    @staticmethod
+    def _shared(trial, memory, max_dt):
+        keys = ("dout", "dgrad", "error", "output_ratio", "direction_ratio", "normalized_error",
+                "previous_error", "after_rejection")
+        measures = {key: trial.measures[key] for key in keys}
+        measures["max_dt"] = max_dt
+        return trial._replace(measures=measures, memory=memory)
+
+    def next_dt(self, dt, accepted, measures):
+        return self.pair.next_dt(dt, accepted, measures)
+
+
 TABLEAUS = {"bogacki_shampine": BOGACKI_SHAMPINE, "dormand_prince": DORMAND_PRINCE}
+# The pairs that switch to RKC once stiff (`StiffnessSwitching`), by their pair.
+SWITCHING = {f"{pair}_rkc": pair for pair in TABLEAUS}
 
 
 def get(flow):
@@ -499,4 +613,10 @@ def get(flow):
         return Euler(flow)
     if flow.integrator == "rkc":
         return RungeKuttaChebyshev(flow)
+    if flow.integrator in SWITCHING:
+        pair = SWITCHING[flow.integrator]
+        stiff = dataclasses.replace(flow, integrator="rkc", direction_tol=None,
+                                    output_tol=STIFF_OUTPUT_TOL_FACTOR * flow.output_tol)
+        return StiffnessSwitching(flow.integrator, EmbeddedRungeKutta(pair, TABLEAUS[pair], flow),
+                                  RungeKuttaChebyshev(stiff))
     return EmbeddedRungeKutta(flow.integrator, TABLEAUS[flow.integrator], flow)

@@ -59,6 +59,8 @@ from lazy_feature.errors import ConfigError
 logger = logging.getLogger("lazy_feature")
 
 GiB = 2 ** 30
+# The P-sized vectors rkc keeps besides gradient flow's five (`dynamics_vectors`).
+RKC_VECTORS = 6
 _RATE_SIZE = 512  # the matmul timed: _RATE_SIZE³ multiply-adds, a few milliseconds
 
 
@@ -176,14 +178,17 @@ def dynamics_vectors(config):
     """The P-sized vectors the dynamics and integrator of `config` keep besides gradient
     flow's five (module docstring): 2 for adam and momentum, 6 for rkc, an embedded
     Runge–Kutta pair's stage gradients that its estimate weighs plus 4 (bogacki_shampine 6,
-    dormand_prince 8), 1 for euler across jumps of ∇L (ReLU), else 0."""
+    dormand_prince 8), the larger of its pair's and rkc's for a pair that switches to rkc,
+    1 for euler across jumps of ∇L (ReLU), else 0."""
     if config.dynamics in ("adam", "momentum"):
         return 2
     config = config.resolved()
-    if config.integrator in integrators.TABLEAUS:
-        return integrators.TABLEAUS[config.integrator].estimate_stages + 4
+    pair = integrators.SWITCHING.get(config.integrator, config.integrator)
+    if pair in integrators.TABLEAUS:
+        vectors = integrators.TABLEAUS[pair].estimate_stages + 4
+        return vectors if pair == config.integrator else max(vectors, RKC_VECTORS)
     if config.integrator == "rkc":
-        return 6
+        return RKC_VECTORS
     return 1 if config.flow().jumps else 0
 
 

@@ -103,7 +103,8 @@ _HELP = {
                   "lazy_feature.dynamics.choose_integrator), euler (the paper's scheme, eqs. "
                   "8-9), bogacki_shampine (3(2)) or dormand_prince (5(4)): embedded Runge-Kutta "
                   "pairs with error control; rkc: stabilized second-order Runge-Kutta-Chebyshev "
-                  "for stiff (lazy) flows.",
+                  "for stiff (lazy) flows; bogacki_shampine_rkc or dormand_prince_rkc: the "
+                  "pair until stability holds its steps, then rkc.",
     "output_tol": "Runge-Kutta: bound on a step's local error of alpha*f at the training "
                   "points (eq. 8's scale); unset: the integrator's calibrated one.",
     "direction_tol": "Runge-Kutta: bound on a step's relative local error of its mean "

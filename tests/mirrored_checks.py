@@ -15,17 +15,21 @@ import tensorflow as tf
 
 from lazy_feature import artifact, distribute, ntk_eval, run
 from lazy_feature.config import TrainConfig
+from lazy_feature.dynamics import TOLERANCES
 from lazy_feature.errors import ConfigError
 from tests.test_alpha_model import _Stop, _synthetic_task
 
-CONFIG = TrainConfig(n_train=40, n_test=30, width=16, alpha=0.5, dtype="float64", max_steps=120)
+CONFIG = TrainConfig(n_train=40, n_test=30, width=16, alpha=0.5, dtype="float64", max_steps=120,
+                     integrator="bogacki_shampine")
 # Adam: 30 points in batches of 8 (3 steps an epoch), each batch spanning both shards of 15.
 ADAM = TrainConfig(n_train=30, n_test=30, width=8, alpha=0.5, dtype="float64", dynamics="adam",
                    batch_size=8, learning_rate=0.05)
-MOMENTUM = dataclasses.replace(CONFIG, dynamics="momentum", tau=0.5, max_steps=40)
+MOMENTUM = dataclasses.replace(CONFIG, dynamics="momentum", tau=0.5, max_steps=40,
+                               integrator="auto")
 # ReLU in the feature regime: Euler crosses jumps of ∇L with its half-step probe (taken on
 # every trial under several replicas, where it cannot sit in a branch).
-RELU = dataclasses.replace(CONFIG, activation="relu", alpha=0.1, max_steps=150)
+RELU = dataclasses.replace(CONFIG, activation="relu", alpha=0.1, max_steps=150,
+                           integrator="auto")
 
 
 def _run(name, out, task, config=CONFIG, **kwargs):
@@ -63,6 +67,11 @@ def main(out):
     except RuntimeError:
         results["saved_names"], results["saved_step"] = _saved_state(os.path.join(out, "cut"))
     results["resumed"] = _run("cut", out, task, strategy=mirrored)
+    # The switching pair cannot branch to RKC on two replicas: there it is the pair alone.
+    output_tol, direction_tol = TOLERANCES["bogacki_shampine"]  # the single run's
+    results["switching_mirrored"] = _run("switching_mirrored", out, task, dataclasses.replace(
+        CONFIG, integrator="bogacki_shampine_rkc", output_tol=output_tol,
+        direction_tol=direction_tol), strategy=mirrored)
     # Momentum and Adam on one device against the two replicas (Adam killed mid-epoch at
     # step 10 and resumed from its checkpoint of step 9).
     results["relu_single"] = _run("relu_single", out, task, RELU)

@@ -42,6 +42,12 @@ def test_mirrored_on_two_cpu_devices(tmp_path):
     assert not any("cache" in name or "f_train" in name for name in r["saved_names"])
     # Resumed from that checkpoint: where the uninterrupted mirrored run ends, exactly.
     assert resumed["t"] == mirrored["t"] and resumed["test_outputs"] == mirrored["test_outputs"]
+    # The pair that switches to RKC once stiff runs as the pair alone on two replicas.
+    single, mirrored = r["single"], r["switching_mirrored"]
+    for key in ("steps", "rejected_steps", "stop_reason", "gradient_evaluations"):
+        assert mirrored[key] == single[key], key
+    np.testing.assert_allclose(mirrored["test_outputs"], single["test_outputs"], rtol=0,
+                               atol=1e-9)
     # Momentum, and Adam (its batches spanning both replicas' shards), resumed after a kill
     # mid-epoch on the two replicas: the one-device run's steps, to rounding.
     assert r["adam_saved_step"] == 9

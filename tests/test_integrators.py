@@ -12,7 +12,8 @@ from lazy_feature import artifact, callbacks, data, fidelity, integrators, ntk, 
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.config import TrainConfig
 from lazy_feature.dynamics import (AUTO, DORMAND_PRINCE_BELOW_SQRT_H_ALPHA,
-                                   RKC_FROM_SQRT_H_ALPHA, TOLERANCES, GradientFlow)
+                                   RKC_FROM_SQRT_H_ALPHA, STIFF_OUTPUT_TOL_FACTOR, TOLERANCES,
+                                   GradientFlow)
 from lazy_feature.errors import ConfigError
 from tests.conftest import sphere_inputs, stage_in_process
 
@@ -207,10 +208,10 @@ def test_rkc_power_iteration_finds_the_hessians_spectral_radius():
     assert float(kept[0]) == float(rho) and int(kept[2]) == 0
 
 
-def _stiff_linear_flow(name, tol, t_end=10.0, integrator=None):
+def _stiff_linear_flow(name, tol, t_end=10.0, integrator=None, branches=True):
     """(max |F(t_end) − exact|, gradient evaluations, rejected trials) of the adaptive `name`
     (or `integrator`) on a linear model whose Hessian XᵀX/N has eigenvalues from 0.1 to 300
-    (quadratic loss, N = D = 12)."""
+    (quadratic loss, N = D = 12); `branches` False as under several replicas."""
     rng = np.random.default_rng(0)
     u, _ = np.linalg.qr(rng.normal(size=(N, N)))
     v, _ = np.linalg.qr(rng.normal(size=(N, N)))
@@ -218,6 +219,7 @@ def _stiff_linear_flow(name, tol, t_end=10.0, integrator=None):
     x = (u * np.sqrt(N * eigenvalues)) @ v.T
     y = np.sign(rng.normal(size=N))
     problem = LinearFlow(x, y)
+    problem.branches = branches
     integrator = integrator or integrators.get(GradientFlow(integrator=name, output_tol=tol,
                                                             direction_tol=1.0))
     w = tf.zeros(N, tf.float64)
@@ -247,6 +249,36 @@ def test_rkc_crosses_a_stiff_flow_in_far_fewer_evaluations_than_bogacki_shampine
     rkc_error, rkc_evaluations, _ = _stiff_linear_flow("rkc", 1e-5)
     assert rkc_error < 1e-3 and rk_error < 1e-3
     assert rkc_evaluations < rk_evaluations / 3
+
+
+def test_stability_boundaries_of_the_pairs():
+    # On the negative real axis (Hairer & Wanner, Solving ODEs II, IV.2): 2.51 for the
+    # third-order three-stage polynomial 1 + z + z²/2 + z³/6, 3.31 for DOPRI5's.
+    assert integrators.BOGACKI_SHAMPINE.stability_boundary == pytest.approx(2.5127, abs=1e-3)
+    assert integrators.DORMAND_PRINCE.stability_boundary == pytest.approx(3.3066, abs=1e-3)
+
+
+def test_a_pair_hands_a_stiff_flow_to_rkc():
+    # Held at dt·λ_max = 2.51 by the stiff modes, Bogacki–Shampine switches to RKC, which
+    # runs at STIFF_OUTPUT_TOL_FACTOR times its tolerance: within that RKC's accuracy, in
+    # under a third of the pair's evaluations (measured: 821 at 7.5e-5, RKC throughout 759
+    # at 7.5e-5, the pair 3 751 at 5.2e-6).
+    pair = _stiff_linear_flow("bogacki_shampine", 1e-5)
+    rkc_error, _, _ = _stiff_linear_flow("rkc", STIFF_OUTPUT_TOL_FACTOR * 1e-5)
+    error, evaluations, _ = _stiff_linear_flow("bogacki_shampine_rkc", 1e-5)
+    assert error < 2 * rkc_error < 1e-3
+    assert evaluations < pair[1] / 3
+    # Where evaluations cannot sit in a branch (several replicas) the pair runs alone.
+    assert _stiff_linear_flow("bogacki_shampine_rkc", 1e-5, branches=False) == pair
+
+
+def test_a_pair_held_by_accuracy_stays_itself():
+    # At a tight tolerance dt·λ_max stays near 0.1 over [0, 0.3]: the same flow as the pair,
+    # bit for bit, plus the power iterations that checked its dt every 25 steps.
+    pair = _stiff_linear_flow("bogacki_shampine", 1e-8, t_end=0.3)
+    switching = _stiff_linear_flow("bogacki_shampine_rkc", 1e-8, t_end=0.3)
+    assert switching[0] == pair[0] and switching[2] == pair[2]
+    assert pair[1] < switching[1] < 1.05 * pair[1]
 
 
 class _PlainController(integrators.EmbeddedRungeKutta):
@@ -331,7 +363,8 @@ def _task(n_train=10, n_test=200, seed=3):
 
 @pytest.fixture(scope="module")
 def small_runs(tmp_path_factory):
-    """A small network trained by Euler, Bogacki–Shampine and RKC from the same w0, all
+    """A small network trained by Euler, Bogacki–Shampine, RKC and the switching pair from the
+    same w0, all
     checked by `fidelity.check_runs` against one reference flow."""
     task = _task()
     # ε_∇ = 5e-2 and max_dout = 0.3, looser than the paper's, keep the reference flow
@@ -340,7 +373,7 @@ def small_runs(tmp_path_factory):
                        max_dgrad=5e-2, max_dout=0.3)
     root = tmp_path_factory.mktemp("runs")
     runs = {}
-    names = ("euler", "bogacki_shampine", "rkc")
+    names = ("euler", "bogacki_shampine", "rkc", "bogacki_shampine_rkc")
     for name in names:
         config = TrainConfig(**dict(base.to_dict(), integrator=name))
         runs[name] = dict(config=config, dir=str(root / name),
@@ -351,7 +384,7 @@ def small_runs(tmp_path_factory):
     return task, runs
 
 
-@pytest.mark.parametrize("name", ["bogacki_shampine", "rkc"])
+@pytest.mark.parametrize("name", ["bogacki_shampine", "rkc", "bogacki_shampine_rkc"])
 def test_runge_kutta_is_at_least_as_faithful_as_euler(small_runs, name):
     _, runs = small_runs
     euler, rk = runs["euler"], runs[name]
@@ -382,7 +415,7 @@ def test_gradient_evaluations_are_counted_and_recorded(small_runs):
     assert log[-1].split("evals=")[1].split()[0] == str(rk["gradient_evaluations"])
 
 
-@pytest.mark.parametrize("name", ["bogacki_shampine", "rkc"])
+@pytest.mark.parametrize("name", ["bogacki_shampine", "rkc", "bogacki_shampine_rkc"])
 def test_runge_kutta_stops_at_the_papers_criterion(small_runs, name):
     task, runs = small_runs
     rk = runs[name]
@@ -394,7 +427,7 @@ def test_runge_kutta_stops_at_the_papers_criterion(small_runs, name):
     assert all(r["error"] <= 1.0 for r in records[1:])  # (eq. 8 bounds neither's steps)
 
 
-@pytest.mark.parametrize("name", ["euler", "bogacki_shampine", "rkc"])
+@pytest.mark.parametrize("name", ["euler", "bogacki_shampine", "rkc", "bogacki_shampine_rkc"])
 def test_every_forward_and_backward_pass_is_counted(name):
     # Counted independently: a wrapper of the model's one gradient evaluation that adds 1 to
     # a variable each time the graph runs it (start, stages, rejected steps, RKC's power
@@ -427,9 +460,9 @@ def test_an_euler_run_keeps_its_id_whatever_the_runge_kutta_tolerances():
 
 @pytest.mark.parametrize("settings, integrator", [
     (dict(alpha=1e-5), "dormand_prince"),  # √h·α = 1e-4, deep in the feature regime
-    (dict(alpha=DORMAND_PRINCE_BELOW_SQRT_H_ALPHA / 10), "bogacki_shampine"),  # at the bound
-    (dict(alpha=1e-3), "bogacki_shampine"),  # √h·α = 1e-2
-    (dict(alpha=RKC_FROM_SQRT_H_ALPHA / 10 * 0.99), "bogacki_shampine"),
+    (dict(alpha=DORMAND_PRINCE_BELOW_SQRT_H_ALPHA / 10), "bogacki_shampine_rkc"),  # bound
+    (dict(alpha=1e-3), "bogacki_shampine_rkc"),  # √h·α = 1e-2
+    (dict(alpha=RKC_FROM_SQRT_H_ALPHA / 10 * 0.99), "bogacki_shampine_rkc"),
     (dict(alpha=RKC_FROM_SQRT_H_ALPHA / 10), "rkc"),  # from RKC_FROM_SQRT_H_ALPHA on
     (dict(alpha=1e5), "rkc"),
     (dict(alpha=1e-3, activation="relu"), "euler"),  # only Euler crosses ∇L's jumps
@@ -466,11 +499,11 @@ def test_config_json_records_the_integrator_and_tolerances_a_run_used(tmp_path):
     run.train(config, str(tmp_path), task=_task())
     stored = artifact.read_json(str(tmp_path / artifact.CONFIG))
     assert (stored["integrator"], stored["output_tol"], stored["direction_tol"]) == (
-        "bogacki_shampine", *TOLERANCES["bogacki_shampine"])
+        "bogacki_shampine_rkc", *TOLERANCES["bogacki_shampine_rkc"])
     assert stored["run_id"] == config.run_id()
     assert artifact.load_config(str(tmp_path)).run_id() == config.run_id()
     assert artifact.read_json(str(tmp_path / artifact.METRICS))["integrator"] == \
-        "bogacki_shampine"
+        "bogacki_shampine_rkc"
 
 
 def test_a_config_written_before_the_integrator_choice_loads_as_euler(tmp_path):
@@ -493,7 +526,10 @@ def test_frozen_kernel_dynamics_runs_the_same_integrators():
                                     flow=GradientFlow(integrator="bogacki_shampine", **tight))
     rkc = ntk.frozen_kernel_dynamics(theta, Y, loss="quadratic_hinge", max_time=T_END,
                                      flow=GradientFlow(integrator="rkc", **tight))
-    for result in (euler, rk, rkc):
+    switching = ntk.frozen_kernel_dynamics(
+        theta, Y, loss="quadratic_hinge", max_time=T_END,
+        flow=GradientFlow(integrator="bogacki_shampine_rkc", **tight))
+    for result in (euler, rk, rkc, switching):
         np.testing.assert_allclose(result["train_outputs"], exact_outputs(result["t"]),
                                    atol=2e-3)
     assert rk["gradient_evaluations"] == 1 + 3 * (rk["steps"] + rk["rejected"])

@@ -118,15 +118,18 @@ def test_the_dynamics_state_and_adams_activations_are_counted():
     # carries; a Runge–Kutta pair's inner stage gradients that its estimate weighs
     # (Bogacki–Shampine's k_2, k_3; Dormand–Prince's k_3 … k_6, its k_2 has b_2 = e_2 = 0)
     # and the 4 tensors of its error estimate (w_(n+1), ŵ, Σ e_j k_j, Σ b_j k_j); a ReLU
-    # net's Euler step, the gradient at a rejected trial's half step. The default here (√h·α
-    # = 2.4) is Bogacki–Shampine's; a ReLU net's, Euler's.
+    # net's Euler step, the gradient at a rejected trial's half step; a pair that switches
+    # to RKC, the larger of the two (one runs at a time). The default here (√h·α
+    # = 2.4) is Bogacki–Shampine switching to RKC; a ReLU net's, Euler's.
     for settings, vectors in ((dict(integrator="euler"), 5), (dict(), 11),
                               (dict(activation="relu"), 6),
                               (dict(dynamics="adam"), 7),
                               (dict(dynamics="momentum", tau=0.1), 7),
                               (dict(integrator="rkc"), 11),
                               (dict(integrator="bogacki_shampine"), 11),
-                              (dict(integrator="dormand_prince"), 13)):
+                              (dict(integrator="dormand_prince"), 13),
+                              (dict(integrator="bogacki_shampine_rkc"), 11),
+                              (dict(integrator="dormand_prince_rkc"), 13)):
         config = TrainConfig(**{**base.to_dict(), **settings})
         assert resources.estimate(config, 10).weights == vectors * P * b, settings
     # Adam's backward pass sees B points (6·B·A over the L = 3 hidden layers of h), its

@@ -306,7 +306,6 @@ class EmbeddedRungeKutta(_LocalErrorControl):
     A trial step costs the tableau's evaluations (stage 1 is the stored ∇L) and one forward
     pass at the embedded solution; it is accepted when its error ratio (the larger of the two
     local errors over their tolerances) is at most 1.
-
     """
 
     def __init__(self, name, tableau, flow):
@@ -615,8 +614,8 @@ def get(flow):
         return RungeKuttaChebyshev(flow)
     if flow.integrator in SWITCHING:
         pair = SWITCHING[flow.integrator]
-        stiff = dataclasses.replace(flow, integrator="rkc", direction_tol=None,
-                                    output_tol=STIFF_OUTPUT_TOL_FACTOR * flow.output_tol)
+        stiff_flow = dataclasses.replace(flow, integrator="rkc", direction_tol=None,
+                                         output_tol=STIFF_OUTPUT_TOL_FACTOR * flow.output_tol)
         return StiffnessSwitching(flow.integrator, EmbeddedRungeKutta(pair, TABLEAUS[pair], flow),
-                                  RungeKuttaChebyshev(stiff))
+                                  RungeKuttaChebyshev(stiff_flow))
     return EmbeddedRungeKutta(flow.integrator, TABLEAUS[flow.integrator], flow)

@@ -1,12 +1,13 @@
 """Integrators of gradient flow ẇ = −∇L (eq. 7): the paper's adaptive Euler scheme (eqs. 8-9),
-embedded explicit Runge–Kutta pairs with first-same-as-last (FSAL) reuse, and the stabilized
-second-order Runge–Kutta–Chebyshev method (RKC).
+embedded explicit Runge–Kutta pairs with first-same-as-last (FSAL) reuse, the stabilized
+second-order Runge–Kutta–Chebyshev method (RKC), and a pair that hands the flow to RKC once
+stability holds its steps (`StiffnessSwitching`).
 
 One abstraction drives both flows of the package: the network (`AlphaModel.train_step`) and
 the frozen-kernel dynamics (`ntk.frozen_kernel_dynamics`). An integrator takes one *trial
 step* of a flow problem from an accepted `FlowState` and its own `memory` (a structure of
-tensors it carries from trial to trial, `initial_memory`: its step-size controller's, and
-RKC's spectral radius), and returns a `Trial`: the trial state, whether to accept it, its
+tensors it carries from trial to trial, `initial_memory`: its step-size controller's,
+RKC's spectral radius, the switching pair's phase), and returns a `Trial`: the trial state, whether to accept it, its
 measures, the gradient evaluations it used and the new memory. The caller keeps or restores
 its state (Keras variables, or a tf.while_loop's tensors), stores the memory whatever the
 verdict, and asks the integrator for the next dt. A problem provides:

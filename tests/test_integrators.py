@@ -437,13 +437,13 @@ def test_every_forward_and_backward_pass_is_counted(name):
                          max_dgrad=5e-2, max_dout=0.3, integrator=name)
     model = run.build_model(config, task.x_train.shape[1:])
     passes = tf.Variable(0, dtype=tf.int64)
-    evaluate = model._loss_and_grad
+    evaluate = model._local_loss_and_grad
 
     def counted(*args):
         passes.assign_add(1)
         return evaluate(*args)
 
-    model._loss_and_grad = counted
+    model._local_loss_and_grad = counted
     run.fit_flow(model, task.x_train, task.y_train,
                  [callbacks.GradientFlowStopping(max_steps=30)])
     assert int(model.evaluations.numpy()) == int(passes.numpy()) > 30

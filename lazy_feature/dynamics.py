@@ -81,9 +81,11 @@ TOLERANCES = {"bogacki_shampine": (1e-3, 1e-2), "dormand_prince": (1e-3, 1e-2),
 # so the RKC phase's evaluations per unit of t go as √(ρ/dt) ∝ output_tol^(-1/6). Earlier,
 # at seed 0 with the pair at 1e-3/1e-2: factor 1 ×0.52 and ×0.50, 100 ×0.28 and ×0.26
 # (above Euler's deviation at 1e-2); 30 deviated more than Euler at n = 500, h = 64, √h·α =
-# 1 (4.9e-4 against 3.3e-4). 10 is kept until 20, the cheapest with every seed below Euler
-# at n = 2 000, is checked at n = 500. With the pair at its TOLERANCES the RKC phase is at
-# 5e-3.
+# 1 (4.9e-4 against 3.3e-4). 20, the cheapest with every seed below Euler at n = 2 000,
+# held at n = 500, h = 64, seed 0 too (×0.27, 8.8e-5 at √h·α = 1 and ×0.24, 2.5e-4 at 1e-2,
+# against 10's ×0.28, 6.1e-5 and ×0.25, 2.8e-4; Euler's 3.3e-4 and 5.1e-4): the candidate
+# to replace 10, whose figures the README and `choose_integrator` still give. With the pair
+# at its TOLERANCES the RKC phase is at 5e-3.
 STIFF_OUTPUT_TOL_FACTOR = 10.0
 # `choose_integrator`'s bounds in √h·α: dormand_prince below the first, bogacki_shampine up
 # to the second, rkc from it on.

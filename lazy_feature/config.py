@@ -8,7 +8,7 @@ import numpy as np
 
 from lazy_feature import activations, adam, architectures, losses, precision
 from lazy_feature.dynamics import (AUTO, INTEGRATORS, ContinuousMomentum, GradientFlow,
-                                   choose_integrator, tolerances)
+                                   choose_integrator, stiff_output_tol, tolerances)
 from lazy_feature.errors import ConfigError
 
 VERSION = "0.3.0"  # the package's one version string (setup.py reads it from here)
@@ -18,12 +18,13 @@ VERSION = "0.3.0"  # the package's one version string (setup.py reads it from he
 NOT_IDENTITY = ("data_dir", "max_time", "max_steps", "max_wall_seconds")
 # The integrator's settings; an Euler run leaves them out of its id, so runs made before
 # there was a choice keep theirs.
-INTEGRATOR_SETTINGS = ("integrator", "output_tol", "direction_tol")
+INTEGRATOR_SETTINGS = ("integrator", "output_tol", "direction_tol", "stiff_output_tol")
 # Settings added after version 0.2.0 enter the run id only away from these defaults, so that
 # the ids of earlier runs, which had them implicitly, stay valid.
 LATER_SETTINGS = {"architecture": "fc", "pca": 0, "pca_whiten": True,
                   "dynamics": "gradient_flow", "batch_size": 32, "learning_rate": None,
-                  "tau": 0.0, "tau_proportional_to_t": False, "epochs": None}
+                  "tau": 0.0, "tau_proportional_to_t": False, "epochs": None,
+                  "stiff_output_tol": None}
 # The training dynamics (Section 7, Table 1): the paper's gradient flow (eq. 7), Adam on
 # mini-batches, or continuous momentum with time constant tau.
 DYNAMICS = ("gradient_flow", "adam", "momentum")
@@ -44,7 +45,8 @@ def alpha_from_sqrt_h_alpha(value, width):
 
 # The settings of the flow's steps (eqs. 8-9 and the integrator's tolerances), which Adam has
 # no use for.
-FLOW_SETTINGS = ("max_dgrad", "max_dout", "dt0", "output_tol", "direction_tol")
+FLOW_SETTINGS = ("max_dgrad", "max_dout", "dt0", "output_tol", "direction_tol",
+                 "stiff_output_tol")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +66,9 @@ class TrainConfig:
     scheme (eqs. 8-9 with max_dout, max_dgrad); a Runge–Kutta pair bounds its local error by
     output_tol (of α·f, eq. 8's scale) and direction_tol (eq. 9's), and so does rkc
     (Runge–Kutta–Chebyshev), and a pair that switches to rkc once stiff (bogacki_shampine_rkc,
-    dormand_prince_rkc), at their calibrated `dynamics.TOLERANCES` when unset; max_dout
+    dormand_prince_rkc; its RKC phase bounds α·f's local error by stiff_output_tol, unset
+    `dynamics.STIFF_OUTPUT_TOL_FACTOR` times output_tol), at their calibrated
+    `dynamics.TOLERANCES` when unset; max_dout
     and max_dgrad bound Euler's steps only. The default, "auto", takes the fastest one at
     Euler's fidelity for the run (`dynamics.choose_integrator`: dormand_prince, then
     bogacki_shampine_rkc, then rkc as √h·α grows; euler for ReLU, or where max_dout or
@@ -110,6 +114,7 @@ class TrainConfig:
     tau_proportional_to_t: bool = False
     output_tol: float | None = None
     direction_tol: float | None = None
+    stiff_output_tol: float | None = None
     max_time: float = math.inf
     max_steps: int = 1_000_000
     max_wall_seconds: float = math.inf
@@ -129,8 +134,9 @@ class TrainConfig:
             (self.integrator in INTEGRATORS + (AUTO,),
              f"unknown integrator {self.integrator!r}: choose one of "
              f"{', '.join(INTEGRATORS + (AUTO,))}"),
-            (all(tol is None or tol > 0 for tol in (self.output_tol, self.direction_tol)),
-             "output_tol and direction_tol must be > 0"),
+            (all(tol is None or tol > 0
+                 for tol in (self.output_tol, self.direction_tol, self.stiff_output_tol)),
+             "output_tol, direction_tol and stiff_output_tol must be > 0"),
             (self.dynamics in DYNAMICS,
              f"unknown dynamics {self.dynamics!r}: choose one of {', '.join(DYNAMICS)}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
@@ -182,8 +188,9 @@ class TrainConfig:
         it (`dynamics.choose_integrator` for gradient flow; euler where eq. 8's max_dout or
         eq. 9's max_dgrad is set away from the paper's value, since only Euler's steps obey
         them; euler steps momentum, and Adam takes no integrator) and unset tolerances of an
-        error-controlled integrator by its TOLERANCES (`dynamics`). A config that names them
-        is returned as it is."""
+        error-controlled integrator by its TOLERANCES (`dynamics`), and a switching one's
+        stiff_output_tol by STIFF_OUTPUT_TOL_FACTOR times its output_tol (None for the
+        others, which have no RKC phase). A config that names them is returned as it is."""
         integrator = self.integrator
         if integrator == AUTO:
             paper = (self.max_dout, self.max_dgrad) == (TrainConfig.max_dout,
@@ -192,11 +199,12 @@ class TrainConfig:
                           else choose_integrator(self.sqrt_h_alpha,
                                                  self.activation in activations.KINKED))
         output_tol, direction_tol = tolerances(integrator, self.output_tol, self.direction_tol)
-        if (integrator, output_tol, direction_tol) == (self.integrator, self.output_tol,
-                                                       self.direction_tol):
+        stiff = stiff_output_tol(integrator, output_tol, self.stiff_output_tol)
+        settings = dict(integrator=integrator, output_tol=output_tol,
+                        direction_tol=direction_tol, stiff_output_tol=stiff)
+        if all(getattr(self, k) == v for k, v in settings.items()):
             return self
-        return dataclasses.replace(self, integrator=integrator, output_tol=output_tol,
-                                   direction_tol=direction_tol)
+        return dataclasses.replace(self, **settings)
 
     def flow(self):
         """The `GradientFlow` (thresholds, dt policy, integrator) this run integrates with."""
@@ -204,6 +212,7 @@ class TrainConfig:
         return GradientFlow(max_dout=self.max_dout, max_dgrad=self.max_dgrad, dt0=self.dt0,
                             integrator=config.integrator, output_tol=config.output_tol,
                             direction_tol=config.direction_tol,
+                            stiff_output_tol=config.stiff_output_tol,
                             jumps=self.activation in activations.KINKED)
 
     def momentum(self):
@@ -249,7 +258,7 @@ class TrainConfig:
                                  else ()):
             d.pop(k)
         for k, default in LATER_SETTINGS.items():
-            if d[k] == default:
-                d.pop(k)
+            if d.get(k, default) == default:
+                d.pop(k, None)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

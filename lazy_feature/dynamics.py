@@ -50,6 +50,9 @@ from lazy_feature.errors import ConfigError
 # switching to RKC once stability holds its steps (`integrators.StiffnessSwitching`).
 INTEGRATORS = ("euler", "bogacki_shampine", "dormand_prince", "rkc", "bogacki_shampine_rkc",
                "dormand_prince_rkc")
+# Those that switch to rkc once stiff, whose RKC phase has its own output_tol
+# (`GradientFlow.stiff_output_tol`).
+SWITCHING = ("bogacki_shampine_rkc", "dormand_prince_rkc")
 # An integrator name that `TrainConfig` resolves per run (`choose_integrator`): its default.
 AUTO = "auto"
 # Each error-controlled integrator's (output_tol, direction_tol) where none are given: about
@@ -66,27 +69,25 @@ TOLERANCES = {"bogacki_shampine": (1e-3, 1e-2), "dormand_prince": (1e-3, 1e-2),
               "dormand_prince_rkc": (1e-3, 1e-2)}
 # The RKC phase of a pair that switches to it (bogacki_shampine_rkc, dormand_prince_rkc,
 # `integrators.StiffnessSwitching`) bounds the local error of α·f by this many times the
-# pair's output_tol, with RKC's direction_tol (off). Errors made early, where the flow is
-# fast (and in the feature regime amplifies them), weigh on the final outputs more than
-# those of the stiff late phase, where it contracts towards the margins. Measured at n =
-# 2 000, h = 100, seeds 0-2, the pair at its TOLERANCES, 5e-4/5e-3 (evaluations summed over
-# the seeds relative to Euler's; the largest ratio of a seed's deviation from the reference
-# flow to Euler's):
+# pair's output_tol (`GradientFlow.stiff_output_tol`, which a run's config.json records),
+# with RKC's direction_tol (off). Errors made early, where the flow is fast (and in the
+# feature regime amplifies them), weigh on the final outputs more than those of the stiff
+# late phase, where it contracts towards the margins. Measured at n = 2 000, h = 100, seeds
+# 0-2, the pair at its TOLERANCES, 5e-4/5e-3 (evaluations summed over the seeds relative to
+# Euler's; the largest ratio of a seed's deviation from the reference flow to Euler's):
 #   factor   √h·α = 1        1e-2
 #   10       ×0.42, 0.20     ×0.38, 0.78
 #   20       ×0.38, 0.28     ×0.35, 0.81
 #   40       ×0.36, 0.38     ×0.33, 1.01   (seed 2: 6.17e-4 against Euler's 6.10e-4)
-# (dormand_prince_rkc at 5e-4/5e-3 and 20: ×0.40, 0.37 and ×0.36, 0.46.) Loosening buys
+# (dormand_prince_rkc at 5e-4/5e-3 and 20: ×0.40, 0.37 and ×0.36, 0.46.) 20 is the cheapest
+# with every seed below Euler; at n = 500, h = 64, seed 0 it took ×0.27 (deviation 8.8e-5) at
+# √h·α = 1 and ×0.24 (2.5e-4) at 1e-2, Euler deviating 3.3e-4 and 5.1e-4. Loosening buys
 # little: where accuracy holds RKC's dt (local error ∝ dt³) a step costs s ∝ √(dt·ρ) stages,
 # so the RKC phase's evaluations per unit of t go as √(ρ/dt) ∝ output_tol^(-1/6). Earlier,
 # at seed 0 with the pair at 1e-3/1e-2: factor 1 ×0.52 and ×0.50, 100 ×0.28 and ×0.26
 # (above Euler's deviation at 1e-2); 30 deviated more than Euler at n = 500, h = 64, √h·α =
-# 1 (4.9e-4 against 3.3e-4). 20, the cheapest with every seed below Euler at n = 2 000,
-# held at n = 500, h = 64, seed 0 too (×0.27, 8.8e-5 at √h·α = 1 and ×0.24, 2.5e-4 at 1e-2,
-# against 10's ×0.28, 6.1e-5 and ×0.25, 2.8e-4; Euler's 3.3e-4 and 5.1e-4): the candidate
-# to replace 10, whose figures the README and `choose_integrator` still give. With the pair
-# at its TOLERANCES the RKC phase is at 5e-3.
-STIFF_OUTPUT_TOL_FACTOR = 10.0
+# 1 (4.9e-4 against 3.3e-4).
+STIFF_OUTPUT_TOL_FACTOR = 20.0
 # `choose_integrator`'s bounds in √h·α: dormand_prince below the first, bogacki_shampine up
 # to the second, rkc from it on.
 DORMAND_PRINCE_BELOW_SQRT_H_ALPHA = 1e-2
@@ -116,14 +117,16 @@ class GradientFlow:
         (`integrators.RungeKuttaChebyshev`), which uses dt0 and sets dt from its error
         estimate and its stages from the Hessian's spectral radius; "bogacki_shampine_rkc"
         and "dormand_prince_rkc" the pair until stability holds its steps, then RKC
-        (`integrators.StiffnessSwitching`, STIFF_OUTPUT_TOL_FACTOR).
+        (`integrators.StiffnessSwitching`).
       jumps: the euler integrator accepts a step across a jump of ∇L (module docstring);
         `TrainConfig.flow` sets it for networks whose activation has a kink (ReLU).
       output_tol: a Runge–Kutta (or RKC) step's bound on the local error of α·f at the training
-        points (absolute, eq. 8's scale; a switching pair's RKC phase takes
-        STIFF_OUTPUT_TOL_FACTOR times it); None: the integrator's TOLERANCES.
+        points (absolute, eq. 8's scale); None: the integrator's TOLERANCES.
       direction_tol: a Runge–Kutta step's bound on the relative local error of its mean
         gradient ‖Δw − Δŵ‖/‖Δw‖ (eq. 9's scale); None: the integrator's TOLERANCES.
+      stiff_output_tol: a SWITCHING integrator's output_tol once it is RKC's (with RKC's
+        direction_tol, off); None: STIFF_OUTPUT_TOL_FACTOR times output_tol. Other
+        integrators have none (it resolves to None).
     """
     max_dout: float = 0.1
     max_dgrad: float = 1e-4
@@ -134,6 +137,7 @@ class GradientFlow:
     integrator: str = "euler"
     output_tol: float | None = None
     direction_tol: float | None = None
+    stiff_output_tol: float | None = None
     jumps: bool = False
 
     def __post_init__(self):
@@ -146,8 +150,11 @@ class GradientFlow:
                                                self.direction_tol)
         object.__setattr__(self, "output_tol", output_tol)
         object.__setattr__(self, "direction_tol", direction_tol)
-        if not all(tol is None or tol > 0 for tol in (self.output_tol, self.direction_tol)):
-            raise ConfigError("output_tol and direction_tol must be > 0")
+        object.__setattr__(self, "stiff_output_tol", stiff_output_tol(
+            self.integrator, self.output_tol, self.stiff_output_tol))
+        if not all(tol is None or tol > 0
+                   for tol in (self.output_tol, self.direction_tol, self.stiff_output_tol)):
+            raise ConfigError("output_tol, direction_tol and stiff_output_tol must be > 0")
         if not (0 < self.shrink < 1 <= self.grow and 0 < self.well_inside <= 1):
             raise ConfigError("need 0 < shrink < 1 <= grow and 0 < well_inside <= 1")
 
@@ -169,6 +176,21 @@ def tolerances(integrator, output_tol=None, direction_tol=None):
     defaults = TOLERANCES.get(integrator, (None, None))
     return tuple(default if given is None else given
                  for given, default in zip((output_tol, direction_tol), defaults))
+
+
+def pair_of(integrator):
+    """The Runge–Kutta pair a SWITCHING integrator ("<pair>_rkc") starts with; any other
+    integrator is its own."""
+    return integrator.removesuffix("_rkc") if integrator in SWITCHING else integrator
+
+
+def stiff_output_tol(integrator, output_tol, given=None):
+    """The output_tol of a SWITCHING integrator's RKC phase: `given`, or STIFF_OUTPUT_TOL_FACTOR
+    times its (resolved) output_tol; None for the other integrators, which have no such
+    phase."""
+    if integrator not in SWITCHING:
+        return None
+    return STIFF_OUTPUT_TOL_FACTOR * output_tol if given is None else given
 
 
 def choose_integrator(sqrt_h_alpha, kinked=False):
@@ -195,17 +217,17 @@ def choose_integrator(sqrt_h_alpha, kinked=False):
       1e-3   2 862, 1.7e-3  dormand_prince           ×0.25, 2.2e-3
                             ×0.34, 6.5e-4
       1e-2   2 181, 5.1e-4  bogacki_shampine_rkc     ×0.26, 3.7e-4      ×0.21, 7.4e-3
-                            ×0.25, 2.8e-4
+                            ×0.24, 2.5e-4
       1      1 503, 3.3e-4  bogacki_shampine_rkc     ×0.36, 3.0e-5      ×0.22, 1.2e-3
-                            ×0.28, 6.1e-5
+                            ×0.27, 8.8e-5
       10     1 470, 4.2e-4  rkc                      ×0.58, 5.7e-5      ×0.31, 4.0e-4
                             (bogacki_shampine_rkc at 1e-3/1e-2 ×0.32, 2.7e-4)
       1e2    1 478, 3.9e-4  rkc                      ×0.99, 6.3e-5      ×0.38, 3.5e-4
       1e4    1 501, 3.8e-4  rkc                      (as at 1e6)        ×0.38, 2.9e-4
       1e6    1 501, 3.8e-4  rkc                      ×1.00, 2.5e-5      ×0.38, 2.9e-4
     The README has the n = 2 000 benchmark, where plain bogacki_shampine takes ×0.98 and
-    ×0.83 of Euler's evaluations at √h·α = 1 and 1e-2 (seed 0) and bogacki_shampine_rkc ×0.42
-    and ×0.38 (seeds 0-2).
+    ×0.83 of Euler's evaluations at √h·α = 1 and 1e-2 (seed 0) and bogacki_shampine_rkc ×0.38
+    and ×0.35 (seeds 0-2).
     dormand_prince_rkc (its RKC phase then at the pair's tolerance) deviated 7.4e-4 at
     √h·α = 1, n = 500, more than Euler: not chosen.
     """

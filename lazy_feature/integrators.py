@@ -44,8 +44,8 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature.dynamics import (JUMP_GROWTH, JUMP_RATIO, STIFF_OUTPUT_TOL_FACTOR,
-                                   gradient_change)
+from lazy_feature.dynamics import (JUMP_GROWTH, JUMP_RATIO, SWITCHING, gradient_change,
+                                   pair_of)
 
 FlowState = collections.namedtuple("FlowState", ["point", "outputs", "grad"])
 FlowState.__doc__ = """An accepted point of the flow, its training outputs and its gradient ∇L."""
@@ -539,8 +539,8 @@ class StiffnessSwitching:
     from this ρ and eigenvector. (A free estimate from the pair's last two stages, DOPRI5's
     test (Hairer & Wanner, Solving ODEs I, II.10), needs two stages at the same time, which
     Bogacki–Shampine lacks: on a stiff linear flow held at dt·λ = 2.51 its stages read
-    dt·ρ̂ ≈ 0.005.) The pair takes the flow's output_tol and direction_tol, RKC
-    STIFF_OUTPUT_TOL_FACTOR times that output_tol and its own direction_tol (off; `get`).
+    dt·ρ̂ ≈ 0.005.) The pair takes the flow's output_tol and direction_tol, RKC the flow's
+    stiff_output_tol and its own direction_tol (off; `get`).
 
     Its memory is (1 once stiff, accepted pair steps since the last estimate, the pair's
     memory, RKC's), zero at the start, so a resumed run goes on with the method it stopped
@@ -603,8 +603,6 @@ class StiffnessSwitching:
 
 
 TABLEAUS = {"bogacki_shampine": BOGACKI_SHAMPINE, "dormand_prince": DORMAND_PRINCE}
-# The pairs that switch to RKC once stiff (`StiffnessSwitching`), by their pair.
-SWITCHING = {f"{pair}_rkc": pair for pair in TABLEAUS}
 
 
 def get(flow):
@@ -614,9 +612,10 @@ def get(flow):
     if flow.integrator == "rkc":
         return RungeKuttaChebyshev(flow)
     if flow.integrator in SWITCHING:
-        pair = SWITCHING[flow.integrator]
+        pair = pair_of(flow.integrator)
         stiff_flow = dataclasses.replace(flow, integrator="rkc", direction_tol=None,
-                                         output_tol=STIFF_OUTPUT_TOL_FACTOR * flow.output_tol)
+                                         output_tol=flow.stiff_output_tol,
+                                         stiff_output_tol=None)
         return StiffnessSwitching(flow.integrator, EmbeddedRungeKutta(pair, TABLEAUS[pair], flow),
                                   RungeKuttaChebyshev(stiff_flow))
     return EmbeddedRungeKutta(flow.integrator, TABLEAUS[flow.integrator], flow)

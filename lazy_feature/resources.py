@@ -54,6 +54,7 @@ import numpy as np
 import tensorflow as tf
 
 from lazy_feature import architectures, integrators, ntk
+from lazy_feature.dynamics import pair_of
 from lazy_feature.errors import ConfigError
 
 logger = logging.getLogger("lazy_feature")
@@ -183,7 +184,7 @@ def dynamics_vectors(config):
     if config.dynamics in ("adam", "momentum"):
         return 2
     config = config.resolved()
-    pair = integrators.SWITCHING.get(config.integrator, config.integrator)
+    pair = pair_of(config.integrator)
     if pair in integrators.TABLEAUS:
         vectors = integrators.TABLEAUS[pair].estimate_stages + 4
         return vectors if pair == config.integrator else max(vectors, RKC_VECTORS)

@@ -109,6 +109,9 @@ _HELP = {
                   "points (eq. 8's scale); unset: the integrator's calibrated one.",
     "direction_tol": "Runge-Kutta: bound on a step's relative local error of its mean "
                      "gradient (eq. 9's scale); unset: the integrator's calibrated one.",
+    "stiff_output_tol": "bogacki_shampine_rkc, dormand_prince_rkc: output_tol of the rkc "
+                        "phase; unset: lazy_feature.dynamics.STIFF_OUTPUT_TOL_FACTOR times "
+                        "--output_tol.",
     "dynamics": "gradient_flow (eq. 7, the default), adam (mini-batches) or momentum "
                 "(continuous momentum with time constant --tau).",
     "batch_size": "adam: examples per mini-batch (Table 1: 32).",

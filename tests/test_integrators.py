@@ -498,12 +498,31 @@ def test_config_json_records_the_integrator_and_tolerances_a_run_used(tmp_path):
                          max_steps=3)
     run.train(config, str(tmp_path), task=_task())
     stored = artifact.read_json(str(tmp_path / artifact.CONFIG))
-    assert (stored["integrator"], stored["output_tol"], stored["direction_tol"]) == (
-        "bogacki_shampine_rkc", *TOLERANCES["bogacki_shampine_rkc"])
+    output_tol, direction_tol = TOLERANCES["bogacki_shampine_rkc"]
+    assert (stored["integrator"], stored["output_tol"], stored["direction_tol"],
+            stored["stiff_output_tol"]) == ("bogacki_shampine_rkc", output_tol, direction_tol,
+                                            STIFF_OUTPUT_TOL_FACTOR * output_tol)
     assert stored["run_id"] == config.run_id()
     assert artifact.load_config(str(tmp_path)).run_id() == config.run_id()
     assert artifact.read_json(str(tmp_path / artifact.METRICS))["integrator"] == \
         "bogacki_shampine_rkc"
+
+
+def test_a_switching_integrators_rkc_phase_takes_stiff_output_tol():
+    switching = TrainConfig(width=100, alpha=1e-3)  # auto: bogacki_shampine_rkc
+    output_tol = switching.resolved().output_tol
+    assert switching.resolved().stiff_output_tol == STIFF_OUTPUT_TOL_FACTOR * output_tol
+    given = dataclasses.replace(switching, stiff_output_tol=1e-2)
+    stiff_phase = integrators.get(given.flow()).rkc.flow
+    assert (stiff_phase.integrator, stiff_phase.output_tol) == ("rkc", 1e-2)
+    assert integrators.get(given.flow()).pair.flow.output_tol == output_tol
+    assert given.run_id() != switching.run_id()  # another flow, another run
+    # The others have no RKC phase: the setting resolves to None and leaves their id.
+    lazy = TrainConfig(width=100, alpha=1e5)  # auto: rkc
+    assert dataclasses.replace(lazy, stiff_output_tol=1e-2).resolved().stiff_output_tol is None
+    assert dataclasses.replace(lazy, stiff_output_tol=1e-2).run_id() == lazy.run_id()
+    with pytest.raises(ConfigError, match="stiff_output_tol must be > 0"):
+        TrainConfig(stiff_output_tol=0.0)
 
 
 def test_a_config_written_before_the_integrator_choice_loads_as_euler(tmp_path):

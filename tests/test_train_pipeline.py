@@ -73,7 +73,8 @@ def test_divergence_is_one_line_with_non_zero_exit(tmp_path):
     ("train", ["--width", "--sqrt_h_alpha", "--bias_scale", "--readout_bias", "--max_time",
                "--output_dir", "--live_drift", "--architecture", "--pca", "--pca_whiten",
                "--dynamics", "--batch_size", "--learning_rate", "--epochs", "--tau",
-               "--tau_proportional_to_t"]),
+               "--tau_proportional_to_t", "--integrator", "--output_tol", "--direction_tol",
+               "--stiff_output_tol"]),
     ("ensemble", ["--width", "--sqrt_h_alpha", "--bias_scale", "--seeds", "--output_dir"]),
 ])
 def test_helpshort_lists_the_flags_a_user_sets(binary, expected):
@@ -90,6 +91,7 @@ def test_helpshort_lists_the_flags_a_user_sets(binary, expected):
     (["--n_train=60000", "--n_test=20000"], "exceeds the 70000 pooled images"),
     (["--activation=gelu"], "unknown activation 'gelu'"),
     (["--integrator=heun"], "unknown integrator 'heun'"),
+    (["--stiff_output_tol=0"], "stiff_output_tol must be > 0"),
     (["--alpha=1e4", "--width=100", "--dtype=float32"], "use dtype float64"),
     (["--architecture=cnn", "--bias_scale=0.1"], "bias_scale and readout_bias apply to fc only"),
     (["--architecture=cnn", "--pca=10"], "not images"),

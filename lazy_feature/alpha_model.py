@@ -368,7 +368,10 @@ class AlphaModel(keras.Model):
 
             return tf.while_loop(going, step, (tf.constant(0, tf.int64), no_logs))
 
-        traced = tf.function(one_step, reduce_retracing=True, jit_compile=self.jit_compile)
+        # Its control flow is explicit (tf.cond, tf.while_loop): autograph's conversion of
+        # every function the step calls cost each new process about 2 s of tracing.
+        traced = tf.function(one_step, reduce_retracing=True, jit_compile=self.jit_compile,
+                             autograph=False)
         if not self.run_eagerly:
             one_step, steps = traced, tf.function(steps, autograph=False)
         no_logs = []  # zeros of the logs' structure: the loop's values before its first step

@@ -343,6 +343,14 @@ def _scalar(tag, value, step):
     tf.summary.scalar(tag, value, step=step, description=DESCRIPTIONS.get(tag))
 
 
+def _scalars(values, step):
+    """Each of `values` ({tag: value}) at `step`. Traced once (`TensorBoardRecorder`): run
+    eagerly, each scalar dispatches a dozen ops one by one, about 2 ms, which over a small
+    run's records came to a sixth of its wall time."""
+    for tag, value in values.items():
+        _scalar(tag, value, step)
+
+
 def _domain(value):
     """The HParams domain of a setting's value, so that the HParams table can filter on it.
 
@@ -457,12 +465,13 @@ class TensorBoardRecorder(LogSpaced):
                               metrics=metrics)
             hp.hparams(hparams, trial_id=config.run_id())
         self.writer.flush()
+        self._scalars = tf.function(_scalars, autograph=False)  # of this writer's records
 
     def record(self, entry):
+        values = {record_tag(key): tf.constant(float(value), tf.float64)
+                  for key, value in entry.items() if key != "step" and value is not None}
         with self.writer.as_default():
-            for key, value in entry.items():
-                if key != "step" and value is not None:
-                    _scalar(record_tag(key), value, entry["step"])
+            self._scalars(values, tf.constant(entry["step"], tf.int64))
             if self.drift_probe is not None:
                 self.drift_probe.write(self.model, entry)
         self.writer.flush()

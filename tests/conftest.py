@@ -21,6 +21,24 @@ from lazy_feature import data
 
 FASHION_MNIST = data.DEFAULT_DATA_DIRS["fashion_mnist"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The longest tests (about half a minute to two minutes each under `-n 2`), longest first:
+# collected ahead of the others, so that pytest-xdist, which hands out tests in collection
+# order, starts them first and the short ones fill in around them. Collected where their
+# modules fall, the last of them kept one process busy for a minute or two while the other
+# sat idle.
+LONGEST_FIRST = ("test_mirrored_on_two_cpu_devices", "test_beam_sweep_killed_and_resumed",
+                 "test_table1_quick_end_to_end_on_every_row", "test_gradient_flow_fidelity",
+                 "test_monitor_and_scan_under_a_mirrored_strategy_match_one_device",
+                 "test_kill_9_at_two_moments_then_rerun_ends_as_an_uninterrupted_run",
+                 "test_tiny_sweep_on_ram_filesystem",
+                 "test_budget_stopped_runs_are_excluded_then_retried",
+                 "test_sweep_console_is_one_progress_display")
+
+
+def pytest_collection_modifyitems(items):
+    """Move the LONGEST_FIRST tests to the front, in that order; the rest keep theirs."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.originalname, len(rank)))
 
 
 def run_stage(name, *args, timeout=600, **kwargs):

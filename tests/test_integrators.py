@@ -512,9 +512,9 @@ def test_a_switching_integrators_rkc_phase_takes_stiff_output_tol():
     switching = TrainConfig(width=100, alpha=1e-3)  # auto: bogacki_shampine_rkc
     output_tol = switching.resolved().output_tol
     assert switching.resolved().stiff_output_tol == STIFF_OUTPUT_TOL_FACTOR * output_tol
-    given = dataclasses.replace(switching, stiff_output_tol=1e-2)
+    given = dataclasses.replace(switching, stiff_output_tol=3e-2)
     stiff_phase = integrators.get(given.flow()).rkc.flow
-    assert (stiff_phase.integrator, stiff_phase.output_tol) == ("rkc", 1e-2)
+    assert (stiff_phase.integrator, stiff_phase.output_tol) == ("rkc", 3e-2)
     assert integrators.get(given.flow()).pair.flow.output_tol == output_tol
     assert given.run_id() != switching.run_id()  # another flow, another run
     # The others have no RKC phase: the setting resolves to None and leaves their id.

@@ -525,6 +525,18 @@ def test_a_switching_integrators_rkc_phase_takes_stiff_output_tol():
         TrainConfig(stiff_output_tol=0.0)
 
 
+def test_a_switching_run_recorded_before_stiff_output_tol_loads_with_the_default(tmp_path):
+    config = TrainConfig(width=100, alpha=1e-3)  # auto: bogacki_shampine_rkc
+    record = {k: v for k, v in config.resolved().to_dict().items() if k != "stiff_output_tol"}
+    artifact.write_json(str(tmp_path / artifact.CONFIG), record)
+    loaded = artifact.load_config(str(tmp_path)).resolved()
+    assert loaded.stiff_output_tol == STIFF_OUTPUT_TOL_FACTOR * loaded.output_tol
+    assert loaded.run_id() == config.run_id()
+    # Its RKC phase ran at 10 times the pair's tolerance then: another run, another id.
+    then = dataclasses.replace(config, stiff_output_tol=10 * loaded.output_tol)
+    assert then.run_id() != config.run_id()
+
+
 def test_a_config_written_before_the_integrator_choice_loads_as_euler(tmp_path):
     record = {k: v for k, v in TrainConfig(width=10).to_dict().items()
               if k not in ("integrator", "output_tol", "direction_tol")}

@@ -85,7 +85,8 @@ def claims():
 
 
 def quick():
-    """The whole study, small: about 30 minutes on 2 cores; the README's main job.
+    """The whole study, small: 14.1 minutes on 2 cores (timed end to end by
+    `benchmarks/quick_configs_benchmark.py`, load 1.0-1.5); the README's main job.
 
     Figs. 3, 4, 5 and 9 and the claims at n = 1 000 training and 2 000 test points, widths
     30 and 100, √h·α = 1e-3 … 1e4, 5 seeds (70 runs), with NTK drift, frozen-kernel errors

@@ -23,9 +23,8 @@ FASHION_MNIST = data.DEFAULT_DATA_DIRS["fashion_mnist"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The longest tests (about half a minute to two minutes each under `-n 2`), longest first:
 # collected ahead of the others, so that pytest-xdist, which hands out tests in collection
-# order, starts them first and the short ones fill in around them. Collected where their
-# modules fall, the last of them kept one process busy for a minute or two while the other
-# sat idle.
+# order, starts them first and the short ones fill in around them (measured: 11 min 18 s
+# collected where their modules fall, 10 min 52 s first).
 LONGEST_FIRST = ("test_mirrored_on_two_cpu_devices", "test_beam_sweep_killed_and_resumed",
                  "test_table1_quick_end_to_end_on_every_row", "test_gradient_flow_fidelity",
                  "test_monitor_and_scan_under_a_mirrored_strategy_match_one_device",

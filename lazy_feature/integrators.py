@@ -614,8 +614,7 @@ def get(flow):
     if flow.integrator in SWITCHING:
         pair = pair_of(flow.integrator)
         stiff_flow = dataclasses.replace(flow, integrator="rkc", direction_tol=None,
-                                         output_tol=flow.stiff_output_tol,
-                                         stiff_output_tol=None)
+                                         output_tol=flow.stiff_output_tol)
         return StiffnessSwitching(flow.integrator, EmbeddedRungeKutta(pair, TABLEAUS[pair], flow),
                                   RungeKuttaChebyshev(stiff_flow))
     return EmbeddedRungeKutta(flow.integrator, TABLEAUS[flow.integrator], flow)

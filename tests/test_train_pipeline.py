@@ -108,3 +108,16 @@ def test_bad_input_fails_in_one_line(args, message, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith("train: error:")]
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert not out.exists()  # nothing half-written
+
+
+def test_the_import_lines_tf_cpp_min_log_level_cannot_hide_are_dropped_and_no_others():
+    import pipelines  # pylint: disable=import-outside-toplevel
+    # As TensorFlow 2.21 writes them where oneDNN's custom operations are on by default.
+    noise = ("WARNING: All log messages before absl::InitializeLog() is called are written to "
+             "STDERR\nI0000 00:00:1796039085.767001    8835 port.cc:153] oneDNN custom "
+             "operations are on. You may see slightly different numerical results due to "
+             "floating-point round-off errors from different computation orders. To turn them "
+             "off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.\n")
+    kept = ("E0000 00:00:1796039085.767001    8835 port.cc:153] oneDNN custom operations are "
+            "on.\nWARNING: something else\nTraceback (most recent call last):\n")
+    assert pipelines.quiet_import_lines(noise + kept + noise) == kept

@@ -345,7 +345,8 @@ class AlphaModel(keras.Model):
         if self._observe_function is None:
             strategy = self.distribute_strategy
             self._observe_function = tf.function(
-                lambda x: strategy.run(lambda shard: adam_lib.observe(self, shard), args=(x,)))
+                lambda x: strategy.run(lambda shard: adam_lib.observe(self, shard), args=(x,)),
+                autograph=False)
         self._observe_function(self._training_set[0])
         return dict(logs, **self.train_state())
 
@@ -550,8 +551,8 @@ class AlphaModel(keras.Model):
         self._training_set = (shard(strategy, x, self.dtype), shard(strategy, y, self.dtype))
         if not bool(self.started.numpy()):
             self.n_train.assign(float(x.shape[0]))
-            tf.function(lambda data: strategy.run(self._start_replica, args=data))(
-                self._training_set)
+            tf.function(lambda data: strategy.run(self._start_replica, args=data),
+                        autograph=False)(self._training_set)
 
     def _start_replica(self, x, y):
         """`start` on this replica's shard (Adam, which takes no full-batch gradient, only
@@ -651,7 +652,8 @@ class AlphaModel(keras.Model):
         strategy = self.distribute_strategy
         if _outside_replicas(strategy):
             if self._state_function is None:  # traced once: eager replicas are slow
-                self._state_function = tf.function(lambda: strategy.run(self.train_state))
+                self._state_function = tf.function(lambda: strategy.run(self.train_state),
+                                                   autograph=False)
             return _first_replica(strategy, self._state_function())
         margins = self.margins()
         loss = _sum_replicas(tf.reduce_sum(self.per_pattern_loss(margins, 1.0))) / self.n_train

@@ -24,6 +24,8 @@ they are subtracted, summed or stored: a norm over 50 000 test points adds 2.5e9
 and the difference of two close kernels must not be rounded again. The frozen-kernel
 dynamics runs in float64 (see `frozen_kernel_dynamics`).
 """
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -366,7 +368,7 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
     problem = _KernelFlow(tf.constant(k_train, tf.float64), y, losses.get(loss, loss_beta))
     integrator = integrators.get(flow)
 
-    @tf.function
+    @functools.partial(tf.function, autograph=False)  # its control flow is explicit
     def integrate(state, memory, dt):
         """Trial steps until every margin exceeds 1 or a budget is spent, in one graph
         (no Python between steps): returns the final state, t, the steps accepted, the

@@ -30,6 +30,8 @@ that one reference time, cached, serves every attempt.
                                              # output:direction tol
   python benchmarks/flow_benchmark.py --integrators=euler,bogacki_shampine@3e-3:1e-2 ...
                                              # a method at its own tolerances
+  python benchmarks/flow_benchmark.py --integrators=euler,bogacki_shampine_rkc@5e-4:5e-3:1e-3
+                                             # a switching one's RKC phase at 1e-3
 """
 import argparse
 import collections
@@ -50,8 +52,10 @@ def _floats(text):
 
 
 def _tolerances(text):
-    """(output_tol, direction_tol) of `output:direction`."""
-    return tuple(float(v) for v in text.split(":"))
+    """(output_tol, direction_tol, stiff_output_tol or None) of `output:direction[:stiff]`
+    (stiff: a switching integrator's RKC phase, `GradientFlow.stiff_output_tol`)."""
+    values = [float(v) for v in text.split(":")]
+    return tuple(values) if len(values) == 3 else (*values, None)
 
 
 def _variants(names, tolerances):
@@ -72,9 +76,9 @@ def _reference_config(config, spec):
     if spec == "euler":
         return fidelity.reference_config(config)
     name, tols = spec.split("@")
-    output_tol, direction_tol = _tolerances(tols)
+    output_tol, direction_tol, stiff_output_tol = _tolerances(tols)
     return dataclasses.replace(config, integrator=name, dtype="float64", output_tol=output_tol,
-                               direction_tol=direction_tol)
+                               direction_tol=direction_tol, stiff_output_tol=stiff_output_tol)
 
 
 def _store(path, arrays):
@@ -147,7 +151,7 @@ def main():
     parser.add_argument("--dtype", default="float64", help="float32, float64 or auto (the "
                         "precision policy's); the reference is always float64")
     parser.add_argument("--tolerances", default=None,
-                        help="output_tol:direction_tol pairs, comma-separated: each Runge-Kutta "
+                        help="output_tol:direction_tol[:stiff_output_tol], comma-separated: each Runge-Kutta "
                         "integrator runs at each (default: TrainConfig's)")
     parser.add_argument("--reference", default="euler",
                         help="euler (the issue's: eps_grad/100, max_dout/10) or NAME@o:d, an "
@@ -185,9 +189,10 @@ def main():
                     alpha=sha / np.sqrt(args.width), init_seed=seed,
                     dtype=None if args.dtype == "auto" else args.dtype,
                     integrator=default if name == "default" else name,
-                    **({} if tols is None else dict(output_tol=tols[0], direction_tol=tols[1])))
+                    **({} if tols is None else dict(output_tol=tols[0], direction_tol=tols[1],
+                                                    stiff_output_tol=tols[2])))
                 if tols is not None:
-                    name = f"{name}@{tols[0]:g}/{tols[1]:g}"
+                    name = f"{name}@{'/'.join(f'{v:g}' for v in tols if v is not None)}"
                 elif name == "default":
                     name = f"default={config.resolved().integrator}"
                 found = _run(config, task, until, args.cache_dir)

@@ -194,7 +194,13 @@ class _LocalErrorControl:
     PI controller 11 of 204. Eq. 8's max_dout, which bounded the pairs' steps before, rejected
     every other trial of the early phase, where α·f grows faster than linearly in dt: at
     3e-3/3e-2, 610 evaluations with it and 493 without, at deviations from the reference flow
-    of 6.7e-5 and 8.8e-5 (Euler's: 3.3e-4).
+    of 6.7e-5 and 8.8e-5 (Euler's: 3.3e-4). Where the flow speeds up (√h·α = 1e-2, the
+    switching pair's early phase), dt falls step after step and every other trial of the pair
+    is rejected just above tolerance (e = 1.01-1.2). Gustafsson's predictive controller (1994;
+    Hairer & Wanner IV.8), dt held below dt · SAFETY (dt/dt_prev) e_prev/e² after an accepted
+    step whose dt fell, cut the rejected trials from 29 to 14 (n = 2 000, h = 100, seed 0) but
+    took 1 136 evaluations to convergence against 1 144, its accepted steps being shorter: not
+    adopted.
     """
     SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 5.0
     PI_CURRENT, PI_PREVIOUS = 0.7, 0.4

@@ -151,8 +151,8 @@ def main():
     parser.add_argument("--dtype", default="float64", help="float32, float64 or auto (the "
                         "precision policy's); the reference is always float64")
     parser.add_argument("--tolerances", default=None,
-                        help="output_tol:direction_tol[:stiff_output_tol], comma-separated: each Runge-Kutta "
-                        "integrator runs at each (default: TrainConfig's)")
+                        help="output_tol:direction_tol[:stiff_output_tol], comma-separated: each "
+                        "Runge-Kutta integrator runs at each (default: TrainConfig's)")
     parser.add_argument("--reference", default="euler",
                         help="euler (the issue's: eps_grad/100, max_dout/10) or NAME@o:d, an "
                         "integrator at tolerances o:d (e.g. dormand_prince@1e-8:1e-7)")

@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 
+import pipelines
 from lazy_feature import artifact
 from tests.conftest import (MNIST_FILES, run_stage, stage_in_process,
                             write_class_template_mnist, write_idx)
@@ -111,7 +112,6 @@ def test_bad_input_fails_in_one_line(args, message, tmp_path):
 
 
 def test_the_import_lines_tf_cpp_min_log_level_cannot_hide_are_dropped_and_no_others():
-    import pipelines  # pylint: disable=import-outside-toplevel
     # As TensorFlow 2.21 writes them where oneDNN's custom operations are on by default.
     noise = ("WARNING: All log messages before absl::InitializeLog() is called are written to "
              "STDERR\nI0000 00:00:1796039085.767001    8835 port.cc:153] oneDNN custom "

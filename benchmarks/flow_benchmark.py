@@ -52,10 +52,11 @@ def _floats(text):
 
 
 def _tolerances(text):
-    """(output_tol, direction_tol, stiff_output_tol or None) of `output:direction[:stiff]`
-    (stiff: a switching integrator's RKC phase, `GradientFlow.stiff_output_tol`)."""
+    """The TrainConfig settings of `output:direction[:stiff]`: output_tol, direction_tol and
+    stiff_output_tol (a switching integrator's RKC phase, `GradientFlow.stiff_output_tol`;
+    None when not given)."""
     values = [float(v) for v in text.split(":")]
-    return tuple(values) if len(values) == 3 else (*values, None)
+    return dict(zip(("output_tol", "direction_tol", "stiff_output_tol"), values + [None]))
 
 
 def _variants(names, tolerances):
@@ -76,9 +77,7 @@ def _reference_config(config, spec):
     if spec == "euler":
         return fidelity.reference_config(config)
     name, tols = spec.split("@")
-    output_tol, direction_tol, stiff_output_tol = _tolerances(tols)
-    return dataclasses.replace(config, integrator=name, dtype="float64", output_tol=output_tol,
-                               direction_tol=direction_tol, stiff_output_tol=stiff_output_tol)
+    return dataclasses.replace(config, integrator=name, dtype="float64", **_tolerances(tols))
 
 
 def _store(path, arrays):
@@ -189,10 +188,9 @@ def main():
                     alpha=sha / np.sqrt(args.width), init_seed=seed,
                     dtype=None if args.dtype == "auto" else args.dtype,
                     integrator=default if name == "default" else name,
-                    **({} if tols is None else dict(output_tol=tols[0], direction_tol=tols[1],
-                                                    stiff_output_tol=tols[2])))
+                    **({} if tols is None else tols))
                 if tols is not None:
-                    name = f"{name}@{'/'.join(f'{v:g}' for v in tols if v is not None)}"
+                    name = f"{name}@{'/'.join(f'{v:g}' for v in tols.values() if v is not None)}"
                 elif name == "default":
                     name = f"default={config.resolved().integrator}"
                 found = _run(config, task, until, args.cache_dir)

@@ -10,6 +10,7 @@ The public face; the modules hold one concept each:
                 name; ContinuousMomentum (Section 7, Fig. 13)
   adam          Adam on mini-batches (Table 1), its learning-rate rule across α
   integrators   the paper's Euler scheme, embedded Runge–Kutta pairs and Runge–Kutta–Chebyshev
+  exponential   etdrk4: exponential Runge–Kutta with the Hessian's stiff directions deflated
   fidelity      a run against its reference flow (Euler at ε_∇/100, Appendix G)
   distribute    tf.distribute strategies by name, logical CPU devices, the TPU's float32
   run           train / load_run: one run end to end
@@ -24,7 +25,7 @@ The public face; the modules hold one concept each:
   report        the paper's figures and fitted exponents
 """
 from lazy_feature import (activations, adam, artifact, callbacks, data, distribute, ensemble,
-                          exponents, fidelity, integrators, losses, ntk, ntk_eval,
+                          exponential, exponents, fidelity, integrators, losses, ntk, ntk_eval,
                           observables, precision, probe, regime, report, resources, sweep)
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.architectures import ConvNet, FullyConnected, WideResNet

@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from lazy_feature import adam as adam_lib
 from lazy_feature import integrators, losses
-from lazy_feature.dynamics import RKC_FROM_SQRT_H_ALPHA, ContinuousMomentum, GradientFlow
+from lazy_feature.dynamics import (EXPONENTIAL_FROM_SQRT_H_ALPHA, ContinuousMomentum,
+                                   GradientFlow)
 from lazy_feature.integrators import FlowState
 from lazy_feature.errors import ConfigError
 
@@ -155,6 +156,16 @@ class _NetworkFlow:
     def output_change(self, f_a, f_b):
         return self.model.alpha * _max_replicas(tf.reduce_max(tf.abs(f_a - f_b)))
 
+    def flatten(self, displacement):
+        """A point, gradient or displacement as one vector of the weights' coordinates."""
+        return tf.concat([tf.reshape(d, [-1]) for d in displacement], 0)
+
+    def unflatten(self, vector):
+        """The inverse of `flatten`: a displacement shaped as the weights."""
+        sizes = [int(np.prod(w.shape)) for w in self.weights]
+        return [tf.reshape(part, w.shape)
+                for part, w in zip(tf.split(vector, sizes), self.weights)]
+
 
 class _MomentumFlow(_NetworkFlow):
     """Continuous momentum on the network (`dynamics.ContinuousMomentum`) for the Euler
@@ -197,7 +208,8 @@ class AlphaModel(keras.Model):
 
     Under a tf.distribute strategy (build the model inside `strategy.scope()`) the training
     set is split in one contiguous shard per replica (n must be a multiple of the number
-    of replicas, and the integrator not rkc, whose stage loop cannot all-reduce); each replica keeps f(w_i), f(w0) and y of its shard, and the gradient,
+    of replicas, and the integrator neither rkc nor etdrk4, whose loops of evaluations cannot
+    all-reduce); each replica keeps f(w_i), f(w0) and y of its shard, and the gradient,
     the loss, the counts and eq. 8's max are reduced over the replicas, so the flow takes
     the same steps as on one device (Adam too: each replica takes the points of the global
     mini-batch its shard holds, `adam`). `compile(steps_per_execution=K)` with K > 1 runs up
@@ -478,12 +490,14 @@ class AlphaModel(keras.Model):
         if n_train % replicas:
             raise ConfigError(f"n_train={n_train} does not split evenly over the {replicas} "
                               f"replicas of the strategy: use a multiple of {replicas}")
-        if replicas > 1 and self.flow.integrator == "rkc":
-            # Its stages run in a tf.while_loop, where tf.distribute cannot all-reduce.
-            raise ConfigError("the rkc integrator (the default from √h·α = "
-                              f"{RKC_FROM_SQRT_H_ALPHA:g}) runs on one replica: pass "
-                              "--integrator=euler or bogacki_shampine under a strategy with "
-                              "several replicas")
+        if replicas > 1 and self.flow.integrator in ("rkc", "etdrk4"):
+            # Their stages or Hessian-vector products run in a tf.while_loop, where
+            # tf.distribute cannot all-reduce.
+            default = (f" (the default from √h·α = {EXPONENTIAL_FROM_SQRT_H_ALPHA:g})"
+                       if self.flow.integrator == "etdrk4" else "")
+            raise ConfigError(f"the {self.flow.integrator} integrator{default} runs on one "
+                              "replica: pass --integrator=euler or bogacki_shampine under a "
+                              "strategy with several replicas")
         if not self.cache.built:
             with self.distribute_strategy.scope():
                 self.cache.build((n_train // replicas,))

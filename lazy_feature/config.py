@@ -67,7 +67,8 @@ class TrainConfig:
     output_tol (of α·f, eq. 8's scale) and direction_tol (eq. 9's), and so does rkc
     (Runge–Kutta–Chebyshev), and a pair that switches to rkc once stiff (bogacki_shampine_rkc,
     dormand_prince_rkc; its RKC phase bounds α·f's local error by stiff_output_tol, unset
-    `dynamics.STIFF_OUTPUT_TOL_FACTOR` times output_tol), at their calibrated
+    `dynamics.STIFF_OUTPUT_TOL_FACTOR` times output_tol), and etdrk4 (exponential Runge–Kutta
+    on the Hessian's top eigenspace, `lazy_feature.exponential`), at their calibrated
     `dynamics.TOLERANCES` when unset; max_dout
     and max_dgrad bound Euler's steps only. The default, "auto", takes the fastest one at
     Euler's fidelity for the run (`dynamics.choose_integrator`: dormand_prince, then

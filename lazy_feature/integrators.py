@@ -25,6 +25,8 @@ verdict, and asks the integrator for the next dt. A problem provides:
   branches (optional attribute)       False where an evaluation cannot sit in a tf.cond (its
                                       gradient all-reduced over several replicas); Euler's
                                       half-step probe is then taken on every trial
+  flatten(d), unflatten(v) (optional) a displacement (or a gradient) as one vector of the
+                                      weights' coordinates and back, for `exponential`
 
 Error control of the Runge–Kutta methods, in the paper's own quantities: a trial step from w
 to w_new has an embedded solution ŵ (a lower-order one, or w_new plus RKC's error estimate),
@@ -648,6 +650,10 @@ def get(flow):
         return Euler(flow)
     if flow.integrator == "rkc":
         return RungeKuttaChebyshev(flow)
+    if flow.integrator == "etdrk4":
+        # (imported here: `exponential` builds on this module)
+        from lazy_feature import exponential  # pylint: disable=import-outside-toplevel
+        return exponential.DeflatedExponential(flow)
     if flow.integrator in SWITCHING:
         pair = pair_of(flow.integrator)
         stiff_flow = dataclasses.replace(flow, integrator="rkc", direction_tol=None,

@@ -53,7 +53,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature import architectures, integrators, ntk
+from lazy_feature import architectures, exponential, integrators, ntk
 from lazy_feature.dynamics import pair_of
 from lazy_feature.errors import ConfigError
 
@@ -62,6 +62,9 @@ logger = logging.getLogger("lazy_feature")
 GiB = 2 ** 30
 # The P-sized vectors rkc keeps besides gradient flow's five (`dynamics_vectors`).
 RKC_VECTORS = 6
+# etdrk4's: its basis of RANK directions, and while it is built the Krylov space's 2·RANK
+# directions and their Hessian products (more than a step's eight stage vectors).
+ETDRK4_VECTORS = 5 * exponential.DeflatedExponential.RANK
 _RATE_SIZE = 512  # the matmul timed: _RATE_SIZE³ multiply-adds, a few milliseconds
 
 
@@ -177,10 +180,10 @@ def available_memory():
 
 def dynamics_vectors(config):
     """The P-sized vectors the dynamics and integrator of `config` keep besides gradient
-    flow's five (module docstring): 2 for adam and momentum, 6 for rkc, an embedded
-    Runge–Kutta pair's stage gradients that its estimate weighs plus 4 (bogacki_shampine 6,
-    dormand_prince 8), the larger of its pair's and rkc's for a pair that switches to rkc,
-    1 for euler across jumps of ∇L (ReLU), else 0."""
+    flow's five (module docstring): 2 for adam and momentum, 6 for rkc, 40 for etdrk4, an
+    embedded Runge–Kutta pair's stage gradients that its estimate weighs plus 4
+    (bogacki_shampine 6, dormand_prince 8), the larger of its pair's and rkc's for a pair
+    that switches to rkc, 1 for euler across jumps of ∇L (ReLU), else 0."""
     if config.dynamics in ("adam", "momentum"):
         return 2
     config = config.resolved()
@@ -190,6 +193,8 @@ def dynamics_vectors(config):
         return vectors if pair == config.integrator else max(vectors, RKC_VECTORS)
     if config.integrator == "rkc":
         return RKC_VECTORS
+    if config.integrator == "etdrk4":
+        return ETDRK4_VECTORS
     return 1 if config.flow().jumps else 0
 
 

@@ -104,7 +104,9 @@ _HELP = {
                   "8-9), bogacki_shampine (3(2)) or dormand_prince (5(4)): embedded Runge-Kutta "
                   "pairs with error control; rkc: stabilized second-order Runge-Kutta-Chebyshev "
                   "for stiff (lazy) flows; bogacki_shampine_rkc or dormand_prince_rkc: the "
-                  "pair until stability holds its steps, then rkc.",
+                  "pair until stability holds its steps, then rkc; etdrk4: fourth-order "
+                  "exponential Runge-Kutta with the Hessian's few stiff directions integrated "
+                  "exactly (lazy_feature.exponential).",
     "output_tol": "Runge-Kutta: bound on a step's local error of alpha*f at the training "
                   "points (eq. 8's scale); unset: the integrator's calibrated one.",
     "direction_tol": "Runge-Kutta: bound on a step's relative local error of its mean "

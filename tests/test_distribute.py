@@ -26,8 +26,9 @@ def test_mirrored_on_two_cpu_devices(tmp_path):
     r = json.loads(done.stdout)
     assert r["replicas"] == 2
     assert "too late" in r["late_split_error"] and "\n" not in r["late_split_error"]
-    assert r["rkc_error"].startswith("the rkc integrator (the default from")
-    assert not r["rkc_written"]
+    assert r["rkc_error"].startswith("the rkc integrator runs on one replica")
+    assert r["etdrk4_error"].startswith("the etdrk4 integrator (the default from")
+    assert not r["rkc_written"] and not r["etdrk4_written"]
     single, mirrored, resumed = r["single"], r["mirrored"], r["resumed"]
     for other in (mirrored, resumed):
         assert (other["steps"], other["rejected_steps"], other["stop_reason"]) == (

@@ -12,7 +12,7 @@ from lazy_feature import artifact, callbacks, data, fidelity, integrators, ntk, 
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.config import TrainConfig
 from lazy_feature.dynamics import (AUTO, DORMAND_PRINCE_BELOW_SQRT_H_ALPHA,
-                                   RKC_FROM_SQRT_H_ALPHA, STIFF_OUTPUT_TOL_FACTOR, TOLERANCES,
+                                   EXPONENTIAL_FROM_SQRT_H_ALPHA, STIFF_OUTPUT_TOL_FACTOR, TOLERANCES,
                                    GradientFlow)
 from lazy_feature.errors import ConfigError
 from tests.conftest import sphere_inputs, stage_in_process
@@ -66,6 +66,12 @@ class LinearFlow:
 
     def output_change(self, a, b):
         return tf.reduce_max(tf.abs(a - b))
+
+    def flatten(self, w):  # a point is already one vector of weights
+        return w
+
+    def unflatten(self, w):
+        return w
 
 
 class KinkedFlow:
@@ -363,9 +369,8 @@ def _task(n_train=10, n_test=200, seed=3):
 
 @pytest.fixture(scope="module")
 def small_runs(tmp_path_factory):
-    """A small network trained by Euler, Bogacki–Shampine, RKC and the switching pair from the
-    same w0, all
-    checked by `fidelity.check_runs` against one reference flow."""
+    """A small network trained by Euler, Bogacki–Shampine, RKC, the switching pair and etdrk4
+    from the same w0, all checked by `fidelity.check_runs` against one reference flow."""
     task = _task()
     # ε_∇ = 5e-2 and max_dout = 0.3, looser than the paper's, keep the reference flow
     # (ε_∇/100, max_dout/10) to ~500 steps.
@@ -373,7 +378,7 @@ def small_runs(tmp_path_factory):
                        max_dgrad=5e-2, max_dout=0.3)
     root = tmp_path_factory.mktemp("runs")
     runs = {}
-    names = ("euler", "bogacki_shampine", "rkc", "bogacki_shampine_rkc")
+    names = ("euler", "bogacki_shampine", "rkc", "bogacki_shampine_rkc", "etdrk4")
     for name in names:
         config = TrainConfig(**dict(base.to_dict(), integrator=name))
         runs[name] = dict(config=config, dir=str(root / name),
@@ -384,7 +389,7 @@ def small_runs(tmp_path_factory):
     return task, runs
 
 
-@pytest.mark.parametrize("name", ["bogacki_shampine", "rkc", "bogacki_shampine_rkc"])
+@pytest.mark.parametrize("name", ["bogacki_shampine", "rkc", "bogacki_shampine_rkc", "etdrk4"])
 def test_runge_kutta_is_at_least_as_faithful_as_euler(small_runs, name):
     _, runs = small_runs
     euler, rk = runs["euler"], runs[name]
@@ -415,7 +420,7 @@ def test_gradient_evaluations_are_counted_and_recorded(small_runs):
     assert log[-1].split("evals=")[1].split()[0] == str(rk["gradient_evaluations"])
 
 
-@pytest.mark.parametrize("name", ["bogacki_shampine", "rkc", "bogacki_shampine_rkc"])
+@pytest.mark.parametrize("name", ["bogacki_shampine", "rkc", "bogacki_shampine_rkc", "etdrk4"])
 def test_runge_kutta_stops_at_the_papers_criterion(small_runs, name):
     task, runs = small_runs
     rk = runs[name]
@@ -427,7 +432,8 @@ def test_runge_kutta_stops_at_the_papers_criterion(small_runs, name):
     assert all(r["error"] <= 1.0 for r in records[1:])  # (eq. 8 bounds neither's steps)
 
 
-@pytest.mark.parametrize("name", ["euler", "bogacki_shampine", "rkc", "bogacki_shampine_rkc"])
+@pytest.mark.parametrize("name", ["euler", "bogacki_shampine", "rkc", "bogacki_shampine_rkc",
+                                  "etdrk4"])
 def test_every_forward_and_backward_pass_is_counted(name):
     # Counted independently: a wrapper of the model's one gradient evaluation that adds 1 to
     # a variable each time the graph runs it (start, stages, rejected steps, RKC's power
@@ -462,9 +468,9 @@ def test_an_euler_run_keeps_its_id_whatever_the_runge_kutta_tolerances():
     (dict(alpha=1e-5), "dormand_prince"),  # √h·α = 1e-4, deep in the feature regime
     (dict(alpha=DORMAND_PRINCE_BELOW_SQRT_H_ALPHA / 10), "bogacki_shampine_rkc"),  # bound
     (dict(alpha=1e-3), "bogacki_shampine_rkc"),  # √h·α = 1e-2
-    (dict(alpha=RKC_FROM_SQRT_H_ALPHA / 10 * 0.99), "bogacki_shampine_rkc"),
-    (dict(alpha=RKC_FROM_SQRT_H_ALPHA / 10), "rkc"),  # from RKC_FROM_SQRT_H_ALPHA on
-    (dict(alpha=1e5), "rkc"),
+    (dict(alpha=EXPONENTIAL_FROM_SQRT_H_ALPHA / 10 * 0.99), "bogacki_shampine_rkc"),
+    (dict(alpha=EXPONENTIAL_FROM_SQRT_H_ALPHA / 10), "etdrk4"),  # from that bound on
+    (dict(alpha=1e5), "etdrk4"),
     (dict(alpha=1e-3, activation="relu"), "euler"),  # only Euler crosses ∇L's jumps
     (dict(alpha=1e-3, max_dgrad=1e-3), "euler"),  # eqs. 8-9's thresholds: Euler's alone
     (dict(alpha=1e5, max_dout=0.3), "euler"),
@@ -481,7 +487,7 @@ def test_auto_resolves_to_the_integrator_chosen_for_the_run(settings, integrator
     assert resolved.run_id() == config.run_id()  # the same run, however it was named
     assert resolved.resolved() is resolved
     lazy = dataclasses.replace(config, alpha=1e5, dtype=None)
-    assert lazy.resolved().integrator == ("rkc" if integrator != "euler" else "euler")
+    assert lazy.resolved().integrator == ("etdrk4" if integrator != "euler" else "euler")
 
 
 def test_given_integrator_and_tolerances_are_kept():
@@ -518,7 +524,7 @@ def test_a_switching_integrators_rkc_phase_takes_stiff_output_tol():
     assert integrators.get(given.flow()).pair.flow.output_tol == output_tol
     assert given.run_id() != switching.run_id()  # another flow, another run
     # The others have no RKC phase: the setting resolves to None and leaves their id.
-    lazy = TrainConfig(width=100, alpha=1e5)  # auto: rkc
+    lazy = TrainConfig(width=100, alpha=1e5)  # auto: etdrk4
     assert dataclasses.replace(lazy, stiff_output_tol=1e-2).resolved().stiff_output_tol is None
     assert dataclasses.replace(lazy, stiff_output_tol=1e-2).run_id() == lazy.run_id()
     with pytest.raises(ConfigError, match="stiff_output_tol must be > 0"):

@@ -115,7 +115,8 @@ def test_the_dynamics_state_and_adams_activations_are_counted():
     P, b = model.count_params(), 8
     # Besides gradient flow's 5 P-sized vectors: Adam's m and v, momentum's v and its copy
     # for a rejected step, RKC's eigenvector (kept and new) and the 4 tensors its trial
-    # carries; a Runge–Kutta pair's inner stage gradients that its estimate weighs
+    # carries; etdrk4's basis of 8 directions and, while it builds them, 16 Krylov directions
+    # and their Hessian products; a Runge–Kutta pair's inner stage gradients that its estimate weighs
     # (Bogacki–Shampine's k_2, k_3; Dormand–Prince's k_3 … k_6, its k_2 has b_2 = e_2 = 0)
     # and the 4 tensors of its error estimate (w_(n+1), ŵ, Σ e_j k_j, Σ b_j k_j); a ReLU
     # net's Euler step, the gradient at a rejected trial's half step; a pair that switches
@@ -126,6 +127,7 @@ def test_the_dynamics_state_and_adams_activations_are_counted():
                               (dict(dynamics="adam"), 7),
                               (dict(dynamics="momentum", tau=0.1), 7),
                               (dict(integrator="rkc"), 11),
+                              (dict(integrator="etdrk4"), 45),
                               (dict(integrator="bogacki_shampine"), 11),
                               (dict(integrator="dormand_prince"), 13),
                               (dict(integrator="bogacki_shampine_rkc"), 11),

@@ -30,7 +30,7 @@ N(c)), c the fourth stage: O(dt⁴), accepted in the paper's quantities on α·f
 
 Vectors are flat (the problem's `flatten` and `unflatten`: the network's weights in
 Euclidean coordinates); the frozen-kernel dynamics, whose points live in function space,
-has none, and takes the other integrators. Precision: Λ, the Rayleigh quotients and the
+has none (`ntk.frozen_kernel_dynamics` integrates an etdrk4 flow by rkc). Precision: Λ, the Rayleigh quotients and the
 φ-functions of −dt Λ are float64 (RANK numbers; −dt λ reaches 10³ in the lazy regime, where
 φ's closed forms need expm1 and its series cancellation-free), the vectors in the weights'
 dtype; the stages and the error estimate are displacements from w_n, so in float32 the
@@ -77,17 +77,16 @@ class DeflatedExponential(integrators._LocalErrorControl):  # pylint: disable=pr
     next refresh; 1 once V is built; the finite-difference size δ of the last Hessian-vector
     product; the step-size controller's), all zero at the start.
 
-    Measured with a prototype of the same scheme (n = 2 000, h = 100, float64, seed 0, against
-    the benchmark's reference flows, the switching pair's first phase kept up to its switch
-    at √h·α = 1, output_tol 1e-2; evaluations to Euler's t, deviation): RANK 8 refreshed every
-    15 steps 637, 2.5e-4; RANK 12 every 15, 660, 3.2e-4; RANK 6 every 30, 708, 2.1e-4; RANK
-    16 at √h·α = 1e4, 812, 1.7e-4 (RANK 8 there: 601, 1.8e-4, `flow_benchmark`). Deflation
-    with a second- or third-order method instead, measured the same way and not adopted: a
-    Rosenbrock W-method (ROS2, whose order holds for any M) took 1 447 evaluations at 1.0e-4,
-    twice RKC's at like deviation (its first-order error estimate holds dt to a third of
-    RKC's); Cox & Matthews' ETDRK3, 757 at 2.1e-4, as many as the switching default's RKC
-    phase (753 at 1.3e-4 in all). ESTIMATE_WEIGHT scales the estimate, so it is calibrated
-    with output_tol (`dynamics.TOLERANCES`).
+    Measured with a prototype of this scheme (n = 2 000, h = 100, float64, seed 0, output_tol
+    1e-2; evaluations to Euler's t, deviation from the benchmark's reference flows). As the
+    stiff phase of the switching pair at √h·α = 1 (the pair up to its switch at t = 8.9):
+    RANK 8 refreshed every 15 steps, 637 at 2.5e-4; RANK 12, 660 at 3.2e-4; RANK 6 every 30
+    steps, 708 at 2.1e-4 (the default, its RKC phase: 753 at 1.3e-4). At √h·α = 1e4 from
+    the start, RANK 16: 812 at 1.7e-4 (this class, RANK 8: 601 at 1.8e-4). In ETDRK4's place
+    at √h·α = 1, not adopted: a Rosenbrock W-method (ROS2, second order for any M), 1 447 at
+    1.0e-4, its first-order error estimate holding dt to a third of RKC's; Cox & Matthews'
+    ETDRK3, 757 at 2.1e-4. ESTIMATE_WEIGHT scales the estimate, so it is calibrated with
+    output_tol (`dynamics.TOLERANCES`).
     """
     name = "etdrk4"
     order = 4  # of the error estimate: the method is fourth order

@@ -68,11 +68,12 @@ class TrainConfig:
     (Runge–Kutta–Chebyshev), and a pair that switches to rkc once stiff (bogacki_shampine_rkc,
     dormand_prince_rkc; its RKC phase bounds α·f's local error by stiff_output_tol, unset
     `dynamics.STIFF_OUTPUT_TOL_FACTOR` times output_tol), and etdrk4 (exponential Runge–Kutta
-    on the Hessian's top eigenspace, `lazy_feature.exponential`), at their calibrated
+    on the Hessian's top eigenspace, `lazy_feature.exponential`) and the pair switching to it
+    (bogacki_shampine_etdrk4, `dynamics.EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR`), at their calibrated
     `dynamics.TOLERANCES` when unset; max_dout
     and max_dgrad bound Euler's steps only. The default, "auto", takes the fastest one at
     Euler's fidelity for the run (`dynamics.choose_integrator`: dormand_prince, then
-    bogacki_shampine_rkc, then rkc as √h·α grows; euler for ReLU, or where max_dout or
+    bogacki_shampine_etdrk4, then etdrk4 as √h·α grows; euler for ReLU, or where max_dout or
     max_dgrad is set); `resolved()` names it, and config.json records it.
     dynamics is gradient_flow (eq. 7, the default), adam (`lazy_feature.adam`: mini-batches
     of batch_size, step learning_rate, None for lr0·min(1, 1/α); t counts epochs; `epochs`

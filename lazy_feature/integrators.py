@@ -47,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 from lazy_feature.dynamics import (JUMP_GROWTH, JUMP_RATIO, SWITCHING, gradient_change,
-                                   pair_of)
+                                   pair_of, stiff_of)
 
 FlowState = collections.namedtuple("FlowState", ["point", "outputs", "grad"])
 FlowState.__doc__ = """An accepted point of the flow, its training outputs and its gradient ∇L."""
@@ -581,33 +581,41 @@ class StiffnessSwitching:
     changed the evaluations by −2% to +2% at √h·α = 1 and 1e-2 (n = 2 000, h = 100, seeds
     0-2), at like deviations or (STIFF_RATIO 0.5, √h·α = 1) 1.8 times more: not adopted.
 
+    The stiff phase may be another method, `stiff` (etdrk4, `exponential`): RKC's power
+    iteration still tells when to switch, and the other method takes the rest of the flow
+    with its own memory (no more power iterations).
+
     Its memory is (1 once stiff, accepted pair steps since the last estimate, the pair's
-    memory, RKC's), zero at the start, so a resumed run goes on with the method it stopped
-    with. Where an evaluation cannot sit in a branch (several replicas, `branches`) the pair
-    runs alone.
+    memory, RKC's, and the other stiff method's if there is one), zero at the start, so a
+    resumed run goes on with the method it stopped with. Where an evaluation cannot sit in a
+    branch (several replicas, `branches`) the pair runs alone.
     """
     STIFF_RATIO = 0.9
     CHECK_EVERY = 25
 
-    def __init__(self, name, pair, rkc):
+    def __init__(self, name, pair, rkc, stiff=None):
         self.name, self.pair, self.rkc, self.flow = name, pair, rkc, pair.flow
+        self.stiff = stiff
         self.boundary = pair.tableau.stability_boundary
 
     def initial_memory(self, point):
+        own = () if self.stiff is None else (self.stiff.initial_memory(point),)
         return (tf.zeros((), tf.int64), tf.zeros((), tf.int64), self.pair.initial_memory(point),
-                self.rkc.initial_memory(point))
+                self.rkc.initial_memory(point)) + own
 
     @tf.autograph.experimental.do_not_convert  # graph control flow is explicit (tf.cond)
     def trial(self, problem, state, dt, memory):
         """The pair's trial step, or RKC's once the flow is stiff, with the measures both
         share (`_LocalErrorControl`) and `max_dt` (infinite for the pair)."""
-        stiff, since_check, pair_memory, rkc_memory = memory
+        stiff, since_check, pair_memory, rkc_memory, *own = memory
+        own = tuple(own)
         if not getattr(problem, "branches", True):
             trial = self.pair.trial(problem, state, dt, pair_memory)
-            return self._shared(trial, (stiff, since_check, trial.memory, rkc_memory),
+            return self._shared(trial, (stiff, since_check, trial.memory, rkc_memory) + own,
                                 tf.constant(np.inf, tf.float64))
         # One power iteration serves both: the pair's check, RKC's re-estimate.
-        due = tf.where(stiff > 0, rkc_memory[2] <= 0, since_check >= self.CHECK_EVERY)
+        reestimate = rkc_memory[2] <= 0 if self.stiff is None else tf.constant(False)
+        due = tf.where(stiff > 0, reestimate, since_check >= self.CHECK_EVERY)
         rkc_memory, evaluations = self.rkc.estimate(problem, state, rkc_memory, due)
         since_check = tf.where(due, tf.zeros_like(since_check), since_check)
 
@@ -618,7 +626,7 @@ class StiffnessSwitching:
                 tf.cast(dt, tf.float64) * rho >= self.STIFF_RATIO * self.boundary)
             return self._shared(trial, (tf.cast(held, tf.int64),
                                         since_check + tf.cast(trial.accepted, tf.int64),
-                                        trial.memory, rkc_memory),
+                                        trial.memory, rkc_memory) + own,
                                 tf.constant(np.inf, tf.float64))
 
         def by_rkc():
@@ -626,7 +634,12 @@ class StiffnessSwitching:
             return self._shared(trial, (stiff, since_check, pair_memory, trial.memory),
                                 trial.measures["max_dt"])
 
-        trial = tf.cond(stiff > 0, by_rkc, by_pair)
+        def by_stiff():
+            trial = self.stiff.trial(problem, state, dt, own[0])
+            return self._shared(trial, (stiff, since_check, pair_memory, rkc_memory,
+                                        trial.memory), tf.constant(np.inf, tf.float64))
+
+        trial = tf.cond(stiff > 0, by_rkc if self.stiff is None else by_stiff, by_pair)
         return trial._replace(evaluations=trial.evaluations + evaluations)
 
     @staticmethod
@@ -655,9 +668,11 @@ def get(flow):
         from lazy_feature import exponential  # pylint: disable=import-outside-toplevel
         return exponential.DeflatedExponential(flow)
     if flow.integrator in SWITCHING:
-        pair = pair_of(flow.integrator)
-        stiff_flow = dataclasses.replace(flow, integrator="rkc", direction_tol=None,
+        pair, stiff = pair_of(flow.integrator), stiff_of(flow.integrator)
+        stiff_flow = dataclasses.replace(flow, integrator=stiff, direction_tol=None,
                                          output_tol=flow.stiff_output_tol)
         return StiffnessSwitching(flow.integrator, EmbeddedRungeKutta(pair, TABLEAUS[pair], flow),
-                                  RungeKuttaChebyshev(stiff_flow))
+                                  RungeKuttaChebyshev(dataclasses.replace(stiff_flow,
+                                                                          integrator="rkc")),
+                                  None if stiff == "rkc" else get(stiff_flow))
     return EmbeddedRungeKutta(flow.integrator, TABLEAUS[flow.integrator], flow)

@@ -327,6 +327,10 @@ def _frobenius_norms(kernels, x, terms):
 
 # -- frozen-kernel dynamics ----------------------------------------------------------------
 
+# The integrators that take the frozen kernel's flow for those that need weight coordinates.
+_IN_FUNCTION_SPACE = {"etdrk4": "rkc", "bogacki_shampine_etdrk4": "bogacki_shampine_rkc"}
+
+
 def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses.SOFT_HINGE_BETA,
                            flow=GradientFlow(), max_time=np.inf, max_steps=1_000_000,
                            initial_outputs=None):
@@ -344,9 +348,10 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
     the kernel gives: with c = ℓ'(F, y), ‖∇L‖² = cᵀΘc / (α² n²) and ‖∇L_i − ∇L_(i+1)‖² =
     (c_i − c_(i+1))ᵀ Θ (c_i − c_(i+1)) / (α² n²); the ratios of eq. 9 and of a Runge–Kutta
     pair's error do not depend on the common factor α² n², which is left out (`_KernelFlow`).
-    A flow of etdrk4, whose basis lives in the weights' coordinates, which function space
-    lacks, is integrated here by rkc at rkc's tolerances (an evaluation costs one n × n
-    product, not a pass of the network).
+    A flow of etdrk4 (or of the pair switching to it), whose basis lives in the weights'
+    coordinates, which function space lacks, is integrated here by rkc (the pair switching
+    to rkc) at its own tolerances (an evaluation costs one n × n product, not a pass of the
+    network).
 
     Precision: float64 throughout. F adds up thousands of increments dt·Θc/n and is compared
     with 1 by the stopping rule and, in the lazy limit, with networks whose outputs differ from
@@ -370,8 +375,9 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
     """
     y = tf.constant(y_train, tf.float64)
     problem = _KernelFlow(tf.constant(k_train, tf.float64), y, losses.get(loss, loss_beta))
-    if flow.integrator == "etdrk4":
-        flow = dataclasses.replace(flow, integrator="rkc", output_tol=None, direction_tol=None)
+    if flow.integrator in _IN_FUNCTION_SPACE:
+        flow = dataclasses.replace(flow, integrator=_IN_FUNCTION_SPACE[flow.integrator],
+                                   output_tol=None, direction_tol=None, stiff_output_tol=None)
     integrator = integrators.get(flow)
 
     @functools.partial(tf.function, autograph=False)  # its control flow is explicit

@@ -54,7 +54,7 @@ import numpy as np
 import tensorflow as tf
 
 from lazy_feature import architectures, exponential, integrators, ntk
-from lazy_feature.dynamics import pair_of
+from lazy_feature.dynamics import pair_of, stiff_of
 from lazy_feature.errors import ConfigError
 
 logger = logging.getLogger("lazy_feature")
@@ -183,14 +183,19 @@ def dynamics_vectors(config):
     flow's five (module docstring): 2 for adam and momentum, 6 for rkc, 40 for etdrk4, an
     embedded Runge–Kutta pair's stage gradients that its estimate weighs plus 4
     (bogacki_shampine 6, dormand_prince 8), the larger of its pair's and rkc's for a pair
-    that switches to rkc, 1 for euler across jumps of ∇L (ReLU), else 0."""
+    that switches to rkc (41, etdrk4's and RKC's eigenvector, for one that switches to
+    etdrk4), 1 for euler across jumps of ∇L (ReLU), else 0."""
     if config.dynamics in ("adam", "momentum"):
         return 2
     config = config.resolved()
     pair = pair_of(config.integrator)
     if pair in integrators.TABLEAUS:
         vectors = integrators.TABLEAUS[pair].estimate_stages + 4
-        return vectors if pair == config.integrator else max(vectors, RKC_VECTORS)
+        if pair == config.integrator:
+            return vectors
+        # (a pair switching to etdrk4 keeps RKC's eigenvector besides etdrk4's vectors)
+        stiff = ETDRK4_VECTORS + 1 if stiff_of(config.integrator) == "etdrk4" else RKC_VECTORS
+        return max(vectors, stiff)
     if config.integrator == "rkc":
         return RKC_VECTORS
     if config.integrator == "etdrk4":

@@ -106,14 +106,16 @@ _HELP = {
                   "for stiff (lazy) flows; bogacki_shampine_rkc or dormand_prince_rkc: the "
                   "pair until stability holds its steps, then rkc; etdrk4: fourth-order "
                   "exponential Runge-Kutta with the Hessian's few stiff directions integrated "
-                  "exactly (lazy_feature.exponential).",
+                  "exactly (lazy_feature.exponential); bogacki_shampine_etdrk4: the pair, then "
+                  "etdrk4.",
     "output_tol": "Runge-Kutta: bound on a step's local error of alpha*f at the training "
                   "points (eq. 8's scale); unset: the integrator's calibrated one.",
     "direction_tol": "Runge-Kutta: bound on a step's relative local error of its mean "
                      "gradient (eq. 9's scale); unset: the integrator's calibrated one.",
-    "stiff_output_tol": "bogacki_shampine_rkc, dormand_prince_rkc: output_tol of the rkc "
-                        "phase; unset: lazy_feature.dynamics.STIFF_OUTPUT_TOL_FACTOR times "
-                        "--output_tol.",
+    "stiff_output_tol": "bogacki_shampine_rkc, dormand_prince_rkc, bogacki_shampine_etdrk4: "
+                        "output_tol of the rkc (etdrk4) phase; unset: "
+                        "lazy_feature.dynamics.STIFF_OUTPUT_TOL_FACTOR (EXPONENTIAL_STIFF_"
+                        "OUTPUT_TOL_FACTOR) times --output_tol.",
     "dynamics": "gradient_flow (eq. 7, the default), adam (mini-batches) or momentum "
                 "(continuous momentum with time constant --tau).",
     "batch_size": "adam: examples per mini-batch (Table 1: 32).",

@@ -181,7 +181,8 @@ def _checkpoint_step(run_dir, config, task):
 
 @pytest.mark.parametrize("integrator, activation", [
     ("euler", "softplus"), ("euler", "relu"), ("bogacki_shampine", "softplus"),
-    ("rkc", "softplus"), ("bogacki_shampine_rkc", "softplus"), ("etdrk4", "softplus")])
+    ("rkc", "softplus"), ("bogacki_shampine_rkc", "softplus"), ("etdrk4", "softplus"),
+    ("bogacki_shampine_etdrk4", "softplus")])
 def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator, activation):
     # ε_∇ = 5e-2 keeps the run to ~100 steps; exactness does not depend on it. (ReLU: the
     # Euler integrator's memory of jumps of ∇L is resumed too; this one converges in 170
@@ -305,7 +306,8 @@ def test_output_norms_on_train_and_test_sets(tmp_path):
 
 
 @pytest.mark.parametrize("integrator", ["euler", "bogacki_shampine", "rkc",
-                                        "bogacki_shampine_rkc", "etdrk4"])
+                                        "bogacki_shampine_rkc", "etdrk4",
+                                        "bogacki_shampine_etdrk4"])
 def test_nan_loss_raises_divergence_error(tmp_path, integrator):
     task = _synthetic_task(n_train=30, n_test=20)
     task.x_train[3, 0] = np.nan  # one bad input makes f, and so the loss, NaN

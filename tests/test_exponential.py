@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from lazy_feature import exponential, fidelity, integrators, ntk, run
 from lazy_feature.config import TrainConfig
-from lazy_feature.dynamics import GradientFlow
+from lazy_feature.dynamics import EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR, GradientFlow
 from lazy_feature.errors import ConfigError
 from tests.test_integrators import (D, T_END, X, LinearFlow, _stiff_linear_flow, _task,
                                     exact_outputs)
@@ -140,3 +140,38 @@ def test_float32_is_as_faithful_as_float64_euler(tmp_path):
         list(dirs.values()), task=task))
     assert double <= euler and single <= euler  # (measured 3.4e-3, 3.3e-3, 1.5e-2)
     assert single < 1.5 * double
+
+
+def test_a_pair_hands_a_stiff_flow_to_etdrk4():
+    # Held at dt·λ_max = 2.51 by the stiff modes, Bogacki–Shampine switches (RKC's power
+    # iteration tells when) to etdrk4 at EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR times its
+    # tolerance (measured: 358 evaluations at 2.9e-6; switching to RKC 767 at 1.1e-4, the pair
+    # alone 3 754 at 3.5e-6).
+    pair = _stiff_linear_flow("bogacki_shampine", 1e-5)
+    to_rkc = _stiff_linear_flow("bogacki_shampine_rkc", 1e-5)
+    error, evaluations, _ = _stiff_linear_flow("bogacki_shampine_etdrk4", 1e-5)
+    assert error < 2 * pair[0] and error < to_rkc[0]
+    assert evaluations < to_rkc[1] / 1.5 and evaluations < pair[1] / 5
+    # Where evaluations cannot sit in a branch (several replicas) the pair runs alone.
+    assert _stiff_linear_flow("bogacki_shampine_etdrk4", 1e-5, branches=False) == pair
+
+
+def test_a_switching_pairs_etdrk4_phase_takes_its_own_factor():
+    config = TrainConfig(integrator="bogacki_shampine_etdrk4", width=100, alpha=1e-3)
+    output_tol = config.resolved().output_tol
+    assert config.resolved().stiff_output_tol == pytest.approx(
+        EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR * output_tol)
+    switching = integrators.get(config.flow())
+    assert isinstance(switching.stiff, exponential.DeflatedExponential)
+    assert switching.stiff.flow.output_tol == pytest.approx(
+        EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR * output_tol)
+    assert switching.rkc.flow.integrator == "rkc"  # (its power iteration tells when)
+
+
+def test_the_frozen_kernel_takes_the_pair_switching_to_rkc_for_the_one_switching_to_etdrk4():
+    k, y = X @ X.T, np.sign(X[:, 0])
+    by_etdrk4 = ntk.frozen_kernel_dynamics(
+        k, y, flow=GradientFlow(integrator="bogacki_shampine_etdrk4"))
+    by_rkc = ntk.frozen_kernel_dynamics(k, y, flow=GradientFlow(integrator="bogacki_shampine_rkc"))
+    assert by_etdrk4["converged"] and by_etdrk4["steps"] == by_rkc["steps"]
+    np.testing.assert_array_equal(by_etdrk4["a"], by_rkc["a"])

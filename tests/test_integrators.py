@@ -12,8 +12,9 @@ from lazy_feature import artifact, callbacks, data, fidelity, integrators, ntk, 
 from lazy_feature.alpha_model import AlphaModel
 from lazy_feature.config import TrainConfig
 from lazy_feature.dynamics import (AUTO, DORMAND_PRINCE_BELOW_SQRT_H_ALPHA,
-                                   EXPONENTIAL_FROM_SQRT_H_ALPHA, STIFF_OUTPUT_TOL_FACTOR, TOLERANCES,
-                                   GradientFlow)
+                                   EXPONENTIAL_FROM_SQRT_H_ALPHA,
+                                   EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR, STIFF_OUTPUT_TOL_FACTOR,
+                                   TOLERANCES, GradientFlow)
 from lazy_feature.errors import ConfigError
 from tests.conftest import sphere_inputs, stage_in_process
 
@@ -369,8 +370,9 @@ def _task(n_train=10, n_test=200, seed=3):
 
 @pytest.fixture(scope="module")
 def small_runs(tmp_path_factory):
-    """A small network trained by Euler, Bogacki–Shampine, RKC, the switching pair and etdrk4
-    from the same w0, all checked by `fidelity.check_runs` against one reference flow."""
+    """A small network trained by Euler, Bogacki–Shampine, RKC, etdrk4 and the pair switching
+    to either from the same w0, all checked by `fidelity.check_runs` against one reference
+    flow."""
     task = _task()
     # ε_∇ = 5e-2 and max_dout = 0.3, looser than the paper's, keep the reference flow
     # (ε_∇/100, max_dout/10) to ~500 steps.
@@ -378,7 +380,8 @@ def small_runs(tmp_path_factory):
                        max_dgrad=5e-2, max_dout=0.3)
     root = tmp_path_factory.mktemp("runs")
     runs = {}
-    names = ("euler", "bogacki_shampine", "rkc", "bogacki_shampine_rkc", "etdrk4")
+    names = ("euler", "bogacki_shampine", "rkc", "bogacki_shampine_rkc", "etdrk4",
+             "bogacki_shampine_etdrk4")
     for name in names:
         config = TrainConfig(**dict(base.to_dict(), integrator=name))
         runs[name] = dict(config=config, dir=str(root / name),
@@ -389,7 +392,8 @@ def small_runs(tmp_path_factory):
     return task, runs
 
 
-@pytest.mark.parametrize("name", ["bogacki_shampine", "rkc", "bogacki_shampine_rkc", "etdrk4"])
+@pytest.mark.parametrize("name", ["bogacki_shampine", "rkc", "bogacki_shampine_rkc", "etdrk4",
+                                  "bogacki_shampine_etdrk4"])
 def test_runge_kutta_is_at_least_as_faithful_as_euler(small_runs, name):
     _, runs = small_runs
     euler, rk = runs["euler"], runs[name]
@@ -420,7 +424,8 @@ def test_gradient_evaluations_are_counted_and_recorded(small_runs):
     assert log[-1].split("evals=")[1].split()[0] == str(rk["gradient_evaluations"])
 
 
-@pytest.mark.parametrize("name", ["bogacki_shampine", "rkc", "bogacki_shampine_rkc", "etdrk4"])
+@pytest.mark.parametrize("name", ["bogacki_shampine", "rkc", "bogacki_shampine_rkc", "etdrk4",
+                                  "bogacki_shampine_etdrk4"])
 def test_runge_kutta_stops_at_the_papers_criterion(small_runs, name):
     task, runs = small_runs
     rk = runs[name]
@@ -433,7 +438,7 @@ def test_runge_kutta_stops_at_the_papers_criterion(small_runs, name):
 
 
 @pytest.mark.parametrize("name", ["euler", "bogacki_shampine", "rkc", "bogacki_shampine_rkc",
-                                  "etdrk4"])
+                                  "etdrk4", "bogacki_shampine_etdrk4"])
 def test_every_forward_and_backward_pass_is_counted(name):
     # Counted independently: a wrapper of the model's one gradient evaluation that adds 1 to
     # a variable each time the graph runs it (start, stages, rejected steps, RKC's power
@@ -466,9 +471,9 @@ def test_an_euler_run_keeps_its_id_whatever_the_runge_kutta_tolerances():
 
 @pytest.mark.parametrize("settings, integrator", [
     (dict(alpha=1e-5), "dormand_prince"),  # √h·α = 1e-4, deep in the feature regime
-    (dict(alpha=DORMAND_PRINCE_BELOW_SQRT_H_ALPHA / 10), "bogacki_shampine_rkc"),  # bound
-    (dict(alpha=1e-3), "bogacki_shampine_rkc"),  # √h·α = 1e-2
-    (dict(alpha=EXPONENTIAL_FROM_SQRT_H_ALPHA / 10 * 0.99), "bogacki_shampine_rkc"),
+    (dict(alpha=DORMAND_PRINCE_BELOW_SQRT_H_ALPHA / 10), "bogacki_shampine_etdrk4"),  # bound
+    (dict(alpha=1e-3), "bogacki_shampine_etdrk4"),  # √h·α = 1e-2
+    (dict(alpha=EXPONENTIAL_FROM_SQRT_H_ALPHA / 10 * 0.99), "bogacki_shampine_etdrk4"),
     (dict(alpha=EXPONENTIAL_FROM_SQRT_H_ALPHA / 10), "etdrk4"),  # from that bound on
     (dict(alpha=1e5), "etdrk4"),
     (dict(alpha=1e-3, activation="relu"), "euler"),  # only Euler crosses ∇L's jumps
@@ -504,18 +509,19 @@ def test_config_json_records_the_integrator_and_tolerances_a_run_used(tmp_path):
                          max_steps=3)
     run.train(config, str(tmp_path), task=_task())
     stored = artifact.read_json(str(tmp_path / artifact.CONFIG))
-    output_tol, direction_tol = TOLERANCES["bogacki_shampine_rkc"]
-    assert (stored["integrator"], stored["output_tol"], stored["direction_tol"],
-            stored["stiff_output_tol"]) == ("bogacki_shampine_rkc", output_tol, direction_tol,
-                                            STIFF_OUTPUT_TOL_FACTOR * output_tol)
+    output_tol, direction_tol = TOLERANCES["bogacki_shampine_etdrk4"]
+    assert (stored["integrator"], stored["output_tol"], stored["direction_tol"]) == (
+        "bogacki_shampine_etdrk4", output_tol, direction_tol)
+    assert stored["stiff_output_tol"] == pytest.approx(
+        EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR * output_tol)
     assert stored["run_id"] == config.run_id()
     assert artifact.load_config(str(tmp_path)).run_id() == config.run_id()
     assert artifact.read_json(str(tmp_path / artifact.METRICS))["integrator"] == \
-        "bogacki_shampine_rkc"
+        "bogacki_shampine_etdrk4"
 
 
 def test_a_switching_integrators_rkc_phase_takes_stiff_output_tol():
-    switching = TrainConfig(width=100, alpha=1e-3)  # auto: bogacki_shampine_rkc
+    switching = TrainConfig(width=100, alpha=1e-3, integrator="bogacki_shampine_rkc")
     output_tol = switching.resolved().output_tol
     assert switching.resolved().stiff_output_tol == STIFF_OUTPUT_TOL_FACTOR * output_tol
     given = dataclasses.replace(switching, stiff_output_tol=3e-2)
@@ -532,7 +538,7 @@ def test_a_switching_integrators_rkc_phase_takes_stiff_output_tol():
 
 
 def test_a_switching_run_recorded_before_stiff_output_tol_loads_with_the_default(tmp_path):
-    config = TrainConfig(width=100, alpha=1e-3)  # auto: bogacki_shampine_rkc
+    config = TrainConfig(width=100, alpha=1e-3, integrator="bogacki_shampine_rkc")
     record = {k: v for k, v in config.resolved().to_dict().items() if k != "stiff_output_tol"}
     artifact.write_json(str(tmp_path / artifact.CONFIG), record)
     loaded = artifact.load_config(str(tmp_path)).resolved()

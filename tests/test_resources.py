@@ -120,14 +120,16 @@ def test_the_dynamics_state_and_adams_activations_are_counted():
     # (Bogacki–Shampine's k_2, k_3; Dormand–Prince's k_3 … k_6, its k_2 has b_2 = e_2 = 0)
     # and the 4 tensors of its error estimate (w_(n+1), ŵ, Σ e_j k_j, Σ b_j k_j); a ReLU
     # net's Euler step, the gradient at a rejected trial's half step; a pair that switches
-    # to RKC, the larger of the two (one runs at a time). The default here (√h·α
-    # = 2.4) is Bogacki–Shampine switching to RKC; a ReLU net's, Euler's.
-    for settings, vectors in ((dict(integrator="euler"), 5), (dict(), 11),
+    # to RKC, the larger of the two (one runs at a time), and one that switches to etdrk4,
+    # etdrk4's and RKC's eigenvector. The default here (√h·α = 2.4) is Bogacki–Shampine
+    # switching to etdrk4; a ReLU net's, Euler's.
+    for settings, vectors in ((dict(integrator="euler"), 5), (dict(), 46),
                               (dict(activation="relu"), 6),
                               (dict(dynamics="adam"), 7),
                               (dict(dynamics="momentum", tau=0.1), 7),
                               (dict(integrator="rkc"), 11),
                               (dict(integrator="etdrk4"), 45),
+                              (dict(integrator="bogacki_shampine_etdrk4"), 46),
                               (dict(integrator="bogacki_shampine"), 11),
                               (dict(integrator="dormand_prince"), 13),
                               (dict(integrator="bogacki_shampine_rkc"), 11),

@@ -38,7 +38,7 @@ def test_grid_points_and_run_ids():
     assert [c.run_id() for c in grid.configs()] == [c.run_id() for c in points]
     # Each point's integrator is the default's choice at its own √h·α, named.
     assert [c.integrator for c in sorted(points, key=lambda c: c.sqrt_h_alpha)
-            if c.width == 40 and c.init_seed == 0] == ["bogacki_shampine_rkc"] * 2 + ["etdrk4"]
+            if c.width == 40 and c.init_seed == 0] == ["bogacki_shampine_etdrk4"] * 2 + ["etdrk4"]
     with pytest.raises(ConfigError, match="empty grid"):
         dataclasses.replace(grid, seeds=()).configs()
     with pytest.raises(ConfigError, match="empty grid"):

@@ -220,7 +220,7 @@ class DeflatedExponential(integrators._LocalErrorControl):  # pylint: disable=pr
         return values[::-1][:rank], tf.cast(vectors[:, ::-1][:, :rank], rows.dtype)
 
     def _build(self, problem, state, basis, sizes):
-        """(V, Λ, evaluations) from the Krylov space of ∇L at the accepted point: 2·RANK
+        """(V, Λ, δ, evaluations) from the Krylov space of ∇L at the accepted point: 2·RANK
         Hessian-vector products, each new direction orthogonalized (twice) against the
         others, and the RANK largest Ritz pairs."""
         rank, size = basis.shape
@@ -245,7 +245,7 @@ class DeflatedExponential(integrators._LocalErrorControl):  # pylint: disable=pr
                 tf.constant(krylov, tf.int64))
 
     def _iterate(self, problem, state, basis, sizes):
-        """(V, Λ, evaluations): Λ the Ritz values on the span of `basis`, V an orthonormal
+        """(V, Λ, δ, evaluations): Λ the Ritz values on the span of `basis`, V an orthonormal
         basis of H times their vectors (one step of subspace iteration, RANK products)."""
         rank = basis.shape[0]
 

@@ -148,9 +148,7 @@ class DeflatedExponential(integrators._LocalErrorControl):  # pylint: disable=pr
                 transpose_a=True)
 
         def nonlinear(y, grad):  # N_n(w_n + y) = −∇L + M y
-            return -problem.flatten(grad) + tf.linalg.matvec(
-                basis, tf.cast(eigenvalues, dtype) * tf.linalg.matvec(basis, y),
-                transpose_a=True)
+            return -problem.flatten(grad) + apply(0.0, eigenvalues, y)
 
         def at(y):
             return problem.linear_combination((1.0, 1.0), (state.point, problem.unflatten(y)),

@@ -583,7 +583,12 @@ class StiffnessSwitching:
 
     The stiff phase may be another method, `stiff` (etdrk4, `exponential`): RKC's power
     iteration still tells when to switch, and the other method takes the rest of the flow
-    with its own memory (no more power iterations).
+    with its own memory (no more power iterations). It switches at DEFLATED_STIFF_RATIO of
+    the boundary: etdrk4 integrates the stiff directions exactly, so no stability bound
+    awaits it and the pair's steps, shortened near their boundary, are better left early.
+    At 0.5 rather than 0.9, 1 969 evaluations at √h·α = 1 against 2 010 (n = 2 000, h = 100,
+    seeds 0-2, summed; RANK 6 every 8 steps, `exponential.DeflatedExponential`), at
+    deviations of the same size; 2 650 at 1e-2 (before RANK 6, at 0.9: 2 822).
 
     Its memory is (1 once stiff, accepted pair steps since the last estimate, the pair's
     memory, RKC's, and the other stiff method's if there is one), zero at the start, so a
@@ -591,12 +596,14 @@ class StiffnessSwitching:
     branch (several replicas, `branches`) the pair runs alone.
     """
     STIFF_RATIO = 0.9
+    DEFLATED_STIFF_RATIO = 0.5
     CHECK_EVERY = 25
 
     def __init__(self, name, pair, rkc, stiff=None):
         self.name, self.pair, self.rkc, self.flow = name, pair, rkc, pair.flow
         self.stiff = stiff
         self.boundary = pair.tableau.stability_boundary
+        self.stiff_ratio = self.STIFF_RATIO if stiff is None else self.DEFLATED_STIFF_RATIO
 
     def initial_memory(self, point):
         own = () if self.stiff is None else (self.stiff.initial_memory(point),)
@@ -623,7 +630,7 @@ class StiffnessSwitching:
             trial = self.pair.trial(problem, state, dt, pair_memory)
             rho = rkc_memory[0]
             held = trial.accepted & (rho > 0) & (
-                tf.cast(dt, tf.float64) * rho >= self.STIFF_RATIO * self.boundary)
+                tf.cast(dt, tf.float64) * rho >= self.stiff_ratio * self.boundary)
             return self._shared(trial, (tf.cast(held, tf.int64),
                                         since_check + tf.cast(trial.accepted, tf.int64),
                                         trial.memory, rkc_memory) + own,

@@ -93,13 +93,13 @@ class DeflatedExponential(integrators._LocalErrorControl):  # pylint: disable=pr
     stale basis costs more than its refresh: after a refresh the accepted dt jumps (1.1 to
     1.8 at √h·α = 1, seed 0) and the estimate falls from ~0.9 to ~0.3 of its bound, then
     both drift back as the top eigenspace turns; and with fresh directions fewer suffice
-    (λ₇ ≈ 1.1 lets RK4 take dt ≈ 2.5). At √h·α = 1 (switching at STIFF_RATIO 0.9): RANK 8
-    every 15 steps 2 140, every 25 2 256, every 12 2 112, every 10 2 088, every 7 2 096; RANK
-    6 every 8, 2 010; RANK 5 every 7, 1 990; refreshing also when dt fell below 0.7 (0.8) of
-    its largest since the last refresh, 2 132 (2 204). With the earlier switch (`integrators.
-    StiffnessSwitching.DEFLATED_STIFF_RATIO`): RANK 8 every 8, 2 039; RANK 6 every 8, 1 969;
-    every 6, 2 029; RANK 4 every 6, 1 951, but at √h·α = 1e4 (etdrk4 from the start) 2 335
-    against RANK 6's 2 063 and RANK 8 every 15 steps' 2 127.
+    (λ₇ ≈ 1.05 at t = 120 lets RK4 take dt ≈ 2.6). At √h·α = 1, switching at STIFF_RATIO
+    0.9: RANK 8 every 15 steps, 2 140; every 25, 2 256; every 12, 2 112; every 10, 2 088;
+    every 7, 2 096; RANK 6 every 8, 2 010; RANK 5 every 7, 1 990; refreshing also when dt
+    fell below 0.7 (0.8) of its largest since the last refresh, 2 132 (2 204). With the
+    earlier switch (`integrators.StiffnessSwitching.DEFLATED_STIFF_RATIO`): RANK 8 every 8,
+    2 039; RANK 6 every 8, 1 969; every 6, 2 029; RANK 4 every 6, 1 951, but at √h·α = 1e4
+    (etdrk4 from the start) 2 335 against RANK 6's 2 063 and RANK 8 every 15 steps' 2 127.
     """
     name = "etdrk4"
     order = 4  # of the error estimate: the method is fourth order

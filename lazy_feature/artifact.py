@@ -350,7 +350,8 @@ class TrainingCheckpoint:
             raise RunDirError(f"no checkpoint in {join(self.run_dir, CHECKPOINT)}")
         try:
             self._checkpoint.restore(path).assert_consumed()
-        except AssertionError as e:
+        except (AssertionError, ValueError) as e:  # (ValueError: a variable of another shape,
+            # e.g. an integrator's memory saved by a version that kept another layout)
             raise RunDirError(f"the checkpoint {path} does not fit this run's model "
                               f"({str(e).splitlines()[0]}): delete the run directory to redo "
                               "it") from None

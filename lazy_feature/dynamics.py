@@ -239,8 +239,8 @@ def choose_integrator(sqrt_h_alpha, kinked=False):
     the gap grows with n); bogacki_shampine_etdrk4 below, where accuracy holds the
     early steps and stability the late ones from a t that moves with n (at n = 500, √h·α = 1,
     plain bogacki_shampine takes ×0.36 of Euler's evaluations; at n = 2 000, ×0.98: the
-    switch to the stiff method finds that t). Switching to etdrk4 rather than RKC takes 11-16%
-    more evaluations at n = 500 (below) but 11-18% fewer at n = 2 000 and 34% fewer at
+    switch to the stiff method finds that t). Switching to etdrk4 rather than RKC takes 4-7%
+    more evaluations at n = 500 (below) but 17-22% fewer at n = 2 000 and 34% fewer at
     n = 10 000, √h·α = 1e-2 (README), where runs are long: the stiff phase grows with n.
     dormand_prince below DORMAND_PRINCE_BELOW_SQRT_H_ALPHA, where
     f grows to ~1/α and the flow amplifies early errors (Euler itself deviates 3e-3 at 1e-4),
@@ -256,23 +256,23 @@ def choose_integrator(sqrt_h_alpha, kinked=False):
       1e-3   2 862, 1.7e-3  dormand_prince           ×0.25, 2.2e-3
                             ×0.34, 6.5e-4
       1e-2   2 181, 5.1e-4  bogacki_shampine_etdrk4  ×0.26, 3.7e-4      ×0.21, 7.4e-3
-                            ×0.27, 2.6e-4
+                            ×0.26, 2.0e-4
                             (bogacki_shampine_rkc ×0.24, 2.5e-4)
       1      1 503, 3.3e-4  bogacki_shampine_etdrk4  ×0.36, 3.0e-5      ×0.22, 1.2e-3
-                            ×0.32, 9.4e-5
+                            ×0.28, 1.3e-4
                             (bogacki_shampine_rkc ×0.27, 8.8e-5)
       10     1 470, 4.2e-4  etdrk4                   ×0.58, 5.7e-5      ×0.31, 4.0e-4
-                            ×0.34, 2.5e-4
+                            ×0.30, 9.5e-5
                             (bogacki_shampine_rkc at 1e-3/1e-2 ×0.32, 2.7e-4)
       1e2    1 478, 3.9e-4  etdrk4                   ×0.99, 6.3e-5      ×0.38, 3.5e-4
-                            ×0.34, 9.3e-5
+                            ×0.32, 9.0e-5
       1e4    1 501, 3.8e-4  etdrk4                   (as at 1e6)        ×0.38, 2.9e-4
-                            ×0.33, 1.0e-4
+                            ×0.31, 7.1e-5
       1e6    1 501, 3.8e-4  etdrk4                   ×1.00, 2.5e-5      ×0.38, 2.9e-4
-                            ×0.33, 1.1e-4
+                            ×0.31, 8.7e-5
     The README has the n = 2 000 benchmark, where plain bogacki_shampine takes ×0.98 and
     ×0.83 of Euler's evaluations at √h·α = 1 and 1e-2 (seed 0), bogacki_shampine_rkc ×0.38
-    and ×0.35 and bogacki_shampine_etdrk4 ×0.34 and ×0.29 (seeds 0-2).
+    and ×0.35 and bogacki_shampine_etdrk4 ×0.31 and ×0.27 (seeds 0-2).
     dormand_prince_rkc (its RKC phase then at the pair's tolerance) deviated 7.4e-4 at
     √h·α = 1, n = 500, more than Euler: not chosen.
     """

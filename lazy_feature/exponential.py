@@ -103,7 +103,7 @@ class DeflatedExponential(integrators._LocalErrorControl):  # pylint: disable=pr
     """
     name = "etdrk4"
     order = 4  # of the error estimate: the method is fourth order
-    RANK = 6
+    RANK = 8
     REFRESH_EVERY = 8
     ESTIMATE_WEIGHT = 0.1
     # The smallest δ is ε^RESOLVED_POWER ‖w‖, ε^(−1/4) times w's rounding (8 000 ε‖w‖ in

@@ -180,10 +180,10 @@ def available_memory():
 
 def dynamics_vectors(config):
     """The P-sized vectors the dynamics and integrator of `config` keep besides gradient
-    flow's five (module docstring): 2 for adam and momentum, 6 for rkc, 30 for etdrk4, an
+    flow's five (module docstring): 2 for adam and momentum, 6 for rkc, 40 for etdrk4, an
     embedded Runge–Kutta pair's stage gradients that its estimate weighs plus 4
     (bogacki_shampine 6, dormand_prince 8), the larger of its pair's and rkc's for a pair
-    that switches to rkc (31, etdrk4's and RKC's eigenvector, for one that switches to
+    that switches to rkc (41, etdrk4's and RKC's eigenvector, for one that switches to
     etdrk4), 1 for euler across jumps of ∇L (ReLU), else 0."""
     if config.dynamics in ("adam", "momentum"):
         return 2

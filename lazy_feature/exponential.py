@@ -88,18 +88,18 @@ class DeflatedExponential(integrators._LocalErrorControl):  # pylint: disable=pr
     ETDRK3, 757 at 2.1e-4. ESTIMATE_WEIGHT scales the estimate, so it is calibrated with
     output_tol (`dynamics.TOLERANCES`).
 
-    RANK and REFRESH_EVERY were then set on this class, as the default's stiff phase at its
+    REFRESH_EVERY was then set on this class, as the default's stiff phase at its
     tolerances (n = 2 000, h = 100, float64, seeds 0-2, evaluations summed to Euler's t). A
     stale basis costs more than its refresh: after a refresh the accepted dt jumps (1.1 to
     1.8 at √h·α = 1, seed 0) and the estimate falls from ~0.9 to ~0.3 of its bound, then
-    both drift back as the top eigenspace turns; and with fresh directions fewer suffice
-    (λ₇ ≈ 1.05 at t = 120 lets RK4 take dt ≈ 2.6). At √h·α = 1, switching at STIFF_RATIO
-    0.9: RANK 8 every 15 steps, 2 140; every 25, 2 256; every 12, 2 112; every 10, 2 088;
-    every 7, 2 096; RANK 6 every 8, 2 010; RANK 5 every 7, 1 990; refreshing also when dt
-    fell below 0.7 (0.8) of its largest since the last refresh, 2 132 (2 204). With the
-    earlier switch (`integrators.StiffnessSwitching.DEFLATED_STIFF_RATIO`): RANK 8 every 8,
-    2 039; RANK 6 every 8, 1 969; every 6, 2 029; RANK 4 every 6, 1 951, but at √h·α = 1e4
-    (etdrk4 from the start) 2 335 against RANK 6's 2 063 and RANK 8 every 15 steps' 2 127.
+    both drift back as the top eigenspace turns. At √h·α = 1, switching at STIFF_RATIO 0.9:
+    every 15 steps, 2 140; every 25, 2 256; every 12, 2 112; every 10, 2 088; every 8,
+    2 108; every 7, 2 096; also when dt fell below 0.7 (0.8) of its largest since the last
+    refresh, 2 132 (2 204). Every 8 steps, switching at half the boundary
+    (`integrators.StiffnessSwitching`): 2 039. Fewer directions took fewer there (RANK 6
+    every 8 steps, 1 969; RANK 4 every 6, 1 951) but more where more eigenvalues stand above
+    the explicit part's bound: at √h·α = 1e4, RANK 4 2 335, RANK 6 2 063, RANK 8 2 055; at
+    n = 10 000, √h·α = 1e-2, seed 0, RANK 6 1 748 against RANK 8's 1 468.
     """
     name = "etdrk4"
     order = 4  # of the error estimate: the method is fourth order

@@ -1,6 +1,7 @@
 """The deflated exponential integrator (etdrk4): its φ-functions against the matrix
 exponential, exactness on a quadratic loss its basis spans, fourth order outside it, the
-Hessian's top eigenpairs found, a stiff flow crossed in far fewer evaluations than RKC."""
+Hessian's top eigenpairs found, a stiff flow crossed in far fewer evaluations than RKC, the
+switching pair's hand-over to it, and its runs' fidelity, precision and checkpoints."""
 import numpy as np
 import pytest
 import scipy.linalg
@@ -162,7 +163,7 @@ def test_a_checkpoint_with_a_basis_of_another_rank_is_refused_in_one_line(tmp_pa
 def test_a_pair_hands_a_stiff_flow_to_etdrk4():
     # Held at dt·λ_max = 2.51 by the stiff modes, Bogacki–Shampine switches (RKC's power
     # iteration tells when) to etdrk4 at EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR times its
-    # tolerance (measured: 358 evaluations at 2.9e-6; switching to RKC 767 at 1.1e-4, the pair
+    # tolerance (measured: 344 evaluations at 2.9e-6; switching to RKC 767 at 1.1e-4, the pair
     # alone 3 754 at 3.5e-6).
     pair = _stiff_linear_flow("bogacki_shampine", 1e-5)
     to_rkc = _stiff_linear_flow("bogacki_shampine_rkc", 1e-5)
@@ -171,6 +172,23 @@ def test_a_pair_hands_a_stiff_flow_to_etdrk4():
     assert evaluations < to_rkc[1] / 1.5 and evaluations < pair[1] / 5
     # Where evaluations cannot sit in a branch (several replicas) the pair runs alone.
     assert _stiff_linear_flow("bogacki_shampine_etdrk4", 1e-5, branches=False) == pair
+
+
+@pytest.mark.parametrize("name, switches", [("bogacki_shampine_etdrk4", True),
+                                            ("bogacki_shampine_rkc", False)])
+def test_the_pair_hands_over_to_etdrk4_at_half_its_boundary(name, switches):
+    # An accepted pair step at dt·ρ = 0.7 of Bogacki–Shampine's boundary (ρ as RKC's power
+    # iteration left it): etdrk4, which has no stability bound to wait for, takes over
+    # (DEFLATED_STIFF_RATIO 0.5); RKC waits for 0.9 of it (STIFF_RATIO).
+    problem, w = LinearFlow(), tf.zeros(D, tf.float64)
+    integrator = integrators.get(GradientFlow(integrator=name))
+    stiff, since_check, pair_memory, rkc_memory, *own = integrator.initial_memory(w)
+    rho = tf.constant(1e3, tf.float64)
+    memory = (stiff, since_check, pair_memory, (rho,) + tuple(rkc_memory[1:]), *own)
+    dt = 0.7 * integrators.BOGACKI_SHAMPINE.stability_boundary / rho
+    trial = integrator.trial(problem, integrators.FlowState(w, *problem.evaluate(w)), dt, memory)
+    assert bool(trial.accepted)
+    assert int(trial.memory[0]) == int(switches)
 
 
 def test_a_switching_pairs_etdrk4_phase_takes_its_own_factor():

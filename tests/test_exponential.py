@@ -11,6 +11,7 @@ from lazy_feature import exponential, fidelity, integrators, ntk, run
 from lazy_feature.config import TrainConfig
 from lazy_feature.dynamics import EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR, GradientFlow
 from lazy_feature.errors import ConfigError
+from tests.test_alpha_model import _Stop
 from tests.test_integrators import (D, T_END, X, LinearFlow, _stiff_linear_flow, _task,
                                     exact_outputs)
 
@@ -147,7 +148,6 @@ def test_a_checkpoint_with_a_basis_of_another_rank_is_refused_in_one_line(tmp_pa
                                                                          monkeypatch):
     # A run killed under a version whose basis had 6 directions, resumed under one with 8:
     # its checkpoint does not fit, which is said in one line (not a shape traceback).
-    from tests.test_alpha_model import _Stop  # pylint: disable=import-outside-toplevel
     task = _task()
     config = TrainConfig(n_train=10, n_test=200, width=8, depth=2, alpha=1.0, dtype="float64",
                          max_dgrad=5e-2, integrator="etdrk4")

@@ -9,8 +9,8 @@ import re
 
 import setuptools
 
-# The version lives in lazy_feature/config.py alone; read it without importing TensorFlow.
-with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "lazy_feature",
+# The version lives in lazy_feature/run/config.py alone; read it without importing TensorFlow.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "lazy_feature", "run",
                        "config.py"), encoding="utf-8") as f:
     _VERSION = re.search(r'^VERSION = "([^"]+)"', f.read(), re.M).group(1)
 

@@ -9,7 +9,7 @@ convolution gradients from the patches), against its bound, and the generic path
 (`ntk.gram_generic`, per-example Jacobians by tf.vectorized_map, which loops over examples
 for a convolution's weight gradient) on a subset, extrapolated to n by the number of
 per-example Jacobians it computes there (`generic_jacobians`), which dominate its time.
-Part 3: one epoch of Adam (`lazy_feature.adam`, Table 1) at batch size 32 on the n images of
+Part 3: one epoch of Adam (`lazy_feature.flow.adam`, Table 1) at batch size 32 on the n images of
 part 1: n // 32 steps of one forward and one backward pass on 32 images each, then the
 convergence check and the records' refresh (a forward pass over the n images each), all in
 one call of the train function as in a run, against the bound of those flops.
@@ -25,8 +25,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature import architectures, data, ntk, run
-from lazy_feature.config import TrainConfig
+from lazy_feature.model import architectures
+from lazy_feature.run import data
+from lazy_feature.kernel import ntk
+from lazy_feature.run import runner
+from lazy_feature.run.config import TrainConfig
 from train_step_benchmark import matmul_throughput  # the sibling benchmark's measurement
 
 
@@ -57,7 +60,7 @@ def time_step(task, width, dtype, attempts, repeats):
     """(best, worst) seconds per trial step of train_step on the full set, after tracing."""
     config = TrainConfig(architecture="cnn", n_train=len(task.x_train),
                          n_test=len(task.x_test), width=width, alpha=1.0, dtype=dtype)
-    model = run.build_model(config, task.x_train.shape[1:])
+    model = runner.build_model(config, task.x_train.shape[1:])
     model.start(task.x_train, task.y_train)
     dataset = data.full_batch(task.x_train, task.y_train, dtype)
     model.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)  # trace
@@ -131,7 +134,7 @@ def time_adam_epoch(task, width, dtype, batch_size):
     n = len(task.x_train)
     config = TrainConfig(architecture="cnn", n_train=n, n_test=len(task.x_test), width=width,
                          alpha=1.0, dtype=dtype, dynamics="adam", batch_size=batch_size)
-    model = run.build_model(config, task.x_train.shape[1:])
+    model = runner.build_model(config, task.x_train.shape[1:])
     model.start(task.x_train, task.y_train)
     dataset = data.full_batch(task.x_train, task.y_train, dtype)
     model.pause_at(step=1)

@@ -1,6 +1,6 @@
 r"""Gradient evaluations, wall time and fidelity of each integrator of gradient flow (issue 11).
 
-For each √h·α and seed, one network per integrator is trained from the same w0 (`run.train`,
+For each √h·α and seed, one network per integrator is trained from the same w0 (`runner.train`,
 L = 3, binary Fashion-MNIST), and one reference flow (`fidelity.reference_flow`: Euler with
 ε_∇/100 and max_dout/10, float64) lands on each integrator's final t, where their test
 outputs are compared. Printed per run: gradient evaluations, accepted and rejected steps,
@@ -42,9 +42,12 @@ import time
 
 import numpy as np
 
-from lazy_feature import artifact, data, fidelity, run
-from lazy_feature.config import TrainConfig
-from lazy_feature.dynamics import INTEGRATORS
+from lazy_feature.run import artifact
+from lazy_feature.run import data
+from lazy_feature.study import fidelity
+from lazy_feature.run import runner
+from lazy_feature.run.config import TrainConfig
+from lazy_feature.flow.dynamics import INTEGRATORS
 
 
 def _floats(text):
@@ -114,14 +117,14 @@ def _reference(config, task, times, reference, cache_dir):
 
 def _run(config, task, until, cache_dir):
     """One run's figures (evaluations, steps, rejected, wall, t, test error) and test outputs,
-    cached by run id: to convergence (`run.train`) if `until` is None, else integrated to t =
+    cached by run id: to convergence (`runner.train`) if `until` is None, else integrated to t =
     `until` exactly (and on to convergence if that comes later; `fidelity.reference_flow`
     with the run's own config), its outputs and evaluations at that t."""
     def compute():
         start = time.perf_counter()
         if until is None:
             run_dir = tempfile.mkdtemp()
-            metrics = run.train(config, run_dir, task=task)
+            metrics = runner.train(config, run_dir, task=task)
             outputs = np.load(os.path.join(run_dir, artifact.TEST_OUTPUTS))
             figures = [metrics[k] for k in ("gradient_evaluations", "steps", "rejected_steps")]
             t, error = metrics["t"], metrics["test_error"]
@@ -170,7 +173,7 @@ def main():
     task = data.load_binary_task("fashion_mnist", n_train=args.n_train, n_test=args.n_test,
                                  data_seed=0)
     # Untimed: TensorFlow's one-time start-up is charged to no integrator.
-    run.train(TrainConfig(n_train=10, n_test=10, width=8, max_steps=3), tempfile.mkdtemp(),
+    runner.train(TrainConfig(n_train=10, n_test=10, width=8, max_steps=3), tempfile.mkdtemp(),
               task=data.load_binary_task("fashion_mnist", n_train=10, n_test=10, data_seed=0))
     default = TrainConfig.integrator
     print(f"n = {args.n_train}, h = {args.width}, L = 3, {args.n_test} test points, dtype "

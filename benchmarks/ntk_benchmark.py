@@ -1,4 +1,4 @@
-r"""Time and memory of the empirical NTK (lazy_feature.ntk) on the paper's net, L = 3, h = 1000.
+r"""Time and memory of the empirical NTK (lazy_feature.kernel.ntk) on the paper's net, L = 3, h = 1000.
 
 On Fashion-MNIST test points (Section 2's task):
   1. ‖Θ(x, x)‖ over n points by the fast path (`gram_norm`): wall time, peak resident memory
@@ -19,8 +19,9 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature import data, ntk
-from lazy_feature.architectures import FullyConnected
+from lazy_feature.run import data
+from lazy_feature.kernel import ntk
+from lazy_feature.model.architectures import FullyConnected
 from train_step_benchmark import matmul_throughput  # the sibling benchmark's measurement
 
 GIB = 2.0 ** 30

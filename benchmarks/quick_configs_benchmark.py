@@ -33,7 +33,7 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from lazy_feature import data  # noqa: E402  pylint: disable=wrong-import-position
+from lazy_feature.run import data  # noqa: E402  pylint: disable=wrong-import-position
 from pipelines import configs  # noqa: E402  pylint: disable=wrong-import-position
 
 flags.DEFINE_string("output_dir", None, "Where the sweeps and times.jsonl go.", required=True)

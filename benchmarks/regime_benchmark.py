@@ -23,7 +23,9 @@ import time
 import keras
 import numpy as np
 
-from lazy_feature import callbacks, data, regime
+from lazy_feature.run import callbacks
+from lazy_feature.run import data
+from lazy_feature.probe import regime
 
 BATCH, PROBE, RECORDS, ROUNDS = 64, 256, 20, 3
 

@@ -26,8 +26,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature import data, distribute, run
-from lazy_feature.config import TrainConfig
+from lazy_feature.run import data
+from lazy_feature.run import distribute
+from lazy_feature.run import runner
+from lazy_feature.run.config import TrainConfig
 
 
 def matmul_throughput(dtype, size=2048, repeats=10):
@@ -64,7 +66,7 @@ def time_step(task, width, dtype, attempts, repeats, steps_per_call, strategy=No
     """
     config = TrainConfig(n_train=len(task.x_train), n_test=len(task.x_test), width=width,
                          alpha=1.0, dtype=dtype)
-    model = run.build_model(config, task.d, strategy, steps_per_call=steps_per_call)
+    model = runner.build_model(config, task.d, strategy, steps_per_call=steps_per_call)
     model.start(task.x_train, task.y_train)
     dataset = data.full_batch(task.x_train, task.y_train, dtype)
 
@@ -135,7 +137,7 @@ def part2(max_wall_seconds):
         config = TrainConfig(n_train=2000, n_test=10000, width=100, alpha=sqrt_h_alpha / 10.0,
                              dtype="float64", max_wall_seconds=max_wall_seconds)
         with tempfile.TemporaryDirectory() as out:
-            m = run.train(config, out, task=task)
+            m = runner.train(config, out, task=task)
         print(f"{sqrt_h_alpha:>9.0e} {str(m['converged']):>5} {m['steps']:>7} {m['t']:>10.4g} "
               f"{m['rejected_steps']:>9} {m['wall_seconds']:>9.1f} {m['test_error']:>9.4f}",
               flush=True)

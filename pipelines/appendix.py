@@ -1,7 +1,7 @@
 r"""The `appendix` stage: the appendices' observables of a trained run, as a sweep adds them.
 
 Computes what a sweep's `velocity`, `fidelity` and `gram_probe` ask of each run
-(`lazy_feature.sweep.appendix_observables`, the same call a sweep run makes) and stores it
+(`lazy_feature.study.sweep.appendix_observables`, the same call a sweep run makes) and stores it
 in the run directory, where the sweep's row reads it back: the pre-activation velocity at
 t = 0 (velocity.json, Appendix D), the distance to the ε_∇/100 reference flow
 (fidelity.json, Appendix G), the Gram matrices at w0 and at the end on K test points sorted
@@ -11,7 +11,9 @@ by label (Fig. 8). The Kubeflow pipeline runs it after each run's train:
 """
 from absl import flags
 
-from lazy_feature import artifact, run, sweep
+from lazy_feature.run import artifact
+from lazy_feature.run import runner
+from lazy_feature.study import sweep
 from pipelines import common
 
 flags.DEFINE_string("run_dir", None, "A complete run directory written by train.", required=True)
@@ -28,7 +30,7 @@ FLAGS = flags.FLAGS
 def main():
     config = artifact.load_config(FLAGS.run_dir)
     columns = sweep.appendix_observables(
-        FLAGS.run_dir, run.load_task(config), velocity=FLAGS.velocity,
+        FLAGS.run_dir, runner.load_task(config), velocity=FLAGS.velocity,
         velocity_max_test=FLAGS.velocity_max_test, fidelity=FLAGS.fidelity,
         gram_probe=FLAGS.gram_probe, strategy=common.strategy_from_flags([config]))
     for name, value in columns.items():

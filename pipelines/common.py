@@ -10,8 +10,9 @@ from absl import app
 from absl import flags
 
 import pipelines
-from lazy_feature import config as config_lib
-from lazy_feature import distribute, errors
+from lazy_feature.run import config as config_lib
+from lazy_feature.run import distribute
+from lazy_feature import errors
 from lazy_feature.errors import ConfigError
 
 
@@ -95,18 +96,18 @@ _HELP = {
     "init_seed": "Seed of the N(0, 1) initial weights.",
     "loss": "soft_hinge, hinge, quadratic_hinge or logistic.",
     "loss_beta": "Soft-hinge sharpness β.",
-    "dtype": "float32 or float64; unset picks what α·h needs (lazy_feature.precision).",
+    "dtype": "float32 or float64; unset picks what α·h needs (lazy_feature.model.precision).",
     "max_dgrad": "ε_∇ of eq. 9.",
     "max_dout": "Bound of eq. 8 on α·max|Δf| per step.",
     "dt0": "First time step tried.",
     "integrator": "auto (unset: the fastest at the paper's fidelity for the run, "
-                  "lazy_feature.dynamics.choose_integrator), euler (the paper's scheme, eqs. "
+                  "lazy_feature.flow.dynamics.choose_integrator), euler (the paper's scheme, eqs. "
                   "8-9), bogacki_shampine (3(2)) or dormand_prince (5(4)): embedded Runge-Kutta "
                   "pairs with error control; rkc: stabilized second-order Runge-Kutta-Chebyshev "
                   "for stiff (lazy) flows; bogacki_shampine_rkc or dormand_prince_rkc: the "
                   "pair until stability holds its steps, then rkc; etdrk4: fourth-order "
                   "exponential Runge-Kutta with the Hessian's few stiff directions integrated "
-                  "exactly (lazy_feature.exponential); bogacki_shampine_etdrk4: the pair, then "
+                  "exactly (lazy_feature.flow.exponential); bogacki_shampine_etdrk4: the pair, then "
                   "etdrk4.",
     "output_tol": "Runge-Kutta: bound on a step's local error of alpha*f at the training "
                   "points (eq. 8's scale); unset: the integrator's calibrated one.",
@@ -114,12 +115,12 @@ _HELP = {
                      "gradient (eq. 9's scale); unset: the integrator's calibrated one.",
     "stiff_output_tol": "bogacki_shampine_rkc, dormand_prince_rkc, bogacki_shampine_etdrk4: "
                         "output_tol of the rkc (etdrk4) phase; unset: "
-                        "lazy_feature.dynamics.STIFF_OUTPUT_TOL_FACTOR (EXPONENTIAL_STIFF_"
+                        "lazy_feature.flow.dynamics.STIFF_OUTPUT_TOL_FACTOR (EXPONENTIAL_STIFF_"
                         "OUTPUT_TOL_FACTOR) times --output_tol.",
     "dynamics": "gradient_flow (eq. 7, the default), adam (mini-batches) or momentum "
                 "(continuous momentum with time constant --tau).",
     "batch_size": "adam: examples per mini-batch (Table 1: 32).",
-    "learning_rate": "adam: the step size (unset: 1e-3*min(1, 1/alpha), lazy_feature.adam).",
+    "learning_rate": "adam: the step size (unset: 1e-3*min(1, 1/alpha), lazy_feature.flow.adam).",
     "epochs": "adam: the run's length in passes over the training set (adam's t counts "
               "epochs); it ends earlier at every margin > 1.",
     "tau": "momentum: the time constant tau (0 = gradient flow).",

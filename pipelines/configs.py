@@ -9,10 +9,11 @@ import dataclasses
 
 import numpy as np
 
-from lazy_feature import data, table1
-from lazy_feature.config import TrainConfig
+from lazy_feature.run import data
+from lazy_feature.study import table1
+from lazy_feature.run.config import TrainConfig
 from lazy_feature.errors import ConfigError
-from lazy_feature.sweep import SweepConfig
+from lazy_feature.study.sweep import SweepConfig
 
 PAPER = TrainConfig()  # Section 2's setup
 PAPER_SEEDS = tuple(range(20))  # "20 initializations per point"
@@ -114,7 +115,7 @@ def tiny():
 
 # -- Section 7: Table 1 and Figs. 6, 7, 10 --------------------------------------------------
 
-# The settings of each row of Table 1 (lazy_feature.table1.ROWS) that differ from Section 2's.
+# The settings of each row of Table 1 (lazy_feature.study.table1.ROWS) that differ from Section 2's.
 # The CNN uses the hinge loss (Fig. 7 (b)'s caption); the paper states no CNN width: we take
 # h = 64 channels. Fig. 7 (a)'s FC net on MNIST-PCA10 has width 100 and L = 5.
 # An Adam run lasts a fixed number of epochs, ended earlier by the stopping criterion (every
@@ -138,7 +139,7 @@ _TABLE1_SETTINGS = {
 _TABLE1_DEPTHS = {"fc_fashion_mnist": (3, 9)}  # "FC (3,9 hidden layers)"
 _CNN_WIDTH, _FC_WIDTH = 64, 100
 # The verdict compares the smallest level of the feature range with the largest of the lazy
-# range, as the claims do (lazy_feature.claims): √h·α = 1e-3 and 1e4 at the paper's scale.
+# range, as the claims do (lazy_feature.study.claims): √h·α = 1e-3 and 1e4 at the paper's scale.
 _REGIME_RANGES = dict(feature_range=(None, 0.1), lazy_range=(100, None))
 _QUICK = dict(n_train=1000, n_test=2000)
 _QUICK_SQRT_H_ALPHAS = (1e-2, 1.0, 1e3)
@@ -223,7 +224,7 @@ def _table1_config(row, quick):
 TABLE1 = dict(_table1_config(row.name, False) for row in table1.ROWS)
 TABLE1_QUICK = dict(_table1_config(row.name, True) for row in table1.ROWS)
 # The named groups of sweeps `python -m pipelines.sweep --config=NAME` runs one after the
-# other (by row name: lazy_feature.table1.ROWS), each under <output_dir>/<row>, before writing
+# other (by row name: lazy_feature.study.table1.ROWS), each under <output_dir>/<row>, before writing
 # the Table 1 report.
 TABLES = {"table1": {row.name: TABLE1[f"table1_{row.name}"] for row in table1.ROWS},
           "table1_quick": {row.name: TABLE1_QUICK[f"table1_{row.name}_quick"]
@@ -445,7 +446,7 @@ def fig12_quick():
     """Fig. 12 small: ReLU, L = 5, n = 500 training and 1 000 test points, h = 30, √h·α from
     1e-2 to 1e6 (9 levels, the fewest the three power laws take), 2 seeds (18 runs), with the
     kernel drift on the 1 000 test points. Its runs cross the ReLU's jumps of ∇L by the Euler
-    integrator's jump rule (`lazy_feature.dynamics`): under eq. 9 alone those at √h·α ≤ 10
+    integrator's jump rule (`lazy_feature.flow.dynamics`): under eq. 9 alone those at √h·α ≤ 10
     stalled (t ≈ 0.001 at 1e-2). 6.98 minutes on 2 cores, all 18 runs converged, timed end
     to end on a loaded machine (benchmarks/quick_configs_benchmark.py).
       python -m pipelines.sweep --config=fig12_quick --output_dir=runs/fig12_quick
@@ -471,7 +472,7 @@ _FIG13_VARIANTS = ({},) + tuple({"dynamics": "momentum", "tau": c, "tau_proporti
 def fig13():
     """Fig. 13 (Appendix G), h = 100, n = 10 000, 3 seeds, √h·α = 1e-3 … 1e5:
     (a, c) each gradient-flow run at the paper's ε_∇ = 1e-4 against its reference flow at
-    ε_∇/100 (and max_dout/10, float64, `lazy_feature.fidelity`): the relative output
+    ε_∇/100 (and max_dout/10, float64, `lazy_feature.study.fidelity`): the relative output
     difference at a common time and the compute time of both;
     (b, d) continuous momentum at τ = 1e-3·t and 1e-2·t (`FIG13_MOMENTUM_TAUS`, the choice and
     its reason above them): the relative difference of their final test outputs and the

@@ -14,7 +14,7 @@ import json
 
 from absl import flags
 
-from lazy_feature import ensemble
+from lazy_feature.study import ensemble
 from pipelines import common
 
 common.define_train_config_flags()

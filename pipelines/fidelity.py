@@ -1,14 +1,14 @@
 r"""The `fidelity` stage: how faithfully complete runs integrated gradient flow (Appendix G).
 
 Adds fidelity.json to each run written by `train`: its test outputs against a reference flow
-(Euler with ε_∇/100 and max_dout/10, float64, from the same w0, `lazy_feature.fidelity`),
+(Euler with ε_∇/100 and max_dout/10, float64, from the same w0, `lazy_feature.study.fidelity`),
 compared at the run's final t. Runs from the same w0 share one reference flow:
 
   python -m pipelines.fidelity --run_dirs=runs/euler,runs/bogacki_shampine
 """
 from absl import flags
 
-from lazy_feature import fidelity
+from lazy_feature.study import fidelity
 from pipelines import common
 
 flags.DEFINE_list("run_dirs", None, "Complete run directories written by train.", required=True)

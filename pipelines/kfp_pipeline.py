@@ -28,7 +28,7 @@ The output directory, a pipeline parameter, must be storage every pod sees (gs:/
 then submit quick.yaml (Vertex AI Pipelines or a Kubeflow cluster) with
 output_dir=gs://my-bucket/quick. A task that is retried resumes its run from its checkpoint.
 
-Each data set is read from its default location in the image (lazy_feature.data) unless
+Each data set is read from its default location in the image (lazy_feature.run.data) unless
 --data_dirs names a folder for it, one every pod sees (a volume mounted into the pods: the
 loaders open local files):
 
@@ -45,7 +45,7 @@ import dataclasses
 
 from absl import flags
 
-from lazy_feature import sweep as sweep_lib
+from lazy_feature.study import sweep as sweep_lib
 from lazy_feature.errors import ConfigError
 from pipelines import common, configs
 

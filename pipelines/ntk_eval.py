@@ -11,7 +11,8 @@ store the Gram matrices on a subset:
 """
 from absl import flags
 
-from lazy_feature import artifact, ntk_eval
+from lazy_feature.run import artifact
+from lazy_feature.study import ntk_eval
 from pipelines import common
 
 flags.DEFINE_string("run_dir", None, "A complete run directory written by train.", required=True)

@@ -3,7 +3,7 @@ r"""The `probe` stage: is a user's Keras model lazy or learning features? A scan
 Trains F = α[f̂(w, x) − f̂(w0, x)] (eq. 6), f̂ = f/σ0 the user's model normalized by its
 initial output scale, at each α by gradient flow (or, with --optimizer=sgd|adam, a plain
 Keras fit on the α⁻²-scaled loss), and writes table.csv, scan.png, summary.md and scan.json
-(`lazy_feature.probe.scan`):
+(`lazy_feature.probe.alpha_scan.scan`):
 
   python -m pipelines.probe --model=my_models:build_cnn --input_shape=28,28,1 \
       --n_train=1000 --n_test=2000 --output_dir=runs/probe_cnn
@@ -17,8 +17,10 @@ example, or --output=INDEX or --output=sum for a vector of logits). The flow's f
 """
 from absl import flags
 
-from lazy_feature import data, distribute, probe
-from lazy_feature.dynamics import GradientFlow
+from lazy_feature.run import data
+from lazy_feature.run import distribute
+from lazy_feature.probe import alpha_scan
+from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError
 from pipelines import common
 
@@ -32,7 +34,7 @@ flags.DEFINE_integer("n_test", 2000, "Test-set size.")
 flags.DEFINE_integer("data_seed", 0, "Seed of the train/test draw.")
 flags.DEFINE_list("input_shape", None, "Shape of one input, e.g. 28,28,1 (default: flat).")
 flags.DEFINE_string("output", None, "For a vector output: an index, or sum (of the logits).")
-flags.DEFINE_list("alphas", [str(a) for a in probe.DEFAULT_ALPHAS], "The α grid.")
+flags.DEFINE_list("alphas", [str(a) for a in alpha_scan.DEFAULT_ALPHAS], "The α grid.")
 flags.DEFINE_integer("probe_size", 64, "Test points the kernel drift is measured on.")
 flags.DEFINE_integer("seed", 0, "Keras seed of the initial weights.")
 flags.DEFINE_integer("max_steps", 10_000, "Budget of each α in gradient-flow steps "
@@ -70,13 +72,13 @@ def main():
     output = FLAGS.output
     if output not in (None, "sum"):
         output = common.integers("output", [output])[0]
-    optimizer = probe.keras_optimizer(FLAGS.optimizer, FLAGS.learning_rate)
+    optimizer = alpha_scan.keras_optimizer(FLAGS.optimizer, FLAGS.learning_rate)
     check_training_flags()
-    build_model = probe.load_builder(FLAGS.model)
+    build_model = alpha_scan.load_builder(FLAGS.model)
     strategy = distribute.make(**common.strategy_options())
     task = data.load_binary_task(FLAGS.dataset, FLAGS.data_dir, FLAGS.n_train, FLAGS.n_test,
                                  FLAGS.data_seed)
-    probe.scan(build_model, task,
+    alpha_scan.scan(build_model, task,
                alphas=common.floats("alphas", FLAGS.alphas), output_dir=FLAGS.output_dir,
                input_shape=(common.integers("input_shape", FLAGS.input_shape)
                             if FLAGS.input_shape else None),

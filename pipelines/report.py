@@ -8,7 +8,8 @@ the fitted exponents next to the paper's), in <sweep_dir>/report by default:
 """
 from absl import flags
 
-from lazy_feature import report, sweep
+from lazy_feature.study import report
+from lazy_feature.study import sweep
 from pipelines import common
 
 flags.DEFINE_string("sweep_dir", None, "A sweep directory written by the sweep stage.",

@@ -9,7 +9,7 @@ main job, about 30 minutes on 2 cores):
 
 Before it starts it shows one line: the memory the largest run needs (weights, full-batch
 activations, NTK) times the local workers, and the time of a trial step; a sweep that
-cannot fit is refused, naming the size to lower (lazy_feature.resources).
+cannot fit is refused, naming the size to lower (lazy_feature.run.resources).
 
 Runs fan out on Apache Beam: locally on the engine of Beam's DirectRunner (its FnApiRunner,
 named so that Beam downloads nothing), one process per --workers, or in this process for a
@@ -28,7 +28,7 @@ The same grid with the paper's CNN in place of its network (any named config):
 
 Table 1 (Section 7): every row whose data set is on the machine, each as its own sweep under
 <output_dir>/<row> (a row whose data set is absent is skipped, saying why), then the paper's
-verdict beside ours in <output_dir>/table1.md and table1.csv (lazy_feature.table1); the quick
+verdict beside ours in <output_dir>/table1.md and table1.csv (lazy_feature.study.table1); the quick
 rows in about 20 minutes each on 2 cores, `--config=table1` at the paper's scale. Data sets
 outside their default location are named with --data_dirs:
 
@@ -57,7 +57,11 @@ import dataclasses
 
 from absl import flags
 
-from lazy_feature import artifact, data, report, sweep, table1
+from lazy_feature.run import artifact
+from lazy_feature.run import data
+from lazy_feature.study import report
+from lazy_feature.study import sweep
+from lazy_feature.study import table1
 from lazy_feature.errors import ConfigError
 from pipelines import common, configs
 

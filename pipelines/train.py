@@ -33,7 +33,7 @@ With --live_drift=256 the kernel drift on 256 training points is followed in Ten
 """
 from absl import flags
 
-from lazy_feature import run
+from lazy_feature.run import runner
 from pipelines import common
 
 common.define_train_config_flags()
@@ -48,7 +48,7 @@ FLAGS = flags.FLAGS
 
 def main():
     config = common.train_config_from_flags()
-    run.train(config, FLAGS.output_dir, checkpoint_seconds=FLAGS.checkpoint_seconds,
+    runner.train(config, FLAGS.output_dir, checkpoint_seconds=FLAGS.checkpoint_seconds,
               drift_probe=FLAGS.live_drift, strategy=common.strategy_from_flags([config]))
 
 

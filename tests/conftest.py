@@ -17,7 +17,7 @@ import pytest
 from absl import flags
 from absl import logging as absl_logging
 
-from lazy_feature import data
+from lazy_feature.run import data
 
 FASHION_MNIST = data.DEFAULT_DATA_DIRS["fashion_mnist"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,9 +13,12 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature import artifact, distribute, ntk_eval, run
-from lazy_feature.config import TrainConfig
-from lazy_feature.dynamics import TOLERANCES
+from lazy_feature.run import artifact
+from lazy_feature.run import distribute
+from lazy_feature.study import ntk_eval
+from lazy_feature.run import runner
+from lazy_feature.run.config import TrainConfig
+from lazy_feature.flow.dynamics import TOLERANCES
 from lazy_feature.errors import ConfigError
 from tests.test_alpha_model import _Stop, _synthetic_task
 
@@ -33,7 +36,7 @@ RELU = dataclasses.replace(CONFIG, activation="relu", alpha=0.1, max_steps=150,
 
 
 def _run(name, out, task, config=CONFIG, **kwargs):
-    metrics = run.train(config, os.path.join(out, name), task=task, **kwargs)
+    metrics = runner.train(config, os.path.join(out, name), task=task, **kwargs)
     return dict(metrics, test_outputs=np.load(
         os.path.join(out, name, artifact.TEST_OUTPUTS)).tolist())
 
@@ -57,13 +60,13 @@ def main(out):
     results["mirrored"] = _run("mirrored", out, task, strategy=mirrored)
     for name in ("rkc", "etdrk4"):  # their loops of evaluations cannot all-reduce: refused
         try:  # before anything is written
-            run.train(dataclasses.replace(CONFIG, integrator=name), os.path.join(out, name),
+            runner.train(dataclasses.replace(CONFIG, integrator=name), os.path.join(out, name),
                       task=task, strategy=mirrored)
         except ConfigError as e:
             results[f"{name}_error"] = str(e)
             results[f"{name}_written"] = os.path.exists(os.path.join(out, name))
     try:  # killed at step 40: only the periodic checkpoint (every call here) is on disk
-        run.train(CONFIG, os.path.join(out, "cut"), task=task, strategy=mirrored,
+        runner.train(CONFIG, os.path.join(out, "cut"), task=task, strategy=mirrored,
                   checkpoint_seconds=0.0, extra_callbacks=[_Stop(40, RuntimeError("killed"))])
     except RuntimeError:
         results["saved_names"], results["saved_step"] = _saved_state(os.path.join(out, "cut"))
@@ -83,7 +86,7 @@ def main(out):
     adam_task = _synthetic_task(n_train=30, n_test=30)
     results["adam_single"] = _run("adam_single", out, adam_task, ADAM)
     try:
-        run.train(ADAM, os.path.join(out, "adam_cut"), task=adam_task, strategy=mirrored,
+        runner.train(ADAM, os.path.join(out, "adam_cut"), task=adam_task, strategy=mirrored,
                   checkpoint_seconds=0.0, extra_callbacks=[_Stop(10, RuntimeError("killed"))])
     except RuntimeError:
         _, results["adam_saved_step"] = _saved_state(os.path.join(out, "adam_cut"))

@@ -1,4 +1,4 @@
-"""RegimeMonitor and probe.scan under MirroredStrategy on 2 logical CPU devices, next to one
+"""RegimeMonitor and alpha_scan.scan under MirroredStrategy on 2 logical CPU devices, next to one
 device: prints the figures `test_regime.test_monitor_and_scan_under_a_mirrored_strategy`
 judges, as one JSON object.
 
@@ -15,8 +15,10 @@ import keras
 import numpy as np
 import pandas as pd
 
-from lazy_feature import distribute, probe, regime
-from lazy_feature.dynamics import GradientFlow
+from lazy_feature.run import distribute
+from lazy_feature.probe import alpha_scan
+from lazy_feature.probe import regime
+from lazy_feature.flow.dynamics import GradientFlow
 from tests import probe_models
 from tests.conftest import stage_in_process, write_class_template_mnist
 
@@ -44,7 +46,7 @@ def _fit(strategy):
 def _scans(strategy):
     """Kernel drift and test error of a float64 MLP's scan at one α by gradient flow (the
     stage below runs scan by SGD under the strategy)."""
-    flow = probe.scan(probe_models.mlp64, TASK, alphas=(0.1,), probe_size=8, max_steps=10,
+    flow = alpha_scan.scan(probe_models.mlp64, TASK, alphas=(0.1,), probe_size=8, max_steps=10,
                       flow=GradientFlow(max_dgrad=1e-1, max_dout=0.3, grow=1.5),
                       frozen_kernel=False, strategy=strategy)
     return {"flow": {k: flow.table[k].tolist() for k in ("kernel_drift", "test_error", "steps")}}
@@ -61,7 +63,7 @@ def _stage(tmp):
         "--batch_size=8", "--strategy=mirrored", "--cpu_devices=2")
     if stage.returncode:
         return {"returncode": stage.returncode, "stderr": stage.stderr[-3000:]}
-    return {"returncode": 0, "rows": len(pd.read_csv(os.path.join(out, probe.TABLE)))}
+    return {"returncode": 0, "rows": len(pd.read_csv(os.path.join(out, alpha_scan.TABLE)))}
 
 
 def main():

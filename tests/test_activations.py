@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature import activations
+from lazy_feature.model import activations
 from lazy_feature.errors import ConfigError
 
 

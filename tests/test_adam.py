@@ -1,12 +1,16 @@
-"""Adam on mini-batches (lazy_feature.adam, Section 7, Table 1): convergence at the paper's
+"""Adam on mini-batches (lazy_feature.flow.adam, Section 7, Table 1): convergence at the paper's
 criterion, exact resume, the batch order, the learning-rate rule across α, the train stage."""
 import json
 
 import numpy as np
 import pytest
 
-from lazy_feature import adam, artifact, ensemble, fidelity, run
-from lazy_feature.config import TrainConfig
+from lazy_feature.flow import adam
+from lazy_feature.run import artifact
+from lazy_feature.study import ensemble
+from lazy_feature.study import fidelity
+from lazy_feature.run import runner
+from lazy_feature.run.config import TrainConfig
 from lazy_feature.errors import ConfigError
 from tests.conftest import stage_in_process, write_class_template_mnist
 from tests.test_alpha_model import _checkpoint_step, _Stop, _synthetic_task
@@ -19,13 +23,13 @@ _SETUP = dict(n_train=30, n_test=40, width=8, alpha=0.5, dtype="float64", dynami
 def test_adam_converges_at_an_epoch_end_and_resumes_exactly_after_a_kill_mid_epoch(tmp_path):
     task = _synthetic_task(n_train=30, n_test=40)
     config = TrainConfig(**_SETUP)
-    whole = run.train(config, str(tmp_path / "whole"), task=task)
+    whole = runner.train(config, str(tmp_path / "whole"), task=task)
     per_epoch = 3
     assert whole["converged"] and whole["stop_reason"] == "converged"
     assert whole["steps"] % per_epoch == 0 and whole["t"] == whole["steps"] / per_epoch
     assert whole["rejected_steps"] == 0 and whole["train_error"] == 0.0
     # The criterion holds on the whole training set, recomputed from the saved weights.
-    model = run.load_run(str(tmp_path / "whole"), task=task).model
+    model = runner.load_run(str(tmp_path / "whole"), task=task).model
     assert np.min(model.predict(task.x_train, verbose=0) * task.y_train) > 1.0
     records = artifact.read_jsonl(str(tmp_path / "whole" / artifact.DYNAMICS))
     assert records[-1]["unfitted"] == 0 and records[-1]["step"] == whole["steps"]
@@ -33,10 +37,10 @@ def test_adam_converges_at_an_epoch_end_and_resumes_exactly_after_a_kill_mid_epo
     # Killed at step 10, a third into epoch 4: the checkpoint of step 9 holds m, v and s.
     cut = str(tmp_path / "cut")
     with pytest.raises(RuntimeError):
-        run.train(config, cut, task=task, checkpoint_seconds=0.0,
+        runner.train(config, cut, task=task, checkpoint_seconds=0.0,
                   extra_callbacks=[_Stop(10, RuntimeError("killed"))])
     assert _checkpoint_step(cut, config, task) == 9
-    resumed = run.train(config, cut, task=task)
+    resumed = runner.train(config, cut, task=task)
     for key in ("steps", "t", "gradient_evaluations", "weight_drift", "test_error"):
         assert resumed[key] == whole[key], key
     np.testing.assert_array_equal(np.load(tmp_path / "cut" / artifact.TEST_OUTPUTS),
@@ -66,7 +70,7 @@ def _first_step_change(alpha, task):
     """max |ΔF| over the training set after one Adam step at α (default learning rate)."""
     config = TrainConfig(n_train=30, n_test=40, width=8, alpha=alpha, dtype="float64",
                          dynamics="adam", batch_size=30)
-    model = run.build_model(config, task.d, steps_per_call=1)
+    model = runner.build_model(config, task.d, steps_per_call=1)
     model.start(task.x_train, task.y_train)
     model.train_step(model._training_set)  # pylint: disable=protected-access
     return np.max(np.abs(model.predict(task.x_train, verbose=0)))
@@ -112,7 +116,7 @@ def test_train_stage_trains_by_adam_and_stops_after_its_epochs(tmp_path):
 def test_an_ensemble_of_adam_runs_differs_by_init_and_batch_order(tmp_path):
     task = _synthetic_task(n_train=30, n_test=40)
     summary = ensemble.train_ensemble(TrainConfig(**_SETUP), [0, 1], str(tmp_path), task=task)
-    members = [run.load_run(str(tmp_path / "members" / run_id), task=task)
+    members = [runner.load_run(str(tmp_path / "members" / run_id), task=task)
                for run_id in summary["members"]]
     assert [m.model.adam.seed for m in members] == [0, 1]  # each its own batch order
     assert all(artifact.read_json(str(tmp_path / "members" / run_id / artifact.METRICS))[

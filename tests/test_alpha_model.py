@@ -7,11 +7,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature import activations, artifact, callbacks, data, errors, run
-from lazy_feature.alpha_model import AlphaModel
-from lazy_feature.architectures import ConvNet, FullyConnected
-from lazy_feature.config import TrainConfig
-from lazy_feature.dynamics import GradientFlow
+from lazy_feature.model import activations
+from lazy_feature.run import artifact
+from lazy_feature.run import callbacks
+from lazy_feature.run import data
+from lazy_feature import errors
+from lazy_feature.run import runner
+from lazy_feature.model.alpha_model import AlphaModel
+from lazy_feature.model.architectures import ConvNet, FullyConnected
+from lazy_feature.run.config import TrainConfig
+from lazy_feature.flow.dynamics import GradientFlow
 from tests.conftest import sphere_inputs
 
 
@@ -114,7 +119,7 @@ def test_accepted_steps_obey_eqs_8_and_9_and_rejected_ones_do_not():
 def test_small_real_run_converges_and_its_log_obeys_eqs_8_9(fashion_task, tmp_path):
     config = TrainConfig(n_train=200, n_test=1000, width=50, alpha=1.0, dtype="float64",
                          integrator="euler")
-    metrics = run.train(config, str(tmp_path), task=fashion_task)
+    metrics = runner.train(config, str(tmp_path), task=fashion_task)
     assert metrics["converged"] and metrics["train_error"] == 0.0
     assert 0.0 < metrics["test_error"] < 0.2
     records = [artifact.read_json_line(line) for line in
@@ -124,7 +129,7 @@ def test_small_real_run_converges_and_its_log_obeys_eqs_8_9(fashion_task, tmp_pa
     for r in records[1:]:
         assert r["dout"] < config.max_dout and r["dgrad"] < config.max_dgrad
     assert records[-1]["step"] == metrics["steps"] and records[-1]["unfitted"] == 0
-    loaded = run.load_run(str(tmp_path), task=fashion_task)
+    loaded = runner.load_run(str(tmp_path), task=fashion_task)
     margins = loaded.model(fashion_task.x_train).numpy() * fashion_task.y_train
     assert margins.min() > 1.0
     np.testing.assert_allclose(loaded.model(fashion_task.x_test).numpy(),
@@ -141,7 +146,7 @@ def test_gradient_flow_fidelity(fashion_task, tmp_path):
         task = fashion_task.__class__(fashion_task.x_train[:100], fashion_task.y_train[:100],
                                       fashion_task.x_test, fashion_task.y_test,
                                       fashion_task.classes_train[:100], fashion_task.classes_test)
-        metrics = run.train(config, str(tmp_path / str(max_dgrad)), task=task)
+        metrics = runner.train(config, str(tmp_path / str(max_dgrad)), task=task)
         assert metrics["converged"]
         outputs.append(np.load(tmp_path / str(max_dgrad) / artifact.TEST_OUTPUTS))
     relative = np.linalg.norm(outputs[0] - outputs[1]) / np.linalg.norm(outputs[1])
@@ -174,7 +179,7 @@ def _synthetic_task(n_train=80, n_test=60, seed=4):
 
 def _checkpoint_step(run_dir, config, task):
     """The step of the run's last checkpoint (restored into a fresh model)."""
-    model = run.build_model(config, task.d)
+    model = runner.build_model(config, task.d)
     artifact.TrainingCheckpoint(model, run_dir).restore()
     return int(model.step_count.numpy())
 
@@ -194,12 +199,12 @@ def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator, activa
                          init_seed=2 if activation == "relu" else 0,
                          **(dict(output_tol=1e-3, direction_tol=1e-2)
                             if integrator == "rkc" else {}))
-    reference = run.train(config, str(tmp_path / "whole"), task=task)
+    reference = runner.train(config, str(tmp_path / "whole"), task=task)
     cut = str(tmp_path / "cut")
     # Killed at step 20 before its save: only the periodic checkpoints (every step here,
     # after the step's records) are on disk, the last one at step 19.
     with pytest.raises(RuntimeError):
-        run.train(config, cut, task=task, checkpoint_seconds=0.0,
+        runner.train(config, cut, task=task, checkpoint_seconds=0.0,
                   extra_callbacks=[_Stop(20, RuntimeError("killed"))])
     assert _checkpoint_step(cut, config, task) == 19
     if (integrator, activation) == ("euler", "softplus"):  # (how a checkpoint is saved does
@@ -207,12 +212,12 @@ def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator, activa
         # Resumed, then sent SIGTERM (a preempted machine) at step 40 with no periodic
         # checkpoint due: it saves one at the end of that step and stops.
         with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
-            run.train(config, cut, task=task, checkpoint_seconds=1e9,
+            runner.train(config, cut, task=task, checkpoint_seconds=1e9,
                       extra_callbacks=[_Stop(40, signal.SIGTERM)])
         assert _checkpoint_step(cut, config, task) == 40
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone
     assert not artifact.is_complete(cut)
-    resumed = run.train(config, cut, task=task)
+    resumed = runner.train(config, cut, task=task)
     for key in ("steps", "rejected_steps", "gradient_evaluations", "t", "test_error",
                 "weight_drift"):
         assert resumed[key] == reference[key], key
@@ -226,10 +231,10 @@ def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator, activa
 def test_complete_run_is_not_redone_and_other_config_is_refused(tmp_path):
     task = _synthetic_task()
     config = TrainConfig(n_train=80, n_test=60, width=30, alpha=0.5, dtype="float64")
-    first = run.train(config, str(tmp_path), task=task)
-    assert run.train(config, str(tmp_path), task=task) == first
-    with pytest.raises(run.RunDirError, match="choose another output directory"):
-        run.train(TrainConfig(n_train=80, n_test=60, width=31, alpha=0.5), str(tmp_path),
+    first = runner.train(config, str(tmp_path), task=task)
+    assert runner.train(config, str(tmp_path), task=task) == first
+    with pytest.raises(runner.RunDirError, match="choose another output directory"):
+        runner.train(TrainConfig(n_train=80, n_test=60, width=31, alpha=0.5), str(tmp_path),
                   task=task)
 
 
@@ -239,7 +244,7 @@ def test_budget_stops_unconverged(tmp_path, budget, value):
     task = _synthetic_task(n_train=30, n_test=20)
     config = TrainConfig(n_train=30, n_test=20, width=8, alpha=0.5, dtype="float64",
                          **{budget: value})
-    metrics = run.train(config, str(tmp_path), task=task)
+    metrics = runner.train(config, str(tmp_path), task=task)
     assert metrics == artifact.read_json(str(tmp_path / artifact.METRICS))
     assert not metrics["converged"] and metrics["stop_reason"] == budget
     if budget == "max_steps":
@@ -283,7 +288,7 @@ def test_a_relu_network_in_the_feature_regime_converges_across_its_kinks(tmp_pat
     config = TrainConfig(n_train=60, n_test=20, width=10, depth=5, activation="relu",
                          alpha=0.01 / np.sqrt(10), dtype="float64")
     assert config.flow().jumps and not TrainConfig().flow().jumps
-    metrics = run.train(config, str(tmp_path), task=task)
+    metrics = runner.train(config, str(tmp_path), task=task)
     assert metrics["converged"] and metrics["train_error"] == 0.0
 
 
@@ -291,8 +296,8 @@ def test_output_norms_on_train_and_test_sets(tmp_path):
     # ‖f(w) − f(w0)‖ and ‖f(w)‖ of eq. 31, recomputed in NumPy from the saved weights.
     task = _synthetic_task(n_train=30, n_test=20)
     config = TrainConfig(n_train=30, n_test=20, width=8, alpha=0.5, dtype="float64", max_steps=40)
-    metrics = run.train(config, str(tmp_path), task=task)
-    model = run.load_run(str(tmp_path), task=task).model
+    metrics = runner.train(config, str(tmp_path), task=task)
+    model = runner.load_run(str(tmp_path), task=task).model
     kernels, kernels0 = _kernels(model.network), _kernels(model.initial_network)
     rms = lambda v: np.sqrt(np.mean(v ** 2))
     for x, suffix in ((task.x_train, "train"), (task.x_test, "test")):
@@ -314,7 +319,7 @@ def test_nan_loss_raises_divergence_error(tmp_path, integrator):
     config = TrainConfig(n_train=30, n_test=20, width=8, alpha=0.5, dtype="float64",
                          integrator=integrator)
     with pytest.raises(errors.DivergenceError, match="diverged at step 0.*rescaled loss=nan"):
-        run.train(config, str(tmp_path), task=task)
+        runner.train(config, str(tmp_path), task=task)
     assert not artifact.is_complete(str(tmp_path))
 
 
@@ -323,7 +328,7 @@ def test_float32_and_float64_agree_where_float32_resolves(tmp_path):
     out = {}
     for dtype in ("float32", "float64"):
         config = TrainConfig(n_train=80, n_test=60, width=30, alpha=1.0, dtype=dtype)
-        run.train(config, str(tmp_path / dtype), task=task)
+        runner.train(config, str(tmp_path / dtype), task=task)
         out[dtype] = np.load(tmp_path / dtype / artifact.TEST_OUTPUTS)
     assert np.linalg.norm(out["float32"] - out["float64"]) / np.linalg.norm(out["float64"]) < 0.02
 
@@ -342,9 +347,9 @@ def test_cnn_trains_end_to_end_on_images(tmp_path):
     # Looser eqs. 8-9 than the paper's (a few dozen steps): this tests the plumbing.
     config = TrainConfig(architecture="cnn", n_train=24, n_test=40, width=4, alpha=1.0,
                          dtype="float64", max_dout=1.0, max_dgrad=0.1)
-    metrics = run.train(config, str(tmp_path), task=task)
+    metrics = runner.train(config, str(tmp_path), task=task)
     assert metrics["converged"] and metrics["train_error"] == 0.0 and metrics["test_error"] < 0.2
-    loaded = run.load_run(str(tmp_path), task=task)
+    loaded = runner.load_run(str(tmp_path), task=task)
     assert isinstance(loaded.model.network, ConvNet)
     assert loaded.task.x_test.shape == (40, 19, 19, 1)  # images in their shape, not flattened
     np.testing.assert_allclose(loaded.model(loaded.task.x_test).numpy(),
@@ -354,5 +359,5 @@ def test_cnn_trains_end_to_end_on_images(tmp_path):
 def test_an_image_the_cnn_cannot_take_writes_nothing(tmp_path):
     config = TrainConfig(architecture="cnn", n_train=8, n_test=4, width=4)
     with pytest.raises(errors.ConfigError, match="shrink a side of 16"):
-        run.train(config, str(tmp_path / "run"), task=_image_task(16, 8, 4))
+        runner.train(config, str(tmp_path / "run"), task=_image_task(16, 8, 4))
     assert not (tmp_path / "run").exists()

@@ -8,9 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lazy_feature import appendix, artifact, figures, fits, ntk_eval, report, sweep
-from lazy_feature.config import TrainConfig
-from lazy_feature.data import BinaryTask
+from lazy_feature.study import appendix
+from lazy_feature.run import artifact
+from lazy_feature.study import figures
+from lazy_feature.study import fits
+from lazy_feature.study import ntk_eval
+from lazy_feature.study import report
+from lazy_feature.study import sweep
+from lazy_feature.run.config import TrainConfig
+from lazy_feature.run.data import BinaryTask
 from tests.conftest import sphere_inputs
 
 WIDTHS, SEEDS = (16, 64), (0, 1, 2)

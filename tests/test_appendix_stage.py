@@ -5,8 +5,10 @@ import os
 
 import numpy as np
 
-from lazy_feature import artifact, ntk_eval, sweep
-from lazy_feature.config import TrainConfig
+from lazy_feature.run import artifact
+from lazy_feature.study import ntk_eval
+from lazy_feature.study import sweep
+from lazy_feature.run.config import TrainConfig
 from tests.conftest import stage_in_process, write_class_template_mnist
 
 

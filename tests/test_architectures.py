@@ -1,17 +1,17 @@
 import numpy as np
 import pytest
 
-from lazy_feature.alpha_model import AlphaModel
-from lazy_feature.architectures import ConvNet, FullyConnected, WideResNet
-from lazy_feature.config import TrainConfig
+from lazy_feature.model.alpha_model import AlphaModel
+from lazy_feature.model.architectures import ConvNet, FullyConnected, WideResNet
+from lazy_feature.run.config import TrainConfig
 from lazy_feature.errors import ConfigError
-from lazy_feature.layers import NTKConv2D, conv_output_size
+from lazy_feature.model.layers import NTKConv2D, conv_output_size
 from tests.conftest import sphere_inputs
 
 
 def _numpy_forward(net, x):
     """Brute-force float64 forward pass of eqs. 11-14 from the weights alone."""
-    from lazy_feature import activations
+    from lazy_feature.model import activations
     a = activations.normalization(net.activation_name, net.beta)
     z = x
     for layer in net.hidden:

@@ -9,8 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from lazy_feature import artifact, run, sweep
-from lazy_feature.config import TrainConfig
+from lazy_feature.run import artifact
+from lazy_feature.run import runner
+from lazy_feature.study import sweep
+from lazy_feature.run.config import TrainConfig
 from lazy_feature.errors import RunDirError
 from pipelines import configs
 from tests.conftest import ROOT, run_stage, write_class_template_mnist
@@ -79,8 +81,8 @@ def test_kill_9_at_two_moments_then_rerun_ends_as_an_uninterrupted_run(tmp_path)
     _kill_at(_train(args), cut, 24)
     assert not artifact.is_complete(cut)
     assert artifact.read_json(os.path.join(cut, artifact.CONFIG))["run_id"] == config.run_id()
-    resumed = run.train(config, cut, checkpoint_seconds=0.05)
-    reference = run.train(config, str(tmp_path / "whole"))
+    resumed = runner.train(config, cut, checkpoint_seconds=0.05)
+    reference = runner.train(config, str(tmp_path / "whole"))
     assert reference["steps"] == 150 and _records(cut) == 0  # both kills came mid-run
     assert _without_wall(resumed) == _without_wall(reference)
     assert (open(os.path.join(cut, artifact.TEST_OUTPUTS), "rb").read()
@@ -107,7 +109,7 @@ def test_unreachable_output_path_is_one_line_and_writes_nothing(tmp_path):
     config = TrainConfig(dataset="mnist", data_dir=str(tmp_path / "mnist"), n_train=20,
                          n_test=10, width=8)
     with pytest.raises(RunDirError, match="cannot write to .*: choose a writable"):
-        run.train(config, str(blocker / "run"))
+        runner.train(config, str(blocker / "run"))
     with pytest.raises(RunDirError, match="cannot write to nosuchscheme://"):
         sweep.run_sweep(configs.get("tiny"), "nosuchscheme://bucket/sweep")
     assert sorted(os.listdir(tmp_path)) == ["file", "mnist"] and blocker.read_text() == ""

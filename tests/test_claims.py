@@ -5,7 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lazy_feature import artifact, claims, fits
+from lazy_feature.run import artifact
+from lazy_feature.study import claims
+from lazy_feature.study import fits
 
 WIDTHS, SEEDS, P = (30, 100, 300), (0, 1, 2, 3), 400
 LEVELS = (1e-2, 1e-1, 1.0, 1e2, 1e3)

@@ -1,4 +1,4 @@
-"""Tests of lazy_feature.data: the sources, Section 2's binary task and the tf.data pipelines.
+"""Tests of lazy_feature.run.data: the sources, Section 2's binary task and the tf.data pipelines.
 
 Each test writes tiny files in the real formats (IDX, CIFAR10 pickles) under tmp_path.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature import data
+from lazy_feature.run import data
 from tests.conftest import (CIFAR10_FILES, EMNIST_LETTERS_FILES, MNIST_FILES,
                             class_template_images, idx_bytes, image_class, write_idx)
 

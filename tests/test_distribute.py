@@ -8,8 +8,15 @@ import sys
 import numpy as np
 import pytest
 
-from lazy_feature import artifact, callbacks, distribute, ensemble, ntk_eval, precision, run, sweep
-from lazy_feature.config import TrainConfig
+from lazy_feature.run import artifact
+from lazy_feature.run import callbacks
+from lazy_feature.run import distribute
+from lazy_feature.study import ensemble
+from lazy_feature.study import ntk_eval
+from lazy_feature.model import precision
+from lazy_feature.run import runner
+from lazy_feature.study import sweep
+from lazy_feature.run.config import TrainConfig
 from lazy_feature.errors import ConfigError
 from tests.conftest import ROOT, run_stage
 from tests.test_alpha_model import _synthetic_task
@@ -94,7 +101,7 @@ def test_in_graph_steps_equal_one_step_per_call(tmp_path):
     for steps_per_call in (1, 1000):
         out = tmp_path / str(steps_per_call)
         counter = _Calls()
-        metrics = run.train(config, str(out), task=task, steps_per_call=steps_per_call,
+        metrics = runner.train(config, str(out), task=task, steps_per_call=steps_per_call,
                             extra_callbacks=[counter])
         calls[steps_per_call] = counter.calls
         outputs[steps_per_call] = (metrics, np.load(out / artifact.TEST_OUTPUTS))
@@ -122,13 +129,13 @@ def test_bad_strategy_and_tpu_float64_are_refused_and_write_nothing(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match="unknown strategy 'gpu': choose one of default, "
                                           "mirrored, multi_worker, tpu"):
-        run.train(config, str(out), task=task, strategy="gpu")
+        runner.train(config, str(out), task=task, strategy="gpu")
     lazy = TrainConfig(n_train=40, n_test=30, width=100, alpha=1e3)  # α·h·ε32 > 1e-3
     assert lazy.dtype == "float64"
     largest = f"{precision.largest_alpha('float32', 100):.3g}"
     message = f"largest alpha usable in float32 at width 100 is {largest}"
     with pytest.raises(ConfigError, match=message):
-        run.train(lazy, str(out), task=task, strategy="tpu")
+        runner.train(lazy, str(out), task=task, strategy="tpu")
     with pytest.raises(ConfigError, match=message):
         ensemble.train_ensemble(lazy, [0, 1], str(out), task=task, strategy="tpu")
     grid = sweep.SweepConfig(base=TrainConfig(n_train=40, n_test=30), widths=(100,),
@@ -138,7 +145,7 @@ def test_bad_strategy_and_tpu_float64_are_refused_and_write_nothing(tmp_path):
     with pytest.raises(ConfigError, match="unknown strategy"):
         sweep.run_sweep(grid, str(out), strategy="cluster")
     with pytest.raises(ConfigError, match="does not split evenly over the 2 replicas"):
-        run.train(TrainConfig(n_train=41, n_test=30, width=16, alpha=0.5), str(out),
+        runner.train(TrainConfig(n_train=41, n_test=30, width=16, alpha=0.5), str(out),
                   task=_synthetic_task(n_train=41, n_test=30),
                   strategy=_FakeReplicas(2))
     assert not out.exists()
@@ -166,7 +173,7 @@ def test_adam_refuses_several_tpu_replicas_and_writes_nothing(tmp_path, monkeypa
     assert config.dtype == "float32"  # no float64 refusal first
     with pytest.raises(ConfigError, match="adam's per-replica batches have data-dependent "
                                           "sizes, which TPUs cannot compile"):
-        run.train(config, str(tmp_path / "run"), task=_synthetic_task(n_train=40, n_test=30),
+        runner.train(config, str(tmp_path / "run"), task=_synthetic_task(n_train=40, n_test=30),
                   strategy=_FakeReplicas(2))
     assert not (tmp_path / "run").exists()
 

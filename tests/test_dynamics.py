@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature import artifact, run
-from lazy_feature.config import TrainConfig
-from lazy_feature.dynamics import ContinuousMomentum
+from lazy_feature.run import artifact
+from lazy_feature.run import runner
+from lazy_feature.run.config import TrainConfig
+from lazy_feature.flow.dynamics import ContinuousMomentum
 from lazy_feature.errors import ConfigError
 from tests.test_alpha_model import _checkpoint_step, _Stop, _synthetic_task
 
@@ -21,7 +22,7 @@ _SETUP = dict(n_train=24, n_test=30, width=8, alpha=0.5, dtype="float64", max_dg
 
 def _train(path, **settings):
     config = TrainConfig(**dict(_SETUP, **settings))
-    metrics = run.train(config, str(path), task=_synthetic_task(n_train=24, n_test=30))
+    metrics = runner.train(config, str(path), task=_synthetic_task(n_train=24, n_test=30))
     return metrics, np.load(path / artifact.TEST_OUTPUTS)
 
 
@@ -69,10 +70,10 @@ def test_momentum_with_tau_proportional_to_t_converges_and_resumes_exactly(tmp_p
     task = _synthetic_task(n_train=24, n_test=30)
     cut = str(tmp_path / "cut")
     with pytest.raises(RuntimeError):  # killed at step 30: the checkpoint of step 29 remains
-        run.train(config, cut, task=task, checkpoint_seconds=0.0,
+        runner.train(config, cut, task=task, checkpoint_seconds=0.0,
                   extra_callbacks=[_Stop(30, RuntimeError("killed"))])
     assert _checkpoint_step(cut, config, task) == 29
-    resumed = run.train(config, cut, task=task)  # v and t come back from the checkpoint
+    resumed = runner.train(config, cut, task=task)  # v and t come back from the checkpoint
     for key in ("steps", "rejected_steps", "t", "gradient_evaluations", "weight_drift"):
         assert resumed[key] == whole[key], key
     np.testing.assert_array_equal(np.load(tmp_path / "cut" / artifact.TEST_OUTPUTS), F_whole)
@@ -115,7 +116,7 @@ def test_a_saved_model_keeps_its_dynamics_and_their_state(tmp_path, settings):
     config = TrainConfig(**{k: v for k, v in dict(_SETUP, **settings).items()
                             if k not in flow_only})
     task = _synthetic_task(n_train=24, n_test=30)
-    model = run.build_model(config, task.d)
+    model = runner.build_model(config, task.d)
     model.start(task.x_train, task.y_train)
     state = artifact.model_state(model)
     extra = [v for name, v in state.items() if name.startswith(("velocity", "adam_"))]

@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from lazy_feature import artifact, ensemble
+from lazy_feature.run import artifact
+from lazy_feature.study import ensemble
 
 
 def test_var_F_of_gaussian_fluctuations():

@@ -7,9 +7,13 @@ import pytest
 import scipy.linalg
 import tensorflow as tf
 
-from lazy_feature import exponential, fidelity, integrators, ntk, run
-from lazy_feature.config import TrainConfig
-from lazy_feature.dynamics import EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR, GradientFlow
+from lazy_feature.flow import exponential
+from lazy_feature.study import fidelity
+from lazy_feature.flow import integrators
+from lazy_feature.kernel import frozen
+from lazy_feature.run import runner
+from lazy_feature.run.config import TrainConfig
+from lazy_feature.flow.dynamics import EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR, GradientFlow
 from lazy_feature.errors import ConfigError
 from tests.test_alpha_model import _Stop
 from tests.test_integrators import (D, T_END, X, LinearFlow, _stiff_linear_flow, _task,
@@ -103,8 +107,8 @@ def test_the_frozen_kernel_takes_rkc_for_it():
     # a run integrated by etdrk4 has its frozen kernel integrated by rkc at rkc's tolerances;
     # any other problem without them is refused in one line.
     k, y = X @ X.T, np.sign(X[:, 0])
-    by_etdrk4 = ntk.frozen_kernel_dynamics(k, y, flow=GradientFlow(integrator="etdrk4"))
-    by_rkc = ntk.frozen_kernel_dynamics(k, y, flow=GradientFlow(integrator="rkc"))
+    by_etdrk4 = frozen.frozen_kernel_dynamics(k, y, flow=GradientFlow(integrator="etdrk4"))
+    by_rkc = frozen.frozen_kernel_dynamics(k, y, flow=GradientFlow(integrator="rkc"))
     assert by_etdrk4["converged"] and by_etdrk4["steps"] == by_rkc["steps"]
     np.testing.assert_array_equal(by_etdrk4["a"], by_rkc["a"])
     problem, w = _WithoutCoordinates(), tf.zeros(D, tf.float64)
@@ -137,7 +141,7 @@ def test_float32_is_as_faithful_as_float64_euler(tmp_path):
         config = TrainConfig(n_train=10, n_test=200, width=8, depth=2, alpha=1.0, dtype=dtype,
                              max_dgrad=5e-2, max_dout=0.3, integrator=name)
         dirs[name, dtype] = str(tmp_path / f"{name}_{dtype}")
-        assert run.train(config, dirs[name, dtype], task=task)["converged"]
+        assert runner.train(config, dirs[name, dtype], task=task)["converged"]
     euler, single, double = (result["output_deviation"] for result in fidelity.check_runs(
         list(dirs.values()), task=task))
     assert double <= euler and single <= euler  # (measured 3.1e-3, 3.1e-3, 1.5e-2)
@@ -153,11 +157,11 @@ def test_a_checkpoint_with_a_basis_of_another_rank_is_refused_in_one_line(tmp_pa
                          max_dgrad=5e-2, integrator="etdrk4")
     monkeypatch.setattr(exponential.DeflatedExponential, "RANK", 6)
     with pytest.raises(RuntimeError, match="killed"):
-        run.train(config, str(tmp_path), task=task, checkpoint_seconds=0.0,
+        runner.train(config, str(tmp_path), task=task, checkpoint_seconds=0.0,
                   extra_callbacks=[_Stop(3, RuntimeError("killed"))])
     monkeypatch.setattr(exponential.DeflatedExponential, "RANK", 8)
-    with pytest.raises(run.RunDirError, match="does not fit this run's model .*shape"):
-        run.train(config, str(tmp_path), task=task)
+    with pytest.raises(runner.RunDirError, match="does not fit this run's model .*shape"):
+        runner.train(config, str(tmp_path), task=task)
 
 
 def test_a_pair_hands_a_stiff_flow_to_etdrk4():
@@ -205,8 +209,8 @@ def test_a_switching_pairs_etdrk4_phase_takes_its_own_factor():
 
 def test_the_frozen_kernel_takes_the_pair_switching_to_rkc_for_the_one_switching_to_etdrk4():
     k, y = X @ X.T, np.sign(X[:, 0])
-    by_etdrk4 = ntk.frozen_kernel_dynamics(
+    by_etdrk4 = frozen.frozen_kernel_dynamics(
         k, y, flow=GradientFlow(integrator="bogacki_shampine_etdrk4"))
-    by_rkc = ntk.frozen_kernel_dynamics(k, y, flow=GradientFlow(integrator="bogacki_shampine_rkc"))
+    by_rkc = frozen.frozen_kernel_dynamics(k, y, flow=GradientFlow(integrator="bogacki_shampine_rkc"))
     assert by_etdrk4["converged"] and by_etdrk4["steps"] == by_rkc["steps"]
     np.testing.assert_array_equal(by_etdrk4["a"], by_rkc["a"])

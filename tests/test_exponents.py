@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lazy_feature import exponents
+from lazy_feature.study import exponents
 
 X = np.logspace(-3, 0, 7, endpoint=False)
 

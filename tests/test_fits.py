@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lazy_feature import fits
+from lazy_feature.study import fits
 
 LEVELS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
 CROSSOVER = 3.0  # where the synthetic drift below equals 1

@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature import artifact, callbacks, data, fidelity, integrators, ntk, run
-from lazy_feature.alpha_model import AlphaModel
-from lazy_feature.config import TrainConfig
-from lazy_feature.dynamics import (AUTO, DORMAND_PRINCE_BELOW_SQRT_H_ALPHA,
+from lazy_feature.run import artifact
+from lazy_feature.run import callbacks
+from lazy_feature.run import data
+from lazy_feature.study import fidelity
+from lazy_feature.flow import integrators
+from lazy_feature.kernel import frozen
+from lazy_feature.run import runner
+from lazy_feature.model.alpha_model import AlphaModel
+from lazy_feature.run.config import TrainConfig
+from lazy_feature.flow.dynamics import (AUTO, DORMAND_PRINCE_BELOW_SQRT_H_ALPHA,
                                    EXPONENTIAL_FROM_SQRT_H_ALPHA,
                                    EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR, STIFF_OUTPUT_TOL_FACTOR,
                                    TOLERANCES, GradientFlow)
@@ -134,8 +140,8 @@ def test_the_jump_rule_leaves_a_smooth_flow_as_it_was():
     # The frozen-kernel flow is smooth, and its change of ∇L rises twentyfold from one step to
     # the next at the start: with `jumps` it takes the very same steps (JUMP_RATIO = 100).
     kernel = X @ X.T + 0.5
-    plain = ntk.frozen_kernel_dynamics(kernel, Y, flow=GradientFlow())
-    jumps = ntk.frozen_kernel_dynamics(kernel, Y, flow=GradientFlow(jumps=True))
+    plain = frozen.frozen_kernel_dynamics(kernel, Y, flow=GradientFlow())
+    jumps = frozen.frozen_kernel_dynamics(kernel, Y, flow=GradientFlow(jumps=True))
     assert (jumps["steps"], jumps["rejected"], jumps["t"]) == (
         plain["steps"], plain["rejected"], plain["t"])
     np.testing.assert_array_equal(jumps["train_outputs"], plain["train_outputs"])
@@ -330,7 +336,7 @@ def _linear_model_outputs(flow):
     model.t_end.assign(T_END)
     stopping = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: setattr(
         model, "stop_training", bool(logs["t"] >= T_END)))
-    run.fit_flow(model, X, Y, [stopping])
+    runner.fit_flow(model, X, Y, [stopping])
     assert model.t.numpy() == T_END  # landed exactly
     return model(X).numpy(), int(model.step_count.numpy())
 
@@ -385,7 +391,7 @@ def small_runs(tmp_path_factory):
     for name in names:
         config = TrainConfig(**dict(base.to_dict(), integrator=name))
         runs[name] = dict(config=config, dir=str(root / name),
-                          metrics=run.train(config, str(root / name), task=task))
+                          metrics=runner.train(config, str(root / name), task=task))
     results = fidelity.check_runs([runs[name]["dir"] for name in names], task=task)
     for name, result in zip(names, results):
         runs[name]["fidelity"] = result
@@ -430,7 +436,7 @@ def test_runge_kutta_stops_at_the_papers_criterion(small_runs, name):
     task, runs = small_runs
     rk = runs[name]
     assert rk["metrics"]["converged"] and rk["metrics"]["train_error"] == 0.0
-    model = run.load_run(rk["dir"], task=task).model
+    model = runner.load_run(rk["dir"], task=task).model
     assert np.min(model(task.x_train).numpy() * task.y_train) > 1.0  # every margin > 1
     records = [artifact.read_json_line(line) for line in open(f"{rk['dir']}/{artifact.DYNAMICS}")]
     assert records[-1]["unfitted"] == 0 and all(r["unfitted"] > 0 for r in records[:-1])
@@ -446,7 +452,7 @@ def test_every_forward_and_backward_pass_is_counted(name):
     task = _task()
     config = TrainConfig(n_train=10, n_test=200, width=8, depth=2, alpha=1.0, dtype="float64",
                          max_dgrad=5e-2, max_dout=0.3, integrator=name)
-    model = run.build_model(config, task.x_train.shape[1:])
+    model = runner.build_model(config, task.x_train.shape[1:])
     passes = tf.Variable(0, dtype=tf.int64)
     evaluate = model._local_loss_and_grad
 
@@ -455,7 +461,7 @@ def test_every_forward_and_backward_pass_is_counted(name):
         return evaluate(*args)
 
     model._local_loss_and_grad = counted
-    run.fit_flow(model, task.x_train, task.y_train,
+    runner.fit_flow(model, task.x_train, task.y_train,
                  [callbacks.GradientFlowStopping(max_steps=30)])
     assert int(model.evaluations.numpy()) == int(passes.numpy()) > 30
 
@@ -507,7 +513,7 @@ def test_given_integrator_and_tolerances_are_kept():
 def test_config_json_records_the_integrator_and_tolerances_a_run_used(tmp_path):
     config = TrainConfig(n_train=10, n_test=200, width=8, depth=2, alpha=0.5, dtype="float64",
                          max_steps=3)
-    run.train(config, str(tmp_path), task=_task())
+    runner.train(config, str(tmp_path), task=_task())
     stored = artifact.read_json(str(tmp_path / artifact.CONFIG))
     output_tol, direction_tol = TOLERANCES["bogacki_shampine_etdrk4"]
     assert (stored["integrator"], stored["output_tol"], stored["direction_tol"]) == (
@@ -563,13 +569,13 @@ def test_unknown_integrator_is_refused():
 
 def test_frozen_kernel_dynamics_runs_the_same_integrators():
     theta = X @ X.T
-    euler = ntk.frozen_kernel_dynamics(theta, Y, loss="quadratic_hinge", max_time=T_END)
+    euler = frozen.frozen_kernel_dynamics(theta, Y, loss="quadratic_hinge", max_time=T_END)
     tight = dict(output_tol=1e-4, direction_tol=1e-3)  # within atol on these few steps
-    rk = ntk.frozen_kernel_dynamics(theta, Y, loss="quadratic_hinge", max_time=T_END,
+    rk = frozen.frozen_kernel_dynamics(theta, Y, loss="quadratic_hinge", max_time=T_END,
                                     flow=GradientFlow(integrator="bogacki_shampine", **tight))
-    rkc = ntk.frozen_kernel_dynamics(theta, Y, loss="quadratic_hinge", max_time=T_END,
+    rkc = frozen.frozen_kernel_dynamics(theta, Y, loss="quadratic_hinge", max_time=T_END,
                                      flow=GradientFlow(integrator="rkc", **tight))
-    switching = ntk.frozen_kernel_dynamics(
+    switching = frozen.frozen_kernel_dynamics(
         theta, Y, loss="quadratic_hinge", max_time=T_END,
         flow=GradientFlow(integrator="bogacki_shampine_rkc", **tight))
     for result in (euler, rk, rkc, switching):
@@ -590,9 +596,9 @@ def test_weights_written_before_the_integrator_choice_load(tmp_path):
     config = TrainConfig(n_train=10, n_test=200, width=8, depth=2, dtype="float64", max_steps=3,
                          integrator="euler")
     run_dir = str(tmp_path / "run")
-    metrics = run.train(config, run_dir, task=task)
+    metrics = runner.train(config, run_dir, task=task)
     path = str(tmp_path / "old.weights.h5")
-    run.load_run(run_dir, task=task).model.save_weights(path)
+    runner.load_run(run_dir, task=task).model.save_weights(path)
     with h5py.File(path, "r+") as f:
         own = f["vars"]
         kept = [own[str(i)][()] for i in range(len(own)) if i not in (4, 5)]
@@ -600,12 +606,12 @@ def test_weights_written_before_the_integrator_choice_load(tmp_path):
             del own[name]
         for i, value in enumerate(kept):
             own.create_dataset(str(i), data=value)
-    model = run.build_model(config, task.x_train.shape[1:])
+    model = runner.build_model(config, task.x_train.shape[1:])
     model.load_weights(path)
     assert int(model.evaluations.numpy()) == metrics["gradient_evaluations"] == \
         1 + metrics["steps"] + metrics["rejected_steps"]
     assert np.isinf(model.t_end.numpy()) and int(model.step_count.numpy()) == 3
-    outputs = run.evaluate(model, task.x_test, task.y_test, model.per_pattern_loss)[0]
+    outputs = runner.evaluate(model, task.x_test, task.y_test, model.per_pattern_loss)[0]
     np.testing.assert_array_equal(
         outputs, artifact.read_npy(artifact.join(run_dir, artifact.TEST_OUTPUTS)))
 
@@ -614,7 +620,7 @@ def test_fidelity_stage_writes_a_runs_fidelity(fashion_task, tmp_path):
     # A run on the stage's own data (its config.json says where that lies).
     config = TrainConfig(n_train=10, n_test=100, width=8, depth=2, dtype="float64",
                          max_dgrad=5e-2, max_dout=0.3)
-    run.train(config, str(tmp_path))
+    runner.train(config, str(tmp_path))
     result = stage_in_process("fidelity", f"--run_dirs={tmp_path}")
     assert result.returncode == 0, result.stderr
     stored = artifact.read_json(str(tmp_path / artifact.FIDELITY))

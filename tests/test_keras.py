@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature.alpha_model import AlphaModel
-from lazy_feature.architectures import ConvNet, FullyConnected, WideResNet
-from lazy_feature.dynamics import GradientFlow
+from lazy_feature.model.alpha_model import AlphaModel
+from lazy_feature.model.architectures import ConvNet, FullyConnected, WideResNet
+from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError
-from lazy_feature.layers import NTKConv2D, NTKDense
+from lazy_feature.model.layers import NTKConv2D, NTKDense
 from tests.conftest import sphere_inputs
 
 X = sphere_inputs(20, 6, seed=0)

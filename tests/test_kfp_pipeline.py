@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from lazy_feature.config import TrainConfig
+from lazy_feature.run.config import TrainConfig
 from pipelines import configs, kfp_pipeline
 from tests.conftest import stage_in_process
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature import losses
+from lazy_feature.model import losses
 
 
 def test_error_rate_counts_ties_and_nan_as_errors():

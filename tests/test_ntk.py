@@ -1,13 +1,13 @@
-"""Tests of lazy_feature.ntk: Gram matrices against float64 brute force, streamed norms, drift
+"""Tests of lazy_feature.kernel.ntk: Gram matrices against float64 brute force, streamed norms, drift
 and the frozen-kernel dynamics against a network trained at large α."""
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature import ntk
-from lazy_feature.alpha_model import AlphaModel
-from lazy_feature.architectures import ConvNet, FullyConnected, WideResNet
+from lazy_feature.kernel import frozen, ntk
+from lazy_feature.model.alpha_model import AlphaModel
+from lazy_feature.model.architectures import ConvNet, FullyConnected, WideResNet
 
 D = 6  # input dimension of every test problem
 
@@ -211,11 +211,11 @@ def lazy_problem():
     model = AlphaModel(FullyConnected(WIDTH, depth=2, dtype="float64"), ALPHA)
     model.compile()
     model.build(x_train.shape)
-    frozen = ntk.frozen_kernel_test_error(model.initial_network, x_train, y_train, x_test, y_test,
-                                          flow=model.flow, block_size=3)
+    kernel_flow = frozen.frozen_kernel_test_error(model.initial_network, x_train, y_train, x_test,
+                                                  y_test, flow=model.flow, block_size=3)
     data = tf.data.Dataset.from_tensors((x_train, y_train)).repeat()
     model.fit(data, steps_per_epoch=5000, epochs=1, verbose=0, callbacks=[StopWhenConverged()])
-    return dict(model=model, frozen=frozen, x_train=x_train, y_train=y_train, x_test=x_test,
+    return dict(model=model, frozen=kernel_flow, x_train=x_train, y_train=y_train, x_test=x_test,
                 y_test=y_test)
 
 
@@ -224,7 +224,7 @@ def test_frozen_dynamics_fits_the_training_set(lazy_problem):
     assert frozen["converged"] and frozen["steps"] > 0
     assert np.min(frozen["train_outputs"] * lazy_problem["y_train"]) > 1.0
     # F(x) = Σ_μ Θ(x, x_μ) a_μ reproduces the integrated outputs on the training set.
-    predicted = ntk.predict_frozen(lazy_problem["model"].initial_network, x_train, x_train,
+    predicted = frozen.predict_frozen(lazy_problem["model"].initial_network, x_train, x_train,
                                    frozen["a"], block_size=3)
     assert relative_error(predicted, frozen["train_outputs"]) < 1e-10
 
@@ -243,8 +243,8 @@ def test_frozen_dynamics_is_the_large_alpha_limit_of_the_network(lazy_problem):
 def test_frozen_dynamics_stops_at_its_limits(lazy_problem):
     theta = ntk.gram(lazy_problem["model"].initial_network, lazy_problem["x_train"])
     y = lazy_problem["y_train"]
-    by_steps = ntk.frozen_kernel_dynamics(theta, y, max_steps=3)
+    by_steps = frozen.frozen_kernel_dynamics(theta, y, max_steps=3)
     assert not by_steps["converged"] and by_steps["steps"] + by_steps["rejected"] == 3
-    by_time = ntk.frozen_kernel_dynamics(theta, y, max_time=2.0)
+    by_time = frozen.frozen_kernel_dynamics(theta, y, max_time=2.0)
     assert not by_time["converged"] and by_time["t"] >= 2.0
     assert by_time["steps"] < lazy_problem["frozen"]["steps"]

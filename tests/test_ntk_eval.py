@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature import artifact, ntk, ntk_eval, run
-from lazy_feature.config import TrainConfig
-from lazy_feature.data import BinaryTask
+from lazy_feature.run import artifact
+from lazy_feature.study import ntk_eval
+from lazy_feature.run import runner
+from lazy_feature.run.config import TrainConfig
+from lazy_feature.run.data import BinaryTask
 from lazy_feature.errors import RunDirError
 from tests.conftest import sphere_inputs
 
@@ -27,7 +29,7 @@ def _task(seed=4):
 def trained(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("run"))
     config = TrainConfig(n_train=60, n_test=90, width=40, alpha=1.0, dtype="float64")
-    run.train(config, out, task=_task())
+    runner.train(config, out, task=_task())
     return out
 
 
@@ -76,13 +78,13 @@ def test_frozen_kernel_of_an_uncentered_run_starts_where_the_network_did(tmp_pat
     config = TrainConfig(n_train=60, n_test=90, width=300, alpha=1.0, centered=False,
                          dtype="float64")
     out = str(tmp_path / "run")
-    run.train(config, out, task=_task())
+    runner.train(config, out, task=_task())
     ntk_eval.evaluate(out, task=_task())
     network = np.load(os.path.join(out, artifact.TEST_OUTPUTS))
     frozen = np.load(os.path.join(out, "frozen_init_test_outputs.npy"))
-    loaded = run.load_run(out, task=_task())
+    loaded = runner.load_run(out, task=_task())
     task = loaded.task
-    from_zero = ntk.frozen_kernel_test_error(
+    from_zero = frozen.frozen_kernel_test_error(
         loaded.model.initial_network, task.x_train, task.y_train, task.x_test, task.y_test,
         flow=loaded.model.flow)["test_outputs"]
     deviation = np.linalg.norm(frozen - network) / np.linalg.norm(network)
@@ -110,7 +112,7 @@ def test_gram_probe_sorted_by_label_against_brute_force(trained):
     order = np.concatenate([np.flatnonzero(y > 0), np.flatnonzero(y < 0)])
     np.testing.assert_array_equal(np.load(paths[2]), y[order])
     assert 0 < np.sum(y > 0) < 25  # both classes, +1 first
-    loaded = run.load_run(trained, task)
+    loaded = runner.load_run(trained, task)
     x = task.x_test[:25][order]
     for path, network in zip(paths, (loaded.model.initial_network, loaded.model.network)):
         np.testing.assert_allclose(np.load(path), _brute_force_gram(network, x), rtol=1e-10)

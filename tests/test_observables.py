@@ -6,7 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from lazy_feature import artifact, config, observables
+from lazy_feature.run import artifact
+from lazy_feature.run import config
+from lazy_feature.study import observables
 
 TAU = 3.0
 

@@ -1,9 +1,9 @@
-"""The precision rule (lazy_feature.precision): float32 up to α·h·ε = 1e-3, float64 above."""
+"""The precision rule (lazy_feature.model.precision): float32 up to α·h·ε = 1e-3, float64 above."""
 import numpy as np
 import pytest
 
-from lazy_feature import precision
-from lazy_feature.config import TrainConfig
+from lazy_feature.model import precision
+from lazy_feature.run.config import TrainConfig
 from lazy_feature.errors import ConfigError
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -45,7 +45,7 @@ def test_unknown_dtype():
     ("wide_resnet", 1, 10, (16, 16, 3)), ("wide_resnet", 2, 10, (16, 16, 3))])
 def test_the_rule_of_a_convolutional_net_takes_its_largest_fan_in(architecture, width, depth,
                                                                    shape):
-    from lazy_feature import architectures  # pylint: disable=import-outside-toplevel
+    from lazy_feature.model import architectures  # pylint: disable=import-outside-toplevel
     config = TrainConfig(architecture=architecture, width=width, depth=depth, alpha=1.0)
     model = architectures.network(config)
     model.build((None, *shape))

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lazy_feature import probe
-from lazy_feature.dynamics import GradientFlow
+from lazy_feature.probe import alpha_scan
+from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError
 from tests import probe_models
 from tests.conftest import run_stage, stage_in_process, write_class_template_mnist
@@ -21,24 +21,24 @@ TASK = (_X[:48], _Y[:48], _X[48:], _Y[48:])  # 8×8×1 images, flattened
 
 def test_crossover_interpolates_in_log_log():
     # drift = 1/α: crosses 0.5 at α = 2, between the grid points 1 and 10.
-    assert probe.crossover([10.0, 0.1, 1.0], [0.1, 10.0, 1.0]) == pytest.approx(2.0)
-    assert probe.crossover([1.0, 10.0], [0.2, 0.1]) is None
+    assert alpha_scan.crossover([10.0, 0.1, 1.0], [0.1, 10.0, 1.0]) == pytest.approx(2.0)
+    assert alpha_scan.crossover([1.0, 10.0], [0.2, 0.1]) is None
 
 
 @pytest.mark.parametrize("build,shape", [(probe_models.mlp, None), (probe_models.cnn, (8, 8, 1))])
 def test_scan_runs_a_keras_model_end_to_end(tmp_path, build, shape):
-    result = probe.scan(build, TASK, alphas=(1e-3, 1e3), output_dir=str(tmp_path),
+    result = alpha_scan.scan(build, TASK, alphas=(1e-3, 1e3), output_dir=str(tmp_path),
                         input_shape=shape, probe_size=16, max_steps=100, flow=LOOSE)
-    table = pd.read_csv(tmp_path / probe.TABLE)
+    table = pd.read_csv(tmp_path / alpha_scan.TABLE)
     assert list(table.alpha) == [1e-3, 1e3]
     # Small α learns features, large α stays lazy (Section 5).
     assert table.kernel_drift[0] > 0.5 > 0.1 > table.kernel_drift[1]
     assert list(table.regime) == ["feature learning", "lazy"]
     assert result.alpha_star is not None and 1e-3 < result.alpha_star < 1e3
     assert result.user_alpha > 0 and 0 <= result.kernel_test_error <= 1
-    summary = (tmp_path / probe.SUMMARY).read_text()
+    summary = (tmp_path / alpha_scan.SUMMARY).read_text()
     assert "Crossover α*" in summary and "Your setting: α_user = σ0" in summary
-    assert (tmp_path / probe.FIGURE).read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / alpha_scan.FIGURE).read_bytes()[:4] == b"\x89PNG"
     assert os.path.exists(tmp_path / "alpha=0.001" / "regime.jsonl")
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
 
@@ -46,7 +46,7 @@ def test_scan_runs_a_keras_model_end_to_end(tmp_path, build, shape):
 def test_scan_with_the_users_optimizer_runs_end_to_end():
     # A plain Keras fit of F = α(f̂ − f̂0) by SGD on the α⁻²-scaled loss (eq. 7): F moves at
     # the same rate at every α, the weights by ~1/α, so small α learns features.
-    result = probe.scan(probe_models.mlp, TASK, alphas=(0.1, 1e3), probe_size=16,
+    result = alpha_scan.scan(probe_models.mlp, TASK, alphas=(0.1, 1e3), probe_size=16,
                         optimizer=lambda: keras.optimizers.SGD(0.01), epochs=10,
                         batch_size=16, frozen_kernel=False)
     table = result.table
@@ -56,8 +56,8 @@ def test_scan_with_the_users_optimizer_runs_end_to_end():
 
 
 def test_a_diverging_optimizer_is_reported_in_its_row():
-    result = probe.scan(probe_models.mlp, TASK, alphas=(1e-3,), probe_size=8, epochs=4,
-                        batch_size=16, optimizer=probe.keras_optimizer("sgd", 1.0),
+    result = alpha_scan.scan(probe_models.mlp, TASK, alphas=(1e-3,), probe_size=8, epochs=4,
+                        batch_size=16, optimizer=alpha_scan.keras_optimizer("sgd", 1.0),
                         frozen_kernel=False)
     assert result.table.stop_reason[0].startswith("diverged")
 
@@ -68,29 +68,29 @@ def test_a_diverging_optimizer_is_reported_in_its_row():
 ])
 def test_a_bad_optimizer_setting_is_a_config_error(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        probe.scan(probe_models.mlp, TASK, alphas=(1.0,), **kwargs)
+        alpha_scan.scan(probe_models.mlp, TASK, alphas=(1.0,), **kwargs)
 
 
 def test_keras_optimizer_names_and_errors():
-    assert probe.keras_optimizer("flow") is None
-    adam = probe.keras_optimizer("adam", 0.003)()
+    assert alpha_scan.keras_optimizer("flow") is None
+    adam = alpha_scan.keras_optimizer("adam", 0.003)()
     assert isinstance(adam, keras.optimizers.Adam)
     assert float(adam.learning_rate) == pytest.approx(0.003)
     with pytest.raises(ConfigError, match="choose flow, sgd, adam"):
-        probe.keras_optimizer("rmsprop")
+        alpha_scan.keras_optimizer("rmsprop")
     with pytest.raises(ConfigError, match="> 0"):
-        probe.keras_optimizer("sgd", -1.0)
+        alpha_scan.keras_optimizer("sgd", -1.0)
 
 
 def test_scan_of_a_subclassed_model_with_a_chosen_logit():
-    result = probe.scan(probe_models.two_logits, TASK, alphas=(1e3,), output=0, probe_size=8,
+    result = alpha_scan.scan(probe_models.two_logits, TASK, alphas=(1e3,), output=0, probe_size=8,
                         max_steps=100, flow=LOOSE, frozen_kernel=False)
     assert result.table.regime[0] == "lazy" and result.kernel_test_error is None
 
 
 def test_a_builder_that_returns_no_model_fails_in_one_line():
     with pytest.raises(ConfigError, match="not a keras.Model"):
-        probe.scan(probe_models.not_a_model, TASK, alphas=(1.0,))
+        alpha_scan.scan(probe_models.not_a_model, TASK, alphas=(1.0,))
 
 
 @pytest.mark.parametrize("training,flags", [
@@ -106,9 +106,9 @@ def test_the_probe_stage_writes_its_run_directory(tmp_path, training, flags):
         f"--data_dir={tmp_path / 'mnist'}", "--n_train=40", "--n_test=20", "--alphas=0.01,100",
         "--probe_size=8", *flags)
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in (probe.TABLE, probe.FIGURE, probe.SUMMARY, probe.RESULT):
+    for name in (alpha_scan.TABLE, alpha_scan.FIGURE, alpha_scan.SUMMARY, alpha_scan.RESULT):
         assert os.path.exists(out / name), name
-    assert f"trained by {training}" in (out / probe.SUMMARY).read_text()
+    assert f"trained by {training}" in (out / alpha_scan.SUMMARY).read_text()
 
 
 @pytest.mark.parametrize("spec,message", [
@@ -118,7 +118,7 @@ def test_the_probe_stage_writes_its_run_directory(tmp_path, training, flags):
 ])
 def test_a_bad_model_spec_is_a_config_error(spec, message):
     with pytest.raises(ConfigError, match=message):
-        probe.load_builder(spec)
+        alpha_scan.load_builder(spec)
 
 
 def test_a_bad_model_flag_is_one_line_and_exit_1(tmp_path):

@@ -6,8 +6,10 @@ import re
 import subprocess
 import sys
 
-from lazy_feature import artifact, progress, sweep
-from lazy_feature.config import TrainConfig
+from lazy_feature.run import artifact
+from lazy_feature.run import progress
+from lazy_feature.study import sweep
+from lazy_feature.run.config import TrainConfig
 from pipelines import configs
 from tests.conftest import stage_in_process
 from tests.test_data import write_mnist_dir

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature import ntk, regime
-from lazy_feature.alpha_model import AlphaModel
-from lazy_feature.architectures import FullyConnected
-from lazy_feature.dynamics import GradientFlow
+from lazy_feature.kernel import ntk
+from lazy_feature.probe import regime
+from lazy_feature.model.alpha_model import AlphaModel
+from lazy_feature.model.architectures import FullyConnected
+from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError
 from tests import probe_models
 from tests.conftest import sphere_inputs

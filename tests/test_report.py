@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lazy_feature import artifact, figures, report
+from lazy_feature.run import artifact
+from lazy_feature.study import figures
+from lazy_feature.study import report
 
 WIDTHS, ALPHAS, SEEDS = (16, 64), (0.01, 0.1, 1.0), (0, 1)
 ALL_FIGURES = [figure.name for figure in figures.FIGURES]

@@ -7,9 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from lazy_feature import resources, run
-from lazy_feature.config import TrainConfig
-from lazy_feature.data import BinaryTask
+from lazy_feature.run import resources
+from lazy_feature.run import runner
+from lazy_feature.run.config import TrainConfig
+from lazy_feature.run.data import BinaryTask
 from lazy_feature.errors import ConfigError
 from tests.conftest import ROOT, sphere_inputs
 
@@ -23,8 +24,10 @@ _MEASURE = """
 import json, sys, threading, time
 import numpy as np
 import tensorflow as tf
-from lazy_feature import data, resources, run
-from lazy_feature.config import TrainConfig
+from lazy_feature.run import data
+from lazy_feature.run import resources
+from lazy_feature.run import runner
+from lazy_feature.run.config import TrainConfig
 
 def anonymous_rss():
     with open("/proc/self/status") as f:
@@ -44,7 +47,7 @@ def sample():
         time.sleep(0.002)
 sampler = threading.Thread(target=sample)
 sampler.start()
-run.train(config, sys.argv[1], task=task)
+runner.train(config, sys.argv[1], task=task)
 running[0] = False
 sampler.join()
 found = resources.estimate(config, d)
@@ -83,7 +86,7 @@ def test_the_estimate_line_and_the_refusal(tmp_path, monkeypatch):
     y = np.where(x[:, 0] > 0, 1.0, -1.0)
     task = BinaryTask(x[:60], y[:60], x[60:], y[60:], np.zeros(60, int), np.zeros(40, int))
     with pytest.raises(ConfigError, match="GPU:0 has 64 KiB available: lower --n_train"):
-        run.train(config, str(tmp_path / "run"), task=task)
+        runner.train(config, str(tmp_path / "run"), task=task)
     assert not (tmp_path / "run").exists()
 
 
@@ -91,7 +94,7 @@ def test_the_estimate_line_and_the_refusal(tmp_path, monkeypatch):
     ("fc", 7, 3, (784,)), ("cnn", 3, None, (28, 28, 1)), ("cnn", 2, None, (32, 32, 3)),
     ("wide_resnet", 1, 10, (32, 32, 3)), ("wide_resnet", 2, 16, (16, 16, 3))])
 def test_layer_sizes_match_the_built_network(architecture, width, depth, shape):
-    from lazy_feature import architectures  # pylint: disable=import-outside-toplevel
+    from lazy_feature.model import architectures  # pylint: disable=import-outside-toplevel
     config = TrainConfig(architecture=architecture, width=width, depth=depth, n_train=20,
                          dtype="float64", integrator="euler")
     model = architectures.network(config)
@@ -108,7 +111,7 @@ def test_layer_sizes_match_the_built_network(architecture, width, depth, shape):
 
 
 def test_the_dynamics_state_and_adams_activations_are_counted():
-    from lazy_feature import architectures  # pylint: disable=import-outside-toplevel
+    from lazy_feature.model import architectures  # pylint: disable=import-outside-toplevel
     base = TrainConfig(n_train=200, n_test=10, width=6, alpha=1.0, dtype="float64")
     model = architectures.network(base)
     model.build((None, 10))

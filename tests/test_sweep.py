@@ -11,9 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lazy_feature import artifact, callbacks, ensemble, fits, report, run, sweep
-from lazy_feature.config import TrainConfig
-from lazy_feature.data import BinaryTask
+from lazy_feature.run import artifact
+from lazy_feature.run import callbacks
+from lazy_feature.study import ensemble
+from lazy_feature.study import fits
+from lazy_feature.study import report
+from lazy_feature.run import runner
+from lazy_feature.study import sweep
+from lazy_feature.run.config import TrainConfig
+from lazy_feature.run.data import BinaryTask
 from lazy_feature.errors import ConfigError, RunDirError
 from pipelines import configs
 from tests.conftest import run_stage, sphere_inputs, stage_in_process
@@ -66,7 +72,7 @@ def test_run_id_is_stable_and_ignores_where_and_how_long():
                    dict(loss_beta=10.0), dict(dtype="float64")):
         assert dataclasses.replace(config, **change).run_id() != config.run_id(), change
     # The id is a hash of the settings, not of this process: another interpreter agrees.
-    code = ("from lazy_feature.config import TrainConfig;"
+    code = ("from lazy_feature.run.config import TrainConfig;"
             "print(TrainConfig(width=40, alpha=0.5, n_train=100, n_test=100).run_id())")
     other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                            text=True, timeout=120, check=True)
@@ -257,7 +263,7 @@ def test_budget_stopped_runs_are_excluded_then_retried(tmp_path, monkeypatch):
     assert len(ensembles) == 1 and ensembles["n_members"].item() == 2
     # A retried run ends exactly where one run without a budget ends.
     config = grid.configs()[0]
-    reference = run.train(dataclasses.replace(config, max_steps=10**6), str(tmp_path / "ref"),
+    reference = runner.train(dataclasses.replace(config, max_steps=10**6), str(tmp_path / "ref"),
                           task=task)
     retried = runs[runs["run_id"] == config.run_id()].iloc[0]
     assert (retried["steps"], retried["t"]) == (reference["steps"], reference["t"])

@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lazy_feature import artifact, data, table1
-from lazy_feature import run as run_lib
+from lazy_feature.run import artifact
+from lazy_feature.run import data
+from lazy_feature.study import table1
+from lazy_feature.run import runner as run_lib
 from pipelines import configs
 from tests.conftest import (stage_in_process, stage_module, write_class_template_cifar10,
                             write_class_template_emnist_letters, write_class_template_mnist)

@@ -12,9 +12,12 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from lazy_feature import artifact, callbacks, ntk, run
-from lazy_feature.config import TrainConfig
-from lazy_feature.data import BinaryTask
+from lazy_feature.run import artifact
+from lazy_feature.run import callbacks
+from lazy_feature.kernel import ntk
+from lazy_feature.run import runner
+from lazy_feature.run.config import TrainConfig
+from lazy_feature.run.data import BinaryTask
 from tests.conftest import sphere_inputs
 
 PROBE = 8
@@ -40,8 +43,8 @@ def trained(tmp_path_factory):
     """A run killed at step 40 and resumed, with the live drift on 8 points."""
     out = str(tmp_path_factory.mktemp("run"))
     with pytest.raises(KeyboardInterrupt):
-        run.train(CONFIG, out, task=_task(), drift_probe=PROBE, extra_callbacks=[_Interrupt()])
-    metrics = run.train(CONFIG, out, task=_task(), drift_probe=PROBE)
+        runner.train(CONFIG, out, task=_task(), drift_probe=PROBE, extra_callbacks=[_Interrupt()])
+    metrics = runner.train(CONFIG, out, task=_task(), drift_probe=PROBE)
     assert metrics["converged"]
     acc = event_accumulator.EventAccumulator(
         os.path.join(out, artifact.EVENTS, callbacks.tensorboard_run_name(CONFIG)),
@@ -155,7 +158,7 @@ def test_gram_images_each_on_its_own_range(trained):
         colours = {tuple(p) for p in image.reshape(-1, 3)}
         assert tuple(dark) in colours and tuple(bright) in colours
     # ... though the two matrices have different ranges, so one shared scale could not do that
-    model = run.load_run(out, task=_task()).model
+    model = runner.load_run(out, task=_task()).model
     x = _task().x_train[:PROBE]
     x = x[np.argsort(-_task().y_train[:PROBE], kind="stable")]
     gram0, gram = ntk.gram(model.initial_network, x), ntk.gram(model.network, x)

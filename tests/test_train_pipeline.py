@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import pipelines
-from lazy_feature import artifact
+from lazy_feature.run import artifact
 from tests.conftest import (MNIST_FILES, run_stage, stage_in_process,
                             write_class_template_mnist, write_idx)
 

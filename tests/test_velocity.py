@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature import activations, architectures, velocity
-from lazy_feature.config import TrainConfig
+from lazy_feature.model import activations
+from lazy_feature.model import architectures
+from lazy_feature.study import velocity
+from lazy_feature.run.config import TrainConfig
 from tests.conftest import sphere_inputs
 
 

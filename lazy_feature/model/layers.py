@@ -1,0 +1,134 @@
+"""Layers in NTK parametrization (eqs. 12-14): N(0, 1) weights, fan_in^(-1/2) in `call`;
+dense (`NTKDense`) and convolutional (`NTKConv2D`, Section 7)."""
+import keras
+import numpy as np
+
+from lazy_feature.model import activations
+
+
+@keras.saving.register_keras_serializable(package="lazy_feature")
+class StandardNormal(keras.initializers.Initializer):
+    """W_ij ~ N(0, 1), drawn in float64 by NumPy from `seed` and then cast.
+
+    Drawing in float64 whatever the layer's dtype makes a float32 and a float64 network
+    with the same seed start from the same w0 (up to rounding), so precision can be
+    compared run against run.
+    """
+
+    def __init__(self, seed):
+        self.seed = int(seed)
+
+    def __call__(self, shape, dtype=None):
+        w = np.random.default_rng(self.seed).standard_normal(tuple(shape))
+        return keras.ops.convert_to_tensor(w, dtype=dtype)
+
+    def get_config(self):
+        return {"seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="lazy_feature")
+class NTKDense(keras.layers.Layer):
+    """z̃ = fan_in^(-1/2) · z W (+ β_b · b), with W ~ N(0, 1) (eqs. 12-14).
+
+    Args:
+      units: output width.
+      seed: seed of the N(0, 1) draw of the kernel (the bias starts at 0).
+      activation: None, or a name from `activations.NAMES`: the normalized σ (eq. 10)
+        applied after the affine map.
+      beta: the softplus sharpness β of that activation.
+      use_bias: add a bias b (Appendix J); off by default as in the paper.
+      bias_scale: the bias enters as bias_scale · b, so its gradient is O(1) like the
+        weights' (the usual NTK convention, Jacot et al. 2018).
+    """
+
+    def __init__(self, units, seed, activation=None, beta=activations.SOFTPLUS_BETA,
+                 use_bias=False, bias_scale=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.seed = int(seed)
+        self.activation, self.beta = activation, float(beta)
+        self.sigma = None if activation is None else activations.get(activation, beta)
+        self.use_bias = bool(use_bias)
+        self.bias_scale = float(bias_scale)
+
+    def build(self, input_shape):
+        self.fan_in = int(input_shape[-1])
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.fan_in, self.units), initializer=StandardNormal(self.seed))
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def preactivation(self, z):
+        """z̃ = fan_in^(-1/2) z W (+ bias_scale · b), before the activation."""
+        out = keras.ops.matmul(z, self.kernel) * (1.0 / np.sqrt(self.fan_in))
+        if self.use_bias:
+            out = out + self.bias_scale * self.bias
+        return out
+
+    def call(self, z):
+        out = self.preactivation(z)
+        return out if self.sigma is None else self.sigma(out)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, seed=self.seed, activation=self.activation,
+                      beta=self.beta, use_bias=self.use_bias, bias_scale=self.bias_scale)
+        return config
+
+
+def conv_output_size(size, kernel_size, stride, padding):
+    """The spatial size after a convolution: ⌊(size + 2·padding − kernel_size)/stride⌋ + 1."""
+    return (size + 2 * padding - kernel_size) // stride + 1
+
+
+@keras.saving.register_keras_serializable(package="lazy_feature")
+class NTKConv2D(keras.layers.Layer):
+    """z̃ = fan_in^(-1/2) · (W ⋆ z), with W ~ N(0, 1) and fan_in = k²·c_in (eqs. 12-13 for
+    convolutions, Section 7): every output pixel is a dense layer on its k × k patch, so its
+    pre-activation has the variance of the patch's mean square, 1 at init away from borders.
+
+    Channels last; no bias (the paper's CNN has none). The input gets `padding` rows and
+    columns of zeros on each side before a 'valid' convolution of stride `strides`.
+
+    Args:
+      filters: c_out, the output channels.
+      kernel_size: k, the side of the square filter.
+      seed: seed of the N(0, 1) draw of the kernel, shape (k, k, c_in, c_out).
+      strides: the stride, the same along both axes.
+      padding: zero pixels added on each side.
+    """
+
+    def __init__(self, filters, kernel_size, seed, strides=1, padding=0, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size = int(filters), int(kernel_size)
+        self.seed, self.strides, self.padding = int(seed), int(strides), int(padding)
+
+    def build(self, input_shape):
+        self.fan_in = self.kernel_size ** 2 * int(input_shape[-1])
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.kernel_size, self.kernel_size, int(input_shape[-1]),
+                                  self.filters),
+            initializer=StandardNormal(self.seed))
+
+    def output_size(self, size):
+        """The spatial size of the output for an input of spatial size `size`."""
+        return conv_output_size(size, self.kernel_size, self.strides, self.padding)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        return (batch, self.output_size(height), self.output_size(width), self.filters)
+
+    def pad(self, z):
+        """z with `padding` zero pixels on each side (the patches the kernel sees)."""
+        p = self.padding
+        return keras.ops.pad(z, [[0, 0], [p, p], [p, p], [0, 0]]) if p else z
+
+    def call(self, z):
+        out = keras.ops.conv(self.pad(z), self.kernel, strides=self.strides, padding="valid")
+        return out * (1.0 / np.sqrt(self.fan_in))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=self.kernel_size, seed=self.seed,
+                      strides=self.strides, padding=self.padding)
+        return config

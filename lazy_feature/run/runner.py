@@ -1,0 +1,276 @@
+"""One run end to end: data → AlphaModel → adaptive gradient flow → run artifact.
+
+`train` is what the `train` stage calls; it resumes a killed run from its last checkpoint
+and returns at once for a run that is already complete. `load_run` reopens an artifact
+for the later stages (NTK evaluation, ensembles).
+"""
+import dataclasses
+import logging
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from lazy_feature.model import architectures
+from lazy_feature.run import artifact
+from lazy_feature.run import callbacks
+from lazy_feature.run import data
+from lazy_feature.run import distribute
+from lazy_feature.model import losses
+from lazy_feature.run import resources
+from lazy_feature.model.alpha_model import AlphaModel
+from lazy_feature.run.config import TrainConfig
+from lazy_feature.errors import RunDirError
+
+logger = logging.getLogger("lazy_feature")
+
+_FIT_STEPS = 10**15  # fit's step budget: the flow ends through GradientFlowStopping
+_EVAL_BATCH = 4096
+# Trial steps per call of the train function at most (in-graph stepping); a call returns
+# earlier at the steps the callbacks ask for (records, budgets, checkpoints).
+STEPS_PER_CALL = 100_000
+
+
+def build_model(config, input_shape, strategy=None, steps_per_call=STEPS_PER_CALL):
+    """The AlphaModel of `config`: its architecture's network at α, built for inputs of
+    `input_shape` (without the batch axis; an int d for vectors) inside `strategy`'s scope
+    (None: the current strategy), `steps_per_call` trial steps per call of its train
+    function at most (1: one step per call)."""
+    with (strategy or tf.distribute.get_strategy()).scope():
+        network = architectures.network(config)
+        model = AlphaModel(network, alpha=config.alpha, loss=config.loss,
+                           loss_beta=config.loss_beta, centered=config.centered,
+                           flow=config.flow(), momentum=config.momentum(),
+                           adam=config.adam())
+        model.compile(steps_per_execution=steps_per_call)
+        model.build((None, *(int(s) for s in np.atleast_1d(input_shape))))
+        model.build_dynamics_state(config.n_train)
+    return model
+
+
+def load_task(config, task=None):
+    """The data set `config` trains on (`task` if given), checked against its sizes, its x
+    shaped for the architecture (images for cnn and wide_resnet, vectors for fc).
+
+    Raises ConfigError when the architecture cannot take these inputs.
+    """
+    if task is None:
+        task = data.load_binary_task(config.dataset, config.data_dir, config.n_train,
+                                     config.n_test, config.data_seed, config.pca,
+                                     config.pca_whiten)
+    if task.x_train.shape[0] != config.n_train or task.x_test.shape[0] != config.n_test:
+        raise RunDirError(
+            f"the task has {task.x_train.shape[0]} training and {task.x_test.shape[0]} test "
+            f"points, the config asks for {config.n_train} and {config.n_test}")
+    task = task.shaped(images=config.architecture != "fc")
+    architectures.network(config).check_input_shape(task.x_train.shape[1:])
+    return task
+
+
+def reopen(run_dir, config):
+    """Let the complete run in `run_dir` resume from where it stopped, under `config`.
+
+    `config` is the run's own (the same run id) with other budgets, e.g. larger ones for a
+    run a budget stopped; `train(config, run_dir)` then continues its flow exactly.
+    """
+    artifact.reopen(run_dir, config)
+
+
+def evaluate(model, x, y, per_pattern_loss):
+    """F on `x` (in order), its error rate and mean ℓ(F, y) = α² × eq. 7's loss on this set."""
+    if len(x) == 0:
+        return np.zeros(0), float("nan"), float("nan")
+    F = np.asarray(model.predict(data.batches(x, _EVAL_BATCH, model.dtype), verbose=0),
+                   dtype=np.float64)
+    error = float(losses.error_rate(F, y))
+    loss = float(np.mean(per_pattern_loss(tf.constant(F), tf.constant(y, tf.float64)).numpy()))
+    return F, error, loss
+
+
+def output_norms(model, x):
+    """‖f(w) − f(w0)‖ and ‖f(w)‖ on `x`, root mean squares over its points (eq. 31)."""
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    inputs = data.batches(x, _EVAL_BATCH, model.dtype)
+    f, f0 = (np.asarray(net.predict(inputs, verbose=0), dtype=np.float64)
+             for net in (model.network, model.initial_network))
+    return float(np.sqrt(np.mean((f - f0) ** 2))), float(np.sqrt(np.mean(f ** 2)))
+
+
+def fit_flow(model, x, y, callbacks):
+    """Run an AlphaModel's gradient flow on the full batch (x, y) until a callback stops it
+    (`callbacks.GradientFlowStopping`), in the model's strategy."""
+    with model.distribute_strategy.scope():
+        model.start(x, y)  # the training set goes to the devices once
+        model.fit(data.full_batch(x, y, model.dtype), epochs=1, steps_per_epoch=_FIT_STEPS,
+                  verbose=0, shuffle=False, callbacks=callbacks)
+
+
+def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callbacks=(),
+          drift_probe=0, strategy="default", cpu_devices=None, steps_per_call=STEPS_PER_CALL):
+    """Train one network per `config` and write its run artifact in `output_dir`.
+
+    Args:
+      config: a TrainConfig.
+      output_dir: the run directory (see `artifact`). A complete run there is not redone;
+        a killed one resumes from its last checkpoint.
+      task: a `data.BinaryTask` to use instead of loading `config.dataset` (tests, or
+        ensembles sharing one data set).
+      checkpoint_seconds: wall time between checkpoints.
+      extra_callbacks: more Keras callbacks.
+      drift_probe: if > 0, the live kernel drift on that many training points goes to
+        TensorBoard too (`callbacks.KernelDriftProbe`). Everything TensorBoard shows of
+        the run is in one TensorBoard run, events/<callbacks.tensorboard_run_name>.
+      strategy: where to run: a name of `distribute.STRATEGIES` or a tf.distribute.Strategy.
+      cpu_devices: split the host CPU into this many logical devices first (to run a
+        multi-replica strategy without an accelerator; before TensorFlow starts).
+      steps_per_call: trial steps per call of the train function at most (in-graph
+        stepping; 1 is one step per call). The flow takes the same steps either way.
+    Returns:
+      the metrics dict, also written to metrics.json.
+    Raises:
+      errors.DivergenceError if the flow cannot proceed; RunDirError for a directory
+      that holds another run; errors.DataError for missing or corrupt data.
+    """
+    config = config.resolved()  # its integrator named, as config.json records it
+    distribute.check_precision(strategy, [config])
+    strategy = distribute.make(strategy, cpu_devices=cpu_devices)
+    artifact.check_holds(output_dir, config)
+    if artifact.is_complete(output_dir):
+        logger.info("%s is already complete", output_dir)
+        return artifact.read_json(artifact.join(output_dir, artifact.METRICS))
+    task = load_task(config, task)
+    logger.info("%s", resources.check(config, task.x_train.shape[1:]).line())
+    model = build_model(config, task.x_train.shape[1:], strategy, steps_per_call)  # n must split evenly
+    artifact.check_writable(output_dir)
+    artifact.claim(output_dir, config)
+    tf.config.experimental.enable_op_determinism()  # a run is a function of its seeds
+
+    with strategy.scope():
+        checkpoint = artifact.TrainingCheckpoint(model, output_dir)
+        resumed = checkpoint.exists()
+        log_records, wall_offset = checkpoint.restore() if resumed else (0, 0.0)
+        # f(w0), f(w) and y on the training set, which the checkpoint leaves out: one
+        # forward pass at the restored point on every replica, in a graph as in
+        # `train_step` (eager and graph kernels may round differently: a resumed run must
+        # see the very f(w) the uninterrupted one holds).
+        model.started.assign(False)
+        model.start(task.x_train, task.y_train)
+        if resumed:  # start also took ∇L at w; the integrator continues with the one it stored
+            checkpoint.restore()
+            logger.info("resuming %s from step %d", output_dir, int(model.step_count.numpy()))
+    artifact.restore_log(output_dir, log_records)
+    last_step = int(model.step_count.numpy()) if resumed else -1
+
+    stopping = callbacks.GradientFlowStopping(
+        config.max_time, config.max_steps, config.max_wall_seconds, wall_offset=wall_offset,
+        max_epochs=config.epochs or math.inf)
+    probe = (callbacks.KernelDriftProbe(task.x_train[:drift_probe], task.y_train[:drift_probe])
+             if drift_probe > 0 else None)
+    tensorboard = callbacks.TensorBoardRecorder(
+        artifact.join(output_dir, artifact.EVENTS), config, probe, last_step=last_step,
+        wall_offset=wall_offset)
+    log = callbacks.JsonlLogger(artifact.join(output_dir, artifact.PARTIAL_DYNAMICS),
+                                records=log_records, last_step=last_step, wall_offset=wall_offset)
+    recorders = [
+        log, tensorboard,
+        callbacks.ProgressLogger(artifact.join(output_dir, artifact.TRAIN_LOG),
+                                 last_step=last_step, wall_offset=wall_offset),
+    ]
+    checkpointer = callbacks.Checkpointer(
+        checkpoint, checkpoint_seconds,
+        state=lambda: dict(log_records=log.records, wall_seconds=stopping.wall_seconds()))
+    if not resumed:
+        for recorder in recorders:
+            recorder.set_model(model)
+            recorder.record_state(model.train_state())
+    stopping.reason = stopping.stop_reason(model.train_state())  # a final checkpoint: done
+    if stopping.reason is None:
+        with checkpointer.saving_on_signals():
+            fit_flow(model, task.x_train, task.y_train,
+                     [stopping, *recorders, *extra_callbacks, checkpointer])
+    checkpointer.save()  # the final state, and the log complete
+    metrics = _finish(config, model, task, output_dir, stopping)
+    tensorboard.record_result(metrics)
+    return metrics
+
+
+def _finish(config, model, task, output_dir, stopping):
+    """Write the final files of the artifact, metrics.json last."""
+    state = {k: float(np.asarray(v)) for k, v in model.train_state().items()}
+    F_test, test_error, test_loss = evaluate(model, task.x_test, task.y_test,
+                                             model.per_pattern_loss)
+    output_norm_test, f_norm_test = output_norms(model, task.x_test)
+    artifact.write_npy(artifact.join(output_dir, artifact.TEST_OUTPUTS), F_test)
+    artifact.write_npy(artifact.join(output_dir, artifact.TEST_LABELS), task.y_test)
+    artifact.finish_log(output_dir)
+    steps = int(state["step"])
+    metrics = {
+        "run_id": config.run_id(),
+        "alpha": config.alpha,
+        "width": config.width,
+        "depth": config.depth,
+        "sqrt_h_alpha": config.sqrt_h_alpha,
+        "dtype": config.dtype,
+        "converged": bool(state["converged"]),
+        "stop_reason": stopping.reason,
+        "steps": steps,
+        "rejected_steps": int(state["attempts"]) - steps,
+        "integrator": config.integrator,
+        "dynamics": config.dynamics,
+        "learning_rate": model.adam.learning_rate if model.adam else None,  # Adam's, in use
+        # forward + backward passes of the training set, rejected steps and stages included
+        "gradient_evaluations": int(state["evaluations"]),
+        "t": state["t"],
+        "wall_seconds": stopping.wall_seconds(),
+        "train_error": state["train_error"],
+        "train_loss": state["rescaled_loss"],  # α² L (eq. 7)
+        "test_error": test_error,
+        "test_loss": test_loss,  # mean ℓ(F, y) on the test set, i.e. α² × eq. 7's loss
+        "weight_drift": state["weight_drift"],
+        # ‖f(w) − f(w0)‖ and ‖f(w)‖, root mean squares over the training (output_norm,
+        # f_norm_train) and the test set (eq. 31; Fig. 10 (b) needs ‖f‖ too).
+        "output_norm": state["output_norm"],
+        "output_norm_test": output_norm_test,
+        "f_norm_train": state["f_norm"],
+        "f_norm_test": f_norm_test,
+    }
+    artifact.write_json(artifact.join(output_dir, artifact.METRICS), metrics)
+    logger.info("%s: %s after %d steps (%d gradient evaluations, %s), t=%.4g, test error %.4f",
+                output_dir,
+                "converged" if metrics["converged"] else f"stopped ({stopping.reason})",
+                steps, metrics["gradient_evaluations"], config.integrator, metrics["t"],
+                test_error)
+    return metrics
+
+
+def finished(metrics):
+    """Whether a run (its metrics.json, or a results row) ended as its dynamics intends:
+    at the stopping criterion (every training margin > 1), or, for Adam, after its `epochs`
+    (stop_reason max_epochs), a fixed length like the authors' Adam runs, which end at
+    every margin > 1 or at their train_time. A run a budget stopped is not finished."""
+    return bool(metrics["converged"]) or metrics.get("stop_reason") == "max_epochs"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedRun:
+    """A complete run reopened: its config, its trained AlphaModel (w and w0) and its data."""
+    config: TrainConfig
+    model: AlphaModel
+    task: "data.BinaryTask"
+
+
+def load_run(run_dir, task=None, strategy=None):
+    """Reopen the complete run in `run_dir`, with its data set (loaded unless `task` is given),
+    its model built in `strategy` (None: the current one).
+
+    Raises RunDirError if the run is missing or incomplete, or if the data set found now is
+    not the one it was trained on (its test labels differ).
+    """
+    config = artifact.load_config(run_dir)
+    task = load_task(config, task)
+    artifact.check_complete(run_dir, task.y_test)
+    model = build_model(config, task.x_train.shape[1:], strategy)
+    with model.distribute_strategy.scope():
+        artifact.TrainingCheckpoint(model, run_dir).restore()
+    return LoadedRun(config, model, task)

@@ -1,0 +1,355 @@
+"""The paper's claims that a sweep can test, each judged with our number and its uncertainty.
+
+  (i)   the rescaled test error collapses against √h·α (Section 3, Fig. 3 (d));
+  (ii)  which regime has the lower test error, for single networks and for ensembles
+        (Table 1, Fig. 4 (c, d));
+  (iii) Var F ~ 1/h in both regimes (eq. 17, Fig. 4 (a)), and the ensemble's test error is
+        nearly independent of h (Section 4, remark (i));
+  (iv)  the exponents of the kernel and weight drifts and of t_{L/2} (eqs. 18, 19, 29, 30).
+A verdict is "agrees", "disagrees", "inconclusive" (our uncertainty covers both), "not
+testable on this grid" (too few widths, levels or seeds), or, where the paper states the
+claim at n = 10 000 and the grid has fewer training points, a sentence saying so: at another
+n the claim is not the paper's, so no verdict is given.
+"""
+import numpy as np
+import pandas as pd
+
+from lazy_feature.study import ensemble
+from lazy_feature.study import fits
+from lazy_feature.model import losses
+
+N_BOOT = 200
+Z = 2.0  # a difference counts once it exceeds Z standard errors
+PAPER_N = 10000  # the training-set size of Sections 3-5 and of Table 1
+# Table 1: the regime that performs better for the FC network trained by gradient flow.
+BETTER_REGIME = {"fashion_mnist": "lazy", "mnist": "lazy", "emnist_letters": "lazy",
+                 "cifar10": "lazy"}
+# Tolerances for slopes read off a few decades of points: the paper's own measured and
+# predicted exponents differ by up to 0.17 (Table 2), so |ours − paper| ≤ Z·stderr + 0.2 agrees.
+SLOPE_TOLERANCE = 0.2
+COLUMNS = ("claim", "statement", "ours", "uncertainty", "paper", "verdict", "rests_on")
+
+
+def _num(value, spec):
+    """`value` formatted, or "n/a" where it is not a finite number."""
+    return format(value, spec) if np.isfinite(value) else "n/a"
+
+
+def _verdict(difference, stderr, tolerance=0.0):
+    """Whether `difference` (ours − expected) is compatible with 0 given its stderr."""
+    if not np.isfinite(difference):
+        return "not testable on this grid"
+    bound = tolerance + (Z * stderr if np.isfinite(stderr) else 0.0)
+    return "agrees" if abs(difference) <= bound else "disagrees"
+
+
+def at_paper_n(verdict, n_train, paper_n=PAPER_N):
+    """The verdict where the grid has the paper's n or more, else why none is given."""
+    if n_train >= paper_n or verdict == "not testable on this grid":
+        return verdict
+    return f"not judged: the paper states it at n = {paper_n}, this grid has n = {n_train}"
+
+
+def _at_small_n(verdict, n_train, paper_n=1000):
+    """Var F ~ 1/h is stated at n = 1 000; at larger n the lazy regime is preasymptotic."""
+    if n_train <= paper_n or verdict == "not testable on this grid":
+        return verdict
+    return (f"not judged: the paper states it at n = {paper_n}; at n = {n_train} the lazy "
+            "regime needs larger h (Fig. 4 (b), Appendix H)")
+
+
+def rests_on(runs, levels=None):
+    depths = sorted({int(v) for v in runs["depth"].dropna()}) if "depth" in runs else []
+    n = sorted({int(v) for v in runs.get("n_train", pd.Series(dtype=float)).dropna()})
+    widths = sorted({int(v) for v in runs["width"].dropna()}) if "width" in runs else []
+    levels = sorted(levels if levels is not None else runs["sqrt_h_alpha_level"].unique())
+    seeds = runs["init_seed"].nunique() if "init_seed" in runs else 0
+    span = f"{levels[0]:g} … {levels[-1]:g}" if levels else "none"
+    depth = f"L = {', '.join(map(str, depths))}; " if depths else ""
+    return (f"{depth}n = {', '.join(map(str, n)) or '?'}; h = {', '.join(map(str, widths)) or '?'}; "
+            f"√h·α = {span} ({len(levels)} levels); {seeds} seeds")
+
+
+def _n_train(runs):
+    return int(runs["n_train"].min()) if "n_train" in runs and runs["n_train"].notna().any() else 0
+
+
+def _row(claim, statement, ours, uncertainty, paper, verdict, rests_on):
+    return dict(zip(COLUMNS, (claim, statement, ours, uncertainty, paper, verdict, rests_on)))
+
+
+# -- (i) the collapse ------------------------------------------------------------------------
+
+def _per_seed_curves(runs, x_col):
+    """{width: (log x, seeds, test error of each seed at each x)}, x sorted, NaN where a seed
+    lacks an x."""
+    curves = {}
+    for width, part in runs.groupby("width"):
+        table = part.pivot_table(index=x_col, columns="init_seed", values="test_error")
+        curves[width] = (np.log(table.index.to_numpy(float)), list(table.columns),
+                         table.to_numpy(float))
+    return curves
+
+
+def _spread(curves, weights):
+    """RMS distance between the rescaled test-error curves of every two widths.
+
+    Each width's curve (`_per_seed_curves`) is its mean error over seeds at each x, each
+    seed weighted by `weights` ({seed: weight}, as a bootstrap resample draws them), rescaled
+    to [0, 1] (Fig. 3 (d)); two curves are compared by linear interpolation in log x over the
+    x range they share. NaN without two widths that share a range of two points.
+    """
+    rescaled = {}
+    for width, (log_x, seeds, errors) in curves.items():
+        w = np.array([weights.get(s, 0.0) for s in seeds])
+        mean = np.nansum(errors * w, axis=1) / np.sum(np.isfinite(errors) * w, axis=1)
+        span = np.nanmax(mean) - np.nanmin(mean)
+        rescaled[width] = (log_x, (mean - np.nanmin(mean)) / span if span > 0 else mean * np.nan)
+    distances = []
+    widths = sorted(rescaled)
+    for i, a in enumerate(widths):
+        for b in widths[i + 1:]:
+            (xa, ya), (xb, yb) = rescaled[a], rescaled[b]
+            grid = np.union1d(xa, xb)
+            grid = grid[(grid >= max(xa.min(), xb.min())) & (grid <= min(xa.max(), xb.max()))]
+            if grid.size >= 2:
+                distances.append(np.sqrt(np.mean((np.interp(grid, xa, ya)
+                                                  - np.interp(grid, xb, yb)) ** 2)))
+    return float(np.mean(distances)) if distances else float("nan")
+
+
+def _collapse(runs):
+    statement = "the rescaled test error collapses against √h·α (better than against α)"
+    if runs["width"].nunique() < 2 or runs["sqrt_h_alpha_level"].nunique() < 3:
+        return _row("(i) collapse", statement, "n/a", "", "collapse", "not testable on this "
+                    "grid", rests_on(runs))
+
+    against_alpha = _per_seed_curves(runs, "alpha")
+    against_sqrt_h_alpha = _per_seed_curves(runs, "sqrt_h_alpha_level")
+
+    def gain(weights):  # how much closer the curves are against √h·α than against α
+        return _spread(against_alpha, weights) - _spread(against_sqrt_h_alpha, weights)
+
+    seeds = runs["init_seed"].unique()
+    rng = np.random.default_rng(0)
+    observed = gain({s: 1.0 for s in seeds})
+    boot = [gain(dict(zip(*np.unique(rng.choice(seeds, len(seeds)), return_counts=True))))
+            for _ in range(N_BOOT)]
+    stderr = float(np.nanstd(boot, ddof=1)) if len(seeds) > 1 else np.nan
+    spread = _spread(against_sqrt_h_alpha, {s: 1.0 for s in seeds})
+    if not np.isfinite(observed * stderr):  # one seed leaves no uncertainty to judge by
+        verdict = "not testable on this grid"
+    elif abs(observed) <= Z * stderr:
+        verdict = "inconclusive"
+    else:
+        verdict = "agrees" if observed > 0 else "disagrees"
+    return _row("(i) collapse", statement,
+                f"spread {_num(spread, '.3f')} vs √h·α, {_num(spread + observed, '.3f')} vs α",
+                f"± {_num(stderr, '.3f')} on the difference", "curves overlap vs √h·α",
+                at_paper_n(verdict, _n_train(runs)), rests_on(runs))
+
+
+# -- (ii) which regime is better -------------------------------------------------------------
+
+def _deepest_levels(part, ranges):
+    """The smallest level in the feature range and the largest in the lazy range, or None."""
+    levels = np.sort(part["sqrt_h_alpha_level"].unique())
+
+    def inside(regime):
+        low, high = ranges[regime]
+        return [x for x in levels if (low is None or x >= low) and (high is None or x <= high)]
+
+    feature, lazy = inside("feature"), inside("lazy")
+    return (feature[0], lazy[-1]) if feature and lazy else None
+
+
+def _paired(part, levels):
+    """Per-seed rows of the feature and lazy level, paired on the init seed (same w0)."""
+    by_level = [part[part["sqrt_h_alpha_level"] == x].set_index("init_seed") for x in levels]
+    seeds = sorted(set(by_level[0].index) & set(by_level[1].index))
+    return [b.loc[seeds] for b in by_level], seeds
+
+
+def _ensemble_difference(feature, lazy, seeds, rng):
+    """Ensemble error at the feature level minus at the lazy level, and its bootstrap stderr."""
+    outputs_f, labels = ensemble.load_member_outputs(feature["run_dir"])
+    outputs_l, labels_l = ensemble.load_member_outputs(lazy["run_dir"])
+    if not np.array_equal(labels, labels_l):
+        return float("nan"), float("nan")
+
+    def difference(index):
+        return (losses.error_rate(outputs_f[index].mean(axis=0), labels)
+                - losses.error_rate(outputs_l[index].mean(axis=0), labels))
+
+    all_members = np.arange(len(seeds))
+    boot = [difference(rng.integers(len(seeds), size=len(seeds))) for _ in range(N_BOOT)]
+    return float(difference(all_members)), float(np.std(boot, ddof=1))
+
+
+def better(difference, stderr):
+    """"feature" or "lazy", the regime with the lower test error once the difference
+    err_feature − err_lazy exceeds Z standard errors either way, else None."""
+    return ("lazy" if difference > Z * stderr else
+            "feature" if difference < -Z * stderr else None)
+
+
+def regime_differences(runs, ranges):
+    """err_feature − err_lazy per width, for single networks and for ensembles.
+
+    Compares the smallest √h·α level in the feature range with the largest in the lazy range
+    (`ranges`, from `fits.regime_ranges`), the runs paired on their init seed (same w0):
+    single networks by the mean paired difference ± its SEM, ensembles (the mean of the
+    members' outputs, eq. 15) by the difference of their errors ± its bootstrap stderr over
+    the seeds. Yields dicts with width, kind ("single network" or "ensemble"), levels
+    ((feature, lazy), None where a regime has no level), part (that width's runs), seeds
+    (the paired ones), difference and stderr (NaN with fewer than two paired seeds).
+    `runs` needs run_dir for the ensembles.
+    """
+    rng = np.random.default_rng(0)
+    for width, part in runs.groupby("width"):
+        levels = _deepest_levels(part, ranges)
+        for kind in ("single network", "ensemble"):
+            result = dict(width=width, kind=kind, levels=levels, part=part, seeds=[],
+                          difference=float("nan"), stderr=float("nan"))
+            if levels is not None:
+                (feature, lazy), result["seeds"] = _paired(part, levels)
+            if len(result["seeds"]) < 2:
+                pass  # no uncertainty to judge by: NaN
+            elif kind == "single network":
+                paired = feature["test_error"].to_numpy() - lazy["test_error"].to_numpy()
+                result["difference"] = float(paired.mean())
+                result["stderr"] = float(paired.std(ddof=1) / np.sqrt(len(paired)))
+            else:
+                result["difference"], result["stderr"] = _ensemble_difference(
+                    feature, lazy, result["seeds"], rng)
+            yield result
+
+
+def _better_regime(runs, ranges):
+    rows = []
+    dataset = runs["dataset"].iloc[0] if "dataset" in runs and len(runs) else None
+    paper = BETTER_REGIME.get(dataset)
+    for found in regime_differences(runs, ranges):
+        part, levels = found["part"], found["levels"]
+        difference, stderr = found["difference"], found["stderr"]
+        statement = (f"{found['kind']}, h = {found['width']:g}: the lazy regime has the lower "
+                     "test error")
+        if levels is None:
+            rows.append(_row("(ii) better regime", statement, "n/a", "", paper or "not "
+                             "stated", "not testable on this grid", rests_on(part)))
+            continue
+        if not np.isfinite(difference):
+            verdict, ours = "not testable on this grid", "n/a"
+        else:
+            regime = better(difference, stderr)
+            ours = f"{regime or 'neither'} (err_feature − err_lazy = {difference:+.4f})"
+            verdict = ("inconclusive" if regime is None else
+                       "agrees" if regime == paper else
+                       "disagrees" if paper else "not stated by the paper")
+        rows.append(_row("(ii) better regime", statement, ours, f"± {_num(stderr, '.4f')}",
+                         paper or "not stated", at_paper_n(verdict, _n_train(part)),
+                         rests_on(part, levels)))
+    return rows
+
+
+# -- (iii) fluctuations and ensembles ---------------------------------------------------------
+
+def _in(ranges, regime, x):
+    low, high = ranges[regime]
+    return (low is None or x >= low) and (high is None or x <= high)
+
+
+def _slopes_against_width(table, column, ranges, regime, log_y):
+    """The slope of column (or its log) against log h at each level of the regime."""
+    slopes = []
+    for x, part in table.groupby("sqrt_h_alpha_level"):
+        part = part[np.isfinite(part[column].astype(float))]
+        if not _in(ranges, regime, x) or part["width"].nunique() < 2:
+            continue
+        y = part[column].to_numpy(float)
+        if log_y:
+            if np.any(y <= 0):
+                continue
+            y = np.log(y)
+        slopes.append(np.polyfit(np.log(part["width"].to_numpy(float)), y, 1)[0])
+    return np.array(slopes)
+
+
+def _mean_and_stderr(values):
+    if values.size == 0:
+        return float("nan"), float("nan")
+    stderr = float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else float("nan")
+    return float(values.mean()), stderr
+
+
+def _fluctuations(runs, ensembles, ranges):
+    rows = []
+    if ensembles.empty or "var_F" not in ensembles:
+        return rows
+    ensembles = ensembles.assign(sqrt_h_alpha_level=ensembles["sqrt_h_alpha"].map(fits.level))
+    n_train = _n_train(runs)
+    for regime in fits.REGIMES:
+        levels = [x for x in ensembles["sqrt_h_alpha_level"].unique() if _in(ranges, regime, x)]
+        slope, stderr = _mean_and_stderr(_slopes_against_width(ensembles, "var_F", ranges,
+                                                               regime, log_y=True))
+        rows.append(_row("(iii) Var F ~ 1/h", f"{regime} regime: slope of log Var F vs log h",
+                         _num(slope, ".2f"), f"± {_num(stderr, '.2f')} over levels", "-1",
+                         _at_small_n(_verdict(slope + 1.0, stderr, SLOPE_TOLERANCE), n_train),
+                         rests_on(runs, levels)))
+        single, _ = _mean_and_stderr(np.abs(_slopes_against_width(
+            ensembles, "mean_test_error", ranges, regime, log_y=False)))
+        averaged, averaged_stderr = _mean_and_stderr(np.abs(_slopes_against_width(
+            ensembles, "ensemble_test_error", ranges, regime, log_y=False)))
+        verdict = ("not testable on this grid" if not np.isfinite(single * averaged) else
+                   "agrees" if averaged <= 0.5 * single else "disagrees")
+        rows.append(_row("(iii) ensemble error vs h",
+                         f"{regime} regime: the ensemble's error is nearly independent of h "
+                         "(|d err/d ln h| at most half the single networks')",
+                         f"{_num(averaged, '.4f')} (single networks: {_num(single, '.4f')})",
+                         f"± {_num(averaged_stderr, '.4f')} over levels", "≈ 0",
+                         at_paper_n(verdict, n_train), rests_on(runs, levels)))
+    return rows
+
+
+# -- (iv) exponents ------------------------------------------------------------------------
+
+def _exponents(fit_table, runs):
+    rows = []
+    for fit in fit_table.itertuples():
+        depth = "" if pd.isna(fit.depth) else f"L = {fit.depth:g}, "
+        statement = f"{depth}{fit.regime} regime: slope of {fit.observable} vs √h·α"
+        if fit.paper is None or pd.isna(fit.paper) or fit.n_levels < 3:
+            verdict = "not testable on this grid" if fit.n_levels < 3 else "no paper value"
+        else:
+            verdict = at_paper_n(_verdict(fit.slope - fit.paper, fit.stderr, SLOPE_TOLERANCE),
+                                  _n_train(runs))
+        low = "" if pd.isna(fit.range_low) else f"{fit.range_low:.3g} ≤ "
+        high = "" if pd.isna(fit.range_high) else f" ≤ {fit.range_high:.3g}"
+        rows.append(_row("(iv) exponent", statement, _num(fit.slope, ".3f"),
+                         f"± {_num(fit.stderr, '.3f')}",
+                         "n/a" if fit.paper is None or pd.isna(fit.paper) else f"{fit.paper:g}",
+                         verdict, f"{low}√h·α{high}: {fit.n_levels} levels, {fit.n_runs} runs; "
+                         + rests_on(runs)))
+    return rows
+
+
+def judge(runs, ensembles, fit_table, feature=None, lazy=None):
+    """The claims table: one row per testable statement (COLUMNS), in the order (i)-(iv).
+
+    `runs` and `ensembles` hold the used runs only, with sqrt_h_alpha_level; `fit_table`
+    is `fits.fit_table`'s, and `feature`, `lazy` the explicit regime ranges it was given.
+    Each depth is judged on its own.
+    """
+    if runs.empty or not {"width", "sqrt_h_alpha_level", "test_error", "init_seed"} <= set(runs):
+        return pd.DataFrame(columns=list(COLUMNS))
+    rows = []
+    for depth, part in fits.by_depth(runs):
+        ranges, _ = fits.regime_ranges(part, feature, lazy)
+        same_depth = (ensembles if depth is None or "depth" not in ensembles
+                      else ensembles[ensembles["depth"] == depth])
+        rows.append(_collapse(part))
+        if "run_dir" in part:
+            rows += _better_regime(part, ranges)
+        rows += _fluctuations(part, same_depth, ranges)
+    rows += _exponents(fit_table, runs)
+    return pd.DataFrame(rows, columns=list(COLUMNS))

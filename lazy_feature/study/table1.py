@@ -1,0 +1,169 @@
+"""Table 1: which regime performs better in each setup of Section 7, the paper's verdict
+beside ours.
+
+Each row of the paper's Table 1 (`ROWS`) is a sweep of its own (`table1_<row>` in
+pipelines/configs.py). For a row whose runs are done, `judge_row` gives per depth and width,
+for single networks and for ensembles, the difference err_feature − err_lazy between the
+smallest √h·α level of the feature range and the largest of the lazy range, paired by init
+seed (`claims.regime_differences`: ± the SEM over seeds; ensembles ± a bootstrap over
+seeds), and our verdict by `RULE`. A row whose data set is not on the machine reads
+"data not found" (`missing_row`). `write` puts table1.md and table1.csv in a directory.
+"""
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from lazy_feature.run import artifact
+from lazy_feature.study import claims
+from lazy_feature.study import fits
+from lazy_feature.study import sweep
+from lazy_feature.run.config import sqrt_h_alpha
+
+FEATURE, LAZY, NOT_CLEAR = "feature training", "lazy training", "not clear"
+NOT_TESTABLE, NOT_FOUND = "not testable on this grid", "data not found"
+RULE = (f"err_feature − err_lazy beyond +{claims.Z:g} standard errors: {LAZY}; below "
+        f"−{claims.Z:g}: {FEATURE}; within: {NOT_CLEAR}")
+MARKDOWN, CSV = "table1.md", "table1.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of the paper's Table 1: its setup as the paper names it, and its verdict."""
+    name: str
+    architecture: str
+    dataset: str
+    algorithm: str
+    paper: str
+    figure: str
+
+
+ROWS = (
+    Row("cnn_cifar10_adam", "CNN (4 hidden layers)", "CIFAR10", "ADAM (batch size 32)",
+        FEATURE, "Fig. 7 (b)"),
+    Row("cnn_fashion_mnist_adam", "CNN (4 hidden layers)", "Fashion-MNIST",
+        "ADAM (batch size 32)", NOT_CLEAR, "Section 7"),
+    Row("fc_cifar10_adam", "FC (3 hidden layers)", "CIFAR10", "ADAM (batch size 32)", LAZY,
+        "Table 1"),
+    Row("fc_fashion_mnist", "FC (3, 9 hidden layers)", "Fashion-MNIST", "Gradient flow", LAZY,
+        "Fig. 7 (d)"),
+    Row("fc_mnist", "FC (3 hidden layers)", "MNIST", "Gradient flow", LAZY, "Fig. 6 (a-d)"),
+    Row("fc_emnist_letters", "FC (3 hidden layers)", "EMNIST letters", "Gradient flow", LAZY,
+        "Fig. 7 (c)"),
+    Row("fc_cifar10", "FC (3 hidden layers)", "CIFAR10", "Gradient flow", LAZY, "Fig. 6 (e)"),
+    Row("fc_mnist_pca10", "FC (5 hidden layers)", "MNIST 10 PCA", "Gradient flow", FEATURE,
+        "Fig. 7 (a)"),
+)
+BY_NAME = {row.name: row for row in ROWS}
+COLUMNS = ("row", "architecture", "dataset", "algorithm", "paper", "depth", "width",
+           "n_train", "single_network", "single_difference", "single_stderr", "ensemble",
+           "ensemble_difference", "ensemble_stderr", "agreement", "rests_on")
+
+
+def verdict(difference, stderr):
+    """Our verdict on err_feature − err_lazy ± stderr (`RULE`), NOT_TESTABLE where NaN."""
+    if not np.isfinite(difference * stderr):
+        return NOT_TESTABLE
+    return {"feature": FEATURE, "lazy": LAZY, None: NOT_CLEAR}[claims.better(difference, stderr)]
+
+
+def agreement(paper, single, ensemble, n_train):
+    """"agrees" when both our verdicts are the paper's, "disagrees" when one is another
+    (a clear verdict where the paper's is "not clear", too), else "inconclusive"; not judged
+    below the paper's n = 10 000 (`claims.at_paper_n`)."""
+    ours = (single, ensemble)
+    if NOT_TESTABLE in ours:
+        found = NOT_TESTABLE
+    elif all(v == paper for v in ours):
+        found = "agrees"
+    elif any(v not in (paper, NOT_CLEAR) for v in ours) or paper == NOT_CLEAR:
+        found = "disagrees"
+    else:
+        found = "inconclusive"
+    return claims.at_paper_n(found, n_train)
+
+
+def judge_row(row, runs, feature_range=None, lazy_range=None):
+    """The records (dicts of COLUMNS) of a Table 1 row from its sweep's runs (the rows of
+    results.csv, with run_dir located), one per depth and width; only the used runs count
+    (`sweep.mark_used`). The regime ranges are the sweep's (`fits.regime_ranges`)."""
+    runs = sweep.mark_used(runs)
+    used = runs[runs["used"]] if len(runs) else runs
+    if used.empty:
+        return [_record(row, verdicts={}, rests_on="no finished run")]
+    used = used.assign(sqrt_h_alpha_level=sqrt_h_alpha(used["alpha"], used["width"])
+                       .astype(float).map(fits.level))
+    records = []
+    for depth, part in fits.by_depth(used):
+        ranges, _ = fits.regime_ranges(part, feature_range, lazy_range)
+        by_width = {}
+        for found in claims.regime_differences(part, ranges):
+            by_width.setdefault(found["width"], {})[found["kind"]] = found
+        for width, kinds in by_width.items():
+            found = kinds["single network"]
+            records.append(_record(row, kinds, depth=depth, width=width,
+                                   n_train=int(found["part"]["n_train"].min()),
+                                   rests_on=claims.rests_on(found["part"], found["levels"])))
+    return records
+
+
+def missing_row(row, reason):
+    """The record of a row whose data set is absent: "data not found", and why."""
+    return _record(row, verdicts={}, rests_on=f"{NOT_FOUND}: {reason}", missing=True)
+
+
+def _record(row, verdicts, depth=None, width=None, n_train=None, rests_on="", missing=False):
+    record = dict(row=row.name, architecture=row.architecture, dataset=row.dataset,
+                  algorithm=row.algorithm, paper=row.paper, depth=depth, width=width,
+                  n_train=n_train, rests_on=rests_on)
+    for kind, prefix in (("single network", "single"), ("ensemble", "ensemble")):
+        found = verdicts.get(kind, {})
+        difference, stderr = found.get("difference", np.nan), found.get("stderr", np.nan)
+        record.update({f"{prefix}_difference": difference, f"{prefix}_stderr": stderr,
+                       "single_network" if prefix == "single" else "ensemble":
+                           NOT_FOUND if missing else verdict(difference, stderr)})
+    record["agreement"] = ("" if missing else
+                           agreement(row.paper, record["single_network"], record["ensemble"],
+                                     n_train or 0))
+    return record
+
+
+def _cell(verdict_text, difference, stderr):
+    if not np.isfinite(difference):
+        return verdict_text
+    return f"{verdict_text} ({difference:+.4f} ± {stderr:.4f})"
+
+
+def markdown(table):
+    """Table 1 as markdown: the paper's verdict beside ours, with the rule stated."""
+    header = ["Architecture", "Dataset (binary)", "Algorithm", "Paper", "L", "h", "n",
+              "Ours: single network", "Ours: ensemble", "Agreement", "Rests on"]
+    lines = ["# Table 1: which regime performs better", "",
+             "Ours: err_feature − err_lazy ± its standard error over init seeds (single "
+             "networks: paired by seed, SEM; ensembles: bootstrap over seeds), between the "
+             "smallest √h·α level of the feature range and the largest of the lazy range. "
+             f"Rule: {RULE}. The agreement is judged at the paper's n = {claims.PAPER_N} "
+             "only.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in table.to_dict("records"):
+        cells = [r["architecture"], r["dataset"], r["algorithm"], r["paper"],
+                 _int(r["depth"]), _int(r["width"]), _int(r["n_train"]),
+                 _cell(r["single_network"], r["single_difference"], r["single_stderr"]),
+                 _cell(r["ensemble"], r["ensemble_difference"], r["ensemble_stderr"]),
+                 r["agreement"], r["rests_on"]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _int(value):
+    return "" if value is None or pd.isna(value) else f"{int(value)}"
+
+
+def write(output_dir, records):
+    """Write table1.csv and table1.md (records: dicts of COLUMNS, in ROWS order) to
+    output_dir; return their paths, table1.md last."""
+    table = pd.DataFrame.from_records(records, columns=list(COLUMNS))
+    paths = artifact.join(output_dir, CSV), artifact.join(output_dir, MARKDOWN)
+    artifact.write_csv(paths[0], table)
+    artifact.write_text(paths[1], markdown(table))
+    return list(paths)

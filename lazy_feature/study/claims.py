@@ -24,7 +24,7 @@ PAPER_N = 10000  # the training-set size of Sections 3-5 and of Table 1
 # Table 1: the regime that performs better for the FC network trained by gradient flow.
 BETTER_REGIME = {"fashion_mnist": "lazy", "mnist": "lazy", "emnist_letters": "lazy",
                  "cifar10": "lazy"}
-# Tolerances for slopes read off a few decades of points: the paper's own measured and
+# Tolerances for slopes read off a few decades of points: the paper's own fitted and
 # predicted exponents differ by up to 0.17 (Table 2), so |ours − paper| ≤ Z·stderr + 0.2 agrees.
 SLOPE_TOLERANCE = 0.2
 COLUMNS = ("claim", "statement", "ours", "uncertainty", "paper", "verdict", "rests_on")

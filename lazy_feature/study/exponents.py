@@ -9,9 +9,9 @@ Fitted exponents are slopes of log O against log x, so they compare with −a an
 """
 import numpy as np
 
-# a measured in the feature regime, by depth L: eq. 18 (L = 3) and Table 2 (L = 5, 2).
+# The paper's fitted a in the feature regime, by depth L: eq. 18 (L = 3), Table 2 (L = 5, 2).
 DRIFT_EXPONENT_MEASURED = {2: 1.25, 3: 1.3, 5: 1.7}
-# b measured in the feature regime, by depth L: eq. 30 and Table 2 (L = 5), Table 2 (L = 2).
+# The paper's fitted b in the feature regime, by depth L: eq. 30 and Table 2 (L = 5, 2).
 WEIGHT_DRIFT_EXPONENT_MEASURED = {2: 0.35, 5: 0.23}
 # The slope of both drifts against √h·α in the lazy regime (Section 5, eq. 29).
 LAZY_DRIFT_SLOPE = -1.0
@@ -30,12 +30,12 @@ def predicted_weight_drift_exponent(depth):
 
 
 def paper_drift_exponent(depth):
-    """(a measured in the paper or None, a predicted) at depth L (eqs. 18, 24, Table 2)."""
+    """(the paper's fitted a or None, a predicted) at depth L (eqs. 18, 24, Table 2)."""
     return DRIFT_EXPONENT_MEASURED.get(depth), predicted_drift_exponent(depth)
 
 
 def paper_weight_drift_exponent(depth):
-    """(b measured in the paper or None, b predicted) at depth L (eq. 30, Table 2)."""
+    """(the paper's fitted b or None, b predicted) at depth L (eq. 30, Table 2)."""
     return WEIGHT_DRIFT_EXPONENT_MEASURED.get(depth), predicted_weight_drift_exponent(depth)
 
 

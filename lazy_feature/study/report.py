@@ -2,7 +2,7 @@
 
 `runs` has one row per run: the config (alpha, width, depth, init_seed, ...), the metrics
 (test_error, converged, weight_drift, ...), the observables (t_half_rescaled, ...), a
-`run_dir` and, where the NTK was measured, ntk_drift_test, frozen_init_test_error, ...;
+`run_dir` and, where the NTK was computed, ntk_drift_test, frozen_init_test_error, ...;
 `ensembles` one row per (α, h, ...) ensemble of used runs (`sweep.ensembles_table`). Only
 the used runs (`sweep.mark_used`: converged, finite) enter a statistic; the summary says how
 many runs each (α, h) point used and excluded. The report directory holds

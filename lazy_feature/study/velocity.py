@@ -1,7 +1,7 @@
 """The pre-activation velocity at t = 0, per hidden layer (Section 6, eq. 22; Appendix D, Fig. 11).
 
 Eq. 22 predicts ż̃^ℓ = O(1/(√h·α)) in every hidden layer at initialization. As the paper does
-(Appendix D), it is measured by finite difference over one gradient step from w0:
+(Appendix D), it is computed by finite difference over one gradient step from w0:
 
   ż^ℓ = rms over probe points and neurons of |z̃^ℓ(w0 − dt ∇L(w0), x) − z̃^ℓ(w0, x)| / dt,
 
@@ -77,7 +77,7 @@ def evaluate(run_dir, task=None, max_test=None):
     """ż^ℓ at t = 0 of the complete run in `run_dir` on its first `max_test` test points (all
     by default), stored in velocity.json; returns its `columns` (and z_dot_dt, z_dot_n_probe).
 
-    A run that already has velocity.json is not measured again.
+    A run that already has velocity.json is not computed again.
     """
     path = artifact.join(run_dir, VELOCITY)
     if not artifact.exists(path):

@@ -20,7 +20,7 @@ from lazy_feature.run import runner
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.flow.dynamics import TOLERANCES
 from lazy_feature.errors import ConfigError
-from tests.test_alpha_model import _Stop, _synthetic_task
+from tests.helpers import StopAtStep, synthetic_task
 
 CONFIG = TrainConfig(n_train=40, n_test=30, width=16, alpha=0.5, dtype="float64", max_steps=120,
                      integrator="bogacki_shampine")
@@ -55,7 +55,7 @@ def main(out):
         distribute.split_cpu(3)
     except ConfigError as e:
         results["late_split_error"] = str(e)
-    task = _synthetic_task(n_train=40, n_test=30)
+    task = synthetic_task(n_train=40, n_test=30)
     results["single"] = _run("single", out, task)
     results["mirrored"] = _run("mirrored", out, task, strategy=mirrored)
     for name in ("rkc", "etdrk4"):  # their loops of evaluations cannot all-reduce: refused
@@ -67,7 +67,7 @@ def main(out):
             results[f"{name}_written"] = os.path.exists(os.path.join(out, name))
     try:  # killed at step 40: only the periodic checkpoint (every call here) is on disk
         runner.train(CONFIG, os.path.join(out, "cut"), task=task, strategy=mirrored,
-                  checkpoint_seconds=0.0, extra_callbacks=[_Stop(40, RuntimeError("killed"))])
+                  checkpoint_seconds=0.0, extra_callbacks=[StopAtStep(40, RuntimeError("killed"))])
     except RuntimeError:
         results["saved_names"], results["saved_step"] = _saved_state(os.path.join(out, "cut"))
     results["resumed"] = _run("cut", out, task, strategy=mirrored)
@@ -83,11 +83,11 @@ def main(out):
     results["momentum_single"] = _run("momentum_single", out, task, MOMENTUM)
     results["momentum_mirrored"] = _run("momentum_mirrored", out, task, MOMENTUM,
                                         strategy=mirrored)
-    adam_task = _synthetic_task(n_train=30, n_test=30)
+    adam_task = synthetic_task(n_train=30, n_test=30)
     results["adam_single"] = _run("adam_single", out, adam_task, ADAM)
     try:
         runner.train(ADAM, os.path.join(out, "adam_cut"), task=adam_task, strategy=mirrored,
-                  checkpoint_seconds=0.0, extra_callbacks=[_Stop(10, RuntimeError("killed"))])
+                  checkpoint_seconds=0.0, extra_callbacks=[StopAtStep(10, RuntimeError("killed"))])
     except RuntimeError:
         _, results["adam_saved_step"] = _saved_state(os.path.join(out, "adam_cut"))
     results["adam_mirrored"] = _run("adam_cut", out, adam_task, ADAM, strategy=mirrored)

@@ -20,7 +20,7 @@ from lazy_feature.probe import alpha_scan
 from lazy_feature.probe import regime
 from lazy_feature.flow.dynamics import GradientFlow
 from tests import probe_models
-from tests.conftest import stage_in_process, write_class_template_mnist
+from tests.helpers import stage_in_process, write_class_template_mnist
 
 _RNG = np.random.default_rng(0)
 _X = _RNG.standard_normal((96, 8))

@@ -12,8 +12,8 @@ from lazy_feature.study import fidelity
 from lazy_feature.run import runner
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.errors import ConfigError
-from tests.conftest import stage_in_process, write_class_template_mnist
-from tests.test_alpha_model import _checkpoint_step, _Stop, _synthetic_task
+from tests.helpers import (StopAtStep, checkpoint_step, stage_in_process, synthetic_task,
+                           write_class_template_mnist)
 
 # 30 points in batches of 8: 3 steps per epoch, 6 points sitting each epoch out.
 _SETUP = dict(n_train=30, n_test=40, width=8, alpha=0.5, dtype="float64", dynamics="adam",
@@ -21,7 +21,7 @@ _SETUP = dict(n_train=30, n_test=40, width=8, alpha=0.5, dtype="float64", dynami
 
 
 def test_adam_converges_at_an_epoch_end_and_resumes_exactly_after_a_kill_mid_epoch(tmp_path):
-    task = _synthetic_task(n_train=30, n_test=40)
+    task = synthetic_task(n_train=30, n_test=40)
     config = TrainConfig(**_SETUP)
     whole = runner.train(config, str(tmp_path / "whole"), task=task)
     per_epoch = 3
@@ -38,8 +38,8 @@ def test_adam_converges_at_an_epoch_end_and_resumes_exactly_after_a_kill_mid_epo
     cut = str(tmp_path / "cut")
     with pytest.raises(RuntimeError):
         runner.train(config, cut, task=task, checkpoint_seconds=0.0,
-                  extra_callbacks=[_Stop(10, RuntimeError("killed"))])
-    assert _checkpoint_step(cut, config, task) == 9
+                  extra_callbacks=[StopAtStep(10, RuntimeError("killed"))])
+    assert checkpoint_step(cut, config, task) == 9
     resumed = runner.train(config, cut, task=task)
     for key in ("steps", "t", "gradient_evaluations", "weight_drift", "test_error"):
         assert resumed[key] == whole[key], key
@@ -83,7 +83,7 @@ def test_default_learning_rate_moves_F_alike_at_every_alpha_above_1():
     # The first Adam step is Δw = −lr·sign(∇L) (m̂/√v̂ = ±1), whose sign does not depend on α
     # (F = 0 at w0): F moves by α·lr·|∇f·sign| = lr0·|∇f·sign| at every α ≥ 1 (to O(lr)),
     # and by α·lr0·|∇f·sign| below.
-    task = _synthetic_task(n_train=30, n_test=40)
+    task = synthetic_task(n_train=30, n_test=40)
     change = {alpha: _first_step_change(alpha, task) for alpha in (0.1, 1.0, 1e3)}
     assert change[1e3] == pytest.approx(change[1.0], rel=1e-2)
     assert change[0.1] == pytest.approx(0.1 * change[1.0], rel=1e-2)
@@ -114,7 +114,7 @@ def test_train_stage_trains_by_adam_and_stops_after_its_epochs(tmp_path):
 
 
 def test_an_ensemble_of_adam_runs_differs_by_init_and_batch_order(tmp_path):
-    task = _synthetic_task(n_train=30, n_test=40)
+    task = synthetic_task(n_train=30, n_test=40)
     summary = ensemble.train_ensemble(TrainConfig(**_SETUP), [0, 1], str(tmp_path), task=task)
     members = [runner.load_run(str(tmp_path / "members" / run_id), task=task)
                for run_id in summary["members"]]

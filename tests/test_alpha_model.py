@@ -17,7 +17,7 @@ from lazy_feature.model.alpha_model import AlphaModel
 from lazy_feature.model.architectures import ConvNet, FullyConnected
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.flow.dynamics import GradientFlow
-from tests.conftest import sphere_inputs
+from tests.helpers import StopAtStep, checkpoint_step, sphere_inputs, synthetic_task
 
 
 def _numpy_f(kernels, x, beta=5.0):
@@ -153,37 +153,6 @@ def test_gradient_flow_fidelity(fashion_task, tmp_path):
     assert relative < 0.01
 
 
-class _Stop(keras.callbacks.Callback):
-    """Once `at_step` steps are accepted, sends this process `error` if it is a signal (SIGTERM
-    or SIGINT, which save a checkpoint), or raises it (a kill: only the periodic
-    checkpoints remain)."""
-
-    def __init__(self, at_step, error):
-        super().__init__()
-        self.at_step, self.error = at_step, error
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(logs["step"]) >= self.at_step:
-            if isinstance(self.error, signal.Signals):
-                os.kill(os.getpid(), self.error)
-            else:
-                raise self.error
-
-
-def _synthetic_task(n_train=80, n_test=60, seed=4):
-    x = sphere_inputs(n_train + n_test, 12, seed=seed)
-    y = np.sign(x[:, 0] - 0.3 * x[:, 2])
-    return data.BinaryTask(x[:n_train], y[:n_train], x[n_train:], y[n_train:],
-                           np.zeros(n_train, int), np.zeros(n_test, int))
-
-
-def _checkpoint_step(run_dir, config, task):
-    """The step of the run's last checkpoint (restored into a fresh model)."""
-    model = runner.build_model(config, task.d)
-    artifact.TrainingCheckpoint(model, run_dir).restore()
-    return int(model.step_count.numpy())
-
-
 @pytest.mark.parametrize("integrator, activation", [
     ("euler", "softplus"), ("euler", "relu"), ("bogacki_shampine", "softplus"),
     ("rkc", "softplus"), ("bogacki_shampine_rkc", "softplus"), ("etdrk4", "softplus"),
@@ -192,7 +161,7 @@ def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator, activa
     # ε_∇ = 5e-2 keeps the run to ~100 steps; exactness does not depend on it. (ReLU: the
     # Euler integrator's memory of jumps of ∇L is resumed too; this one converges in 170
     # steps, with 187 half-step probes among its 467 gradient evaluations.)
-    task = _synthetic_task(n_train=10, n_test=20)
+    task = synthetic_task(n_train=10, n_test=20)
     # (RKC at looser tolerances: fewer, costlier steps.)
     config = TrainConfig(n_train=10, n_test=20, width=8, alpha=0.5, dtype="float64",
                          max_dgrad=5e-2, integrator=integrator, activation=activation,
@@ -205,16 +174,16 @@ def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator, activa
     # after the step's records) are on disk, the last one at step 19.
     with pytest.raises(RuntimeError):
         runner.train(config, cut, task=task, checkpoint_seconds=0.0,
-                  extra_callbacks=[_Stop(20, RuntimeError("killed"))])
-    assert _checkpoint_step(cut, config, task) == 19
+                  extra_callbacks=[StopAtStep(20, RuntimeError("killed"))])
+    assert checkpoint_step(cut, config, task) == 19
     if (integrator, activation) == ("euler", "softplus"):  # (how a checkpoint is saved does
         # not depend on the integrator)
         # Resumed, then sent SIGTERM (a preempted machine) at step 40 with no periodic
         # checkpoint due: it saves one at the end of that step and stops.
         with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
             runner.train(config, cut, task=task, checkpoint_seconds=1e9,
-                      extra_callbacks=[_Stop(40, signal.SIGTERM)])
-        assert _checkpoint_step(cut, config, task) == 40
+                      extra_callbacks=[StopAtStep(40, signal.SIGTERM)])
+        assert checkpoint_step(cut, config, task) == 40
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone
     assert not artifact.is_complete(cut)
     resumed = runner.train(config, cut, task=task)
@@ -229,7 +198,7 @@ def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator, activa
 
 
 def test_complete_run_is_not_redone_and_other_config_is_refused(tmp_path):
-    task = _synthetic_task()
+    task = synthetic_task()
     config = TrainConfig(n_train=80, n_test=60, width=30, alpha=0.5, dtype="float64")
     first = runner.train(config, str(tmp_path), task=task)
     assert runner.train(config, str(tmp_path), task=task) == first
@@ -241,7 +210,7 @@ def test_complete_run_is_not_redone_and_other_config_is_refused(tmp_path):
 @pytest.mark.parametrize("budget, value", [("max_steps", 5), ("max_time", 0.05),
                                            ("max_wall_seconds", 1e-6)])
 def test_budget_stops_unconverged(tmp_path, budget, value):
-    task = _synthetic_task(n_train=30, n_test=20)
+    task = synthetic_task(n_train=30, n_test=20)
     config = TrainConfig(n_train=30, n_test=20, width=8, alpha=0.5, dtype="float64",
                          **{budget: value})
     metrics = runner.train(config, str(tmp_path), task=task)
@@ -284,7 +253,7 @@ def test_a_relu_network_in_the_feature_regime_converges_across_its_kinks(tmp_pat
     # ReLU, L = 5, √h·α = 1e-2: ∇L jumps where a pre-activation crosses zero. Under eq. 9
     # alone this flow stalls (dt about 5e-19 at t ≈ 2e-4 within some 120 steps); the Euler
     # integrator's jump rule takes it to convergence (`dynamics`, jumps of ∇L).
-    task = _synthetic_task(n_train=60, n_test=20)
+    task = synthetic_task(n_train=60, n_test=20)
     config = TrainConfig(n_train=60, n_test=20, width=10, depth=5, activation="relu",
                          alpha=0.01 / np.sqrt(10), dtype="float64")
     assert config.flow().jumps and not TrainConfig().flow().jumps
@@ -294,7 +263,7 @@ def test_a_relu_network_in_the_feature_regime_converges_across_its_kinks(tmp_pat
 
 def test_output_norms_on_train_and_test_sets(tmp_path):
     # ‖f(w) − f(w0)‖ and ‖f(w)‖ of eq. 31, recomputed in NumPy from the saved weights.
-    task = _synthetic_task(n_train=30, n_test=20)
+    task = synthetic_task(n_train=30, n_test=20)
     config = TrainConfig(n_train=30, n_test=20, width=8, alpha=0.5, dtype="float64", max_steps=40)
     metrics = runner.train(config, str(tmp_path), task=task)
     model = runner.load_run(str(tmp_path), task=task).model
@@ -314,7 +283,7 @@ def test_output_norms_on_train_and_test_sets(tmp_path):
                                         "bogacki_shampine_rkc", "etdrk4",
                                         "bogacki_shampine_etdrk4"])
 def test_nan_loss_raises_divergence_error(tmp_path, integrator):
-    task = _synthetic_task(n_train=30, n_test=20)
+    task = synthetic_task(n_train=30, n_test=20)
     task.x_train[3, 0] = np.nan  # one bad input makes f, and so the loss, NaN
     config = TrainConfig(n_train=30, n_test=20, width=8, alpha=0.5, dtype="float64",
                          integrator=integrator)
@@ -324,7 +293,7 @@ def test_nan_loss_raises_divergence_error(tmp_path, integrator):
 
 
 def test_float32_and_float64_agree_where_float32_resolves(tmp_path):
-    task = _synthetic_task()
+    task = synthetic_task()
     out = {}
     for dtype in ("float32", "float64"):
         config = TrainConfig(n_train=80, n_test=60, width=30, alpha=1.0, dtype=dtype)

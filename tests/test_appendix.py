@@ -17,7 +17,7 @@ from lazy_feature.study import report
 from lazy_feature.study import sweep
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.run.data import BinaryTask
-from tests.conftest import sphere_inputs
+from tests.helpers import sphere_inputs
 
 WIDTHS, SEEDS = (16, 64), (0, 1, 2)
 # A ReLU kernel drift with three power laws (Appendix F), continuous at the breaks 0.05, 50,

@@ -9,7 +9,7 @@ from lazy_feature.run import artifact
 from lazy_feature.study import ntk_eval
 from lazy_feature.study import sweep
 from lazy_feature.run.config import TrainConfig
-from tests.conftest import stage_in_process, write_class_template_mnist
+from tests.helpers import stage_in_process, write_class_template_mnist
 
 
 def test_appendix_stage_stores_what_the_sweep_row_reads_back(tmp_path):

@@ -6,7 +6,7 @@ from lazy_feature.model.architectures import ConvNet, FullyConnected, WideResNet
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.errors import ConfigError
 from lazy_feature.model.layers import NTKConv2D, conv_output_size
-from tests.conftest import sphere_inputs
+from tests.helpers import sphere_inputs
 
 
 def _numpy_forward(net, x):

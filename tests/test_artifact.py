@@ -15,7 +15,7 @@ from lazy_feature.study import sweep
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.errors import RunDirError
 from pipelines import configs
-from tests.conftest import ROOT, run_stage, write_class_template_mnist
+from tests.helpers import ROOT, run_stage, write_class_template_mnist
 
 
 def test_files_are_written_whole_on_any_filesystem(tmp_path):

@@ -13,35 +13,12 @@ import pytest
 import tensorflow as tf
 
 from lazy_feature.run import data
-from tests.conftest import (CIFAR10_FILES, EMNIST_LETTERS_FILES, MNIST_FILES,
-                            class_template_images, idx_bytes, image_class, write_idx)
+from tests.helpers import (CIFAR10_FILES, EMNIST_LETTERS_FILES, MNIST_DIR_CLASSES,
+                           MNIST_DIR_PER_CLASS, MNIST_FILES, class_template_images, idx_bytes,
+                           image_class, write_idx, write_mnist_dir)
 
-K = 10  # classes
-TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 4
-
-
-def make_images(n, rng, offset=0):
-    """n distinct 28x28 uint8 images (random pixels, brightness shifted by offset)."""
-    return rng.integers(0, 200, size=(n, 28, 28)).astype(np.uint8) + np.uint8(offset)
-
-
-def make_labels(per_class, rng):
-    return rng.permutation(np.repeat(np.arange(K, dtype=np.uint8), per_class))
-
-
-def write_mnist_dir(path, gz=True, names=MNIST_FILES, transpose=False):
-    """Four IDX files of K classes; test images are brighter, so the train and pooled means differ.
-
-    Returns the pooled raw images (N, 28, 28) and labels (N,) as stored (train, then test).
-    """
-    rng = np.random.default_rng(1)
-    path.mkdir(exist_ok=True)
-    train_y, test_y = make_labels(TRAIN_PER_CLASS, rng), make_labels(TEST_PER_CLASS, rng)
-    train_x, test_x = make_images(len(train_y), rng), make_images(len(test_y), rng, offset=50)
-    stored = [train_x, train_y, test_x, test_y]
-    for name, array in zip(names, stored):
-        write_idx(path / (name + (".gz" if gz else "")), array, gz)
-    return np.concatenate([train_x, test_x]), np.concatenate([train_y, test_y])
+K = MNIST_DIR_CLASSES  # classes
+TRAIN_PER_CLASS, TEST_PER_CLASS = MNIST_DIR_PER_CLASS
 
 
 def reference_rows(images):

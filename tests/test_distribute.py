@@ -18,8 +18,7 @@ from lazy_feature.run import runner
 from lazy_feature.study import sweep
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.errors import ConfigError
-from tests.conftest import ROOT, run_stage
-from tests.test_alpha_model import _synthetic_task
+from tests.helpers import ROOT, run_stage, synthetic_task
 
 
 def test_mirrored_on_two_cpu_devices(tmp_path):
@@ -94,7 +93,7 @@ class _Calls(callbacks.keras.callbacks.Callback):
 
 
 def test_in_graph_steps_equal_one_step_per_call(tmp_path):
-    task = _synthetic_task(n_train=40, n_test=30)
+    task = synthetic_task(n_train=40, n_test=30)
     config = TrainConfig(n_train=40, n_test=30, width=16, alpha=0.5, dtype="float64",
                          max_steps=80)
     outputs, records, calls = {}, {}, {}
@@ -124,7 +123,7 @@ def test_next_log_step_follows_the_schedule():
 
 
 def test_bad_strategy_and_tpu_float64_are_refused_and_write_nothing(tmp_path):
-    task = _synthetic_task(n_train=40, n_test=30)
+    task = synthetic_task(n_train=40, n_test=30)
     config = TrainConfig(n_train=40, n_test=30, width=16, alpha=0.5)
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match="unknown strategy 'gpu': choose one of default, "
@@ -146,7 +145,7 @@ def test_bad_strategy_and_tpu_float64_are_refused_and_write_nothing(tmp_path):
         sweep.run_sweep(grid, str(out), strategy="cluster")
     with pytest.raises(ConfigError, match="does not split evenly over the 2 replicas"):
         runner.train(TrainConfig(n_train=41, n_test=30, width=16, alpha=0.5), str(out),
-                  task=_synthetic_task(n_train=41, n_test=30),
+                  task=synthetic_task(n_train=41, n_test=30),
                   strategy=_FakeReplicas(2))
     assert not out.exists()
     # float32 resolves this α: a TPU run would go ahead (not started here).
@@ -173,7 +172,7 @@ def test_adam_refuses_several_tpu_replicas_and_writes_nothing(tmp_path, monkeypa
     assert config.dtype == "float32"  # no float64 refusal first
     with pytest.raises(ConfigError, match="adam's per-replica batches have data-dependent "
                                           "sizes, which TPUs cannot compile"):
-        runner.train(config, str(tmp_path / "run"), task=_synthetic_task(n_train=40, n_test=30),
+        runner.train(config, str(tmp_path / "run"), task=synthetic_task(n_train=40, n_test=30),
                   strategy=_FakeReplicas(2))
     assert not (tmp_path / "run").exists()
 

@@ -12,7 +12,7 @@ from lazy_feature.run import runner
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.flow.dynamics import ContinuousMomentum
 from lazy_feature.errors import ConfigError
-from tests.test_alpha_model import _checkpoint_step, _Stop, _synthetic_task
+from tests.helpers import StopAtStep, checkpoint_step, synthetic_task
 
 # A flow of ~150 Euler steps (ε_∇ = 5e-2): what is tested does not depend on it. Gradient flow
 # by the paper's Euler scheme, which steps momentum too.
@@ -22,7 +22,7 @@ _SETUP = dict(n_train=24, n_test=30, width=8, alpha=0.5, dtype="float64", max_dg
 
 def _train(path, **settings):
     config = TrainConfig(**dict(_SETUP, **settings))
-    metrics = runner.train(config, str(path), task=_synthetic_task(n_train=24, n_test=30))
+    metrics = runner.train(config, str(path), task=synthetic_task(n_train=24, n_test=30))
     return metrics, np.load(path / artifact.TEST_OUTPUTS)
 
 
@@ -67,12 +67,12 @@ def test_momentum_with_tau_proportional_to_t_converges_and_resumes_exactly(tmp_p
     records = artifact.read_jsonl(str(tmp_path / "whole" / artifact.DYNAMICS))
     assert records[-1]["rescaled_loss"] < records[0]["rescaled_loss"] / 10
     config = TrainConfig(**dict(_SETUP, **settings))
-    task = _synthetic_task(n_train=24, n_test=30)
+    task = synthetic_task(n_train=24, n_test=30)
     cut = str(tmp_path / "cut")
     with pytest.raises(RuntimeError):  # killed at step 30: the checkpoint of step 29 remains
         runner.train(config, cut, task=task, checkpoint_seconds=0.0,
-                  extra_callbacks=[_Stop(30, RuntimeError("killed"))])
-    assert _checkpoint_step(cut, config, task) == 29
+                  extra_callbacks=[StopAtStep(30, RuntimeError("killed"))])
+    assert checkpoint_step(cut, config, task) == 29
     resumed = runner.train(config, cut, task=task)  # v and t come back from the checkpoint
     for key in ("steps", "rejected_steps", "t", "gradient_evaluations", "weight_drift"):
         assert resumed[key] == whole[key], key
@@ -115,7 +115,7 @@ def test_a_saved_model_keeps_its_dynamics_and_their_state(tmp_path, settings):
     flow_only = ("max_dgrad",) if settings["dynamics"] == "adam" else ()  # adam refuses it
     config = TrainConfig(**{k: v for k, v in dict(_SETUP, **settings).items()
                             if k not in flow_only})
-    task = _synthetic_task(n_train=24, n_test=30)
+    task = synthetic_task(n_train=24, n_test=30)
     model = runner.build_model(config, task.d)
     model.start(task.x_train, task.y_train)
     state = artifact.model_state(model)

@@ -15,9 +15,8 @@ from lazy_feature.run import runner
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.flow.dynamics import EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR, GradientFlow
 from lazy_feature.errors import ConfigError
-from tests.test_alpha_model import _Stop
-from tests.test_integrators import (D, T_END, X, LinearFlow, _stiff_linear_flow, _task,
-                                    exact_outputs)
+from tests.helpers import (D, T_END, X, LinearFlow, StopAtStep, exact_outputs, small_task,
+                           stiff_linear_flow)
 
 
 @pytest.mark.parametrize("z", [-1e3, -50.0, -1.001, -0.999, -1e-3, 0.0, 1e-3, 0.5, 2.0])
@@ -96,8 +95,8 @@ def test_crosses_a_stiff_flow_in_far_fewer_evaluations_than_rkc():
     # Hessian eigenvalues from 0.1 to 300 over 12 directions: the top 8 integrated exactly,
     # RK4 is stable on the rest (≤ 0.9) at dt ~ 3, where RKC pays √(dt·300) stages a step
     # (measured: 177 evaluations at 7.6e-7 against RKC's 1 182 at 2.0e-5).
-    error, evaluations, _ = _stiff_linear_flow("etdrk4", 1e-5)
-    rkc_error, rkc_evaluations, _ = _stiff_linear_flow("rkc", 1e-5)
+    error, evaluations, _ = stiff_linear_flow("etdrk4", 1e-5)
+    rkc_error, rkc_evaluations, _ = stiff_linear_flow("rkc", 1e-5)
     assert error < rkc_error < 1e-3
     assert evaluations < rkc_evaluations / 4
 
@@ -135,7 +134,7 @@ def test_float32_is_as_faithful_as_float64_euler(tmp_path):
     # size keeps to its floor above w's rounding, and the error estimate holds no rounding of
     # w: against the float64 reference flow (at each run's own final t) the float32 run is as
     # faithful as the paper's scheme in float64.
-    task = _task()
+    task = small_task()
     dirs = {}
     for name, dtype in (("euler", "float64"), ("etdrk4", "float32"), ("etdrk4", "float64")):
         config = TrainConfig(n_train=10, n_test=200, width=8, depth=2, alpha=1.0, dtype=dtype,
@@ -152,13 +151,13 @@ def test_a_checkpoint_with_a_basis_of_another_rank_is_refused_in_one_line(tmp_pa
                                                                          monkeypatch):
     # A run killed under a version whose basis had 6 directions, resumed under one with 8:
     # its checkpoint does not fit, which is said in one line (not a shape traceback).
-    task = _task()
+    task = small_task()
     config = TrainConfig(n_train=10, n_test=200, width=8, depth=2, alpha=1.0, dtype="float64",
                          max_dgrad=5e-2, integrator="etdrk4")
     monkeypatch.setattr(exponential.DeflatedExponential, "RANK", 6)
     with pytest.raises(RuntimeError, match="killed"):
         runner.train(config, str(tmp_path), task=task, checkpoint_seconds=0.0,
-                  extra_callbacks=[_Stop(3, RuntimeError("killed"))])
+                  extra_callbacks=[StopAtStep(3, RuntimeError("killed"))])
     monkeypatch.setattr(exponential.DeflatedExponential, "RANK", 8)
     with pytest.raises(runner.RunDirError, match="does not fit this run's model .*shape"):
         runner.train(config, str(tmp_path), task=task)
@@ -169,13 +168,13 @@ def test_a_pair_hands_a_stiff_flow_to_etdrk4():
     # iteration tells when) to etdrk4 at EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR times its
     # tolerance (measured: 344 evaluations at 2.9e-6; switching to RKC 767 at 1.1e-4, the pair
     # alone 3 754 at 3.5e-6).
-    pair = _stiff_linear_flow("bogacki_shampine", 1e-5)
-    to_rkc = _stiff_linear_flow("bogacki_shampine_rkc", 1e-5)
-    error, evaluations, _ = _stiff_linear_flow("bogacki_shampine_etdrk4", 1e-5)
+    pair = stiff_linear_flow("bogacki_shampine", 1e-5)
+    to_rkc = stiff_linear_flow("bogacki_shampine_rkc", 1e-5)
+    error, evaluations, _ = stiff_linear_flow("bogacki_shampine_etdrk4", 1e-5)
     assert error < 2 * pair[0] and error < to_rkc[0]
     assert evaluations < to_rkc[1] / 1.5 and evaluations < pair[1] / 5
     # Where evaluations cannot sit in a branch (several replicas) the pair runs alone.
-    assert _stiff_linear_flow("bogacki_shampine_etdrk4", 1e-5, branches=False) == pair
+    assert stiff_linear_flow("bogacki_shampine_etdrk4", 1e-5, branches=False) == pair
 
 
 @pytest.mark.parametrize("name, switches", [("bogacki_shampine_etdrk4", True),

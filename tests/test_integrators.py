@@ -10,7 +10,6 @@ import tensorflow as tf
 
 from lazy_feature.run import artifact
 from lazy_feature.run import callbacks
-from lazy_feature.run import data
 from lazy_feature.study import fidelity
 from lazy_feature.flow import integrators
 from lazy_feature.kernel import frozen
@@ -22,63 +21,14 @@ from lazy_feature.flow.dynamics import (AUTO, DORMAND_PRINCE_BELOW_SQRT_H_ALPHA,
                                    EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR, STIFF_OUTPUT_TOL_FACTOR,
                                    TOLERANCES, GradientFlow)
 from lazy_feature.errors import ConfigError
-from tests.conftest import sphere_inputs, stage_in_process
+from tests.helpers import (D, N, T_END, X, Y, LinearFlow, exact_outputs, small_task,
+                           stage_in_process, stiff_linear_flow)
 
-N, D = 12, 5
-X = sphere_inputs(N, D, seed=7)
-Y = np.sign(X[:, 0] + 0.3 * X[:, 1])
-
-
-def exact_outputs(t, alpha=1.0):
-    """F(t) = y − exp(−K t / n) y with K = X Xᵀ: the flow of a linear model f = x·w from
-    F(0) = 0 on the quadratic hinge ½(1 − F y)², while every margin F y stays below 1."""
-    eigenvalues, vectors = np.linalg.eigh(X @ X.T)
-    return Y - vectors @ (np.exp(-eigenvalues * t / N) * (vectors.T @ Y))
-
-
-T_END = 1.0  # every margin is below 1 on [0, T_END]: the loss is quadratic throughout
 
 
 def test_margins_stay_below_one_up_to_t_end():
     margins = np.array([exact_outputs(t) * Y for t in np.linspace(0, T_END, 200)])
     assert margins.max() < 0.99
-
-
-class LinearFlow:
-    """ẇ = −∇L of the linear model f = x·w on the quadratic loss ½(F − y)² (the quadratic
-    hinge while every margin is below 1), as an `integrators` problem."""
-
-    def __init__(self, x=X, y=Y):
-        self.x, self.y = tf.constant(x), tf.constant(y)
-
-    def evaluate(self, w):
-        F = tf.linalg.matvec(self.x, w)
-        return F, tf.linalg.matvec(self.x, F - self.y, transpose_a=True) / self.x.shape[0]
-
-    def outputs(self, w):
-        return tf.linalg.matvec(self.x, w)
-
-    def linear_combination(self, coefficients, points, dt, grad_coefficients, grads):
-        combined = integrators.combination(coefficients, points)
-        return combined - dt * self.combine(grad_coefficients, grads) if grads else combined
-
-    def combine(self, coefficients, grads):
-        return integrators.combination(coefficients, grads)
-
-    def difference(self, a, b):
-        return a - b
-
-    def squared_norm(self, g):
-        return tf.reduce_sum(g * g)
-
-    def output_change(self, a, b):
-        return tf.reduce_max(tf.abs(a - b))
-
-    def flatten(self, w):  # a point is already one vector of weights
-        return w
-
-    def unflatten(self, w):
-        return w
 
 
 class KinkedFlow:
@@ -221,45 +171,11 @@ def test_rkc_power_iteration_finds_the_hessians_spectral_radius():
     assert float(kept[0]) == float(rho) and int(kept[2]) == 0
 
 
-def _stiff_linear_flow(name, tol, t_end=10.0, integrator=None, branches=True):
-    """(max |F(t_end) − exact|, gradient evaluations, rejected trials) of the adaptive `name`
-    (or `integrator`) on a linear model whose Hessian XᵀX/N has eigenvalues from 0.1 to 300
-    (quadratic loss, N = D = 12); `branches` False as under several replicas."""
-    rng = np.random.default_rng(0)
-    u, _ = np.linalg.qr(rng.normal(size=(N, N)))
-    v, _ = np.linalg.qr(rng.normal(size=(N, N)))
-    eigenvalues = np.logspace(-1, np.log10(300), N)
-    x = (u * np.sqrt(N * eigenvalues)) @ v.T
-    y = np.sign(rng.normal(size=N))
-    problem = LinearFlow(x, y)
-    problem.branches = branches
-    integrator = integrator or integrators.get(GradientFlow(integrator=name, output_tol=tol,
-                                                            direction_tol=1.0))
-    w = tf.zeros(N, tf.float64)
-    state, memory = integrators.FlowState(w, *problem.evaluate(w)), integrator.initial_memory(w)
-    t, dt, evaluations, rejected = 0.0, tf.constant(1e-3, tf.float64), 1, 0
-
-    @tf.function
-    def trial(state, step, memory):  # one graph call per trial step
-        trial = integrator.trial(problem, state, step, memory)
-        return trial, integrator.next_dt(step, trial.accepted, trial.measures)
-
-    while t < t_end:
-        step = tf.minimum(dt, t_end - t)
-        attempt, dt = trial(state, step, memory)
-        memory, evaluations = attempt.memory, evaluations + int(attempt.evaluations)
-        if attempt.accepted:
-            state, t = attempt.state, t + float(step)
-        rejected += not attempt.accepted
-    exact = y - u @ (np.exp(-eigenvalues * t_end) * (u.T @ y))  # F = Xw, Ḟ = −XXᵀ(F − y)/N
-    return np.max(np.abs(state.outputs.numpy() - exact)), evaluations, rejected
-
-
 def test_rkc_crosses_a_stiff_flow_in_far_fewer_evaluations_than_bogacki_shampine():
     # Bogacki–Shampine is held at dt·λ_max ≤ 2.5 (over 1000 steps here) long after the stiff
     # modes have decayed; RKC's s stages are stable up to dt·ρ ≈ 0.65 s².
-    rk_error, rk_evaluations, _ = _stiff_linear_flow("bogacki_shampine", 1e-5)
-    rkc_error, rkc_evaluations, _ = _stiff_linear_flow("rkc", 1e-5)
+    rk_error, rk_evaluations, _ = stiff_linear_flow("bogacki_shampine", 1e-5)
+    rkc_error, rkc_evaluations, _ = stiff_linear_flow("rkc", 1e-5)
     assert rkc_error < 1e-3 and rk_error < 1e-3
     assert rkc_evaluations < rk_evaluations / 3
 
@@ -276,20 +192,20 @@ def test_a_pair_hands_a_stiff_flow_to_rkc():
     # runs at STIFF_OUTPUT_TOL_FACTOR times its tolerance: within that RKC's accuracy, in
     # under a third of the pair's evaluations (measured: 821 at 7.5e-5, RKC throughout 759
     # at 7.5e-5, the pair 3 751 at 5.2e-6).
-    pair = _stiff_linear_flow("bogacki_shampine", 1e-5)
-    rkc_error, _, _ = _stiff_linear_flow("rkc", STIFF_OUTPUT_TOL_FACTOR * 1e-5)
-    error, evaluations, _ = _stiff_linear_flow("bogacki_shampine_rkc", 1e-5)
+    pair = stiff_linear_flow("bogacki_shampine", 1e-5)
+    rkc_error, _, _ = stiff_linear_flow("rkc", STIFF_OUTPUT_TOL_FACTOR * 1e-5)
+    error, evaluations, _ = stiff_linear_flow("bogacki_shampine_rkc", 1e-5)
     assert error < 2 * rkc_error < 1e-3
     assert evaluations < pair[1] / 3
     # Where evaluations cannot sit in a branch (several replicas) the pair runs alone.
-    assert _stiff_linear_flow("bogacki_shampine_rkc", 1e-5, branches=False) == pair
+    assert stiff_linear_flow("bogacki_shampine_rkc", 1e-5, branches=False) == pair
 
 
 def test_a_pair_held_by_accuracy_stays_itself():
     # At a tight tolerance dt·λ_max stays near 0.1 over [0, 0.3]: the same flow as the pair,
     # bit for bit, plus the power iterations that checked its dt every 25 steps.
-    pair = _stiff_linear_flow("bogacki_shampine", 1e-8, t_end=0.3)
-    switching = _stiff_linear_flow("bogacki_shampine_rkc", 1e-8, t_end=0.3)
+    pair = stiff_linear_flow("bogacki_shampine", 1e-8, t_end=0.3)
+    switching = stiff_linear_flow("bogacki_shampine_rkc", 1e-8, t_end=0.3)
     assert switching[0] == pair[0] and switching[2] == pair[2]
     assert pair[1] < switching[1] < 1.05 * pair[1]
 
@@ -305,9 +221,9 @@ def test_pi_controller_halves_the_rejections_of_a_stability_limited_flow():
     # last error damps that, at the same accuracy and about the same evaluations (measured:
     # 6 rejections and 1 198 evaluations plain, 3 and 1 246 PI).
     flow = GradientFlow(integrator="bogacki_shampine", output_tol=1e-5, direction_tol=1.0)
-    plain = _stiff_linear_flow(None, None, t_end=3.0, integrator=_PlainController(
+    plain = stiff_linear_flow(None, None, t_end=3.0, integrator=_PlainController(
         "bogacki_shampine", integrators.BOGACKI_SHAMPINE, flow))
-    pi = _stiff_linear_flow("bogacki_shampine", 1e-5, t_end=3.0)
+    pi = stiff_linear_flow("bogacki_shampine", 1e-5, t_end=3.0)
     assert pi[0] < 1e-4 and plain[0] < 1e-4
     assert pi[2] <= plain[2] / 2 and pi[1] < 1.1 * plain[1]
 
@@ -367,19 +283,12 @@ def test_eq8_bounds_the_steps_of_euler_only():
     assert _linear_model_outputs(GradientFlow(max_dout=1e-3, **flow))[1] == steps
 
 
-def _task(n_train=10, n_test=200, seed=3):
-    x = sphere_inputs(n_train + n_test, 8, seed=seed)
-    y = np.sign(x[:, 0] - 0.4 * x[:, 1] + 0.2 * x[:, 2])
-    return data.BinaryTask(x[:n_train], y[:n_train], x[n_train:], y[n_train:],
-                           np.zeros(n_train, int), np.zeros(n_test, int))
-
-
 @pytest.fixture(scope="module")
 def small_runs(tmp_path_factory):
     """A small network trained by Euler, Bogacki–Shampine, RKC, etdrk4 and the pair switching
     to either from the same w0, all checked by `fidelity.check_runs` against one reference
     flow."""
-    task = _task()
+    task = small_task()
     # ε_∇ = 5e-2 and max_dout = 0.3, looser than the paper's, keep the reference flow
     # (ε_∇/100, max_dout/10) to ~500 steps.
     base = TrainConfig(n_train=10, n_test=200, width=8, depth=2, alpha=1.0, dtype="float64",
@@ -449,7 +358,7 @@ def test_every_forward_and_backward_pass_is_counted(name):
     # Counted independently: a wrapper of the model's one gradient evaluation that adds 1 to
     # a variable each time the graph runs it (start, stages, rejected steps, RKC's power
     # iterations). Forward passes alone (the error estimate's) are not gradient evaluations.
-    task = _task()
+    task = small_task()
     config = TrainConfig(n_train=10, n_test=200, width=8, depth=2, alpha=1.0, dtype="float64",
                          max_dgrad=5e-2, max_dout=0.3, integrator=name)
     model = runner.build_model(config, task.x_train.shape[1:])
@@ -513,7 +422,7 @@ def test_given_integrator_and_tolerances_are_kept():
 def test_config_json_records_the_integrator_and_tolerances_a_run_used(tmp_path):
     config = TrainConfig(n_train=10, n_test=200, width=8, depth=2, alpha=0.5, dtype="float64",
                          max_steps=3)
-    runner.train(config, str(tmp_path), task=_task())
+    runner.train(config, str(tmp_path), task=small_task())
     stored = artifact.read_json(str(tmp_path / artifact.CONFIG))
     output_tol, direction_tol = TOLERANCES["bogacki_shampine_etdrk4"]
     assert (stored["integrator"], stored["output_tol"], stored["direction_tol"]) == (
@@ -592,7 +501,7 @@ def test_weights_written_before_the_integrator_choice_load(tmp_path):
     # A Keras weights file of an AlphaModel saved before the integrator choice lacks the
     # variables gradient_evaluations and t_end (the model's own variables 4 and 5); an Euler
     # run's evaluations are 1 + its trial steps.
-    task = _task()
+    task = small_task()
     config = TrainConfig(n_train=10, n_test=200, width=8, depth=2, dtype="float64", max_steps=3,
                          integrator="euler")
     run_dir = str(tmp_path / "run")

@@ -9,7 +9,7 @@ from lazy_feature.model.architectures import ConvNet, FullyConnected, WideResNet
 from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError
 from lazy_feature.model.layers import NTKConv2D, NTKDense
-from tests.conftest import sphere_inputs
+from tests.helpers import sphere_inputs
 
 X = sphere_inputs(20, 6, seed=0)
 Y = np.sign(X[:, 0] + 0.2)

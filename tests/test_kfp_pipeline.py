@@ -7,7 +7,7 @@ import pytest
 
 from lazy_feature.run.config import TrainConfig
 from pipelines import configs, kfp_pipeline
-from tests.conftest import stage_in_process
+from tests.helpers import stage_in_process
 
 yaml = pytest.importorskip("yaml")
 pytest.importorskip("kfp", reason="pip install -e .[kfp]")

@@ -14,7 +14,7 @@ from lazy_feature.run import runner
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.run.data import BinaryTask
 from lazy_feature.errors import RunDirError
-from tests.conftest import sphere_inputs
+from tests.helpers import sphere_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,7 +10,7 @@ from lazy_feature.probe import alpha_scan
 from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError
 from tests import probe_models
-from tests.conftest import run_stage, stage_in_process, write_class_template_mnist
+from tests.helpers import run_stage, stage_in_process, write_class_template_mnist
 
 LOOSE = GradientFlow(max_dgrad=1e-1, max_dout=0.3, grow=1.5)
 _RNG = np.random.default_rng(0)

@@ -9,10 +9,8 @@ import sys
 from lazy_feature.run import artifact
 from lazy_feature.run import progress
 from lazy_feature.study import sweep
-from lazy_feature.run.config import TrainConfig
 from pipelines import configs
-from tests.conftest import stage_in_process
-from tests.test_data import write_mnist_dir
+from tests.helpers import stage_in_process, synthetic_sweep, write_mnist_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A status line of the plain (not a terminal) display.
@@ -94,20 +92,13 @@ def test_no_stream_shows_nothing(tmp_path):
         _finish(tmp_path, "a")
 
 
-def synthetic_sweep(data_dir):
-    """The sweep config "synthetic": a synthetic MNIST-format data set (tiny needs
-    Fashion-MNIST), one seed, width 16, √h·α = 0.1 and 10."""
-    base = TrainConfig(dataset="mnist", data_dir=data_dir, n_train=40, n_test=40)
-    return sweep.SweepConfig(base=base, widths=(16,), sqrt_h_alphas=(0.1, 10.0))
-
-
 # The sweep binary on the "synthetic" config. (The Beam runner's console is checked in
 # test_sweep.py.)
 _SWEEP = """
 import runpy, sys
 import pipelines
 from pipelines import configs
-from tests.test_progress import synthetic_sweep
+from tests.helpers import synthetic_sweep
 data_dir = sys.argv.pop(1)
 configs.CONFIGS["synthetic"] = lambda: synthetic_sweep(data_dir)
 runpy.run_module("pipelines.sweep", run_name="__main__")

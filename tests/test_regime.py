@@ -16,7 +16,7 @@ from lazy_feature.model.architectures import FullyConnected
 from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError
 from tests import probe_models
-from tests.conftest import sphere_inputs
+from tests.helpers import sphere_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,7 +12,7 @@ from lazy_feature.run import runner
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.run.data import BinaryTask
 from lazy_feature.errors import ConfigError
-from tests.conftest import ROOT, sphere_inputs
+from tests.helpers import ROOT, sphere_inputs
 
 # A run whose full batch dominates its memory (6·n·h·L = 36e6 numbers, ~0.3 GiB in float64)
 # while a trial step stays short (6·n·P ≈ 2.5 GFLOP): its peak anonymous resident memory

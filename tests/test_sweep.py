@@ -22,7 +22,7 @@ from lazy_feature.run.config import TrainConfig
 from lazy_feature.run.data import BinaryTask
 from lazy_feature.errors import ConfigError, RunDirError
 from pipelines import configs
-from tests.conftest import run_stage, sphere_inputs, stage_in_process
+from tests.helpers import run_stage, sphere_inputs, stage_in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 2 √h·α × 2 seeds: 4 runs, 2 ensembles of 2 members.

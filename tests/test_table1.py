@@ -11,8 +11,8 @@ from lazy_feature.run import data
 from lazy_feature.study import table1
 from lazy_feature.run import runner as run_lib
 from pipelines import configs
-from tests.conftest import (stage_in_process, stage_module, write_class_template_cifar10,
-                            write_class_template_emnist_letters, write_class_template_mnist)
+from tests.helpers import (stage_in_process, stage_module, write_class_template_cifar10,
+                           write_class_template_emnist_letters, write_class_template_mnist)
 
 
 def test_every_table1_row_has_a_config_at_the_papers_scale_and_a_quick_one():

@@ -18,7 +18,7 @@ from lazy_feature.kernel import ntk
 from lazy_feature.run import runner
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.run.data import BinaryTask
-from tests.conftest import sphere_inputs
+from tests.helpers import sphere_inputs
 
 PROBE = 8
 CONFIG = TrainConfig(n_train=40, n_test=40, width=20, alpha=1.0, dtype="float64", init_seed=3)

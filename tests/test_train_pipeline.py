@@ -8,8 +8,8 @@ import pytest
 
 import pipelines
 from lazy_feature.run import artifact
-from tests.conftest import (MNIST_FILES, run_stage, stage_in_process,
-                            write_class_template_mnist, write_idx)
+from tests.helpers import (MNIST_FILES, run_stage, stage_in_process,
+                           write_class_template_mnist, write_idx)
 
 
 def test_train_writes_the_run_artifact_of_a_converged_run(tmp_path):

@@ -9,7 +9,7 @@ from lazy_feature.model import activations
 from lazy_feature.model import architectures
 from lazy_feature.study import velocity
 from lazy_feature.run.config import TrainConfig
-from tests.conftest import sphere_inputs
+from tests.helpers import sphere_inputs
 
 
 def _setup(width=12, alpha=0.5, centered=True):

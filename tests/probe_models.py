@@ -42,7 +42,7 @@ def not_a_model():
 
 def cnn_with_bias(dtype="float64"):
     """A Sequential CNN with biases, "same" padding, strides and dilation: every case of the
-    structured kernel's convolutions (`ntk.ProbeKernel`)."""
+    structured path's convolutions (`kernel.structured`)."""
     return keras.Sequential([
         keras.Input((9, 9, 2)),
         keras.layers.Conv2D(3, 3, activation="tanh", dtype=dtype),

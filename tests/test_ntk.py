@@ -1,11 +1,12 @@
-"""Tests of lazy_feature.kernel.ntk: Gram matrices against float64 brute force, streamed norms, drift
-and the frozen-kernel dynamics against a network trained at large α."""
+"""Tests of lazy_feature.kernel (ntk, structured, drift): Gram matrices against float64 brute
+force, streamed norms, drift and the frozen-kernel dynamics against a network trained at large α."""
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature.kernel import frozen, ntk
+from lazy_feature.flow.network_flow import GradientFlowDynamics
+from lazy_feature.kernel import drift, frozen, ntk
 from lazy_feature.model.alpha_model import AlphaModel
 from lazy_feature.model.architectures import ConvNet, FullyConnected, WideResNet
 
@@ -31,6 +32,12 @@ def brute_force_gram(network, x1, x2):
             rows.append(np.concatenate([np.ravel(g) for g in grads]))
         return np.array(rows, dtype=np.float64)
     return jacobian(x1) @ jacobian(x2).T
+
+
+def structured_only(network, x):
+    """Whether Θ of `network` takes the structured path for every parameter."""
+    kernel = ntk.Kernel(network, x)
+    return len(kernel.terms) > 0 and kernel.jacobians is None
 
 
 def fully_connected(depth=2, activation="softplus", use_bias=False, seed=0, dtype="float64"):
@@ -80,7 +87,8 @@ def test_fast_and_generic_paths_match_brute_force(depth, activation, use_bias):
     network = fully_connected(depth, activation, use_bias)
     x1, x2 = inputs(5), inputs(4, seed=1)
     reference = brute_force_gram(network, x1, x2)
-    assert relative_error(ntk.gram_structured(network, x1, x2), reference) < 1e-10
+    assert structured_only(network, x1)
+    assert relative_error(ntk.gram(network, x1, x2), reference) < 1e-10
     assert relative_error(ntk.gram_generic(network, x1, x2), reference) < 1e-10
     assert relative_error(ntk.gram(network, x1), brute_force_gram(network, x1, x1)) < 1e-10
 
@@ -98,15 +106,20 @@ def test_image_networks_match_brute_force_on_both_paths(network, shape):
     reference = brute_force_gram(network, x1, np.concatenate([x1, x2]))
     # One shape per path: tracing the per-example gradients of a convolution is what costs.
     assert relative_error(ntk.gram_generic(network, x1), reference[:, :3]) < 1e-10
-    assert relative_error(ntk.gram_structured(network, x1, x2), reference[:, 3:]) < 1e-10
+    assert structured_only(network, x1)
+    assert relative_error(ntk.gram(network, x1, x2), reference[:, 3:]) < 1e-10
     assert relative_error(ntk.gram(network, x1, block_size=2), reference[:, :3]) < 1e-10
 
 
-def test_generic_path_on_a_custom_model():
+def test_both_paths_on_a_custom_model():
+    """Keras Dense layers with biases take the structured path too."""
     model = TwoLayer(dtype="float64")
     x1, x2 = inputs(5), inputs(4, seed=1)
     model(x1)
-    assert relative_error(ntk.gram(model, x1, x2), brute_force_gram(model, x1, x2)) < 1e-10
+    reference = brute_force_gram(model, x1, x2)
+    assert structured_only(model, x1)
+    assert relative_error(ntk.gram(model, x1, x2), reference) < 1e-10
+    assert relative_error(ntk.gram_generic(model, x1, x2), reference) < 1e-10
 
 
 def test_float32_network_is_accurate_to_its_precision():
@@ -122,9 +135,9 @@ def test_blocks_smaller_than_the_set_give_the_same_gram():
     network = fully_connected(depth=2)
     x1, x2 = inputs(7), inputs(5, seed=1)
     for x_other in (None, x2):
-        reference = ntk.gram_structured(network, x1, x_other)
+        reference = ntk.gram(network, x1, x_other)
         for size in (2, 3):  # neither divides 7 nor 5
-            assert relative_error(ntk.gram_structured(network, x1, x_other, block_size=size),
+            assert relative_error(ntk.gram(network, x1, x_other, block_size=size),
                                   reference) < 1e-13
     # param_block 7 is smaller than every weight tensor: one tensor per chunk, one example per
     # tile; example_block 2 splits the larger ones.
@@ -154,14 +167,14 @@ def test_streamed_norms_equal_dense_norms():
     network_a, network_b = fully_connected(seed=0), fully_connected(seed=1)
     x = inputs(7)
     theta_a, theta_b = ntk.gram(network_a, x), ntk.gram(network_b, x)
-    assert ntk.gram_norm(network_a, x, block_size=3) == pytest.approx(
+    assert drift.gram_norm(network_a, x, block_size=3) == pytest.approx(
         np.linalg.norm(theta_a), rel=1e-12)
-    assert ntk.gram_difference_norm(network_a, network_b, x, block_size=3) == pytest.approx(
+    assert drift.gram_difference_norm(network_a, network_b, x, block_size=3) == pytest.approx(
         np.linalg.norm(theta_a - theta_b), rel=1e-12)
-    drift = ntk.kernel_drift((network_a, network_b), x, block_size=2)
-    assert drift["norm"] == pytest.approx(np.linalg.norm(theta_a), rel=1e-12)
-    assert drift["norm0"] == pytest.approx(np.linalg.norm(theta_b), rel=1e-12)
-    assert drift["drift"] == pytest.approx(
+    change = drift.kernel_drift((network_a, network_b), x, block_size=2)
+    assert change["norm"] == pytest.approx(np.linalg.norm(theta_a), rel=1e-12)
+    assert change["norm0"] == pytest.approx(np.linalg.norm(theta_b), rel=1e-12)
+    assert change["drift"] == pytest.approx(
         np.linalg.norm(theta_a - theta_b) / np.linalg.norm(theta_b), rel=1e-12)
 
 
@@ -169,9 +182,9 @@ def test_streamed_norms_equal_dense_norms():
     lambda: FullyConnected(7, dtype="float64"), lambda: TwoLayer(dtype="float64")])
 def test_drift_vanishes_at_initialization(network):
     model = AlphaModel(network(), alpha=1.0)  # not built: kernel_drift builds it, w0 = w
-    drift = ntk.kernel_drift(model, inputs(5), block_size=2)
-    assert drift["difference"] == 0.0 and drift["drift"] == 0.0
-    assert drift["norm"] == drift["norm0"] > 0
+    change = drift.kernel_drift(model, inputs(5), block_size=2)
+    assert change["difference"] == 0.0 and change["drift"] == 0.0
+    assert change["norm"] == change["norm0"] > 0
 
 
 def test_drift_of_a_generic_model_follows_its_trained_weights():
@@ -183,9 +196,9 @@ def test_drift_of_a_generic_model_follows_its_trained_weights():
     for w in model.network.trainable_weights:
         w.assign(w * 1.1)
     theta = ntk.gram(model.network, x)
-    drift = ntk.kernel_drift(model, x, block_size=2)
-    assert drift["norm0"] == pytest.approx(np.linalg.norm(theta0), rel=1e-12)
-    assert drift["difference"] == pytest.approx(np.linalg.norm(theta - theta0), rel=1e-12)
+    change = drift.kernel_drift(model, x, block_size=2)
+    assert change["norm0"] == pytest.approx(np.linalg.norm(theta0), rel=1e-12)
+    assert change["difference"] == pytest.approx(np.linalg.norm(theta - theta0), rel=1e-12)
 
 
 # -- frozen-kernel dynamics ----------------------------------------------------------------
@@ -208,11 +221,12 @@ def lazy_problem():
     """A tiny task learned by the frozen kernel Θ(w0) and by the network trained at large α."""
     x_train, x_test = inputs(8, seed=2), inputs(20, seed=3)
     y_train, y_test = labels(x_train), labels(x_test)
-    model = AlphaModel(FullyConnected(WIDTH, depth=2, dtype="float64"), ALPHA)
+    model = AlphaModel(FullyConnected(WIDTH, depth=2, dtype="float64"), ALPHA,
+                       dynamics=GradientFlowDynamics())
     model.compile()
     model.build(x_train.shape)
     kernel_flow = frozen.frozen_kernel_test_error(model.initial_network, x_train, y_train, x_test,
-                                                  y_test, flow=model.flow, block_size=3)
+                                                  y_test, flow=model.dynamics.flow, block_size=3)
     data = tf.data.Dataset.from_tensors((x_train, y_train)).repeat()
     model.fit(data, steps_per_epoch=5000, epochs=1, verbose=0, callbacks=[StopWhenConverged()])
     return dict(model=model, frozen=kernel_flow, x_train=x_train, y_train=y_train, x_test=x_test,
@@ -220,30 +234,30 @@ def lazy_problem():
 
 
 def test_frozen_dynamics_fits_the_training_set(lazy_problem):
-    frozen, x_train = lazy_problem["frozen"], lazy_problem["x_train"]
-    assert frozen["converged"] and frozen["steps"] > 0
-    assert np.min(frozen["train_outputs"] * lazy_problem["y_train"]) > 1.0
+    kernel_flow, x_train = lazy_problem["frozen"], lazy_problem["x_train"]
+    assert kernel_flow["converged"] and kernel_flow["steps"] > 0
+    assert np.min(kernel_flow["train_outputs"] * lazy_problem["y_train"]) > 1.0
     # F(x) = Σ_μ Θ(x, x_μ) a_μ reproduces the integrated outputs on the training set.
     predicted = frozen.predict_frozen(lazy_problem["model"].initial_network, x_train, x_train,
-                                   frozen["a"], block_size=3)
-    assert relative_error(predicted, frozen["train_outputs"]) < 1e-10
+                                      kernel_flow["a"], block_size=3)
+    assert relative_error(predicted, kernel_flow["train_outputs"]) < 1e-10
 
 
 def test_frozen_dynamics_is_the_large_alpha_limit_of_the_network(lazy_problem):
     """Same flow, same step control: the network's kernel moves by ~1/(√h α) = 1e-5 during
     training (Section 5), and its outputs differ from the frozen kernel's by as much."""
-    model, frozen = lazy_problem["model"], lazy_problem["frozen"]
-    assert model.step_count.numpy() == frozen["steps"]
-    assert model.attempts.numpy() == frozen["steps"] + frozen["rejected"]
+    model, kernel_flow = lazy_problem["model"], lazy_problem["frozen"]
+    assert model.step_count.numpy() == kernel_flow["steps"]
+    assert model.attempts.numpy() == kernel_flow["steps"] + kernel_flow["rejected"]
     outputs = model(lazy_problem["x_test"]).numpy()
-    assert relative_error(outputs, frozen["test_outputs"]) < 10.0 / (np.sqrt(WIDTH) * ALPHA)
-    assert np.mean(outputs * lazy_problem["y_test"] <= 0) == frozen["test_error"]
+    assert relative_error(outputs, kernel_flow["test_outputs"]) < 10.0 / (np.sqrt(WIDTH) * ALPHA)
+    assert np.mean(outputs * lazy_problem["y_test"] <= 0) == kernel_flow["test_error"]
 
 
 def test_frozen_dynamics_stops_at_its_limits(lazy_problem):
     theta = ntk.gram(lazy_problem["model"].initial_network, lazy_problem["x_train"])
     y = lazy_problem["y_train"]
-    by_steps = frozen.frozen_kernel_dynamics(theta, y, max_steps=3)
+    by_steps = frozen.frozen_kernel_dynamics(theta, y, max_trials=3)
     assert not by_steps["converged"] and by_steps["steps"] + by_steps["rejected"] == 3
     by_time = frozen.frozen_kernel_dynamics(theta, y, max_time=2.0)
     assert not by_time["converged"] and by_time["t"] >= 2.0

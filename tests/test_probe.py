@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lazy_feature.probe import alpha_scan
+from lazy_feature.kernel import drift
+from lazy_feature.probe import alpha_scan, regime
 from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError
 from tests import probe_models
@@ -20,9 +21,10 @@ TASK = (_X[:48], _Y[:48], _X[48:], _Y[48:])  # 8×8×1 images, flattened
 
 
 def test_crossover_interpolates_in_log_log():
-    # drift = 1/α: crosses 0.5 at α = 2, between the grid points 1 and 10.
-    assert alpha_scan.crossover([10.0, 0.1, 1.0], [0.1, 10.0, 1.0]) == pytest.approx(2.0)
-    assert alpha_scan.crossover([1.0, 10.0], [0.2, 0.1]) is None
+    # drift = 1/α: crosses the scan's level 0.5 at α = 2, between the grid points 1 and 10.
+    level = regime.FEATURE_DRIFT
+    assert drift.crossover([10.0, 0.1, 1.0], [0.1, 10.0, 1.0], level) == pytest.approx(2.0)
+    assert drift.crossover([1.0, 10.0], [0.2, 0.1], level) is None
 
 
 @pytest.mark.parametrize("build,shape", [(probe_models.mlp, None), (probe_models.cnn, (8, 8, 1))])

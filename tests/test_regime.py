@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature.kernel import ntk
+from lazy_feature.kernel import drift, ntk
 from lazy_feature.probe import regime
 from lazy_feature.model.alpha_model import AlphaModel
 from lazy_feature.model.architectures import FullyConnected
 from lazy_feature.flow.dynamics import GradientFlow
+from lazy_feature.flow.network_flow import GradientFlowDynamics
 from lazy_feature.errors import ConfigError
 from tests import probe_models
 from tests.helpers import sphere_inputs
@@ -27,7 +28,7 @@ LOOSE = GradientFlow(max_dgrad=1e-1, max_dout=0.3, grow=1.5)
 
 def _flow_fit(alpha, attempts, monitor, width=16):
     model = AlphaModel(FullyConnected(width, depth=2, seed=1, dtype="float64"), alpha=alpha,
-                       flow=LOOSE)
+                       dynamics=GradientFlowDynamics(LOOSE))
     model.compile()
     model.fit(tf.data.Dataset.from_tensors((X, Y)).repeat(), epochs=1, steps_per_epoch=attempts,
               verbose=0, shuffle=False, callbacks=[monitor])
@@ -37,7 +38,7 @@ def _flow_fit(alpha, attempts, monitor, width=16):
 def test_drift_equals_ntk_kernel_drift_on_the_packages_network():
     monitor = regime.RegimeMonitor(X[:16], Y[:16], every=3)
     model = _flow_fit(0.3, 40, monitor)
-    expected = ntk.kernel_drift(model, monitor.probe_x)["drift"]
+    expected = drift.kernel_drift(model, monitor.probe_x)["drift"]
     assert expected > 1e-3
     np.testing.assert_allclose(monitor.kernel_drift(), expected, rtol=1e-9)
     history = monitor.history()
@@ -124,7 +125,7 @@ def test_the_structured_probe_kernel_equals_the_generic_one(build, shape, struct
     x = np.random.default_rng(2).standard_normal((10,) + shape)
     network = regime.scalar_output(build(), x)
     kernel = ntk.ProbeKernel(network, x)
-    assert len(kernel.layers) == structured
+    assert len(kernel.kernel.terms) == structured
     f, theta = kernel(x)
     expected = ntk.gram_generic(network, x)  # per-example Jacobians, float64
     np.testing.assert_allclose(theta.numpy(), expected, rtol=0,

@@ -66,3 +66,9 @@ def misclassified(F, y):
 def error_rate(F, y):
     """The fraction of `misclassified` points along the last axis (shape F.shape[:-1])."""
     return np.mean(misclassified(np.asarray(F), np.asarray(y)), axis=-1)
+
+
+def keras_alpha_loss(per_pattern, alpha):
+    """Eq. 7's loss for a Keras `fit` with its own optimizer: α⁻² ℓ(F, y) per pattern, which
+    Keras averages over each mini-batch (L of eq. 7 on that batch)."""
+    return lambda y, F: per_pattern(F, tf.cast(y, F.dtype)) / alpha ** 2

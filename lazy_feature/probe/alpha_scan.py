@@ -3,11 +3,13 @@
 `scan` trains the centered α-model F = α[f̂(w, x) − f̂(w0, x)] of the user's network, with
 f̂ = f/σ0 normalized by its initial output scale σ0 = RMS over the training inputs of f(w0, x),
 at a few α on a log grid by the package's gradient flow (eqs. 7-9), or by a plain Keras fit
-with the user's optimizer on the same α⁻²-scaled loss (`CenteredModel`), and measures at each
-the kernel drift on a probe of test points (Section 5) and the test error. The crossover α* is where
-the drift crosses CROSSOVER_DRIFT (log-log interpolation). The user's own setting, training f
-itself with margin 1, is F = f = σ0 f̂: α_user = σ0, read on the same curve (up to centering:
-their f starts at f(w0), not 0, Appendix I; and their optimizer is not gradient flow).
+with the user's optimizer on the same α⁻²-scaled loss, the model being the package's
+`AlphaModel` either way, and measures at each the kernel drift on a probe of test points
+(Section 5) and the test error. The crossover α* is where the drift falls through
+`regime.FEATURE_DRIFT` (`drift.crossover`), where the verdicts turn from feature learning.
+The user's own setting, training f itself with margin 1, is F = f = σ0 f̂: α_user = σ0, read
+on the same curve (up to centering: their f starts at f(w0), not 0, Appendix I; and their
+optimizer is not gradient flow).
 """
 import dataclasses
 import importlib
@@ -20,19 +22,19 @@ import tensorflow as tf
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lazy_feature.errors import ConfigError, DataError
+from lazy_feature.flow.dynamics import GradientFlow
+from lazy_feature.flow.network_flow import GradientFlowDynamics
+from lazy_feature.kernel import drift, frozen
+from lazy_feature.model import losses
+from lazy_feature.model.alpha_model import AlphaModel
+from lazy_feature.probe.regime import FEATURE_DRIFT, RegimeMonitor, scalar_output
 from lazy_feature.run import artifact
 from lazy_feature.run import callbacks
 from lazy_feature.run import distribute
-from lazy_feature.model import losses
-from lazy_feature.kernel import frozen
 from lazy_feature.run import runner
-from lazy_feature.model.alpha_model import AlphaModel
-from lazy_feature.flow.dynamics import GradientFlow
-from lazy_feature.errors import ConfigError, DataError
-from lazy_feature.probe.regime import FEATURE_DRIFT, RegimeMonitor, scalar_output
 
 DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0)
-CROSSOVER_DRIFT = FEATURE_DRIFT  # the drift at α*: of order one, where feature learning starts
 TABLE, FIGURE, SUMMARY, RESULT = "table.csv", "scan.png", "summary.md", "scan.json"
 GRADIENT_FLOW = "gradient flow (eqs. 7-9)"
 OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
@@ -64,17 +66,17 @@ class ScanResult:
                  "‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ on a probe of test points (Section 5).", "", *rows, ""]
         if self.alpha_star is None:
             lines.append(f"No crossover on this grid: the drift does not cross "
-                         f"{CROSSOVER_DRIFT:g}; widen --alphas.")
+                         f"{FEATURE_DRIFT:g}; widen --alphas.")
         else:
-            lines.append(f"Crossover α* = {self.alpha_star:.3g} (drift = {CROSSOVER_DRIFT:g}, "
+            lines.append(f"Crossover α* = {self.alpha_star:.3g} (drift = {FEATURE_DRIFT:g}, "
                          "log-log interpolation): lazy above, feature learning below.")
         where = ("" if self.alpha_star is None else
                  f", on the {'lazy' if self.user_alpha > self.alpha_star else 'feature'} side "
                  "of α*")
-        drift = ("outside the grid" if self.user_drift is None
-                 else f"drift ≈ {self.user_drift:.3g} read on the curve")
+        reading = ("outside the grid" if self.user_drift is None
+                   else f"drift ≈ {self.user_drift:.3g} read on the curve")
         lines.append(f"Your setting: α_user = σ0 = RMS f(w0) = {self.user_alpha:.3g} "
-                     f"({drift}){where}.")
+                     f"({reading}){where}.")
         if self.kernel_test_error is not None:
             lines.append(f"Frozen kernel Θ(w0) (the lazy limit, Appendix A): test error "
                          f"{self.kernel_test_error:.4f}.")
@@ -109,39 +111,6 @@ def keras_optimizer(name, learning_rate=None):
     return lambda: OPTIMIZERS[name](**options)
 
 
-class CenteredModel(keras.Model):
-    """F = α[f̂(w, x) − f̂(w0, x)] (eq. 6) for a plain Keras fit: `network` f̂ is trained,
-    `initial` (the same network at w0) is frozen. Compile it with `alpha_loss`."""
-
-    def __init__(self, network, initial, alpha, **kwargs):
-        super().__init__(dtype=network.dtype_policy, **kwargs)
-        initial.trainable = False
-        self.network, self.initial, self.alpha = network, initial, float(alpha)
-
-    def call(self, x):
-        return self.alpha * (self.network(x) - self.initial(x))
-
-
-def alpha_loss(loss, alpha):
-    """The Keras loss α⁻² ℓ(F, y) of eq. 7 (Keras averages it over the batch)."""
-    per_pattern = losses.get(loss)
-    return lambda y, F: per_pattern(F, keras.ops.cast(y, F.dtype)) / alpha ** 2
-
-
-def crossover(alphas, drifts, level=CROSSOVER_DRIFT):
-    """α where the drift crosses `level`, interpolated linearly in (log α, log drift) between
-    the first two neighbouring grid points that bracket it; None if none do."""
-    order = np.argsort(alphas)
-    a, d = np.log(np.asarray(alphas, float)[order]), np.asarray(drifts, float)[order]
-    for i in range(len(a) - 1):
-        if d[i] > 0 and d[i + 1] > 0 and (d[i] - level) * (d[i + 1] - level) <= 0:
-            if d[i] == d[i + 1]:
-                return float(np.exp(a[i]))
-            s = (np.log(level) - np.log(d[i])) / (np.log(d[i + 1]) - np.log(d[i]))
-            return float(np.exp(a[i] + s * (a[i + 1] - a[i])))
-    return None
-
-
 def scan(build_model, task, alphas=DEFAULT_ALPHAS, output_dir=None, input_shape=None,
          output=None, probe_size=64, seed=0, loss="soft_hinge", max_steps=10_000,
          max_time=math.inf, max_wall_seconds=math.inf, flow=GradientFlow(), frozen_kernel=True,
@@ -166,8 +135,9 @@ def scan(build_model, task, alphas=DEFAULT_ALPHAS, output_dir=None, input_shape=
       frozen_kernel: also train the frozen kernel Θ(w0) on the training set (n_train² floats).
       optimizer: None for the gradient flow; or a function returning a fresh Keras optimizer
         (e.g. `lambda: keras.optimizers.SGD(0.1)`, or `keras_optimizer("adam", 1e-3)`): each α
-        is then a plain `fit` of `CenteredModel` on the α⁻²-scaled loss (`alpha_loss`), for
-        `epochs` epochs of mini-batches of `batch_size` (the flow's budgets do not apply).
+        is then a plain Keras `fit` of the `AlphaModel` on eq. 7's α⁻²-scaled loss
+        (`losses.keras_alpha_loss`), for `epochs` epochs of mini-batches of `batch_size` (the
+        flow's budgets do not apply).
         With SGD, F moves at the same rate at every α and the weights by ~1/α (lazy at large
         α); Adam normalizes the gradient's scale away, so its weights move by ~lr a step at
         every α and a large α is not lazy at a fixed learning rate.
@@ -224,8 +194,9 @@ def scan(build_model, task, alphas=DEFAULT_ALPHAS, output_dir=None, input_shape=
             x_test.astype(reference.compute_dtype), y_test, loss=loss, flow=flow)["test_error"]
     training = (GRADIENT_FLOW if optimizer is None else
                 f"{type(optimizer()).__name__} ({epochs} epochs of batch {batch_size})")
-    result = ScanResult(table, crossover(table.alpha, table.kernel_drift), sigma0,
-                        _read_drift(table, sigma0), kernel_error, training)
+    alpha_star = drift.crossover(table.alpha, table.kernel_drift, FEATURE_DRIFT)
+    result = ScanResult(table, alpha_star, sigma0, _read_drift(table, sigma0), kernel_error,
+                        training)
     if output_dir is not None:
         _write(result, output_dir)
     return result
@@ -235,7 +206,8 @@ def _train_flow(strategy, network, initial, alpha, x, y, monitor, loss, flow, bu
     """The AlphaModel at α trained by gradient flow until `budget` (max_time, max_steps,
     max_wall_seconds) or convergence; returns it and its row's training figures."""
     with strategy.scope():
-        model = AlphaModel(network, alpha, loss=loss, flow=flow, initial_network=initial)
+        model = AlphaModel(network, alpha, loss=loss, dynamics=GradientFlowDynamics(flow),
+                           initial_network=initial)
         model.compile()
     stopping = callbacks.GradientFlowStopping(*budget)
     runner.fit_flow(model, x, y, [stopping, monitor])
@@ -246,14 +218,22 @@ def _train_flow(strategy, network, initial, alpha, x, y, monitor, loss, flow, bu
 
 def _train_optimizer(strategy, network, initial, alpha, x, y, monitor, loss, optimizer, epochs,
                      batch_size):
-    """`CenteredModel` at α trained by a plain Keras fit with optimizer(); returns it and its
-    row's training figures (t: none, the optimizer has no time)."""
+    """The AlphaModel at α trained by a plain Keras fit with optimizer(); returns it and its
+    row's training figures (t: none, the optimizer has no time).
+
+    The fit is Keras' own, of a functional model around the AlphaModel's F (the AlphaModel's
+    own `fit` runs its dynamics), on eq. 7's loss per pattern, which Keras averages over each
+    mini-batch.
+    """
     with strategy.scope():
-        model = CenteredModel(network, initial, alpha)
-        model.compile(optimizer=optimizer(), loss=alpha_loss(loss, alpha))
+        model = AlphaModel(network, alpha, loss=loss, initial_network=initial)
+        inputs = keras.Input(x.shape[1:], dtype=network.compute_dtype)
+        trainer = keras.Model(inputs, model(inputs))
+        trainer.compile(optimizer=optimizer(),
+                        loss=losses.keras_alpha_loss(model.per_pattern_loss, model.alpha))
     x = x.astype(network.compute_dtype)
-    model.fit(x, y.astype(network.compute_dtype), epochs=epochs, batch_size=batch_size,
-              verbose=0, callbacks=[monitor])
+    trainer.fit(x, y.astype(network.compute_dtype), epochs=epochs, batch_size=batch_size,
+                verbose=0, callbacks=[monitor])
     outputs, train_error, _ = runner.evaluate(model, x, y, losses.get(loss))
     stop_reason = (f"{epochs} epochs" if np.all(np.isfinite(outputs)) else
                    "diverged (F not finite): lower the learning rate")
@@ -317,7 +297,7 @@ def _write(result, output_dir):
     artifact.write_json(artifact.join(output_dir, RESULT), dict(
         alpha_star=result.alpha_star, user_alpha=result.user_alpha,
         user_drift=result.user_drift, kernel_test_error=result.kernel_test_error,
-        crossover_drift=CROSSOVER_DRIFT, rows=result.table.to_dict("records")))
+        crossover_drift=FEATURE_DRIFT, rows=result.table.to_dict("records")))
 
 
 def _figure(result):
@@ -327,7 +307,7 @@ def _figure(result):
     drift_ax, error_ax = fig.subplots(1, 2)
     table = result.table.sort_values("alpha")
     drift_ax.loglog(table.alpha, table.kernel_drift, "o-", label="kernel drift")
-    drift_ax.axhline(CROSSOVER_DRIFT, color="grey", ls=":", label=f"drift = {CROSSOVER_DRIFT:g}")
+    drift_ax.axhline(FEATURE_DRIFT, color="grey", ls=":", label=f"drift = {FEATURE_DRIFT:g}")
     drift_ax.set_ylabel("‖Θ(w) − Θ(w0)‖ / ‖Θ(w0)‖")
     error_ax.semilogx(table.alpha, table.test_error, "o-", label="network")
     if result.kernel_test_error is not None:

@@ -15,21 +15,21 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from lazy_feature.errors import ConfigError
+from lazy_feature.kernel import drift, frozen
+from lazy_feature.model import losses
 from lazy_feature.run import artifact
 from lazy_feature.run import callbacks
-from lazy_feature.model import losses
-from lazy_feature.kernel import frozen, ntk
-from lazy_feature.errors import ConfigError
 
 # The probe's Gram matrices Θ(w0) (kept) and Θ(w_t) (per record) are P × P float64: at
-# P = 2048 they take 2·2048²·8 B = 64 MiB. A convolution's filter gradients stay within
-# ntk.CONV_BLOCK_ENTRIES entries and Jacobian tiles within ntk's generic bound (EXAMPLE_BLOCK ×
-# PARAM_BLOCK entries, 128 MiB in float64), whatever P (`ntk.ProbeKernel`).
+# P = 2048 they take 2·2048²·8 B = 64 MiB. The tiles behind them stay within `ntk`'s bounds
+# whatever P (`ntk.ProbeKernel`).
 MAX_PROBE = 2048
 # Verdict thresholds on the kernel drift ‖Θ(w_t) − Θ(w0)‖/‖Θ(w0)‖ (Section 5): below LAZY the
 # kernel stays within 10% of Θ(w0), so the network is its frozen kernel to that accuracy
-# (Appendix A); above FEATURE it has moved by half its size, the crossover where the drift is of
-# order one (√h·α ~ 1 in the paper); between them, in between.
+# (Appendix A); above FEATURE it has moved by half its size: of order one, the crossover
+# (`drift.CROSSOVER_DRIFT`), reached on the feature side; between them, in between. The α
+# scan's α* is where the drift crosses FEATURE, so that its verdicts change at α*.
 LAZY_DRIFT = 0.1
 FEATURE_DRIFT = 0.5
 DEFAULT_PER_DECADE = 5
@@ -164,17 +164,11 @@ class RegimeMonitor(keras.callbacks.Callback):
     yyᵀ (with labels), and the RMS of f(w_t) − f(w0) and of f(w_t) on the probe.
 
     Cost per record, bounded by the probe size P: f(w_t) and Θ(w_t) from one graph traced
-    once at w0 (`ntk.ProbeKernel`). For plain Keras Dense and Conv2D layers that is one forward
-    and one backward pass of the P points to the layers' pre-activations, and per layer a
-    P × P Gram of their inputs and signals (a convolution's P per-example filter gradients,
-    P × its #weights, in between); the weights of other layers take per-example Jacobians
-    (a vectorized pass, P × their #weights). On the small CNN of
-    benchmarks/regime_benchmark.py at P = 256 a record costs about 3.5 training steps of batch
-    64 (the forward and backward pass of 256 points alone about 2), and the one-time setup at
-    train begin about 0.35 s, mostly tracing the probe's graph: 20 records about 100 training
-    steps in all, 9.4% of a 10-epoch fit (1 570 steps), 29% of a 2-epoch one. Memory: two P × P float64 matrices,
-    P ≤ MAX_PROBE (64 MiB), a convolution's filter gradients within ntk.CONV_BLOCK_ENTRIES
-    entries, and the generic path's Jacobian tiles within ntk's bound.
+    once at w0 (`drift.LiveDrift`, `ntk.ProbeKernel`): one forward and one backward pass of
+    the P points to the pre-activations of the layers the structured path knows, a P × P Gram
+    of their inputs and signals per layer, and per-example Jacobians for the other weights.
+    Memory: two P × P float64 matrices, P ≤ MAX_PROBE (64 MiB), and tiles within `ntk`'s
+    bounds. Its cost against training is measured by benchmarks/regime_benchmark.py.
 
     Under a tf.distribute strategy (a model compiled and fitted in `strategy.scope()`) the
     probe is computed from the mirrored weights, outside the replicas, and the records are
@@ -205,12 +199,9 @@ class RegimeMonitor(keras.callbacks.Callback):
                               f"(two {MAX_PROBE}² float64 Gram matrices, 64 MiB): use fewer")
         if len(probe_x) < 2:
             raise ConfigError("the probe needs at least 2 points")
-        self.probe_y = None
-        if probe_y is not None:
-            probe_y = _signs(probe_y)
-            order = np.argsort(-probe_y, kind="stable")  # y = +1 first, as in Fig. 8
-            probe_x, self.probe_y = probe_x[order], probe_y[order]
-        self.probe_x, self.log_dir, self.every, self.output = probe_x, log_dir, every, output
+        self.live = drift.LiveDrift(probe_x, probe_y)  # y = +1 first, as in Fig. 8
+        self.probe_x, self.probe_y = self.live.x, self.live.y
+        self.log_dir, self.every, self.output = log_dir, every, output
         self.test_data = test_data
         self._records = []
 
@@ -231,13 +222,10 @@ class RegimeMonitor(keras.callbacks.Callback):
     def _start(self):
         self._step = 0
         self._network = scalar_output(self.model, self.probe_x, self.output)
-        self.probe_x = self.probe_x.astype(self._network.compute_dtype)
-        self._probe_x = tf.constant(self.probe_x)
-        self._kernel = ntk.ProbeKernel(self._network, self.probe_x)
         self._w0 = [w.numpy() for w in self._network.trainable_weights]
         self._layers = _layer_groups(self._network.trainable_weights)
-        self._f0, self._gram0 = self._probe()
-        self._norm0 = np.linalg.norm(self._gram0)
+        self._f0, self._gram0 = self.live.start(self._network)
+        self.probe_x = self.live.x  # in the network's dtype
         if self.probe_y is not None:
             self._alignment0 = alignment(self._gram0, self.probe_y)
         self._kernel_test_error = None
@@ -247,7 +235,7 @@ class RegimeMonitor(keras.callbacks.Callback):
             with self._writer.as_default():
                 tf.summary.image("regime/gram_init", callbacks.gram_image(self._gram0)[None],
                                  step=0, description=DESCRIPTIONS["regime/gram_init"])
-        self._record(self._f0, self._gram0)
+        self._record(dict(f=self._f0, gram=self._gram0, drift=0.0, norm_ratio=1.0))
 
     def on_train_batch_begin(self, batch, logs=None):
         # A record due after step k is taken as step k + 1 begins (or at train end): Keras
@@ -280,14 +268,14 @@ class RegimeMonitor(keras.callbacks.Callback):
         """The `Verdict` on the latest record (and the test errors if test_data was given)."""
         self._check_started()
         last = self._records[-1]
-        drift = last["kernel_drift"]
-        regime = ("lazy" if drift < LAZY_DRIFT else
-                  "feature learning" if drift > FEATURE_DRIFT else "in between")
+        change = last["kernel_drift"]
+        regime = ("lazy" if change < LAZY_DRIFT else
+                  "feature learning" if change > FEATURE_DRIFT else "in between")
         network_error = None
         if self._kernel_test_error is not None:
             x_test, y_test = self.test_data
             network_error = float(losses.error_rate(self._outputs(x_test), _signs(y_test)))
-        return Verdict(regime, last["step"], drift, last["weight_drift"],
+        return Verdict(regime, last["step"], change, last["weight_drift"],
                        last.get("alignment_init", math.nan), last.get("alignment", math.nan),
                        self._kernel_test_error, network_error)
 
@@ -296,11 +284,6 @@ class RegimeMonitor(keras.callbacks.Callback):
     def _check_started(self):
         if not self._records:
             raise ConfigError("the monitor has no record yet: pass it to fit(callbacks=[...])")
-
-    def _probe(self):
-        """f(w_t) and Θ(w_t) (eq. 5) on the probe, from one vectorized pass (float64)."""
-        f, gram = self._kernel(self._probe_x)
-        return f.numpy(), gram.numpy()
 
     def _outputs(self, x):
         x = np.asarray(x, self._network.compute_dtype)
@@ -314,13 +297,15 @@ class RegimeMonitor(keras.callbacks.Callback):
                                      self.probe_x, a)
         return float(losses.error_rate(outputs, _signs(y_test)))
 
-    def _record(self, f=None, gram=None):
-        if gram is None:
-            f, gram = self._probe()
+    def _record(self, now=None):
+        """Record f(w_t) and Θ(w_t) on the probe (`now`, a `drift.LiveDrift` reading, or
+        taken now) with the weights' drift."""
+        now = now or self.live(self._network)
+        f, gram = now["f"], now["gram"]
         w = [v.numpy() for v in self._network.trainable_weights]
         entry = {"step": self._step,
-                 "kernel_drift": float(np.linalg.norm(gram - self._gram0) / self._norm0),
-                 "kernel_norm_ratio": float(np.linalg.norm(gram) / self._norm0),
+                 "kernel_drift": now["drift"],
+                 "kernel_norm_ratio": now["norm_ratio"],
                  "weight_drift": _relative_change(w, self._w0),
                  "output_change_rms": float(np.sqrt(np.mean((f - self._f0) ** 2))),
                  "output_rms": float(np.sqrt(np.mean(f ** 2)))}

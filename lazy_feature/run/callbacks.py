@@ -19,9 +19,10 @@ import tensorflow as tf
 from matplotlib import colormaps
 from tensorboard.plugins.hparams import api as hp
 
+from lazy_feature.errors import DivergenceError
+from lazy_feature.kernel import drift
 from lazy_feature.run import artifact
 from lazy_feature.run.config import NOT_IDENTITY
-from lazy_feature.errors import DivergenceError
 
 logger = logging.getLogger("lazy_feature")
 
@@ -64,15 +65,13 @@ class GradientFlowStopping(keras.callbacks.Callback):
 
     "stalled": dt stayed below STALL_RATIO·t for STALL_STEPS accepted steps in a row, so t
     would take over 10^7 more steps to double. A ReLU network does this in the feature regime:
-    ∇L jumps where a pre-activation crosses zero (Appendix F), by more than eq. 9's ε_∇ allows
-    (a jump of 1.009e-4 against ε_∇ = 1e-4, measured at L = 5, h = 100, √h·α = 1e-2), so
-    every step that reaches the kink is rejected and dt falls towards 0 (to 5e-12 at t =
-    0.0117). Healthy runs keep dt/t above 4e-6 (the smallest of 835 softplus runs of the quick
-    configs and the tests on a 2-core machine, at their recorded steps). So does a flow that
+    ∇L jumps where a pre-activation crosses zero (Appendix F) by more than eq. 9's ε_∇ allows,
+    so every step that reaches the kink is rejected and dt falls towards 0; healthy runs keep
+    dt/t orders of magnitude above STALL_RATIO (docs/integrators.md). So does a flow that
     came to rest short of the criterion (a ReLU network whose units died on the unfitted
     points: ∇L vanishes and dt grows without bound) once t passes REST_TIME, far beyond any
-    convergence (t ≈ 5e3 at √h·α = 1e3), before it overflows. A stalled run is unfinished,
-    like a budget-stopped one, but more budget cannot help it.
+    convergence, before it overflows. A stalled run is unfinished, like a budget-stopped one,
+    but more budget cannot help it.
     `stop_when_converged=False` goes on past convergence, to a budget (a flow run to a set
     time, `AlphaModel.t_end`).
     """
@@ -345,8 +344,8 @@ def _scalar(tag, value, step):
 
 def _scalars(values, step):
     """Each of `values` ({tag: value}) at `step`. Traced once (`TensorBoardRecorder`): run
-    eagerly, each scalar dispatches a dozen ops one by one, about 2 ms, which over a small
-    run's records came to a sixth of its wall time."""
+    eagerly, each scalar dispatches a dozen ops one by one, a share of a small run's wall
+    time worth saving."""
     for tag, value in values.items():
         _scalar(tag, value, step)
 
@@ -395,40 +394,36 @@ def gram_image(gram, min_pixels=256):
 
 
 class KernelDriftProbe:
-    """The live kernel drift on a fixed probe set (Section 5, Fig. 8 (a, b)).
+    """The live kernel drift of an `AlphaModel` on a fixed probe set, in TensorBoard (Section 5,
+    Fig. 8 (a, b)), from `drift.LiveDrift`.
 
-    `write` computes Θ(w) on the probe, and Θ(w0) the first time, and writes the drift
-    ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ against the accepted step and against log t, the inflation
-    ‖Θ(w)‖/‖Θ(w0)‖, and the Gram images `drift/gram_now` (each time) and `drift/gram_init`
-    (once), examples sorted by label (y = +1 first, as in Fig. 8).
+    `write` takes Θ(w0) from the model's frozen copy the first time, Θ(w) each time, and writes
+    the drift ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ against the accepted step and against log t, the
+    inflation ‖Θ(w)‖/‖Θ(w0)‖, and the Gram images `drift/gram_now` (each time) and
+    `drift/gram_init` (once), examples sorted by label (y = +1 first, as in Fig. 8).
 
     Args:
       x_probe, y_probe: the probe inputs and their ±1 labels (a few hundred points).
     """
 
     def __init__(self, x_probe, y_probe):
-        order = np.argsort(-np.asarray(y_probe), kind="stable")
-        self.x_probe = np.asarray(x_probe)[order]
-        self._gram0 = None
+        self.live = drift.LiveDrift(x_probe, y_probe)
         self._last_log_t_step = -math.inf
 
     def write(self, model, entry):
         """Write the drift at record `entry` into the default summary writer."""
-        from lazy_feature.kernel import ntk  # ntk builds on the model; import it only when used
         step = entry["step"]
-        if self._gram0 is None:
-            self._gram0 = ntk.gram(model.initial_network, self.x_probe)
-            tf.summary.image("drift/gram_init", gram_image(self._gram0)[None], step=step,
+        if self.live.gram0 is None:
+            self.live.start(model.initial_network)
+            tf.summary.image("drift/gram_init", gram_image(self.live.gram0)[None], step=step,
                              description=DESCRIPTIONS["drift/gram_init"])
-        gram = ntk.gram(model.network, self.x_probe)
-        norm0 = np.linalg.norm(self._gram0)
-        drift = np.linalg.norm(gram - self._gram0) / norm0
-        _scalar("drift/ntk_drift", drift, step)
-        _scalar("drift/ntk_norm_ratio", np.linalg.norm(gram) / norm0, step)
+        now = self.live(model.network)
+        _scalar("drift/ntk_drift", now["drift"], step)
+        _scalar("drift/ntk_norm_ratio", now["norm_ratio"], step)
         if entry["t"] > 0 and log_t_step(entry["t"]) > self._last_log_t_step:
             self._last_log_t_step = log_t_step(entry["t"])
-            _scalar("drift/ntk_drift_vs_log_t", drift, self._last_log_t_step)
-        tf.summary.image("drift/gram_now", gram_image(gram)[None], step=step,
+            _scalar("drift/ntk_drift_vs_log_t", now["drift"], self._last_log_t_step)
+        tf.summary.image("drift/gram_now", gram_image(now["gram"])[None], step=step,
                          description=DESCRIPTIONS["drift/gram_now"])
 
 

@@ -3,8 +3,8 @@
 The paper's power laws hold deep inside a regime, not across the crossover: eq. 18 (kernel
 drift, −a) and eq. 30 (weight drift, −b) for √h·α ≪ 1, the slope −1 of both drifts for
 √h·α ≫ 1 (Section 5, eq. 29), t_{L/2} ~ √h·α (eq. 19) in the feature regime. The crossover
-√h·α* is measured where the kernel has moved as much as its size, ‖Θ − Θ0‖/‖Θ0‖ = 1
-(Section 5), and each regime's range keeps a factor MARGIN away from it, unless a sweep
+√h·α* is measured where the kernel has moved as much as its size, ‖Θ − Θ0‖/‖Θ0‖ =
+`drift.CROSSOVER_DRIFT` = 1 (Section 5), and each regime's range keeps a factor MARGIN away from it, unless a sweep
 states its ranges (`SweepConfig.feature_range`, `lazy_range`). `fit_table` is what the report
 writes to fits.csv and reads back for its summary and figures.
 """
@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from lazy_feature.kernel import drift
 from lazy_feature.study import exponents
 
 MARGIN = 10.0  # a regime's fit range ends this factor away from the crossover
@@ -28,21 +29,19 @@ def level(x):
 
 
 def crossover(runs):
-    """(√h·α*, how) where the mean kernel drift over the runs at each level crosses 1.
+    """(√h·α*, how) where the mean kernel drift over the runs at each level falls through
+    `drift.CROSSOVER_DRIFT` (`drift.crossover`).
 
-    Interpolated linearly in log-log between the two levels that bracket the first
-    crossing; `how` is "kernel drift = 1", or says why NOMINAL_CROSSOVER is used instead.
+    `how` is "kernel drift = 1", or says why NOMINAL_CROSSOVER is used instead.
     """
+    level = drift.CROSSOVER_DRIFT
     if DRIFT not in runs or "sqrt_h_alpha_level" not in runs or runs[DRIFT].isna().all():
         return NOMINAL_CROSSOVER, "nominal (no kernel drift measured)"
     means = exponents.per_x_means(runs, "sqrt_h_alpha_level", DRIFT)
-    means = means[means > 0]
-    x, y = np.log(means.index.to_numpy(float)), np.log(means.to_numpy(float))
-    below = np.flatnonzero((y[:-1] >= 0) & (y[1:] < 0))
-    if below.size == 0:
-        return NOMINAL_CROSSOVER, "nominal (the kernel drift does not cross 1 on this grid)"
-    i = below[0]
-    return float(np.exp(x[i] + (x[i + 1] - x[i]) * y[i] / (y[i] - y[i + 1]))), "kernel drift = 1"
+    x_star = drift.crossover(means.index, means, level)
+    if x_star is None:
+        return NOMINAL_CROSSOVER, f"nominal (the kernel drift does not cross {level:g} on this grid)"
+    return x_star, f"kernel drift = {level:g}"
 
 
 def regime_ranges(runs, feature=None, lazy=None):

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from lazy_feature.run import data
-from lazy_feature.kernel import ntk
+from lazy_feature.kernel import drift, ntk
 from lazy_feature.model.architectures import FullyConnected
 from train_step_benchmark import matmul_throughput  # the sibling benchmark's measurement
 
@@ -87,8 +87,8 @@ def gram_norm_parts(args):
     print(f"{'measurement':<36} {'n':>6} {'time [s]':>9} {'peak GiB':>9} {'growth':>9}  note")
 
     for size in (64, 65):  # two shapes: the trace generalized to any block size is measured
-        ntk.gram_norm(net, x[:size], args.block_size)
-    norm, fast, peak, growth = measured(lambda: ntk.gram_norm(net, x, args.block_size))
+        drift.gram_norm(net, x[:size], args.block_size)
+    norm, fast, peak, growth = measured(lambda: drift.gram_norm(net, x, args.block_size))
     bound = gram_norm_flops(args.n, d, args.width, args.depth) / throughput
     row("fast path ||Theta||", args.n, fast, peak, growth, f"||Theta|| = {norm:.6g}")
     row("lower bound: flops / matmul rate", args.n, bound)
@@ -96,7 +96,7 @@ def gram_norm_parts(args):
     subset = x[:args.n_generic]
     ntk.gram_generic(net, subset[:ntk.EXAMPLE_BLOCK])  # trace the per-example gradients
     theta, generic, peak, growth = measured(lambda: ntk.gram_generic(net, subset))
-    agreement = abs(np.linalg.norm(theta) / ntk.gram_norm(net, subset) - 1.0)
+    agreement = abs(np.linalg.norm(theta) / drift.gram_norm(net, subset) - 1.0)
     row("generic path ||Theta||", args.n_generic, generic, peak, growth,
         f"differs from the fast path by {agreement:.1e}")
     extrapolated = generic * (args.n / args.n_generic) ** 2
@@ -111,10 +111,10 @@ def drift_part(args):
     trained = network(args.width, args.depth, args.dtype, x.shape[1])
     rng = np.random.default_rng(1)
     trained.set_weights([w + 1e-3 * rng.standard_normal(w.shape) for w in initial.get_weights()])
-    drift, seconds, peak, growth = measured(
-        lambda: ntk.kernel_drift((trained, initial), x, args.block_size))
+    change, seconds, peak, growth = measured(
+        lambda: drift.kernel_drift((trained, initial), x, args.block_size))
     row("drift ||Theta - Theta0||/||Theta0||", args.n_drift, seconds, peak, growth,
-        f"drift = {drift['drift']:.3g} (target: peak < 8 GiB)")
+        f"drift = {change['drift']:.3g} (target: peak < 8 GiB)")
 
 
 def main():

@@ -17,9 +17,10 @@ from lazy_feature import errors
 from lazy_feature.errors import ConfigError, DataError, DivergenceError, Error, RunDirError
 from lazy_feature.flow import adam, dynamics, exponential, integrators
 from lazy_feature.flow.dynamics import ContinuousMomentum, GradientFlow
-from lazy_feature.kernel import frozen, ntk
+from lazy_feature.kernel import drift, frozen, ntk
 from lazy_feature.kernel.frozen import frozen_kernel_dynamics
-from lazy_feature.kernel.ntk import gram, kernel_drift
+from lazy_feature.kernel.drift import kernel_drift
+from lazy_feature.kernel.ntk import gram
 from lazy_feature.model import activations, losses, precision
 from lazy_feature.model.alpha_model import AlphaModel
 from lazy_feature.model.architectures import ConvNet, FullyConnected, WideResNet

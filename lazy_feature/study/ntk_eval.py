@@ -9,7 +9,7 @@ import numpy as np
 
 from lazy_feature.run import artifact
 from lazy_feature.run import distribute
-from lazy_feature.kernel import frozen, ntk
+from lazy_feature.kernel import drift, frozen, ntk
 from lazy_feature.run import runner
 
 logger = logging.getLogger("lazy_feature")
@@ -59,10 +59,10 @@ def _evaluate(run_dir, task, max_train, max_test, save_gram, block_size):
     y_test = task.y_test[:max_test]
     results = {"ntk_n_train": len(x_train), "ntk_n_test": len(x_test)}
     for name, x in (("train", x_train), ("test", x_test)):
-        drift = ntk.kernel_drift(model, x, block_size) if len(x) else {}
-        results.update({f"ntk_norm0_{name}": drift.get("norm0", np.nan),
-                        f"ntk_norm_{name}": drift.get("norm", np.nan),
-                        f"ntk_drift_{name}": drift.get("drift", np.nan)})
+        norms = drift.kernel_drift(model, x, block_size) if len(x) else {}
+        results.update({f"ntk_norm0_{name}": norms.get("norm0", np.nan),
+                        f"ntk_norm_{name}": norms.get("norm", np.nan),
+                        f"ntk_drift_{name}": norms.get("drift", np.nan)})
     dynamics = dict(loss=config.loss, loss_beta=config.loss_beta, flow=model.flow,
                     max_time=config.max_time, max_steps=config.max_steps,
                     initial_outputs=_initial_outputs(model, task.x_train, x_test))

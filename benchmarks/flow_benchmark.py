@@ -47,7 +47,7 @@ from lazy_feature.run import data
 from lazy_feature.study import fidelity
 from lazy_feature.run import runner
 from lazy_feature.run.config import TrainConfig
-from lazy_feature.flow.dynamics import INTEGRATORS
+from lazy_feature.flow.registry import INTEGRATORS
 
 
 def _floats(text):
@@ -147,8 +147,8 @@ def main():
     parser.add_argument("--sqrt_h_alphas", type=_floats, default=[1e4, 1.0, 1e-2])
     parser.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")],
                         default=[0, 1, 2])
-    parser.add_argument("--integrators", default=",".join(INTEGRATORS + ("default",)),
-                        help="names of dynamics.INTEGRATORS (NAME@o:d at tolerances o:d), and "
+    parser.add_argument("--integrators", default=",".join((*INTEGRATORS, "default")),
+                        help="names of registry.INTEGRATORS (NAME@o:d at tolerances o:d), and "
                         "`default` for TrainConfig's")
     parser.add_argument("--dtype", default="float64", help="float32, float64 or auto (the "
                         "precision policy's); the reference is always float64")

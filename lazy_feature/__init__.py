@@ -15,8 +15,11 @@ listed before it:
 """
 from lazy_feature import errors
 from lazy_feature.errors import ConfigError, DataError, DivergenceError, Error, RunDirError
-from lazy_feature.flow import adam, dynamics, exponential, integrators
-from lazy_feature.flow.dynamics import ContinuousMomentum, GradientFlow
+from lazy_feature.flow import adam, dynamics, exponential, integrators, registry, training
+from lazy_feature.flow.adam import AdamDynamics
+from lazy_feature.flow.dynamics import GradientFlow
+from lazy_feature.flow.momentum import ContinuousMomentum, MomentumDynamics
+from lazy_feature.flow.network_flow import GradientFlowDynamics
 from lazy_feature.kernel import drift, frozen, ntk
 from lazy_feature.kernel.frozen import frozen_kernel_dynamics
 from lazy_feature.kernel.drift import kernel_drift

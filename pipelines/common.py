@@ -10,6 +10,7 @@ from absl import app
 from absl import flags
 
 import pipelines
+from lazy_feature.flow import registry, training
 from lazy_feature.run import config as config_lib
 from lazy_feature.run import distribute
 from lazy_feature import errors
@@ -100,25 +101,20 @@ _HELP = {
     "max_dgrad": "ε_∇ of eq. 9.",
     "max_dout": "Bound of eq. 8 on α·max|Δf| per step.",
     "dt0": "First time step tried.",
-    "integrator": "auto (unset: the fastest at the paper's fidelity for the run, "
-                  "lazy_feature.flow.dynamics.choose_integrator), euler (the paper's scheme, eqs. "
-                  "8-9), bogacki_shampine (3(2)) or dormand_prince (5(4)): embedded Runge-Kutta "
-                  "pairs with error control; rkc: stabilized second-order Runge-Kutta-Chebyshev "
-                  "for stiff (lazy) flows; bogacki_shampine_rkc or dormand_prince_rkc: the "
-                  "pair until stability holds its steps, then rkc; etdrk4: fourth-order "
-                  "exponential Runge-Kutta with the Hessian's few stiff directions integrated "
-                  "exactly (lazy_feature.flow.exponential); bogacki_shampine_etdrk4: the pair, then "
-                  "etdrk4.",
+    "integrator": f"{registry.AUTO} (unset: the fastest at the paper's fidelity for the run, "
+                  "lazy_feature.flow.registry.choose_integrator); "
+                  + "; ".join(f"{name}: {registered.summary}"
+                              for name, registered in registry.INTEGRATORS.items()) + ".",
     "output_tol": "Runge-Kutta: bound on a step's local error of alpha*f at the training "
                   "points (eq. 8's scale); unset: the integrator's calibrated one.",
     "direction_tol": "Runge-Kutta: bound on a step's relative local error of its mean "
                      "gradient (eq. 9's scale); unset: the integrator's calibrated one.",
-    "stiff_output_tol": "bogacki_shampine_rkc, dormand_prince_rkc, bogacki_shampine_etdrk4: "
-                        "output_tol of the rkc (etdrk4) phase; unset: "
-                        "lazy_feature.flow.dynamics.STIFF_OUTPUT_TOL_FACTOR (EXPONENTIAL_STIFF_"
-                        "OUTPUT_TOL_FACTOR) times --output_tol.",
-    "dynamics": "gradient_flow (eq. 7, the default), adam (mini-batches) or momentum "
-                "(continuous momentum with time constant --tau).",
+    "stiff_output_tol": ", ".join(name for name, registered in registry.INTEGRATORS.items()
+                                  if registered.switching)
+                        + ": output_tol of the stiff phase; unset: the integrator's stiff_factor "
+                          "(lazy_feature.flow.registry) times --output_tol.",
+    "dynamics": "; ".join(f"{name}: {kind.summary}" for name, kind in training.DYNAMICS.items())
+                + ".",
     "batch_size": "adam: examples per mini-batch (Table 1: 32).",
     "learning_rate": "adam: the step size (unset: 1e-3*min(1, 1/alpha), lazy_feature.flow.adam).",
     "epochs": "adam: the run's length in passes over the training set (adam's t counts "

@@ -31,7 +31,7 @@ import tensorflow as tf
 from absl import flags
 from absl import logging as absl_logging
 
-from lazy_feature.flow import integrators
+from lazy_feature.flow import integrators, registry
 from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.run import artifact
 from lazy_feature.run import data
@@ -254,7 +254,7 @@ def stiff_linear_flow(name, tol, t_end=10.0, integrator=None, branches=True):
     y = np.sign(rng.normal(size=N))
     problem = LinearFlow(x, y)
     problem.branches = branches
-    integrator = integrator or integrators.get(GradientFlow(integrator=name, output_tol=tol,
+    integrator = integrator or registry.get(GradientFlow(integrator=name, output_tol=tol,
                                                             direction_tol=1.0))
     w = tf.zeros(N, tf.float64)
     state, memory = integrators.FlowState(w, *problem.evaluate(w)), integrator.initial_memory(w)

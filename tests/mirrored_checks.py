@@ -18,7 +18,7 @@ from lazy_feature.run import distribute
 from lazy_feature.study import ntk_eval
 from lazy_feature.run import runner
 from lazy_feature.run.config import TrainConfig
-from lazy_feature.flow.dynamics import TOLERANCES
+from lazy_feature.flow.registry import tolerances
 from lazy_feature.errors import ConfigError
 from tests.helpers import StopAtStep, synthetic_task
 
@@ -72,7 +72,7 @@ def main(out):
         results["saved_names"], results["saved_step"] = _saved_state(os.path.join(out, "cut"))
     results["resumed"] = _run("cut", out, task, strategy=mirrored)
     # The switching pair cannot branch to RKC on two replicas: there it is the pair alone.
-    output_tol, direction_tol = TOLERANCES["bogacki_shampine"]  # the single run's
+    output_tol, direction_tol = tolerances("bogacki_shampine")  # the single run's
     results["switching_mirrored"] = _run("switching_mirrored", out, task, dataclasses.replace(
         CONFIG, integrator="bogacki_shampine_rkc", output_tol=output_tol,
         direction_tol=direction_tol), strategy=mirrored)

@@ -118,7 +118,7 @@ def test_an_ensemble_of_adam_runs_differs_by_init_and_batch_order(tmp_path):
     summary = ensemble.train_ensemble(TrainConfig(**_SETUP), [0, 1], str(tmp_path), task=task)
     members = [runner.load_run(str(tmp_path / "members" / run_id), task=task)
                for run_id in summary["members"]]
-    assert [m.model.adam.seed for m in members] == [0, 1]  # each its own batch order
+    assert [m.model.dynamics.adam.seed for m in members] == [0, 1]  # each its own batch order
     assert all(artifact.read_json(str(tmp_path / "members" / run_id / artifact.METRICS))[
         "converged"] for run_id in summary["members"])
     assert summary["var_F"] > 0

@@ -17,6 +17,7 @@ from lazy_feature.model.alpha_model import AlphaModel
 from lazy_feature.model.architectures import ConvNet, FullyConnected
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.flow.dynamics import GradientFlow
+from lazy_feature.flow.network_flow import GradientFlowDynamics
 from tests.helpers import StopAtStep, checkpoint_step, sphere_inputs, synthetic_task
 
 
@@ -41,7 +42,7 @@ def test_stored_gradient_is_the_gradient_of_eq7():
     y = np.array([1, -1, 1, 1, -1, -1], np.float64)
     alpha = 0.7
     model = AlphaModel(FullyConnected(width=4, depth=2, seed=1, dtype="float64"), alpha=alpha,
-                       flow=GradientFlow(dt0=0.5))
+                       dynamics=GradientFlowDynamics(GradientFlow(dt0=0.5)))
     model.compile()
     model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(), epochs=1, steps_per_epoch=8,
               verbose=0)
@@ -86,7 +87,7 @@ def test_accepted_steps_obey_eqs_8_and_9_and_rejected_ones_do_not():
     y = np.sign(x[:, 0] + 0.5 * x[:, 1])
     flow = GradientFlow(max_dout=0.1, max_dgrad=1e-4)
     model = AlphaModel(FullyConnected(width=40, depth=3, seed=0, dtype="float64"), alpha=1.0,
-                       flow=flow)
+                       dynamics=GradientFlowDynamics(flow))
     model.compile()
     snapshots = _StepSnapshots()
     model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(), epochs=1, steps_per_epoch=20000,

@@ -1,4 +1,4 @@
-"""Continuous momentum (dynamics.ContinuousMomentum, Section 7, Figs. 7 (c) and 13) against
+"""Continuous momentum (momentum.ContinuousMomentum, Section 7, Figs. 7 (c) and 13) against
 gradient flow, and the dynamics settings' one-line errors."""
 import dataclasses
 
@@ -10,7 +10,7 @@ import tensorflow as tf
 from lazy_feature.run import artifact
 from lazy_feature.run import runner
 from lazy_feature.run.config import TrainConfig
-from lazy_feature.flow.dynamics import ContinuousMomentum
+from lazy_feature.flow.momentum import ContinuousMomentum
 from lazy_feature.errors import ConfigError
 from tests.helpers import StopAtStep, checkpoint_step, synthetic_task
 
@@ -125,6 +125,6 @@ def test_a_saved_model_keeps_its_dynamics_and_their_state(tmp_path, settings):
         v.assign(np.full(v.shape, 0.1 * (i + 1)))
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
-    assert (loaded.momentum, loaded.adam) == (config.momentum(), config.adam())
+    assert loaded.dynamics == config.make_dynamics()
     for name, v in artifact.model_state(loaded).items():
         np.testing.assert_array_equal(np.asarray(v), np.asarray(state[name]), err_msg=name)

@@ -9,14 +9,17 @@ import tensorflow as tf
 
 from lazy_feature.flow import exponential
 from lazy_feature.study import fidelity
-from lazy_feature.flow import integrators
+from lazy_feature.flow import integrators, registry, runge_kutta
 from lazy_feature.kernel import frozen
 from lazy_feature.run import runner
 from lazy_feature.run.config import TrainConfig
-from lazy_feature.flow.dynamics import EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR, GradientFlow
+from lazy_feature.flow.dynamics import GradientFlow
+from lazy_feature.flow.registry import INTEGRATORS
 from lazy_feature.errors import ConfigError
 from tests.helpers import (D, T_END, X, LinearFlow, StopAtStep, exact_outputs, small_task,
                            stiff_linear_flow)
+
+EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR = INTEGRATORS["bogacki_shampine_etdrk4"].stiff_factor
 
 
 @pytest.mark.parametrize("z", [-1e3, -50.0, -1.001, -0.999, -1e-3, 0.0, 1e-3, 0.5, 2.0])
@@ -35,7 +38,7 @@ def _fixed_steps(steps, rank):
     """(max |F(T_END) − exact|, output_ratio of the first step) after `steps` equal steps of
     etdrk4 with a basis of `rank` directions on the quadratic loss of a linear model."""
     problem = LinearFlow()
-    integrator = integrators.get(GradientFlow(integrator="etdrk4"))
+    integrator = registry.get(GradientFlow(integrator="etdrk4"))
     integrator.RANK = rank
     w = tf.zeros(D, tf.float64)
     state, memory = integrators.FlowState(w, *problem.evaluate(w)), integrator.initial_memory(w)
@@ -78,7 +81,7 @@ def test_the_basis_holds_the_hessians_top_eigenpairs():
     problem = LinearFlow((u * np.sqrt(12 * eigenvalues)) @ v.T, np.sign(rng.normal(size=12)))
     w = tf.constant(np.linspace(-1, 1, D))
     state = integrators.FlowState(w, *problem.evaluate(w))
-    integrator = integrators.get(GradientFlow(integrator="etdrk4"))
+    integrator = registry.get(GradientFlow(integrator="etdrk4"))
     integrator.RANK = 2
     basis, delta = integrator.initial_memory(w)[0], tf.constant(0.0, tf.float64)
     for built, evaluations in ((0, 4), (1, 2)):
@@ -111,8 +114,8 @@ def test_the_frozen_kernel_takes_rkc_for_it():
     assert by_etdrk4["converged"] and by_etdrk4["steps"] == by_rkc["steps"]
     np.testing.assert_array_equal(by_etdrk4["a"], by_rkc["a"])
     problem, w = _WithoutCoordinates(), tf.zeros(D, tf.float64)
-    integrator = integrators.get(GradientFlow(integrator="etdrk4"))
-    with pytest.raises(ConfigError, match="frozen-kernel dynamics takes"):
+    integrator = registry.get(GradientFlow(integrator="etdrk4"))
+    with pytest.raises(ConfigError, match="needs the weights' coordinates"):
         integrator.trial(problem, integrators.FlowState(w, *problem.evaluate(w)),
                          tf.constant(0.1, tf.float64), integrator.initial_memory(w))
 
@@ -184,11 +187,11 @@ def test_the_pair_hands_over_to_etdrk4_at_half_its_boundary(name, switches):
     # iteration left it): etdrk4, which has no stability bound to wait for, takes over
     # (DEFLATED_STIFF_RATIO 0.5); RKC waits for 0.9 of it (STIFF_RATIO).
     problem, w = LinearFlow(), tf.zeros(D, tf.float64)
-    integrator = integrators.get(GradientFlow(integrator=name))
+    integrator = registry.get(GradientFlow(integrator=name))
     stiff, since_check, pair_memory, rkc_memory, *own = integrator.initial_memory(w)
     rho = tf.constant(1e3, tf.float64)
     memory = (stiff, since_check, pair_memory, (rho,) + tuple(rkc_memory[1:]), *own)
-    dt = 0.7 * integrators.BOGACKI_SHAMPINE.stability_boundary / rho
+    dt = 0.7 * runge_kutta.BOGACKI_SHAMPINE.stability_boundary / rho
     trial = integrator.trial(problem, integrators.FlowState(w, *problem.evaluate(w)), dt, memory)
     assert bool(trial.accepted)
     assert int(trial.memory[0]) == int(switches)
@@ -199,7 +202,7 @@ def test_a_switching_pairs_etdrk4_phase_takes_its_own_factor():
     output_tol = config.resolved().output_tol
     assert config.resolved().stiff_output_tol == pytest.approx(
         EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR * output_tol)
-    switching = integrators.get(config.flow())
+    switching = registry.get(config.flow())
     assert isinstance(switching.stiff, exponential.DeflatedExponential)
     assert switching.stiff.flow.output_tol == pytest.approx(
         EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR * output_tol)

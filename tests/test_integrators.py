@@ -11,19 +11,22 @@ import tensorflow as tf
 from lazy_feature.run import artifact
 from lazy_feature.run import callbacks
 from lazy_feature.study import fidelity
-from lazy_feature.flow import integrators
+from lazy_feature.flow import integrators, registry, rkc, runge_kutta
 from lazy_feature.kernel import frozen
 from lazy_feature.run import runner
 from lazy_feature.model.alpha_model import AlphaModel
 from lazy_feature.run.config import TrainConfig
-from lazy_feature.flow.dynamics import (AUTO, DORMAND_PRINCE_BELOW_SQRT_H_ALPHA,
-                                   EXPONENTIAL_FROM_SQRT_H_ALPHA,
-                                   EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR, STIFF_OUTPUT_TOL_FACTOR,
-                                   TOLERANCES, GradientFlow)
+from lazy_feature.flow.dynamics import GradientFlow
+from lazy_feature.flow.network_flow import GradientFlowDynamics
+from lazy_feature.flow.registry import (AUTO, DORMAND_PRINCE_BELOW_SQRT_H_ALPHA,
+                                        EXPONENTIAL_FROM_SQRT_H_ALPHA, INTEGRATORS)
 from lazy_feature.errors import ConfigError
 from tests.helpers import (D, N, T_END, X, Y, LinearFlow, exact_outputs, small_task,
                            stage_in_process, stiff_linear_flow)
 
+TOLERANCES = {name: registered.tolerances for name, registered in INTEGRATORS.items()}
+STIFF_OUTPUT_TOL_FACTOR = INTEGRATORS["bogacki_shampine_rkc"].stiff_factor
+EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR = INTEGRATORS["bogacki_shampine_etdrk4"].stiff_factor
 
 
 def test_margins_stay_below_one_up_to_t_end():
@@ -57,7 +60,7 @@ class KinkedFlow:
 def _euler_until(problem, flow, t_end, max_trials=1000):
     """(w, t, trials) of the Euler integrator of `flow` from problem.W0, run to t_end or
     until max_trials trials."""
-    integrator = integrators.get(flow)
+    integrator = registry.get(flow)
     w = tf.constant(problem.W0, tf.float64)
     state = integrators.FlowState(w, *problem.evaluate(w))
     memory, dt, t = integrator.initial_memory(w), tf.constant(flow.dt0, tf.float64), 0.0
@@ -101,7 +104,7 @@ def _fixed_steps(name, steps):
     """F(T_END) after `steps` accepted-or-not trial steps of dt = T_END / steps, and the error
     estimate of the first step."""
     problem = LinearFlow()
-    integrator = integrators.get(GradientFlow(integrator=name))
+    integrator = registry.get(GradientFlow(integrator=name))
     w = tf.zeros(D, tf.float64)
     state = integrators.FlowState(w, *problem.evaluate(w))
     dt = tf.constant(T_END / steps, tf.float64)
@@ -128,11 +131,11 @@ def test_each_integrator_has_its_order(name, order, estimate_order):
             < 1.35 * 2 ** estimate_order
 
 
-@pytest.mark.parametrize("stages", [2, 3, 7, 40, integrators.RungeKuttaChebyshev.MAX_STAGES])
+@pytest.mark.parametrize("stages", [2, 3, 7, 40, rkc.RungeKuttaChebyshev.MAX_STAGES])
 def test_chebyshev_stages_are_second_order_and_stable_where_rkc_uses_them(stages):
     # RKC's recurrence on ẏ = λy gives y_1 = R_s(z) y_0, z = λ dt: R_s(z) = e^z + O(z³), and
     # |R_s(z)| ≤ 1 on [−(s² − 1)/1.54, 0], the dt·ρ for which `stages_for` picks s stages.
-    mu, nu, mu_tilde, gamma_tilde = integrators.chebyshev_coefficients(stages)
+    mu, nu, mu_tilde, gamma_tilde = rkc.chebyshev_coefficients(stages)
 
     def amplification(z):
         before, previous = np.ones_like(z), 1 + mu_tilde[1] * z
@@ -150,7 +153,7 @@ def test_chebyshev_stages_are_second_order_and_stable_where_rkc_uses_them(stages
         assert 6 < error[1] / error[0] < 10
     rho = 1.0
     dt = (stages**2 - 1) / 1.54 * 0.999
-    chosen = integrators.RungeKuttaChebyshev(GradientFlow()).stages_for(
+    chosen = rkc.RungeKuttaChebyshev(GradientFlow()).stages_for(
         tf.constant(dt, tf.float64), tf.constant(rho, tf.float64))
     assert int(chosen) == stages
 
@@ -160,14 +163,14 @@ def test_rkc_power_iteration_finds_the_hessians_spectral_radius():
     # and a warm start from the eigenvector found converges in the two it needs at least.
     problem, w = LinearFlow(), tf.constant(np.linspace(-1, 1, D))
     state = integrators.FlowState(w, *problem.evaluate(w))
-    rkc = integrators.RungeKuttaChebyshev(GradientFlow(integrator="rkc"))
-    rho, vector, evaluations = rkc.spectral_radius(problem, state, tf.constant(0.0, tf.float64),
+    method = rkc.RungeKuttaChebyshev(GradientFlow(integrator="rkc"))
+    rho, vector, evaluations = method.spectral_radius(problem, state, tf.constant(0.0, tf.float64),
                                                    tf.zeros(D, tf.float64), tf.constant(True))
     largest = np.linalg.eigvalsh(X.T @ X / N).max()
     assert float(rho) == pytest.approx(largest, rel=0.02) and 2 <= int(evaluations) <= 20
-    again, _, evaluations = rkc.spectral_radius(problem, state, rho, vector, tf.constant(True))
+    again, _, evaluations = method.spectral_radius(problem, state, rho, vector, tf.constant(True))
     assert float(again) == pytest.approx(largest, rel=0.02) and int(evaluations) <= 3
-    kept = rkc.spectral_radius(problem, state, rho, vector, tf.constant(False))
+    kept = method.spectral_radius(problem, state, rho, vector, tf.constant(False))
     assert float(kept[0]) == float(rho) and int(kept[2]) == 0
 
 
@@ -183,8 +186,8 @@ def test_rkc_crosses_a_stiff_flow_in_far_fewer_evaluations_than_bogacki_shampine
 def test_stability_boundaries_of_the_pairs():
     # On the negative real axis (Hairer & Wanner, Solving ODEs II, IV.2): 2.51 for the
     # third-order three-stage polynomial 1 + z + z²/2 + z³/6, 3.31 for DOPRI5's.
-    assert integrators.BOGACKI_SHAMPINE.stability_boundary == pytest.approx(2.5127, abs=1e-3)
-    assert integrators.DORMAND_PRINCE.stability_boundary == pytest.approx(3.3066, abs=1e-3)
+    assert runge_kutta.BOGACKI_SHAMPINE.stability_boundary == pytest.approx(2.5127, abs=1e-3)
+    assert runge_kutta.DORMAND_PRINCE.stability_boundary == pytest.approx(3.3066, abs=1e-3)
 
 
 def test_a_pair_hands_a_stiff_flow_to_rkc():
@@ -210,7 +213,7 @@ def test_a_pair_held_by_accuracy_stays_itself():
     assert pair[1] < switching[1] < 1.05 * pair[1]
 
 
-class _PlainController(integrators.EmbeddedRungeKutta):
+class _PlainController(runge_kutta.EmbeddedRungeKutta):
     """Bogacki–Shampine with the plain controller dt · SAFETY/e (no PI memory)."""
     PI_CURRENT, PI_PREVIOUS = 1.0, 0.0
 
@@ -222,7 +225,7 @@ def test_pi_controller_halves_the_rejections_of_a_stability_limited_flow():
     # 6 rejections and 1 198 evaluations plain, 3 and 1 246 PI).
     flow = GradientFlow(integrator="bogacki_shampine", output_tol=1e-5, direction_tol=1.0)
     plain = stiff_linear_flow(None, None, t_end=3.0, integrator=_PlainController(
-        "bogacki_shampine", integrators.BOGACKI_SHAMPINE, flow))
+        runge_kutta.BOGACKI_SHAMPINE, flow))
     pi = stiff_linear_flow("bogacki_shampine", 1e-5, t_end=3.0)
     assert pi[0] < 1e-4 and plain[0] < 1e-4
     assert pi[2] <= plain[2] / 2 and pi[1] < 1.1 * plain[1]
@@ -245,7 +248,8 @@ class Linear(keras.Model):
 
 def _linear_model_outputs(flow):
     """F on the training set after the AlphaModel's flow lands on T_END, and its step count."""
-    model = AlphaModel(Linear(dtype="float64"), alpha=1.0, loss="quadratic_hinge", flow=flow)
+    model = AlphaModel(Linear(dtype="float64"), alpha=1.0, loss="quadratic_hinge",
+                       dynamics=GradientFlowDynamics(flow))
     model.compile()
     model.build(X.shape)
     model.start(X, Y)
@@ -363,13 +367,13 @@ def test_every_forward_and_backward_pass_is_counted(name):
                          max_dgrad=5e-2, max_dout=0.3, integrator=name)
     model = runner.build_model(config, task.x_train.shape[1:])
     passes = tf.Variable(0, dtype=tf.int64)
-    evaluate = model._local_loss_and_grad
+    evaluate = model.local_loss_and_grad
 
     def counted(*args):
         passes.assign_add(1)
         return evaluate(*args)
 
-    model._local_loss_and_grad = counted
+    model.local_loss_and_grad = counted
     runner.fit_flow(model, task.x_train, task.y_train,
                  [callbacks.GradientFlowStopping(max_steps=30)])
     assert int(model.evaluations.numpy()) == int(passes.numpy()) > 30
@@ -440,9 +444,9 @@ def test_a_switching_integrators_rkc_phase_takes_stiff_output_tol():
     output_tol = switching.resolved().output_tol
     assert switching.resolved().stiff_output_tol == STIFF_OUTPUT_TOL_FACTOR * output_tol
     given = dataclasses.replace(switching, stiff_output_tol=3e-2)
-    stiff_phase = integrators.get(given.flow()).rkc.flow
+    stiff_phase = registry.get(given.flow()).rkc.flow
     assert (stiff_phase.integrator, stiff_phase.output_tol) == ("rkc", 3e-2)
-    assert integrators.get(given.flow()).pair.flow.output_tol == output_tol
+    assert registry.get(given.flow()).pair.flow.output_tol == output_tol
     assert given.run_id() != switching.run_id()  # another flow, another run
     # The others have no RKC phase: the setting resolves to None and leaves their id.
     lazy = TrainConfig(width=100, alpha=1e5)  # auto: etdrk4

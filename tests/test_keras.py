@@ -7,6 +7,7 @@ import tensorflow as tf
 from lazy_feature.model.alpha_model import AlphaModel
 from lazy_feature.model.architectures import ConvNet, FullyConnected, WideResNet
 from lazy_feature.flow.dynamics import GradientFlow
+from lazy_feature.flow.network_flow import GradientFlowDynamics
 from lazy_feature.errors import ConfigError
 from lazy_feature.model.layers import NTKConv2D, NTKDense
 from tests.helpers import sphere_inputs
@@ -19,7 +20,7 @@ def _trained_model(attempts=30):
     model = AlphaModel(FullyConnected(8, depth=2, bias_scale=0.1, readout_bias=True, seed=3,
                                       dtype="float64"),
                        alpha=0.5, loss="soft_hinge", loss_beta=10.0,
-                       flow=GradientFlow(dt0=0.5, max_dgrad=1e-3))
+                       dynamics=GradientFlowDynamics(GradientFlow(dt0=0.5, max_dgrad=1e-3)))
     model.compile()
     _fit(model, attempts)
     return model
@@ -60,7 +61,7 @@ def test_trained_alpha_model_keras_round_trip(tmp_path):
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert isinstance(loaded, AlphaModel) and loaded.flow == model.flow
+    assert isinstance(loaded, AlphaModel) and loaded.dynamics == model.dynamics
     assert (loaded.alpha, loaded.loss_name, loaded.loss_beta, loaded.centered) == (
         0.5, "soft_hinge", 10.0, True)
     x_new = sphere_inputs(7, 6, seed=9)

@@ -43,9 +43,13 @@ w ~ 1 and f − f0 ~ 1/α must not cancel: float64, which the precision policy p
 """
 import dataclasses
 
+import keras
 import tensorflow as tf
 
 from lazy_feature.errors import ConfigError
+from lazy_feature.flow.dynamics import GradientFlow
+from lazy_feature.flow.interface import Dynamics, Slot, Step
+from lazy_feature.flow.network_flow import GradientFlowDynamics
 
 DEFAULT_LEARNING_RATE = 1e-3  # lr0
 
@@ -76,20 +80,6 @@ class Adam:
         return n_train // self.batch_size
 
 
-def build(model):
-    """Create Adam's state on an AlphaModel: the moments m and v of each trainable weight
-    and the result of the last convergence check (all checkpointed with the model)."""
-    def zeros(name, w):
-        return model.add_weight(name=name, shape=w.shape, initializer="zeros",
-                                trainable=False, dtype=w.dtype)
-    weights = model.network.trainable_weights
-    model.adam_m = [zeros(f"adam_m_{i}", w) for i, w in enumerate(weights)]
-    model.adam_v = [zeros(f"adam_v_{i}", w) for i, w in enumerate(weights)]
-    model.margins_exceed_one = model.add_weight(name="margins_exceed_one", shape=(),
-                                                initializer="zeros", dtype="bool",
-                                                trainable=False)
-
-
 def batch_indices(settings, n_train, step):
     """The training points of Adam step `step` (0-based): a slice of epoch e's permutation,
     a function of (seed, e) only."""
@@ -100,10 +90,10 @@ def batch_indices(settings, n_train, step):
     return order[k * settings.batch_size:(k + 1) * settings.batch_size]
 
 
-def _local_batch(model, batch, n_local):
+def _local_batch(strategy, batch, n_local):
     """The points of the global batch `batch` that this replica's shard of n_local points
     holds, as indices into the shard (all of them on one replica)."""
-    if model.distribute_strategy.num_replicas_in_sync == 1:
+    if strategy.num_replicas_in_sync == 1:
         return batch
     first = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group,
                     tf.int64) * n_local
@@ -111,67 +101,99 @@ def _local_batch(model, batch, n_local):
     return tf.boolean_mask(batch, mine) - first
 
 
-def train_step(model, data):
-    """One Adam step on the next mini-batch of the training set, then, at the end of an
-    epoch, the convergence check. `data` = (x, y) is this replica's shard of the training
-    set (`AlphaModel.start`); each replica takes the gradient of the batch's points it
-    holds, and their sum is the batch's gradient (module docstring). A converged model
-    stands still. Returns the model's logs (`AlphaModel.train_state`)."""
-    x, _ = data
-    x = tf.cast(x, model.dtype)
-    settings = model.adam
-    n_local = int(x.shape[0])
-    n = n_local * model.distribute_strategy.num_replicas_in_sync
-    per_epoch = settings.steps_per_epoch(n)
-    step = model.step_count.value
-    batch = _local_batch(model, batch_indices(settings, n, step), n_local)
-    xb = tf.gather(x, batch)
-    yb, f0b = tf.gather(model.cache.y_train, batch), tf.gather(model.cache.f0_train, batch)
-    weights = model.network.trainable_weights
-    _, _, grads = model._loss_and_grad(  # pylint: disable=protected-access
-        xb, yb, f0b, n=settings.batch_size)
+@keras.saving.register_keras_serializable(package="lazy_feature")
+class AdamDynamics(Dynamics):
+    """The α-model trained by Adam on mini-batches (`adam`: its `Adam` settings, module
+    docstring). Its state: the
+    moments m and v of each trainable weight (`adam_m`, `adam_v`) and the result of the last
+    convergence check (`margins_exceed_one`), after the slots of gradient flow under `flow`
+    (`GradientFlowDynamics.variables`, unused here), so that a run's checkpoint has one
+    layout whatever its dynamics. f(w) on the training set is refreshed at the end of an
+    epoch only (the check), so the model refreshes it before it reports its state."""
+    tracks_outputs = False
+    # m and v.
+    vectors = 2
 
-    going = tf.logical_not(model.margins_exceed_one)
-    s = tf.cast(step + 1, tf.float64)
-    lr = tf.cast(settings.learning_rate * tf.sqrt(1.0 - settings.beta2 ** s)
-                 / (1.0 - settings.beta1 ** s), model.dtype)
-    epsilon = tf.cast(settings.epsilon / model.alpha * tf.sqrt(1.0 - settings.beta2 ** s),
-                      model.dtype)
-    for w, m, v, g in zip(weights, model.adam_m, model.adam_v, grads):
-        m_new = settings.beta1 * m + (1.0 - settings.beta1) * g
-        v_new = settings.beta2 * v + (1.0 - settings.beta2) * tf.square(g)
-        # lr m̂/(√v̂ + ε) = lr √(1 − β2^s)/(1 − β1^s) · m/(√v + ε √(1 − β2^s))
-        w.assign(tf.where(going, w - lr * m_new / (tf.sqrt(v_new) + epsilon), w))
-        m.assign(tf.where(going, m_new, m))
-        v.assign(tf.where(going, v_new, v))
-    model.step_count.assign_add(tf.cast(going, tf.int64))
-    model.attempts.assign_add(tf.cast(going, tf.int64))
-    model.t.assign(tf.cast(model.step_count, tf.float64) / per_epoch)
-    model.dt.assign(1.0 / per_epoch)
-    epoch_end = tf.logical_and(going, model.step_count % per_epoch == 0)
-    # The check: f(w) on each shard at an epoch's end only, its unfitted points summed over
-    # the replicas every step (a collective cannot sit in a branch of tf.cond).
-    unfitted = tf.cond(epoch_end, lambda: _unfitted(model, x),
-                       lambda: tf.zeros((), model.dtype))
-    unfitted = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
-                                                              unfitted)
-    model.margins_exceed_one.assign(tf.where(epoch_end, unfitted == 0,
-                                             model.margins_exceed_one))
-    model.evaluations.assign_add(tf.cast(epoch_end, tf.int64))
-    logs = model.train_state()  # eqs. 8-9's dout and dgrad have no meaning here: left out
-    logs.update(accepted=tf.cast(going, "int64"))
-    return logs
+    def __init__(self, flow, adam):
+        self.flow, self.adam = flow, adam
 
+    def check_strategy(self, strategy):
+        if (strategy.num_replicas_in_sync > 1
+                and isinstance(strategy, tf.distribute.TPUStrategy)):
+            raise ConfigError("adam's per-replica batches have data-dependent sizes, which "
+                              "TPUs cannot compile: use --strategy=mirrored on GPUs")
 
-def observe(model, x):
-    """Refresh f(w) on the training points x this replica holds, for the records (not the
-    criterion, which only the end of an epoch decides, so that the steps taken do not
-    depend on when the records are made)."""
-    model.cache.f_train.assign(model.network(tf.cast(x, model.dtype)))
+    def get_config(self):
+        return dict(flow=dataclasses.asdict(self.flow), adam=dataclasses.asdict(self.adam))
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(GradientFlow(**config["flow"]), Adam(**config["adam"]))
+
+    def variables(self, weights):
+        return dict(GradientFlowDynamics(self.flow).variables(weights),
+                    adam_m=[Slot(f"adam_m_{i}", w.shape, w.dtype) for i, w in enumerate(weights)],
+                    adam_v=[Slot(f"adam_v_{i}", w.shape, w.dtype) for i, w in enumerate(weights)],
+                    margins_exceed_one=Slot("margins_exceed_one", (), "bool"))
+
+    def start(self, model, x, y):
+        """Adam takes no full-batch gradient: the forward pass alone."""
+        model.observe(x)
+
+    def converged(self, model):
+        """The last check's, made at the end of an epoch."""
+        return model.dynamics_state["margins_exceed_one"].value
+
+    def step(self, model, x):
+        """One Adam step on the next mini-batch of the training set, then, at the end of an
+        epoch, the convergence check. `x` is this replica's shard of the training set
+        (`AlphaModel.start`); each replica takes the gradient of the batch's points it
+        holds, and their sum is the batch's gradient (module docstring). A converged model
+        stands still."""
+        settings, state = self.adam, model.dynamics_state
+        strategy = model.distribute_strategy
+        n_local = int(x.shape[0])
+        n = n_local * strategy.num_replicas_in_sync
+        per_epoch = settings.steps_per_epoch(n)
+        step = model.step_count.value
+        batch = _local_batch(strategy, batch_indices(settings, n, step), n_local)
+        xb = tf.gather(x, batch)
+        yb, f0b = tf.gather(model.cache.y_train, batch), tf.gather(model.cache.f0_train, batch)
+        weights = model.network.trainable_weights
+        _, _, grads = model.loss_and_grad(xb, yb, f0b, n=settings.batch_size)
+
+        checked = state["margins_exceed_one"]
+        going = tf.logical_not(checked)
+        s = tf.cast(step + 1, tf.float64)
+        lr = tf.cast(settings.learning_rate * tf.sqrt(1.0 - settings.beta2 ** s)
+                     / (1.0 - settings.beta1 ** s), model.dtype)
+        epsilon = tf.cast(settings.epsilon / model.alpha * tf.sqrt(1.0 - settings.beta2 ** s),
+                          model.dtype)
+        for w, m, v, g in zip(weights, state["adam_m"], state["adam_v"], grads):
+            m_new = settings.beta1 * m + (1.0 - settings.beta1) * g
+            v_new = settings.beta2 * v + (1.0 - settings.beta2) * tf.square(g)
+            # lr m̂/(√v̂ + ε) = lr √(1 − β2^s)/(1 − β1^s) · m/(√v + ε √(1 − β2^s))
+            w.assign(tf.where(going, w - lr * m_new / (tf.sqrt(v_new) + epsilon), w))
+            m.assign(tf.where(going, m_new, m))
+            v.assign(tf.where(going, v_new, v))
+        steps = step + tf.cast(going, tf.int64)
+        epoch_end = tf.logical_and(going, steps % per_epoch == 0)
+        # The check: f(w) on each shard at an epoch's end only, its unfitted points summed over
+        # the replicas every step (a collective cannot sit in a branch of tf.cond).
+        unfitted = tf.cond(epoch_end, lambda: _unfitted(model, x),
+                           lambda: tf.zeros((), model.dtype))
+        unfitted = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                                  unfitted)
+        checked.assign(tf.where(epoch_end, unfitted == 0, checked))
+        # Eqs. 8-9's dout and dgrad have no meaning here: no logs of its own.
+        return Step(accepted=going, attempts=tf.cast(going, tf.int64),
+                    t=tf.cast(steps, tf.float64) / per_epoch,
+                    dt=tf.constant(1.0 / per_epoch, tf.float64),
+                    evaluations=tf.cast(epoch_end, tf.int64), logs={})
 
 
 def _unfitted(model, x):
     """The points of this replica's shard x whose margin is not above 1 (NaN included),
     f(w) refreshed there first."""
-    observe(model, x)
+    model.observe(x)
     return tf.reduce_sum(tf.cast(tf.logical_not(model.margins() > 1.0), model.dtype))

@@ -1,11 +1,10 @@
-"""Exponential Runge–Kutta on a deflated Hessian (`DeflatedExponential`, integrator "etdrk4"):
-the few stiff directions of gradient flow, the Hessian's top eigenspace, integrated exactly,
-the rest by a fourth-order Runge–Kutta method.
+"""Exponential Runge–Kutta on a deflated Hessian (`DeflatedExponential`): the few stiff
+directions of gradient flow, the Hessian's top eigenspace, integrated exactly, the rest by a
+fourth-order Runge–Kutta method.
 
 Gradient flow ẇ = −∇L (eq. 7) turns stiff in long flows: the Hessian's largest eigenvalues
-hold an explicit method's dt (RKC pays √(dt·ρ) stages a step for it). But its spectrum
-falls off fast: along the default flow at n = 2 000, h = 100, √h·α = 1 (Lanczos, t = 60 and
-120), λ₁ = 14-19, λ₈ ≈ 0.9 and λ₁₆ ≈ 0.45. So the flow is split as
+hold an explicit method's dt (RKC pays √(dt·ρ) stages a step for them), but its spectrum
+falls off fast (docs/integrators.md). So the flow is split as
 
     ẇ = −M (w − w_n) + N_n(w),   N_n(w) = −∇L(w) + M (w − w_n),
 
@@ -26,23 +25,25 @@ evaluation each, counted like every stage.
 The step's error estimate is that of an embedded third-order solution from the same stages
 and the first-same-as-last gradient at the new point, ESTIMATE_WEIGHT·dt·(N(w_{n+1}) −
 N(c)), c the fourth stage: O(dt⁴), accepted in the paper's quantities on α·f
-(`integrators._LocalErrorControl`, order 4).
+(`runge_kutta.LocalErrorControl`, order 4); ESTIMATE_WEIGHT is calibrated together with the
+default output_tol (`registry`).
 
 Vectors are flat (the problem's `flatten` and `unflatten`: the network's weights in
-Euclidean coordinates); the frozen-kernel dynamics, whose points live in function space,
-has none (`frozen.frozen_kernel_dynamics` integrates an etdrk4 flow by rkc). Precision: Λ, the Rayleigh quotients and the
-φ-functions of −dt Λ are float64 (RANK numbers; −dt λ reaches 10³ in the lazy regime, where
-φ's closed forms need expm1 and its series cancellation-free), the vectors in the weights'
-dtype; the stages and the error estimate are displacements from w_n, so in float32 the
-estimate carries no rounding of w itself (as RKC's, `integrators` module docstring).
+Euclidean coordinates); the frozen-kernel flow, whose points live in function space, has
+none and takes a substitute (`registry.Integrator.function_space`). Precision: Λ, the
+Rayleigh quotients and the φ-functions of −dt Λ are float64 (RANK numbers; −dt λ reaches
+10³ in the lazy regime, where φ's closed forms need expm1 and its series cancellation-free),
+the vectors in the weights' dtype; the stages and the error estimate are displacements from
+w_n, so in float32 the estimate carries no rounding of w itself.
 """
 import math
 
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature.flow import integrators
 from lazy_feature.errors import ConfigError
+from lazy_feature.flow.integrators import FlowState, Trial
+from lazy_feature.flow.runge_kutta import LocalErrorControl
 
 _SERIES_TERMS = 20
 
@@ -67,7 +68,7 @@ def phi_functions(z):
     return tuple(phis)
 
 
-class DeflatedExponential(integrators._LocalErrorControl):  # pylint: disable=protected-access
+class DeflatedExponential(LocalErrorControl):
     """ETDRK4 on the Hessian's top-RANK eigenspace (module docstring): four gradient
     evaluations a trial step (three stages and the next step's first), one forward pass for
     the error estimate, and the basis's Hessian-vector products when it is built or
@@ -76,41 +77,18 @@ class DeflatedExponential(integrators._LocalErrorControl):  # pylint: disable=pr
     Its memory is (basis V, RANK × P, rows orthonormal; Λ, float64; accepted steps until the
     next refresh; 1 once V is built; the finite-difference size δ of the last Hessian-vector
     product; the step-size controller's), all zero at the start.
-
-    Measured with a prototype of this scheme (n = 2 000, h = 100, float64, seed 0, output_tol
-    1e-2; evaluations to Euler's t, deviation from the benchmark's reference flows). As the
-    stiff phase of the switching pair at √h·α = 1 (the pair up to its switch at t = 8.9):
-    RANK 8 refreshed every 15 steps, 637 at 2.5e-4; RANK 12, 660 at 3.2e-4; RANK 6 every 30
-    steps, 708 at 2.1e-4 (the default, its RKC phase: 753 at 1.3e-4). At √h·α = 1e4 from
-    the start, RANK 16: 812 at 1.7e-4 (this class, RANK 8: 601 at 1.8e-4). In ETDRK4's place
-    at √h·α = 1, not adopted: a Rosenbrock W-method (ROS2, second order for any M), 1 447 at
-    1.0e-4, its first-order error estimate holding dt to a third of RKC's; Cox & Matthews'
-    ETDRK3, 757 at 2.1e-4. ESTIMATE_WEIGHT scales the estimate, so it is calibrated with
-    output_tol (`dynamics.TOLERANCES`).
-
-    REFRESH_EVERY was then set on this class, as the default's stiff phase at its
-    tolerances (n = 2 000, h = 100, float64, seeds 0-2, evaluations summed to Euler's t). A
-    stale basis costs more than its refresh: after a refresh the accepted dt jumps (1.1 to
-    1.8 at √h·α = 1, seed 0) and the estimate falls from ~0.9 to ~0.3 of its bound, then
-    both drift back as the top eigenspace turns. At √h·α = 1, switching at STIFF_RATIO 0.9:
-    every 15 steps, 2 140; every 25, 2 256; every 12, 2 112; every 10, 2 088; every 8,
-    2 108; every 7, 2 096; also when dt fell below 0.7 (0.8) of its largest since the last
-    refresh, 2 132 (2 204). Every 8 steps, switching at half the boundary
-    (`integrators.StiffnessSwitching`): 2 039. Fewer directions took fewer there (RANK 6
-    every 8 steps, 1 969; RANK 4 every 6, 1 951) but more where more eigenvalues stand above
-    the explicit part's bound: at √h·α = 1e4, RANK 4 2 335, RANK 6 2 063, RANK 8 2 055; at
-    n = 10 000, √h·α = 1e-2, seed 0, RANK 6 1 748 against RANK 8's 1 468.
     """
-    name = "etdrk4"
     order = 4  # of the error estimate: the method is fourth order
     RANK = 8
     REFRESH_EVERY = 8
     ESTIMATE_WEIGHT = 0.1
     # The smallest δ is ε^RESOLVED_POWER ‖w‖, ε^(−1/4) times w's rounding (8 000 ε‖w‖ in
-    # float64, 53 ε‖w‖ in float32): below it w + δv loses δv to rounding. (At √h·α = 1e6, n =
-    # 500, the bound on α·f's change alone took δ to 5e-14, a product 5 000 times off, and
-    # the run to 8.8e-3 from the reference flow; with the floor, 3e-6 and 1.1e-4.)
+    # float64, 53 ε‖w‖ in float32): below it w + δv loses δv to rounding.
     RESOLVED_POWER = 0.75
+    # The P-sized vectors it keeps besides Euler's (`run.resources`): its basis of RANK
+    # directions, and while it is built the Krylov space's 2·RANK directions and their
+    # Hessian products (more than a step's eight stage vectors).
+    vectors = 5 * RANK
 
     def __init__(self, flow):
         self.flow = flow
@@ -125,12 +103,12 @@ class DeflatedExponential(integrators._LocalErrorControl):  # pylint: disable=pr
 
     @tf.autograph.experimental.do_not_convert  # graph control flow is explicit (tf.cond)
     def trial(self, problem, state, dt, memory):
-        """The trial step and whether its error is within tolerance (`_LocalErrorControl`),
+        """The trial step and whether its error is within tolerance (`LocalErrorControl`),
         after building or refreshing the basis when due."""
         if not hasattr(problem, "flatten"):
             raise ConfigError(
-                "the etdrk4 integrator integrates a network's flow in weight space: the "
-                "frozen-kernel dynamics takes euler, the Runge–Kutta pairs or rkc")
+                "the etdrk4 integrator needs the weights' coordinates (a problem with flatten "
+                "and unflatten): this flow has none")
         basis, eigenvalues, until_refresh, built, delta, control = memory
         due = until_refresh <= 0
         basis, eigenvalues, delta, evaluations = tf.cond(
@@ -179,14 +157,14 @@ class DeflatedExponential(integrators._LocalErrorControl):  # pylint: disable=pr
                   + apply(1 / 3, 2 * (phi2 - 2 * phi3), after_a + after_b)
                   + apply(1 / 6, 4 * phi3 - phi2, after_c))
         point = at(y)
-        new = integrators.FlowState(point, *problem.evaluate(point))
+        new = FlowState(point, *problem.evaluate(point))
         estimate = self.ESTIMATE_WEIGHT * hd * (nonlinear(y, new.grad) - after_c)
         embedded = problem.linear_combination((1.0, 1.0), (point, problem.unflatten(estimate)),
                                               0.0, (), ())
         ok, measures, control = self._judge(problem, state, new, embedded,
                                             tf.reduce_sum(estimate**2), tf.reduce_sum(y**2),
                                             control)
-        return integrators.Trial(new, ok, measures, tf.constant(4, tf.int64), control)
+        return Trial(new, ok, measures, tf.constant(4, tf.int64), control)
 
     def refresh(self, problem, state, basis, built, delta):
         """(V, Λ, δ, evaluations): built from the Krylov space of ∇L if `built` is 0, else one
@@ -206,7 +184,7 @@ class DeflatedExponential(integrators._LocalErrorControl):  # pylint: disable=pr
         gradient evaluation, `sizes` = (δ, its floor). The next δ is rescaled (by at most 10
         either way) to change α·f by √ε, where the difference of gradients is linear in δ
         (the loss bends on a scale ~1/β of F, which large α reaches with tiny weight
-        changes; as in RKC's power iteration, `integrators.RungeKuttaChebyshev.
+        changes; as in RKC's power iteration, `rkc.RungeKuttaChebyshev.
         spectral_radius`), but kept at its floor (RESOLVED_POWER) above w's rounding."""
         dtype = vector.dtype
         root_eps = float(np.sqrt(np.finfo(dtype.as_numpy_dtype).eps))

@@ -4,24 +4,20 @@ predictions and test error.
 
 Precision: float64 throughout (see `frozen_kernel_dynamics`).
 """
-import dataclasses
 import functools
 
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature.flow import integrators
+from lazy_feature.flow import integrators, registry
 from lazy_feature.flow.dynamics import GradientFlow
-from lazy_feature.kernel.ntk import _kernel, _tiles, gram
+from lazy_feature.kernel.ntk import Kernel, gram, tiles
 from lazy_feature.model import losses
-
-# The integrators that take the frozen kernel's flow for those that need weight coordinates.
-_IN_FUNCTION_SPACE = {"etdrk4": "rkc", "bogacki_shampine_etdrk4": "bogacki_shampine_rkc"}
 
 
 def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses.SOFT_HINGE_BETA,
                            flow=GradientFlow(), max_time=np.inf, max_steps=1_000_000,
-                           initial_outputs=None):
+                           max_trials=1_000_000, initial_outputs=None):
     """Gradient flow of the model linearized at w1, in function space (eqs. 25-28).
 
     With the α⁻²-scaled loss of eq. 7, ẇ = −∇L = −(1/(α n)) Σ_μ ℓ'(F_μ, y_μ) ∇f(w1, x_μ), so
@@ -31,15 +27,15 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
     Σ_μ Θ(x, x_μ) a_μ with a = −(1/n) ∫ ℓ'(F_train, y) dt, so `a` gives F anywhere
     (`predict_frozen`).
 
-    Steps follow the network's control and integrator (`GradientFlow`, `integrators`): eq. 8
-    bounds max|ΔF_train| = α max|Δf|, and eq. 9 compares weight-space gradients, whose norms
-    the kernel gives: with c = ℓ'(F, y), ‖∇L‖² = cᵀΘc / (α² n²) and ‖∇L_i − ∇L_(i+1)‖² =
+    Steps follow the network's control and integrator (`GradientFlow`, `registry`) through
+    the same accept/reject step (`integrators.advance`): eq. 8 bounds max|ΔF_train| =
+    α max|Δf|, and eq. 9 compares weight-space gradients, whose norms the kernel gives: with
+    c = ℓ'(F, y), ‖∇L‖² = cᵀΘc / (α² n²) and ‖∇L_i − ∇L_(i+1)‖² =
     (c_i − c_(i+1))ᵀ Θ (c_i − c_(i+1)) / (α² n²); the ratios of eq. 9 and of a Runge–Kutta
     pair's error do not depend on the common factor α² n², which is left out (`_KernelFlow`).
-    A flow of etdrk4 (or of the pair switching to it), whose basis lives in the weights'
-    coordinates, which function space lacks, is integrated here by rkc (the pair switching
-    to rkc) at its own tolerances (an evaluation costs one n × n product, not a pass of the
-    network).
+    An integrator that needs the weights' coordinates, which function space lacks, hands the
+    flow to its registered substitute (`registry.in_function_space`; an evaluation costs one
+    n × n product, not a pass of the network).
 
     Precision: float64 throughout. F adds up thousands of increments dt·Θc/n and is compared
     with 1 by the stopping rule and, in the lazy limit, with networks whose outputs differ from
@@ -53,7 +49,8 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
       loss, loss_beta: the per-pattern loss ℓ (`losses.get`).
       flow: the step-size control; use the network's to compare with it.
       max_time: stop, not converged, once t reaches this.
-      max_steps: stop, not converged, after this many trial steps (accepted or rejected).
+      max_steps: stop, not converged, after this many accepted steps (as `TrainConfig`'s).
+      max_trials: stop, not converged, after this many trial steps (accepted or rejected).
       initial_outputs: F on the training set at t = 0, shape (n,); None for 0 (centered).
 
     Returns:
@@ -63,10 +60,8 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
     """
     y = tf.constant(y_train, tf.float64)
     problem = _KernelFlow(tf.constant(k_train, tf.float64), y, losses.get(loss, loss_beta))
-    if flow.integrator in _IN_FUNCTION_SPACE:
-        flow = dataclasses.replace(flow, integrator=_IN_FUNCTION_SPACE[flow.integrator],
-                                   output_tol=None, direction_tol=None, stiff_output_tol=None)
-    integrator = integrators.get(flow)
+    flow = registry.in_function_space(flow)
+    integrator = registry.get(flow)
 
     @functools.partial(tf.function, autograph=False)  # its control flow is explicit
     def integrate(state, memory, dt):
@@ -74,18 +69,17 @@ def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses
         (no Python between steps): returns the final state, t, the steps accepted, the
         trial steps, the gradient evaluations and whether it converged."""
         def going(state, memory, dt, t, steps, attempts, evaluations, converged):
-            return tf.logical_not(converged) & (t < max_time) & (attempts < max_steps)
+            return (tf.logical_not(converged) & (t < max_time) & (steps < max_steps)
+                    & (attempts < max_trials))
 
         def step(state, memory, dt, t, steps, attempts, evaluations, converged):
-            trial = integrator.trial(problem, state, dt, memory)
+            advanced = integrators.advance(integrator, problem, state, dt, memory)
+            accepted, trial = advanced.accepted, advanced.trial
             fitted = tf.reduce_min(trial.state.outputs * y) > 1.0
-            state = tf.nest.map_structure(lambda new, old: tf.where(trial.accepted, new, old),
-                                          trial.state, state)
-            return (state, trial.memory, integrator.next_dt(dt, trial.accepted, trial.measures),
-                    t + tf.where(trial.accepted, dt, tf.zeros_like(dt)),
-                    steps + tf.cast(trial.accepted, tf.int64), attempts + 1,
-                    evaluations + trial.evaluations,
-                    tf.where(trial.accepted, fitted, converged))
+            return (advanced.state, trial.memory, advanced.next_dt,
+                    t + tf.where(accepted, dt, tf.zeros_like(dt)),
+                    steps + tf.cast(accepted, tf.int64), attempts + 1,
+                    evaluations + trial.evaluations, tf.where(accepted, fitted, converged))
 
         zero = tf.constant(0, tf.int64)
         state, _, _, t, steps, attempts, evaluations, converged = tf.while_loop(
@@ -157,7 +151,7 @@ def predict_frozen(network, x_test, x_train, a, block_size=None, initial_outputs
     a = np.asarray(a, np.float64)
     outputs = (np.zeros(len(x_test)) if initial_outputs is None
                else np.array(initial_outputs, np.float64))
-    for rows, cols, (block,) in _tiles([_kernel(network, x_test, block_size)], x_test, x_train):
+    for rows, cols, (block,) in tiles([Kernel(network, x_test, block_size)], x_test, x_train):
         outputs[rows] += tf.linalg.matvec(block, a[cols]).numpy()
     return outputs
 
@@ -169,7 +163,7 @@ def frozen_kernel_test_error(network, x_train, y_train, x_test, y_test, block_si
     Θ(train, train) is held (n_train² floats); the test predictions are streamed.
     initial_outputs: (F(0) on x_train, F(0) on x_test) for a model trained uncentered, None
     for the centered F(0) = 0. `dynamics` goes to `frozen_kernel_dynamics` (loss,
-    loss_beta, flow, max_time, max_steps).
+    loss_beta, flow, max_time, max_steps, max_trials).
 
     Returns:
       `frozen_kernel_dynamics`'s dict plus test_outputs and test_error, the fraction of test

@@ -1,10 +1,12 @@
-"""The centered α-model F(w, x) = α[f(w, x) − f(w0, x)] (eq. 6) trained by adaptive gradient flow.
+"""The centered α-model F(w, x) = α[f(w, x) − f(w0, x)] (eq. 6) and its training state.
 
 α is the article's α: it multiplies f − f0 of a network whose readout already carries
 h^(-1/2) (eq. 14), so √h·α is the parameter that separates the lazy (√h·α ≫ 1) and
 feature (√h·α ≪ 1) regimes. Time t is the gradient-flow time of eq. 7's α⁻²-scaled loss.
+The model is trained by a dynamics it is given (`lazy_feature.flow.interface.Dynamics`:
+gradient flow with any integrator, continuous momentum, Adam), which it calls without
+knowing which.
 """
-import dataclasses
 import math
 import time
 
@@ -12,181 +14,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature.flow import adam as adam_lib
-from lazy_feature.flow import integrators
-from lazy_feature.model import losses
-from lazy_feature.flow.dynamics import (EXPONENTIAL_FROM_SQRT_H_ALPHA, ContinuousMomentum,
-                                   GradientFlow)
-from lazy_feature.flow.integrators import FlowState
 from lazy_feature.errors import ConfigError
-
-def _sum_replicas(value):
-    """Σ over the replicas of a tf.distribute strategy (identity on one device)."""
-    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
-
-
-def _max_replicas(value):
-    """max over the replicas of a tf.distribute strategy (identity on one device)."""
-    gathered = tf.distribute.get_replica_context().all_gather(tf.reshape(value, [1]), axis=0)
-    return tf.reduce_max(gathered)
-
-
-def _squared_norm(tensors):
-    return tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors])
-
-
-def _outside_replicas(strategy):
-    """Whether code that reduces over the replicas of `strategy` runs outside them (in its
-    cross-replica context, or outside its scope), so that it must go through strategy.run."""
-    if tf.distribute.has_strategy():
-        return tf.distribute.in_cross_replica_context()
-    return strategy is not tf.distribute.get_strategy()  # not the default strategy
-
-
-def _first_replica(strategy, values):
-    """The first replica's values of a structure returned by strategy.run (the train
-    state and the logs are all-reduced, hence the same on every replica)."""
-    return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], values)
-
-
-def shard(strategy, x, dtype):
-    """x split along its first axis into one contiguous shard per replica of `strategy`,
-    placed once on the replicas' devices (a PerReplica value; x itself on one replica)."""
-    x = tf.convert_to_tensor(np.asarray(x), dtype)
-    replicas = strategy.num_replicas_in_sync
-    if replicas == 1:
-        return tf.identity(x)  # a copy on the default device (the GPU, if there is one)
-    size = x.shape[0] // replicas
-    return strategy.experimental_distribute_values_from_function(
-        lambda context: x[context.replica_id_in_sync_group * size:
-                          (context.replica_id_in_sync_group + 1) * size])
-
-
-@keras.saving.register_keras_serializable(package="lazy_feature")
-class _TrainingSetCache(keras.layers.Layer):
-    """f(w_i), f(w0) and the labels y of the training points, built once their number is known.
-
-    Replica-local (synchronization on_read): under tf.distribute each replica keeps the
-    shard of the training set it holds. Saved and loaded whole: the shards are
-    concatenated in replica order (the order of the training set) and split again on load.
-    """
-
-    def build(self, shape):
-        def local(name):
-            with keras.name_scope(self.name, caller=self):
-                variable = keras.Variable(
-                    initializer=keras.initializers.Zeros(), shape=shape,
-                    dtype=self.variable_dtype, trainable=False, name=name,
-                    synchronization="on_read", aggregation="none")
-            self._track_variable(variable)
-            return variable
-        self.f_train = local("f_train")
-        self.f0_train = local("f0_train")
-        self.y_train = local("y_train")
-
-    def save_own_variables(self, store):
-        for i, v in enumerate(self.non_trainable_variables):
-            store[f"{i}"] = np.concatenate([np.asarray(part) for part in _shards(v)])
-
-    def load_own_variables(self, store):
-        for i, v in enumerate(self.non_trainable_variables):
-            parts = _shards(v)
-            for part, values in zip(parts, np.split(np.asarray(store[f"{i}"]), len(parts))):
-                part.assign(values)
-
-
-def _shards(variable):
-    """The replicas' copies of a replica-local variable (the variable alone on one device)."""
-    value = variable.value
-    return tuple(value.values) if isinstance(value, tf.distribute.DistributedValues) else (value,)
-
-
-class _NetworkFlow:
-    """The flow of eq. 7 on the network for `integrators`: a point is the list of w's
-    trainable tensors, its outputs f on this replica's training points.
-
-    Evaluating a point assigns it to the network's weights; the caller assigns the accepted
-    point afterwards.
-    """
-
-    def __init__(self, model, x):
-        self.model, self.x = model, x
-        self.weights = model.network.trainable_weights
-        self.branches = model.distribute_strategy.num_replicas_in_sync == 1
-        # Traced once and called at every evaluation of a trial step (a Runge–Kutta pair's
-        # stages, RKC's loops), so the step's graph holds one forward and backward pass, not
-        # one per call: the trace of a switching pair's step fell from 5.2 s to 1.5 s. The
-        # sum over the replicas stays outside (a tf.function cannot hold it).
-        self._local_gradient = tf.function(self._evaluate_here, autograph=False)
-
-    def _assign(self, point):
-        for w, value in zip(self.weights, point):
-            w.assign(value)
-
-    def evaluate(self, point):
-        f, grads = self._local_gradient(point)
-        return f, _sum_replicas(grads)
-
-    def _evaluate_here(self, point):
-        """f and this replica's part of ∇L at `point`."""
-        self._assign(point)
-        f, _, grads = self.model._local_loss_and_grad(self.x, self.model.cache.y_train,
-                                                      self.model.cache.f0_train)
-        return f, grads
-
-    def outputs(self, point):
-        self._assign(point)
-        return self.model.network(self.x)
-
-    def linear_combination(self, coefficients, points, dt, grad_coefficients, grads):
-        combined = [integrators.combination(coefficients, w) for w in zip(*points)]
-        if not grads:
-            return combined
-        dt = tf.cast(dt, self.model.dtype)
-        return [w - dt * step for w, step in zip(combined, self.combine(grad_coefficients, grads))]
-
-    def combine(self, coefficients, grads):
-        return [integrators.combination(coefficients, g) for g in zip(*grads)]
-
-    def difference(self, grad_a, grad_b):
-        return [a - b for a, b in zip(grad_a, grad_b)]
-
-    def squared_norm(self, grad):
-        return _squared_norm(grad)
-
-    def output_change(self, f_a, f_b):
-        return self.model.alpha * _max_replicas(tf.reduce_max(tf.abs(f_a - f_b)))
-
-    def flatten(self, displacement):
-        """A point, gradient or displacement as one vector of the weights' coordinates."""
-        return tf.concat([tf.reshape(d, [-1]) for d in displacement], 0)
-
-    def unflatten(self, vector):
-        """The inverse of `flatten`: a displacement shaped as the weights."""
-        sizes = [int(np.prod(w.shape)) for w in self.weights]
-        return [tf.reshape(part, w.shape)
-                for part, w in zip(tf.split(vector, sizes), self.weights)]
-
-
-class _MomentumFlow(_NetworkFlow):
-    """Continuous momentum on the network (`dynamics.ContinuousMomentum`) for the Euler
-    integrator: a point is w's tensors followed by the velocity v's, the gradient ∇L (of w).
-
-    A move from the accepted point at time t integrates v exactly with ∇L frozen, then moves
-    w with the new v; eqs. 8-9 then judge the trial as for gradient flow.
-    """
-
-    def linear_combination(self, coefficients, points, dt, grad_coefficients, grads):
-        """Euler's move from one point (`integrators.move`), the only one momentum takes."""
-        if tuple(coefficients) != (1.0,) or len(points) != 1:
-            raise ValueError("continuous momentum is stepped by the euler integrator only")
-        point, coefficients = points[0], grad_coefficients
-        n = len(self.weights)
-        decay = tf.cast(self.model.momentum.decay(self.model.t, dt), self.model.dtype)
-        dt = tf.cast(dt, self.model.dtype)
-        velocity = [decay * v - (1.0 - decay) * g
-                    for v, g in zip(point[n:], self.combine(coefficients, grads))]
-        return [w + dt * v for w, v in zip(point[:n], velocity)] + velocity
+from lazy_feature.model import losses
+from lazy_feature.model.replicas import (TrainingSetCache, first_replica, max_replicas,
+                                         outside_replicas, shard, squared_norm, sum_replicas)
 
 
 @keras.saving.register_keras_serializable(package="lazy_feature")
@@ -194,27 +25,25 @@ class AlphaModel(keras.Model):
     """F(w, x) = α[f(w, x) − f(w0, x)] (eq. 6), or α f(w, x) when `centered` is False (App. I).
 
     f(w0, ·) is a frozen copy of the network at its initial weights, so F is defined on any
-    input. `fit` runs full-batch gradient flow on L = (α² n)⁻¹ Σ ℓ(F, y) (eq. 7): every
-    `train_step` is one trial step of the flow's integrator (`GradientFlow.integrator`: the
-    paper's Euler scheme or a Runge–Kutta pair, `integrators`), or of continuous momentum
-    (`momentum`, with Euler), or one step of Adam on a mini-batch (`adam`,
-    `lazy_feature.flow.adam`); give it a dataset that yields the whole training set as one batch
-    of static size, repeated (`data.full_batch`), and stop with
-    `callbacks.GradientFlowStopping`. All integrator state (t, dt, the stored gradient, the
-    step counts, f(w_i) and f(w0) on the training set) lives in Keras variables, so
-    `save_weights`/`load_weights` checkpoint and resume a run exactly, and
-    `save("m.keras")`/`keras.models.load_model` restore the whole model, w0 included.
-    `compile()` takes no optimizer (the flow is the optimizer); `evaluate` reports the
-    rescaled loss α²·mean ℓ and the error of F, averaged over all the points it saw.
+    input. `fit` trains it by its `dynamics` on L = (α² n)⁻¹ Σ ℓ(F, y) (eq. 7): every
+    `train_step` is one `Dynamics.step` (a trial step of gradient flow's integrator, of
+    continuous momentum, or one Adam step on a mini-batch); give it a dataset that yields the
+    whole training set as one batch of static size, repeated (`data.full_batch`), and stop
+    with `callbacks.GradientFlowStopping`. The whole training state (the clock t, dt, the
+    step counts, f(w_i) and f(w0) on the training set, and the state its dynamics declares)
+    lives in Keras variables, so `save_weights`/`load_weights` checkpoint and resume a run
+    exactly, and `save("m.keras")`/`keras.models.load_model` restore the whole model, w0 and
+    dynamics included. `compile()` takes no optimizer (the dynamics is the optimizer);
+    `evaluate` reports the rescaled loss α²·mean ℓ and the error of F, averaged over all the
+    points it saw.
 
     Under a tf.distribute strategy (build the model inside `strategy.scope()`) the training
     set is split in one contiguous shard per replica (n must be a multiple of the number
-    of replicas, and the integrator neither rkc nor etdrk4, whose loops of evaluations cannot
-    all-reduce); each replica keeps f(w_i), f(w0) and y of its shard, and the gradient,
-    the loss, the counts and eq. 8's max are reduced over the replicas, so the flow takes
-    the same steps as on one device (Adam too: each replica takes the points of the global
-    mini-batch its shard holds, `adam`). `compile(steps_per_execution=K)` with K > 1 runs up
-    to K trial steps per call in one graph (`make_train_function`).
+    of replicas, and the dynamics able to run there, `Dynamics.check_strategy`); each
+    replica keeps f(w_i), f(w0) and y of its shard, and the gradient, the loss, the counts
+    and eq. 8's max are reduced over the replicas, so a run takes the same steps as on one
+    device. `compile(steps_per_execution=K)` with K > 1 runs up to K trial steps per call in
+    one graph (`make_train_function`).
 
     Args:
       network: a Keras model f(w, x) returning shape (batch,), e.g. `FullyConnected`.
@@ -222,10 +51,9 @@ class AlphaModel(keras.Model):
       loss: a name from `losses.NAMES` (the paper's soft hinge by default).
       loss_beta: sharpness of the soft hinge (β = 20 in the paper).
       centered: subtract f(w0, x) (eq. 6); False trains α f(w, x) (Appendix I).
-      flow: the `GradientFlow` thresholds, dt policy and integrator.
-      momentum: a `dynamics.ContinuousMomentum`: train by continuous momentum (τ v̇ = −v − ∇L,
-        ẇ = v) instead of gradient flow, stepped by the Euler integrator under eqs. 8-9.
-      adam: an `adam.Adam`: train by Adam on mini-batches instead.
+      dynamics: how `fit` trains it (a `lazy_feature.flow.interface.Dynamics`, e.g.
+        `GradientFlowDynamics(GradientFlow())`, the paper's); None: a model that `fit`
+        refuses, for its outputs and kernels only.
       initial_network: a second instance of the network's architecture to hold w0 (its
         weights are overwritten by w's when the model is built); None clones `network`
         through its config. Give one for a network whose config cannot rebuild it (e.g. a
@@ -233,35 +61,28 @@ class AlphaModel(keras.Model):
     """
 
     def __init__(self, network, alpha, loss="soft_hinge", loss_beta=losses.SOFT_HINGE_BETA,
-                 centered=True, flow=GradientFlow(), initial_network=None, momentum=None,
-                 adam=None, **kwargs):
+                 centered=True, dynamics=None, initial_network=None, **kwargs):
         super().__init__(dtype=network.dtype_policy, **kwargs)
         if not alpha > 0:
             raise ConfigError(f"alpha must be > 0, got {alpha}")
-        if momentum is not None and (adam is not None or flow.integrator != "euler"):
-            raise ConfigError("continuous momentum is stepped by the euler integrator, "
-                              "without adam")
-        if (adam is not None and self.distribute_strategy.num_replicas_in_sync > 1
-                and isinstance(self.distribute_strategy, tf.distribute.TPUStrategy)):
-            raise ConfigError("adam's per-replica batches have data-dependent sizes, which "
-                              "TPUs cannot compile: use --strategy=mirrored on GPUs")
-        self.momentum, self.adam = momentum, adam
+        if dynamics is not None:
+            dynamics.check_strategy(self.distribute_strategy)
+        self.dynamics = dynamics
         self.network = network
         self.alpha = float(alpha)
         self.loss_name, self.loss_beta = loss, float(loss_beta)
         self.per_pattern_loss = losses.get(loss, loss_beta)
         self.centered = bool(centered)
-        self.flow = flow
-        self.integrator = integrators.get(flow)
         self.initial_network = initial_network or network.__class__.from_config(
             dict(network.get_config(), name=f"{network.name}_initial"))
         self.initial_network.trainable = False
-        self.cache = _TrainingSetCache(dtype=network.dtype_policy, name="training_set_cache")
+        self.cache = TrainingSetCache(dtype=network.dtype_policy, name="training_set_cache")
         self._training_set = None  # (x, y), sharded over the replicas by `start`
         self._pause = None  # limits of the next call of the train function (`pause_at`)
         self._seconds_per_attempt = math.inf  # measured wall time of one trial step
         self._state_function = None  # `train_state` on every replica, from outside them
-        self._observe_function = None  # Adam's refresh of f(w) on the training set
+        self._observe_function = None  # `observe` on every replica, from outside them
+        self._state_attributes = ()  # the attributes that hold the dynamics' state
         # Means over every evaluated point, however the points are batched.
         self.loss_tracker = keras.metrics.Mean(name="rescaled_loss", dtype="float64")
         self.error_tracker = keras.metrics.Mean(name="error", dtype="float64")
@@ -271,23 +92,18 @@ class AlphaModel(keras.Model):
         config.pop("dtype")  # the network's
         config.update(network=keras.saving.serialize_keras_object(self.network),
                       alpha=self.alpha, loss=self.loss_name, loss_beta=self.loss_beta,
-                      centered=self.centered, flow=dataclasses.asdict(self.flow),
-                      momentum=self.momentum and dataclasses.asdict(self.momentum),
-                      adam=self.adam and dataclasses.asdict(self.adam))
+                      centered=self.centered,
+                      dynamics=keras.saving.serialize_keras_object(self.dynamics))
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config, network=keras.saving.deserialize_keras_object(config["network"]),
-                      flow=GradientFlow(**config["flow"]))
-        if config.get("momentum"):
-            config["momentum"] = ContinuousMomentum(**config["momentum"])
-        if config.get("adam"):
-            config["adam"] = adam_lib.Adam(**config["adam"])
-        return cls(**config)
+        return cls(**dict(config,
+                          network=keras.saving.deserialize_keras_object(config["network"]),
+                          dynamics=keras.saving.deserialize_keras_object(config["dynamics"])))
 
     def compile(self, optimizer=None, **kwargs):
-        """Keras' compile without an optimizer: the gradient flow updates w (eqs. 7-9).
+        """Keras' compile without an optimizer: the dynamics updates w.
 
         Takes `run_eagerly`, `jit_compile`, `steps_per_execution`.
         """
@@ -333,6 +149,9 @@ class AlphaModel(keras.Model):
         """
         if self.train_function is not None and not force:
             return self.train_function
+        if self.dynamics is None:
+            raise ConfigError("this AlphaModel has no dynamics to train it: give it one, "
+                              "e.g. dynamics=lazy_feature.GradientFlowDynamics()")
         if self.steps_per_execution == 1:
             super().make_train_function(force=True)
             keras_function = self.train_function
@@ -348,18 +167,18 @@ class AlphaModel(keras.Model):
                 self.start(*next(iterator))
             pause, self._pause = self._pause, None
             logs = calls(iterator, pause or (math.inf, math.inf, math.inf))
-            return logs if self.adam is None else self._observed(logs)
+            return logs if self.dynamics.tracks_outputs else self._observed(logs)
 
         self.train_function = train_function
         return train_function
 
     def _observed(self, logs):
-        """Adam's logs with the observables of the training set refreshed (`adam.observe`)."""
+        """The logs of a dynamics that does not track f(w) on the training set at every step
+        (`Dynamics.tracks_outputs`), with it refreshed (`observe`)."""
         if self._observe_function is None:
             strategy = self.distribute_strategy
             self._observe_function = tf.function(
-                lambda x: strategy.run(lambda shard: adam_lib.observe(self, shard), args=(x,)),
-                autograph=False)
+                lambda x: strategy.run(self.observe, args=(x,)), autograph=False)
         self._observe_function(self._training_set[0])
         return dict(logs, **self.train_state())
 
@@ -368,7 +187,7 @@ class AlphaModel(keras.Model):
         strategy = self.distribute_strategy
 
         def one_step(data):
-            return _first_replica(strategy, strategy.run(self.train_step, args=(data,)))
+            return first_replica(strategy, strategy.run(self.train_step, args=(data,)))
 
         def steps(data, no_logs, max_attempts, until_step, until_t):
             def going(attempts, logs):
@@ -419,10 +238,17 @@ class AlphaModel(keras.Model):
                 network.build(shape)
         for w0, w in zip(self.initial_network.weights, self.network.weights):
             w0.assign(w)
+        if self.dynamics is not None:
+            self._build_training_state()
+
+    def _build_training_state(self):
+        """The clock of a run and its dynamics' state (`Dynamics.variables`), zero at the
+        start, in variables."""
         # Time and dt accumulate many small numbers: float64 whatever the network's dtype.
         scalar = dict(shape=(), trainable=False)
         self.t = self.add_weight(name="t", initializer="zeros", dtype="float64", **scalar)
-        self.dt = self.add_weight(name="dt", initializer=keras.initializers.Constant(self.flow.dt0),
+        self.dt = self.add_weight(name="dt",
+                                  initializer=keras.initializers.Constant(self.dynamics.dt0),
                                   dtype="float64", **scalar)
         self.step_count = self.add_weight(name="step", initializer="zeros", dtype="int64", **scalar)
         self.attempts = self.add_weight(name="attempts", initializer="zeros", dtype="int64",
@@ -437,26 +263,22 @@ class AlphaModel(keras.Model):
         self.started = self.add_weight(name="started", initializer="zeros", dtype="bool", **scalar)
         self.n_train = self.add_weight(name="n_train", initializer="zeros", dtype=self.dtype,
                                        **scalar)
-        self.stored_grad = [
-            self.add_weight(name=f"grad_{i}", shape=w.shape, initializer="zeros", trainable=False,
-                            dtype=w.dtype)
-            for i, w in enumerate(self.network.trainable_weights)
-        ]
-        # What the integrator carries from trial to trial (RKC's ρ and eigenvector), zero at
-        # the start: in variables, so that a resumed run continues exactly.
-        self._memory_structure = self.integrator.initial_memory(self.network.trainable_weights)
-        self.integrator_memory = [
-            self.add_weight(name=f"integrator_memory_{i}", shape=m.shape, initializer="zeros",
-                            trainable=False, dtype=m.dtype)
-            for i, m in enumerate(tf.nest.flatten(self._memory_structure))
-        ]
-        if self.momentum is not None:  # v of continuous momentum, starting at rest
-            self.velocity = [
-                self.add_weight(name=f"velocity_{i}", shape=w.shape, initializer="zeros",
-                                trainable=False, dtype=w.dtype)
-                for i, w in enumerate(self.network.trainable_weights)]
-        if self.adam is not None:
-            adam_lib.build(self)
+
+        def made(slot):
+            return self.add_weight(name=slot.name, shape=slot.shape, initializer="zeros",
+                                   dtype=slot.dtype, trainable=False)
+
+        # Each under its attribute: a checkpoint names the variables by their attributes.
+        state = self.dynamics.variables(self.network.trainable_weights)
+        for attribute, slots in state.items():
+            setattr(self, attribute,
+                    [made(s) for s in slots] if isinstance(slots, list) else made(slots))
+        self._state_attributes = tuple(state)
+
+    @property
+    def dynamics_state(self):
+        """{attribute: variable or list of variables} of its dynamics' state."""
+        return {attribute: getattr(self, attribute) for attribute in self._state_attributes}
 
     def get_build_config(self):
         """The input shape and, once known, the number of training points of the flow."""
@@ -477,8 +299,8 @@ class AlphaModel(keras.Model):
         was the paper's Euler scheme, so its evaluations were one at w0 and one per trial
         step, and it had no set end time (t_end = ∞)."""
         own = self._trainable_variables + self._non_trainable_variables
-        added = (self.evaluations, self.t_end)
-        if len(store.keys()) != len(own) - len(added):
+        added = (self.evaluations, self.t_end) if self.dynamics is not None else ()
+        if not added or len(store.keys()) != len(own) - len(added):
             return super().load_own_variables(store)
         for i, v in enumerate(v for v in own if all(v is not a for a in added)):
             v.assign(store[f"{i}"])
@@ -491,14 +313,6 @@ class AlphaModel(keras.Model):
         if n_train % replicas:
             raise ConfigError(f"n_train={n_train} does not split evenly over the {replicas} "
                               f"replicas of the strategy: use a multiple of {replicas}")
-        if replicas > 1 and self.flow.integrator in ("rkc", "etdrk4"):
-            # Their stages or Hessian-vector products run in a tf.while_loop, where
-            # tf.distribute cannot all-reduce.
-            default = (f" (the default from √h·α = {EXPONENTIAL_FROM_SQRT_H_ALPHA:g})"
-                       if self.flow.integrator == "etdrk4" else "")
-            raise ConfigError(f"the {self.flow.integrator} integrator{default} runs on one "
-                              "replica: pass --integrator=euler or bogacki_shampine under a "
-                              "strategy with several replicas")
         if not self.cache.built:
             with self.distribute_strategy.scope():
                 self.cache.build((n_train // replicas,))
@@ -531,16 +345,17 @@ class AlphaModel(keras.Model):
             f0 = self.initial_network(x)
         return self.alpha * (f - f0)
 
-    # -- adaptive gradient flow ------------------------------------------------------------
+    # -- what its dynamics calls -----------------------------------------------------------
 
-    def _loss_and_grad(self, x, y, f0, n=None):
-        """f(w, x), eq. 7's loss and its gradient, the loss's mean over n points (default:
-        the training set's n; Adam's mini-batch gives its own), summed over the replicas."""
-        f, loss, grads = self._local_loss_and_grad(x, y, f0, n)
-        return f, _sum_replicas(loss), _sum_replicas(grads)
+    def loss_and_grad(self, x, y, f0, n=None):
+        """f(w, x), eq. 7's loss and its gradient in w, for inputs x, labels y and f(w0, x) =
+        f0, the loss's mean over n points (default: the training set's n; a mini-batch gives
+        its own), summed over the replicas."""
+        f, loss, grads = self.local_loss_and_grad(x, y, f0, n)
+        return f, sum_replicas(loss), sum_replicas(grads)
 
-    def _local_loss_and_grad(self, x, y, f0, n=None):
-        """`_loss_and_grad` of this replica's points alone."""
+    def local_loss_and_grad(self, x, y, f0, n=None):
+        """`loss_and_grad` of this replica's points alone."""
         weights = self.network.trainable_weights
         with tf.GradientTape() as tape:
             f = self.network(x)
@@ -570,75 +385,34 @@ class AlphaModel(keras.Model):
                         autograph=False)(self._training_set)
 
     def _start_replica(self, x, y):
-        """`start` on this replica's shard (Adam, which takes no full-batch gradient, only
-        its forward pass)."""
+        """`start` on this replica's shard: f(w0) and y cached, then the dynamics'
+        `start`."""
         self.cache.y_train.assign(y)
         self.cache.f0_train.assign(self.initial_network(x))
-        if self.adam is not None:
-            adam_lib.observe(self, x)
-        else:
-            f, _, grads = self._loss_and_grad(x, y, self.cache.f0_train)
-            self.cache.f_train.assign(f)
-            for g_var, g in zip(self.stored_grad, grads):
-                g_var.assign(g)
+        self.dynamics.start(self, x, y)
         self.evaluations.assign_add(1)
         self.started.assign(True)
 
+    def observe(self, x):
+        """Refresh f(w) on the training points x this replica holds (the cache the margins,
+        the loss and the records read)."""
+        self.cache.f_train.assign(self.network(tf.cast(x, self.dtype)))
+
     def train_step(self, data):
-        """One trial step of the flow's integrator (`integrators`) from the accepted state.
-
-        Euler costs one forward and one backward pass: the gradient at the accepted point is
-        stored, so the trial point's forward pass gives eq. 8 and, through its backward pass,
-        eq. 9 and the next step's ∇L. A Runge–Kutta pair costs its stages (the stored ∇L is
-        its first) and one forward pass for its error estimate; RKC a number of stages that
-        varies per step, and the power iterations that estimate its spectral radius (the
-        integrator reports the evaluations each trial used, `integrators.Trial`).
-        Continuous momentum steps the augmented point (w, v) the same way (`_MomentumFlow`).
-        Under `adam` it is one Adam step instead (`adam.train_step`).
-        Runs on each replica's shard (`start` must have run).
-        """
-        if self.adam is not None:
-            return adam_lib.train_step(self, data)
-        x, y = data
+        """One step of the dynamics (`Dynamics.step`) on this replica's shard of the training
+        set (`start` must have run), then the clock advanced by what it reports: t and dt,
+        the accepted steps, the trial steps and the gradient evaluations. Its logs are the
+        state (`train_state`), whether the step was accepted, and the dynamics' own."""
+        x, _ = data
         self._check_shard(x.shape[0])
-        x = tf.cast(x, self.dtype)
-        # A converged flow stands still, unless it runs to a set time t_end.
-        done = tf.logical_or(self.t >= self.t_end,
-                             tf.logical_and(self.converged(), tf.math.is_inf(self.t_end)))
-
-        weights = self.network.trainable_weights
-        problem = _NetworkFlow(self, x)
-        if self.momentum is not None:
-            weights, problem = weights + self.velocity, _MomentumFlow(self, x)
-        state = FlowState([tf.identity(w) for w in weights], tf.identity(self.cache.f_train),
-                          [tf.identity(g) for g in self.stored_grad])
-        landing = self.dt >= self.t_end - self.t  # the last step, cut to land on t_end
-        dt = tf.where(landing, self.t_end - self.t, self.dt)
-        memory = tf.nest.pack_sequence_as(self._memory_structure,
-                                          [m.value for m in self.integrator_memory])
-        trial = self.integrator.trial(problem, state, dt, memory)
-        new, measures = trial.state, trial.measures
-        accepted = tf.logical_and(trial.accepted, tf.logical_not(done))
-        for m, value in zip(self.integrator_memory, tf.nest.flatten(trial.memory)):
-            m.assign(value)
-
-        # Accept or restore w (and v) exactly; no branch, so the step is the same on every
-        # replica.
-        for w, w_new, w_old in zip(weights, new.point, state.point):
-            w.assign(tf.where(accepted, w_new, w_old))
-        for g_var, g in zip(self.stored_grad, new.grad):
-            g_var.assign(tf.where(accepted, g, g_var))
-        self.cache.f_train.assign(tf.where(accepted, new.outputs, self.cache.f_train))
-        self.t.assign(tf.where(accepted, tf.where(landing, self.t_end, self.t + dt), self.t))
-        self.step_count.assign_add(tf.cast(accepted, "int64"))
-        self.attempts.assign_add(1)
-        self.evaluations.assign_add(trial.evaluations)
-        # Standing still keeps dt, and so does the step that lands on t_end.
-        keep = tf.logical_or(done, tf.logical_and(landing, accepted))
-        self.dt.assign(tf.where(keep, self.dt, self.integrator.next_dt(dt, accepted, measures)))
+        step = self.dynamics.step(self, tf.cast(x, self.dtype))
+        self.t.assign(step.t)
+        self.step_count.assign_add(tf.cast(step.accepted, "int64"))
+        self.attempts.assign_add(step.attempts)
+        self.evaluations.assign_add(step.evaluations)
+        self.dt.assign(step.dt)
         logs = self.train_state()
-        logs.update(accepted=tf.cast(accepted, "int64"), dout=measures["dout"],
-                    dgrad=measures["dgrad"], error=measures["error"])
+        logs.update(accepted=tf.cast(step.accepted, "int64"), **step.logs)
         return logs
 
     # -- state and observables -------------------------------------------------------------
@@ -648,38 +422,32 @@ class AlphaModel(keras.Model):
         return self._output(self.cache.f_train, f0=self.cache.f0_train) * self.cache.y_train
 
     def converged(self):
-        """The paper's stopping criterion: every training margin F·y exceeds 1.
-
-        Before the first step nothing is cached and the answer is False. Under Adam it is
-        the last check's, made at the end of an epoch (`adam`).
-        """
-        if self.adam is not None:
-            return self.margins_exceed_one.value
-        min_margin = -_max_replicas(-tf.reduce_min(self.margins()))
-        return tf.logical_and(self.started, min_margin > 1.0)
+        """The paper's stopping criterion: every training margin F·y exceeds 1, as its
+        dynamics checks it (`Dynamics.converged`). Before the first step it is False."""
+        return self.dynamics.converged(self)
 
     def train_state(self):
-        """The integrator's state and the training observables at the current point.
+        """The clock of the run and the training observables at the current point.
 
         output_norm and f_norm are ‖f(w) − f(w0)‖ and ‖f(w)‖ on the training set (eq. 31);
         converged is 1 or 0. Called outside the replicas, it runs on each of them.
         """
         strategy = self.distribute_strategy
-        if _outside_replicas(strategy):
+        if outside_replicas(strategy):
             if self._state_function is None:  # traced once: eager replicas are slow
                 self._state_function = tf.function(lambda: strategy.run(self.train_state),
                                                    autograph=False)
-            return _first_replica(strategy, self._state_function())
+            return first_replica(strategy, self._state_function())
         margins = self.margins()
-        loss = _sum_replicas(tf.reduce_sum(self.per_pattern_loss(margins, 1.0))) / self.n_train
+        loss = sum_replicas(tf.reduce_sum(self.per_pattern_loss(margins, 1.0))) / self.n_train
         return {
             "step": self.step_count.value, "t": self.t.value, "dt": self.dt.value,
             "attempts": self.attempts.value, "evaluations": self.evaluations.value,
             "rescaled_loss": loss,  # α² L of eq. 7
-            "train_error": _sum_replicas(tf.reduce_sum(tf.cast(losses.misclassified(margins, 1.0),
+            "train_error": sum_replicas(tf.reduce_sum(tf.cast(losses.misclassified(margins, 1.0),
                                                                self.dtype)))
             / self.n_train,
-            "unfitted": _sum_replicas(tf.reduce_sum(tf.cast(margins <= 1, "int64"))),
+            "unfitted": sum_replicas(tf.reduce_sum(tf.cast(margins <= 1, "int64"))),
             "converged": tf.cast(self.converged(), "int64"),
             "weight_drift": self.weight_drift(),
             "output_norm": self._rms(self.cache.f_train - self.cache.f0_train),
@@ -690,11 +458,11 @@ class AlphaModel(keras.Model):
         """‖w − w0‖ / ‖w0‖ over all trainable weights (Appendix B)."""
         w = self.network.trainable_weights
         w0 = self.initial_network.weights
-        return tf.sqrt(_squared_norm([a - b for a, b in zip(w, w0)]) / _squared_norm(w0))
+        return tf.sqrt(squared_norm([a - b for a, b in zip(w, w0)]) / squared_norm(w0))
 
     def _rms(self, values):
         """The root mean square over the training set (eq. 31's norm) of per-point values."""
-        return tf.sqrt(_sum_replicas(tf.reduce_sum(tf.square(values))) / self.n_train)
+        return tf.sqrt(sum_replicas(tf.reduce_sum(tf.square(values))) / self.n_train)
 
     def test_step(self, data):
         """Add a batch of (x, y) to the means of ℓ(F, y) (α² × eq. 7's loss) and of the error."""

@@ -6,14 +6,11 @@ import math
 
 import numpy as np
 
-from lazy_feature.model import activations
-from lazy_feature.flow import adam
-from lazy_feature.model import architectures
-from lazy_feature.model import losses
-from lazy_feature.model import precision
-from lazy_feature.flow.dynamics import (AUTO, INTEGRATORS, ContinuousMomentum, GradientFlow,
-                                   choose_integrator, stiff_output_tol, tolerances)
 from lazy_feature.errors import ConfigError
+from lazy_feature.flow import adam, registry, training
+from lazy_feature.flow.dynamics import GradientFlow
+from lazy_feature.flow.momentum import ContinuousMomentum
+from lazy_feature.model import activations, architectures, losses, precision
 
 VERSION = "0.3.0"  # the package's one version string (setup.py reads it from here)
 # Settings that say where the data lies and how long to try, not what is computed: they are
@@ -26,12 +23,9 @@ INTEGRATOR_SETTINGS = ("integrator", "output_tol", "direction_tol", "stiff_outpu
 # Settings added after version 0.2.0 enter the run id only away from these defaults, so that
 # the ids of earlier runs, which had them implicitly, stay valid.
 LATER_SETTINGS = {"architecture": "fc", "pca": 0, "pca_whiten": True,
-                  "dynamics": "gradient_flow", "batch_size": 32, "learning_rate": None,
+                  "dynamics": training.GRADIENT_FLOW, "batch_size": 32, "learning_rate": None,
                   "tau": 0.0, "tau_proportional_to_t": False, "epochs": None,
                   "stiff_output_tol": None}
-# The training dynamics (Section 7, Table 1): the paper's gradient flow (eq. 7), Adam on
-# mini-batches, or continuous momentum with time constant tau.
-DYNAMICS = ("gradient_flow", "adam", "momentum")
 
 
 def sqrt_h_alpha(alpha, width):
@@ -60,31 +54,27 @@ class TrainConfig:
     α is the article's α (eq. 6): it multiplies f − f0 of a network whose readout carries
     h^(-1/2). bias_scale is the multiplier β_b of the hidden layers' biases (Appendix J; 0 =
     no bias, the paper's main setup; its authors' bias runs use 0.1); readout_bias adds one
-    to the readout too, with the same multiplier (fc only). `dtype=None` picks the precision the run needs (`precision.default_dtype`).
+    to the readout too, with the same multiplier (fc only). `dtype=None` picks the precision
+    the run needs (`precision.default_dtype`).
     architecture is one of `architectures.ARCHITECTURES`: fc (width h, depth L), cnn (the
     paper's CNN, h channels; depth fixed at 4) or wide_resnet (widening factor k as h, depth
     6n + 4); depth None takes the architecture's default (3, 4, 28). pca = K > 0 reduces the
     images to their first K principal components (`data.pca`, whitened if pca_whiten), for
     fc only since they are no longer images.
-    The flow's integrator is `integrator` (`lazy_feature.flow.integrators`): "euler" is the paper's
-    scheme (eqs. 8-9 with max_dout, max_dgrad); a Runge–Kutta pair bounds its local error by
-    output_tol (of α·f, eq. 8's scale) and direction_tol (eq. 9's), and so does rkc
-    (Runge–Kutta–Chebyshev), and a pair that switches to rkc once stiff (bogacki_shampine_rkc,
-    dormand_prince_rkc; its RKC phase bounds α·f's local error by stiff_output_tol, unset
-    `dynamics.STIFF_OUTPUT_TOL_FACTOR` times output_tol), and etdrk4 (exponential Runge–Kutta
-    on the Hessian's top eigenspace, `lazy_feature.flow.exponential`) and the pair switching to it
-    (bogacki_shampine_etdrk4, `dynamics.EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR`), at their calibrated
-    `dynamics.TOLERANCES` when unset; max_dout
-    and max_dgrad bound Euler's steps only. The default, "auto", takes the fastest one at
-    Euler's fidelity for the run (`dynamics.choose_integrator`: dormand_prince, then
-    bogacki_shampine_etdrk4, then etdrk4 as √h·α grows; euler for ReLU, or where max_dout or
-    max_dgrad is set); `resolved()` names it, and config.json records it.
-    dynamics is gradient_flow (eq. 7, the default), adam (`lazy_feature.flow.adam`: mini-batches
-    of batch_size, step learning_rate, None for lr0·min(1, 1/α); t counts epochs; `epochs`
-    is the run's length: it ends at the stopping criterion or after `epochs` epochs, and
-    either is a finished run, `run.finished`) or momentum (`dynamics.ContinuousMomentum`:
-    time constant tau, or tau·t with tau_proportional_to_t; tau = 0 is gradient flow); both
-    with the euler integrator.
+    The flow's integrator is `integrator`, a name of `lazy_feature.flow.registry`: the paper's
+    Euler scheme (eqs. 8-9 with max_dout, max_dgrad, which bound its steps only) or an
+    error-controlled one that bounds its local error by output_tol (of α·f, eq. 8's scale) and
+    direction_tol (eq. 9's), and, if it switches to a stiff method, that phase's by
+    stiff_output_tol; unset tolerances are the integrator's registered defaults. The
+    default, AUTO, takes the fastest one at Euler's fidelity for the run
+    (`registry.choose_integrator`; Euler for ReLU, or where max_dout or max_dgrad is set);
+    `resolved()` names it, and config.json records it.
+    dynamics is a name of `lazy_feature.flow.training.DYNAMICS`: gradient flow (eq. 7, the
+    default), Adam (`lazy_feature.flow.adam`: mini-batches of batch_size, step
+    learning_rate, None for lr0·min(1, 1/α); t counts epochs; `epochs` is the run's length:
+    it ends at the stopping criterion or after `epochs` epochs, and either is a finished
+    run, `run.finished`) or continuous momentum (`lazy_feature.flow.momentum`: time constant
+    tau, or tau·t with tau_proportional_to_t; tau = 0 is gradient flow), stepped by Euler.
     Budgets (max_time in gradient-flow time, max_steps in accepted steps, max_wall_seconds)
     end a run that has not met the stopping criterion; it is then reported not converged.
     """
@@ -111,8 +101,8 @@ class TrainConfig:
     max_dgrad: float = 1e-4
     max_dout: float = 0.1
     dt0: float = 1.0
-    integrator: str = AUTO
-    dynamics: str = "gradient_flow"
+    integrator: str = registry.AUTO
+    dynamics: str = training.GRADIENT_FLOW
     batch_size: int = 32
     learning_rate: float | None = None
     epochs: float | None = None
@@ -132,44 +122,27 @@ class TrainConfig:
             (self.n_train >= 1, f"n_train must be >= 1, got {self.n_train}"),
             (self.n_test >= 0, f"n_test must be >= 0, got {self.n_test}"),
             (self.activation in activations.NAMES,
-             f"unknown activation {self.activation!r}: choose one of {', '.join(activations.NAMES)}"),
+             f"unknown activation {self.activation!r}: choose one of "
+             f"{', '.join(activations.NAMES)}"),
             (self.loss in losses.NAMES,
              f"unknown loss {self.loss!r}: choose one of {', '.join(losses.NAMES)}"),
             (self.max_dgrad > 0 and self.max_dout > 0 and self.dt0 > 0,
              "max_dgrad, max_dout and dt0 must be > 0"),
-            (self.integrator in INTEGRATORS + (AUTO,),
+            (self.integrator in (*registry.INTEGRATORS, registry.AUTO),
              f"unknown integrator {self.integrator!r}: choose one of "
-             f"{', '.join(INTEGRATORS + (AUTO,))}"),
+             f"{', '.join((*registry.INTEGRATORS, registry.AUTO))}"),
             (all(tol is None or tol > 0
                  for tol in (self.output_tol, self.direction_tol, self.stiff_output_tol)),
              "output_tol, direction_tol and stiff_output_tol must be > 0"),
-            (self.dynamics in DYNAMICS,
-             f"unknown dynamics {self.dynamics!r}: choose one of {', '.join(DYNAMICS)}"),
+            (self.dynamics in training.DYNAMICS,
+             f"unknown dynamics {self.dynamics!r}: choose one of "
+             f"{', '.join(training.DYNAMICS)}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.learning_rate is None or self.learning_rate > 0,
              f"learning_rate must be > 0, got {self.learning_rate}"),
             (self.epochs is None or self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
             (self.tau >= 0, f"tau must be >= 0 (0 = gradient flow), got {self.tau}"),
-            (self.dynamics == "momentum" or (self.tau == 0 and not self.tau_proportional_to_t),
-             f"--tau and --tau_proportional_to_t are for --dynamics=momentum, not "
-             f"{self.dynamics}"),
-            (not self.tau_proportional_to_t or self.tau > 0,
-             "tau_proportional_to_t needs tau > 0: the time constant is tau*t"),
-            (self.dynamics == "adam" or (self.batch_size == LATER_SETTINGS["batch_size"]
-                                         and self.learning_rate is None
-                                         and self.epochs is None),
-             f"--batch_size, --learning_rate and --epochs are for --dynamics=adam, not "
-             f"{self.dynamics}"),
-            (self.dynamics != "adam" or self.batch_size <= self.n_train,
-             f"batch_size={self.batch_size} exceeds n_train={self.n_train}: lower --batch_size"),
-            (self.dynamics == "gradient_flow" or self.integrator in (AUTO, "euler"),
-             f"--dynamics={self.dynamics} takes no --integrator (adam steps itself, momentum "
-             f"is stepped by euler), got {self.integrator}"),
-            (self.dynamics != "adam" or all(getattr(self, f.name) == f.default
-                                            for f in dataclasses.fields(self)
-                                            if f.name in FLOW_SETTINGS),
-             f"--{', --'.join(FLOW_SETTINGS)} set the gradient flow's steps; --dynamics=adam "
-             "takes steps of --learning_rate instead: drop them"),
+            *self._dynamics_checks(),
             (self.bias_scale >= 0, f"bias_scale must be >= 0 (0 = no bias), got {self.bias_scale}"),
             (not self.readout_bias or self.bias_scale > 0,
              "readout_bias needs bias_scale > 0: the readout's bias enters as bias_scale·b"),
@@ -189,23 +162,53 @@ class TrainConfig:
         object.__setattr__(self, "dtype", precision.check(
             self.dtype, self.alpha, precision.resolution_width(self.architecture, self.width)))
 
+    def _dynamics_checks(self):
+        """(ok, message) pairs of the settings that belong to one dynamics
+        (`training.DYNAMICS`): each refused under the others, and the integrators that may
+        step it."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        kind = training.DYNAMICS.get(self.dynamics)
+        checks = [(self.dynamics == other.name
+                   or all(getattr(self, name) == defaults[name] for name in other.settings),
+                   f"{_listed([f'--{name}' for name in other.settings])} are for "
+                   f"--dynamics={other.name}, not {self.dynamics}")
+                  for other in training.DYNAMICS.values() if other.settings]
+        stepped = ", ".join(f"{other.name} steps itself" if not other.flow_steps
+                            else f"{other.name} is stepped by {' or '.join(other.integrators)}"
+                            for other in training.DYNAMICS.values()
+                            if other.integrators is not None)
+        return checks + [
+            (not self.tau_proportional_to_t or self.tau > 0,
+             "tau_proportional_to_t needs tau > 0: the time constant is tau*t"),
+            (self.dynamics != training.ADAM or self.batch_size <= self.n_train,
+             f"batch_size={self.batch_size} exceeds n_train={self.n_train}: lower --batch_size"),
+            (kind is None or kind.integrators is None
+             or self.integrator in (registry.AUTO, *kind.integrators),
+             f"--dynamics={self.dynamics} takes no --integrator ({stepped}), got "
+             f"{self.integrator}"),
+            (kind is None or kind.flow_steps or all(getattr(self, name) == defaults[name]
+                                                    for name in FLOW_SETTINGS),
+             f"--{', --'.join(FLOW_SETTINGS)} set the gradient flow's steps; "
+             f"--dynamics={self.dynamics} takes steps of --learning_rate instead: drop them"),
+        ]
+
     def resolved(self):
         """This config as its run integrates: integrator AUTO replaced by the one chosen for
-        it (`dynamics.choose_integrator` for gradient flow; euler where eq. 8's max_dout or
+        it (`registry.choose_integrator` for gradient flow; Euler where eq. 8's max_dout or
         eq. 9's max_dgrad is set away from the paper's value, since only Euler's steps obey
-        them; euler steps momentum, and Adam takes no integrator) and unset tolerances of an
-        error-controlled integrator by its TOLERANCES (`dynamics`), and a switching one's
-        stiff_output_tol by STIFF_OUTPUT_TOL_FACTOR times its output_tol (None for the
-        others, which have no RKC phase). A config that names them is returned as it is."""
+        them; Euler steps momentum, and Adam takes no integrator) and unset tolerances by the
+        integrator's registered defaults (`registry.tolerances`, `registry.stiff_output_tol`;
+        None for those that take none). A config that names them is returned as it is."""
         integrator = self.integrator
-        if integrator == AUTO:
+        if integrator == registry.AUTO:
             paper = (self.max_dout, self.max_dgrad) == (TrainConfig.max_dout,
                                                         TrainConfig.max_dgrad)
-            integrator = ("euler" if self.dynamics != "gradient_flow" or not paper
-                          else choose_integrator(self.sqrt_h_alpha,
-                                                 self.activation in activations.KINKED))
-        output_tol, direction_tol = tolerances(integrator, self.output_tol, self.direction_tol)
-        stiff = stiff_output_tol(integrator, output_tol, self.stiff_output_tol)
+            integrator = (registry.EULER if self.dynamics != training.GRADIENT_FLOW or not paper
+                          else registry.choose_integrator(self.sqrt_h_alpha,
+                                                          self.activation in activations.KINKED))
+        output_tol, direction_tol = registry.tolerances(integrator, self.output_tol,
+                                                        self.direction_tol)
+        stiff = registry.stiff_output_tol(integrator, output_tol, self.stiff_output_tol)
         settings = dict(integrator=integrator, output_tol=output_tol,
                         direction_tol=direction_tol, stiff_output_tol=stiff)
         if all(getattr(self, k) == v for k, v in settings.items()):
@@ -223,17 +226,23 @@ class TrainConfig:
 
     def momentum(self):
         """The `ContinuousMomentum` of a momentum run (None for the other dynamics)."""
-        if self.dynamics != "momentum":
+        if self.dynamics != training.MOMENTUM:
             return None
         return ContinuousMomentum(self.tau, self.tau_proportional_to_t)
 
     def adam(self):
         """The `adam.Adam` of an Adam run (None for the other dynamics): learning_rate, or
         the default rule lr0·min(1, 1/α); its batch order is seeded by init_seed."""
-        if self.dynamics != "adam":
+        if self.dynamics != training.ADAM:
             return None
         rate = self.learning_rate or adam.default_learning_rate(self.alpha)
         return adam.Adam(rate, self.batch_size, seed=self.init_seed)
+
+    def make_dynamics(self):
+        """The `Dynamics` this run is trained by (`training.DYNAMICS`), on its `flow` and
+        the settings of its dynamics (`momentum`, `adam`)."""
+        own = [settings for settings in (self.momentum(), self.adam()) if settings is not None]
+        return training.DYNAMICS[self.dynamics].method(self.flow(), *own)
 
     @property
     def sqrt_h_alpha(self):
@@ -260,7 +269,7 @@ class TrainConfig:
         """
         resolved = self.resolved()
         d = resolved.to_dict()
-        for k in NOT_IDENTITY + (INTEGRATOR_SETTINGS if resolved.integrator == "euler"
+        for k in NOT_IDENTITY + (INTEGRATOR_SETTINGS if resolved.integrator == registry.EULER
                                  else ()):
             d.pop(k)
         for k, default in LATER_SETTINGS.items():
@@ -268,3 +277,8 @@ class TrainConfig:
                 d.pop(k, None)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _listed(items):
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"

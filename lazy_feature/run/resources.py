@@ -6,25 +6,11 @@ training points of dimension d, P = Σ fan_in·c parameters (the FC net: d·h + 
 its biases' h·L at most besides), A = Σ p·c over the hidden layers (the FC net: h·L) and b
 bytes per number of the run's dtype:
   weights      5·P·b: w, w0, the stored gradient ∇L_i, the trial step's ∇L_(i+1) and the copy
-               of w a rejected step goes back to (`AlphaModel.train_step`); and the state
-               of the dynamics (`dynamics_vectors`): Adam's moments m and v (2·P),
-               continuous momentum's v and the copy of it a rejected step goes back to
-               (2·P), RKC's eigenvector of its power iteration (the variable kept from
-               step to step and the trial's new estimate) and the four P-sized tensors its
-               trial carries besides Euler's (the stage recursion's Z_(j−2), Z_(j−1), Z_j
-               and its zero start; at the error estimate w_(n+1), its displacement, est
-               and ŵ) (6·P); an embedded Runge–Kutta pair's stage gradients besides
-               Euler's two (k_1 = ∇L_i and the FSAL stage k_s = ∇L_(i+1)) that its
-               solution or error estimate weighs, all held until ŵ is formed, and at the
-               error estimate, as RKC's, w_(n+1), ŵ, the error Σ_j e_j k_j ŵ is formed
-               from and the step Σ_j b_j k_j whose norm the direction error divides by:
-               bogacki_shampine k_2, k_3 (6·P), dormand_prince k_3 … k_6 (8·P; its k_2
-               weighs in neither and is last read by the sixth stage's point); a ReLU
-               network's Euler step, the gradient at the half step of a trial eq. 9
-               rejects (`dynamics`, jumps of ∇L) (1·P); the
-               stages before hold fewer (at most s − 2). These count what the algorithms
-               hold, not the graph's temporaries of their linear combinations (each
-               c_j·k_j before the sum), which can run at once;
+               of w a rejected step goes back to (`AlphaModel.train_step`); and the vectors
+               its dynamics keeps besides (`dynamics_vectors`: Adam's moments, momentum's
+               velocity, an integrator's stages, eigenvector or basis, each class's
+               `vectors`). These count what the algorithms hold, not the graph's
+               temporaries of their linear combinations, which can run at once;
   activations  (n·d + 6·n·A)·b: the full batch's inputs, and per hidden layer the six
                tensors of its forward pass that the backward pass keeps: the layer's output,
                its fan_in^(-1/2) scaling z̃ (eq. 14), and the activation's steps (β·z̃,
@@ -53,21 +39,14 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature.model import architectures
-from lazy_feature.flow import exponential
-from lazy_feature.flow import integrators
-from lazy_feature.kernel import ntk
-from lazy_feature.flow.dynamics import pair_of, stiff_of
 from lazy_feature.errors import ConfigError
+from lazy_feature.flow import training
+from lazy_feature.kernel import ntk
+from lazy_feature.model import architectures
 
 logger = logging.getLogger("lazy_feature")
 
 GiB = 2 ** 30
-# The P-sized vectors rkc keeps besides gradient flow's five (`dynamics_vectors`).
-RKC_VECTORS = 6
-# etdrk4's: its basis of RANK directions, and while it is built the Krylov space's 2·RANK
-# directions and their Hessian products (more than a step's eight stage vectors).
-ETDRK4_VECTORS = 5 * exponential.DeflatedExponential.RANK
 _RATE_SIZE = 512  # the matmul timed: _RATE_SIZE³ multiply-adds, a few milliseconds
 
 
@@ -183,27 +162,9 @@ def available_memory():
 
 def dynamics_vectors(config):
     """The P-sized vectors the dynamics and integrator of `config` keep besides gradient
-    flow's five (module docstring): 2 for adam and momentum, 6 for rkc, 40 for etdrk4, an
-    embedded Runge–Kutta pair's stage gradients that its estimate weighs plus 4
-    (bogacki_shampine 6, dormand_prince 8), the larger of its pair's and rkc's for a pair
-    that switches to rkc (41, etdrk4's and RKC's eigenvector, for one that switches to
-    etdrk4), 1 for euler across jumps of ∇L (ReLU), else 0."""
-    if config.dynamics in ("adam", "momentum"):
-        return 2
-    config = config.resolved()
-    pair = pair_of(config.integrator)
-    if pair in integrators.TABLEAUS:
-        vectors = integrators.TABLEAUS[pair].estimate_stages + 4
-        if pair == config.integrator:
-            return vectors
-        # (a pair switching to etdrk4 keeps RKC's eigenvector besides etdrk4's vectors)
-        stiff = ETDRK4_VECTORS + 1 if stiff_of(config.integrator) == "etdrk4" else RKC_VECTORS
-        return max(vectors, stiff)
-    if config.integrator == "rkc":
-        return RKC_VECTORS
-    if config.integrator == "etdrk4":
-        return ETDRK4_VECTORS
-    return 1 if config.flow().jumps else 0
+    flow's five (module docstring): its dynamics' `vectors` (`flow.interface.Dynamics`:
+    under gradient flow, its integrator's)."""
+    return config.make_dynamics().vectors
 
 
 def _parts(config, shape, with_ntk):
@@ -218,14 +179,14 @@ def _parts(config, shape, with_ntk):
         B = min(n, ntk.BLOCK_SIZE)
         ntk_bytes = 2 * 8 * n ** 2 + 8 * B ** 2 + 2 * B * (d + 2 * A) * b
     kept = 6 * n * A
-    if config.dynamics == "adam":  # a mini-batch's backward pass, or the full batch's check
+    if config.dynamics == training.ADAM:  # a mini-batch's backward pass, or the full batch's check
         kept = max(6 * config.batch_size * A, 6 * n * max(p * c for p, _, c in sizes[:-1]))
     return (5 + dynamics_vectors(config)) * P * b, (n * d + kept) * b, ntk_bytes
 
 
 def _seconds_per_step(config, shape):
     multiply_adds = sum(p * fan_in * c for p, fan_in, c in layer_sizes(config, shape))
-    points = config.batch_size if config.dynamics == "adam" else config.n_train
+    points = config.batch_size if config.dynamics == training.ADAM else config.n_train
     return 6 * points * multiply_adds / matmul_rate(config.dtype)
 
 

@@ -32,7 +32,8 @@ STEPS_PER_CALL = 100_000
 
 
 def build_model(config, input_shape, strategy=None, steps_per_call=STEPS_PER_CALL):
-    """The AlphaModel of `config`: its architecture's network at α, built for inputs of
+    """The AlphaModel of `config`: its architecture's network at α, trained by the run's
+    dynamics (`TrainConfig.make_dynamics`), built for inputs of
     `input_shape` (without the batch axis; an int d for vectors) inside `strategy`'s scope
     (None: the current strategy), `steps_per_call` trial steps per call of its train
     function at most (1: one step per call)."""
@@ -40,8 +41,7 @@ def build_model(config, input_shape, strategy=None, steps_per_call=STEPS_PER_CAL
         network = architectures.network(config)
         model = AlphaModel(network, alpha=config.alpha, loss=config.loss,
                            loss_beta=config.loss_beta, centered=config.centered,
-                           flow=config.flow(), momentum=config.momentum(),
-                           adam=config.adam())
+                           dynamics=config.make_dynamics())
         model.compile(steps_per_execution=steps_per_call)
         model.build((None, *(int(s) for s in np.atleast_1d(input_shape))))
         model.build_dynamics_state(config.n_train)
@@ -141,7 +141,8 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
         return artifact.read_json(artifact.join(output_dir, artifact.METRICS))
     task = load_task(config, task)
     logger.info("%s", resources.check(config, task.x_train.shape[1:]).line())
-    model = build_model(config, task.x_train.shape[1:], strategy, steps_per_call)  # n must split evenly
+    # (n must split evenly over the replicas)
+    model = build_model(config, task.x_train.shape[1:], strategy, steps_per_call)
     artifact.check_writable(output_dir)
     artifact.claim(output_dir, config)
     tf.config.experimental.enable_op_determinism()  # a run is a function of its seeds
@@ -218,7 +219,7 @@ def _finish(config, model, task, output_dir, stopping):
         "rejected_steps": int(state["attempts"]) - steps,
         "integrator": config.integrator,
         "dynamics": config.dynamics,
-        "learning_rate": model.adam.learning_rate if model.adam else None,  # Adam's, in use
+        "learning_rate": config.adam().learning_rate if config.adam() else None,  # in use
         # forward + backward passes of the training set, rejected steps and stages included
         "gradient_evaluations": int(state["evaluations"]),
         "t": state["t"],

@@ -20,10 +20,11 @@ import time
 
 import numpy as np
 
+from lazy_feature.errors import ConfigError, DivergenceError
+from lazy_feature.flow import registry, training
 from lazy_feature.run import artifact
 from lazy_feature.run import callbacks
 from lazy_feature.run import runner
-from lazy_feature.errors import ConfigError, DivergenceError
 
 logger = logging.getLogger("lazy_feature")
 
@@ -34,10 +35,11 @@ REFERENCE_DOUT_FACTOR = 10  # max_dout / 10
 def reference_config(config):
     """The reference flow's TrainConfig: `config` with the paper's Euler scheme at ε_∇/100 and
     max_dout/10, in float64 (which resolves every α). An Adam run has no flow to refine."""
-    if config.dynamics == "adam":
-        raise ConfigError("an adam run is a sequence of Adam steps, not an integrated flow: "
-                          "it has no reference flow to compare with")
-    return dataclasses.replace(config, integrator="euler", dtype="float64",
+    if not training.DYNAMICS[config.dynamics].flow_steps:
+        raise ConfigError(f"an {config.dynamics} run is a sequence of "
+                          f"{config.dynamics.capitalize()} steps, not an integrated flow: it "
+                          "has no reference flow to compare with")
+    return dataclasses.replace(config, integrator=registry.EULER, dtype="float64",
                                max_dgrad=config.max_dgrad / REFERENCE_DGRAD_FACTOR,
                                max_dout=config.max_dout / REFERENCE_DOUT_FACTOR)
 

@@ -30,10 +30,11 @@ def evaluate(run_dir, task=None, max_train=None, max_test=None, save_gram=False,
 
     The drift ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ is streamed over the first `max_test` test points and the
     first `max_train` training points (all by default). The frozen-kernel dynamics trains the
-    kernel Θ(w1) on the whole training set, with the run's loss, thresholds and budgets, for
-    w1 = w0 (the lazy limit's kernel) and w1 = w (the learned kernel), from the function the
-    network started from (0, or α f(w0) for an uncentered run), and predicts the same test
-    points. With `save_gram`, the Gram matrices on those points are stored as .npy too.
+    kernel Θ(w1) on the whole training set, with the run's loss, step control and budgets of
+    time and accepted steps, for w1 = w0 (the lazy limit's kernel) and w1 = w (the learned
+    kernel), from the function the network started from (0, or α f(w0) for an uncentered
+    run), and predicts the same test points. With `save_gram`, the Gram matrices on those
+    points are stored as .npy too.
     A run that already has ntk.json is not evaluated again. `strategy` and `cpu_devices`
     as in `runner.train`: a MirroredStrategy spreads the kernel tiles over its replicas.
     """
@@ -63,7 +64,7 @@ def _evaluate(run_dir, task, max_train, max_test, save_gram, block_size):
         results.update({f"ntk_norm0_{name}": norms.get("norm0", np.nan),
                         f"ntk_norm_{name}": norms.get("norm", np.nan),
                         f"ntk_drift_{name}": norms.get("drift", np.nan)})
-    dynamics = dict(loss=config.loss, loss_beta=config.loss_beta, flow=model.flow,
+    dynamics = dict(loss=config.loss, loss_beta=config.loss_beta, flow=config.flow(),
                     max_time=config.max_time, max_steps=config.max_steps,
                     initial_outputs=_initial_outputs(model, task.x_train, x_test))
     for when, network in (("init", model.initial_network), ("final", model.network)):
@@ -74,7 +75,7 @@ def _evaluate(run_dir, task, max_train, max_test, save_gram, block_size):
                         f"frozen_{when}_t": kernel_flow["t"],
                         f"frozen_{when}_converged": kernel_flow["converged"]})
         artifact.write_npy(artifact.join(run_dir, f"frozen_{when}_test_outputs.npy"),
-                           frozen["test_outputs"])
+                           kernel_flow["test_outputs"])
         if save_gram:
             for name, x in (("train", x_train), ("test", x_test)):
                 artifact.write_npy(artifact.join(run_dir, f"gram_{when}_{name}.npy"),

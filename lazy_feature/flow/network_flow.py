@@ -1,0 +1,181 @@
+"""Gradient flow of the α-model's loss (eq. 7) on the network, by any registered integrator:
+`GradientFlowDynamics`, and the network as a flow problem of `integrators` (`NetworkFlow`).
+
+Each step is one trial step of the integrator from the accepted state (`integrators.advance`):
+Euler costs one forward and one backward pass (the gradient at the accepted point is stored,
+so the trial point's forward pass gives eq. 8 and its backward pass eq. 9 and the next
+step's ∇L); a Runge–Kutta pair costs its stages (the stored ∇L is its first) and one forward
+pass for its error estimate; RKC and etdrk4 a number of evaluations that varies per step. The
+integrator reports the evaluations each trial used. Under tf.distribute the gradient and
+eq. 8's max are reduced over the replicas, so the flow takes the same steps as on one device.
+"""
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lazy_feature.flow import registry
+from lazy_feature.flow.dynamics import GradientFlow
+from lazy_feature.flow.integrators import FlowState, advance, combination
+from lazy_feature.flow.interface import Dynamics, Slot, Step
+from lazy_feature.model.replicas import max_replicas, squared_norm, sum_replicas
+
+
+class NetworkFlow:
+    """The flow of eq. 7 on the network for `integrators`: a point is the list of w's
+    trainable tensors, its outputs f on this replica's training points x.
+
+    Evaluating a point assigns it to the network's weights; the caller assigns the accepted
+    point afterwards.
+    """
+
+    def __init__(self, model, x):
+        self.model, self.x = model, x
+        self.weights = model.network.trainable_weights
+        self.branches = model.distribute_strategy.num_replicas_in_sync == 1
+        # Traced once and called at every evaluation of a trial step (a Runge–Kutta pair's
+        # stages, RKC's loops), so the step's graph holds one forward and backward pass, not
+        # one per call. The sum over the replicas stays outside (a tf.function cannot hold it).
+        self._local_gradient = tf.function(self._evaluate_here, autograph=False)
+
+    def _assign(self, point):
+        for w, value in zip(self.weights, point):
+            w.assign(value)
+
+    def evaluate(self, point):
+        f, grads = self._local_gradient(point)
+        return f, sum_replicas(grads)
+
+    def _evaluate_here(self, point):
+        """f and this replica's part of ∇L at `point`."""
+        self._assign(point)
+        cache = self.model.cache
+        f, _, grads = self.model.local_loss_and_grad(self.x, cache.y_train, cache.f0_train)
+        return f, grads
+
+    def outputs(self, point):
+        self._assign(point)
+        return self.model.network(self.x)
+
+    def linear_combination(self, coefficients, points, dt, grad_coefficients, grads):
+        combined = [combination(coefficients, w) for w in zip(*points)]
+        if not grads:
+            return combined
+        dt = tf.cast(dt, self.model.dtype)
+        return [w - dt * step for w, step in zip(combined, self.combine(grad_coefficients, grads))]
+
+    def combine(self, coefficients, grads):
+        return [combination(coefficients, g) for g in zip(*grads)]
+
+    def difference(self, grad_a, grad_b):
+        return [a - b for a, b in zip(grad_a, grad_b)]
+
+    def squared_norm(self, grad):
+        return squared_norm(grad)
+
+    def output_change(self, f_a, f_b):
+        return self.model.alpha * max_replicas(tf.reduce_max(tf.abs(f_a - f_b)))
+
+    def flatten(self, displacement):
+        """A point, gradient or displacement as one vector of the weights' coordinates."""
+        return tf.concat([tf.reshape(d, [-1]) for d in displacement], 0)
+
+    def unflatten(self, vector):
+        """The inverse of `flatten`: a displacement shaped as the weights."""
+        sizes = [int(np.prod(w.shape)) for w in self.weights]
+        return [tf.reshape(part, w.shape)
+                for part, w in zip(tf.split(vector, sizes), self.weights)]
+
+
+@keras.saving.register_keras_serializable(package="lazy_feature")
+class GradientFlowDynamics(Dynamics):
+    """Full-batch gradient flow on L = (α² n)⁻¹ Σ ℓ(F, y) (eq. 7), stepped by the integrator
+    that `flow` names under its step control (`GradientFlow`). Its state: ∇L at the accepted
+    point (`stored_grad`) and what the integrator carries from trial to trial
+    (`integrator_memory`: its controller's, RKC's ρ and eigenvector, ...). A converged flow
+    stands still, unless the model runs it to a set time t_end (`AlphaModel.t_end`), where
+    its last step is cut to land."""
+
+    def __init__(self, flow=GradientFlow()):
+        self.flow = flow
+        self.integrator = registry.get(flow)
+
+    @property
+    def dt0(self):
+        return self.flow.dt0
+
+    @property
+    def vectors(self):
+        return self.integrator.vectors
+
+    def check_strategy(self, strategy):
+        registry.check_replicas(self.flow.integrator, strategy.num_replicas_in_sync)
+
+    def get_config(self):
+        return dict(flow=dataclasses.asdict(self.flow))
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(GradientFlow(**config["flow"]))
+
+    def variables(self, weights):
+        memory = tf.nest.flatten(self.integrator.initial_memory(weights))
+        return dict(
+            stored_grad=[Slot(f"grad_{i}", w.shape, w.dtype) for i, w in enumerate(weights)],
+            integrator_memory=[Slot(f"integrator_memory_{i}", m.shape, m.dtype)
+                               for i, m in enumerate(memory)])
+
+    def start(self, model, x, y):
+        f, _, grads = model.loss_and_grad(x, y, model.cache.f0_train)
+        model.cache.f_train.assign(f)
+        for g_var, g in zip(model.dynamics_state["stored_grad"], grads):
+            g_var.assign(g)
+
+    def converged(self, model):
+        min_margin = -max_replicas(-tf.reduce_min(model.margins()))
+        return tf.logical_and(model.started, min_margin > 1.0)
+
+    def point(self, model):
+        """The variables a point of the flow is assigned to: w's trainable tensors."""
+        return model.network.trainable_weights
+
+    def problem(self, model, x):
+        """The flow problem on this replica's training inputs x."""
+        return NetworkFlow(model, x)
+
+    def step(self, model, x):
+        """One trial step of the integrator from the accepted state; w, ∇L, f(w) on the
+        training set and the integrator's memory are kept or restored exactly (no branch, so
+        the step is the same on every replica)."""
+        state_variables = model.dynamics_state
+        t, t_end = model.t, model.t_end
+        # A converged flow stands still, unless it runs to a set time t_end.
+        done = tf.logical_or(t >= t_end,
+                             tf.logical_and(self.converged(model), tf.math.is_inf(t_end)))
+        point = self.point(model)
+        stored_grad, memory_variables = (state_variables["stored_grad"],
+                                         state_variables["integrator_memory"])
+        state = FlowState([tf.identity(w) for w in point], tf.identity(model.cache.f_train),
+                          [tf.identity(g) for g in stored_grad])
+        landing = model.dt >= t_end - t  # the last step, cut to land on t_end
+        dt = tf.where(landing, t_end - t, model.dt)
+        memory = tf.nest.pack_sequence_as(self.integrator.initial_memory(point),
+                                          [m.value for m in memory_variables])
+        step = advance(self.integrator, self.problem(model, x), state, dt, memory, hold=done)
+        for m, value in zip(memory_variables, tf.nest.flatten(step.trial.memory)):
+            m.assign(value)
+        for w, value in zip(point, step.state.point):
+            w.assign(value)
+        for g_var, g in zip(stored_grad, step.state.grad):
+            g_var.assign(g)
+        model.cache.f_train.assign(step.state.outputs)
+        # Standing still keeps dt, and so does the step that lands on t_end.
+        keep = tf.logical_or(done, tf.logical_and(landing, step.accepted))
+        measures = step.trial.measures
+        return Step(accepted=step.accepted, attempts=tf.constant(1, tf.int64),
+                    t=tf.where(step.accepted, tf.where(landing, t_end, t + dt), t),
+                    dt=tf.where(keep, model.dt, step.next_dt),
+                    evaluations=step.trial.evaluations,
+                    logs=dict(dout=measures["dout"], dgrad=measures["dgrad"],
+                              error=measures["error"]))

@@ -2,12 +2,14 @@
 beside ours.
 
 Each row of the paper's Table 1 (`ROWS`) is a sweep of its own (`table1_<row>` in
-pipelines/configs.py). For a row whose runs are done, `judge_row` gives per depth and width,
-for single networks and for ensembles, the difference err_feature − err_lazy between the
-smallest √h·α level of the feature range and the largest of the lazy range, paired by init
-seed (`claims.regime_differences`: ± the SEM over seeds; ensembles ± a bootstrap over
-seeds), and our verdict by `RULE`. A row whose data set is not on the machine reads
-"data not found" (`missing_row`). `write` puts table1.md and table1.csv in a directory.
+pipelines/configs/section7.py). For a row whose runs are done, `judge_row` gives per depth
+and width, for single networks and for ensembles, the difference err_feature − err_lazy
+between the smallest √h·α level of the feature range and the largest of the lazy range,
+paired by init seed (`claims.regime_differences`: ± the SEM over seeds; ensembles ± a
+bootstrap over seeds), and our verdict by `RULE`. A row whose data set is not on the
+machine reads "data not found" (`missing_row`). `write` puts table1.md and table1.csv in a
+directory. `plan` gives a group's rows with the settings that replace theirs, before any
+runs.
 """
 import dataclasses
 
@@ -15,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 from lazy_feature.run import artifact
+from lazy_feature.run import data
 from lazy_feature.study import claims
 from lazy_feature.study import fits
+from lazy_feature.study import overrides
 from lazy_feature.study import sweep
 from lazy_feature.run.config import sqrt_h_alpha
 
@@ -58,6 +62,20 @@ BY_NAME = {row.name: row for row in ROWS}
 COLUMNS = ("row", "architecture", "dataset", "algorithm", "paper", "depth", "width",
            "n_train", "single_network", "single_difference", "single_stderr", "ensemble",
            "ensemble_difference", "ensemble_stderr", "agreement", "rests_on")
+
+
+def plan(rows, settings, group):
+    """[(row, grid, why)] of the Table 1 group `group` ({row name: config function}), in
+    ROWS order: each row's SweepConfig with `settings` applied (the dynamics settings to the
+    rows of their dynamics, `overrides.route_dynamics`), and why its data set is missing
+    (None when present). Every row is checked before any runs."""
+    grids = {name: make() for name, make in rows.items()}
+    routed = overrides.route_dynamics(grids, settings, group)
+    found = []
+    for row in ROWS:
+        grid = overrides.apply(grids[row.name], routed[row.name])
+        found.append((row, grid, data.missing(grid.base.dataset, grid.base.data_dir)))
+    return found
 
 
 def verdict(difference, stderr):

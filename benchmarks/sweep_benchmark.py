@@ -1,4 +1,4 @@
-r"""Wall time of the quick study (pipelines/configs.py `quick`) and runs per hour, Beam vs loop.
+r"""Wall time of the quick study (pipelines.configs `quick`) and runs per hour, Beam vs loop.
 
   1. The whole quick study on Apache Beam's DirectRunner (2 worker processes), then its
      report: wall time, runs per hour, and the report's summary table.
@@ -37,7 +37,7 @@ def main():
     parser.add_argument("--skip_full", action="store_true", help="only part 2")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    quick = configs.quick()
+    quick = configs.get("quick")
     lines = []
     if not args.skip_full:
         full = os.path.join(args.output_dir, "quick")

@@ -9,6 +9,11 @@ by label (Fig. 8). The Kubeflow pipeline runs it after each run's train:
 
   python -m pipelines.appendix --run_dir=runs/quickstart --velocity --gram_probe=100
 """
+from pipelines import console
+
+if __name__ == "__main__":
+    console.quiet_tensorflow()  # first: the imports below load TensorFlow
+
 from absl import flags
 
 from lazy_feature.run import artifact
@@ -18,7 +23,7 @@ from pipelines import common
 
 flags.DEFINE_string("run_dir", None, "A complete run directory written by train.", required=True)
 flags.DEFINE_boolean("velocity", False, "The pre-activation velocity at t = 0 (Appendix D).")
-flags.DEFINE_integer("velocity_max_test", None, "Test points the velocity is measured on "
+flags.DEFINE_integer("velocity_max_test", None, "Test points the velocity is computed on "
                      "(default: all).")
 flags.DEFINE_boolean("fidelity", False, "The distance to the reference flow (Appendix G).")
 flags.DEFINE_integer("gram_probe", 0, "K > 0: the Gram matrices at w0 and at the end on K "

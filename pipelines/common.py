@@ -1,20 +1,17 @@
-"""What the stage binaries share: one-line errors with a non-zero exit, a quiet console, the
-TrainConfig flags, the strategy flags, the --data_dirs flag."""
-import contextlib
+"""What the stage binaries share: the app.run wrapper with one-line errors and a quiet
+console, the TrainConfig flags, the strategy flags, the --data_dirs flag."""
 import dataclasses
-import logging
-import os
 import sys
 
 from absl import app
 from absl import flags
 
-import pipelines
 from lazy_feature.flow import registry, training
 from lazy_feature.run import config as config_lib
 from lazy_feature.run import distribute
 from lazy_feature import errors
 from lazy_feature.errors import ConfigError
+from pipelines import console
 
 
 def main(stage, fn, progress=False):
@@ -22,24 +19,21 @@ def main(stage, fn, progress=False):
 
     An interrupt exits with status 130 after the run has saved its checkpoint, so the
     same command resumes it. The console shows no library chatter (Beam, TensorFlow) at
-    the default --verbosity=0; 1 shows INFO logs, 2 and more absl's debug levels. A stage
-    of many runs (`progress`) gets `fn(stream)`, a stream on the console for its progress
-    display; at verbosity 0 the runs' status lines stay in their train.log files and all
-    else written to stderr, by this process or its subprocesses (Beam's workers), is dropped.
+    the default --verbosity=0; 1 shows INFO logs, 2 and more absl's debug levels
+    (`console.set_verbosity`). A stage of many runs (`progress`) gets `fn(stream)`, a stream
+    on the console for its progress display; at verbosity 0 the runs' status lines stay in
+    their train.log files and all else written to stderr, by this process or its
+    subprocesses (Beam's workers), is dropped. --helpshort lists the stage's own flags, the
+    shared ones it defined from here, and --verbosity.
     """
     def _main(argv):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         verbosity = flags.FLAGS.verbosity
-        if verbosity <= 1:  # higher: absl's debug levels, set from the flag
-            logging.root.setLevel(logging.INFO if verbosity == 1 else logging.ERROR)
-        if verbosity >= 1 and pipelines.TF_CPP_QUIETED:
-            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
-        if verbosity >= 1 or not progress:
-            logging.getLogger("lazy_feature").setLevel(logging.INFO)
+        console.set_verbosity(verbosity, progress)
         try:
             if progress:
-                with _console(quiet=verbosity < 1) as stream:
+                with console.progress_stream(quiet=verbosity < 1) as stream:
                     fn(stream)
             else:
                 fn()
@@ -49,27 +43,20 @@ def main(stage, fn, progress=False):
         except KeyboardInterrupt:
             print(f"{stage}: interrupted; run the same command again to resume", file=sys.stderr)
             sys.exit(130)
+    _declare_key_flags()
     app.run(_main)
 
 
-@contextlib.contextmanager
-def _console(quiet):
-    """Yield a stream on stderr; while `quiet`, file descriptor 2 (inherited by subprocesses
-    started meanwhile) points to os.devnull and the stream to the console's stderr."""
-    if not quiet:
-        yield sys.stderr
-        return
-    sys.stderr.flush()
-    console = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        with os.fdopen(console, "w", closefd=False) as stream:
-            yield stream
-    finally:
-        sys.stderr.flush()
-        os.dup2(console, 2)
-        os.close(console)
+def _declare_key_flags():
+    """Make the flags the binary defined through this module, and --verbosity (its help
+    saying what each level shows here), key flags of the binary (absl's main module, named by
+    sys.argv[0]), which --helpshort lists."""
+    verbosity = flags.FLAGS["verbosity"]
+    verbosity.help = ("0 (unset): the package's lines (a stage of many runs: its progress "
+                      "only) and errors; 1: INFO logs, TensorFlow's and Beam's too; 2 and "
+                      "more: absl's debug levels.")
+    for flag in [*flags.FLAGS.get_flags_for_module(__name__), verbosity]:
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(config_lib.TrainConfig)}
@@ -115,35 +102,32 @@ _HELP = {
                           "(lazy_feature.flow.registry) times --output_tol.",
     "dynamics": "; ".join(f"{name}: {kind.summary}" for name, kind in training.DYNAMICS.items())
                 + ".",
-    "batch_size": "adam: examples per mini-batch (Table 1: 32).",
-    "learning_rate": "adam: the step size (unset: 1e-3*min(1, 1/alpha), lazy_feature.flow.adam).",
-    "epochs": "adam: the run's length in passes over the training set (adam's t counts "
-              "epochs); it ends earlier at every margin > 1.",
+    "batch_size": "Examples per mini-batch: adam's (Table 1: 32), or probe's Keras fit's.",
+    "learning_rate": "The step size: adam's (unset: 1e-3*min(1, 1/alpha), "
+                     "lazy_feature.flow.adam), or probe's Keras fit's (unset: Keras's).",
+    "epochs": "Passes over the training set: an adam run's length (adam's t counts epochs; "
+              "it ends earlier at every margin > 1), or probe's Keras fit's at each α (whole "
+              "epochs).",
     "tau": "momentum: the time constant tau (0 = gradient flow).",
     "tau_proportional_to_t": "momentum: use tau*t as the time constant (Fig. 7(c)'s EMNIST "
                              "setup).",
     "max_time": "Budget in gradient-flow time t.",
-    "max_steps": "Budget in accepted steps.",
+    "max_steps": "Budget in accepted steps (probe: of each α).",
     "max_wall_seconds": "Budget in wall-clock seconds.",
 }
 
 
-# The settings of each training dynamics but gradient flow (Section 7; TrainConfig refuses
-# them under another dynamics), and with --dynamics the flags `sweep` can set for its grid too.
-DYNAMICS_SETTINGS = {"adam": ("batch_size", "learning_rate", "epochs"),
-                     "momentum": ("tau", "tau_proportional_to_t")}
-DYNAMICS_FLAGS = ("dynamics", *DYNAMICS_SETTINGS["adam"], *DYNAMICS_SETTINGS["momentum"])
-
-
-def define_train_config_flags(names=tuple(_FIELDS), help_prefix=""):
-    """One flag per TrainConfig field of `names` (all: and --sqrt_h_alpha), unset by default
-    (TrainConfig's defaults then hold)."""
+def define_train_config_flags(names=tuple(_FIELDS), help_prefix="", config_defaults=True):
+    """One flag per TrainConfig field of `names` (all: and --sqrt_h_alpha), its default
+    TrainConfig's (the paper's Section 2 setup), or unset where not `config_defaults` (the
+    sweep's, which replace a named config's settings)."""
     for name in names:
         kind = getattr(_FIELDS[name].type, "__name__", str(_FIELDS[name].type))  # "str | None"
         define = (flags.DEFINE_boolean if "bool" in kind
                   else flags.DEFINE_integer if kind.startswith("int")
                   else flags.DEFINE_float if kind.startswith("float") else flags.DEFINE_string)
-        define(name, None, help_prefix + _HELP[name])
+        define(name, _FIELDS[name].default if config_defaults else None,
+               help_prefix + _HELP[name])
     if set(names) == set(_FIELDS):
         flags.DEFINE_float("sqrt_h_alpha", None, "√h·α; sets α = sqrt_h_alpha / √width.")
 
@@ -155,15 +139,16 @@ def given_flags(names):
 
 
 def train_config_from_flags():
-    """A TrainConfig from the flags that were set, TrainConfig's defaults for the rest."""
+    """The TrainConfig of the flags (`define_train_config_flags`, all of them); --sqrt_h_alpha
+    sets α."""
     values = flags.FLAGS
-    given = given_flags(_FIELDS)
+    settings = {name: values[name].value for name in _FIELDS}
     if values.sqrt_h_alpha is not None:
-        if "alpha" in given:
+        if values["alpha"].present:
             raise ConfigError("give --alpha or --sqrt_h_alpha, not both")
-        width = given.get("width", _FIELDS["width"].default)
-        given["alpha"] = config_lib.alpha_from_sqrt_h_alpha(values.sqrt_h_alpha, max(width, 1))
-    return config_lib.TrainConfig(**given)
+        settings["alpha"] = config_lib.alpha_from_sqrt_h_alpha(values.sqrt_h_alpha,
+                                                               max(settings["width"], 1))
+    return config_lib.TrainConfig(**settings)
 
 
 def define_strategy_flags():

@@ -10,6 +10,11 @@ the members' test errors, Var F of eq. 16) and mean_test_outputs.npy (F̄ on the
 
 Rerunning the same command skips the finished members and resumes an interrupted one.
 """
+from pipelines import console
+
+if __name__ == "__main__":
+    console.quiet_tensorflow()  # first: the imports below load TensorFlow
+
 import json
 
 from absl import flags
@@ -18,7 +23,6 @@ from lazy_feature.study import ensemble
 from pipelines import common
 
 common.define_train_config_flags()
-flags.adopt_module_key_flags(common)  # --helpshort lists the training flags
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "The members' init seeds.")
 flags.DEFINE_string("output_dir", None, "The ensemble directory to write.", required=True)
 common.define_strategy_flags()

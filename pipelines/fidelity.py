@@ -6,6 +6,11 @@ compared at the run's final t. Runs from the same w0 share one reference flow:
 
   python -m pipelines.fidelity --run_dirs=runs/euler,runs/bogacki_shampine
 """
+from pipelines import console
+
+if __name__ == "__main__":
+    console.quiet_tensorflow()  # first: the imports below load TensorFlow
+
 from absl import flags
 
 from lazy_feature.study import fidelity

@@ -1,7 +1,7 @@
 r"""A named sweep as a Kubeflow Pipelines (v2) pipeline: train → ntk_eval → appendix →
 ensembles → report; a Table 1 group as every row's sweep, then the table.
 
-Compiles the grid of a config of pipelines/configs.py into a pipeline YAML whose steps are
+Compiles the grid of a config of pipelines/configs/ into a pipeline YAML whose steps are
 container components running this package's absl binaries in an image that holds the
 package and its data set (e.g. built by running setup.sh):
   train      one task per grid point: `python -m pipelines.train`, every setting as a flag,
@@ -41,10 +41,14 @@ these pairs as their --data_dirs. The folders are fixed when the pipeline is com
 parameters of a pipeline run: compile again to move them. A data set that no run of the
 config is trained on, or a pair that is not dataset=DIR, is refused and nothing is written.
 """
-import dataclasses
+from pipelines import console
+
+if __name__ == "__main__":
+    console.quiet_tensorflow()  # first: the imports below load TensorFlow
 
 from absl import flags
 
+from lazy_feature.study import overrides
 from lazy_feature.study import sweep as sweep_lib
 from lazy_feature.errors import ConfigError
 from pipelines import common, configs
@@ -115,9 +119,7 @@ def _with_data_dirs(grids, data_dirs, config_name):
         raise ConfigError(f"--data_dirs names {', '.join(unused)}, which no run of "
                           f"--config={config_name} is trained on (they use "
                           f"{', '.join(sorted(used))}): drop it")
-    return {row: dataclasses.replace(grid, base=dataclasses.replace(
-        grid.base, data_dir=data_dirs[grid.base.dataset]))
-        if grid.base.dataset in data_dirs else grid for row, grid in grids.items()}
+    return {row: overrides.apply(grid, {"data_dirs": data_dirs}) for row, grid in grids.items()}
 
 
 def _data_dirs_flag(grids):

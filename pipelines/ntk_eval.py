@@ -9,6 +9,11 @@ store the Gram matrices on a subset:
 
   python -m pipelines.ntk_eval --run_dir=runs/quickstart --max_test=5000 --save_gram
 """
+from pipelines import console
+
+if __name__ == "__main__":
+    console.quiet_tensorflow()  # first: the imports below load TensorFlow
+
 from absl import flags
 
 from lazy_feature.run import artifact

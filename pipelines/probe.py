@@ -15,6 +15,11 @@ example, or --output=INDEX or --output=sum for a vector of logits). The flow's f
 (--max_steps, --max_wall_seconds, --max_dgrad) and the fit's (--learning_rate, --epochs,
 --batch_size) are refused with the other --optimizer, before anything runs.
 """
+from pipelines import console
+
+if __name__ == "__main__":
+    console.quiet_tensorflow()  # first: the imports below load TensorFlow
+
 from absl import flags
 
 from lazy_feature.run import data
@@ -26,33 +31,24 @@ from pipelines import common
 
 flags.DEFINE_string("model", None, "module:function returning the Keras model.", required=True)
 flags.DEFINE_string("output_dir", None, "The run directory to write.", required=True)
-flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist, mnist, emnist_letters, "
-                    "cifar10 or tfds:<name>.")
-flags.DEFINE_string("data_dir", None, "Folder with the data set's files (default: Debian's).")
-flags.DEFINE_integer("n_train", 1000, "Training-set size.")
-flags.DEFINE_integer("n_test", 2000, "Test-set size.")
-flags.DEFINE_integer("data_seed", 0, "Seed of the train/test draw.")
 flags.DEFINE_list("input_shape", None, "Shape of one input, e.g. 28,28,1 (default: flat).")
 flags.DEFINE_string("output", None, "For a vector output: an index, or sum (of the logits).")
 flags.DEFINE_list("alphas", [str(a) for a in alpha_scan.DEFAULT_ALPHAS], "The α grid.")
-flags.DEFINE_integer("probe_size", 64, "Test points the kernel drift is measured on.")
+flags.DEFINE_integer("probe_size", 64, "Test points the kernel drift is computed on.")
 flags.DEFINE_integer("seed", 0, "Keras seed of the initial weights.")
-flags.DEFINE_integer("max_steps", 10_000, "Budget of each α in gradient-flow steps "
-                     "(--optimizer=flow).")
-flags.DEFINE_float("max_wall_seconds", float("inf"), "Budget of each α in wall seconds "
-                   "(--optimizer=flow).")
-flags.DEFINE_float("max_dgrad", 1e-4, "ε_∇ of eq. 9 (looser: fewer steps; --optimizer=flow).")
 flags.DEFINE_string("optimizer", "flow", "flow (the package's gradient flow), or sgd or adam "
                     "(a plain Keras fit of the centered α-model on the α⁻²-scaled loss).")
-flags.DEFINE_float("learning_rate", None, "The learning rate of --optimizer=sgd|adam "
-                   "(default: Keras's).")
-flags.DEFINE_integer("epochs", 10, "Epochs of --optimizer=sgd|adam at each α.")
-flags.DEFINE_integer("batch_size", 32, "Mini-batch size of --optimizer=sgd|adam.")
-common.define_strategy_flags()
-FLAGS = flags.FLAGS
 # The flags of one way of training: given with the other --optimizer they would be ignored.
 FLOW_ONLY = ("max_steps", "max_wall_seconds", "max_dgrad")
 FIT_ONLY = ("learning_rate", "epochs", "batch_size")
+common.define_train_config_flags(("dataset", "data_dir", "n_train", "n_test", "data_seed",
+                                  *FLOW_ONLY, *FIT_ONLY))
+# A scan trains one network per α, each on a user's model: smaller data and budgets than a run.
+for name, default in (("n_train", 1000), ("n_test", 2000), ("max_steps", 10_000),
+                      ("epochs", 10)):
+    flags.FLAGS.set_default(name, default)
+common.define_strategy_flags()
+FLAGS = flags.FLAGS
 
 
 def check_training_flags():
@@ -68,24 +64,32 @@ def check_training_flags():
                           f"{'it' if len(ignored) == 1 else 'them'}")
 
 
+def fit_epochs():
+    """--epochs as the whole number of epochs each α's Keras fit takes, or a ConfigError."""
+    if FLAGS.epochs != int(FLAGS.epochs):
+        raise ConfigError(f"--epochs: a Keras fit takes whole epochs, got {FLAGS.epochs:g}")
+    return int(FLAGS.epochs)
+
+
 def main():
     output = FLAGS.output
     if output not in (None, "sum"):
         output = common.integers("output", [output])[0]
     optimizer = alpha_scan.keras_optimizer(FLAGS.optimizer, FLAGS.learning_rate)
     check_training_flags()
+    epochs = fit_epochs()
     build_model = alpha_scan.load_builder(FLAGS.model)
     strategy = distribute.make(**common.strategy_options())
     task = data.load_binary_task(FLAGS.dataset, FLAGS.data_dir, FLAGS.n_train, FLAGS.n_test,
                                  FLAGS.data_seed)
     alpha_scan.scan(build_model, task,
-               alphas=common.floats("alphas", FLAGS.alphas), output_dir=FLAGS.output_dir,
-               input_shape=(common.integers("input_shape", FLAGS.input_shape)
-                            if FLAGS.input_shape else None),
-               output=output, probe_size=FLAGS.probe_size, seed=FLAGS.seed,
-               max_steps=FLAGS.max_steps, max_wall_seconds=FLAGS.max_wall_seconds,
-               flow=GradientFlow(max_dgrad=FLAGS.max_dgrad), optimizer=optimizer,
-               epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, strategy=strategy)
+                    alphas=common.floats("alphas", FLAGS.alphas), output_dir=FLAGS.output_dir,
+                    input_shape=(common.integers("input_shape", FLAGS.input_shape)
+                                 if FLAGS.input_shape else None),
+                    output=output, probe_size=FLAGS.probe_size, seed=FLAGS.seed,
+                    max_steps=FLAGS.max_steps, max_wall_seconds=FLAGS.max_wall_seconds,
+                    flow=GradientFlow(max_dgrad=FLAGS.max_dgrad), optimizer=optimizer,
+                    epochs=epochs, batch_size=FLAGS.batch_size, strategy=strategy)
 
 
 if __name__ == "__main__":

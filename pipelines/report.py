@@ -6,6 +6,11 @@ the fitted exponents next to the paper's), in <sweep_dir>/report by default:
 
   python -m pipelines.report --sweep_dir=runs/quick
 """
+from pipelines import console
+
+if __name__ == "__main__":
+    console.quiet_tensorflow()  # first: the imports below load TensorFlow
+
 from absl import flags
 
 from lazy_feature.study import report

@@ -31,13 +31,17 @@ On several devices (--strategy=mirrored uses every local GPU; without one, split
 With --live_drift=256 the kernel drift on 256 training points is followed in TensorBoard
 (`tensorboard --logdir=runs/feature/events`).
 """
+from pipelines import console
+
+if __name__ == "__main__":
+    console.quiet_tensorflow()  # first: the imports below load TensorFlow
+
 from absl import flags
 
 from lazy_feature.run import runner
 from pipelines import common
 
 common.define_train_config_flags()
-flags.adopt_module_key_flags(common)  # --helpshort lists the training flags
 common.define_strategy_flags()
 flags.DEFINE_string("output_dir", None, "The run directory to write.", required=True)
 flags.DEFINE_float("checkpoint_seconds", 60.0, "Wall time between checkpoints.")

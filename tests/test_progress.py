@@ -96,7 +96,8 @@ def test_no_stream_shows_nothing(tmp_path):
 # test_sweep.py.)
 _SWEEP = """
 import runpy, sys
-import pipelines
+from pipelines import console
+console.quiet_tensorflow()  # as the binary does first, before the imports below load TensorFlow
 from pipelines import configs
 from tests.helpers import synthetic_sweep
 data_dir = sys.argv.pop(1)

@@ -199,10 +199,10 @@ def test_table1_report_only_trains_nothing(tmp_path):
 
 
 def _table1_quick_plan(*args):
-    """pipelines.sweep's plan of --config=table1_quick under the flags `args`, run nowhere."""
+    """The plan of --config=table1_quick under the sweep's flags `args`, run nowhere."""
     stage = stage_module("sweep", "--config=table1_quick", "--output_dir=unused", *args)
-    return {row.name: grid for row, grid, _ in
-            stage["table1_plan"](configs.TABLES["table1_quick"])}
+    return {row.name: grid for row, grid, _ in table1.plan(
+        configs.TABLES["table1_quick"], stage["settings_from_flags"](), "table1_quick")}
 
 
 def test_table1_dynamics_flags_apply_to_the_rows_of_their_dynamics():

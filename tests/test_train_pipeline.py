@@ -2,13 +2,16 @@
 import json
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from absl import flags
 
-import pipelines
 from lazy_feature.run import artifact
-from tests.helpers import (MNIST_FILES, run_stage, stage_in_process,
+from pipelines import console
+from tests.helpers import (MNIST_FILES, ROOT, run_stage, stage_in_process, stage_module,
                            write_class_template_mnist, write_idx)
 
 
@@ -84,6 +87,63 @@ def test_helpshort_lists_the_flags_a_user_sets(binary, expected):
     assert {flag[2:] for flag in expected} <= listed, result.stdout[-3000:]
 
 
+def _helpshort_defaults(binary, *args):
+    """{flag: its default as --helpshort shows it, None where it shows none} of `binary`."""
+    text = stage_in_process(binary, *args, "--helpshort").stdout
+    found = {}
+    for block in re.split(r"\n(?=  -)", text):  # a flag's lines: itself, then indented more
+        name = re.match(r"\s+(?:-\w,)?--(?:\[no\])?(\w+):", block)
+        if name:
+            default = re.search(r"\(default: '?(.*?)'?\)", block.replace("\n", " "))
+            found[name.group(1)] = default and default.group(1)
+    return found
+
+
+def test_train_helpshort_shows_the_defaults_and_where_it_runs():
+    shown = _helpshort_defaults("train")
+    assert shown["n_train"] == "10000" and shown["n_test"] == "50000", shown
+    assert shown["width"] == "100" and shown["dataset"] == "fashion_mnist"
+    assert shown["strategy"] == "default" and "verbosity" in shown
+    assert "sqrt_h_alpha" in shown and shown["sqrt_h_alpha"] is None  # unset: --alpha holds
+
+
+def test_sweep_helpshort_lists_its_settings_and_where_it_runs():
+    shown = _helpshort_defaults("sweep")
+    for name in ("dynamics", "strategy", "workers", "data_dirs", "verbosity", "config",
+                 "n_train", "widths", "epochs", "integrator"):
+        assert name in shown, name
+    assert shown["workers"] == "2" and shown["config"] == "quick"
+    assert shown["n_train"] is None  # unset: the named config's
+
+
+def test_probe_shares_the_training_flags_of_train_with_its_own_defaults():
+    train = stage_module("train", "--output_dir=unused")
+    kinds = {name: type(flags.FLAGS[name].parser) for name in _PROBE_TRAINING_FLAGS}
+    helps = {name: flags.FLAGS[name].help for name in _PROBE_TRAINING_FLAGS}
+    assert train["FLAGS"].n_train == 10000
+    stage_module("probe", "--model=unused:unused", "--output_dir=unused")
+    assert {name: type(flags.FLAGS[name].parser) for name in _PROBE_TRAINING_FLAGS} == kinds
+    assert {name: flags.FLAGS[name].help for name in _PROBE_TRAINING_FLAGS} == helps
+    assert (flags.FLAGS.n_train, flags.FLAGS.n_test, flags.FLAGS.max_steps,
+            flags.FLAGS.epochs) == (1000, 2000, 10_000, 10)
+
+
+_PROBE_TRAINING_FLAGS = ("dataset", "data_dir", "n_train", "n_test", "data_seed", "max_steps",
+                         "max_wall_seconds", "max_dgrad", "learning_rate", "epochs",
+                         "batch_size")
+
+
+def test_importing_pipelines_runs_nothing():
+    # A binary quiets TensorFlow's start-up lines in its main path, not its package on import.
+    code = ("import os, sys; import pipelines; assert 'tensorflow' not in sys.modules; "
+            "import pipelines.common, pipelines.configs; "
+            "assert 'TF_CPP_MIN_LOG_LEVEL' not in os.environ")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env={k: v for k, v in os.environ.items()
+                                                         if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 @pytest.mark.parametrize("args,message", [
     (["--data_dir=/nonexistent/fashion"], "apt-get install dataset-fashion-mnist"),
     (["--alpha=0"], "alpha must be > 0"),
@@ -120,4 +180,4 @@ def test_the_import_lines_tf_cpp_min_log_level_cannot_hide_are_dropped_and_no_ot
              "off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.\n")
     kept = ("E0000 00:00:1796039085.767001    8835 port.cc:153] oneDNN custom operations are "
             "on.\nWARNING: something else\nTraceback (most recent call last):\n")
-    assert pipelines.quiet_import_lines(noise + kept + noise) == kept
+    assert console.quiet_import_lines(noise + kept + noise) == kept

@@ -20,6 +20,7 @@ _SETUP = dict(n_train=30, n_test=40, width=8, alpha=0.5, dtype="float64", dynami
               batch_size=8, learning_rate=0.05)
 
 
+@pytest.mark.slow
 def test_adam_converges_at_an_epoch_end_and_resumes_exactly_after_a_kill_mid_epoch(tmp_path):
     task = synthetic_task(n_train=30, n_test=40)
     config = TrainConfig(**_SETUP)

@@ -117,6 +117,7 @@ def test_accepted_steps_obey_eqs_8_and_9_and_rejected_ones_do_not():
     assert np.min(model(x).numpy() * y) > 1.0
 
 
+@pytest.mark.slow
 def test_small_real_run_converges_and_its_log_obeys_eqs_8_9(fashion_task, tmp_path):
     config = TrainConfig(n_train=200, n_test=1000, width=50, alpha=1.0, dtype="float64",
                          integrator="euler")
@@ -137,6 +138,7 @@ def test_small_real_run_converges_and_its_log_obeys_eqs_8_9(fashion_task, tmp_pa
                                np.load(tmp_path / artifact.TEST_OUTPUTS), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_gradient_flow_fidelity(fashion_task, tmp_path):
     # Appendix G: the discretization is fine enough that ε_∇ / 10 moves the final test
     # outputs by less than 1% (relative, in norm).
@@ -154,6 +156,7 @@ def test_gradient_flow_fidelity(fashion_task, tmp_path):
     assert relative < 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("integrator, activation", [
     ("euler", "softplus"), ("euler", "relu"), ("bogacki_shampine", "softplus"),
     ("rkc", "softplus"), ("bogacki_shampine_rkc", "softplus"), ("etdrk4", "softplus"),
@@ -250,6 +253,7 @@ def test_a_flow_whose_dt_falls_towards_zero_stops_stalled():
     assert rest.stop_reason(dict(state(11, 1e99), t=rest.REST_TIME)) == "stalled"
 
 
+@pytest.mark.slow
 def test_a_relu_network_in_the_feature_regime_converges_across_its_kinks(tmp_path):
     # ReLU, L = 5, √h·α = 1e-2: ∇L jumps where a pre-activation crosses zero. Under eq. 9
     # alone this flow stalls (dt about 5e-19 at t ≈ 2e-4 within some 120 steps); the Euler
@@ -293,6 +297,7 @@ def test_nan_loss_raises_divergence_error(tmp_path, integrator):
     assert not artifact.is_complete(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_float32_and_float64_agree_where_float32_resolves(tmp_path):
     task = synthetic_task()
     out = {}

@@ -218,6 +218,7 @@ def test_fig13_panels_a_c_take_the_gradient_flow_runs_and_b_d_need_two_tau(tmp_p
             appendix.fig13_momentum(_run_tables(runs))
 
 
+@pytest.mark.slow
 def test_fig13_quick_momentum_variants_in_a_sweep_with_fidelity(tmp_path, monkeypatch):
     """fig13_quick's two momentum runs on a tiny task in a sweep asking fidelity: they get no
     reference flow (Appendix G checks the gradient-flow runs), and the report's panels (b, d)
@@ -304,6 +305,7 @@ def test_fig8_images_from_stored_gram_matrices(tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_report_draws_the_appendix_figures_and_the_relu_fits(tmp_path, monkeypatch):
     # Fig. 12 drawn (matplotlib takes seconds a figure here; the data of every figure is
     # tested above), Fig. 15 skipped for want of the uncentered model.

@@ -4,6 +4,7 @@ import dataclasses
 import os
 
 import numpy as np
+import pytest
 
 from lazy_feature.run import artifact
 from lazy_feature.study import ntk_eval
@@ -12,6 +13,7 @@ from lazy_feature.run.config import TrainConfig
 from tests.helpers import stage_in_process, write_class_template_mnist
 
 
+@pytest.mark.slow
 def test_appendix_stage_stores_what_the_sweep_row_reads_back(tmp_path):
     write_class_template_mnist(tmp_path / "mnist", per_class_train=3, per_class_test=2)
     config = TrainConfig(dataset="mnist", data_dir=str(tmp_path / "mnist"), n_train=20,

@@ -52,6 +52,7 @@ def test_preactivations_have_unit_variance(width):
         assert np.mean(second_moments) == pytest.approx(1.0, abs=0.08), layer_index
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("width", [50, 400])
 def test_output_variance_over_seeds_is_one(width):
     # Var f(w0, x) = E|z^L|²/h = 1 (NTK scaling). 150 seeds: the sample variance of one input

@@ -64,6 +64,7 @@ def _without_wall(record):
     return {k: v for k, v in record.items() if k != "wall_seconds"}
 
 
+@pytest.mark.slow
 def test_kill_9_at_two_moments_then_rerun_ends_as_an_uninterrupted_run(tmp_path):
     write_class_template_mnist(tmp_path / "mnist", per_class_train=10, per_class_test=10)
     config = TrainConfig(dataset="mnist", data_dir=str(tmp_path / "mnist"), n_train=80,
@@ -93,6 +94,7 @@ def test_kill_9_at_two_moments_then_rerun_ends_as_an_uninterrupted_run(tmp_path)
     assert not [n for n in os.listdir(cut) if n.endswith(".tmp") or "partial" in n]
 
 
+@pytest.mark.slow
 def test_unreachable_output_path_is_one_line_and_writes_nothing(tmp_path):
     write_class_template_mnist(tmp_path / "mnist", per_class_train=3, per_class_test=1)
     result = run_stage("train", "--output_dir=nosuchscheme://bucket/run", "--dataset=mnist",

@@ -21,6 +21,7 @@ from lazy_feature.errors import ConfigError
 from tests.helpers import ROOT, run_stage, synthetic_task
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_cpu_devices(tmp_path):
     # One process (the CPU must be split before TensorFlow starts): single device against
     # MirroredStrategy on 2 logical CPU devices, a mirrored run killed at step 40 and
@@ -92,6 +93,7 @@ class _Calls(callbacks.keras.callbacks.Callback):
         self.calls += 1
 
 
+@pytest.mark.slow
 def test_in_graph_steps_equal_one_step_per_call(tmp_path):
     task = synthetic_task(n_train=40, n_test=30)
     config = TrainConfig(n_train=40, n_test=30, width=16, alpha=0.5, dtype="float64",
@@ -204,6 +206,7 @@ def test_multi_worker_reads_tf_config(monkeypatch, tf_config, error):
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_train_stage_refuses_tpu_float64_in_one_line(tmp_path):
     out = tmp_path / "run"
     done = run_stage("train", "--strategy=tpu", "--width=100", "--alpha=1e3", "--n_train=40",

@@ -43,6 +43,7 @@ def test_the_velocity_step_is_the_exact_solution_for_a_frozen_gradient(proportio
     assert float(ContinuousMomentum(0.0).decay(1.0, 0.1)) == 0.0
 
 
+@pytest.mark.slow
 def test_momentum_at_tau_0_is_gradient_flow_and_tends_to_it_as_tau_shrinks(tmp_path):
     flow, F_flow = _train(tmp_path / "flow")
     zero, F_zero = _train(tmp_path / "tau0", dynamics="momentum", tau=0.0)
@@ -59,6 +60,7 @@ def test_momentum_at_tau_0_is_gradient_flow_and_tends_to_it_as_tau_shrinks(tmp_p
     assert deviation[0.03] < deviation[0.3] / 4 and deviation[0.03] < 0.02, deviation
 
 
+@pytest.mark.slow
 def test_momentum_with_tau_proportional_to_t_converges_and_resumes_exactly(tmp_path):
     # Fig. 7 (c)'s EMNIST setup: τ = tau·t and the soft hinge's β = 10.
     settings = dict(dynamics="momentum", tau=0.5, tau_proportional_to_t=True, loss_beta=10.0)

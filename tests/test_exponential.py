@@ -104,6 +104,7 @@ def test_crosses_a_stiff_flow_in_far_fewer_evaluations_than_rkc():
     assert evaluations < rkc_evaluations / 4
 
 
+@pytest.mark.slow
 def test_the_frozen_kernel_takes_rkc_for_it():
     # The frozen-kernel flow lives in function space, with no weight coordinates for a basis:
     # a run integrated by etdrk4 has its frozen kernel integrated by rkc at rkc's tolerances;
@@ -132,6 +133,7 @@ class _WithoutCoordinates:
         return getattr(self.flow, name)
 
 
+@pytest.mark.slow
 def test_float32_is_as_faithful_as_float64_euler(tmp_path):
     # In float32 (the precision policy's choice where α·h·ε₃₂ < 1e-3) the finite-difference
     # size keeps to its floor above w's rounding, and the error estimate holds no rounding of
@@ -150,6 +152,7 @@ def test_float32_is_as_faithful_as_float64_euler(tmp_path):
     assert single < 1.5 * double
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_a_basis_of_another_rank_is_refused_in_one_line(tmp_path,
                                                                          monkeypatch):
     # A run killed under a version whose basis had 6 directions, resumed under one with 8:
@@ -166,6 +169,7 @@ def test_a_checkpoint_with_a_basis_of_another_rank_is_refused_in_one_line(tmp_pa
         runner.train(config, str(tmp_path), task=task)
 
 
+@pytest.mark.slow
 def test_a_pair_hands_a_stiff_flow_to_etdrk4():
     # Held at dt·λ_max = 2.51 by the stiff modes, Bogacki–Shampine switches (RKC's power
     # iteration tells when) to etdrk4 at EXPONENTIAL_STIFF_OUTPUT_TOL_FACTOR times its
@@ -209,6 +213,7 @@ def test_a_switching_pairs_etdrk4_phase_takes_its_own_factor():
     assert switching.rkc.flow.integrator == "rkc"  # (its power iteration tells when)
 
 
+@pytest.mark.slow
 def test_the_frozen_kernel_takes_the_pair_switching_to_rkc_for_the_one_switching_to_etdrk4():
     k, y = X @ X.T, np.sign(X[:, 0])
     by_etdrk4 = frozen.frozen_kernel_dynamics(

@@ -75,6 +75,7 @@ def _euler_until(problem, flow, t_end, max_trials=1000):
     return state.point.numpy(), t, trials
 
 
+@pytest.mark.slow
 def test_euler_crosses_and_slides_along_a_kink_of_the_gradient():
     problem, flow = KinkedFlow(), GradientFlow(dt0=0.01, max_dgrad=1e-3)
     # Eq. 9 alone: every step that reaches w₁ = 0 is rejected and t stops just short of it.
@@ -174,6 +175,7 @@ def test_rkc_power_iteration_finds_the_hessians_spectral_radius():
     assert float(kept[0]) == float(rho) and int(kept[2]) == 0
 
 
+@pytest.mark.slow
 def test_rkc_crosses_a_stiff_flow_in_far_fewer_evaluations_than_bogacki_shampine():
     # Bogacki–Shampine is held at dt·λ_max ≤ 2.5 (over 1000 steps here) long after the stiff
     # modes have decayed; RKC's s stages are stable up to dt·ρ ≈ 0.65 s².
@@ -190,6 +192,7 @@ def test_stability_boundaries_of_the_pairs():
     assert runge_kutta.DORMAND_PRINCE.stability_boundary == pytest.approx(3.3066, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_a_pair_hands_a_stiff_flow_to_rkc():
     # Held at dt·λ_max = 2.51 by the stiff modes, Bogacki–Shampine switches to RKC, which
     # runs at STIFF_OUTPUT_TOL_FACTOR times its tolerance: within that RKC's accuracy, in
@@ -204,6 +207,7 @@ def test_a_pair_hands_a_stiff_flow_to_rkc():
     assert stiff_linear_flow("bogacki_shampine_rkc", 1e-5, branches=False) == pair
 
 
+@pytest.mark.slow
 def test_a_pair_held_by_accuracy_stays_itself():
     # At a tight tolerance dt·λ_max stays near 0.1 over [0, 0.3]: the same flow as the pair,
     # bit for bit, plus the power iterations that checked its dt every 25 steps.
@@ -261,6 +265,7 @@ def _linear_model_outputs(flow):
     return model(X).numpy(), int(model.step_count.numpy())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, tol", [("bogacki_shampine", 1e-5), ("dormand_prince", 1e-9),
                                        ("rkc", 1e-5)])
 def test_adaptive_steps_match_the_matrix_exponential_to_their_tolerance(name, tol):
@@ -278,6 +283,7 @@ def test_adaptive_steps_match_the_matrix_exponential_to_their_tolerance(name, to
     assert 1.3 < errors[2 * tol] / errors[tol] < 3.5  # ×2^(p/(p+1)), above
 
 
+@pytest.mark.slow
 def test_eq8_bounds_the_steps_of_euler_only():
     # A max_dout far below the outputs' change over [0, T_END] (~0.5) would take Euler
     # hundreds of steps; the pair's steps are set by its local error alone.
@@ -311,6 +317,7 @@ def small_runs(tmp_path_factory):
     return task, runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["bogacki_shampine", "rkc", "bogacki_shampine_rkc", "etdrk4",
                                   "bogacki_shampine_etdrk4"])
 def test_runge_kutta_is_at_least_as_faithful_as_euler(small_runs, name):
@@ -329,6 +336,7 @@ def test_runge_kutta_is_at_least_as_faithful_as_euler(small_runs, name):
         assert result["fidelity"] == artifact.read_json(f"{result['dir']}/{artifact.FIDELITY}")
 
 
+@pytest.mark.slow
 def test_gradient_evaluations_are_counted_and_recorded(small_runs):
     _, runs = small_runs
     euler, rk = runs["euler"]["metrics"], runs["bogacki_shampine"]["metrics"]
@@ -343,6 +351,7 @@ def test_gradient_evaluations_are_counted_and_recorded(small_runs):
     assert log[-1].split("evals=")[1].split()[0] == str(rk["gradient_evaluations"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["bogacki_shampine", "rkc", "bogacki_shampine_rkc", "etdrk4",
                                   "bogacki_shampine_etdrk4"])
 def test_runge_kutta_stops_at_the_papers_criterion(small_runs, name):
@@ -356,6 +365,7 @@ def test_runge_kutta_stops_at_the_papers_criterion(small_runs, name):
     assert all(r["error"] <= 1.0 for r in records[1:])  # (eq. 8 bounds neither's steps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["euler", "bogacki_shampine", "rkc", "bogacki_shampine_rkc",
                                   "etdrk4", "bogacki_shampine_etdrk4"])
 def test_every_forward_and_backward_pass_is_counted(name):
@@ -423,6 +433,7 @@ def test_given_integrator_and_tolerances_are_kept():
     assert (flow.output_tol, flow.direction_tol) == TOLERANCES["rkc"]
 
 
+@pytest.mark.slow
 def test_config_json_records_the_integrator_and_tolerances_a_run_used(tmp_path):
     config = TrainConfig(n_train=10, n_test=200, width=8, depth=2, alpha=0.5, dtype="float64",
                          max_steps=3)
@@ -480,6 +491,7 @@ def test_unknown_integrator_is_refused():
         TrainConfig(integrator="rk4")
 
 
+@pytest.mark.slow
 def test_frozen_kernel_dynamics_runs_the_same_integrators():
     theta = X @ X.T
     euler = frozen.frozen_kernel_dynamics(theta, Y, loss="quadratic_hinge", max_time=T_END)
@@ -501,6 +513,7 @@ def test_frozen_kernel_dynamics_runs_the_same_integrators():
     assert rkc["gradient_evaluations"] < euler["gradient_evaluations"]
 
 
+@pytest.mark.slow
 def test_weights_written_before_the_integrator_choice_load(tmp_path):
     # A Keras weights file of an AlphaModel saved before the integrator choice lacks the
     # variables gradient_evaluations and t_end (the model's own variables 4 and 5); an Euler
@@ -529,6 +542,7 @@ def test_weights_written_before_the_integrator_choice_load(tmp_path):
         outputs, artifact.read_npy(artifact.join(run_dir, artifact.TEST_OUTPUTS)))
 
 
+@pytest.mark.slow
 def test_fidelity_stage_writes_a_runs_fidelity(fashion_task, tmp_path):
     # A run on the stage's own data (its config.json says where that lies).
     config = TrainConfig(n_train=10, n_test=100, width=8, depth=2, dtype="float64",

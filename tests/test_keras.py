@@ -55,6 +55,7 @@ def test_fully_connected_config_round_trip():
     np.testing.assert_array_equal(copy(X).numpy(), network(X).numpy())
 
 
+@pytest.mark.slow
 def test_trained_alpha_model_keras_round_trip(tmp_path):
     model = _trained_model()
     assert model.weight_drift().numpy() > 0  # w has left w0, so w0 must come from the file

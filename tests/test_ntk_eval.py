@@ -34,6 +34,7 @@ def trained(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_ntk_json_and_the_learned_kernel(trained):
     results = ntk_eval.evaluate(trained, task=_task(), save_gram=True)
     assert results == artifact.read_json(os.path.join(trained, artifact.NTK))
@@ -55,6 +56,7 @@ def test_ntk_json_and_the_learned_kernel(trained):
     assert np.mean(np.sign(frozen["final"]) == np.sign(network)) >= 0.9
 
 
+@pytest.mark.slow
 def test_mismatched_dataset_is_refused(trained, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(trained, copy, ignore=shutil.ignore_patterns(artifact.NTK))
@@ -63,6 +65,7 @@ def test_mismatched_dataset_is_refused(trained, tmp_path):
     assert not (copy / artifact.NTK).exists()
 
 
+@pytest.mark.slow
 def test_ntk_eval_binary_errors(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pipelines.ntk_eval",
                              f"--run_dir={tmp_path / 'missing'}"], cwd=ROOT, capture_output=True,
@@ -71,6 +74,7 @@ def test_ntk_eval_binary_errors(tmp_path):
     assert "ntk_eval: error:" in result.stderr and "run the train stage first" in result.stderr
 
 
+@pytest.mark.slow
 def test_frozen_kernel_of_an_uncentered_run_starts_where_the_network_did(tmp_path):
     # Appendix I: F = α f(w) starts at α f(w0) ≠ 0. In the lazy regime (√h·α ≈ 17 with
     # h = 300, α = 1, so α f(w0) = O(1)) the network stays close to its linearization at w0,
@@ -104,6 +108,7 @@ def _brute_force_gram(network, x):
     return jacobian @ jacobian.T
 
 
+@pytest.mark.slow
 def test_gram_probe_sorted_by_label_against_brute_force(trained):
     task = _task()
     paths = ntk_eval.save_gram_probe(trained, task=task, n_probe=25)

@@ -27,6 +27,7 @@ def test_crossover_interpolates_in_log_log():
     assert drift.crossover([1.0, 10.0], [0.2, 0.1], level) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build,shape", [(probe_models.mlp, None), (probe_models.cnn, (8, 8, 1))])
 def test_scan_runs_a_keras_model_end_to_end(tmp_path, build, shape):
     result = alpha_scan.scan(build, TASK, alphas=(1e-3, 1e3), output_dir=str(tmp_path),
@@ -45,6 +46,7 @@ def test_scan_runs_a_keras_model_end_to_end(tmp_path, build, shape):
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_scan_with_the_users_optimizer_runs_end_to_end():
     # A plain Keras fit of F = α(f̂ − f̂0) by SGD on the α⁻²-scaled loss (eq. 7): F moves at
     # the same rate at every α, the weights by ~1/α, so small α learns features.
@@ -95,6 +97,7 @@ def test_a_builder_that_returns_no_model_fails_in_one_line():
         alpha_scan.scan(probe_models.not_a_model, TASK, alphas=(1.0,))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("training,flags", [
     ("gradient flow", ["--max_steps=10", "--max_dgrad=0.1"]),
     ("Adam (2 epochs of batch 8)", ["--optimizer=adam", "--learning_rate=0.01", "--epochs=2",
@@ -123,6 +126,7 @@ def test_a_bad_model_spec_is_a_config_error(spec, message):
         alpha_scan.load_builder(spec)
 
 
+@pytest.mark.slow
 def test_a_bad_model_flag_is_one_line_and_exit_1(tmp_path):
     # The real binary: the probe stage's exit status and one-line error (a subprocess).
     result = run_stage("probe", "--model=no_such_module_xyz:build", f"--output_dir={tmp_path}")

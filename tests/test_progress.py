@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from lazy_feature.run import artifact
 from lazy_feature.run import progress
 from lazy_feature.study import sweep
@@ -120,6 +122,7 @@ def _train_logs_have_steps(runs_dir):
     return len(run_dirs)
 
 
+@pytest.mark.slow
 def test_sweep_console_is_one_progress_display(tmp_path, monkeypatch):
     write_mnist_dir(tmp_path / "mnist")
     out = tmp_path / "sweep"
@@ -143,6 +146,7 @@ def test_sweep_console_is_one_progress_display(tmp_path, monkeypatch):
     assert "\n2/2 runs, 0 excluded, 0:00 elapsed\n" in again.stderr
 
 
+@pytest.mark.slow
 def test_ensemble_console_is_one_progress_display(tmp_path):
     write_mnist_dir(tmp_path / "mnist")
     out = tmp_path / "ensemble"

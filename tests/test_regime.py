@@ -133,6 +133,7 @@ def test_the_structured_probe_kernel_equals_the_generic_one(build, shape, struct
     np.testing.assert_allclose(f.numpy(), network(x).numpy(), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_monitor_and_scan_under_a_mirrored_strategy_match_one_device():
     # Its own process: the CPU is split into 2 logical devices before TensorFlow starts.
     done = subprocess.run([sys.executable, "-m", "tests.mirrored_regime"], cwd=ROOT,

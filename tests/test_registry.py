@@ -64,6 +64,7 @@ def test_replicas_capability_is_what_the_alpha_model_enforces(name):
             dynamics.check_strategy(several)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(registry.INTEGRATORS))
 def test_function_space_capability_is_what_the_frozen_kernel_takes(name):
     # A flow without weight coordinates runs every integrator but those with a function-space

@@ -71,6 +71,7 @@ def full_report(tiny, tmp_path_factory):
     return output_dir, report.write_report(*tiny, output_dir)
 
 
+@pytest.mark.slow
 def test_every_figure_renders_from_a_tiny_table(full_report):
     output_dir, written = full_report
     _assert_rendered(output_dir, ALL_FIGURES)
@@ -86,6 +87,7 @@ def _data(output_dir, name):
     return pd.read_csv(os.path.join(output_dir, f"{name}.csv"))
 
 
+@pytest.mark.slow
 def test_the_data_behind_each_figure(tiny, full_report):
     output_dir, _ = full_report
     runs, ensembles = tiny
@@ -123,6 +125,7 @@ def test_the_data_behind_each_figure(tiny, full_report):
     assert np.allclose(left["y"], np.exp(-left["x"] / 0.4))
 
 
+@pytest.mark.slow
 def test_excluded_runs_enter_no_statistic_and_are_counted(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(report, "FORMATS", ("png",))
     runs, ensembles = tiny
@@ -142,6 +145,7 @@ def test_excluded_runs_enter_no_statistic_and_are_counted(tiny, tmp_path, monkey
     assert "**Warning:** α = 0.01, h = 16: 2 used run(s), fewer than 3" in summary
 
 
+@pytest.mark.slow
 def test_summary_opens_with_the_claims_and_lists_exponents_with_their_ranges(full_report):
     output_dir, _ = full_report
     summary = open(os.path.join(output_dir, report.SUMMARY), encoding="utf-8").read()
@@ -164,6 +168,7 @@ def test_summary_opens_with_the_claims_and_lists_exponents_with_their_ranges(ful
     assert not any(f"- `{name}`:" in summary for name in ALL_FIGURES)  # none skipped
 
 
+@pytest.mark.slow
 def test_missing_ntk_columns_skip_only_the_ntk_figure(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(report, "FORMATS", ("png",))  # SVG output is covered above
     runs, ensembles = tiny
@@ -179,6 +184,7 @@ def test_missing_ntk_columns_skip_only_the_ntk_figure(tiny, tmp_path, monkeypatc
     assert "‖Θ−Θ0‖" not in summary
 
 
+@pytest.mark.slow
 def test_all_nan_columns_and_absent_logs_skip_every_figure(tiny, tmp_path):
     runs, ensembles = tiny
     measured = [c for c in runs if c not in ("dataset", "width", "depth", "alpha", "init_seed",

@@ -55,6 +55,7 @@ print(json.dumps([peak[0] - before, found.weights + found.activations]))
 """
 
 
+@pytest.mark.slow
 def test_estimated_memory_is_within_a_factor_2_of_the_measured(tmp_path):
     result = subprocess.run([sys.executable, "-c", _MEASURE, str(tmp_path / "run")], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)

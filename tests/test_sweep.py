@@ -63,6 +63,7 @@ def test_variants_repeat_the_grid_with_their_settings():
         dataclasses.replace(grid, fidelity=True, variants=({"dynamics": "adam"},)).configs()
 
 
+@pytest.mark.slow
 def test_run_id_is_stable_and_ignores_where_and_how_long():
     config = TrainConfig(width=40, alpha=0.5, n_train=100, n_test=100)
     same = TrainConfig(width=40, alpha=0.5, n_train=100, n_test=100, data_dir="/elsewhere",
@@ -79,6 +80,7 @@ def test_run_id_is_stable_and_ignores_where_and_how_long():
     assert other.stdout.strip() == config.run_id()
 
 
+@pytest.mark.slow
 def test_named_configs_are_valid_grids():
     for name, make in configs.CONFIGS.items():
         points = make().configs()
@@ -113,6 +115,7 @@ def _synthetic_task(n_train=40, n_test=60):
                       np.zeros(n_train, int), np.zeros(n_test, int))
 
 
+@pytest.mark.slow
 def test_ensemble_of_members(tmp_path):
     task = _synthetic_task()
     config = TrainConfig(n_train=40, n_test=60, width=20, alpha=0.3, dtype="float64")
@@ -135,6 +138,7 @@ def _rows(output_dir):
             if name.endswith(".json")}
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fashion_task")
 def test_beam_sweep_killed_and_resumed(tmp_path):
     out = str(tmp_path / "sweep")
@@ -193,6 +197,7 @@ def test_beam_sweep_killed_and_resumed(tmp_path):
     assert os.path.exists(tmp_path / "report" / "summary.md")
 
 
+@pytest.mark.slow
 def test_sweep_binary_errors(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -244,6 +249,7 @@ def test_excluded_reasons():
     assert runs["excluded_reason"].tolist() == ["", "budget"]
 
 
+@pytest.mark.slow
 def test_budget_stopped_runs_are_excluded_then_retried(tmp_path, monkeypatch):
     task = _synthetic_task()
     base = TrainConfig(n_train=40, n_test=60, max_steps=3, dtype="float64")
@@ -274,6 +280,7 @@ def test_budget_stopped_runs_are_excluded_then_retried(tmp_path, monkeypatch):
         sweep.run_sweep(grid, out, runner="inprocess", retry_unconverged=0.5)
 
 
+@pytest.mark.slow
 def test_a_stalled_run_is_excluded_and_not_retried(tmp_path, monkeypatch):
     # A stall (dt < STALL_RATIO·t for STALL_STEPS steps) made to happen at once: more budget
     # cannot finish such a run, so --retry_unconverged leaves it as it is.
@@ -292,6 +299,7 @@ def test_a_stalled_run_is_excluded_and_not_retried(tmp_path, monkeypatch):
     assert runs["excluded_reason"].tolist() == ["stalled"] and runs["steps"].item() == 6
 
 
+@pytest.mark.slow
 def test_an_adam_run_of_its_epochs_is_used_and_one_a_budget_stopped_resumes(tmp_path,
                                                                            monkeypatch, caplog):
     task = _synthetic_task(n_train=30, n_test=60)
@@ -337,6 +345,7 @@ def test_beam_options_pick_the_local_runner_or_pass_through():
     assert dataflow["direct_running_mode"] != "multi_processing"  # nothing local added
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fashion_task")
 def test_tiny_sweep_on_ram_filesystem(monkeypatch):
     # TensorFlow's in-memory filesystem lives in this process: the whole tiny sweep (train,
@@ -365,6 +374,7 @@ def test_tiny_sweep_on_ram_filesystem(monkeypatch):
     assert not os.path.exists("ram:") and not os.path.exists(os.path.join(ROOT, "ram:"))
 
 
+@pytest.mark.slow
 def test_appendix_observables_of_a_sweep(tmp_path, monkeypatch):
     """velocity, fidelity and gram_probe add ż per layer (Appendix D), the distance to the
     ε_∇/100 reference flow with its cost (Appendix G) and Fig. 8's Gram matrices to each run."""

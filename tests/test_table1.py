@@ -119,6 +119,7 @@ _SETUPS = {
 }
 
 
+@pytest.mark.slow
 def test_table1_quick_end_to_end_on_every_row(tmp_path):
     # Every row runs on tiny synthetic files of its data set, one seed at the two levels the
     # verdict compares (the fixed cost of a run, a few CPU seconds, times 18 runs), and Adam's

@@ -64,6 +64,7 @@ def _scalar_tags(acc):
             if acc.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"}
 
 
+@pytest.mark.slow
 def test_one_run_named_after_the_run(trained):
     out, *_ = trained
     name = callbacks.tensorboard_run_name(CONFIG)
@@ -71,6 +72,7 @@ def test_one_run_named_after_the_run(trained):
     assert name == f"a=1_h=20_seed=3_{CONFIG.run_id()[:8]}"
 
 
+@pytest.mark.slow
 def test_grouped_tags_each_written_once_with_a_description(trained):
     _, _, acc, records = trained
     record_tags = {callbacks.record_tag(k) for k in records[-1] if k != "step"}
@@ -97,6 +99,7 @@ def test_unknown_record_keys_are_written_bare():
     assert callbacks.record_tag("dout") == "solver/dout"
 
 
+@pytest.mark.slow
 def test_settings_and_metrics_in_the_hparams_plugin(trained):
     _, metrics, acc, _ = trained
     content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
@@ -120,6 +123,7 @@ def test_settings_and_metrics_in_the_hparams_plugin(trained):
     assert step == metrics["steps"] and test_error == pytest.approx(metrics["test_error"])
 
 
+@pytest.mark.slow
 def test_kernel_drift_against_log_t(trained):
     _, _, acc, records = trained
     by_step = dict(_series(acc, "drift/ntk_drift"))
@@ -143,6 +147,7 @@ def _decode(acc, tag):
             for e in acc.Tensors(tag)]
 
 
+@pytest.mark.slow
 def test_gram_images_each_on_its_own_range(trained):
     out, _, acc, records = trained
     inits = _decode(acc, "drift/gram_init")  # once per process: at 0 and at the resume

@@ -15,6 +15,7 @@ from tests.helpers import (MNIST_FILES, ROOT, run_stage, stage_in_process, stage
                            write_class_template_mnist, write_idx)
 
 
+@pytest.mark.slow
 def test_train_writes_the_run_artifact_of_a_converged_run(tmp_path):
     # Ten classes each shown by its own bright rows: parity is learnable from 60 points.
     write_class_template_mnist(tmp_path / "mnist", per_class_train=10, per_class_test=10)
@@ -47,6 +48,7 @@ def test_train_writes_the_run_artifact_of_a_converged_run(tmp_path):
     assert not [n for n in os.listdir(out) if n.endswith(".tmp") or n == artifact.PARTIAL_DYNAMICS]
 
 
+@pytest.mark.slow
 def test_train_stage_runs_the_cnn_on_images(tmp_path):
     write_class_template_mnist(tmp_path / "mnist", per_class_train=2, per_class_test=2)
     out = tmp_path / "run"
@@ -59,6 +61,7 @@ def test_train_stage_runs_the_cnn_on_images(tmp_path):
     assert json.loads((out / artifact.METRICS).read_text())["converged"]
 
 
+@pytest.mark.slow
 def test_divergence_is_one_line_with_non_zero_exit(tmp_path):
     # The real binary (a subprocess): exit status 1, one error line, no traceback.
     images = write_class_template_mnist(tmp_path / "mnist", per_class_train=3, per_class_test=1)

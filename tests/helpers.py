@@ -255,7 +255,7 @@ def stiff_linear_flow(name, tol, t_end=10.0, integrator=None, branches=True):
     problem = LinearFlow(x, y)
     problem.branches = branches
     integrator = integrator or registry.get(GradientFlow(integrator=name, output_tol=tol,
-                                                            direction_tol=1.0))
+                                                         direction_tol=1.0))
     w = tf.zeros(N, tf.float64)
     state, memory = integrators.FlowState(w, *problem.evaluate(w)), integrator.initial_memory(w)
     t, dt, evaluations, rejected = 0.0, tf.constant(1e-3, tf.float64), 1, 0

@@ -174,7 +174,7 @@ def main():
                                  data_seed=0)
     # Untimed: TensorFlow's one-time start-up is charged to no integrator.
     runner.train(TrainConfig(n_train=10, n_test=10, width=8, max_steps=3), tempfile.mkdtemp(),
-              task=data.load_binary_task("fashion_mnist", n_train=10, n_test=10, data_seed=0))
+                 task=data.load_binary_task("fashion_mnist", n_train=10, n_test=10, data_seed=0))
     default = TrainConfig.integrator
     print(f"n = {args.n_train}, h = {args.width}, L = 3, {args.n_test} test points, dtype "
           f"{args.dtype}; default integrator: {default}; reference: {args.reference}"

@@ -21,8 +21,8 @@ from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.flow.momentum import ContinuousMomentum, MomentumDynamics
 from lazy_feature.flow.network_flow import GradientFlowDynamics
 from lazy_feature.kernel import drift, frozen, ntk
-from lazy_feature.kernel.frozen import frozen_kernel_dynamics
 from lazy_feature.kernel.drift import kernel_drift
+from lazy_feature.kernel.frozen import frozen_kernel_dynamics
 from lazy_feature.kernel.ntk import gram
 from lazy_feature.model import activations, losses, precision
 from lazy_feature.model.alpha_model import AlphaModel
@@ -30,9 +30,8 @@ from lazy_feature.model.architectures import ConvNet, FullyConnected, WideResNet
 from lazy_feature.model.layers import NTKConv2D, NTKDense
 from lazy_feature.probe import regime
 from lazy_feature.probe.regime import RegimeMonitor
-from lazy_feature.run import (artifact, callbacks, data, distribute, resources)
-from lazy_feature.run.config import VERSION as __version__
-from lazy_feature.run.config import TrainConfig
+from lazy_feature.run import artifact, callbacks, data, distribute, resources
+from lazy_feature.run.config import VERSION as __version__, TrainConfig
 from lazy_feature.run.runner import load_run, train
 from lazy_feature.study import ensemble, exponents, fidelity, ntk_eval, observables, report, sweep
 from lazy_feature.study.sweep import SweepConfig, run_sweep

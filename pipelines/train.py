@@ -53,7 +53,7 @@ FLAGS = flags.FLAGS
 def main():
     config = common.train_config_from_flags()
     runner.train(config, FLAGS.output_dir, checkpoint_seconds=FLAGS.checkpoint_seconds,
-              drift_probe=FLAGS.live_drift, strategy=common.strategy_from_flags([config]))
+                 drift_probe=FLAGS.live_drift, strategy=common.strategy_from_flags([config]))
 
 
 if __name__ == "__main__":

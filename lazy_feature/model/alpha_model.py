@@ -11,13 +11,12 @@ import math
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from lazy_feature.errors import ConfigError
 from lazy_feature.model import losses
-from lazy_feature.model.replicas import (TrainingSetCache, first_replica, max_replicas,
-                                         outside_replicas, shard, squared_norm, sum_replicas)
+from lazy_feature.model.replicas import (TrainingSetCache, first_replica, outside_replicas, shard,
+                                         squared_norm, sum_replicas)
 
 
 @keras.saving.register_keras_serializable(package="lazy_feature")

@@ -13,8 +13,8 @@ import math
 
 import keras
 
-from lazy_feature.model import activations
 from lazy_feature.errors import ConfigError
+from lazy_feature.model import activations
 from lazy_feature.model.layers import NTKConv2D, NTKDense
 
 ARCHITECTURES = ("fc", "cnn", "wide_resnet")

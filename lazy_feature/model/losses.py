@@ -2,8 +2,8 @@
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature.model import activations
 from lazy_feature.errors import ConfigError
+from lazy_feature.model import activations
 
 SOFT_HINGE_BETA = 20.0  # the paper's compromise between smoothness and the hinge (Fig. 1)
 

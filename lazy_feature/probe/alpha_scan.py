@@ -29,10 +29,7 @@ from lazy_feature.kernel import drift, frozen
 from lazy_feature.model import losses
 from lazy_feature.model.alpha_model import AlphaModel
 from lazy_feature.probe.regime import FEATURE_DRIFT, RegimeMonitor, scalar_output
-from lazy_feature.run import artifact
-from lazy_feature.run import callbacks
-from lazy_feature.run import distribute
-from lazy_feature.run import runner
+from lazy_feature.run import artifact, callbacks, distribute, runner
 
 DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0)
 TABLE, FIGURE, SUMMARY, RESULT = "table.csv", "scan.png", "summary.md", "scan.json"

@@ -18,8 +18,7 @@ import tensorflow as tf
 from lazy_feature.errors import ConfigError
 from lazy_feature.kernel import drift, frozen
 from lazy_feature.model import losses
-from lazy_feature.run import artifact
-from lazy_feature.run import callbacks
+from lazy_feature.run import artifact, callbacks
 
 # The probe's Gram matrices Θ(w0) (kept) and Θ(w_t) (per record) are P × P float64: at
 # P = 2048 they take 2·2048²·8 B = 64 MiB. The tiles behind them stay within `ntk`'s bounds

@@ -34,8 +34,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature.run.config import VERSION, TrainConfig
 from lazy_feature.errors import RunDirError
+from lazy_feature.flow import registry
+from lazy_feature.run.config import VERSION, TrainConfig
 
 gfile = tf.io.gfile
 
@@ -195,7 +196,7 @@ def load_config(run_dir):
     stored = read_json(path)
     stored.pop("run_id", None)
     stored.pop("lazy_feature_version", None)
-    stored.setdefault("integrator", "euler")  # runs made before there was a choice
+    stored.setdefault("integrator", registry.EULER)  # runs made before there was a choice
     return TrainConfig.from_dict(stored)
 
 

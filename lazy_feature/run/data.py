@@ -24,7 +24,6 @@ import tensorflow as tf
 
 from lazy_feature.errors import DataError
 
-
 TFDS_PREFIX = "tfds:"
 SOURCES = ("fashion_mnist", "mnist", "emnist_letters", "cifar10", TFDS_PREFIX + "<name>")
 DEFAULT_DATA_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}

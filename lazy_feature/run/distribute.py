@@ -21,8 +21,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature.model import precision
 from lazy_feature.errors import ConfigError
+from lazy_feature.model import precision
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 _MADE = {}  # strategies made by this process, by their arguments: a sweep makes one

@@ -11,16 +11,11 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature.model import architectures
-from lazy_feature.run import artifact
-from lazy_feature.run import callbacks
-from lazy_feature.run import data
-from lazy_feature.run import distribute
-from lazy_feature.model import losses
-from lazy_feature.run import resources
-from lazy_feature.model.alpha_model import AlphaModel
-from lazy_feature.run.config import TrainConfig
 from lazy_feature.errors import RunDirError
+from lazy_feature.model import architectures, losses
+from lazy_feature.model.alpha_model import AlphaModel
+from lazy_feature.run import artifact, callbacks, data, distribute, resources
+from lazy_feature.run.config import TrainConfig
 
 logger = logging.getLogger("lazy_feature")
 

@@ -24,13 +24,12 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
+from lazy_feature.flow import training
 from lazy_feature.run import artifact
-from lazy_feature.study import fits
-from lazy_feature.study import ntk_eval
-from lazy_feature.study import observables
 from lazy_feature.run.config import NOT_IDENTITY, TrainConfig
+from lazy_feature.study import fits, ntk_eval, observables
 from lazy_feature.study.figures import (_LINESTYLES, Figure, Missing, Panel, _long, _reference,
-                                  _series, mean_over_seeds, require)
+                                        _series, mean_over_seeds, require)
 
 _ERROR = "test error"
 _SQRT_H_ALPHA = "√h·α"
@@ -193,7 +192,7 @@ def momentum_pairs(runs):
     constant τ or τ ∝ t, ...): one row per run of a larger τ, with the reference's tau,
     run_dir and wall_seconds as tau_ref, run_dir_ref and wall_seconds_ref. Missing unless
     two runs differ in τ alone."""
-    momentum = runs[runs["dynamics"] == "momentum"] if "dynamics" in runs else runs.iloc[:0]
+    momentum = runs[runs["dynamics"] == training.MOMENTUM] if "dynamics" in runs else runs.iloc[:0]
     if momentum.empty:
         raise Missing("no run of continuous momentum (dynamics = momentum): sweep two τ as "
                       "variants, as the fig13 configs do")

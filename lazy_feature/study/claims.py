@@ -14,9 +14,8 @@ n the claim is not the paper's, so no verdict is given.
 import numpy as np
 import pandas as pd
 
-from lazy_feature.study import ensemble
-from lazy_feature.study import fits
 from lazy_feature.model import losses
+from lazy_feature.study import ensemble, fits
 
 N_BOOT = 200
 Z = 2.0  # a difference counts once it exceeds Z standard errors

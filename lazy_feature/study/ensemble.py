@@ -8,12 +8,9 @@ import dataclasses
 
 import numpy as np
 
-from lazy_feature.run import artifact
-from lazy_feature.run import distribute
-from lazy_feature.model import losses
-from lazy_feature.run import progress
-from lazy_feature.run import runner
 from lazy_feature.errors import ConfigError
+from lazy_feature.model import losses
+from lazy_feature.run import artifact, distribute, progress, runner
 
 VAR_F_ESTIMATOR = "unbiased (N - 1)"
 

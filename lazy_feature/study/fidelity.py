@@ -22,9 +22,7 @@ import numpy as np
 
 from lazy_feature.errors import ConfigError, DivergenceError
 from lazy_feature.flow import registry, training
-from lazy_feature.run import artifact
-from lazy_feature.run import callbacks
-from lazy_feature.run import runner
+from lazy_feature.run import artifact, callbacks, runner
 
 logger = logging.getLogger("lazy_feature")
 

@@ -7,10 +7,8 @@ import logging
 
 import numpy as np
 
-from lazy_feature.run import artifact
-from lazy_feature.run import distribute
 from lazy_feature.kernel import drift, frozen, ntk
-from lazy_feature.run import runner
+from lazy_feature.run import artifact, distribute, runner
 
 logger = logging.getLogger("lazy_feature")
 

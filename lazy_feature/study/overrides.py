@@ -8,6 +8,7 @@ set read it. The sweep binary builds one from its flags (pipelines/sweep.py).
 import dataclasses
 
 from lazy_feature.errors import ConfigError
+from lazy_feature.flow import training
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.study.sweep import SweepConfig
 
@@ -15,11 +16,11 @@ from lazy_feature.study.sweep import SweepConfig
 # the √h·α grid and the other way round.
 GRID_AXES = {"widths": int, "alphas": float, "sqrt_h_alphas": float, "seeds": int}
 _OTHER_AXIS = {"alphas": "sqrt_h_alphas", "sqrt_h_alphas": "alphas"}
-# The settings of each training dynamics but gradient flow (Section 7; TrainConfig refuses
-# them under another dynamics).
-DYNAMICS_SETTINGS = {"adam": ("batch_size", "learning_rate", "epochs"),
-                     "momentum": ("tau", "tau_proportional_to_t")}
-DYNAMICS_NAMES = ("dynamics", *DYNAMICS_SETTINGS["adam"], *DYNAMICS_SETTINGS["momentum"])
+# The settings only one training dynamics takes (Section 7; TrainConfig refuses them under
+# another dynamics), from the dynamics registry.
+DYNAMICS_SETTINGS = {kind.name: kind.settings for kind in training.DYNAMICS.values()
+                     if kind.settings}
+DYNAMICS_NAMES = ("dynamics", *(name for names in DYNAMICS_SETTINGS.values() for name in names))
 _TRAIN_FIELDS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 _GRID_FIELDS = {f.name for f in dataclasses.fields(SweepConfig)}
 

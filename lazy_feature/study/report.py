@@ -16,14 +16,9 @@ A figure whose columns are absent or all NaN is skipped and the summary says why
 import numpy as np
 import pandas as pd
 
-from lazy_feature.study import appendix
 from lazy_feature.run import artifact
-from lazy_feature.study import claims
-from lazy_feature.study import figures
-from lazy_feature.study import fits
-from lazy_feature.study import observables
-from lazy_feature.study import sweep
 from lazy_feature.run.config import sqrt_h_alpha
+from lazy_feature.study import appendix, claims, figures, fits, observables, sweep
 
 FORMATS = ("png", "svg")
 SUMMARY, FITS, CLAIMS = "summary.md", "fits.csv", "claims.csv"

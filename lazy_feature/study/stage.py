@@ -1,8 +1,7 @@
 """The sweep stage's work: a grid run in its directory, then its report; a Table 1 group row
 by row, each as its own sweep, then the table (pipelines/sweep.py is its binary)."""
 from lazy_feature.run import artifact
-from lazy_feature.study import sweep
-from lazy_feature.study import table1
+from lazy_feature.study import sweep, table1
 from lazy_feature.study.report import default_dir, write_report
 
 

@@ -33,18 +33,12 @@ import os
 
 import pandas as pd
 
-from lazy_feature.study import fidelity as flow_fidelity
-from lazy_feature.study import velocity as z_dot
-from lazy_feature.run import artifact
-from lazy_feature.run import distribute
-from lazy_feature.study import ensemble
-from lazy_feature.study import ntk_eval
-from lazy_feature.study import observables
-from lazy_feature.run import progress
-from lazy_feature.run import resources
-from lazy_feature.run import runner
-from lazy_feature.run.config import NOT_IDENTITY, TrainConfig, alpha_from_sqrt_h_alpha, sqrt_h_alpha
 from lazy_feature.errors import ConfigError, DivergenceError, RunDirError
+from lazy_feature.flow import registry, training
+from lazy_feature.run import artifact, distribute, progress, resources, runner
+from lazy_feature.run.config import NOT_IDENTITY, TrainConfig, alpha_from_sqrt_h_alpha, sqrt_h_alpha
+from lazy_feature.study import (ensemble, fidelity as flow_fidelity, ntk_eval, observables,
+                                velocity as z_dot)
 
 logger = logging.getLogger("lazy_feature")
 
@@ -110,7 +104,7 @@ class SweepConfig:
         points = [(h, a) for h, a in itertools.product(self.widths, self.alphas)]
         points += [(h, alpha_from_sqrt_h_alpha(s, h))
                    for h, s in itertools.product(self.widths, self.sqrt_h_alphas)]
-        if self.fidelity and any(dict(vars(self.base), **v)["dynamics"] == "adam"
+        if self.fidelity and any(dict(vars(self.base), **v)["dynamics"] == training.ADAM
                                  for v in self.variants or ({},)):
             raise ConfigError("fidelity compares a run with its reference gradient flow, and "
                               "an adam run has none: drop fidelity or --dynamics=adam")
@@ -131,7 +125,7 @@ class SweepConfig:
     @classmethod
     def from_dict(cls, d):
         base = dict(d["base"])
-        base.setdefault("integrator", "euler")  # sweeps made before there was a choice
+        base.setdefault("integrator", registry.EULER)  # sweeps made before there was a choice
         d = dict(d, base=TrainConfig.from_dict(base))
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
@@ -205,7 +199,7 @@ def appendix_observables(run_dir, task, velocity=False, velocity_max_test=None,
     columns = {}
     if velocity:
         columns.update(z_dot.evaluate(run_dir, task, velocity_max_test))
-    if fidelity and artifact.load_config(run_dir).dynamics == "gradient_flow":
+    if fidelity and artifact.load_config(run_dir).dynamics == training.GRADIENT_FLOW:
         columns.update(flow_fidelity.check_run(run_dir, task))
     if gram_probe:
         with distribute.make(strategy or "default").scope():
@@ -268,7 +262,8 @@ def pipeline_options(output_dir, workers=2, options=()):
     option given (--direct_num_workers=4, --runner=DataflowRunner, --project=..., ...)
     overrides these.
     """
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions  # pylint: disable=import-outside-toplevel
+    from apache_beam.options.pipeline_options import (  # pylint: disable=import-outside-toplevel
+        PipelineOptions, StandardOptions)
     options = list(options or ())
     if PipelineOptions(options).view_as(StandardOptions).runner is not None:
         return PipelineOptions(options)

@@ -16,13 +16,9 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from lazy_feature.run import artifact
-from lazy_feature.run import data
-from lazy_feature.study import claims
-from lazy_feature.study import fits
-from lazy_feature.study import overrides
-from lazy_feature.study import sweep
+from lazy_feature.run import artifact, data
 from lazy_feature.run.config import sqrt_h_alpha
+from lazy_feature.study import claims, fits, overrides, sweep
 
 FEATURE, LAZY, NOT_CLEAR = "feature training", "lazy training", "not clear"
 NOT_TESTABLE, NOT_FOUND = "not testable on this grid", "data not found"

@@ -18,10 +18,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature.model import architectures
-from lazy_feature.run import artifact
-from lazy_feature.model import losses
-from lazy_feature.run import runner
+from lazy_feature.model import architectures, losses
+from lazy_feature.run import artifact, runner
 
 VELOCITY = "velocity.json"  # in the run directory
 DT_FRACTION = 1e-3

@@ -102,7 +102,7 @@ class Euler:
     that reaches a kink, whatever dt: a trial that eq. 9 alone rejects also takes ∇L at its
     half step (one more evaluation), and eq. 9 judges the step's smooth change
     (`_across_jumps`). The memory is then the curvature c = d/dt² of the last step whose
-    smooth change d was measured (0 before the first), and otherwise empty.
+    smooth change d was seen (0 before the first), and otherwise empty.
     """
     def __init__(self, flow):
         self.flow = flow
@@ -166,8 +166,8 @@ class Euler:
         smooth = tf.where(probe & one_smooth_half, 4.0 * clean,
                           tf.where(probe & both_jump, predicted, dgrad))
         jump = probe & (one_smooth_half | both_jump) & (smooth < self.flow.max_dgrad)
-        measured = tf.logical_or(ok, jump & one_smooth_half)
-        curvature = tf.where(measured, tf.math.divide_no_nan(smooth, dt * dt), curvature)
+        observed = tf.logical_or(ok, jump & one_smooth_half)
+        curvature = tf.where(observed, tf.math.divide_no_nan(smooth, dt * dt), curvature)
         return tf.logical_or(ok, jump), evaluated, jump, smooth, (curvature,)
 
     def next_dt(self, dt, accepted, measures):

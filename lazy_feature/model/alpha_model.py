@@ -78,7 +78,7 @@ class AlphaModel(keras.Model):
         self.cache = TrainingSetCache(dtype=network.dtype_policy, name="training_set_cache")
         self._training_set = None  # (x, y), sharded over the replicas by `start`
         self._pause = None  # limits of the next call of the train function (`pause_at`)
-        self._seconds_per_attempt = math.inf  # measured wall time of one trial step
+        self._seconds_per_attempt = math.inf  # wall time of one trial step, timed
         self._state_function = None  # `train_state` on every replica, from outside them
         self._observe_function = None  # `observe` on every replica, from outside them
         self._state_attributes = ()  # the attributes that hold the dynamics' state

@@ -124,7 +124,7 @@ def scan(build_model, task, alphas=DEFAULT_ALPHAS, output_dir=None, input_shape=
         and each α's `RegimeMonitor` records (TensorBoard and regime.jsonl) in alpha=<α>/.
       input_shape: the shape of one input the model takes (e.g. (28, 28, 1)); None keeps x's.
       output: which scalar of a vector output f is (`regime.scalar_output`).
-      probe_size: test points the kernel drift is measured on (P, see `RegimeMonitor`).
+      probe_size: test points the kernel drift is computed on (P, see `RegimeMonitor`).
       seed: Keras' seed for the initial weights.
       loss: the per-pattern loss of eq. 7 (`losses.NAMES`).
       max_steps, max_time, max_wall_seconds: each α's budget (`GradientFlowStopping`).

@@ -167,7 +167,7 @@ class RegimeMonitor(keras.callbacks.Callback):
     the P points to the pre-activations of the layers the structured path knows, a P × P Gram
     of their inputs and signals per layer, and per-example Jacobians for the other weights.
     Memory: two P × P float64 matrices, P ≤ MAX_PROBE (64 MiB), and tiles within `ntk`'s
-    bounds. Its cost against training is measured by benchmarks/regime_benchmark.py.
+    bounds. Its cost against training: benchmarks/regime_benchmark.py.
 
     Under a tf.distribute strategy (a model compiled and fitted in `strategy.scope()`) the
     probe is computed from the mirrored weights, outside the replicas, and the records are

@@ -27,7 +27,7 @@ The peak is the weights plus the larger of the other two. A trial step is one fo
 backward pass through the full batch (Adam's: its mini-batch of B), about 6·n·M (6·B·M)
 floating-point operations with M = Σ
 p·fan_in·c multiply-adds per example (= P for the FC net; 2 operations per multiply-add, the
-backward pass twice the forward); its time is that over the matmul rate measured here in the
+backward pass twice the forward); its time is that over the matmul rate timed here in the
 run's dtype.
 """
 import dataclasses

@@ -3,7 +3,7 @@
 The paper's power laws hold deep inside a regime, not across the crossover: eq. 18 (kernel
 drift, −a) and eq. 30 (weight drift, −b) for √h·α ≪ 1, the slope −1 of both drifts for
 √h·α ≫ 1 (Section 5, eq. 29), t_{L/2} ~ √h·α (eq. 19) in the feature regime. The crossover
-√h·α* is measured where the kernel has moved as much as its size, ‖Θ − Θ0‖/‖Θ0‖ =
+√h·α* is located where the kernel has moved as much as its size, ‖Θ − Θ0‖/‖Θ0‖ =
 `drift.CROSSOVER_DRIFT` = 1 (Section 5), and each regime's range keeps a factor MARGIN away from it, unless a sweep
 states its ranges (`SweepConfig.feature_range`, `lazy_range`). `fit_table` is what the report
 writes to fits.csv and reads back for its summary and figures.

@@ -136,6 +136,7 @@ _PROBE_TRAINING_FLAGS = ("dataset", "data_dir", "n_train", "n_test", "data_seed"
                          "batch_size")
 
 
+@pytest.mark.slow
 def test_importing_pipelines_runs_nothing():
     # A binary quiets TensorFlow's start-up lines in its main path, not its package on import.
     code = ("import os, sys; import pipelines; assert 'tensorflow' not in sys.modules; "

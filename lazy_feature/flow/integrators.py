@@ -49,15 +49,27 @@ JUMP_RATIO = 100.0
 JUMP_GROWTH = 2.0
 
 
-def advance(integrator, problem, state, dt, memory, hold=False):
+def advance(integrator, problem, state, dt, memory, hold=False, store_memory=None):
     """A trial step of `integrator` from the accepted `state`, kept when the integrator accepts
     it and the flow is not on `hold` (a bool tensor: a flow that stands still), else `state`
     restored exactly (no branch: the same step on every replica); the next dt follows the
-    verdict. The integrator's new memory is `trial.memory`, whatever the verdict."""
+    verdict. The integrator's new memory is `trial.memory`, whatever the verdict.
+
+    store_memory: for a memory held in variables (the network's flow), a function that
+    assigns `trial.memory` to them; it runs before the next dt is chosen, and a measure that
+    is one of those variables is then read as the trial left it. For the step-size controller
+    of a pair or etdrk4 run alone, that makes e_prev the trial's own e after an accepted step,
+    with no cap after a rejection (`LocalErrorControl.next_dt` reads both from the measures):
+    the controller every recorded run of the network took. Inside the switching pairs, whose
+    measures come out of a tf.cond, and in the frozen-kernel flow (tensors in a loop), the
+    measures hold the memory the trial started from.
+    """
     trial = integrator.trial(problem, state, dt, memory)
     accepted = tf.logical_and(trial.accepted, tf.logical_not(hold))
     kept = tf.nest.map_structure(lambda new, old: tf.where(accepted, new, old),
                                  trial.state, state)
+    if store_memory is not None:
+        store_memory(trial.memory)
     return Advance(kept, accepted, integrator.next_dt(dt, accepted, trial.measures), trial)
 
 

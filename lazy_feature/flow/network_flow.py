@@ -162,9 +162,13 @@ class GradientFlowDynamics(Dynamics):
         dt = tf.where(landing, t_end - t, model.dt)
         memory = tf.nest.pack_sequence_as(self.integrator.initial_memory(point),
                                           [m.value for m in memory_variables])
-        step = advance(self.integrator, self.problem(model, x), state, dt, memory, hold=done)
-        for m, value in zip(memory_variables, tf.nest.flatten(step.trial.memory)):
-            m.assign(value)
+
+        def store_memory(new_memory):
+            for m, value in zip(memory_variables, tf.nest.flatten(new_memory)):
+                m.assign(value)
+
+        step = advance(self.integrator, self.problem(model, x), state, dt, memory, hold=done,
+                       store_memory=store_memory)
         for w, value in zip(point, step.state.point):
             w.assign(value)
         for g_var, g in zip(stored_grad, step.state.grad):

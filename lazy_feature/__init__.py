@@ -35,3 +35,28 @@ from lazy_feature.run.config import VERSION as __version__, TrainConfig
 from lazy_feature.run.runner import load_run, train
 from lazy_feature.study import ensemble, exponents, fidelity, ntk_eval, observables, report, sweep
 from lazy_feature.study.sweep import SweepConfig, run_sweep
+
+# The public names, typed (PEP 484; tests/test_types.py checks them): the layers' subpackages,
+# their modules a user reaches for, and the classes and functions above.
+__all__ = [
+    # the layers
+    "model", "flow", "kernel", "run", "probe", "study",
+    # errors
+    "errors", "Error", "ConfigError", "DataError", "DivergenceError", "RunDirError",
+    # model
+    "activations", "losses", "precision", "AlphaModel", "FullyConnected", "ConvNet",
+    "WideResNet", "NTKDense", "NTKConv2D",
+    # flow
+    "adam", "dynamics", "exponential", "integrators", "registry", "training", "GradientFlow",
+    "GradientFlowDynamics", "ContinuousMomentum", "MomentumDynamics", "AdamDynamics",
+    # kernel
+    "drift", "frozen", "ntk", "gram", "kernel_drift", "frozen_kernel_dynamics",
+    # run
+    "artifact", "callbacks", "data", "distribute", "resources", "TrainConfig", "train",
+    "load_run",
+    # probe
+    "regime", "RegimeMonitor",
+    # study
+    "ensemble", "exponents", "fidelity", "ntk_eval", "observables", "report", "sweep",
+    "SweepConfig", "run_sweep",
+]

@@ -42,6 +42,8 @@ Precision: the run's dtype (`precision`). At large α a step lr0/α must survive
 w ~ 1 and f − f0 ~ 1/α must not cancel: float64, which the precision policy picks there.
 """
 import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
@@ -51,10 +53,13 @@ from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.flow.interface import Dynamics, Slot, Step
 from lazy_feature.flow.network_flow import GradientFlowDynamics
 
+if TYPE_CHECKING:
+    from lazy_feature.model.alpha_model import AlphaModel
+
 DEFAULT_LEARNING_RATE = 1e-3  # lr0
 
 
-def default_learning_rate(alpha):
+def default_learning_rate(alpha: float) -> float:
     """lr0 · min(1, 1/α): Adam's step of F = α(f − f0) bounded at large α (module docstring)."""
     return DEFAULT_LEARNING_RATE * min(1.0, 1.0 / alpha)
 
@@ -70,17 +75,17 @@ class Adam:
     beta2: float = 0.999
     epsilon: float = 1e-8
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not (self.learning_rate > 0 and self.batch_size >= 1 and self.epsilon > 0
                 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError("Adam needs learning_rate > 0, batch_size >= 1, epsilon > 0 and "
                               "0 <= beta1, beta2 < 1")
 
-    def steps_per_epoch(self, n_train):
+    def steps_per_epoch(self, n_train: int) -> int:
         return n_train // self.batch_size
 
 
-def batch_indices(settings, n_train, step):
+def batch_indices(settings: Adam, n_train: int, step: int | tf.Tensor) -> tf.Tensor:
     """The training points of Adam step `step` (0-based): a slice of epoch e's permutation,
     a function of (seed, e) only."""
     per_epoch = settings.steps_per_epoch(n_train)
@@ -90,7 +95,8 @@ def batch_indices(settings, n_train, step):
     return order[k * settings.batch_size:(k + 1) * settings.batch_size]
 
 
-def _local_batch(strategy, batch, n_local):
+def _local_batch(strategy: tf.distribute.Strategy, batch: tf.Tensor, n_local: int
+                 ) -> tf.Tensor:
     """The points of the global batch `batch` that this replica's shard of n_local points
     holds, as indices into the shard (all of them on one replica)."""
     if strategy.num_replicas_in_sync == 1:
@@ -114,37 +120,37 @@ class AdamDynamics(Dynamics):
     # m and v.
     vectors = 2
 
-    def __init__(self, flow, adam):
+    def __init__(self, flow: GradientFlow, adam: Adam) -> None:
         self.flow, self.adam = flow, adam
 
-    def check_strategy(self, strategy):
+    def check_strategy(self, strategy: tf.distribute.Strategy) -> None:
         if (strategy.num_replicas_in_sync > 1
                 and isinstance(strategy, tf.distribute.TPUStrategy)):
             raise ConfigError("adam's per-replica batches have data-dependent sizes, which "
                               "TPUs cannot compile: use --strategy=mirrored on GPUs")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return dict(flow=dataclasses.asdict(self.flow), adam=dataclasses.asdict(self.adam))
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> "AdamDynamics":
         return cls(GradientFlow(**config["flow"]), Adam(**config["adam"]))
 
-    def variables(self, weights):
+    def variables(self, weights: Sequence[keras.Variable]) -> dict[str, list[Slot] | Slot]:
         return dict(GradientFlowDynamics(self.flow).variables(weights),
                     adam_m=[Slot(f"adam_m_{i}", w.shape, w.dtype) for i, w in enumerate(weights)],
                     adam_v=[Slot(f"adam_v_{i}", w.shape, w.dtype) for i, w in enumerate(weights)],
                     margins_exceed_one=Slot("margins_exceed_one", (), "bool"))
 
-    def start(self, model, x, y):
+    def start(self, model: "AlphaModel", x: tf.Tensor, y: tf.Tensor) -> None:
         """Adam takes no full-batch gradient: the forward pass alone."""
         model.observe(x)
 
-    def converged(self, model):
+    def converged(self, model: "AlphaModel") -> tf.Tensor:
         """The last check's, made at the end of an epoch."""
         return model.dynamics_state["margins_exceed_one"].value
 
-    def step(self, model, x):
+    def step(self, model: "AlphaModel", x: tf.Tensor) -> Step:
         """One Adam step on the next mini-batch of the training set, then, at the end of an
         epoch, the convergence check. `x` is this replica's shard of the training set
         (`AlphaModel.start`); each replica takes the gradient of the batch's points it
@@ -192,7 +198,7 @@ class AdamDynamics(Dynamics):
                     evaluations=tf.cast(epoch_end, tf.int64), logs={})
 
 
-def _unfitted(model, x):
+def _unfitted(model: "AlphaModel", x: tf.Tensor) -> tf.Tensor:
     """The points of this replica's shard x whose margin is not above 1 (NaN included),
     f(w) refreshed there first."""
     model.observe(x)

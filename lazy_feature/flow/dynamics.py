@@ -53,7 +53,7 @@ class GradientFlow:
     stiff_output_tol: float | None = None
     jumps: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not (self.max_dout > 0 and self.max_dgrad > 0 and self.dt0 > 0):
             raise ConfigError("max_dout, max_dgrad and dt0 must be > 0")
         registry.entry(self.integrator)  # a registered name
@@ -69,11 +69,12 @@ class GradientFlow:
         if not (0 < self.shrink < 1 <= self.grow and 0 < self.well_inside <= 1):
             raise ConfigError("need 0 < shrink < 1 <= grow and 0 < well_inside <= 1")
 
-    def accept(self, dout, dgrad):
+    def accept(self, dout: tf.Tensor, dgrad: tf.Tensor) -> tf.Tensor:
         """Whether a trial step obeys eqs. 8 and 9 (NaN or inf never does)."""
         return tf.logical_and(dout < self.max_dout, dgrad < self.max_dgrad)
 
-    def next_dt(self, dt, accepted, dout, dgrad):
+    def next_dt(self, dt: tf.Tensor, accepted: tf.Tensor, dout: tf.Tensor, dgrad: tf.Tensor
+                ) -> tf.Tensor:
         """The next time step: shrunk after a rejection, grown after an easy step."""
         easy = tf.logical_and(dout < self.well_inside * self.max_dout,
                               dgrad < self.well_inside * self.max_dgrad)

@@ -10,6 +10,14 @@ the model's public methods (its loss and gradient, its outputs, its state) and r
 `Step`; the model advances its clock from it and logs it.
 """
 import collections
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from lazy_feature.model.alpha_model import AlphaModel
 
 Slot = collections.namedtuple("Slot", ["name", "shape", "dtype"])
 Slot.__doc__ = """One variable of a dynamics' state: its name, shape and dtype (zero at the
@@ -38,42 +46,42 @@ class Dynamics:
     tracks_outputs = True
     vectors = 0
 
-    def check_strategy(self, strategy):
+    def check_strategy(self, strategy: "tf.distribute.Strategy") -> None:
         """Refuse, in one line (ConfigError), a tf.distribute strategy it cannot run under."""
 
-    def variables(self, weights):
+    def variables(self, weights: Sequence["keras.Variable"]) -> dict[str, list[Slot] | Slot]:
         """{attribute: [Slot, ...] or Slot} of its state, in the order they are created, for
         a network of trainable `weights`; the model holds each under that attribute (its
         checkpoint's name for it) and gives them back as `AlphaModel.dynamics_state`."""
         raise NotImplementedError
 
-    def start(self, model, x, y):
+    def start(self, model: "AlphaModel", x: "tf.Tensor", y: "tf.Tensor") -> None:
         """Set up its state at the current w on this replica's training points (x, y), whose
         f(w0) and y the model has cached; called once per run, before the first step."""
         raise NotImplementedError
 
-    def step(self, model, x):
+    def step(self, model: "AlphaModel", x: "tf.Tensor") -> Step:
         """One step from the model's current state on this replica's training inputs x;
         returns a `Step`. A converged model (`converged`) stands still."""
         raise NotImplementedError
 
-    def converged(self, model):
+    def converged(self, model: "AlphaModel") -> "tf.Tensor":
         """Whether the run met its stopping criterion (every training margin > 1), a bool
         tensor, the same on every replica."""
         raise NotImplementedError
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         raise NotImplementedError
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> "Dynamics":
         return cls(**config)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.get_config() == other.get_config()
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((type(self), repr(self.get_config())))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.get_config()})"

@@ -3,6 +3,8 @@ the paper's accept rule (eqs. 8-9) by the Euler scheme: `ContinuousMomentum` (it
 `MomentumDynamics` (the α-model trained by it).
 """
 import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
@@ -12,6 +14,9 @@ from lazy_feature.flow import registry
 from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.flow.interface import Slot
 from lazy_feature.flow.network_flow import GradientFlowDynamics, NetworkFlow
+
+if TYPE_CHECKING:
+    from lazy_feature.model.alpha_model import AlphaModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,11 +40,11 @@ class ContinuousMomentum:
     tau: float = 0.0
     proportional_to_t: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.tau >= 0:
             raise ConfigError(f"tau must be >= 0 (0 = gradient flow), got {self.tau}")
 
-    def decay(self, t, dt):
+    def decay(self, t: float | tf.Tensor, dt: float | tf.Tensor) -> tf.Tensor:
         """x = exp(−dt/τ) for a constant τ, (t/(t + dt))^(1/tau) for τ = tau·t (float64);
         0 when τ = 0."""
         if self.tau == 0:
@@ -50,7 +55,7 @@ class ContinuousMomentum:
         return tf.exp(-dt / self.tau)
 
 
-def _float64(value):
+def _float64(value: float | tf.Tensor) -> tf.Tensor:
     """A number or tensor as a float64 tensor (a Python float is never rounded to float32)."""
     return tf.cast(value, tf.float64) if hasattr(value, "dtype") else tf.constant(value,
                                                                                   tf.float64)
@@ -64,11 +69,15 @@ class MomentumFlow(NetworkFlow):
     w with the new v; eqs. 8-9 then judge the trial as for gradient flow.
     """
 
-    def __init__(self, model, x, momentum):
+    def __init__(self, model: "AlphaModel", x: tf.Tensor, momentum: ContinuousMomentum
+                 ) -> None:
         super().__init__(model, x)
         self.momentum = momentum
 
-    def linear_combination(self, coefficients, points, dt, grad_coefficients, grads):
+    def linear_combination(self, coefficients: Sequence[float | tf.Tensor],
+                           points: Sequence[Sequence[tf.Tensor]], dt: tf.Tensor,
+                           grad_coefficients: Sequence[float | tf.Tensor],
+                           grads: Sequence[Sequence[tf.Tensor]]) -> list[tf.Tensor]:
         """Euler's move from one point (`integrators.move`), the only one momentum takes."""
         if tuple(coefficients) != (1.0,) or len(points) != 1:
             raise ValueError("continuous momentum is stepped by the Euler scheme only")
@@ -89,28 +98,29 @@ class MomentumDynamics(GradientFlowDynamics):
     # v, and the copy of it a rejected step goes back to.
     vectors = 2
 
-    def __init__(self, flow=GradientFlow(), momentum=ContinuousMomentum()):
+    def __init__(self, flow: GradientFlow = GradientFlow(),
+                 momentum: ContinuousMomentum = ContinuousMomentum()) -> None:
         if flow.integrator != registry.EULER:
             raise ConfigError(f"continuous momentum is stepped by the {registry.EULER} "
                               "integrator, without adam")
         super().__init__(flow)
         self.momentum = momentum
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return dict(flow=dataclasses.asdict(self.flow),
                     momentum=dataclasses.asdict(self.momentum))
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> "MomentumDynamics":
         return cls(GradientFlow(**config["flow"]), ContinuousMomentum(**config["momentum"]))
 
-    def variables(self, weights):
+    def variables(self, weights: Sequence[keras.Variable]) -> dict[str, list[Slot] | Slot]:
         return dict(super().variables(weights),
                     velocity=[Slot(f"velocity_{i}", w.shape, w.dtype)
                               for i, w in enumerate(weights)])
 
-    def point(self, model):
+    def point(self, model: "AlphaModel") -> list[keras.Variable]:
         return model.network.trainable_weights + model.dynamics_state["velocity"]
 
-    def problem(self, model, x):
+    def problem(self, model: "AlphaModel", x: tf.Tensor) -> MomentumFlow:
         return MomentumFlow(model, x, self.momentum)

@@ -10,6 +10,8 @@ integrator reports the evaluations each trial used. Under tf.distribute the grad
 eq. 8's max are reduced over the replicas, so the flow takes the same steps as on one device.
 """
 import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -21,6 +23,9 @@ from lazy_feature.flow.integrators import FlowState, advance, combination
 from lazy_feature.flow.interface import Dynamics, Slot, Step
 from lazy_feature.model.replicas import max_replicas, squared_norm, sum_replicas
 
+if TYPE_CHECKING:
+    from lazy_feature.model.alpha_model import AlphaModel
+
 
 class NetworkFlow:
     """The flow of eq. 7 on the network for `integrators`: a point is the list of w's
@@ -30,7 +35,7 @@ class NetworkFlow:
     point afterwards.
     """
 
-    def __init__(self, model, x):
+    def __init__(self, model: "AlphaModel", x: tf.Tensor) -> None:
         self.model, self.x = model, x
         self.weights = model.network.trainable_weights
         self.branches = model.distribute_strategy.num_replicas_in_sync == 1
@@ -39,49 +44,54 @@ class NetworkFlow:
         # one per call. The sum over the replicas stays outside (a tf.function cannot hold it).
         self._local_gradient = tf.function(self._evaluate_here, autograph=False)
 
-    def _assign(self, point):
+    def _assign(self, point: Sequence[tf.Tensor]) -> None:
         for w, value in zip(self.weights, point):
             w.assign(value)
 
-    def evaluate(self, point):
+    def evaluate(self, point: Sequence[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
         f, grads = self._local_gradient(point)
         return f, sum_replicas(grads)
 
-    def _evaluate_here(self, point):
+    def _evaluate_here(self, point: Sequence[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """f and this replica's part of ∇L at `point`."""
         self._assign(point)
         cache = self.model.cache
         f, _, grads = self.model.local_loss_and_grad(self.x, cache.y_train, cache.f0_train)
         return f, grads
 
-    def outputs(self, point):
+    def outputs(self, point: Sequence[tf.Tensor]) -> tf.Tensor:
         self._assign(point)
         return self.model.network(self.x)
 
-    def linear_combination(self, coefficients, points, dt, grad_coefficients, grads):
+    def linear_combination(self, coefficients: Sequence[float | tf.Tensor],
+                           points: Sequence[Sequence[tf.Tensor]], dt: tf.Tensor,
+                           grad_coefficients: Sequence[float | tf.Tensor],
+                           grads: Sequence[Sequence[tf.Tensor]]) -> list[tf.Tensor]:
         combined = [combination(coefficients, w) for w in zip(*points)]
         if not grads:
             return combined
         dt = tf.cast(dt, self.model.dtype)
         return [w - dt * step for w, step in zip(combined, self.combine(grad_coefficients, grads))]
 
-    def combine(self, coefficients, grads):
+    def combine(self, coefficients: Sequence[float | tf.Tensor],
+                grads: Sequence[Sequence[tf.Tensor]]) -> list[tf.Tensor]:
         return [combination(coefficients, g) for g in zip(*grads)]
 
-    def difference(self, grad_a, grad_b):
+    def difference(self, grad_a: Sequence[tf.Tensor], grad_b: Sequence[tf.Tensor]
+                   ) -> list[tf.Tensor]:
         return [a - b for a, b in zip(grad_a, grad_b)]
 
-    def squared_norm(self, grad):
+    def squared_norm(self, grad: Sequence[tf.Tensor]) -> tf.Tensor:
         return squared_norm(grad)
 
-    def output_change(self, f_a, f_b):
+    def output_change(self, f_a: tf.Tensor, f_b: tf.Tensor) -> tf.Tensor:
         return self.model.alpha * max_replicas(tf.reduce_max(tf.abs(f_a - f_b)))
 
-    def flatten(self, displacement):
+    def flatten(self, displacement: Sequence[tf.Tensor]) -> tf.Tensor:
         """A point, gradient or displacement as one vector of the weights' coordinates."""
         return tf.concat([tf.reshape(d, [-1]) for d in displacement], 0)
 
-    def unflatten(self, vector):
+    def unflatten(self, vector: tf.Tensor) -> list[tf.Tensor]:
         """The inverse of `flatten`: a displacement shaped as the weights."""
         sizes = [int(np.prod(w.shape)) for w in self.weights]
         return [tf.reshape(part, w.shape)
@@ -97,54 +107,54 @@ class GradientFlowDynamics(Dynamics):
     stands still, unless the model runs it to a set time t_end (`AlphaModel.t_end`), where
     its last step is cut to land."""
 
-    def __init__(self, flow=GradientFlow()):
+    def __init__(self, flow: GradientFlow = GradientFlow()) -> None:
         self.flow = flow
         self.integrator = registry.get(flow)
 
     @property
-    def dt0(self):
+    def dt0(self) -> float:  # type: ignore[override]  # read-only here
         return self.flow.dt0
 
     @property
-    def vectors(self):
+    def vectors(self) -> int:  # type: ignore[override]  # read-only here
         return self.integrator.vectors
 
-    def check_strategy(self, strategy):
+    def check_strategy(self, strategy: tf.distribute.Strategy) -> None:
         registry.check_replicas(self.flow.integrator, strategy.num_replicas_in_sync)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return dict(flow=dataclasses.asdict(self.flow))
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> "GradientFlowDynamics":
         return cls(GradientFlow(**config["flow"]))
 
-    def variables(self, weights):
+    def variables(self, weights: Sequence[keras.Variable]) -> dict[str, list[Slot] | Slot]:
         memory = tf.nest.flatten(self.integrator.initial_memory(weights))
         return dict(
             stored_grad=[Slot(f"grad_{i}", w.shape, w.dtype) for i, w in enumerate(weights)],
             integrator_memory=[Slot(f"integrator_memory_{i}", m.shape, m.dtype)
                                for i, m in enumerate(memory)])
 
-    def start(self, model, x, y):
+    def start(self, model: "AlphaModel", x: tf.Tensor, y: tf.Tensor) -> None:
         f, _, grads = model.loss_and_grad(x, y, model.cache.f0_train)
         model.cache.f_train.assign(f)
         for g_var, g in zip(model.dynamics_state["stored_grad"], grads):
             g_var.assign(g)
 
-    def converged(self, model):
+    def converged(self, model: "AlphaModel") -> tf.Tensor:
         min_margin = -max_replicas(-tf.reduce_min(model.margins()))
         return tf.logical_and(model.started, min_margin > 1.0)
 
-    def point(self, model):
+    def point(self, model: "AlphaModel") -> list[keras.Variable]:
         """The variables a point of the flow is assigned to: w's trainable tensors."""
         return model.network.trainable_weights
 
-    def problem(self, model, x):
+    def problem(self, model: "AlphaModel", x: tf.Tensor) -> NetworkFlow:
         """The flow problem on this replica's training inputs x."""
         return NetworkFlow(model, x)
 
-    def step(self, model, x):
+    def step(self, model: "AlphaModel", x: tf.Tensor) -> Step:
         """One trial step of the integrator from the accepted state; w, ∇L, f(w) on the
         training set and the integrator's memory are kept or restored exactly (no branch, so
         the step is the same on every replica)."""
@@ -163,7 +173,7 @@ class GradientFlowDynamics(Dynamics):
         memory = tf.nest.pack_sequence_as(self.integrator.initial_memory(point),
                                           [m.value for m in memory_variables])
 
-        def store_memory(new_memory):
+        def store_memory(new_memory: Any) -> None:  # the integrator's memory, a nest
             for m, value in zip(memory_variables, tf.nest.flatten(new_memory)):
                 m.assign(value)
 

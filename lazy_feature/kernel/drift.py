@@ -4,7 +4,11 @@ live on a probe during training, and the crossover α* where it reaches order on
 Norms are Frobenius norms of Gram matrices, ‖Θ‖² = Σ_μν Θ(x_μ, x_ν)², summed in float64 from
 the tiles of `ntk` (see its precision note).
 """
+from collections.abc import Sequence
+
+import keras
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
 from lazy_feature.kernel import ntk
@@ -17,20 +21,22 @@ from lazy_feature.model.alpha_model import AlphaModel
 CROSSOVER_DRIFT = 1.0
 
 
-def gram_norm(network, x, block_size=None):
+def gram_norm(network: keras.Model, x: npt.ArrayLike, block_size: int | None = None) -> float:
     """‖Θ(x, x)‖ = (Σ_μν Θ(w; x_μ, x_ν)²)^(1/2), streamed tile by tile."""
     x = np.asarray(x)
     return _frobenius_norms([ntk.Kernel(network, x, block_size)], x, [lambda theta: theta])[0]
 
 
-def gram_difference_norm(network_a, network_b, x, block_size=None):
+def gram_difference_norm(network_a: keras.Model, network_b: keras.Model, x: npt.ArrayLike,
+                         block_size: int | None = None) -> float:
     """‖Θ_a(x, x) − Θ_b(x, x)‖ of two networks of the same architecture, streamed."""
     x = np.asarray(x)
     kernels = _kernel_pair(network_a, network_b, x, block_size)
     return _frobenius_norms(kernels, x, [lambda a, b: a - b])[0]
 
 
-def kernel_drift(model_or_networks, x, block_size=None):
+def kernel_drift(model_or_networks: AlphaModel | Sequence[keras.Model], x: npt.ArrayLike,
+                 block_size: int | None = None) -> dict[str, float]:
     """The kernel's relative change ‖Θ(w) − Θ(w0)‖ / ‖Θ(w0)‖ over the set x (Section 5).
 
     The paper takes x to be the test set. One streamed pass gives all three norms.
@@ -122,7 +128,7 @@ class LiveDrift:
         return f.numpy(), gram.numpy()
 
 
-def crossover(x, drifts, level):
+def crossover(x: npt.ArrayLike, drifts: npt.ArrayLike, level: float) -> float | None:
     """x* where the kernel drift falls through `level` as x (α, or √h·α) grows, or None.
 
     The drift at each x is positive, and largest in the feature regime (small x): x* is

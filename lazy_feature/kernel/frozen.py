@@ -5,8 +5,10 @@ predictions and test error.
 Precision: float64 throughout (see `frozen_kernel_dynamics`).
 """
 import functools
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
 from lazy_feature.flow import integrators, registry
@@ -14,10 +16,15 @@ from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.kernel.ntk import Kernel, gram, tiles
 from lazy_feature.model import losses
 
+if TYPE_CHECKING:
+    import keras
 
-def frozen_kernel_dynamics(k_train, y_train, loss="soft_hinge", loss_beta=losses.SOFT_HINGE_BETA,
-                           flow=GradientFlow(), max_time=np.inf, max_steps=1_000_000,
-                           max_trials=1_000_000, initial_outputs=None):
+
+def frozen_kernel_dynamics(k_train: npt.ArrayLike, y_train: npt.ArrayLike, loss: str = "soft_hinge",
+                           loss_beta: float = losses.SOFT_HINGE_BETA,
+                           flow: GradientFlow = GradientFlow(), max_time: float = np.inf,
+                           max_steps: int = 1_000_000, max_trials: int = 1_000_000,
+                           initial_outputs: npt.ArrayLike | None = None) -> dict[str, Any]:
     """Gradient flow of the model linearized at w1, in function space (eqs. 25-28).
 
     With the α⁻²-scaled loss of eq. 7, ẇ = −∇L = −(1/(α n)) Σ_μ ℓ'(F_μ, y_μ) ∇f(w1, x_μ), so
@@ -142,7 +149,9 @@ class _KernelFlow:
         return tf.reduce_max(tf.abs(F_a - F_b))
 
 
-def predict_frozen(network, x_test, x_train, a, block_size=None, initial_outputs=None):
+def predict_frozen(network: "keras.Model", x_test: npt.ArrayLike, x_train: npt.ArrayLike,
+                   a: npt.ArrayLike, block_size: int | None = None,
+                   initial_outputs: npt.ArrayLike | None = None) -> np.ndarray:
     """F(x) = F(0, x) + Σ_μ Θ(w; x, x_μ) a_μ on x_test, streamed over tiles of Θ(test, train).
 
     initial_outputs: F(0, x) on x_test, None for 0 (centered).
@@ -156,8 +165,11 @@ def predict_frozen(network, x_test, x_train, a, block_size=None, initial_outputs
     return outputs
 
 
-def frozen_kernel_test_error(network, x_train, y_train, x_test, y_test, block_size=None,
-                             initial_outputs=None, **dynamics):
+def frozen_kernel_test_error(network: "keras.Model", x_train: npt.ArrayLike,
+                             y_train: npt.ArrayLike, x_test: npt.ArrayLike,
+                             y_test: npt.ArrayLike, block_size: int | None = None,
+                             initial_outputs: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+                             **dynamics: Any) -> dict[str, Any]:
     """Train the frozen kernel Θ(w) of `network` (Appendix A) and evaluate it on the test set.
 
     Θ(train, train) is held (n_train² floats); the test predictions are streamed.

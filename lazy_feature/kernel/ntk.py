@@ -18,10 +18,17 @@ products, rounded to ~ε√h relatively, which resolves the lazy drift ~1/(√h 
 float64 before they are subtracted, summed or stored: a norm over 50 000 test points adds
 2.5e9 squares, and the difference of two close kernels must not be rounded again.
 """
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
 from lazy_feature.kernel import structured
+
+if TYPE_CHECKING:
+    import keras
 
 # Per-example Jacobians: a tile's Jacobian holds at most JACOBIAN_ENTRIES entries (128 MiB in
 # float64): EXAMPLE_BLOCK examples by default, the parameters cut into chunks of at most
@@ -32,7 +39,8 @@ JACOBIAN_ENTRIES = EXAMPLE_BLOCK * PARAM_BLOCK
 BLOCK_SIZE = structured.BLOCK_SIZE
 
 
-def gram(network, x1, x2=None, block_size=None):
+def gram(network: "keras.Model", x1: npt.ArrayLike, x2: npt.ArrayLike | None = None,
+         block_size: int | None = None) -> np.ndarray:
     """Θ(w; x1, x2) (eq. 5) as a float64 array (n1, n2); Θ(x1, x1) when x2 is None.
 
     block_size: examples per tile, None for as many as memory allows (`Kernel`).
@@ -40,7 +48,9 @@ def gram(network, x1, x2=None, block_size=None):
     return _gram(Kernel(network, x1, block_size), x1, x2)
 
 
-def gram_generic(network, x1, x2=None, example_block=EXAMPLE_BLOCK, param_block=PARAM_BLOCK):
+def gram_generic(network: "keras.Model", x1: npt.ArrayLike, x2: npt.ArrayLike | None = None,
+                 example_block: int = EXAMPLE_BLOCK, param_block: int = PARAM_BLOCK
+                 ) -> np.ndarray:
     """Θ(w; x1, x2) of any Keras model f returning (batch,) from per-example Jacobians alone,
     float64 (n1, n2): the slow exact reference of the structured path.
 
@@ -67,7 +77,8 @@ class Kernel:
       examples: the most examples a tile needs (a probe's), None for no bound.
     """
 
-    def __init__(self, network, x, block_size=None, positions=None, examples=None):
+    def __init__(self, network: "keras.Model", x: npt.ArrayLike, block_size: int | None = None,
+                 positions: Sequence[int] | None = None, examples: int | None = None) -> None:
         self.network = network = built(network, x)
         positions = parameters(network) if positions is None else positions
         self.terms = structured.terms(network, x, positions)
@@ -101,7 +112,7 @@ class Kernel:
         return theta
 
 
-def parameters(network):
+def parameters(network: "keras.Model") -> list[int]:
     """The positions in network.weights of the parameters Θ is over: the trainable weights,
     or, for a frozen copy of one of the package's architectures (`ntk_layers`), all its
     layers' weights, which are its parameters. ValueError if there are none."""
@@ -214,7 +225,7 @@ def _spread_tiles(strategy, kernels, x1, x2, symmetric):
             yield rows, cols, replica_blocks
 
 
-def built(network, x):
+def built(network: "keras.Model", x: npt.ArrayLike) -> "keras.Model":
     """The network, built by a first call on x[:1] if it was not yet."""
     if not network.built:
         network(np.asarray(x)[:1])

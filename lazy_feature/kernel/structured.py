@@ -158,7 +158,10 @@ class _Trial:
         self.calls = []
 
 
-_TERMS = weakref.WeakKeyDictionary()  # network -> {(weights, input shape): terms}
+# network -> {(weights, input shape): terms}
+_TERMS: weakref.WeakKeyDictionary[keras.Model, dict[tuple[tuple[int, ...], tuple[int, ...]],
+                                                    tuple[_Dense | _Conv, ...]]] = (
+    weakref.WeakKeyDictionary())
 
 
 def terms(network, x, positions):

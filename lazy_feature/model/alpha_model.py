@@ -9,8 +9,11 @@ knowing which.
 """
 import math
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from lazy_feature.errors import ConfigError
@@ -58,9 +61,17 @@ class AlphaModel(keras.Model):
         through its config. Give one for a network whose config cannot rebuild it (e.g. a
         subclassed Keras model); such a model's `save`/`load_model` needs its config anyway.
     """
+    # The types of the attributes `__init__` sets to None or () (PEP 526).
+    _training_set: tuple[tf.Tensor, tf.Tensor] | None
+    _pause: tuple[float, float, float] | None
+    _state_function: Callable[[], dict[str, tf.Tensor]] | None
+    _observe_function: Callable[[tf.Tensor], Any] | None
+    _state_attributes: tuple[str, ...]
 
-    def __init__(self, network, alpha, loss="soft_hinge", loss_beta=losses.SOFT_HINGE_BETA,
-                 centered=True, dynamics=None, initial_network=None, **kwargs):
+    def __init__(self, network: keras.Model, alpha: float, loss: str = "soft_hinge",
+                 loss_beta: float = losses.SOFT_HINGE_BETA, centered: bool = True,
+                 dynamics: Any = None, initial_network: keras.Model | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(dtype=network.dtype_policy, **kwargs)
         if not alpha > 0:
             raise ConfigError(f"alpha must be > 0, got {alpha}")
@@ -86,7 +97,7 @@ class AlphaModel(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="rescaled_loss", dtype="float64")
         self.error_tracker = keras.metrics.Mean(name="error", dtype="float64")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.pop("dtype")  # the network's
         config.update(network=keras.saving.serialize_keras_object(self.network),
@@ -96,12 +107,12 @@ class AlphaModel(keras.Model):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> "AlphaModel":
         return cls(**dict(config,
                           network=keras.saving.deserialize_keras_object(config["network"]),
                           dynamics=keras.saving.deserialize_keras_object(config["dynamics"])))
 
-    def compile(self, optimizer=None, **kwargs):
+    def compile(self, optimizer: None = None, **kwargs: Any) -> None:
         """Keras' compile without an optimizer: the dynamics updates w.
 
         Takes `run_eagerly`, `jit_compile`, `steps_per_execution`.
@@ -112,18 +123,19 @@ class AlphaModel(keras.Model):
                               "without optimizer, loss or metrics")
         super().compile(optimizer=None, **kwargs)
 
-    def compile_from_config(self, config):
+    def compile_from_config(self, config: Mapping[str, Any]) -> None:
         config = keras.saving.deserialize_keras_object(config)
         self.compile(**{k: config[k] for k in ("run_eagerly", "jit_compile",
                                                "steps_per_execution") if k in config})
 
     @property
-    def metrics(self):
+    def metrics(self) -> list[keras.metrics.Metric]:
         return [self.loss_tracker, self.error_tracker]
 
     # -- the calls `fit` makes ---------------------------------------------------------------
 
-    def pause_at(self, step=math.inf, t=math.inf, seconds=math.inf):
+    def pause_at(self, step: float = math.inf, t: float = math.inf,
+                 seconds: float = math.inf) -> None:
         """Ask the next call of the train function to return at the latest after the trial
         step at which `step` steps are accepted or t reaches `t`, and after about `seconds`
         of wall time: how a callback sees the steps it needs under in-graph stepping.
@@ -135,7 +147,8 @@ class AlphaModel(keras.Model):
             step, t, seconds = (min(a, b) for a, b in zip((step, t, seconds), self._pause))
         self._pause = (step, t, seconds)
 
-    def make_train_function(self, force=False):
+    def make_train_function(self, force: bool = False
+                            ) -> Callable[[Iterator[Any]], dict[str, tf.Tensor]]:
         """The function `fit` calls: trial steps (`train_step`) under the model's strategy.
 
         With steps_per_execution = 1 a call makes one trial step (Keras' own loop, on each
@@ -168,7 +181,7 @@ class AlphaModel(keras.Model):
             logs = calls(iterator, pause or (math.inf, math.inf, math.inf))
             return logs if self.dynamics.tracks_outputs else self._observed(logs)
 
-        self.train_function = train_function
+        self.train_function: Callable[[Iterator[Any]], dict[str, tf.Tensor]] = train_function
         return train_function
 
     def _observed(self, logs):
@@ -229,7 +242,7 @@ class AlphaModel(keras.Model):
 
     # -- construction ------------------------------------------------------------------
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         """Build f and f(w0, ·) and copy w into w0."""
         shape = (None,) + tuple(input_shape[1:])
         for network in (self.network, self.initial_network):
@@ -275,11 +288,11 @@ class AlphaModel(keras.Model):
         self._state_attributes = tuple(state)
 
     @property
-    def dynamics_state(self):
+    def dynamics_state(self) -> dict[str, Any]:
         """{attribute: variable or list of variables} of its dynamics' state."""
         return {attribute: getattr(self, attribute) for attribute in self._state_attributes}
 
-    def get_build_config(self):
+    def get_build_config(self) -> dict[str, Any] | None:
         """The input shape and, once known, the number of training points of the flow."""
         config = super().get_build_config()
         if config is not None and self.cache.built:
@@ -287,12 +300,12 @@ class AlphaModel(keras.Model):
                                  * self.distribute_strategy.num_replicas_in_sync)
         return config
 
-    def build_from_config(self, config):
+    def build_from_config(self, config: Mapping[str, Any]) -> None:
         self.build(config["input_shape"])
         if "n_train" in config:
             self.build_dynamics_state(config["n_train"])
 
-    def load_own_variables(self, store):
+    def load_own_variables(self, store: Mapping[str, Any]) -> None:
         """Keras' loading of the model's own variables; a weights file written before the
         integrator choice, which lacks `gradient_evaluations` and `t_end`, loads too: its run
         was the paper's Euler scheme, so its evaluations were one at w0 and one per trial
@@ -306,7 +319,7 @@ class AlphaModel(keras.Model):
         self.t_end.assign(float("inf"))
         self.evaluations.assign(self.attempts + tf.cast(self.started, "int64"))
 
-    def build_dynamics_state(self, n_train):
+    def build_dynamics_state(self, n_train: int) -> None:
         """Create the per-pattern state of n_train training points, split over the replicas."""
         replicas = self.distribute_strategy.num_replicas_in_sync
         if n_train % replicas:
@@ -323,17 +336,17 @@ class AlphaModel(keras.Model):
                 f"this model's gradient flow runs on {self.n_local_points()} training points, "
                 f"got {n_local} per replica: the flow is full-batch, give fit the same set")
 
-    def n_local_points(self):
+    def n_local_points(self) -> int:
         """The number of training points each replica holds (their total is n_train)."""
         return int(self.cache.f_train.shape[0])
 
     # -- the model -------------------------------------------------------------------------
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         """F(w, x) on any input."""
         return self._output(self.network(x), x)
 
-    def initial_output(self, x):
+    def initial_output(self, x: tf.Tensor) -> tf.Tensor:
         """f(w0, x), the network at its initial weights, on any input."""
         return self.initial_network(x)
 
@@ -346,14 +359,17 @@ class AlphaModel(keras.Model):
 
     # -- what its dynamics calls -----------------------------------------------------------
 
-    def loss_and_grad(self, x, y, f0, n=None):
+    def loss_and_grad(self, x: tf.Tensor, y: tf.Tensor, f0: tf.Tensor, n: float | None = None
+                      ) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
         """f(w, x), eq. 7's loss and its gradient in w, for inputs x, labels y and f(w0, x) =
         f0, the loss's mean over n points (default: the training set's n; a mini-batch gives
         its own), summed over the replicas."""
         f, loss, grads = self.local_loss_and_grad(x, y, f0, n)
         return f, sum_replicas(loss), sum_replicas(grads)
 
-    def local_loss_and_grad(self, x, y, f0, n=None):
+    def local_loss_and_grad(self, x: tf.Tensor, y: tf.Tensor, f0: tf.Tensor,
+                            n: float | None = None
+                            ) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
         """`loss_and_grad` of this replica's points alone."""
         weights = self.network.trainable_weights
         with tf.GradientTape() as tape:
@@ -363,7 +379,7 @@ class AlphaModel(keras.Model):
                                      self.n_train if n is None else n)
         return f, loss, tape.gradient(loss, weights)
 
-    def start(self, x, y):
+    def start(self, x: np.ndarray | tf.Tensor, y: np.ndarray | tf.Tensor) -> None:
         """Put the training set (x, y) on the devices, one shard per replica, and start the
         flow there: cache f(w0), f(w) and y and ∇L at the current w on every replica.
 
@@ -392,12 +408,12 @@ class AlphaModel(keras.Model):
         self.evaluations.assign_add(1)
         self.started.assign(True)
 
-    def observe(self, x):
+    def observe(self, x: tf.Tensor) -> None:
         """Refresh f(w) on the training points x this replica holds (the cache the margins,
         the loss and the records read)."""
         self.cache.f_train.assign(self.network(tf.cast(x, self.dtype)))
 
-    def train_step(self, data):
+    def train_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
         """One step of the dynamics (`Dynamics.step`) on this replica's shard of the training
         set (`start` must have run), then the clock advanced by what it reports: t and dt,
         the accepted steps, the trial steps and the gradient evaluations. Its logs are the
@@ -416,16 +432,16 @@ class AlphaModel(keras.Model):
 
     # -- state and observables -------------------------------------------------------------
 
-    def margins(self):
+    def margins(self) -> tf.Tensor:
         """F(w_i, x_μ) y_μ on this replica's training points, from the cached outputs."""
         return self._output(self.cache.f_train, f0=self.cache.f0_train) * self.cache.y_train
 
-    def converged(self):
+    def converged(self) -> tf.Tensor:
         """The paper's stopping criterion: every training margin F·y exceeds 1, as its
         dynamics checks it (`Dynamics.converged`). Before the first step it is False."""
         return self.dynamics.converged(self)
 
-    def train_state(self):
+    def train_state(self) -> dict[str, tf.Tensor]:
         """The clock of the run and the training observables at the current point.
 
         output_norm and f_norm are ‖f(w) − f(w0)‖ and ‖f(w)‖ on the training set (eq. 31);
@@ -453,7 +469,7 @@ class AlphaModel(keras.Model):
             "f_norm": self._rms(self.cache.f_train),
         }
 
-    def weight_drift(self):
+    def weight_drift(self) -> tf.Tensor:
         """‖w − w0‖ / ‖w0‖ over all trainable weights (Appendix B)."""
         w = self.network.trainable_weights
         w0 = self.initial_network.weights
@@ -463,7 +479,8 @@ class AlphaModel(keras.Model):
         """The root mean square over the training set (eq. 31's norm) of per-point values."""
         return tf.sqrt(sum_replicas(tf.reduce_sum(tf.square(values))) / self.n_train)
 
-    def test_step(self, data):
+    def test_step(self, data: tuple[tf.Tensor, tf.Tensor]
+                  ) -> dict[str, tf.Tensor]:
         """Add a batch of (x, y) to the means of ℓ(F, y) (α² × eq. 7's loss) and of the error."""
         x, y = data
         margins = self(tf.cast(x, self.dtype)) * tf.cast(y, self.dtype)

@@ -10,12 +10,17 @@ meaning it has for the FC net.
 `network(config)` builds the network a `TrainConfig` names (`ARCHITECTURES`).
 """
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 
 from lazy_feature.errors import ConfigError
 from lazy_feature.model import activations
 from lazy_feature.model.layers import NTKConv2D, NTKDense
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 ARCHITECTURES = ("fc", "cnn", "wide_resnet")
 # The depth each architecture gets when none is given: the paper's L = 3 FC net, its CNN with 4
@@ -39,8 +44,9 @@ class FullyConnected(keras.Model):
       dtype: "float32" or "float64" (see `precision`), for weights and computation.
     """
 
-    def __init__(self, width, depth=3, activation="softplus", beta=activations.SOFTPLUS_BETA,
-                 bias_scale=0.0, readout_bias=False, seed=0, **kwargs):
+    def __init__(self, width: int, depth: int | None = 3, activation: str = "softplus",
+                 beta: float = activations.SOFTPLUS_BETA, bias_scale: float = 0.0,
+                 readout_bias: bool = False, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.width, self.depth = _check_width(width), check_depth("fc", depth)
         self.seed = int(seed)
@@ -60,11 +66,11 @@ class FullyConnected(keras.Model):
                                 dtype=self.dtype_policy, name="readout")
 
     @property
-    def ntk_layers(self):
+    def ntk_layers(self) -> list[keras.layers.Layer]:
         """The NTK layers in the order `layer_signals` reports them."""
         return self.hidden + [self.readout]
 
-    def check_input_shape(self, shape):
+    def check_input_shape(self, shape: Sequence[int]) -> None:
         """Raise ConfigError unless `shape` (without the batch axis) is a vector (d,)."""
         if len(shape) != 1:
             raise ConfigError(f"the fc network takes vectors, got inputs of shape {tuple(shape)}: "
@@ -78,7 +84,7 @@ class FullyConnected(keras.Model):
             shape = (None, self.width)
         self.readout.build(shape)
 
-    def layer_signals(self, x):
+    def layer_signals(self, x: "tf.Tensor") -> tuple[list["tf.Tensor"], list["tf.Tensor"]]:
         """The inputs z^ℓ of every NTKDense (z⁰ = x) and its pre-activations z̃^(ℓ+1).
 
         Returns (inputs, preactivations), two lists of L + 1 tensors; the last
@@ -95,13 +101,13 @@ class FullyConnected(keras.Model):
             z = self.sigma(pre)
         return inputs, preacts
 
-    def call(self, x):
+    def call(self, x: "tf.Tensor") -> "tf.Tensor":
         z = keras.ops.cast(x, self.compute_dtype)
         for layer in self.hidden:
             z = self.sigma(layer.preactivation(z))
         return self.readout.preactivation(z)[:, 0]
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(width=self.width, depth=self.depth, activation=self.activation_name,
                       beta=self.beta, bias_scale=self.bias_scale,
@@ -109,7 +115,7 @@ class FullyConnected(keras.Model):
         return config
 
 
-def _check_width(width):
+def _check_width(width: int) -> int:
     if int(width) < 1:
         raise ConfigError(f"width must be >= 1, got {width}")
     return int(width)
@@ -125,17 +131,17 @@ class _ImageNetwork(keras.Model):
     as `record(layer, z)`.
     """
 
-    def __init__(self, width, activation="softplus", beta=activations.SOFTPLUS_BETA, seed=0,
-                 **kwargs):
+    def __init__(self, width: int, activation: str = "softplus",
+                 beta: float = activations.SOFTPLUS_BETA, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.width, self.seed = _check_width(width), int(seed)
         self.activation_name, self.beta = activation, float(beta)
         self.sigma = activations.get(activation, beta)
 
-    def _readout(self, index):
+    def _readout(self, index: int) -> NTKDense:
         return NTKDense(1, seed=self.seed * 1000 + index, dtype=self.dtype_policy, name="readout")
 
-    def check_input_shape(self, shape):
+    def check_input_shape(self, shape: Sequence[int]) -> None:
         """Raise ConfigError unless `shape` (no batch axis) is an image this network can take."""
         name = type(self).__name__
         if len(shape) != 3 or not all(int(s) >= 1 for s in shape):
@@ -156,7 +162,7 @@ class _ImageNetwork(keras.Model):
         self.check_input_shape(input_shape[1:])
         self._signals(keras.ops.zeros((1, *input_shape[1:]), self.compute_dtype))
 
-    def layer_signals(self, x):
+    def layer_signals(self, x: "tf.Tensor") -> tuple[list["tf.Tensor"], list["tf.Tensor"]]:
         """The input of every NTK layer (the convolutions in the order they are applied, then
         the readout) and its pre-activation; the last pre-activation is f, shape (batch, 1)."""
         if not self.built:
@@ -178,10 +184,10 @@ class _ImageNetwork(keras.Model):
         preacts.append(self.readout.preactivation(pooled))
         return inputs, preacts
 
-    def call(self, x):
+    def call(self, x: "tf.Tensor") -> "tf.Tensor":
         return self.layer_signals(x)[1][-1][:, 0]
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(width=self.width, activation=self.activation_name, beta=self.beta,
                       seed=self.seed)
@@ -207,8 +213,8 @@ class ConvNet(_ImageNetwork):
     """
     KERNEL_SIZE, PADDING, STRIDES = 5, 1, (2, 1, 2, 1)
 
-    def __init__(self, width, activation="softplus", beta=activations.SOFTPLUS_BETA, seed=0,
-                 **kwargs):
+    def __init__(self, width: int, activation: str = "softplus",
+                 beta: float = activations.SOFTPLUS_BETA, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(width, activation, beta, seed, **kwargs)
         self.main_path = [NTKConv2D(self.width, self.KERNEL_SIZE, seed=self.seed * 1000 + ell,
                                strides=stride, padding=self.PADDING, dtype=self.dtype_policy,
@@ -222,7 +228,7 @@ class ConvNet(_ImageNetwork):
         return z
 
     @property
-    def ntk_layers(self):
+    def ntk_layers(self) -> list[keras.layers.Layer]:
         """The NTK layers in the order `layer_signals` reports them."""
         return self.main_path + [self.readout]
 
@@ -254,9 +260,11 @@ class WideResNet(_ImageNetwork):
       dtype: "float32" or "float64".
     """
     STEM_CHANNELS, STAGE_CHANNELS, STAGE_STRIDES = 16, (16, 32, 64), (1, 2, 2)
+    convs: list[NTKConv2D]
+    blocks: list[tuple[int, int, int]]
 
-    def __init__(self, width, depth=28, activation="softplus", beta=activations.SOFTPLUS_BETA,
-                 seed=0, **kwargs):
+    def __init__(self, width: int, depth: int | None = 28, activation: str = "softplus",
+                 beta: float = activations.SOFTPLUS_BETA, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(width, activation, beta, seed, **kwargs)
         self.depth = check_depth("wide_resnet", depth)
         blocks_per_stage = (self.depth - 4) // 6
@@ -291,15 +299,15 @@ class WideResNet(_ImageNetwork):
         return z
 
     @property
-    def ntk_layers(self):
+    def ntk_layers(self) -> list[keras.layers.Layer]:
         """The NTK layers in the order `layer_signals` reports them."""
         return self.convs + [self.readout]
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return dict(super().get_config(), depth=self.depth)
 
 
-def check_depth(architecture, depth):
+def check_depth(architecture: str, depth: int | None) -> int:
     """The depth `architecture` takes (its default for None), or a ConfigError saying which."""
     if depth is None:
         return DEFAULT_DEPTHS[architecture]
@@ -314,7 +322,8 @@ def check_depth(architecture, depth):
     return depth
 
 
-def check_options(architecture, depth=None, bias_scale=0.0, readout_bias=False):
+def check_options(architecture: str, depth: int | None = None, bias_scale: float = 0.0,
+                  readout_bias: bool = False) -> int:
     """The depth `architecture` gets, after refusing the options it does not take.
 
     Raises ConfigError for an unknown architecture, a depth it cannot have, or biases

@@ -1,9 +1,15 @@
 """Layers in NTK parametrization (eqs. 12-14): N(0, 1) weights, fan_in^(-1/2) in `call`;
 dense (`NTKDense`) and convolutional (`NTKConv2D`, Section 7)."""
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import keras
 import numpy as np
 
 from lazy_feature.model import activations
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="lazy_feature")
@@ -15,14 +21,14 @@ class StandardNormal(keras.initializers.Initializer):
     compared run against run.
     """
 
-    def __init__(self, seed):
+    def __init__(self, seed: int) -> None:
         self.seed = int(seed)
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape: Sequence[int], dtype: str | None = None) -> "tf.Tensor":
         w = np.random.default_rng(self.seed).standard_normal(tuple(shape))
         return keras.ops.convert_to_tensor(w, dtype=dtype)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"seed": self.seed}
 
 
@@ -41,8 +47,9 @@ class NTKDense(keras.layers.Layer):
         weights' (the usual NTK convention, Jacot et al. 2018).
     """
 
-    def __init__(self, units, seed, activation=None, beta=activations.SOFTPLUS_BETA,
-                 use_bias=False, bias_scale=1.0, **kwargs):
+    def __init__(self, units: int, seed: int, activation: str | None = None,
+                 beta: float = activations.SOFTPLUS_BETA, use_bias: bool = False,
+                 bias_scale: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.units = int(units)
         self.seed = int(seed)
@@ -58,25 +65,25 @@ class NTKDense(keras.layers.Layer):
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
 
-    def preactivation(self, z):
+    def preactivation(self, z: "tf.Tensor") -> "tf.Tensor":
         """z̃ = fan_in^(-1/2) z W (+ bias_scale · b), before the activation."""
         out = keras.ops.matmul(z, self.kernel) * (1.0 / np.sqrt(self.fan_in))
         if self.use_bias:
             out = out + self.bias_scale * self.bias
         return out
 
-    def call(self, z):
+    def call(self, z: "tf.Tensor") -> "tf.Tensor":
         out = self.preactivation(z)
         return out if self.sigma is None else self.sigma(out)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(units=self.units, seed=self.seed, activation=self.activation,
                       beta=self.beta, use_bias=self.use_bias, bias_scale=self.bias_scale)
         return config
 
 
-def conv_output_size(size, kernel_size, stride, padding):
+def conv_output_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
     """The spatial size after a convolution: ⌊(size + 2·padding − kernel_size)/stride⌋ + 1."""
     return (size + 2 * padding - kernel_size) // stride + 1
 
@@ -98,7 +105,8 @@ class NTKConv2D(keras.layers.Layer):
       padding: zero pixels added on each side.
     """
 
-    def __init__(self, filters, kernel_size, seed, strides=1, padding=0, **kwargs):
+    def __init__(self, filters: int, kernel_size: int, seed: int, strides: int = 1,
+                 padding: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.filters, self.kernel_size = int(filters), int(kernel_size)
         self.seed, self.strides, self.padding = int(seed), int(strides), int(padding)
@@ -110,7 +118,7 @@ class NTKConv2D(keras.layers.Layer):
                                   self.filters),
             initializer=StandardNormal(self.seed))
 
-    def output_size(self, size):
+    def output_size(self, size: int) -> int:
         """The spatial size of the output for an input of spatial size `size`."""
         return conv_output_size(size, self.kernel_size, self.strides, self.padding)
 
@@ -118,16 +126,16 @@ class NTKConv2D(keras.layers.Layer):
         batch, height, width, _ = input_shape
         return (batch, self.output_size(height), self.output_size(width), self.filters)
 
-    def pad(self, z):
+    def pad(self, z: "tf.Tensor") -> "tf.Tensor":
         """z with `padding` zero pixels on each side (the patches the kernel sees)."""
         p = self.padding
         return keras.ops.pad(z, [[0, 0], [p, p], [p, p], [0, 0]]) if p else z
 
-    def call(self, z):
+    def call(self, z: "tf.Tensor") -> "tf.Tensor":
         out = keras.ops.conv(self.pad(z), self.kernel, strides=self.strides, padding="valid")
         return out * (1.0 / np.sqrt(self.fan_in))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(filters=self.filters, kernel_size=self.kernel_size, seed=self.seed,
                       strides=self.strides, padding=self.padding)

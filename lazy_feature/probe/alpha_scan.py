@@ -14,9 +14,11 @@ optimizer is not gradient flow).
 import dataclasses
 import importlib
 import math
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import tensorflow as tf
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -30,6 +32,7 @@ from lazy_feature.model import losses
 from lazy_feature.model.alpha_model import AlphaModel
 from lazy_feature.probe.regime import FEATURE_DRIFT, RegimeMonitor, scalar_output
 from lazy_feature.run import artifact, callbacks, distribute, runner
+from lazy_feature.run.data import BinaryTask
 
 DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0)
 TABLE, FIGURE, SUMMARY, RESULT = "table.csv", "scan.png", "summary.md", "scan.json"
@@ -44,13 +47,13 @@ class ScanResult:
     test error of the frozen kernel Θ(w0) trained on the training set (None if not asked),
     and how each α was trained."""
     table: pd.DataFrame
-    alpha_star: float
+    alpha_star: float | None
     user_alpha: float
-    user_drift: float
-    kernel_test_error: float
+    user_drift: float | None
+    kernel_test_error: float | None
     training: str = GRADIENT_FLOW
 
-    def summary(self):
+    def summary(self) -> str:
         """A markdown summary: the table, α*, where the user's setting lies."""
         columns = ["alpha", "kernel_drift", "weight_drift", "alignment_init", "alignment",
                    "train_error", "test_error", "steps", "stop_reason"]
@@ -80,7 +83,7 @@ class ScanResult:
         return "\n".join(lines) + "\n"
 
 
-def load_builder(spec):
+def load_builder(spec: str) -> Callable[[], keras.Model]:
     """The function named by 'module:function' (e.g. 'my_models:build_model')."""
     module_name, _, name = spec.partition(":")
     if not module_name or not name:
@@ -95,7 +98,8 @@ def load_builder(spec):
     return getattr(module, name)
 
 
-def keras_optimizer(name, learning_rate=None):
+def keras_optimizer(name: str, learning_rate: float | None = None
+                    ) -> Callable[[], keras.optimizers.Optimizer] | None:
     """A function returning a fresh Keras optimizer `name` (one of OPTIMIZERS) at
     `learning_rate` (None: Keras's default), for `scan`'s optimizer; None for "flow"."""
     if name == "flow":
@@ -108,10 +112,15 @@ def keras_optimizer(name, learning_rate=None):
     return lambda: OPTIMIZERS[name](**options)
 
 
-def scan(build_model, task, alphas=DEFAULT_ALPHAS, output_dir=None, input_shape=None,
-         output=None, probe_size=64, seed=0, loss="soft_hinge", max_steps=10_000,
-         max_time=math.inf, max_wall_seconds=math.inf, flow=GradientFlow(), frozen_kernel=True,
-         optimizer=None, epochs=10, batch_size=32, strategy=None):
+def scan(build_model: Callable[[], keras.Model], task: BinaryTask | Sequence[npt.ArrayLike],
+         alphas: Sequence[float] = DEFAULT_ALPHAS, output_dir: str | None = None,
+         input_shape: Sequence[int] | None = None, output: int | str | None = None,
+         probe_size: int = 64, seed: int = 0, loss: str = "soft_hinge", max_steps: int = 10_000,
+         max_time: float = math.inf, max_wall_seconds: float = math.inf,
+         flow: GradientFlow = GradientFlow(), frozen_kernel: bool = True,
+         optimizer: Callable[[], keras.optimizers.Optimizer] | None = None, epochs: int = 10,
+         batch_size: int = 32, strategy: tf.distribute.Strategy | str | None = None
+         ) -> ScanResult:
     """Train F = α(f̂ − f̂0) at each α, measure drift and test error, place the user on the curve.
 
     Args:
@@ -166,7 +175,7 @@ def scan(build_model, task, alphas=DEFAULT_ALPHAS, output_dir=None, input_shape=
     for alpha in alphas:
         monitor = RegimeMonitor(probe_x, probe_y, log_dir=output_dir and artifact.join(
             output_dir, f"alpha={alpha:.3g}"))
-        with strategy.scope():
+        with strategy.scope():  # type: ignore[union-attr]  # a Strategy, made above
             network, initial = (_network(build_model, x_train, output, seed, 1 / sigma0)
                                 for _ in range(2))
         if optimizer is None:

@@ -9,9 +9,11 @@ plain `model.fit` with any optimizer, or an `AlphaModel` (eq. 6) by its gradient
 import dataclasses
 import json
 import math
+from typing import Any
 
 import keras
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import tensorflow as tf
 
@@ -62,11 +64,12 @@ class ScalarOutput(keras.Model):
     its dtype that of the model's weights.
     """
 
-    def __init__(self, model, output=None, scale=1.0, **kwargs):
+    def __init__(self, model: keras.Model, output: int | str | None = None, scale: float = 1.0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.inner, self.output_choice, self.scale = model, output, float(scale)
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         f = self.inner(x)
         if self.output_choice == "sum":
             f = keras.ops.sum(f, axis=-1)
@@ -77,7 +80,8 @@ class ScalarOutput(keras.Model):
         return keras.ops.cast(f, self.compute_dtype) * self.scale
 
 
-def scalar_output(model, x, output=None, scale=1.0):
+def scalar_output(model: keras.Model, x: npt.ArrayLike, output: int | str | None = None,
+                  scale: float = 1.0) -> ScalarOutput:
     """`model` as a `ScalarOutput`, built and checked on x[:1].
 
     output: None for a model whose output is (batch,) or (batch, 1); an index or "sum" for a
@@ -106,7 +110,7 @@ def scalar_output(model, x, output=None, scale=1.0):
     return ScalarOutput(model, output, scale, dtype=dtype, name=f"{model.name}_scalar")
 
 
-def alignment(theta, y):
+def alignment(theta: np.ndarray, y: npt.ArrayLike) -> float:
     """Kernel–label alignment ⟨Θ, yyᵀ⟩/(‖Θ‖‖yyᵀ‖) = yᵀΘy / (‖Θ‖_F ‖y‖²)."""
     y = np.asarray(y, np.float64)
     return float(y @ theta @ y / (np.linalg.norm(theta) * (y @ y)))
@@ -126,12 +130,12 @@ class Verdict:
     weight_drift: float
     alignment_init: float
     alignment: float
-    kernel_test_error: float
-    network_test_error: float
+    kernel_test_error: float | None
+    network_test_error: float | None
     lazy_threshold: float = LAZY_DRIFT
     feature_threshold: float = FEATURE_DRIFT
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = [f"{self.regime}: after {self.step} steps the kernel moved by "
                  f"{self.kernel_drift:.3g} of its size (‖Θ(w_t) − Θ(w0)‖/‖Θ(w0)‖, Section 5) "
                  f"and the weights by {self.weight_drift:.3g} (‖w_t − w0‖/‖w0‖)."]
@@ -189,8 +193,10 @@ class RegimeMonitor(keras.callbacks.Callback):
         training set.
     """
 
-    def __init__(self, probe_x, probe_y=None, log_dir=None, every=DEFAULT_PER_DECADE,
-                 output=None, test_data=None):
+    def __init__(self, probe_x: npt.ArrayLike, probe_y: npt.ArrayLike | None = None,
+                 log_dir: str | None = None, every: int = DEFAULT_PER_DECADE,
+                 output: int | str | None = None,
+                 test_data: tuple[npt.ArrayLike, npt.ArrayLike] | None = None) -> None:
         super().__init__()
         probe_x = np.asarray(probe_x)
         if len(probe_x) > MAX_PROBE:
@@ -202,11 +208,11 @@ class RegimeMonitor(keras.callbacks.Callback):
         self.probe_x, self.probe_y = self.live.x, self.live.y
         self.log_dir, self.every, self.output = log_dir, every, output
         self.test_data = test_data
-        self._records = []
+        self._records: list[dict[str, Any]] = []
 
     # -- Keras hooks ----------------------------------------------------------------------
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         """Open the writer; at the first fit, take the snapshot at w0 and the first record.
 
         A later fit of the same model continues the records, from the same w0.
@@ -236,7 +242,7 @@ class RegimeMonitor(keras.callbacks.Callback):
                                  step=0, description=DESCRIPTIONS["regime/gram_init"])
         self._record(dict(f=self._f0, gram=self._gram0, drift=0.0, norm_ratio=1.0))
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # A record due after step k is taken as step k + 1 begins (or at train end): Keras
         # then keeps dispatching its batch-end hooks asynchronously, where a batch-end hook of
         # ours would make it wait for every batch's logs. TF orders the probe's reads of the
@@ -246,7 +252,7 @@ class RegimeMonitor(keras.callbacks.Callback):
             self._record()
         self._step += 1  # the step about to run
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._records[-1]["step"] < self._step:
             self._record()
         if self._writer is not None:
@@ -254,16 +260,16 @@ class RegimeMonitor(keras.callbacks.Callback):
 
     # -- results --------------------------------------------------------------------------
 
-    def kernel_drift(self):
+    def kernel_drift(self) -> float:
         """The latest relative kernel drift ‖Θ(w_t) − Θ(w0)‖/‖Θ(w0)‖ (Section 5)."""
         self._check_started()
         return self._records[-1]["kernel_drift"]
 
-    def history(self):
+    def history(self) -> pd.DataFrame:
         """The records as a pandas DataFrame, one row per recorded step."""
         return pd.DataFrame(self._records)
 
-    def verdict(self):
+    def verdict(self) -> Verdict:
         """The `Verdict` on the latest record (and the test errors if test_data was given)."""
         self._check_started()
         last = self._records[-1]
@@ -272,7 +278,7 @@ class RegimeMonitor(keras.callbacks.Callback):
                   "feature learning" if change > FEATURE_DRIFT else "in between")
         network_error = None
         if self._kernel_test_error is not None:
-            x_test, y_test = self.test_data
+            x_test, y_test = self.test_data  # type: ignore[misc]  # given with the kernel's error
             network_error = float(losses.error_rate(self._outputs(x_test), _signs(y_test)))
         return Verdict(regime, last["step"], change, last["weight_drift"],
                        last.get("alignment_init", math.nan), last.get("alignment", math.nan),

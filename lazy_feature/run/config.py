@@ -3,12 +3,17 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from lazy_feature.errors import ConfigError
 from lazy_feature.flow import adam, registry, training
+from lazy_feature.flow.adam import Adam
 from lazy_feature.flow.dynamics import GradientFlow
+from lazy_feature.flow.interface import Dynamics
 from lazy_feature.flow.momentum import ContinuousMomentum
 from lazy_feature.model import activations, architectures, losses, precision
 
@@ -28,7 +33,7 @@ LATER_SETTINGS = {"architecture": "fc", "pca": 0, "pca_whiten": True,
                   "stiff_output_tol": None}
 
 
-def sqrt_h_alpha(alpha, width):
+def sqrt_h_alpha(alpha: npt.ArrayLike, width: npt.ArrayLike) -> Any:
     """√h·α, the parameter that separates lazy (≫ 1) from feature (≪ 1) training (Section 3).
 
     Works elementwise on arrays and pandas columns as well as on numbers.
@@ -36,7 +41,7 @@ def sqrt_h_alpha(alpha, width):
     return np.sqrt(width) * alpha
 
 
-def alpha_from_sqrt_h_alpha(value, width):
+def alpha_from_sqrt_h_alpha(value: float, width: float) -> float:
     """α = (√h·α)/√h: the α of a point given by √h·α at width h."""
     return value / math.sqrt(width)
 
@@ -115,7 +120,7 @@ class TrainConfig:
     max_steps: int = 1_000_000
     max_wall_seconds: float = math.inf
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         checks = [
             (self.alpha > 0, f"alpha must be > 0, got {self.alpha}"),
             (self.width >= 1, f"width must be >= 1, got {self.width}"),
@@ -162,7 +167,7 @@ class TrainConfig:
         object.__setattr__(self, "dtype", precision.check(
             self.dtype, self.alpha, precision.resolution_width(self.architecture, self.width)))
 
-    def _dynamics_checks(self):
+    def _dynamics_checks(self) -> list[tuple[bool, str]]:
         """(ok, message) pairs of the settings that belong to one dynamics
         (`training.DYNAMICS`): each refused under the others, and the integrators that may
         step it."""
@@ -192,7 +197,7 @@ class TrainConfig:
              f"--dynamics={self.dynamics} takes steps of --learning_rate instead: drop them"),
         ]
 
-    def resolved(self):
+    def resolved(self) -> "TrainConfig":
         """This config as its run integrates: integrator AUTO replaced by the one chosen for
         it (`registry.choose_integrator` for gradient flow; Euler where eq. 8's max_dout or
         eq. 9's max_dgrad is set away from the paper's value, since only Euler's steps obey
@@ -215,7 +220,7 @@ class TrainConfig:
             return self
         return dataclasses.replace(self, **settings)
 
-    def flow(self):
+    def flow(self) -> GradientFlow:
         """The `GradientFlow` (thresholds, dt policy, integrator) this run integrates with."""
         config = self.resolved()
         return GradientFlow(max_dout=self.max_dout, max_dgrad=self.max_dgrad, dt0=self.dt0,
@@ -224,13 +229,13 @@ class TrainConfig:
                             stiff_output_tol=config.stiff_output_tol,
                             jumps=self.activation in activations.KINKED)
 
-    def momentum(self):
+    def momentum(self) -> ContinuousMomentum | None:
         """The `ContinuousMomentum` of a momentum run (None for the other dynamics)."""
         if self.dynamics != training.MOMENTUM:
             return None
         return ContinuousMomentum(self.tau, self.tau_proportional_to_t)
 
-    def adam(self):
+    def adam(self) -> Adam | None:
         """The `adam.Adam` of an Adam run (None for the other dynamics): learning_rate, or
         the default rule lr0·min(1, 1/α); its batch order is seeded by init_seed."""
         if self.dynamics != training.ADAM:
@@ -238,29 +243,29 @@ class TrainConfig:
         rate = self.learning_rate or adam.default_learning_rate(self.alpha)
         return adam.Adam(rate, self.batch_size, seed=self.init_seed)
 
-    def make_dynamics(self):
+    def make_dynamics(self) -> Dynamics:
         """The `Dynamics` this run is trained by (`training.DYNAMICS`), on its `flow` and
         the settings of its dynamics (`momentum`, `adam`)."""
         own = [settings for settings in (self.momentum(), self.adam()) if settings is not None]
         return training.DYNAMICS[self.dynamics].method(self.flow(), *own)
 
     @property
-    def sqrt_h_alpha(self):
+    def sqrt_h_alpha(self) -> float:
         """√h·α, the parameter that separates the two regimes (α* ~ h^(-1/2))."""
         return float(sqrt_h_alpha(self.alpha, self.width))
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
         return cls(**d)
 
-    def run_id(self):
+    def run_id(self) -> str:
         """A stable id of the run: a hash of every setting that changes its result.
 
         It is the id of the `resolved` config: an AUTO integrator counts as the one it
@@ -279,6 +284,6 @@ class TrainConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _listed(items):
+def _listed(items: Sequence[str]) -> str:
     """"a", "a and b", "a, b and c"."""
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"

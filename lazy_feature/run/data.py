@@ -20,6 +20,7 @@ import struct
 import zlib
 
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
 from lazy_feature.errors import DataError
@@ -55,7 +56,7 @@ _HOW_TO_GET = {
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path):
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """The array stored in an IDX file (the format of MNIST and Fashion-MNIST), gzipped or raw.
 
     Raises DataError naming the file when it cannot be read, its magic number or type code
@@ -168,7 +169,7 @@ def _load_tfds(name, data_dir):
     return _pool([(images, labels, f"{TFDS_PREFIX}{name}")])
 
 
-def missing(dataset, data_dir=None):
+def missing(dataset: str, data_dir: str | None = None) -> str | None:
     """Why the files of `dataset` are not in data_dir (its default location for None), or
     None when they all are there. Reads no file: a corrupt one is found when it loads, and
     so is an unprepared TFDS data set."""
@@ -182,14 +183,14 @@ def missing(dataset, data_dir=None):
     return None
 
 
-def load_pool(dataset, data_dir=None):
+def load_pool(dataset: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All original train and test images pooled (Section 2), flattened: float64 (N, d) and
     int labels (N,). See `load_images`."""
     images, labels = load_images(dataset, data_dir)
     return images.reshape(len(images), -1), labels
 
 
-def load_images(dataset, data_dir=None):
+def load_images(dataset: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All original train and test images pooled (Section 2) in their natural shape: float64
     (N, height, width, channels), e.g. (N, 28, 28, 1) or (N, 32, 32, 3), and int labels (N,).
 
@@ -220,14 +221,14 @@ class BinaryTask:
     y_test: np.ndarray
     classes_train: np.ndarray
     classes_test: np.ndarray
-    image_shape: tuple | None = None
+    image_shape: tuple[int, ...] | None = None
 
     @property
-    def d(self):
+    def d(self) -> int:
         """The input dimension d (784 for Fashion-MNIST)."""
         return int(np.prod(self.x_train.shape[1:]))
 
-    def shaped(self, images):
+    def shaped(self, images: bool) -> "BinaryTask":
         """This task with x as images (n, height, width, channels) if `images` and it has an
         image shape, else flat (n, d): the convolutional nets take the first, the FC net the
         second. The arrays are views of the same numbers."""
@@ -237,7 +238,7 @@ class BinaryTask:
                                    x_test=self.x_test.reshape((-1, *shape)))
 
 
-def parity_labels(classes):
+def parity_labels(classes: npt.ArrayLike) -> np.ndarray:
     """y = +1 for an even class index, −1 for an odd one: the split of the classes in two sets."""
     return np.where(np.asarray(classes) % 2 == 0, 1.0, -1.0)
 
@@ -261,7 +262,8 @@ def _on_sphere(images, index, mean):
     return x
 
 
-def binary_task(images, classes, n_train, n_test, seed):
+def binary_task(images: npt.ArrayLike, classes: npt.ArrayLike, n_train: int, n_test: int,
+                seed: int | None) -> BinaryTask:
     """Draw the disjoint, class-balanced training and test sets of Section 2 from a pool.
 
     The pooled mean image (over all N images) is removed and each image put on the sphere
@@ -287,6 +289,8 @@ def binary_task(images, classes, n_train, n_test, seed):
     rng = np.random.default_rng(seed)
     names, members = np.unique(classes, return_inverse=True)
     quota_train, quota_test = _quotas(n_train, len(names), rng), _quotas(n_test, len(names), rng)
+    train: list[np.ndarray] | np.ndarray  # each class's draws, then all of them shuffled
+    test: list[np.ndarray] | np.ndarray
     train, test = [], []
     for k, name in enumerate(names):
         pool_k = np.flatnonzero(members == k)
@@ -307,7 +311,7 @@ def binary_task(images, classes, n_train, n_test, seed):
         classes_train=classes_train, classes_test=classes_test, image_shape=image_shape)
 
 
-def pca(x, k, whiten=True):
+def pca(x: npt.ArrayLike, k: int, whiten: bool = True) -> np.ndarray:
     """x (N, d) projected on its first k principal components: float64 (N, k), mean 0.
 
     The components are the eigenvectors of the covariance of the N rows with the k largest
@@ -335,8 +339,9 @@ def pca(x, k, whiten=True):
     return (x @ components - mean @ components) / scale
 
 
-def load_binary_task(dataset="fashion_mnist", data_dir=None, n_train=10000, n_test=50000,
-                     data_seed=0, pca_components=0, pca_whiten=True):
+def load_binary_task(dataset: str = "fashion_mnist", data_dir: str | None = None,
+                     n_train: int = 10000, n_test: int = 50000, data_seed: int = 0,
+                     pca_components: int = 0, pca_whiten: bool = True) -> BinaryTask:
     """The paper's task: `load_images`, then `pca` of the pooled images if pca_components
     = K > 0 (Section 7's MNIST-PCA10: mnist and K = 10), then `binary_task` (defaults:
     Section 2's Fashion-MNIST)."""
@@ -346,7 +351,7 @@ def load_binary_task(dataset="fashion_mnist", data_dir=None, n_train=10000, n_te
     return binary_task(images, classes, n_train, n_test, data_seed)
 
 
-def full_batch(x, y, dtype):
+def full_batch(x: np.ndarray, y: np.ndarray, dtype: npt.DTypeLike) -> tf.data.Dataset:
     """The whole training set as one batch of static shape, repeated forever.
 
     The adaptive gradient flow (eqs. 8-9) is full-batch: every step sees all n points.
@@ -354,7 +359,7 @@ def full_batch(x, y, dtype):
     return tf.data.Dataset.from_tensors((x.astype(dtype), y.astype(dtype))).repeat()
 
 
-def batches(x, batch_size, dtype):
+def batches(x: np.ndarray, batch_size: int, dtype: npt.DTypeLike) -> tf.data.Dataset:
     """x in order, in batches of batch_size, to evaluate on large test sets."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

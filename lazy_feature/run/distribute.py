@@ -17,6 +17,8 @@ needs float64 is refused before anything starts (`check_precision`).
 """
 import json
 import os
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
@@ -24,11 +26,15 @@ import tensorflow as tf
 from lazy_feature.errors import ConfigError
 from lazy_feature.model import precision
 
+if TYPE_CHECKING:
+    from lazy_feature.run.config import TrainConfig
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-_MADE = {}  # strategies made by this process, by their arguments: a sweep makes one
+# Strategies made by this process, by their arguments: a sweep makes one.
+_MADE: dict[tuple[Any, ...], tf.distribute.Strategy] = {}
 
 
-def split_cpu(count):
+def split_cpu(count: int) -> None:
     """Split the host CPU into `count` logical devices (tf.config), before TensorFlow starts.
 
     Raises ConfigError if TensorFlow has already initialized its devices with another count.
@@ -47,7 +53,8 @@ def split_cpu(count):
                 "device(s); give it before TensorFlow starts (first thing in the process)") from e
 
 
-def check_precision(strategy, configs):
+def check_precision(strategy: tf.distribute.Strategy | str,
+                    configs: Iterable["TrainConfig"]) -> None:
     """Refuse, before any TPU is reached, a `tpu` run whose α·h needs float64.
 
     `strategy` is a name of STRATEGIES or a tf.distribute.Strategy; `configs` the TrainConfigs
@@ -67,7 +74,7 @@ def check_precision(strategy, configs):
                 "--strategy=mirrored on GPUs")
 
 
-def _cluster():
+def _cluster() -> dict[str, Any]:
     """TF_CONFIG, checked: a JSON object with a cluster and this process's task in it."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
@@ -88,14 +95,15 @@ def _cluster():
     return spec
 
 
-def check_name(strategy):
+def check_name(strategy: object) -> None:
     """Raise ConfigError unless `strategy` is one of STRATEGIES."""
     if not (isinstance(strategy, str) and strategy in STRATEGIES):
         raise ConfigError(f"unknown strategy {strategy!r}: choose one of "
                           f"{', '.join(STRATEGIES)}")
 
 
-def make(strategy="default", devices=None, cpu_devices=None, tpu=""):
+def make(strategy: tf.distribute.Strategy | str = "default", devices: Sequence[str] | None = None,
+         cpu_devices: int | None = None, tpu: str = "") -> tf.distribute.Strategy:
     """The tf.distribute strategy called `strategy` (one of STRATEGIES), or `strategy` itself
     if it is a tf.distribute.Strategy already.
 

@@ -7,7 +7,10 @@ for the later stages (NTK evaluation, ensembles).
 import dataclasses
 import logging
 import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -26,7 +29,9 @@ _EVAL_BATCH = 4096
 STEPS_PER_CALL = 100_000
 
 
-def build_model(config, input_shape, strategy=None, steps_per_call=STEPS_PER_CALL):
+def build_model(config: TrainConfig, input_shape: int | Sequence[int],
+                strategy: tf.distribute.Strategy | None = None,
+                steps_per_call: int = STEPS_PER_CALL) -> AlphaModel:
     """The AlphaModel of `config`: its architecture's network at α, trained by the run's
     dynamics (`TrainConfig.make_dynamics`), built for inputs of
     `input_shape` (without the batch axis; an int d for vectors) inside `strategy`'s scope
@@ -43,7 +48,7 @@ def build_model(config, input_shape, strategy=None, steps_per_call=STEPS_PER_CAL
     return model
 
 
-def load_task(config, task=None):
+def load_task(config: TrainConfig, task: data.BinaryTask | None = None) -> data.BinaryTask:
     """The data set `config` trains on (`task` if given), checked against its sizes, its x
     shaped for the architecture (images for cnn and wide_resnet, vectors for fc).
 
@@ -62,7 +67,7 @@ def load_task(config, task=None):
     return task
 
 
-def reopen(run_dir, config):
+def reopen(run_dir: str, config: TrainConfig) -> None:
     """Let the complete run in `run_dir` resume from where it stopped, under `config`.
 
     `config` is the run's own (the same run id) with other budgets, e.g. larger ones for a
@@ -71,7 +76,9 @@ def reopen(run_dir, config):
     artifact.reopen(run_dir, config)
 
 
-def evaluate(model, x, y, per_pattern_loss):
+def evaluate(model: AlphaModel, x: np.ndarray, y: np.ndarray,
+             per_pattern_loss: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+             ) -> tuple[np.ndarray, float, float]:
     """F on `x` (in order), its error rate and mean ℓ(F, y) = α² × eq. 7's loss on this set."""
     if len(x) == 0:
         return np.zeros(0), float("nan"), float("nan")
@@ -82,7 +89,7 @@ def evaluate(model, x, y, per_pattern_loss):
     return F, error, loss
 
 
-def output_norms(model, x):
+def output_norms(model: AlphaModel, x: np.ndarray) -> tuple[float, float]:
     """‖f(w) − f(w0)‖ and ‖f(w)‖ on `x`, root mean squares over its points (eq. 31)."""
     if len(x) == 0:
         return float("nan"), float("nan")
@@ -92,7 +99,8 @@ def output_norms(model, x):
     return float(np.sqrt(np.mean((f - f0) ** 2))), float(np.sqrt(np.mean(f ** 2)))
 
 
-def fit_flow(model, x, y, callbacks):
+def fit_flow(model: AlphaModel, x: np.ndarray, y: np.ndarray,
+             callbacks: Sequence[keras.callbacks.Callback]) -> None:
     """Run an AlphaModel's gradient flow on the full batch (x, y) until a callback stops it
     (`callbacks.GradientFlowStopping`), in the model's strategy."""
     with model.distribute_strategy.scope():
@@ -101,8 +109,11 @@ def fit_flow(model, x, y, callbacks):
                   verbose=0, shuffle=False, callbacks=callbacks)
 
 
-def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callbacks=(),
-          drift_probe=0, strategy="default", cpu_devices=None, steps_per_call=STEPS_PER_CALL):
+def train(config: TrainConfig, output_dir: str, task: data.BinaryTask | None = None,
+          checkpoint_seconds: float = 60.0,
+          extra_callbacks: Sequence[keras.callbacks.Callback] = (), drift_probe: int = 0,
+          strategy: tf.distribute.Strategy | str = "default", cpu_devices: int | None = None,
+          steps_per_call: int = STEPS_PER_CALL) -> dict[str, Any]:
     """Train one network per `config` and write its run artifact in `output_dir`.
 
     Args:
@@ -191,7 +202,8 @@ def train(config, output_dir, task=None, checkpoint_seconds=60.0, extra_callback
     return metrics
 
 
-def _finish(config, model, task, output_dir, stopping):
+def _finish(config: TrainConfig, model: AlphaModel, task: data.BinaryTask, output_dir: str,
+            stopping: callbacks.GradientFlowStopping) -> dict[str, Any]:
     """Write the final files of the artifact, metrics.json last."""
     state = {k: float(np.asarray(v)) for k, v in model.train_state().items()}
     F_test, test_error, test_loss = evaluate(model, task.x_test, task.y_test,
@@ -214,7 +226,8 @@ def _finish(config, model, task, output_dir, stopping):
         "rejected_steps": int(state["attempts"]) - steps,
         "integrator": config.integrator,
         "dynamics": config.dynamics,
-        "learning_rate": config.adam().learning_rate if config.adam() else None,  # in use
+        "learning_rate": (config.adam().learning_rate  # type: ignore[union-attr]
+                          if config.adam() else None),  # in use
         # forward + backward passes of the training set, rejected steps and stages included
         "gradient_evaluations": int(state["evaluations"]),
         "t": state["t"],
@@ -240,7 +253,7 @@ def _finish(config, model, task, output_dir, stopping):
     return metrics
 
 
-def finished(metrics):
+def finished(metrics: Mapping[str, Any]) -> bool:
     """Whether a run (its metrics.json, or a results row) ended as its dynamics intends:
     at the stopping criterion (every training margin > 1), or, for Adam, after its `epochs`
     (stop_reason max_epochs), a fixed length like the authors' Adam runs, which end at
@@ -256,7 +269,8 @@ class LoadedRun:
     task: "data.BinaryTask"
 
 
-def load_run(run_dir, task=None, strategy=None):
+def load_run(run_dir: str, task: data.BinaryTask | None = None,
+             strategy: tf.distribute.Strategy | None = None) -> LoadedRun:
     """Reopen the complete run in `run_dir`, with its data set (loaded unless `task` is given),
     its model built in `strategy` (None: the current one).
 

@@ -18,6 +18,7 @@ with and without biases for Fig. 16, ...), so the report draws it only then:
 """
 import dataclasses
 import textwrap
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -28,8 +29,8 @@ from lazy_feature.flow import training
 from lazy_feature.run import artifact
 from lazy_feature.run.config import NOT_IDENTITY, TrainConfig
 from lazy_feature.study import fits, ntk_eval, observables
-from lazy_feature.study.figures import (_LINESTYLES, Figure, Missing, Panel, _long, _reference,
-                                        _series, mean_over_seeds, require)
+from lazy_feature.study.figures import (_LINESTYLES, Figure, Missing, Panel, Tables, _long,
+                                        _reference, _series, mean_over_seeds, require)
 
 _ERROR = "test error"
 _SQRT_H_ALPHA = "√h·α"
@@ -327,7 +328,7 @@ class ImageFigure:
     caption: str
     title: str
     panels: tuple  # panel titles
-    data: object
+    data: Callable[[Tables], pd.DataFrame]
 
     def render(self, data):
         """One image per panel, each with its colour bar."""

@@ -5,17 +5,25 @@ initial weights. Their average F̄ (eq. 15) removes the fluctuations δF = F_i �
 size Var F (eq. 16) decays as 1/h in both regimes (eq. 17).
 """
 import dataclasses
+from collections.abc import Iterable
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from lazy_feature.errors import ConfigError
 from lazy_feature.model import losses
 from lazy_feature.run import artifact, distribute, progress, runner
+from lazy_feature.run.config import TrainConfig
+from lazy_feature.run.data import BinaryTask
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 VAR_F_ESTIMATOR = "unbiased (N - 1)"
 
 
-def ensemble_statistics(outputs, labels):
+def ensemble_statistics(outputs: npt.ArrayLike, labels: npt.ArrayLike) -> dict[str, Any]:
     """Single-network and ensemble-averaged performance and the fluctuations of F.
 
     Args:
@@ -58,7 +66,7 @@ def ensemble_statistics(outputs, labels):
     }
 
 
-def load_member_outputs(run_dirs):
+def load_member_outputs(run_dirs: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
     """Stack test_outputs.npy of several runs: returns (outputs of shape (N, P), labels).
 
     Raises ValueError unless every run was evaluated on the same test labels, in the
@@ -86,7 +94,7 @@ ENSEMBLE = "ensemble.json"
 MEAN_OUTPUTS = "mean_test_outputs.npy"
 
 
-def summarize(run_dirs):
+def summarize(run_dirs: Iterable[str]) -> tuple[dict[str, Any], np.ndarray]:
     """`ensemble_statistics` of complete runs, as JSON-ready scalars, and F̄ on the test set.
 
     Returns (summary dict, F̄ of shape (P,)); summary holds every scalar of
@@ -98,7 +106,7 @@ def summarize(run_dirs):
     return summary, outputs.mean(axis=0)
 
 
-def member_configs(config, seeds):
+def member_configs(config: TrainConfig, seeds: Iterable[int]) -> list[TrainConfig]:
     """The members of an ensemble at one (α, h): `config` with each init seed in turn."""
     seeds = list(seeds)
     if len(set(seeds)) != len(seeds) or not seeds:
@@ -106,8 +114,10 @@ def member_configs(config, seeds):
     return [dataclasses.replace(config, init_seed=int(seed)) for seed in seeds]
 
 
-def train_ensemble(config, seeds, output_dir, task=None, progress_stream=None,
-                   strategy="default", cpu_devices=None):
+def train_ensemble(config: TrainConfig, seeds: Iterable[int], output_dir: str,
+                   task: BinaryTask | None = None, progress_stream: IO[str] | None = None,
+                   strategy: "tf.distribute.Strategy | str" = "default",
+                   cpu_devices: int | None = None) -> dict[str, Any]:
     """Train one network per init seed at `config`'s (α, h) on one data set (Section 4).
 
     Members are ordinary run artifacts in output_dir/members/<run_id> (a rerun skips the

@@ -8,6 +8,7 @@ looking at pixels. A data function raises `Missing` when its columns are absent.
 """
 import dataclasses
 import textwrap
+from collections.abc import Callable
 
 import matplotlib
 import numpy as np
@@ -53,7 +54,7 @@ class Figure:
     caption: str
     title: str
     panels: tuple
-    data: object  # Tables -> DataFrame of DATA_COLUMNS
+    data: Callable[[Tables], pd.DataFrame]  # Tables -> DataFrame of DATA_COLUMNS
     colorbar: str = ""  # a colour bar with this label for the `colour` values, if given
 
     def render(self, data):

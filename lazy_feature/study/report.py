@@ -177,13 +177,15 @@ def _summary(runs, used, ensembles, fit_table, claims_table, drawn, skipped, min
     return "\n\n".join(parts) + "\n"
 
 
-def default_dir(sweep_dir):
+def default_dir(sweep_dir: str) -> str:
     """Where a sweep's report goes unless told otherwise."""
     return artifact.join(sweep_dir, "report")
 
 
-def write_report(runs, ensembles, output_dir, feature_range=None, lazy_range=None,
-                 min_runs=MIN_RUNS):
+def write_report(runs: pd.DataFrame, ensembles: pd.DataFrame, output_dir: str,
+                 feature_range: tuple[float | None, float | None] | None = None,
+                 lazy_range: tuple[float | None, float | None] | None = None,
+                 min_runs: int = MIN_RUNS) -> list[str]:
     """Write the figures (PNG, SVG and their data as CSV), fits.csv, claims.csv and summary.md.
 
     `feature_range`, `lazy_range`: explicit √h·α ranges of the fits (`fits.regime_ranges`).

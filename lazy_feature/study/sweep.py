@@ -30,6 +30,8 @@ import itertools
 import logging
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
@@ -37,8 +39,13 @@ from lazy_feature.errors import ConfigError, DivergenceError, RunDirError
 from lazy_feature.flow import registry, training
 from lazy_feature.run import artifact, distribute, progress, resources, runner
 from lazy_feature.run.config import NOT_IDENTITY, TrainConfig, alpha_from_sqrt_h_alpha, sqrt_h_alpha
+from lazy_feature.run.data import BinaryTask
 from lazy_feature.study import (ensemble, fidelity as flow_fidelity, ntk_eval, observables,
                                 velocity as z_dot)
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+    from apache_beam.options.pipeline_options import PipelineOptions
 
 logger = logging.getLogger("lazy_feature")
 
@@ -71,29 +78,29 @@ class SweepConfig:
     the end on that many test points sorted by label (Fig. 8).
     """
     base: TrainConfig = TrainConfig()
-    widths: tuple = (100,)
-    depths: tuple = ()  # () keeps base.depth
-    alphas: tuple = ()
-    sqrt_h_alphas: tuple = ()
-    seeds: tuple = (0,)
+    widths: tuple[int, ...] = (100,)
+    depths: tuple[int, ...] = ()  # () keeps base.depth
+    alphas: tuple[float, ...] = ()
+    sqrt_h_alphas: tuple[float, ...] = ()
+    seeds: tuple[int, ...] = (0,)
     ntk: bool = True
     ntk_max_train: int | None = None
     ntk_max_test: int | None = None
     dtype: str | None = None
-    feature_range: tuple | None = None
-    lazy_range: tuple | None = None
-    variants: tuple = ()
+    feature_range: tuple[float | None, float | None] | None = None
+    lazy_range: tuple[float | None, float | None] | None = None
+    variants: tuple[dict[str, Any], ...] = ()
     velocity: bool = False
     velocity_max_test: int | None = 1000
     fidelity: bool = False
     gram_probe: int = 0
 
-    def appendix_options(self):
+    def appendix_options(self) -> dict[str, Any]:
         """The keyword arguments of `appendix_observables` this sweep asks for."""
         return dict(velocity=self.velocity, velocity_max_test=self.velocity_max_test,
                     fidelity=self.fidelity, gram_probe=self.gram_probe)
 
-    def configs(self):
+    def configs(self) -> list[TrainConfig]:
         """The TrainConfig of every grid point, without duplicates, in a fixed order.
 
         Raises ConfigError for an empty grid or a grid point that is not a valid run.
@@ -108,26 +115,28 @@ class SweepConfig:
                                  for v in self.variants or ({},)):
             raise ConfigError("fidelity compares a run with its reference gradient flow, and "
                               "an adam run has none: drop fidelity or --dynamics=adam")
-        configs = {}
+        configs: dict[str, TrainConfig] = {}
         for variant, depth, (width, alpha), seed in itertools.product(
                 self.variants or ({},), self.depths or (None,), points, self.seeds):
             config = dataclasses.replace(self.base, **variant)
-            config = dataclasses.replace(config, depth=int(depth or config.depth),
+            config = dataclasses.replace(config, depth=int(depth or cast(int, config.depth)),
                                          width=int(width),
                                          alpha=float(alpha), init_seed=int(seed),
                                          dtype=self.dtype)
             configs.setdefault(config.run_id(), config.resolved())  # its own integrator
         return list(configs.values())
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return dict(dataclasses.asdict(self), base=self.base.to_dict())
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: Mapping[str, Any]) -> "SweepConfig":
         base = dict(d["base"])
         base.setdefault("integrator", registry.EULER)  # sweeps made before there was a choice
         d = dict(d, base=TrainConfig.from_dict(base))
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in d.items()}
+        return cls(**fields)
 
 
 # -- which runs count ------------------------------------------------------------------------
@@ -135,7 +144,7 @@ class SweepConfig:
 EXCLUDED_REASONS = ("budget", "stalled", "diverged", "nan")
 
 
-def excluded_reason(row):
+def excluded_reason(row: Mapping[str, Any]) -> str:
     """Why a run stays out of every statistic ("" when it is used).
 
     "diverged": the flow could not take a step; "nan": a non-finite training or test loss
@@ -154,7 +163,7 @@ def excluded_reason(row):
     return ""
 
 
-def mark_used(runs):
+def mark_used(runs: pd.DataFrame) -> pd.DataFrame:
     """`runs` with the columns excluded_reason and used (excluded_reason == "")."""
     if runs.empty:
         return runs.assign(excluded_reason=pd.Series(dtype=str), used=pd.Series(dtype=bool))
@@ -164,10 +173,10 @@ def mark_used(runs):
 
 # -- one run -----------------------------------------------------------------------------
 
-_TASKS = {}  # data sets loaded by this process, by the settings that make them
+_TASKS: dict[tuple[Any, ...], BinaryTask] = {}  # data sets loaded here, by their settings
 
 
-def _task(config):
+def _task(config: TrainConfig) -> BinaryTask:
     key = (config.dataset, config.data_dir, config.n_train, config.n_test, config.data_seed,
            config.pca, config.pca_whiten, config.architecture)
     if key not in _TASKS:
@@ -175,7 +184,7 @@ def _task(config):
     return _TASKS[key]
 
 
-def _limit_threads(threads):
+def _limit_threads(threads: int | None) -> None:
     """Give TensorFlow `threads` threads in this process, if it has not started yet."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     if threads and tf.config.threading.get_intra_op_parallelism_threads() != threads:
@@ -186,12 +195,14 @@ def _limit_threads(threads):
             pass
 
 
-def row_path(output_dir, run_id):
+def row_path(output_dir: str, run_id: str) -> str:
     return artifact.join(output_dir, ROWS, f"{run_id}.json")
 
 
-def appendix_observables(run_dir, task, velocity=False, velocity_max_test=None,
-                         fidelity=False, gram_probe=0, strategy=None):
+def appendix_observables(run_dir: str, task: BinaryTask, velocity: bool = False,
+                         velocity_max_test: int | None = None, fidelity: bool = False,
+                         gram_probe: int = 0, strategy: "tf.distribute.Strategy | str | None" = None
+                         ) -> dict[str, Any]:
     """The columns of the appendices' observables of the complete run in `run_dir` that are
     asked for (`SweepConfig`); each is stored in the run directory, so a rerun reads it.
     `fidelity` checks gradient-flow runs only (momentum runs are compared with each other,
@@ -207,8 +218,11 @@ def appendix_observables(run_dir, task, velocity=False, velocity_max_test=None,
     return columns
 
 
-def execute_run(config, output_dir, ntk=True, ntk_max_train=None, ntk_max_test=None,
-                threads=None, strategy="default", strategy_options=None, appendix=None):
+def execute_run(config: TrainConfig | dict[str, Any], output_dir: str, ntk: bool = True,
+                ntk_max_train: int | None = None, ntk_max_test: int | None = None,
+                threads: int | None = None, strategy: "tf.distribute.Strategy | str" = "default",
+                strategy_options: Mapping[str, Any] | None = None,
+                appendix: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train one grid point, evaluate its NTK, and write its row; return the row.
 
     A point that already has a row returns it. A run that diverges gets a row with
@@ -251,7 +265,8 @@ LOCAL_RUNNER = "FnApiRunner"
 IN_PROCESS_SCHEMES = ("ram://",)  # filesystems that exist in one process only
 
 
-def pipeline_options(output_dir, workers=2, options=()):
+def pipeline_options(output_dir: str, workers: int = 2, options: Iterable[str] | None = ()
+                     ) -> "PipelineOptions":
     """The Beam PipelineOptions of a sweep: `options` (strings) on top of the local runner's.
 
     Without a --runner among `options`, the sweep runs on the engine of Beam's DirectRunner
@@ -273,7 +288,8 @@ def pipeline_options(output_dir, workers=2, options=()):
                             f"--direct_num_workers={workers}"] + options)
 
 
-def _run_beam(configs, output_dir, stage_options, options):
+def _run_beam(configs: Sequence[TrainConfig], output_dir: str, stage_options: Mapping[str, Any],
+              options: "PipelineOptions | None") -> None:
     import apache_beam as beam  # pylint: disable=import-outside-toplevel
     with beam.Pipeline(options=options) as pipeline:
         _ = (pipeline
@@ -282,9 +298,12 @@ def _run_beam(configs, output_dir, stage_options, options):
              | "run" >> beam.Map(execute_run, output_dir, **stage_options))
 
 
-def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
-              retry_unconverged=None, progress_stream=None, strategy="default",
-              cpu_devices=None, devices=None, tpu=""):
+def run_sweep(sweep: SweepConfig, output_dir: str, runner: str = "beam", workers: int = 2,
+              beam_options: Sequence[str] | None = None, retry_unconverged: float | None = None,
+              progress_stream: IO[str] | None = None,
+              strategy: "tf.distribute.Strategy | str" = "default", cpu_devices: int | None = None,
+              devices: Sequence[str] | None = None, tpu: str = ""
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run every grid point of `sweep` without a row yet, then write the tables.
 
     Args:
@@ -318,6 +337,7 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
                           f"{retry_unconverged}")
     configs = sweep.configs()
     distribute.check_precision(strategy, configs)
+    where: dict[str, Any] | None  # where each run makes its strategy (None: made here)
     where = dict(devices=devices, cpu_devices=cpu_devices, tpu=tpu)
     if runner == "inprocess":
         strategy, where = distribute.make(strategy, **where), None
@@ -325,7 +345,8 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
         distribute.check_name(strategy)
     options = pipeline_options(output_dir, workers, beam_options) if runner == "beam" else None
     local = options is None or options.get_all_options()["runner"] == LOCAL_RUNNER
-    copies = options.get_all_options()["direct_num_workers"] if runner == "beam" and local else 1
+    copies = (options.get_all_options()["direct_num_workers"]  # type: ignore[union-attr]
+              if runner == "beam" and local else 1)
     artifact.check_writable(output_dir)
     pending = [c for c in configs if not artifact.exists(row_path(output_dir, c.run_id()))]
     if pending:  # a missing data set or a run too large fails here, before anything starts
@@ -341,9 +362,10 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
         pending = [c for c in configs if not artifact.exists(row_path(output_dir, c.run_id()))]
     logger.info("sweep %s: %d runs, %d finished, %d to run (%s)", output_dir, len(configs),
                 len(configs) - len(pending), len(pending), runner)
-    stage_options = dict(ntk=sweep.ntk, ntk_max_train=sweep.ntk_max_train,
-                         ntk_max_test=sweep.ntk_max_test, strategy=strategy,
-                         strategy_options=where, appendix=sweep.appendix_options())
+    stage_options: dict[str, Any] = dict(ntk=sweep.ntk, ntk_max_train=sweep.ntk_max_train,
+                                         ntk_max_test=sweep.ntk_max_test, strategy=strategy,
+                                         strategy_options=where,
+                                         appendix=sweep.appendix_options())
     with progress.shown([row_path(output_dir, c.run_id()) for c in configs], progress_stream,
                         failed=excluded_reason, failures="excluded"):
         if runner == "inprocess":
@@ -355,14 +377,15 @@ def run_sweep(sweep, output_dir, runner="beam", workers=2, beam_options=None,
     return write_tables(output_dir, configs)
 
 
-def scaled_budgets(config, factor):
+def scaled_budgets(config: TrainConfig, factor: float) -> TrainConfig:
     """`config` with max_time, max_steps and max_wall_seconds multiplied by `factor`."""
     return dataclasses.replace(config, max_time=config.max_time * factor,
                                max_steps=math.ceil(config.max_steps * factor),
                                max_wall_seconds=config.max_wall_seconds * factor)
 
 
-def _reopen_budget_stopped(configs, output_dir, factor):
+def _reopen_budget_stopped(configs: Sequence[TrainConfig], output_dir: str, factor: float
+                           ) -> list[TrainConfig]:
     """The grid's configs, a budget-stopped run's with factor × the budgets it stopped at.
 
     Each such run loses its row first (so a kill from here on reruns it) and is reopened
@@ -385,20 +408,20 @@ def _reopen_budget_stopped(configs, output_dir, factor):
     return retried
 
 
-def read_sweep_config(output_dir):
+def read_sweep_config(output_dir: str) -> SweepConfig | None:
     """The SweepConfig a sweep directory was run with (sweep.json), or None."""
     path = artifact.join(output_dir, SWEEP)
     return SweepConfig.from_dict(artifact.read_json(path)) if artifact.exists(path) else None
 
 
-def load_rows(output_dir, configs):
+def load_rows(output_dir: str, configs: Iterable[TrainConfig]) -> pd.DataFrame:
     """The rows of the grid points that have one, as a DataFrame in grid order (`mark_used`)."""
     rows = [artifact.read_json(row_path(output_dir, c.run_id())) for c in configs
             if artifact.exists(row_path(output_dir, c.run_id()))]
     return mark_used(pd.DataFrame.from_records(rows))
 
 
-def ensembles_table(runs, output_dir):
+def ensembles_table(runs: pd.DataFrame, output_dir: str) -> pd.DataFrame:
     """One row per group of two or more used runs that differ only in init_seed (Section 4).
 
     Each row holds the group's settings, `ensemble.summarize`'s scalars (not the per-member
@@ -420,7 +443,8 @@ def ensembles_table(runs, output_dir):
     return pd.DataFrame.from_records(records)
 
 
-def write_tables(output_dir, configs):
+def write_tables(output_dir: str, configs: Sequence[TrainConfig]
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write results.csv (one row per finished run) and ensembles.csv; return both.
 
     The files hold run_dir relative to the sweep directory; the returned runs table has it
@@ -435,13 +459,13 @@ def write_tables(output_dir, configs):
     return _located(runs, output_dir), ensembles
 
 
-def _located(runs, output_dir):
+def _located(runs: pd.DataFrame, output_dir: str) -> pd.DataFrame:
     if "run_dir" in runs:
         runs = runs.assign(run_dir=[artifact.join(output_dir, d) for d in runs["run_dir"]])
     return runs
 
 
-def read_tables(output_dir):
+def read_tables(output_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, ensembles) from a sweep directory's results.csv and ensembles.csv."""
     path = artifact.join(output_dir, RESULTS)
     if not artifact.exists(path):

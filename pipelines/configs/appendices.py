@@ -5,6 +5,7 @@ Each quick config is sized to run within 20 minutes on 2 cores with 2 Beam worke
 times: benchmarks/results/quick_configs_benchmark.md).
 """
 import dataclasses
+from typing import Any
 
 from lazy_feature.study.sweep import SweepConfig
 from pipelines.configs.paper import FIG4_WIDTHS, PAPER, PAPER_SEEDS, decades
@@ -61,8 +62,8 @@ def fig12_quick():
 # and a constant τ would be either negligible in the lazy regime or rule the feature regime.
 # c = 1e-3 stays close to gradient flow, and c = 1e-2 is 10 times that.
 FIG13_MOMENTUM_TAUS = (1e-3, 1e-2)
-_FIG13_VARIANTS = ({},) + tuple({"dynamics": "momentum", "tau": c, "tau_proportional_to_t": True}
-                                for c in FIG13_MOMENTUM_TAUS)
+_FIG13_VARIANTS: tuple[dict[str, Any], ...] = ({},) + tuple(
+    {"dynamics": "momentum", "tau": c, "tau_proportional_to_t": True} for c in FIG13_MOMENTUM_TAUS)
 
 
 def fig13():

@@ -7,6 +7,7 @@ machine runs on Fashion-MNIST (`FALLBACK`, `fallback`); a Table 1 row's does not
 says "data not found" for it).
 """
 import dataclasses
+from typing import Any
 
 from lazy_feature.run import data
 from lazy_feature.study import table1
@@ -165,8 +166,8 @@ def fig7d():
     return _fig7("fc_fashion_mnist")
 
 
-_FIG7C_VARIANTS = ({}, {"loss_beta": 10.0, "dynamics": "momentum", "tau": 1e-3,
-                        "tau_proportional_to_t": True})
+_FIG7C_VARIANTS: tuple[dict[str, Any], ...] = (
+    {}, {"loss_beta": 10.0, "dynamics": "momentum", "tau": 1e-3, "tau_proportional_to_t": True})
 
 
 def _fig7(row):

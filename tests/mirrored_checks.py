@@ -61,13 +61,14 @@ def main(out):
     for name in ("rkc", "etdrk4"):  # their loops of evaluations cannot all-reduce: refused
         try:  # before anything is written
             runner.train(dataclasses.replace(CONFIG, integrator=name), os.path.join(out, name),
-                      task=task, strategy=mirrored)
+                         task=task, strategy=mirrored)
         except ConfigError as e:
             results[f"{name}_error"] = str(e)
             results[f"{name}_written"] = os.path.exists(os.path.join(out, name))
     try:  # killed at step 40: only the periodic checkpoint (every call here) is on disk
         runner.train(CONFIG, os.path.join(out, "cut"), task=task, strategy=mirrored,
-                  checkpoint_seconds=0.0, extra_callbacks=[StopAtStep(40, RuntimeError("killed"))])
+                     checkpoint_seconds=0.0,
+                     extra_callbacks=[StopAtStep(40, RuntimeError("killed"))])
     except RuntimeError:
         results["saved_names"], results["saved_step"] = _saved_state(os.path.join(out, "cut"))
     results["resumed"] = _run("cut", out, task, strategy=mirrored)
@@ -87,7 +88,8 @@ def main(out):
     results["adam_single"] = _run("adam_single", out, adam_task, ADAM)
     try:
         runner.train(ADAM, os.path.join(out, "adam_cut"), task=adam_task, strategy=mirrored,
-                  checkpoint_seconds=0.0, extra_callbacks=[StopAtStep(10, RuntimeError("killed"))])
+                     checkpoint_seconds=0.0,
+                     extra_callbacks=[StopAtStep(10, RuntimeError("killed"))])
     except RuntimeError:
         _, results["adam_saved_step"] = _saved_state(os.path.join(out, "adam_cut"))
     results["adam_mirrored"] = _run("adam_cut", out, adam_task, ADAM, strategy=mirrored)

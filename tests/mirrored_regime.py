@@ -47,8 +47,8 @@ def _scans(strategy):
     """Kernel drift and test error of a float64 MLP's scan at one α by gradient flow (the
     stage below runs scan by SGD under the strategy)."""
     flow = alpha_scan.scan(probe_models.mlp64, TASK, alphas=(0.1,), probe_size=8, max_steps=10,
-                      flow=GradientFlow(max_dgrad=1e-1, max_dout=0.3, grow=1.5),
-                      frozen_kernel=False, strategy=strategy)
+                           flow=GradientFlow(max_dgrad=1e-1, max_dout=0.3, grow=1.5),
+                           frozen_kernel=False, strategy=strategy)
     return {"flow": {k: flow.table[k].tolist() for k in ("kernel_drift", "test_error", "steps")}}
 
 

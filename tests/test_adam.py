@@ -39,7 +39,7 @@ def test_adam_converges_at_an_epoch_end_and_resumes_exactly_after_a_kill_mid_epo
     cut = str(tmp_path / "cut")
     with pytest.raises(RuntimeError):
         runner.train(config, cut, task=task, checkpoint_seconds=0.0,
-                  extra_callbacks=[StopAtStep(10, RuntimeError("killed"))])
+                     extra_callbacks=[StopAtStep(10, RuntimeError("killed"))])
     assert checkpoint_step(cut, config, task) == 9
     resumed = runner.train(config, cut, task=task)
     for key in ("steps", "t", "gradient_evaluations", "weight_drift", "test_error"):

@@ -178,7 +178,7 @@ def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator, activa
     # after the step's records) are on disk, the last one at step 19.
     with pytest.raises(RuntimeError):
         runner.train(config, cut, task=task, checkpoint_seconds=0.0,
-                  extra_callbacks=[StopAtStep(20, RuntimeError("killed"))])
+                     extra_callbacks=[StopAtStep(20, RuntimeError("killed"))])
     assert checkpoint_step(cut, config, task) == 19
     if (integrator, activation) == ("euler", "softplus"):  # (how a checkpoint is saved does
         # not depend on the integrator)
@@ -186,7 +186,7 @@ def test_killed_and_interrupted_run_resumes_exactly(tmp_path, integrator, activa
         # checkpoint due: it saves one at the end of that step and stops.
         with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
             runner.train(config, cut, task=task, checkpoint_seconds=1e9,
-                      extra_callbacks=[StopAtStep(40, signal.SIGTERM)])
+                         extra_callbacks=[StopAtStep(40, signal.SIGTERM)])
         assert checkpoint_step(cut, config, task) == 40
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone
     assert not artifact.is_complete(cut)
@@ -208,7 +208,7 @@ def test_complete_run_is_not_redone_and_other_config_is_refused(tmp_path):
     assert runner.train(config, str(tmp_path), task=task) == first
     with pytest.raises(runner.RunDirError, match="choose another output directory"):
         runner.train(TrainConfig(n_train=80, n_test=60, width=31, alpha=0.5), str(tmp_path),
-                  task=task)
+                     task=task)
 
 
 @pytest.mark.parametrize("budget, value", [("max_steps", 5), ("max_time", 0.05),

@@ -103,7 +103,7 @@ def test_in_graph_steps_equal_one_step_per_call(tmp_path):
         out = tmp_path / str(steps_per_call)
         counter = _Calls()
         metrics = runner.train(config, str(out), task=task, steps_per_call=steps_per_call,
-                            extra_callbacks=[counter])
+                               extra_callbacks=[counter])
         calls[steps_per_call] = counter.calls
         outputs[steps_per_call] = (metrics, np.load(out / artifact.TEST_OUTPUTS))
         records[steps_per_call] = [{k: v for k, v in artifact.read_json_line(line).items()
@@ -147,8 +147,8 @@ def test_bad_strategy_and_tpu_float64_are_refused_and_write_nothing(tmp_path):
         sweep.run_sweep(grid, str(out), strategy="cluster")
     with pytest.raises(ConfigError, match="does not split evenly over the 2 replicas"):
         runner.train(TrainConfig(n_train=41, n_test=30, width=16, alpha=0.5), str(out),
-                  task=synthetic_task(n_train=41, n_test=30),
-                  strategy=_FakeReplicas(2))
+                     task=synthetic_task(n_train=41, n_test=30),
+                     strategy=_FakeReplicas(2))
     assert not out.exists()
     # float32 resolves this α: a TPU run would go ahead (not started here).
     assert float(largest) > 0.5 and TrainConfig(width=16, alpha=0.5).dtype == "float32"
@@ -175,7 +175,7 @@ def test_adam_refuses_several_tpu_replicas_and_writes_nothing(tmp_path, monkeypa
     with pytest.raises(ConfigError, match="adam's per-replica batches have data-dependent "
                                           "sizes, which TPUs cannot compile"):
         runner.train(config, str(tmp_path / "run"), task=synthetic_task(n_train=40, n_test=30),
-                  strategy=_FakeReplicas(2))
+                     strategy=_FakeReplicas(2))
     assert not (tmp_path / "run").exists()
 
 

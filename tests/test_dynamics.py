@@ -73,7 +73,7 @@ def test_momentum_with_tau_proportional_to_t_converges_and_resumes_exactly(tmp_p
     cut = str(tmp_path / "cut")
     with pytest.raises(RuntimeError):  # killed at step 30: the checkpoint of step 29 remains
         runner.train(config, cut, task=task, checkpoint_seconds=0.0,
-                  extra_callbacks=[StopAtStep(30, RuntimeError("killed"))])
+                     extra_callbacks=[StopAtStep(30, RuntimeError("killed"))])
     assert checkpoint_step(cut, config, task) == 29
     resumed = runner.train(config, cut, task=task)  # v and t come back from the checkpoint
     for key in ("steps", "rejected_steps", "t", "gradient_evaluations", "weight_drift"):

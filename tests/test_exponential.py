@@ -163,7 +163,7 @@ def test_a_checkpoint_with_a_basis_of_another_rank_is_refused_in_one_line(tmp_pa
     monkeypatch.setattr(exponential.DeflatedExponential, "RANK", 6)
     with pytest.raises(RuntimeError, match="killed"):
         runner.train(config, str(tmp_path), task=task, checkpoint_seconds=0.0,
-                  extra_callbacks=[StopAtStep(3, RuntimeError("killed"))])
+                     extra_callbacks=[StopAtStep(3, RuntimeError("killed"))])
     monkeypatch.setattr(exponential.DeflatedExponential, "RANK", 8)
     with pytest.raises(runner.RunDirError, match="does not fit this run's model .*shape"):
         runner.train(config, str(tmp_path), task=task)

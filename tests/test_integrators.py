@@ -385,7 +385,7 @@ def test_every_forward_and_backward_pass_is_counted(name):
 
     model.local_loss_and_grad = counted
     runner.fit_flow(model, task.x_train, task.y_train,
-                 [callbacks.GradientFlowStopping(max_steps=30)])
+                    [callbacks.GradientFlowStopping(max_steps=30)])
     assert int(model.evaluations.numpy()) == int(passes.numpy()) > 30
 
 

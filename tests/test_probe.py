@@ -31,7 +31,7 @@ def test_crossover_interpolates_in_log_log():
 @pytest.mark.parametrize("build,shape", [(probe_models.mlp, None), (probe_models.cnn, (8, 8, 1))])
 def test_scan_runs_a_keras_model_end_to_end(tmp_path, build, shape):
     result = alpha_scan.scan(build, TASK, alphas=(1e-3, 1e3), output_dir=str(tmp_path),
-                        input_shape=shape, probe_size=16, max_steps=100, flow=LOOSE)
+                             input_shape=shape, probe_size=16, max_steps=100, flow=LOOSE)
     table = pd.read_csv(tmp_path / alpha_scan.TABLE)
     assert list(table.alpha) == [1e-3, 1e3]
     # Small α learns features, large α stays lazy (Section 5).
@@ -51,8 +51,8 @@ def test_scan_with_the_users_optimizer_runs_end_to_end():
     # A plain Keras fit of F = α(f̂ − f̂0) by SGD on the α⁻²-scaled loss (eq. 7): F moves at
     # the same rate at every α, the weights by ~1/α, so small α learns features.
     result = alpha_scan.scan(probe_models.mlp, TASK, alphas=(0.1, 1e3), probe_size=16,
-                        optimizer=lambda: keras.optimizers.SGD(0.01), epochs=10,
-                        batch_size=16, frozen_kernel=False)
+                             optimizer=lambda: keras.optimizers.SGD(0.01), epochs=10,
+                             batch_size=16, frozen_kernel=False)
     table = result.table
     assert list(table.regime) == ["feature learning", "lazy"], table.to_string()
     assert list(table.steps) == [30, 30] and list(table.stop_reason) == ["10 epochs"] * 2
@@ -61,8 +61,8 @@ def test_scan_with_the_users_optimizer_runs_end_to_end():
 
 def test_a_diverging_optimizer_is_reported_in_its_row():
     result = alpha_scan.scan(probe_models.mlp, TASK, alphas=(1e-3,), probe_size=8, epochs=4,
-                        batch_size=16, optimizer=alpha_scan.keras_optimizer("sgd", 1.0),
-                        frozen_kernel=False)
+                             batch_size=16, optimizer=alpha_scan.keras_optimizer("sgd", 1.0),
+                             frozen_kernel=False)
     assert result.table.stop_reason[0].startswith("diverged")
 
 
@@ -88,7 +88,7 @@ def test_keras_optimizer_names_and_errors():
 
 def test_scan_of_a_subclassed_model_with_a_chosen_logit():
     result = alpha_scan.scan(probe_models.two_logits, TASK, alphas=(1e3,), output=0, probe_size=8,
-                        max_steps=100, flow=LOOSE, frozen_kernel=False)
+                             max_steps=100, flow=LOOSE, frozen_kernel=False)
     assert result.table.regime[0] == "lazy" and result.kernel_test_error is None
 
 

@@ -270,7 +270,7 @@ def test_budget_stopped_runs_are_excluded_then_retried(tmp_path, monkeypatch):
     # A retried run ends exactly where one run without a budget ends.
     config = grid.configs()[0]
     reference = runner.train(dataclasses.replace(config, max_steps=10**6), str(tmp_path / "ref"),
-                          task=task)
+                             task=task)
     retried = runs[runs["run_id"] == config.run_id()].iloc[0]
     assert (retried["steps"], retried["t"]) == (reference["steps"], reference["t"])
     np.testing.assert_array_equal(

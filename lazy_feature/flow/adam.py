@@ -38,7 +38,7 @@ sums them. The moments m, v are mirrored like w, so checkpoints and resume are a
 device. The per-replica batches have dynamic shapes, which XLA on TPUs cannot compile:
 Adam refuses a TPU strategy with several replicas.
 
-Precision: the run's dtype (`precision`). At large α a step lr0/α must survive against
+Precision: the run's dtype (`model.precision`). At large α a step lr0/α must survive against
 w ~ 1 and f − f0 ~ 1/α must not cancel: float64, which the precision policy picks there.
 """
 import dataclasses
@@ -110,12 +110,12 @@ def _local_batch(strategy: tf.distribute.Strategy, batch: tf.Tensor, n_local: in
 @keras.saving.register_keras_serializable(package="lazy_feature")
 class AdamDynamics(Dynamics):
     """The α-model trained by Adam on mini-batches (`adam`: its `Adam` settings, module
-    docstring). Its state: the
-    moments m and v of each trainable weight (`adam_m`, `adam_v`) and the result of the last
-    convergence check (`margins_exceed_one`), after the slots of gradient flow under `flow`
-    (`GradientFlowDynamics.variables`, unused here), so that a run's checkpoint has one
-    layout whatever its dynamics. f(w) on the training set is refreshed at the end of an
-    epoch only (the check), so the model refreshes it before it reports its state."""
+    docstring). Its state: the moments m and v of each trainable weight (`adam_m`, `adam_v`)
+    and the result of the last convergence check (`margins_exceed_one`), after the slots of
+    gradient flow under `flow` (`GradientFlowDynamics.variables`, unused here), so that a
+    run's checkpoint has one layout whatever its dynamics. f(w) on the training set is
+    refreshed at the end of an epoch only (the check), so the model refreshes it before it
+    reports its state."""
     tracks_outputs = False
     # m and v.
     vectors = 2

@@ -198,5 +198,3 @@ def _derivative(per_pattern):
         return tape.gradient(total, F)
     return derivative
 
-
-# -- tiles ---------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 architectures, which has none, is over all its layers' weights). It comes in tiles (blocks of
 examples × blocks of examples), so that no function here holds more than a tile and the
 signals of its rows and columns, except `gram`, which returns the whole matrix. Inside the
-scope of a MirroredStrategy with several replicas (`distribute`) the tiles are spread over
+scope of a MirroredStrategy with several replicas (`run.distribute`) the tiles are spread over
 them, one tile per replica at a time. A `Kernel` computes a tile two ways at once:
   * the structured path (`structured`) for the layers it knows: exact, from each layer's
     inputs and back-propagated signals;
@@ -14,7 +14,7 @@ them, one tile per replica at a time. A `Kernel` computes a tile two ways at onc
 
 Precision. A tile is computed in the network's compute dtype: its entries are sums of O(h)
 products, rounded to ~ε√h relatively, which resolves the lazy drift ~1/(√h α) (Section 5) to
-~ε h α, the bound `precision` keeps below 1e-3 when it picks the dtype. Tiles are cast to
+~ε h α, the bound `model.precision` keeps below 1e-3 when it picks the dtype. Tiles are cast to
 float64 before they are subtracted, summed or stored: a norm over 50 000 test points adds
 2.5e9 squares, and the difference of two close kernels must not be rounded again.
 """

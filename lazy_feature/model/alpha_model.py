@@ -30,14 +30,14 @@ class AlphaModel(keras.Model):
     input. `fit` trains it by its `dynamics` on L = (α² n)⁻¹ Σ ℓ(F, y) (eq. 7): every
     `train_step` is one `Dynamics.step` (a trial step of gradient flow's integrator, of
     continuous momentum, or one Adam step on a mini-batch); give it a dataset that yields the
-    whole training set as one batch of static size, repeated (`data.full_batch`), and stop
-    with `callbacks.GradientFlowStopping`. The whole training state (the clock t, dt, the
-    step counts, f(w_i) and f(w0) on the training set, and the state its dynamics declares)
-    lives in Keras variables, so `save_weights`/`load_weights` checkpoint and resume a run
-    exactly, and `save("m.keras")`/`keras.models.load_model` restore the whole model, w0 and
-    dynamics included. `compile()` takes no optimizer (the dynamics is the optimizer);
-    `evaluate` reports the rescaled loss α²·mean ℓ and the error of F, averaged over all the
-    points it saw.
+    whole training set as one batch of static size, repeated (`run.data.full_batch`), and
+    stop with `run.callbacks.GradientFlowStopping`. The whole training state (the clock t,
+    dt, the step counts, f(w_i) and f(w0) on the training set, and the state its dynamics
+    declares) lives in Keras variables, so `save_weights`/`load_weights` checkpoint and
+    resume a run exactly, and `save("m.keras")`/`keras.models.load_model` restore the whole
+    model, w0 and dynamics included. `compile()` takes no optimizer (the dynamics is the
+    optimizer); `evaluate` reports the rescaled loss α²·mean ℓ and the error of F, averaged
+    over all the points it saw.
 
     Under a tf.distribute strategy (build the model inside `strategy.scope()`) the training
     set is split in one contiguous shard per replica (n must be a multiple of the number
@@ -268,7 +268,7 @@ class AlphaModel(keras.Model):
         # Forward + backward passes of the training set, rejected steps and stages included.
         self.evaluations = self.add_weight(name="gradient_evaluations", initializer="zeros",
                                            dtype="int64", **scalar)
-        # The flow runs to t_end exactly and past convergence when finite (`fidelity`).
+        # The flow runs to t_end exactly and past convergence when finite (`study.fidelity`).
         self.t_end = self.add_weight(name="t_end", dtype="float64",
                                      initializer=keras.initializers.Constant(float("inf")),
                                      **scalar)

@@ -60,8 +60,8 @@ class GradientFlowStopping(keras.callbacks.Callback):
     Budgets: `max_time` in gradient-flow time, `max_steps` accepted steps, and
     `max_wall_seconds` of wall clock (counting `wall_offset` seconds spent before a resume);
     `max_epochs` is an Adam run's length in t (its t counts epochs), which ends it finished
-    (`run.finished`). Raises DivergenceError when dt falls below `min_dt` (a step that no dt makes
-    obey eqs. 8-9, e.g. a non-finite loss). `reason` says why training stopped.
+    (`runner.finished`). Raises DivergenceError when dt falls below `min_dt` (a step that no
+    dt makes obey eqs. 8-9, e.g. a non-finite loss). `reason` says why training stopped.
 
     "stalled": dt stayed below STALL_RATIO·t for STALL_STEPS accepted steps in a row, so t
     would take over 10^7 more steps to double. A ReLU network does this in the feature regime:

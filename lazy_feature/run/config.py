@@ -78,7 +78,7 @@ class TrainConfig:
     default), Adam (`lazy_feature.flow.adam`: mini-batches of batch_size, step
     learning_rate, None for lr0·min(1, 1/α); t counts epochs; `epochs` is the run's length:
     it ends at the stopping criterion or after `epochs` epochs, and either is a finished
-    run, `run.finished`) or continuous momentum (`lazy_feature.flow.momentum`: time constant
+    run, `runner.finished`) or continuous momentum (`lazy_feature.flow.momentum`: time constant
     tau, or tau·t with tau_proportional_to_t; tau = 0 is gradient flow), stepped by Euler.
     Budgets (max_time in gradient-flow time, max_steps in accepted steps, max_wall_seconds)
     end a run that has not met the stopping criterion; it is then reported not converged.

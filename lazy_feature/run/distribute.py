@@ -9,7 +9,7 @@ Strategies (`STRATEGIES`):
                 environment variable describes;
   tpu           tf.distribute.TPUStrategy on the TPU a TPUClusterResolver finds (`tpu` names
                 it; "" is the local one or the TPU_NAME of the environment).
-A model built inside `strategy.scope()` (`run.build_model`) keeps its strategy: its flow
+A model built inside `strategy.scope()` (`runner.build_model`) keeps its strategy: its flow
 splits the training set over the replicas (`alpha_model.AlphaModel`).
 
 TPUs have no float64. The precision a run needs follows α·h (`precision`), so a TPU run that

@@ -4,9 +4,9 @@ The paper's power laws hold deep inside a regime, not across the crossover: eq. 
 drift, −a) and eq. 30 (weight drift, −b) for √h·α ≪ 1, the slope −1 of both drifts for
 √h·α ≫ 1 (Section 5, eq. 29), t_{L/2} ~ √h·α (eq. 19) in the feature regime. The crossover
 √h·α* is located where the kernel has moved as much as its size, ‖Θ − Θ0‖/‖Θ0‖ =
-`drift.CROSSOVER_DRIFT` = 1 (Section 5), and each regime's range keeps a factor MARGIN away from it, unless a sweep
-states its ranges (`SweepConfig.feature_range`, `lazy_range`). `fit_table` is what the report
-writes to fits.csv and reads back for its summary and figures.
+`drift.CROSSOVER_DRIFT` = 1 (Section 5), and each regime's range keeps a factor MARGIN away
+from it, unless a sweep states its ranges (`SweepConfig.feature_range`, `lazy_range`).
+`fit_table` is what the report writes to fits.csv and reads back for its summary and figures.
 """
 import dataclasses
 
@@ -34,14 +34,15 @@ def crossover(runs):
 
     `how` is "kernel drift = 1", or says why NOMINAL_CROSSOVER is used instead.
     """
-    level = drift.CROSSOVER_DRIFT
+    threshold = drift.CROSSOVER_DRIFT
     if DRIFT not in runs or "sqrt_h_alpha_level" not in runs or runs[DRIFT].isna().all():
         return NOMINAL_CROSSOVER, "nominal (no kernel drift measured)"
     means = exponents.per_x_means(runs, "sqrt_h_alpha_level", DRIFT)
-    x_star = drift.crossover(means.index, means, level)
+    x_star = drift.crossover(means.index, means, threshold)
     if x_star is None:
-        return NOMINAL_CROSSOVER, f"nominal (the kernel drift does not cross {level:g} on this grid)"
-    return x_star, f"kernel drift = {level:g}"
+        return (NOMINAL_CROSSOVER,
+                f"nominal (the kernel drift does not cross {threshold:g} on this grid)")
+    return x_star, f"kernel drift = {threshold:g}"
 
 
 def regime_ranges(runs, feature=None, lazy=None):

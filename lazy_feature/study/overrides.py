@@ -10,7 +10,6 @@ import dataclasses
 from lazy_feature.errors import ConfigError
 from lazy_feature.flow import training
 from lazy_feature.run.config import TrainConfig
-from lazy_feature.study.sweep import SweepConfig
 
 # The grid axes a setting can replace, with the type of their values; the α grid replaces
 # the √h·α grid and the other way round.
@@ -22,7 +21,6 @@ DYNAMICS_SETTINGS = {kind.name: kind.settings for kind in training.DYNAMICS.valu
                      if kind.settings}
 DYNAMICS_NAMES = ("dynamics", *(name for names in DYNAMICS_SETTINGS.values() for name in names))
 _TRAIN_FIELDS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-_GRID_FIELDS = {f.name for f in dataclasses.fields(SweepConfig)}
 
 
 def apply(grid, settings):

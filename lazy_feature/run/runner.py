@@ -213,6 +213,7 @@ def _finish(config: TrainConfig, model: AlphaModel, task: data.BinaryTask, outpu
     artifact.write_npy(artifact.join(output_dir, artifact.TEST_LABELS), task.y_test)
     artifact.finish_log(output_dir)
     steps = int(state["step"])
+    adam = config.adam()
     metrics = {
         "run_id": config.run_id(),
         "alpha": config.alpha,
@@ -226,8 +227,7 @@ def _finish(config: TrainConfig, model: AlphaModel, task: data.BinaryTask, outpu
         "rejected_steps": int(state["attempts"]) - steps,
         "integrator": config.integrator,
         "dynamics": config.dynamics,
-        "learning_rate": (config.adam().learning_rate  # type: ignore[union-attr]
-                          if config.adam() else None),  # in use
+        "learning_rate": adam.learning_rate if adam else None,  # Adam's, in use
         # forward + backward passes of the training set, rejected steps and stages included
         "gradient_evaluations": int(state["evaluations"]),
         "t": state["t"],

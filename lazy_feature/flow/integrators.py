@@ -73,12 +73,15 @@ def advance(integrator, problem, state, dt, memory, hold=False, store_memory=Non
     return Advance(kept, accepted, integrator.next_dt(dt, accepted, trial.measures), trial)
 
 
-def gradient_change(squared_difference, norm_old_sq, norm_new_sq):
-    """The left side of eq. 9 from ‖∇L_i − ∇L_{i+1}‖², ‖∇L_i‖² and ‖∇L_{i+1}‖².
+def gradient_change(problem, grad, new_grad):
+    """Eq. 9's left side ‖∇L_i − ∇L_{i+1}‖² / (‖∇L_i‖ ‖∇L_{i+1}‖) between ∇L_i = `grad` and
+    ∇L_(i+1) = `new_grad`, in `problem`'s norm.
 
     Zero when both gradients vanish (nothing left to learn), so such a step is accepted.
     """
-    return tf.math.divide_no_nan(squared_difference, tf.sqrt(norm_old_sq * norm_new_sq))
+    return tf.math.divide_no_nan(problem.squared_norm(problem.difference(grad, new_grad)),
+                                 tf.sqrt(problem.squared_norm(grad)
+                                         * problem.squared_norm(new_grad)))
 
 
 def combination(coefficients, tensors):
@@ -133,7 +136,7 @@ class Euler:
         point = move(problem, state.point, dt, (1.0,), (state.grad,))
         outputs, grad = problem.evaluate(point)
         dout = problem.output_change(outputs, state.outputs)
-        dgrad = _dgrad(problem, state.grad, grad)
+        dgrad = gradient_change(problem, state.grad, grad)
         ok = self.flow.accept(dout, dgrad)
         error = tf.maximum(tf.cast(dout, tf.float64) / self.flow.max_dout,
                            tf.cast(dgrad, tf.float64) / self.flow.max_dgrad)
@@ -164,8 +167,9 @@ class Euler:
         def halves():
             half = move(problem, state.point, 0.5 * dt, (1.0,), (state.grad,))
             half_grad = problem.evaluate(half)[1]
-            return tf.stack([tf.cast(_dgrad(problem, state.grad, half_grad), tf.float64),
-                             tf.cast(_dgrad(problem, half_grad, grad), tf.float64)])
+            return tf.stack([
+                tf.cast(gradient_change(problem, state.grad, half_grad), tf.float64),
+                tf.cast(gradient_change(problem, half_grad, grad), tf.float64)])
 
         if getattr(problem, "branches", True):
             d, evaluated = tf.cond(probe, halves, lambda: tf.zeros(2, tf.float64)), probe
@@ -198,10 +202,3 @@ class Euler:
         grown = dt * tf.where(smooth > 0, tf.clip_by_value(room, 1.0, JUMP_GROWTH),
                               JUMP_GROWTH)
         return tf.where(measures["jump"], grown, self.flow.next_dt(dt, accepted, dout, smooth))
-
-
-def _dgrad(problem, grad, new_grad):
-    """Eq. 9's left side between ∇L_i = `grad` and ∇L_(i+1) = `new_grad`."""
-    return gradient_change(problem.squared_norm(problem.difference(grad, new_grad)),
-                           problem.squared_norm(grad), problem.squared_norm(new_grad))
-

@@ -16,7 +16,8 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from lazy_feature.flow.integrators import FlowState, Trial, _dgrad, evaluation_count, move
+from lazy_feature.flow.integrators import (FlowState, Trial, evaluation_count, gradient_change,
+                                          move)
 
 
 class LocalErrorControl:
@@ -56,7 +57,7 @@ class LocalErrorControl:
         output_ratio = output_error / self.flow.output_tol
         direction_ratio = direction_error / self.flow.direction_tol
         dout = problem.output_change(new.outputs, state.outputs)
-        dgrad = _dgrad(problem, state.grad, new.grad)
+        dgrad = gradient_change(problem, state.grad, new.grad)
         normalized = tf.maximum(tf.pow(output_ratio, 1.0 / self.order),
                                 tf.pow(direction_ratio, 1.0 / (self.order - 1)))
         ok = normalized <= 1.0

@@ -81,12 +81,11 @@ class MomentumFlow(NetworkFlow):
         """Euler's move from one point (`integrators.move`), the only one momentum takes."""
         if tuple(coefficients) != (1.0,) or len(points) != 1:
             raise ValueError("continuous momentum is stepped by the Euler scheme only")
-        point, coefficients = points[0], grad_coefficients
-        n = len(self.weights)
+        point, n = points[0], len(self.weights)
         decay = tf.cast(self.momentum.decay(self.model.t, dt), self.model.dtype)
         dt = tf.cast(dt, self.model.dtype)
         velocity = [decay * v - (1.0 - decay) * g
-                    for v, g in zip(point[n:], self.combine(coefficients, grads))]
+                    for v, g in zip(point[n:], self.combine(grad_coefficients, grads))]
         return [w + dt * v for w, v in zip(point[:n], velocity)] + velocity
 
 

@@ -299,7 +299,7 @@ class RegimeMonitor(keras.callbacks.Callback):
         """Test error of the frozen kernel Θ(w0) trained on the probe (Appendix A)."""
         a = frozen.frozen_kernel_dynamics(self._gram0, self.probe_y)["a"]
         outputs = frozen.predict_frozen(self._network, np.asarray(x_test, self.probe_x.dtype),
-                                     self.probe_x, a)
+                                        self.probe_x, a)
         return float(losses.error_rate(outputs, _signs(y_test)))
 
     def _record(self, now=None):

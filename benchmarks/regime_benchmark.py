@@ -33,14 +33,24 @@ BATCH, PROBE, RECORDS, ROUNDS = 64, 256, 20, 3
 class TimedMonitor(regime.RegimeMonitor):
     """A RegimeMonitor that times its train-begin setup and its per-batch hooks."""
 
-    setup = hooks = 0.0
+    setup = hooks = first_probe = 0.0
 
-    def _probe(self):
-        start = time.perf_counter()
-        result = super()._probe()
-        if not self._records:
+    def _start(self):
+        # The first probe pass is the live drift's start at w0 (f(w0), Θ(w0)): it traces the
+        # probe's graph and runs it once.
+        live_start = self.live.start
+
+        def timed_start(network):
+            start = time.perf_counter()
+            result = live_start(network)
             self.first_probe = time.perf_counter() - start
-        return result
+            return result
+
+        self.live.start = timed_start
+        try:
+            super()._start()
+        finally:
+            self.live.start = live_start
 
     def on_train_begin(self, logs=None):
         start = time.perf_counter()

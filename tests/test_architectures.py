@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from lazy_feature.model import architectures
 from lazy_feature.model.alpha_model import AlphaModel
 from lazy_feature.model.architectures import ConvNet, FullyConnected, WideResNet
 from lazy_feature.run.config import TrainConfig
@@ -216,3 +217,18 @@ def test_depth_defaults_to_the_architectures_and_keeps_fc_run_ids():
     assert TrainConfig(architecture="cnn").run_id() != TrainConfig().run_id()
     # as in version 0.2.0, whose runs were the paper's Euler scheme's
     assert TrainConfig(width=30, depth=5, integrator="euler").run_id() == "65eaeaf2d0ad3cfc"
+
+
+@pytest.mark.parametrize("name", sorted(architectures.ARCHITECTURES))
+def test_each_registered_architecture_builds_what_its_entry_says(name):
+    entry = architectures.ARCHITECTURES[name]
+    config = TrainConfig(architecture=name, width=2, n_train=10, n_test=10)
+    net = architectures.network(config)
+    assert type(net) is entry.network and config.depth == entry.network.DEFAULT_DEPTH
+    assert architectures.takes_images(name) == entry.images == (not isinstance(net, FullyConnected))
+    if not entry.biases:  # refused in one line, the others' options
+        with pytest.raises(ConfigError, match="apply to fc only"):
+            TrainConfig(architecture=name, bias_scale=0.1)
+    assert not architectures.takes_images("mlp")
+    with pytest.raises(ConfigError, match="unknown architecture 'mlp'"):
+        TrainConfig(architecture="mlp")

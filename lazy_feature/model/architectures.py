@@ -9,6 +9,7 @@ meaning it has for the FC net.
 
 `network(config)` builds the network a `TrainConfig` names (`ARCHITECTURES`).
 """
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,10 +23,12 @@ from lazy_feature.model.layers import NTKConv2D, NTKDense
 if TYPE_CHECKING:
     import tensorflow as tf
 
-ARCHITECTURES = ("fc", "cnn", "wide_resnet")
-# The depth each architecture gets when none is given: the paper's L = 3 FC net, its CNN with 4
-# hidden layers (fixed) and the Wide-ResNet 28 × k of Fig. 8.
-DEFAULT_DEPTHS = {"fc": 3, "cnn": 4, "wide_resnet": 28}
+
+
+def _settings(config: Any) -> dict[str, Any]:
+    """The settings of a `TrainConfig` that every network takes: σ, its β, seed and dtype."""
+    return dict(activation=config.activation, beta=config.activation_beta,
+                seed=config.init_seed, dtype=config.dtype)
 
 
 @keras.saving.register_keras_serializable(package="lazy_feature")
@@ -43,12 +46,27 @@ class FullyConnected(keras.Model):
       seed: the init seed; layer ℓ draws its N(0, 1) weights from seed·1000 + ℓ.
       dtype: "float32" or "float64" (see `precision`), for weights and computation.
     """
+    DEFAULT_DEPTH = 3
 
-    def __init__(self, width: int, depth: int | None = 3, activation: str = "softplus",
+    @classmethod
+    def check_depth(cls, depth: int | None) -> int:
+        """L (the default for None), or a ConfigError."""
+        depth = cls.DEFAULT_DEPTH if depth is None else int(depth)
+        if depth < 1:
+            raise ConfigError(f"depth must be >= 1, got {depth}")
+        return depth
+
+    @classmethod
+    def of_config(cls, config: Any) -> "FullyConnected":
+        """The network a `TrainConfig` names."""
+        return cls(config.width, depth=config.depth, bias_scale=config.bias_scale,
+                   readout_bias=config.readout_bias, **_settings(config))
+
+    def __init__(self, width: int, depth: int | None = DEFAULT_DEPTH, activation: str = "softplus",
                  beta: float = activations.SOFTPLUS_BETA, bias_scale: float = 0.0,
                  readout_bias: bool = False, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.width, self.depth = _check_width(width), check_depth("fc", depth)
+        self.width, self.depth = _check_width(width), self.check_depth(depth)
         self.seed = int(seed)
         if float(bias_scale) < 0 or (readout_bias and not float(bias_scale) > 0):
             raise ConfigError(f"need bias_scale >= 0 (0 = no bias) and bias_scale > 0 for a "
@@ -212,6 +230,20 @@ class ConvNet(_ImageNetwork):
       dtype: "float32" or "float64".
     """
     KERNEL_SIZE, PADDING, STRIDES = 5, 1, (2, 1, 2, 1)
+    DEFAULT_DEPTH = 4  # fixed: its hidden layers
+
+    @classmethod
+    def check_depth(cls, depth: int | None) -> int:
+        """Its 4 hidden layers (given or None), or a ConfigError."""
+        if depth is not None and int(depth) != cls.DEFAULT_DEPTH:
+            raise ConfigError(f"the cnn has the paper's 4 hidden layers, got depth={depth}: "
+                              "leave --depth unset (it applies to fc and wide_resnet)")
+        return cls.DEFAULT_DEPTH
+
+    @classmethod
+    def of_config(cls, config: Any) -> "ConvNet":
+        """The network a `TrainConfig` names."""
+        return cls(config.width, **_settings(config))
 
     def __init__(self, width: int, activation: str = "softplus",
                  beta: float = activations.SOFTPLUS_BETA, seed: int = 0, **kwargs: Any) -> None:
@@ -263,10 +295,27 @@ class WideResNet(_ImageNetwork):
     convs: list[NTKConv2D]
     blocks: list[tuple[int, int, int]]
 
-    def __init__(self, width: int, depth: int | None = 28, activation: str = "softplus",
+    DEFAULT_DEPTH = 28
+
+    @classmethod
+    def check_depth(cls, depth: int | None) -> int:
+        """6n + 4 (the default for None), or a ConfigError."""
+        depth = cls.DEFAULT_DEPTH if depth is None else int(depth)
+        if depth < 10 or (depth - 4) % 6:
+            raise ConfigError("a wide_resnet's depth is 6n + 4 (10, 16, 22, 28, ...), "
+                              f"got {depth}")
+        return depth
+
+    @classmethod
+    def of_config(cls, config: Any) -> "WideResNet":
+        """The network a `TrainConfig` names."""
+        return cls(config.width, depth=config.depth, **_settings(config))
+
+    def __init__(self, width: int, depth: int | None = DEFAULT_DEPTH,
+                 activation: str = "softplus",
                  beta: float = activations.SOFTPLUS_BETA, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(width, activation, beta, seed, **kwargs)
-        self.depth = check_depth("wide_resnet", depth)
+        self.depth = self.check_depth(depth)
         blocks_per_stage = (self.depth - 4) // 6
         self.convs, self.blocks = [], []  # blocks: (conv₁, conv₂, shortcut or -1) indices
 
@@ -307,19 +356,43 @@ class WideResNet(_ImageNetwork):
         return dict(super().get_config(), depth=self.depth)
 
 
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """One family of networks f, registered once (`ARCHITECTURES`).
+
+    name: its name in TrainConfig.architecture and --architecture.
+    network: its class (its DEFAULT_DEPTH, check_depth and of_config).
+    fan_in_per_width: its largest fan-in per unit of the width h of √h·α (`precision`).
+    images: whether it takes images (height, width, channels) rather than vectors.
+    biases: whether it takes `bias_scale` and `readout_bias` (Appendix J).
+    """
+    name: str
+    network: type[FullyConnected] | type[ConvNet] | type[WideResNet]
+    fan_in_per_width: int
+    images: bool
+    biases: bool = False
+
+
+# The paper's FC net; its CNN, whose widest layers are 5 × 5 kernels on h channels; the
+# Wide-ResNet of Fig. 8, whose widest are 3 × 3 kernels on 64·k channels.
+FC = Architecture("fc", FullyConnected, fan_in_per_width=1, images=False, biases=True)
+ARCHITECTURES = {a.name: a for a in (
+    FC,
+    Architecture("cnn", ConvNet, fan_in_per_width=ConvNet.KERNEL_SIZE ** 2, images=True),
+    Architecture("wide_resnet", WideResNet,
+                 fan_in_per_width=3 * 3 * WideResNet.STAGE_CHANNELS[-1], images=True),
+)}
+
+
+def takes_images(architecture: str) -> bool:
+    """Whether `architecture` takes images rather than vectors (an unknown name does not:
+    `check_options` refuses it)."""
+    return architecture in ARCHITECTURES and ARCHITECTURES[architecture].images
+
+
 def check_depth(architecture: str, depth: int | None) -> int:
     """The depth `architecture` takes (its default for None), or a ConfigError saying which."""
-    if depth is None:
-        return DEFAULT_DEPTHS[architecture]
-    depth = int(depth)
-    if architecture == "fc" and depth < 1:
-        raise ConfigError(f"depth must be >= 1, got {depth}")
-    if architecture == "cnn" and depth != DEFAULT_DEPTHS["cnn"]:
-        raise ConfigError(f"the cnn has the paper's 4 hidden layers, got depth={depth}: "
-                          "leave --depth unset (it applies to fc and wide_resnet)")
-    if architecture == "wide_resnet" and (depth < 10 or (depth - 4) % 6):
-        raise ConfigError(f"a wide_resnet's depth is 6n + 4 (10, 16, 22, 28, ...), got {depth}")
-    return depth
+    return ARCHITECTURES[architecture].network.check_depth(depth)
 
 
 def check_options(architecture: str, depth: int | None = None, bias_scale: float = 0.0,
@@ -332,7 +405,7 @@ def check_options(architecture: str, depth: int | None = None, bias_scale: float
     if architecture not in ARCHITECTURES:
         raise ConfigError(f"unknown architecture {architecture!r}: choose one of "
                           f"{', '.join(ARCHITECTURES)}")
-    if architecture != "fc" and (bias_scale or readout_bias):
+    if not ARCHITECTURES[architecture].biases and (bias_scale or readout_bias):
         raise ConfigError(f"bias_scale and readout_bias apply to fc only; the {architecture} "
                           "has no bias (Section 7, Appendix A): leave them unset")
     return check_depth(architecture, depth)
@@ -340,11 +413,4 @@ def check_options(architecture: str, depth: int | None = None, bias_scale: float
 
 def network(config):
     """The network f of a `TrainConfig` (its architecture, width, depth, σ, seed and dtype)."""
-    common = dict(activation=config.activation, beta=config.activation_beta,
-                  seed=config.init_seed, dtype=config.dtype)
-    if config.architecture == "cnn":
-        return ConvNet(config.width, **common)
-    if config.architecture == "wide_resnet":
-        return WideResNet(config.width, depth=config.depth, **common)
-    return FullyConnected(config.width, depth=config.depth, bias_scale=config.bias_scale,
-                          readout_bias=config.readout_bias, **common)
+    return ARCHITECTURES[config.architecture].network.of_config(config)

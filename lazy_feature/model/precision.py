@@ -18,16 +18,13 @@ fan-in 25·h; the Wide-ResNet's widest, 3 × 3 on 64·k channels, 576·k.
 import numpy as np
 
 from lazy_feature.errors import ConfigError
-
-# The largest fan-in of a layer, per unit of the width h of √h·α (fc: h; cnn: its 5 × 5
-# kernels on h channels; wide_resnet: 3 × 3 kernels on the last stage's 64·k channels).
-FAN_IN_PER_WIDTH = {"fc": 1, "cnn": 5 * 5, "wide_resnet": 3 * 3 * 64}
+from lazy_feature.model.architectures import ARCHITECTURES
 
 
 def resolution_width(architecture, width):
     """The h of the rule α·h·ε ≤ RESOLUTION: the largest fan-in among the layers of width h
-    (the FC net's hidden layers: h itself)."""
-    return FAN_IN_PER_WIDTH[architecture] * width
+    (the FC net's hidden layers: h itself; `Architecture.fan_in_per_width`)."""
+    return ARCHITECTURES[architecture].fan_in_per_width * width
 
 RESOLUTION = 1e-3  # the largest α·h·ε we accept (see the module docstring)
 DTYPES = ("float32", "float64")

@@ -27,7 +27,7 @@ NOT_IDENTITY = ("data_dir", "max_time", "max_steps", "max_wall_seconds")
 INTEGRATOR_SETTINGS = ("integrator", "output_tol", "direction_tol", "stiff_output_tol")
 # Settings added after version 0.2.0 enter the run id only away from these defaults, so that
 # the ids of earlier runs, which had them implicitly, stay valid.
-LATER_SETTINGS = {"architecture": "fc", "pca": 0, "pca_whiten": True,
+LATER_SETTINGS = {"architecture": architectures.FC.name, "pca": 0, "pca_whiten": True,
                   "dynamics": training.GRADIENT_FLOW, "batch_size": 32, "learning_rate": None,
                   "tau": 0.0, "tau_proportional_to_t": False, "epochs": None,
                   "stiff_output_tol": None}
@@ -90,7 +90,7 @@ class TrainConfig:
     n_train: int = 10000
     n_test: int = 50000
     data_seed: int = 0
-    architecture: str = "fc"
+    architecture: str = architectures.FC.name
     width: int = 100
     depth: int | None = None
     activation: str = "softplus"
@@ -155,7 +155,7 @@ class TrainConfig:
              "max_time, max_steps and max_wall_seconds must be > 0"),
             (self.pca >= 0, f"pca must be >= 0 (0 = no PCA), got {self.pca}"),
             (self.pca > 0 or self.pca_whiten, "pca_whiten applies with --pca=K only"),
-            (self.pca == 0 or self.architecture == "fc",
+            (self.pca == 0 or not architectures.takes_images(self.architecture),
              f"--pca gives vectors of {self.pca} components, not images: the "
              f"{self.architecture} needs images, use --architecture=fc or drop --pca"),
         ]

@@ -58,7 +58,7 @@ def layer_sizes(config, input_shape):
     """
     shape = (int(input_shape),) if np.ndim(input_shape) == 0 else tuple(map(int, input_shape))
     model = architectures.network(config)
-    if config.architecture == "fc":
+    if not architectures.takes_images(config.architecture):
         h, d = config.width, int(np.prod(shape))
         return [(1, d, h)] + [(1, h, h)] * (config.depth - 1) + [(1, h, 1)]
     model.check_input_shape(shape)

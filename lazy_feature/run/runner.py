@@ -62,7 +62,7 @@ def load_task(config: TrainConfig, task: data.BinaryTask | None = None) -> data.
         raise RunDirError(
             f"the task has {task.x_train.shape[0]} training and {task.x_test.shape[0]} test "
             f"points, the config asks for {config.n_train} and {config.n_test}")
-    task = task.shaped(images=config.architecture != "fc")
+    task = task.shaped(images=architectures.takes_images(config.architecture))
     architectures.network(config).check_input_shape(task.x_train.shape[1:])
     return task
 

@@ -25,6 +25,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from lazy_feature.flow.registry import EULER
 from lazy_feature.model import architectures
 from lazy_feature.run import data
 from lazy_feature.kernel import ntk
@@ -58,8 +59,10 @@ def cnn_points(widths, dtypes, image_shape):
 
 def time_step(task, width, dtype, attempts, repeats):
     """(best, worst) seconds per trial step of train_step on the full set, after tracing."""
+    # Euler: one forward and one backward pass per trial step, as the bound counts.
     config = TrainConfig(architecture="cnn", n_train=len(task.x_train),
-                         n_test=len(task.x_test), width=width, alpha=1.0, dtype=dtype)
+                         n_test=len(task.x_test), width=width, alpha=1.0, dtype=dtype,
+                         integrator=EULER)
     model = runner.build_model(config, task.x_train.shape[1:])
     model.start(task.x_train, task.y_train)
     dataset = data.full_batch(task.x_train, task.y_train, dtype)

@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lazy_feature.study import report
+from lazy_feature.study import report  # noqa: E402
 from lazy_feature.study import sweep  # noqa: E402
 from pipelines import configs  # noqa: E402
 

@@ -26,6 +26,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from lazy_feature.flow.registry import EULER
 from lazy_feature.run import data
 from lazy_feature.run import distribute
 from lazy_feature.run import runner
@@ -64,8 +65,10 @@ def time_step(task, width, dtype, attempts, repeats, steps_per_call, strategy=No
     On this shared 2-vCPU machine a timing now and then comes out twice as long (both
     vCPUs busy elsewhere), as the spread printed shows.
     """
+    # Euler: one forward and one backward pass per trial step, as the bound counts (the
+    # default integrator at √h·α ≥ 10 takes several, and runs on one replica only).
     config = TrainConfig(n_train=len(task.x_train), n_test=len(task.x_test), width=width,
-                         alpha=1.0, dtype=dtype)
+                         alpha=1.0, dtype=dtype, integrator=EULER)
     model = runner.build_model(config, task.d, strategy, steps_per_call=steps_per_call)
     model.start(task.x_train, task.y_train)
     dataset = data.full_batch(task.x_train, task.y_train, dtype)

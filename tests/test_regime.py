@@ -94,7 +94,7 @@ def test_monitors_a_plain_fit_and_writes_tensorboard_and_jsonl(tmp_path, build, 
 
 
 def test_a_vector_output_without_a_choice_fails_in_one_line():
-    # Seeded: a run of this process may have turned op determinism on (`run.train`), which
+    # Seeded: a run of this process may have turned op determinism on (`runner.train`), which
     # refuses unseeded random initializers.
     keras.utils.set_random_seed(0)
     model = probe_models.two_logits()

@@ -1,4 +1,4 @@
-r"""Time and memory of the empirical NTK (lazy_feature.kernel.ntk) on the paper's net, L = 3, h = 1000.
+r"""Time and memory of the empirical NTK (lazy_feature.kernel.ntk and .drift) on the paper's net, L = 3, h = 1000.
 
 On Fashion-MNIST test points (Section 2's task):
   1. ‖Θ(x, x)‖ over n points by the fast path (`gram_norm`): wall time, peak resident memory

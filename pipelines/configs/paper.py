@@ -83,8 +83,8 @@ def claims():
 
 
 def quick():
-    """The whole study, small: about 6 minutes on 2 cores (benchmarks/results/quick_study.md);
-    the README's main job.
+    """The whole study, small: the README's main job (its time on 2 cores:
+    benchmarks/results/quick_study.md).
 
     Figs. 3, 4, 5 and 9 and the claims at n = 1 000 training and 2 000 test points, widths
     30 and 100, √h·α = 1e-3 … 1e4, 5 seeds (70 runs), with NTK drift, frozen-kernel errors

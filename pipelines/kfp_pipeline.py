@@ -56,7 +56,8 @@ from pipelines import common, configs
 flags.DEFINE_string("config", "quick", "A named sweep or Table 1 group: "
                     f"{', '.join(list(configs.CONFIGS) + list(configs.TABLES))}.")
 flags.DEFINE_string("output", None, "The pipeline YAML to write.", required=True)
-flags.DEFINE_string("image", "lazy-feature:latest", "The container image of the steps.")
+flags.DEFINE_string("image", None, "The container image of the steps: one holding this package "
+                    "and its data set (e.g. built by running setup.sh in it).")
 common.define_data_dirs_flag("the tasks of the runs on that data set read it from DIR "
                              "(fixed at compile time).")
 FLAGS = flags.FLAGS
@@ -234,8 +235,7 @@ def _value(value):
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def compile_pipeline(config_name, output, image="lazy-feature:latest", grid=None,
-                     data_dirs=None):
+def compile_pipeline(config_name, output, image, grid=None, data_dirs=None):
     """Write the pipeline YAML of the named sweep (or Table 1 group, or `grid` under that
     name) to `output`, its runs reading the data sets of `data_dirs` ({dataset: folder})
     from those folders."""
@@ -244,6 +244,10 @@ def compile_pipeline(config_name, output, image="lazy-feature:latest", grid=None
 
 
 def main():
+    if not FLAGS.image:
+        raise ConfigError("--image is missing: give the container image the steps run in, one "
+                          "holding this package and its data set (e.g. "
+                          "--image=us-docker.pkg.dev/PROJECT/REPO/lazy-feature:TAG)")
     compile_pipeline(FLAGS.config, FLAGS.output, FLAGS.image,
                      data_dirs=common.data_dirs(FLAGS.data_dirs))
     print(f"pipeline: {FLAGS.output}")

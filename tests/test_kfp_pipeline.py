@@ -128,6 +128,7 @@ _DATA_DIRS = {"cifar10": "/mnt/data/cifar10", "mnist": "/mnt/data/mnist"}
 def test_table1_group_compiles_to_every_rows_sweep_then_the_table(tmp_path):
     output = tmp_path / "table1_quick.yaml"
     result = stage_in_process("kfp_pipeline", "--config=table1_quick", f"--output={output}",
+                              "--image=registry/lazy-feature:1",
                               "--data_dirs=" + ",".join(f"{k}={v}" for k, v in _DATA_DIRS.items()))
     assert result.returncode == 0, result.stderr[-3000:]
     compiled = _Compiled(output)
@@ -193,7 +194,7 @@ def test_table1_group_compiles_to_every_rows_sweep_then_the_table(tmp_path):
 def test_a_bad_data_dirs_is_a_one_line_error_and_writes_nothing(tmp_path, data_dirs, error):
     output = tmp_path / "tiny.yaml"
     result = stage_in_process("kfp_pipeline", "--config=tiny", f"--output={output}",
-                              f"--data_dirs={data_dirs}")
+                              "--image=registry/lazy-feature:1", f"--data_dirs={data_dirs}")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == f"kfp_pipeline: error: {error}"
     assert not output.exists()
@@ -204,7 +205,8 @@ def test_appendix_observables_and_variants_compile_to_their_tasks(tmp_path):
                                velocity_max_test=50, fidelity=True, gram_probe=8,
                                variants=({}, {"bias_scale": 0.1}))
     output = tmp_path / "appendix.yaml"
-    kfp_pipeline.compile_pipeline("tiny_appendix", str(output), grid=grid)
+    kfp_pipeline.compile_pipeline("tiny_appendix", str(output), "registry/lazy-feature:1",
+                                grid=grid)
     compiled = _Compiled(output)
     by_stage = compiled.by_stage()
     points = grid.configs()
@@ -225,3 +227,13 @@ def test_appendix_observables_and_variants_compile_to_their_tasks(tmp_path):
         assert _directory(args, "run_dir", run_id) == f"OUT/runs/{run_id}"
     (tables,) = by_stage["pipelines.sweep"]
     assert compiled.after(tables) == sorted(by_stage["pipelines.appendix"])
+
+
+def test_no_image_is_a_one_line_error_and_writes_nothing(tmp_path):
+    # The steps would otherwise run in a placeholder image that no cluster holds.
+    output = tmp_path / "tiny.yaml"
+    result = stage_in_process("kfp_pipeline", "--config=tiny", f"--output={output}")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "kfp_pipeline: error: --image is missing: give the container image")
+    assert not output.exists()

@@ -103,6 +103,7 @@ def test_a_vector_output_without_a_choice_fails_in_one_line():
     with pytest.raises(ConfigError, match="choose an output") as info:
         model.fit(X[:8], np.zeros((8, 2)), epochs=1, verbose=0, callbacks=[monitor])
     assert "\n" not in str(info.value)
+    assert "--output=INDEX or --output=sum" in str(info.value)  # the probe stage's flag too
 
 
 def test_a_probe_above_the_memory_bound_fails_in_one_line():

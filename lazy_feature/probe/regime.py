@@ -98,8 +98,8 @@ def scalar_output(model: keras.Model, x: npt.ArrayLike, output: int | str | None
     if len(shape) > 1 or (output is None and shape not in ((), (1,))):
         raise ConfigError(
             f"{model.name} returns shape (batch, {', '.join(map(str, shape))}), not one scalar "
-            "per example: choose an output (output=index, or output='sum' for the sum of "
-            "logits)")
+            "per example: choose an output (output=INDEX, or output='sum' for the sum of "
+            "logits; on the command line --output=INDEX or --output=sum)")
     if output is not None and output != "sum" and not (
             shape and isinstance(output, int) and -shape[0] <= output < shape[0]):
         raise ConfigError(f"output={output!r} is not 'sum' nor an index of {model.name}'s "

@@ -151,3 +151,23 @@ def test_a_flag_the_optimizer_ignores_is_one_line_and_writes_nothing(tmp_path, f
     assert result.stderr.strip().splitlines()[-1].startswith(f"probe: error: {message}"), \
         result.stderr[-2000:]
     assert not os.path.exists(out)
+
+
+def test_a_model_that_does_not_take_the_inputs_shape_is_one_line():
+    with pytest.raises(ConfigError, match=r"does not take inputs of shape \(64,\): give the "
+                       "shape of one input it takes") as info:
+        alpha_scan.scan(probe_models.cnn, TASK, alphas=(1.0,), probe_size=8, max_steps=2)
+    assert "\n" not in str(info.value) and "--input_shape=" in str(info.value)
+
+
+def test_the_probe_stage_without_input_shape_for_a_cnn_is_one_line_and_writes_nothing(tmp_path):
+    write_class_template_mnist(tmp_path / "mnist", per_class_train=6, per_class_test=4)
+    out = tmp_path / "scan"
+    result = stage_in_process(
+        "probe", "--model=tests.probe_models:cnn", f"--output_dir={out}", "--dataset=mnist",
+        f"--data_dir={tmp_path / 'mnist'}", "--n_train=40", "--n_test=20", "--max_steps=2")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) <= 3 and lines[-1].startswith("probe: error: "), result.stderr[-2000:]
+    assert "--input_shape=" in lines[-1]
+    assert not os.path.exists(out)

@@ -90,7 +90,13 @@ def scalar_output(model: keras.Model, x: npt.ArrayLike, output: int | str | None
     """
     if isinstance(model, ScalarOutput):
         return model
-    out = model(np.asarray(x)[:1])
+    try:
+        out = model(np.asarray(x)[:1])
+    except (ValueError, TypeError, tf.errors.InvalidArgumentError) as e:
+        said = " ".join(str(e).split())[:300]
+        raise ConfigError(f"{model.name} does not take inputs of shape {np.shape(x)[1:]}: give "
+                          "the shape of one input it takes (input_shape=(28, 28, 1) in Python, "
+                          f"--input_shape=28,28,1 to the probe stage); Keras said: {said}") from e
     if isinstance(out, (list, tuple, dict)):
         raise ConfigError(f"{model.name} returns {len(out)} outputs: give a model with one "
                           "output tensor")

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from lazy_feature.run import data
-from lazy_feature.kernel import drift, ntk
+from lazy_feature.kernel import drift, ntk, structured
 from lazy_feature.model.architectures import FullyConnected
 from train_step_benchmark import matmul_throughput  # the sibling benchmark's measurement
 
@@ -127,7 +127,7 @@ def main():
     parser.add_argument("--width", type=int, default=1000)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--block_size", type=int, default=ntk.BLOCK_SIZE)
+    parser.add_argument("--block_size", type=int, default=structured.BLOCK_SIZE)
     args = parser.parse_args()
     tf.get_logger().setLevel("ERROR")  # one trace per weight chunk is expected, not a warning
     if args.quick:

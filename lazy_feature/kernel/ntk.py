@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 EXAMPLE_BLOCK = 64
 PARAM_BLOCK = 2 ** 18
 JACOBIAN_ENTRIES = EXAMPLE_BLOCK * PARAM_BLOCK
-BLOCK_SIZE = structured.BLOCK_SIZE
 
 
 def gram(network: "keras.Model", x1: npt.ArrayLike, x2: npt.ArrayLike | None = None,
@@ -70,7 +69,7 @@ class Kernel:
       network: a Keras model f returning (batch,), built on x[:1] if it is not yet.
       x: inputs of the shape the tiles will see.
       block_size: examples per tile; None for `structured.block_size` with structured
-        terms (BLOCK_SIZE, fewer with convolutions) or EXAMPLE_BLOCK without, at most
+        terms (structured.BLOCK_SIZE, fewer with convolutions) or EXAMPLE_BLOCK without, at most
         `examples`. Per-example Jacobians cut their parameters so that a tile of that many
         examples stays within JACOBIAN_ENTRIES.
       positions: indices into network.weights of the parameters Θ is over (`parameters`).

@@ -22,7 +22,7 @@ bytes per number of the run's dtype:
   NTK          (ntk_eval, after training) 2·8·n² for the training Gram matrix of the
                frozen-kernel dynamics in float64 (the array and the graph's constant), plus
                one tile B² and the signals of two blocks of B examples, 2·B·(d + 2·A)·b,
-               B = min(n, ntk.BLOCK_SIZE).
+               B = min(n, structured.BLOCK_SIZE).
 The peak is the weights plus the larger of the other two. A trial step is one forward and one
 backward pass through the full batch (Adam's: its mini-batch of B), about 6·n·M (6·B·M)
 floating-point operations with M = Σ
@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from lazy_feature.errors import ConfigError
 from lazy_feature.flow import training
-from lazy_feature.kernel import ntk
+from lazy_feature.kernel import structured
 from lazy_feature.model import architectures
 
 logger = logging.getLogger("lazy_feature")
@@ -176,7 +176,7 @@ def _parts(config, shape, with_ntk):
     b = tf.dtypes.as_dtype(config.dtype).size
     ntk_bytes = 0
     if with_ntk:
-        B = min(n, ntk.BLOCK_SIZE)
+        B = min(n, structured.BLOCK_SIZE)
         ntk_bytes = 2 * 8 * n ** 2 + 8 * B ** 2 + 2 * B * (d + 2 * A) * b
     kept = 6 * n * A
     if config.dynamics == training.ADAM:  # a mini-batch's backward pass, or the full batch's check

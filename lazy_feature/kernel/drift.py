@@ -87,6 +87,11 @@ def _kernel_pair(network_a, network_b, x, block_size):
     return [ntk.Kernel(net, x, block_size, positions) for net in (network_a, network_b)]
 
 
+def signs(y):
+    """Labels as ±1 (float64): > 0 is +1, anything else −1."""
+    return np.where(np.asarray(y, np.float64) > 0, 1.0, -1.0)
+
+
 class LiveDrift:
     """The kernel drift on a fixed probe set, followed during training (Section 5, Fig. 8).
 
@@ -102,7 +107,7 @@ class LiveDrift:
     def __init__(self, x, y=None):
         self.x, self.y = np.asarray(x), None
         if y is not None:
-            y = np.where(np.asarray(y, np.float64) > 0, 1.0, -1.0)
+            y = signs(y)
             order = np.argsort(-y, kind="stable")
             self.x, self.y = self.x[order], y[order]
         self.f0 = self.gram0 = None

@@ -285,7 +285,7 @@ class RegimeMonitor(keras.callbacks.Callback):
         network_error = None
         if self._kernel_test_error is not None:
             x_test, y_test = self.test_data  # type: ignore[misc]  # given with the kernel's error
-            network_error = float(losses.error_rate(self._outputs(x_test), _signs(y_test)))
+            network_error = float(losses.error_rate(self._outputs(x_test), drift.signs(y_test)))
         return Verdict(regime, last["step"], change, last["weight_drift"],
                        last.get("alignment_init", math.nan), last.get("alignment", math.nan),
                        self._kernel_test_error, network_error)
@@ -306,7 +306,7 @@ class RegimeMonitor(keras.callbacks.Callback):
         a = frozen.frozen_kernel_dynamics(self._gram0, self.probe_y)["a"]
         outputs = frozen.predict_frozen(self._network, np.asarray(x_test, self.probe_x.dtype),
                                         self.probe_x, a)
-        return float(losses.error_rate(outputs, _signs(y_test)))
+        return float(losses.error_rate(outputs, drift.signs(y_test)))
 
     def _record(self, now=None):
         """Record f(w_t) and Θ(w_t) on the probe (`now`, a `drift.LiveDrift` reading, or
@@ -345,9 +345,6 @@ class RegimeMonitor(keras.callbacks.Callback):
         self._writer.flush()
         artifact.append_line(artifact.join(self.log_dir, "regime.jsonl"), json.dumps(entry))
 
-
-def _signs(y):
-    return np.where(np.asarray(y, np.float64) > 0, 1.0, -1.0)
 
 
 def _relative_change(w, w0):

@@ -40,11 +40,32 @@ def main(stage, fn, progress=False):
         except errors.USER_ERRORS as e:
             print(f"{stage}: error: {e}", file=sys.stderr)
             sys.exit(1)
+        except Exception as e:  # pylint: disable=broad-except
+            if not _is_file_error(e):
+                raise
+            print(f"{stage}: error: {_first_line(e)}: check the path's permissions and free "
+                  "space, then rerun to resume", file=sys.stderr)
+            sys.exit(1)
         except KeyboardInterrupt:
             print(f"{stage}: interrupted; run the same command again to resume", file=sys.stderr)
             sys.exit(130)
     _declare_key_flags()
     app.run(_main)
+
+
+def _is_file_error(error):
+    """Whether `error` is one of TensorFlow's file-system errors (a directory made unwritable
+    while a run writes in it, a disk full), which the library did not turn into a RunDirError
+    where it happened."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel  # (loaded by now)
+    return isinstance(error, (tf.errors.PermissionDeniedError, tf.errors.NotFoundError,
+                              tf.errors.ResourceExhaustedError, tf.errors.DataLossError,
+                              tf.errors.FailedPreconditionError))
+
+
+def _first_line(error):
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    return message.strip().splitlines()[0]
 
 
 def _declare_key_flags():

@@ -7,7 +7,6 @@ Keras model with one scalar per example (`ScalarOutput` adapts the others), trai
 plain `model.fit` with any optimizer, or an `AlphaModel` (eq. 6) by its gradient flow.
 """
 import dataclasses
-import json
 import math
 from typing import Any
 
@@ -343,7 +342,7 @@ class RegimeMonitor(keras.callbacks.Callback):
             tf.summary.image("regime/gram_now", callbacks.gram_image(gram)[None], step=step,
                              description=DESCRIPTIONS["regime/gram_now"])
         self._writer.flush()
-        artifact.append_line(artifact.join(self.log_dir, "regime.jsonl"), json.dumps(entry))
+        artifact.append_line(artifact.join(self.log_dir, "regime.jsonl"), artifact.json_line(entry))
 
 
 

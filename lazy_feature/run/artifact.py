@@ -10,7 +10,11 @@ A run directory holds
                      state and the length of the dynamics log; the last one is the final state;
   events/<name>/     TensorBoard event files: the run is one TensorBoard run named after α, h,
                      the init seed and the run id (callbacks.tensorboard_run_name);
-  metrics.json       the summary, written last: its presence means the run is complete.
+  metrics.json       the summary, written last: its presence means the run is complete. It
+                     vouches for test_outputs.npy, test_labels.npy and dynamics.jsonl by
+                     their SHA-256 (and shape), under "files"; every reader checks them
+                     (`read_vouched`), so a damaged file is found, never used.
+  .lease             the lock of the trainer that holds the run (`lease`).
 The `ntk_eval` stage adds ntk.json (kernel norms and drift, frozen-kernel results),
 frozen_{init,final}_test_outputs.npy and, on request, gram_{init,final}_{train,test}.npy;
 `fidelity.check_run` adds fidelity.json (the run against its reference flow, Appendix G);
@@ -25,8 +29,11 @@ and renamed onto its name; where a rename is a copy and a delete (object stores)
 creates the object at once, so a reader (or a rerun after a kill) never finds a final name
 with half its contents, and metrics.json still marks a complete run.
 """
+import hashlib
 import io
 import json
+import logging
+import math
 import os
 import uuid
 
@@ -39,6 +46,7 @@ from lazy_feature.flow import registry
 from lazy_feature.run.config import VERSION, TrainConfig
 
 gfile = tf.io.gfile
+logger = logging.getLogger("lazy_feature")
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -53,6 +61,8 @@ EVENTS = "events"
 NTK = "ntk.json"
 FIDELITY = "fidelity.json"
 KEEP_CHECKPOINTS = 2  # the last one and the one before, should the last be unreadable
+FILES = "files"  # metrics.json's record of the files it vouches for
+VOUCHED = (TEST_OUTPUTS, TEST_LABELS, DYNAMICS)
 
 join = os.path.join  # "gs://bucket/sweep" + "runs" -> "gs://bucket/sweep/runs"
 
@@ -93,6 +103,9 @@ def write_bytes(path, data):
         with gfile.GFile(tmp, "wb") as f:
             f.write(data)
         gfile.rename(tmp, path, overwrite=True)
+    except tf.errors.OpError as e:
+        raise RunDirError(f"cannot write {path} ({_reason(e)}): check the directory's "
+                          "permissions and free space, then rerun") from None
     finally:
         if gfile.exists(tmp):
             gfile.remove(tmp)
@@ -102,17 +115,54 @@ def write_text(path, text):
     write_bytes(path, text.encode("utf-8"))
 
 
+def read_bytes(path):
+    try:
+        with gfile.GFile(path, "rb") as f:
+            return f.read()
+    except tf.errors.OpError as e:
+        raise RunDirError(f"cannot read {path} ({_reason(e)}): check that it exists and "
+                          "is readable") from None
+
+
 def read_text(path):
-    with gfile.GFile(path, "rb") as f:
-        return f.read().decode("utf-8")
+    return read_bytes(path).decode("utf-8", errors="replace")
+
+
+def jsonable(obj):
+    """`obj` with every non-finite float made valid JSON: NaN → null, ±inf → "inf"/"-inf"
+    (`TrainConfig.from_dict` reads those back as floats)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def json_line(record):
+    """One line of a JSON-lines log (valid JSON: no bare NaN or Infinity)."""
+    return json.dumps(jsonable(record), allow_nan=False)
 
 
 def write_json(path, obj):
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True))
+    write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=True, allow_nan=False))
+
+
+def damaged(path, why, fix="delete it and rerun the stage that wrote it"):
+    """The RunDirError of a file that cannot be what it claims to be."""
+    return RunDirError(f"{path} is damaged ({why}): {fix}")
+
+
+def parse_json(text, path):
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise damaged(path, f"not valid JSON: {e}") from None
 
 
 def read_json(path):
-    return json.loads(read_text(path))
+    return parse_json(read_text(path), path)
 
 
 def read_json_line(line):
@@ -120,9 +170,13 @@ def read_json_line(line):
     return json.loads(line)
 
 
+def parse_jsonl(text, path):
+    return [parse_json(line, path) for line in text.splitlines() if line.strip()]
+
+
 def read_jsonl(path):
     """The records of a JSON-lines file (e.g. dynamics.jsonl), in order."""
-    return [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
+    return parse_jsonl(read_text(path), path)
 
 
 def append_line(path, line):
@@ -149,9 +203,15 @@ def write_npy(path, array):
     write_bytes(path, buffer.getvalue())
 
 
+def parse_npy(data, path):
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise damaged(path, f"not a .npy array: {str(e).splitlines()[0]}") from None
+
+
 def read_npy(path):
-    with gfile.GFile(path, "rb") as f:
-        return np.load(io.BytesIO(f.read()))
+    return parse_npy(read_bytes(path), path)
 
 
 def write_figure(path, figure, fmt, **savefig_args):
@@ -224,15 +284,78 @@ def is_complete(run_dir):
     return exists(join(run_dir, METRICS))
 
 
+def file_record(data, name):
+    """What metrics.json records of a file it vouches for: its SHA-256, size and, for an
+    array, its shape."""
+    record = dict(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    if name.endswith(".npy"):
+        record["shape"] = list(parse_npy(data, name).shape)
+    return record
+
+
+def vouch(run_dir, names=VOUCHED):
+    """The `FILES` entry of metrics.json: the record of each file `names` as it is stored."""
+    return {name: file_record(read_bytes(join(run_dir, name)), name) for name in names}
+
+
+REDO = "rerun the train stage (or the sweep) to redo it"
+
+
+def read_vouched(run_dir, name, metrics=None):
+    """The bytes of the run file `name`, checked against the record metrics.json keeps of it.
+
+    A run made before metrics.json vouched for its files is read unchecked. Raises
+    RunDirError naming the file when it is missing or differs from its record.
+    """
+    path = join(run_dir, name)
+    if metrics is None:
+        metrics = read_json(join(run_dir, METRICS)) if is_complete(run_dir) else {}
+    record = metrics.get(FILES, {}).get(name)
+    if not exists(path):
+        raise RunDirError(f"{path} is missing: {REDO}")
+    data = read_bytes(path)
+    if record is not None and hashlib.sha256(data).hexdigest() != record["sha256"]:
+        raise damaged(path, f"its checksum differs from the one in {METRICS}", REDO)
+    return data
+
+
+def read_run_npy(run_dir, name, metrics=None):
+    """An array of a run (test_outputs.npy, test_labels.npy), checked (`read_vouched`)."""
+    return parse_npy(read_vouched(run_dir, name, metrics), join(run_dir, name))
+
+
+def read_run_jsonl(run_dir, name=DYNAMICS, metrics=None):
+    """A JSON-lines log of a run (dynamics.jsonl), checked (`read_vouched`)."""
+    path = join(run_dir, name)
+    return parse_jsonl(read_vouched(run_dir, name, metrics).decode("utf-8", "replace"), path)
+
+
+def damaged_files(run_dir, metrics):
+    """The names of the files `metrics` vouches for that are missing or differ from it."""
+    bad = []
+    for name, record in metrics.get(FILES, {}).items():
+        path = join(run_dir, name)
+        if (not exists(path)
+                or hashlib.sha256(read_bytes(path)).hexdigest() != record["sha256"]):
+            bad.append(name)
+    return bad
+
+
 def check_complete(run_dir, test_labels):
-    """Raise RunDirError unless `run_dir` holds a complete run evaluated on `test_labels`."""
+    """Raise RunDirError unless `run_dir` holds a complete, whole run evaluated on
+    `test_labels`."""
     if not is_complete(run_dir):
         raise RunDirError(f"the run in {run_dir} is not complete ({METRICS} is missing)")
     if not exists(join(run_dir, CHECKPOINT)):
         raise RunDirError(f"the run in {run_dir} has no {CHECKPOINT}/: it was written by "
                           "lazy_feature < 0.3 (weights.weights.h5), whose format is not read; "
                           "rerun it")
-    labels = read_npy(join(run_dir, TEST_LABELS))
+    metrics = read_json(join(run_dir, METRICS))
+    bad = damaged_files(run_dir, metrics)
+    if bad:
+        raise damaged(join(run_dir, bad[0]), f"its checksum differs from the one in {METRICS}",
+                      REDO)
+    labels = read_run_npy(run_dir, TEST_LABELS, metrics)
     if labels.shape != test_labels.shape or not np.array_equal(labels, test_labels):
         raise RunDirError(f"the data set found now is not the one the run in {run_dir} was "
                           "trained on (test labels differ): check --dataset and --data_dir")
@@ -272,6 +395,7 @@ def restore_log(run_dir, records):
     if len(lines) < records:
         raise RunDirError(f"the dynamics log of {run_dir} has {len(lines)} records, its "
                           f"checkpoint counts {records}: delete the run directory to redo it")
+    parse_jsonl("".join(lines), source)  # each kept record whole, or a one-line error
     write_text(partial, "".join(lines))
     remove(final)
 
@@ -327,38 +451,114 @@ class TrainingCheckpoint:
     dynamics log at that moment and the wall-clock seconds spent so far, so a resumed run
     continues the flow exactly and its log where it was. tf.train.CheckpointManager keeps
     the last KEEP_CHECKPOINTS and switches its `checkpoint` index file only once a save is
-    whole, so a kill during a save leaves the previous checkpoint in force. Create it after
+    whole, so a kill during a save leaves the previous checkpoint in force; `restore` falls
+    back to the previous one when the last cannot be read, and starts the run over (saying
+    so) when none can. `guard` is called before each save (a lease's check). Create it after
     the model (under a tf.distribute strategy, inside its scope).
     """
 
-    def __init__(self, model, run_dir):
+    def __init__(self, model, run_dir, guard=None):
         self.run_dir = run_dir
         self.log_records = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        self._variables = [*model_state(model).values(), self.log_records, self.wall_seconds]
         self._checkpoint = tf.train.Checkpoint(model=model_state(model),
                                                log_records=self.log_records,
                                                wall_seconds=self.wall_seconds)
-        self._manager = tf.train.CheckpointManager(self._checkpoint, join(run_dir, CHECKPOINT),
-                                                   max_to_keep=KEEP_CHECKPOINTS)
+        self._guard = guard or (lambda: None)
+        self._chosen = None  # the checkpoint restored ("" after a fresh start)
+        self._manager = self._open()
 
-    def exists(self):
-        return self._manager.latest_checkpoint is not None
-
-    def restore(self):
-        """Load the latest checkpoint into the model; return (log records, wall seconds)."""
-        path = self._manager.latest_checkpoint
-        if path is None:
-            raise RunDirError(f"no checkpoint in {join(self.run_dir, CHECKPOINT)}")
+    def _open(self):
+        directory = join(self.run_dir, CHECKPOINT)
         try:
-            self._checkpoint.restore(path).assert_consumed()
-        except (AssertionError, ValueError) as e:  # (ValueError: a variable of another shape,
-            # e.g. an integrator's memory saved by a version that kept another layout)
-            raise RunDirError(f"the checkpoint {path} does not fit this run's model "
-                              f"({str(e).splitlines()[0]}): delete the run directory to redo "
-                              "it") from None
+            return tf.train.CheckpointManager(self._checkpoint, directory,
+                                              max_to_keep=KEEP_CHECKPOINTS)
+        except Exception as e:  # pylint: disable=broad-except  # its index file is damaged
+            logger.warning("%s cannot be read (%s): the run starts over", directory,
+                           str(e).splitlines()[0] if str(e) else type(e).__name__)
+            gfile.rmtree(directory)
+            return tf.train.CheckpointManager(self._checkpoint, directory,
+                                              max_to_keep=KEEP_CHECKPOINTS)
+
+    def restore(self, fallback=True):
+        """Load the newest readable checkpoint into the model and return (log records, wall
+        seconds), or None when there is none to resume from (then the run starts over).
+
+        A second call loads the same checkpoint again. `fallback` False loads the latest
+        checkpoint (a complete run's final state) or raises RunDirError.
+        """
+        if not fallback:
+            path = self._manager.latest_checkpoint
+            try:
+                self._checkpoint.restore(path).assert_consumed()
+            except (AssertionError, ValueError, tf.errors.OpError, IndexError, OSError) as e:
+                raise RunDirError(f"the final checkpoint of {self.run_dir} cannot be read "
+                                  f"({_reason(e)}): delete {self.run_dir} to redo the "
+                                  "run") from None
+            return int(self.log_records.numpy()), float(self.wall_seconds.numpy())
+        if self._chosen is None:
+            self._chosen = self._choose()
+        elif self._chosen:
+            self._checkpoint.restore(self._chosen).assert_consumed()
+        if not self._chosen:
+            return None
         return int(self.log_records.numpy()), float(self.wall_seconds.numpy())
 
+    def _candidates(self):
+        """The checkpoints to try, newest first: those the index file lists, and those on
+        disk it does not (an index file that cannot be parsed lists none)."""
+        directory = join(self.run_dir, CHECKPOINT)
+        listed = list(self._manager.checkpoints)
+        found = [join(directory, name[:-len(".index")]) for name in listdir(directory)
+                 if name.startswith("ckpt-") and name.endswith(".index")]
+        unlisted = [p for p in found if p not in listed]
+        if unlisted and not listed:
+            logger.warning("the index of %s cannot be read: trying the checkpoints on disk",
+                           directory)
+
+        def number(path):
+            tail = path.rsplit("-", 1)[-1]
+            return int(tail) if tail.isdigit() else -1
+        return sorted(set(listed + unlisted), key=number, reverse=True)
+
+    def _choose(self):
+        """The newest checkpoint that loads whole ("" for none), loaded."""
+        start = [v.numpy() for v in self._variables]  # a failed restore may assign some
+        failures = []
+        for path in self._candidates():
+            try:
+                self._checkpoint.restore(path).assert_consumed()
+            except (AssertionError, ValueError) as e:  # (ValueError: a variable of another
+                # shape, e.g. an integrator's memory saved by a version with another layout)
+                failures.append((path, e, True))
+            except (tf.errors.OpError, IndexError, OSError) as e:  # missing or cut files
+                failures.append((path, e, False))
+            else:
+                for skipped, error, _ in failures:
+                    logger.warning("%s cannot be read (%s): resuming from %s", skipped,
+                                   _reason(error), path)
+                return path
+        for variable, value in zip(self._variables, start):
+            variable.assign(value)
+        if failures and all(fits for _, _, fits in failures):
+            path, error, _ = failures[0]
+            raise RunDirError(f"the checkpoint {path} does not fit this run's model "
+                              f"({_reason(error)}): delete the run directory to redo it")
+        if failures:
+            logger.warning("no checkpoint of %s can be read (%s): the run starts over",
+                           self.run_dir, _reason(failures[0][1]))
+            gfile.rmtree(join(self.run_dir, CHECKPOINT))
+            self._manager = self._open()
+        return ""
+
     def save(self, log_records, wall_seconds):
+        self._guard()
         self.log_records.assign(log_records)
         self.wall_seconds.assign(wall_seconds)
-        self._manager.save()
+        try:
+            self._manager.save()
+        except tf.errors.OpError as e:
+            raise RunDirError(f"cannot write a checkpoint in {self.run_dir} ({_reason(e)}): "
+                              "check the directory's permissions and free space, then rerun "
+                              "to resume") from None

@@ -17,7 +17,7 @@ import tensorflow as tf
 from lazy_feature.errors import RunDirError
 from lazy_feature.model import architectures, losses
 from lazy_feature.model.alpha_model import AlphaModel
-from lazy_feature.run import artifact, callbacks, data, distribute, resources
+from lazy_feature.run import artifact, callbacks, data, distribute, lease, resources
 from lazy_feature.run.config import TrainConfig
 
 logger = logging.getLogger("lazy_feature")
@@ -142,21 +142,66 @@ def train(config: TrainConfig, output_dir: str, task: data.BinaryTask | None = N
     distribute.check_precision(strategy, [config])
     strategy = distribute.make(strategy, cpu_devices=cpu_devices)
     artifact.check_holds(output_dir, config)
-    if artifact.is_complete(output_dir):
+    metrics = complete_metrics(output_dir)
+    if metrics is not None:
         logger.info("%s is already complete", output_dir)
-        return artifact.read_json(artifact.join(output_dir, artifact.METRICS))
+        return metrics
     task = load_task(config, task)
     logger.info("%s", resources.check(config, task.x_train.shape[1:]).line())
     # (n must split evenly over the replicas)
     model = build_model(config, task.x_train.shape[1:], strategy, steps_per_call)
     artifact.check_writable(output_dir)
+    with lease.held(output_dir) as held:
+        metrics = complete_metrics(output_dir)  # another trainer may have finished it meanwhile
+        if metrics is not None:
+            return metrics
+        return _train(config, output_dir, task, model, held, checkpoint_seconds,
+                      extra_callbacks, drift_probe)
+
+
+def complete_metrics(run_dir: str) -> dict[str, Any] | None:
+    """The metrics of the complete, whole run in `run_dir`, or None if it must be (re)done.
+
+    A run whose metrics.json, test outputs or labels are damaged (unreadable, or not the
+    files metrics.json vouches for) loses metrics.json, so that it finishes again from its
+    final checkpoint, and says so in one line. A damaged dynamics log cannot be rebuilt:
+    RunDirError naming it.
+    """
+    path = artifact.join(run_dir, artifact.METRICS)
+    if not artifact.is_complete(run_dir):
+        return None
+    try:
+        metrics = artifact.read_json(path)
+        bad = artifact.damaged_files(run_dir, metrics)
+    except RunDirError as e:
+        bad, metrics = [artifact.METRICS], {}
+        logger.warning("%s", e)
+    if artifact.DYNAMICS in bad:
+        raise artifact.damaged(artifact.join(run_dir, artifact.DYNAMICS),
+                               f"its checksum differs from the one in {artifact.METRICS}",
+                               f"delete {run_dir} to redo the run")
+    if not bad:
+        return metrics
+    logger.warning("%s: %s damaged; the run finishes again from its final checkpoint",
+                   run_dir, ", ".join(bad))
+    artifact.remove(path)
+    return None
+
+
+def _train(config: TrainConfig, output_dir: str, task: data.BinaryTask, model: AlphaModel,
+           held: lease.Lease, checkpoint_seconds: float,
+           extra_callbacks: Sequence[keras.callbacks.Callback], drift_probe: int
+           ) -> dict[str, Any]:
+    """`train` once this process holds the run's lease."""
+    strategy = model.distribute_strategy
     artifact.claim(output_dir, config)
     tf.config.experimental.enable_op_determinism()  # a run is a function of its seeds
 
     with strategy.scope():
-        checkpoint = artifact.TrainingCheckpoint(model, output_dir)
-        resumed = checkpoint.exists()
-        log_records, wall_offset = checkpoint.restore() if resumed else (0, 0.0)
+        checkpoint = artifact.TrainingCheckpoint(model, output_dir, guard=held.check)
+        restored = checkpoint.restore()
+        resumed = restored is not None
+        log_records, wall_offset = restored or (0, 0.0)
         # f(w0), f(w) and y on the training set, which the checkpoint leaves out: one
         # forward pass at the restored point on every replica, in a graph as in
         # `train_step` (eager and graph kernels may round differently: a resumed run must
@@ -197,6 +242,7 @@ def train(config: TrainConfig, output_dir: str, task: data.BinaryTask | None = N
             fit_flow(model, task.x_train, task.y_train,
                      [stopping, *recorders, *extra_callbacks, checkpointer])
     checkpointer.save()  # the final state, and the log complete
+    held.check()  # publish only while the run is still this trainer's
     metrics = _finish(config, model, task, output_dir, stopping)
     tensorboard.record_result(metrics)
     return metrics
@@ -244,6 +290,7 @@ def _finish(config: TrainConfig, model: AlphaModel, task: data.BinaryTask, outpu
         "f_norm_train": state["f_norm"],
         "f_norm_test": f_norm_test,
     }
+    metrics[artifact.FILES] = artifact.vouch(output_dir)
     artifact.write_json(artifact.join(output_dir, artifact.METRICS), metrics)
     logger.info("%s: %s after %d steps (%d gradient evaluations, %s), t=%.4g, test error %.4f",
                 output_dir,
@@ -282,5 +329,5 @@ def load_run(run_dir: str, task: data.BinaryTask | None = None,
     artifact.check_complete(run_dir, task.y_test)
     model = build_model(config, task.x_train.shape[1:], strategy)
     with model.distribute_strategy.scope():
-        artifact.TrainingCheckpoint(model, run_dir).restore()
+        artifact.TrainingCheckpoint(model, run_dir).restore(fallback=False)
     return LoadedRun(config, model, task)

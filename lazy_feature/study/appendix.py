@@ -213,8 +213,8 @@ def momentum_pairs(runs):
 
 def _relative_difference(run_dir, reference_dir):
     """‖F − F_ref‖/‖F_ref‖ of two runs' final test outputs (float64)."""
-    F, F_ref = (np.asarray(artifact.read_npy(artifact.join(d, artifact.TEST_OUTPUTS)),
-                           np.float64) for d in (run_dir, reference_dir))
+    F, F_ref = (np.asarray(artifact.read_run_npy(d, artifact.TEST_OUTPUTS), np.float64)
+                for d in (run_dir, reference_dir))
     return float(np.linalg.norm(F - F_ref) / np.linalg.norm(F_ref))
 
 

@@ -75,14 +75,14 @@ def load_member_outputs(run_dirs: Iterable[str]) -> tuple[np.ndarray, np.ndarray
     run_dirs = list(run_dirs)
     if not run_dirs:
         raise ValueError("no run directories given")
-    labels = artifact.read_npy(artifact.join(run_dirs[0], artifact.TEST_LABELS))
+    labels = artifact.read_run_npy(run_dirs[0], artifact.TEST_LABELS)
     outputs = []
     for run_dir in run_dirs:
-        member_labels = artifact.read_npy(artifact.join(run_dir, artifact.TEST_LABELS))
+        member_labels = artifact.read_run_npy(run_dir, artifact.TEST_LABELS)
         if not np.array_equal(member_labels, labels):
             raise ValueError(f"{run_dir} was evaluated on other test labels than {run_dirs[0]} "
                              "(another test set, size or order): they cannot form an ensemble")
-        member = artifact.read_npy(artifact.join(run_dir, artifact.TEST_OUTPUTS))
+        member = artifact.read_run_npy(run_dir, artifact.TEST_OUTPUTS)
         if member.shape != labels.shape:
             raise ValueError(f"{run_dir}: test_outputs.npy has shape {member.shape}, "
                              f"test_labels.npy {labels.shape}")

@@ -142,7 +142,7 @@ def check_runs(run_dirs, task=None):
                                    times=[m["t"] for m in metrics.values()])
         seconds = time.perf_counter() - start  # Appendix G's compute time, Fig. 13 (c)
         for run_dir in members:
-            test_outputs = artifact.read_npy(artifact.join(run_dir, artifact.TEST_OUTPUTS))
+            test_outputs = artifact.read_run_npy(run_dir, artifact.TEST_OUTPUTS, metrics[run_dir])
             result = dict(compare(test_outputs, metrics[run_dir]["t"],
                                   metrics[run_dir]["test_error"], reference),
                           reference_wall_seconds=seconds)

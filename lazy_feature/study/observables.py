@@ -17,8 +17,7 @@ def read_dynamics(run_dir):
 
     null entries (dout and dgrad before the first step) become NaN.
     """
-    records = pd.DataFrame.from_records(artifact.read_jsonl(artifact.join(run_dir,
-                                                                          artifact.DYNAMICS)))
+    records = pd.DataFrame.from_records(artifact.read_run_jsonl(run_dir))
     return records.sort_values("step", ignore_index=True) if "step" in records else records
 
 

@@ -37,7 +37,7 @@ import pandas as pd
 
 from lazy_feature.errors import ConfigError, DivergenceError, RunDirError
 from lazy_feature.flow import registry, training
-from lazy_feature.run import artifact, distribute, progress, resources, runner
+from lazy_feature.run import artifact, distribute, lease, progress, resources, runner
 from lazy_feature.run.config import NOT_IDENTITY, TrainConfig, alpha_from_sqrt_h_alpha, sqrt_h_alpha
 from lazy_feature.run.data import BinaryTask
 from lazy_feature.study import (ensemble, fidelity as flow_fidelity, ntk_eval, observables,
@@ -51,6 +51,7 @@ logger = logging.getLogger("lazy_feature")
 
 RUNS, ROWS = "runs", "rows"
 RESULTS, ENSEMBLES, SWEEP = "results.csv", "ensembles.csv", "sweep.json"
+TABLES = "tables.json"  # the SHA-256 of results.csv and ensembles.csv as written
 RUNNERS = ("beam", "inprocess")
 # The columns that say which runs form one ensemble: every setting but the init seed.
 _NOT_ENSEMBLE_KEYS = {"init_seed", "run_id", *NOT_IDENTITY}
@@ -222,10 +223,12 @@ def execute_run(config: TrainConfig | dict[str, Any], output_dir: str, ntk: bool
                 ntk_max_train: int | None = None, ntk_max_test: int | None = None,
                 threads: int | None = None, strategy: "tf.distribute.Strategy | str" = "default",
                 strategy_options: Mapping[str, Any] | None = None,
-                appendix: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                appendix: Mapping[str, Any] | None = None, wait: bool = True) -> dict[str, Any]:
     """Train one grid point, evaluate its NTK, and write its row; return the row.
 
-    A point that already has a row returns it. A run that diverges gets a row with
+    A point that already has a row returns it. The run's lease is held throughout
+    (`lease.held`): a point another trainer holds is waited for (`wait`), or raises
+    lease.Busy (`wait` False). A run that diverges gets a row with
     status "diverged" and its error, so that the sweep goes on and the table shows it.
     `config` may be a TrainConfig or its dict (what Beam sends to a worker); `strategy`
     is a tf.distribute.Strategy, or a name that `distribute.make` makes with
@@ -235,28 +238,50 @@ def execute_run(config: TrainConfig | dict[str, Any], output_dir: str, ntk: bool
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
     run_id = config.run_id()
-    path = row_path(output_dir, run_id)
-    if artifact.exists(path):
-        return artifact.read_json(path)
-    _limit_threads(threads)
-    strategy = distribute.make(strategy, **(strategy_options or {}))
     run_dir = artifact.join(output_dir, RUNS, run_id)
-    task = _task(config)
-    row = dict(config.to_dict(), run_id=run_id, run_dir=artifact.join(RUNS, run_id))
-    try:
-        row.update(runner.train(config, run_dir, task=task, strategy=strategy), status="done")
-    except DivergenceError as e:
-        logger.warning("%s diverged: %s", run_id, e)
-        row.update(status="diverged", error=str(e))
-    else:
-        row.update(observables.observables(run_dir))
-        if ntk:
-            row.update(ntk_eval.evaluate(run_dir, task=task, max_train=ntk_max_train,
-                                         max_test=ntk_max_test, strategy=strategy))
-        row.update(appendix_observables(run_dir, task, strategy=strategy, **(appendix or {})))
-    artifact.makedirs(artifact.join(output_dir, ROWS))
-    artifact.write_json(path, row)
+    row = read_row(output_dir, run_id)
+    if row is not None:
+        return row
+    with lease.held(run_dir, wait=wait):  # one trainer per run (two sweeps, retried bundles)
+        row = read_row(output_dir, run_id)  # the other trainer's, if one held the run
+        if row is not None:
+            return row
+        _limit_threads(threads)
+        strategy = distribute.make(strategy, **(strategy_options or {}))
+        task = _task(config)
+        row = dict(config.to_dict(), run_id=run_id, run_dir=artifact.join(RUNS, run_id))
+        try:
+            metrics = runner.train(config, run_dir, task=task, strategy=strategy)
+        except DivergenceError as e:
+            logger.warning("%s diverged: %s", run_id, e)
+            row.update(status="diverged", error=str(e))
+        else:
+            row.update({k: v for k, v in metrics.items() if k != artifact.FILES}, status="done")
+            row.update(observables.observables(run_dir))
+            if ntk:
+                row.update(ntk_eval.evaluate(run_dir, task=task, max_train=ntk_max_train,
+                                             max_test=ntk_max_test, strategy=strategy))
+            row.update(appendix_observables(run_dir, task, strategy=strategy, **(appendix or {})))
+        artifact.makedirs(artifact.join(output_dir, ROWS))
+        artifact.write_json(row_path(output_dir, run_id), row)
     return row
+
+
+def read_row(output_dir: str, run_id: str) -> dict[str, Any] | None:
+    """The row of run `run_id`, or None when it has none yet.
+
+    A damaged row (not valid JSON) is deleted, saying so in one line, so that the run's row
+    is made again from its run directory (which the train stage finds complete).
+    """
+    path = row_path(output_dir, run_id)
+    if not artifact.exists(path):
+        return None
+    try:
+        return artifact.read_json(path)
+    except RunDirError as e:
+        logger.warning("%s; it is made again from %s", e, artifact.join(RUNS, run_id))
+        artifact.remove(path)
+        return None
 
 
 # -- the sweep ---------------------------------------------------------------------------
@@ -348,7 +373,7 @@ def run_sweep(sweep: SweepConfig, output_dir: str, runner: str = "beam", workers
     copies = (options.get_all_options()["direct_num_workers"]  # type: ignore[union-attr]
               if runner == "beam" and local else 1)
     artifact.check_writable(output_dir)
-    pending = [c for c in configs if not artifact.exists(row_path(output_dir, c.run_id()))]
+    pending = [c for c in configs if not _has_whole_row(output_dir, c)]
     if pending:  # a missing data set or a run too large fails here, before anything starts
         found = resources.check(pending, _task(pending[0]).x_train.shape[1:], sweep.ntk,
                                  copies, local)
@@ -359,7 +384,7 @@ def run_sweep(sweep: SweepConfig, output_dir: str, runner: str = "beam", workers
     artifact.write_json(artifact.join(output_dir, SWEEP), sweep.to_dict())
     if retry_unconverged is not None:
         configs = _reopen_budget_stopped(configs, output_dir, retry_unconverged)
-        pending = [c for c in configs if not artifact.exists(row_path(output_dir, c.run_id()))]
+        pending = [c for c in configs if not _has_whole_row(output_dir, c)]
     logger.info("sweep %s: %d runs, %d finished, %d to run (%s)", output_dir, len(configs),
                 len(configs) - len(pending), len(pending), runner)
     stage_options: dict[str, Any] = dict(ntk=sweep.ntk, ntk_max_train=sweep.ntk_max_train,
@@ -369,12 +394,51 @@ def run_sweep(sweep: SweepConfig, output_dir: str, runner: str = "beam", workers
     with progress.shown([row_path(output_dir, c.run_id()) for c in configs], progress_stream,
                         failed=excluded_reason, failures="excluded"):
         if runner == "inprocess":
-            for config in pending:
-                execute_run(config, output_dir, **stage_options)
+            _run_in_process(pending, output_dir, stage_options)
         elif pending:
             threads = max(1, (os.cpu_count() or 1) // copies) if local else None
             _run_beam(pending, output_dir, dict(stage_options, threads=threads), options)
     return write_tables(output_dir, configs)
+
+
+def _has_whole_row(output_dir: str, config: TrainConfig) -> bool:
+    """Whether the run has a row and its run directory still holds the files its metrics.json
+    vouches for; a run found damaged loses its row, so that the sweep redoes what is needed
+    (`runner.complete_metrics`)."""
+    row = read_row(output_dir, config.run_id())
+    if row is None:
+        return False
+    run_dir = artifact.join(output_dir, RUNS, config.run_id())
+    if row.get("status") != "done":
+        return True
+    try:
+        bad = artifact.damaged_files(run_dir, artifact.read_json(artifact.join(
+            run_dir, artifact.METRICS)))
+    except RunDirError as e:
+        bad = [str(e)]
+    if not bad:
+        return True
+    logger.warning("%s: %s damaged; the run and its row are made again", run_dir,
+                   ", ".join(bad))
+    artifact.remove(row_path(output_dir, config.run_id()))
+    return False
+
+
+def _run_in_process(configs: Sequence[TrainConfig], output_dir: str,
+                    stage_options: Mapping[str, Any]) -> None:
+    """Run each grid point here in turn; one that another trainer holds (another sweep on this
+    directory) goes to the back of the queue, and is waited for once only such remain."""
+    queue = list(configs)
+    while queue:
+        busy = []
+        for config in queue:
+            try:
+                execute_run(config, output_dir, wait=False, **stage_options)
+            except lease.Busy:
+                busy.append(config)
+        if busy and len(busy) == len(queue):
+            execute_run(busy.pop(0), output_dir, **stage_options)
+        queue = busy
 
 
 def scaled_budgets(config: TrainConfig, factor: float) -> TrainConfig:
@@ -402,8 +466,10 @@ def _reopen_budget_stopped(configs: Sequence[TrainConfig], output_dir: str, fact
                                       max_steps=int(row["max_steps"]),
                                       max_wall_seconds=float(row["max_wall_seconds"]))
         retried.append(scaled_budgets(stopped, factor))
-        artifact.remove(path)
-        runner.reopen(artifact.join(output_dir, RUNS, config.run_id()), retried[-1])
+        run_dir = artifact.join(output_dir, RUNS, config.run_id())
+        with lease.held(run_dir):
+            artifact.remove(path)
+            runner.reopen(run_dir, retried[-1])
         logger.info("%s: resumes with %g times its budgets", config.run_id(), factor)
     return retried
 
@@ -452,8 +518,12 @@ def write_tables(output_dir: str, configs: Sequence[TrainConfig]
     """
     runs = load_rows(output_dir, configs)
     ensembles = ensembles_table(runs, output_dir)
+    sums = {}
     for name, table in ((RESULTS, runs), (ENSEMBLES, ensembles)):
-        artifact.write_csv(artifact.join(output_dir, name), table)
+        text = table.to_csv(index=False)
+        artifact.write_text(artifact.join(output_dir, name), text)
+        sums[name] = artifact.file_record(text.encode("utf-8"), name)
+    artifact.write_json(artifact.join(output_dir, TABLES), sums)
     logger.info("sweep %s: %d of %d runs in %s", output_dir, len(runs), len(configs),
                 artifact.join(output_dir, RESULTS))
     return _located(runs, output_dir), ensembles
@@ -466,14 +536,42 @@ def _located(runs: pd.DataFrame, output_dir: str) -> pd.DataFrame:
 
 
 def read_tables(output_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs, ensembles) from a sweep directory's results.csv and ensembles.csv."""
+    """(runs, ensembles) from a sweep directory's results.csv and ensembles.csv.
+
+    Tables that differ from the checksums tables.json keeps of them (damaged, cut short) are
+    made again from the rows (`write_tables`), saying so in one line.
+    """
     path = artifact.join(output_dir, RESULTS)
     if not artifact.exists(path):
         raise RunDirError(f"no sweep results in {output_dir}: {RESULTS} is missing (run the "
                           "sweep stage first)")
+    if not _tables_whole(output_dir):
+        sweep = read_sweep_config(output_dir)
+        if sweep is None:
+            raise artifact.damaged(path, f"it differs from {TABLES}",
+                                   "rerun the sweep stage to make it again")
+        logger.warning("%s is damaged: it is made again from %s/", path, ROWS)
+        write_tables(output_dir, sweep.configs())
     runs = artifact.read_csv(path)
     ensembles = artifact.read_csv(artifact.join(output_dir, ENSEMBLES))
     if runs.empty:
         raise RunDirError(f"{path} has no run yet: run the sweep stage to completion")
     return _located(runs, output_dir), ensembles
 
+
+def _tables_whole(output_dir: str) -> bool:
+    """Whether results.csv and ensembles.csv are the files tables.json vouches for (a sweep
+    without tables.json, made before it, counts as whole)."""
+    path = artifact.join(output_dir, TABLES)
+    if not artifact.exists(path):
+        return True
+    try:
+        sums = artifact.read_json(path)
+    except RunDirError:
+        return False
+    for name, record in sums.items():
+        table = artifact.join(output_dir, name)
+        if (not artifact.exists(table) or artifact.file_record(artifact.read_bytes(table), name)
+                != record):
+            return False
+    return True

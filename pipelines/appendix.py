@@ -1,7 +1,7 @@
 r"""The `appendix` stage: the appendices' observables of a trained run, as a sweep adds them.
 
 Computes what a sweep's `velocity`, `fidelity` and `gram_probe` ask of each run
-(`lazy_feature.study.sweep.appendix_observables`, the same call a sweep run makes) and stores it
+(`lazy_feature.study.grid_point.appendix_observables`, the same call a sweep run makes) and stores it
 in the run directory, where the sweep's row reads it back: the pre-activation velocity at
 t = 0 (velocity.json, Appendix D), the distance to the ε_∇/100 reference flow
 (fidelity.json, Appendix G), the Gram matrices at w0 and at the end on K test points sorted
@@ -18,7 +18,7 @@ from absl import flags
 
 from lazy_feature.run import artifact
 from lazy_feature.run import runner
-from lazy_feature.study import sweep
+from lazy_feature.study import grid_point
 from pipelines import common
 
 flags.DEFINE_string("run_dir", None, "A complete run directory written by train.", required=True)
@@ -34,7 +34,7 @@ FLAGS = flags.FLAGS
 
 def main():
     config = artifact.load_config(FLAGS.run_dir)
-    columns = sweep.appendix_observables(
+    columns = grid_point.appendix_observables(
         FLAGS.run_dir, runner.load_task(config), velocity=FLAGS.velocity,
         velocity_max_test=FLAGS.velocity_max_test, fidelity=FLAGS.fidelity,
         gram_probe=FLAGS.gram_probe, strategy=common.strategy_from_flags([config]))

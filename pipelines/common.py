@@ -109,6 +109,9 @@ _HELP = {
     "max_dgrad": "ε_∇ of eq. 9.",
     "max_dout": "Bound of eq. 8 on α·max|Δf| per step.",
     "dt0": "First time step tried.",
+    "landing_tol": "How far past the stopping criterion a run may end: the step that crosses "
+                   "it is re-taken shorter until the smallest margin is <= 1 + landing_tol (0: "
+                   "the first accepted point past it, the paper's rule).",
     "integrator": f"{registry.AUTO} (unset: the fastest at the paper's fidelity for the run, "
                   "lazy_feature.flow.registry.choose_integrator); "
                   + "; ".join(f"{name}: {registered.summary}"

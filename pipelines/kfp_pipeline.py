@@ -48,6 +48,7 @@ if __name__ == "__main__":
 
 from absl import flags
 
+from lazy_feature.study import grid_point
 from lazy_feature.study import overrides
 from lazy_feature.study import sweep as sweep_lib
 from lazy_feature.errors import ConfigError
@@ -151,7 +152,7 @@ def _sweep_command(dsl, image, config_name, row, args):
 class _SweepTasks:
     """The components of one sweep: train per grid point (one component per set of settings
     the grid does not vary, e.g. per `variants` entry), ntk_eval, appendix (the observables
-    `sweep.appendix_observables` adds, as a sweep run does), ensembles and report."""
+    `grid_point.appendix_observables` adds, as a sweep run does), ensembles and report."""
 
     def __init__(self, dsl, image, config_name, grid, row=""):
         self.dsl, self.grid, self.row = dsl, grid, row
@@ -160,7 +161,7 @@ class _SweepTasks:
 
         def run_dir(output_dir, run_id):
             return dsl.ConcatPlaceholder([_sweep_dir(dsl, output_dir, row),
-                                          f"/{sweep_lib.RUNS}/", run_id])
+                                          f"/{grid_point.RUNS}/", run_id])
 
         def train_component(fixed):
             @dsl.container_component

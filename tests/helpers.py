@@ -33,7 +33,7 @@ from absl import logging as absl_logging
 
 from lazy_feature.flow import integrators, registry
 from lazy_feature.flow.dynamics import GradientFlow
-from lazy_feature.run import artifact
+from lazy_feature.run import checkpoint
 from lazy_feature.run import data
 from lazy_feature.run import runner
 from lazy_feature.run.config import TrainConfig
@@ -298,7 +298,7 @@ class StopAtStep(keras.callbacks.Callback):
 def checkpoint_step(run_dir, config, task):
     """The step of the run's last checkpoint (restored into a fresh model)."""
     model = runner.build_model(config, task.d)
-    artifact.TrainingCheckpoint(model, run_dir).restore()
+    checkpoint.TrainingCheckpoint(model, run_dir).restore()
     return int(model.step_count.numpy())
 
 

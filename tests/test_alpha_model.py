@@ -98,7 +98,11 @@ def test_accepted_steps_obey_eqs_8_and_9_and_rejected_ones_do_not():
     rejected = [a for a in attempts if not a["accepted"]]
     assert accepted and rejected  # the control was exercised both ways
     assert all(a["dgrad"] < 1e-4 for a in accepted)
-    assert all(a["dout"] >= 0.1 or a["dgrad"] >= 1e-4 for a in rejected)
+    # A rejected step broke eq. 8 or 9, or crossed the stopping criterion by more than
+    # landing_tol (`integrators.landing`): those come only at the end, before the step landed.
+    landings = [i for i, a in enumerate(attempts)
+                if not a["accepted"] and a["dout"] < 0.1 and a["dgrad"] < 1e-4]
+    assert all(i >= len(attempts) - 4 for i in landings), landings
     # Eq. 8 recomputed from the weights before and after each step, in NumPy: an accepted
     # step moved F by less than max_dout on every training point; a rejected one left w as
     # it was, bit for bit.
@@ -113,8 +117,9 @@ def test_accepted_steps_obey_eqs_8_and_9_and_rejected_ones_do_not():
     dts = [1.0] + [a["dt"] for a in attempts[:-1]]
     t = sum(dt for dt, a in zip(dts, attempts) if a["accepted"])
     assert attempts[-1]["t"] == pytest.approx(t, rel=1e-12)
-    # Convergence: every margin > 1, recomputed from scratch rather than from the cache.
-    assert np.min(model(x).numpy() * y) > 1.0
+    # Convergence: every margin > 1, recomputed from scratch rather than from the cache, and
+    # the run ended within landing_tol of it.
+    assert 1.0 < np.min(model(x).numpy() * y) <= 1.0 + flow.landing_tol
 
 
 @pytest.mark.slow
@@ -332,7 +337,7 @@ def test_cnn_trains_end_to_end_on_images(tmp_path):
 
 
 def test_an_image_the_cnn_cannot_take_writes_nothing(tmp_path):
-    config = TrainConfig(architecture="cnn", n_train=8, n_test=4, width=4)
+    config = TrainConfig(architecture="cnn", n_train=12, n_test=4, width=4)
     with pytest.raises(errors.ConfigError, match="shrink a side of 16"):
-        runner.train(config, str(tmp_path / "run"), task=_image_task(16, 8, 4))
+        runner.train(config, str(tmp_path / "run"), task=_image_task(16, 12, 4))
     assert not (tmp_path / "run").exists()

@@ -12,6 +12,7 @@ from lazy_feature.study import appendix
 from lazy_feature.run import artifact
 from lazy_feature.study import figures
 from lazy_feature.study import fits
+from lazy_feature.study import grid_point
 from lazy_feature.study import ntk_eval
 from lazy_feature.study import report
 from lazy_feature.study import sweep
@@ -233,7 +234,7 @@ def test_fig13_quick_momentum_variants_in_a_sweep_with_fidelity(tmp_path, monkey
     base = TrainConfig(n_train=40, n_test=60, depth=2, dtype="float64", max_dgrad=1e-2)
     grid = sweep.SweepConfig(base=base, widths=(16,), sqrt_h_alphas=(100.0,), ntk=False,
                              fidelity=True, variants=tuple(variants))
-    monkeypatch.setitem(sweep._TASKS, (base.dataset, base.data_dir, 40, 60, base.data_seed,
+    monkeypatch.setitem(grid_point.TASKS, (base.dataset, base.data_dir, 40, 60, base.data_seed,
                                        base.pca, base.pca_whiten, base.architecture), task)
     runs, _ = sweep.run_sweep(grid, str(tmp_path), runner="inprocess")
     assert len(runs) == 2 and "output_deviation" not in runs

@@ -216,7 +216,10 @@ def test_depth_defaults_to_the_architectures_and_keeps_fc_run_ids():
     assert TrainConfig().run_id() == TrainConfig(architecture="fc", depth=3).run_id()
     assert TrainConfig(architecture="cnn").run_id() != TrainConfig().run_id()
     # as in version 0.2.0, whose runs were the paper's Euler scheme's
-    assert TrainConfig(width=30, depth=5, integrator="euler").run_id() == "65eaeaf2d0ad3cfc"
+    old_rule = TrainConfig(width=30, depth=5, integrator="euler", landing_tol=0.0)
+    assert old_rule.run_id() == "65eaeaf2d0ad3cfc"
+    # runs that end within landing_tol of the criterion (the default) are other runs
+    assert TrainConfig(width=30, depth=5, integrator="euler").run_id() != old_rule.run_id()
 
 
 @pytest.mark.parametrize("name", sorted(architectures.ARCHITECTURES))

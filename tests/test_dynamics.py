@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lazy_feature.run import artifact
+from lazy_feature.run import artifact, checkpoint
 from lazy_feature.run import runner
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.flow.momentum import ContinuousMomentum
@@ -120,7 +120,7 @@ def test_a_saved_model_keeps_its_dynamics_and_their_state(tmp_path, settings):
     task = synthetic_task(n_train=24, n_test=30)
     model = runner.build_model(config, task.d)
     model.start(task.x_train, task.y_train)
-    state = artifact.model_state(model)
+    state = checkpoint.model_state(model)
     extra = [v for name, v in state.items() if name.startswith(("velocity", "adam_"))]
     assert len(extra) == len(model.network.trainable_weights) * (1 if "tau" in settings else 2)
     for i, v in enumerate(extra):  # a velocity, or Adam's moments, in the middle of a run
@@ -128,5 +128,5 @@ def test_a_saved_model_keeps_its_dynamics_and_their_state(tmp_path, settings):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.dynamics == config.make_dynamics()
-    for name, v in artifact.model_state(loaded).items():
+    for name, v in checkpoint.model_state(loaded).items():
         np.testing.assert_array_equal(np.asarray(v), np.asarray(state[name]), err_msg=name)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
@@ -15,8 +14,8 @@ import tensorflow as tf
 from lazy_feature.errors import RunDirError
 from lazy_feature.run import artifact, lease, runner
 from lazy_feature.run.config import TrainConfig
-from lazy_feature.study import ensemble, sweep
-from tests.helpers import (ROOT, StopAtStep, run_stage, stage_in_process, synthetic_sweep,
+from lazy_feature.study import ensemble, grid_point, sweep
+from tests.helpers import (ROOT, StopAtStep, stage_in_process, synthetic_sweep,
                            write_class_template_mnist)
 
 STEPS = 60
@@ -233,10 +232,10 @@ def test_a_sweep_rebuilds_damaged_rows_runs_and_tables(mnist, tmp_path, caplog):
     grid = synthetic_sweep(mnist)
     runs, _ = sweep.run_sweep(grid, out, runner="inprocess")
     first, second = runs["run_id"]
-    row = sweep.row_path(out, first)
+    row = grid_point.row_path(out, first)
     with open(row, "w") as f:
         f.write('{"alpha": 0.')
-    with open(os.path.join(out, sweep.RUNS, second, artifact.TEST_OUTPUTS), "wb") as f:
+    with open(os.path.join(out, grid_point.RUNS, second, artifact.TEST_OUTPUTS), "wb") as f:
         f.write(b"garbage")
     again, _ = sweep.run_sweep(grid, out, runner="inprocess")
     assert f"{row} is damaged" in caplog.text and "test_outputs.npy damaged" in caplog.text
@@ -334,6 +333,6 @@ def test_two_sweeps_on_one_directory_end_as_one_sweep(mnist, tmp_path):
     pd.testing.assert_frame_equal(_without_wall(runs).drop(columns="run_dir"),
                                   _without_wall(reference).drop(columns="run_dir"))
     for run_id in runs["run_id"]:
-        steps = [r["step"] for r in artifact.read_run_jsonl(os.path.join(out, sweep.RUNS,
+        steps = [r["step"] for r in artifact.read_run_jsonl(os.path.join(out, grid_point.RUNS,
                                                                           run_id))]
         assert steps == sorted(set(steps)) and steps[0] == 0

@@ -217,7 +217,7 @@ def test_appendix_observables_and_variants_compile_to_their_tasks(tmp_path):
     trained = compiled.trained(by_stage["pipelines.train"])
     assert set(trained) == {c.run_id() for c in points}
     assert {c.bias_scale for c in points} == {0.0, 0.1}
-    # After its run's train, the observables sweep.appendix_observables adds to a sweep run.
+    # After its run's train, the observables grid_point.appendix_observables adds to a sweep run.
     for name in by_stage["pipelines.appendix"]:
         args = compiled.container(name)["args"]
         assert set(args[1:]) == {"--velocity", "--velocity_max_test=50", "--fidelity",

@@ -16,7 +16,7 @@ def test_threshold_alpha_h_eps_is_one_thousandth(width):
     assert precision.check(None, below, width) == "float32"
     assert precision.check("float32", below, width) == "float32"
     assert precision.check(None, above, width) == "float64"
-    with pytest.raises(ConfigError, match="use dtype float64"):
+    with pytest.raises(ConfigError, match="use --dtype=float64"):
         precision.check("float32", above, width)
     assert precision.check("float64", above, width) == "float64"
 

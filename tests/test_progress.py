@@ -10,7 +10,7 @@ import pytest
 
 from lazy_feature.run import artifact
 from lazy_feature.run import progress
-from lazy_feature.study import sweep
+from lazy_feature.study import grid_point
 from pipelines import configs
 from tests.helpers import stage_in_process, synthetic_sweep, write_mnist_dir
 
@@ -134,7 +134,7 @@ def test_sweep_console_is_one_progress_display(tmp_path, monkeypatch):
     assert estimate.startswith("estimated memory ") and "per trial step" in estimate
     assert all(PLAIN.fullmatch(line) for line in lines), result.stderr[-3000:]
     assert lines[0].startswith("0/2 runs,") and lines[-1].startswith("2/2 runs, 0 excluded,")
-    assert _train_logs_have_steps(out / sweep.RUNS) == 2
+    assert _train_logs_have_steps(out / grid_point.RUNS) == 2
 
     # --verbosity=1 brings the logs back; nothing is left to run (in this process: the
     # binary's own console is the run above).

@@ -16,7 +16,7 @@ from lazy_feature.flow.network_flow import GradientFlowDynamics
 from lazy_feature.kernel import frozen
 from lazy_feature.model.alpha_model import AlphaModel
 from lazy_feature.model.architectures import FullyConnected
-from lazy_feature.run import artifact, resources
+from lazy_feature.run import checkpoint, resources
 from lazy_feature.run.config import TrainConfig
 from tests.helpers import X, Y, LinearFlow, sphere_inputs
 
@@ -162,7 +162,7 @@ def test_the_alpha_model_runs_a_dynamics_it_does_not_know():
     assert (int(state["step"]), int(state["attempts"]), int(state["evaluations"]),
             float(state["t"])) == (6, 6, 7, 0.75)
     assert bool(model.converged()) == bool(tf.reduce_min(model.margins()) > 1.0)
-    assert "last_loss" in logs and "last_loss" in artifact.model_state(model)
+    assert "last_loss" in logs and "last_loss" in checkpoint.model_state(model)
     assert float(model.last_loss.numpy()) == pytest.approx(logs["last_loss"][-1], rel=1e-12)
     # The Euler scheme with every step accepted at the same fixed dt takes the same steps.
     euler, _ = _fit(GradientFlowDynamics(GradientFlow(dt0=0.125, grow=1.0, max_dout=1e9,

@@ -15,6 +15,7 @@ from lazy_feature.run import artifact
 from lazy_feature.run import callbacks
 from lazy_feature.study import ensemble
 from lazy_feature.study import fits
+from lazy_feature.study import grid_point
 from lazy_feature.study import report
 from lazy_feature.run import runner
 from lazy_feature.study import sweep
@@ -133,7 +134,7 @@ def test_ensemble_of_members(tmp_path):
 
 
 def _rows(output_dir):
-    rows_dir = os.path.join(output_dir, sweep.ROWS)
+    rows_dir = os.path.join(output_dir, grid_point.ROWS)
     return {name: open(os.path.join(rows_dir, name)).read() for name in os.listdir(rows_dir)
             if name.endswith(".json")}
 
@@ -148,7 +149,7 @@ def test_beam_sweep_killed_and_resumed(tmp_path):
                                start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
-        if os.path.isdir(os.path.join(out, sweep.ROWS)) and _rows(out):
+        if os.path.isdir(os.path.join(out, grid_point.ROWS)) and _rows(out):
             break
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)  # the driver and its Beam workers, at once
@@ -255,7 +256,7 @@ def test_budget_stopped_runs_are_excluded_then_retried(tmp_path, monkeypatch):
     base = TrainConfig(n_train=40, n_test=60, max_steps=3, dtype="float64")
     grid = sweep.SweepConfig(base=base, widths=(16,), sqrt_h_alphas=(1.0,), seeds=(0, 1),
                              ntk=False)
-    monkeypatch.setitem(sweep._TASKS, (base.dataset, base.data_dir, 40, 60, base.data_seed,
+    monkeypatch.setitem(grid_point.TASKS, (base.dataset, base.data_dir, 40, 60, base.data_seed,
                                        base.pca, base.pca_whiten, base.architecture), task)
     out = str(tmp_path / "sweep")
     runs, ensembles = sweep.run_sweep(grid, out, runner="inprocess")
@@ -290,7 +291,7 @@ def test_a_stalled_run_is_excluded_and_not_retried(tmp_path, monkeypatch):
     base = TrainConfig(n_train=40, n_test=60, dtype="float64")
     grid = sweep.SweepConfig(base=base, widths=(16,), sqrt_h_alphas=(1.0,), seeds=(0,),
                              ntk=False)
-    monkeypatch.setitem(sweep._TASKS, (base.dataset, base.data_dir, 40, 60, base.data_seed,
+    monkeypatch.setitem(grid_point.TASKS, (base.dataset, base.data_dir, 40, 60, base.data_seed,
                                        base.pca, base.pca_whiten, base.architecture), task)
     out = str(tmp_path / "sweep")
     runs, _ = sweep.run_sweep(grid, out, runner="inprocess")
@@ -308,7 +309,7 @@ def test_an_adam_run_of_its_epochs_is_used_and_one_a_budget_stopped_resumes(tmp_
                        learning_rate=0.05)
     grid = sweep.SweepConfig(base=base, widths=(8,), sqrt_h_alphas=(0.5 * 8 ** 0.5,), ntk=False,
                              variants=({"epochs": 1.0}, {"epochs": 100.0, "max_steps": 2}))
-    monkeypatch.setitem(sweep._TASKS, (base.dataset, base.data_dir, 30, 60, base.data_seed,
+    monkeypatch.setitem(grid_point.TASKS, (base.dataset, base.data_dir, 30, 60, base.data_seed,
                                        base.pca, base.pca_whiten, base.architecture), task)
     out = str(tmp_path / "sweep")
     runs = sweep.run_sweep(grid, out, runner="inprocess")[0].set_index("epochs")
@@ -383,7 +384,7 @@ def test_appendix_observables_of_a_sweep(tmp_path, monkeypatch):
     base = TrainConfig(n_train=40, n_test=60, depth=2, dtype="float64", max_dgrad=1e-2)
     grid = sweep.SweepConfig(base=base, widths=(16,), sqrt_h_alphas=(100.0,), ntk=False,
                              velocity=True, velocity_max_test=30, fidelity=True, gram_probe=12)
-    monkeypatch.setitem(sweep._TASKS, (base.dataset, base.data_dir, 40, 60, base.data_seed,
+    monkeypatch.setitem(grid_point.TASKS, (base.dataset, base.data_dir, 40, 60, base.data_seed,
                                        base.pca, base.pca_whiten, base.architecture), task)
     runs, _ = sweep.run_sweep(grid, str(tmp_path), runner="inprocess")
     row = runs.iloc[0]
@@ -398,13 +399,14 @@ def test_appendix_observables_of_a_sweep(tmp_path, monkeypatch):
     # back from the run directory: velocity.json untouched, nothing measured again.
     velocity_file = os.path.join(row["run_dir"], "velocity.json")
     written = (os.stat(velocity_file).st_mtime_ns, open(velocity_file).read())
-    os.remove(sweep.row_path(str(tmp_path), row["run_id"]))
+    os.remove(grid_point.row_path(str(tmp_path), row["run_id"]))
 
     def measured_again(*args, **kwargs):
         raise AssertionError("an observable of the run was measured again")
 
-    for module, name in ((sweep.z_dot, "preactivation_velocity"),
-                         (sweep.flow_fidelity, "reference_flow"), (sweep.ntk_eval.ntk, "gram")):
+    for module, name in ((grid_point.z_dot, "preactivation_velocity"),
+                         (grid_point.flow_fidelity, "reference_flow"),
+                         (grid_point.ntk_eval.ntk, "gram")):
         monkeypatch.setattr(module, name, measured_again)
     again = sweep.run_sweep(grid, str(tmp_path), runner="inprocess")[0].iloc[0]
     assert (os.stat(velocity_file).st_mtime_ns, open(velocity_file).read()) == written

@@ -40,6 +40,10 @@ class GradientFlow:
       stiff_output_tol: a switching integrator's output_tol once in its stiff phase (with
         that method's direction_tol, off); None: its registered stiff_factor times
         output_tol. Other integrators have none (it resolves to None).
+      landing_tol: how far past the stopping criterion (every margin F·y > 1) the flow may end: the
+        step that crosses it is re-taken shorter until the smallest margin is at most
+        1 + landing_tol (`integrators.landing`); 0 ends at the first accepted point past it,
+        however far (the paper's rule, whose small Euler steps land within ~1e-3).
     """
     max_dout: float = 0.1
     max_dgrad: float = 1e-4
@@ -52,10 +56,13 @@ class GradientFlow:
     direction_tol: float | None = None
     stiff_output_tol: float | None = None
     jumps: bool = False
+    landing_tol: float = 1e-4
 
     def __post_init__(self) -> None:
         if not (self.max_dout > 0 and self.max_dgrad > 0 and self.dt0 > 0):
             raise ConfigError("max_dout, max_dgrad and dt0 must be > 0")
+        if not self.landing_tol >= 0:
+            raise ConfigError(f"landing_tol must be >= 0, got {self.landing_tol}")
         registry.entry(self.integrator)  # a registered name
         output_tol, direction_tol = registry.tolerances(self.integrator, self.output_tol,
                                                         self.direction_tol)

@@ -22,6 +22,10 @@ frozen-kernel flow (`kernel.frozen`) both step through it. A problem provides:
                                       gradient all-reduced over several replicas)
   flatten(d), unflatten(v) (optional) a displacement (or a gradient) as one vector of the
                                       weights' coordinates and back, for `exponential`
+  margins(outputs), lowest(v), highest(v) (optional)
+                                      the training margins F·y of some outputs, and the min
+                                      and max of a tensor over every training point (all
+                                      replicas), for `landing`
 
 The error-controlled methods (`runge_kutta`, `rkc`, `exponential`, `switching`) and the
 registry that names them (`registry`) build on this module. Their figures: docs/integrators.md.
@@ -49,7 +53,7 @@ JUMP_RATIO = 100.0
 JUMP_GROWTH = 2.0
 
 
-def advance(integrator, problem, state, dt, memory, hold=False, store_memory=None):
+def advance(integrator, problem, state, dt, memory, hold=False, store_memory=None, land=0.0):
     """A trial step of `integrator` from the accepted `state`, kept when the integrator accepts
     it and the flow is not on `hold` (a bool tensor: a flow that stands still), else `state`
     restored exactly (no branch: the same step on every replica); the next dt follows the
@@ -63,14 +67,50 @@ def advance(integrator, problem, state, dt, memory, hold=False, store_memory=Non
     the controller every recorded run of the network took. Inside the switching pairs, whose
     measures come out of a tf.cond, and in the frozen-kernel flow (tensors in a loop), the
     measures hold the memory the trial started from.
+
+    land > 0: a trial that meets the stopping criterion (every margin > 1) but ends more than
+    `land` past it is rejected, and the next dt is the one that lands on it (`landing`).
     """
     trial = integrator.trial(problem, state, dt, memory)
     accepted = tf.logical_and(trial.accepted, tf.logical_not(hold))
-    kept = tf.nest.map_structure(lambda new, old: tf.where(accepted, new, old),
-                                 trial.state, state)
     if store_memory is not None:
         store_memory(trial.memory)
-    return Advance(kept, accepted, integrator.next_dt(dt, accepted, trial.measures), trial)
+    next_dt = integrator.next_dt(dt, accepted, trial.measures)
+    if land > 0:
+        overshot, landing_dt = landing(problem, state.outputs, trial.state.outputs, dt, land)
+        overshot = tf.logical_and(overshot, accepted)
+        accepted = tf.logical_and(accepted, tf.logical_not(overshot))
+        next_dt = tf.where(overshot, landing_dt, next_dt)
+    kept = tf.nest.map_structure(lambda new, old: tf.where(accepted, new, old),
+                                 trial.state, state)
+    return Advance(kept, accepted, next_dt, trial)
+
+
+# The shortest landing step, as a fraction of the step it replaces (a margin of exactly 1
+# before the step would ask for 0).
+LANDING_FLOOR = 1e-3
+
+
+def landing(problem, outputs, new_outputs, dt, land):
+    """(whether a step from `outputs` to `new_outputs` crosses the stopping criterion and
+    ends more than `land` past it, the dt that lands on it).
+
+    The run stops at the first point where every training margin m = F·y exceeds 1, and it
+    reports its outputs there: a step that crosses the criterion early in a long step
+    (a Runge–Kutta pair's, etdrk4's) would report outputs from later in the flow. The
+    crossing is located by interpolating each margin linearly over the step: point μ, below
+    1 before, crosses at the fraction s_μ = (1 − m_μ)/(m'_μ − m_μ), and the criterion holds
+    from s = max_μ s_μ. Near convergence the margins rise ever more slowly (ℓ' shrinks), so
+    the interpolation puts s slightly late and the re-taken step of s·dt ends just past the
+    criterion: within `land`, or it is re-taken again from a far smaller overshoot.
+    """
+    old, new = problem.margins(outputs), problem.margins(new_outputs)
+    overshot = tf.logical_and(problem.lowest(tf.reduce_min(old)) <= 1.0,
+                              problem.lowest(tf.reduce_min(new)) > 1.0 + land)
+    crossing = tf.where(tf.logical_and(old <= 1.0, new > old),
+                        tf.math.divide_no_nan(1.0 - old, new - old), tf.zeros_like(old))
+    fraction = tf.cast(problem.highest(tf.reduce_max(crossing)), tf.float64)
+    return overshot, tf.cast(dt, tf.float64) * tf.clip_by_value(fraction, LANDING_FLOOR, 1.0)
 
 
 def gradient_change(problem, grad, new_grad):

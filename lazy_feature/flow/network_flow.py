@@ -87,6 +87,17 @@ class NetworkFlow:
     def output_change(self, f_a: tf.Tensor, f_b: tf.Tensor) -> tf.Tensor:
         return self.model.alpha * max_replicas(tf.reduce_max(tf.abs(f_a - f_b)))
 
+    def margins(self, f: tf.Tensor) -> tf.Tensor:
+        """F·y on this replica's training points for network outputs f there."""
+        cache = self.model.cache
+        return self.model._output(f, f0=cache.f0_train) * cache.y_train  # pylint: disable=protected-access
+
+    def lowest(self, value: tf.Tensor) -> tf.Tensor:
+        return -max_replicas(-value)
+
+    def highest(self, value: tf.Tensor) -> tf.Tensor:
+        return max_replicas(value)
+
     def flatten(self, displacement: Sequence[tf.Tensor]) -> tf.Tensor:
         """A point, gradient or displacement as one vector of the weights' coordinates."""
         return tf.concat([tf.reshape(d, [-1]) for d in displacement], 0)
@@ -178,7 +189,7 @@ class GradientFlowDynamics(Dynamics):
                 m.assign(value)
 
         step = advance(self.integrator, self.problem(model, x), state, dt, memory, hold=done,
-                       store_memory=store_memory)
+                       store_memory=store_memory, land=self.flow.landing_tol)
         for w, value in zip(point, step.state.point):
             w.assign(value)
         for g_var, g in zip(stored_grad, step.state.grad):

@@ -80,7 +80,8 @@ def frozen_kernel_dynamics(k_train: npt.ArrayLike, y_train: npt.ArrayLike, loss:
                     & (attempts < max_trials))
 
         def step(state, memory, dt, t, steps, attempts, evaluations, converged):
-            advanced = integrators.advance(integrator, problem, state, dt, memory)
+            advanced = integrators.advance(integrator, problem, state, dt, memory,
+                                           land=flow.landing_tol)
             accepted, trial = advanced.accepted, advanced.trial
             fitted = tf.reduce_min(trial.state.outputs * y) > 1.0
             return (advanced.state, trial.memory, advanced.next_dt,
@@ -147,6 +148,15 @@ class _KernelFlow:
 
     def output_change(self, F_a, F_b):
         return tf.reduce_max(tf.abs(F_a - F_b))
+
+    def margins(self, F):
+        return F * self.y
+
+    def lowest(self, value):
+        return value
+
+    def highest(self, value):
+        return value
 
 
 def predict_frozen(network: "keras.Model", x_test: npt.ArrayLike, x_train: npt.ArrayLike,

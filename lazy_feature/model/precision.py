@@ -45,19 +45,26 @@ def default_dtype(alpha, width):
     return "float32" if resolves("float32", alpha, width) else "float64"
 
 
-def check(dtype, alpha, width):
+def check(dtype, alpha, width, network_width=None):
     """Return the dtype to use: `dtype`, or the default for (α, h) when dtype is None.
 
-    Raises ConfigError, saying what to do, when an explicit dtype cannot resolve the run.
+    `width` is the rule's h (`resolution_width`); `network_width`, the h of √h·α (default
+    `width`, the FC net's), lets a refusal name its limit in √h·α too. Raises ConfigError,
+    saying what to do, when the dtype, given or default, cannot resolve the run.
     """
-    if dtype is None:
-        return default_dtype(alpha, width)
-    if dtype not in DTYPES:
+    if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    if not resolves(dtype, alpha, width):
-        raise ConfigError(
-            f"{dtype} cannot resolve alpha={alpha:g} at h={width} (the network's widest fan-in): "
-            f"alpha*h*eps={alpha * width * np.finfo(dtype).eps:.2g} > {RESOLUTION:g} "
-            "(f - f0 ~ 1/alpha cancels); "
-            "use dtype float64 or leave it unset")
-    return dtype
+    chosen = default_dtype(alpha, width) if dtype is None else dtype
+    if resolves(chosen, alpha, width):
+        return chosen
+    if chosen == "float32":  # given: the default would have been float64
+        advice = "use --dtype=float64 or leave --dtype unset"
+    else:
+        largest = largest_alpha(chosen, width)
+        h = width if network_width is None else network_width
+        advice = (f"float64 is the most precise dtype available: lower --alpha below "
+                  f"{largest:.3g} (--sqrt_h_alpha below {largest * np.sqrt(h):.3g})")
+    raise ConfigError(
+        f"{chosen} cannot resolve alpha={alpha:g} at h={width} (the network's widest fan-in): "
+        f"alpha*h*eps={alpha * width * np.finfo(chosen).eps:.2g} > {RESOLUTION:g} "
+        f"(f - f0 ~ 1/alpha cancels); {advice}")

@@ -6,7 +6,6 @@ error = the trial's error over its tolerance, evaluations = gradient evaluations
 rescaled_loss = α²L, train_error, unfitted, weight_drift, output_norm, converged).
 """
 import contextlib
-import json
 import logging
 import math
 import signal
@@ -70,18 +69,26 @@ class GradientFlowStopping(keras.callbacks.Callback):
     dt/t orders of magnitude above STALL_RATIO (docs/integrators.md). So does a flow that
     came to rest short of the criterion (a ReLU network whose units died on the unfitted
     points: ∇L vanishes and dt grows without bound) once t passes REST_TIME, far beyond any
-    convergence, before it overflows. A stalled run is unfinished, like a budget-stopped one,
-    but more budget cannot help it.
+    convergence, before it overflows. Long before that, it stalls at rest: short of
+    convergence, α²L fell by under REST_FALL of itself over REST_STEPS accepted steps or more
+    in which t grew over REST_GROWTH-fold (a --width=1 run otherwise spent its whole step
+    budget, dt growing to 3e19). A flow still converging loses a share of its loss with each
+    decade of t (α²L ~ 1/t as it fits); at under a billionth per six decades it would need a
+    million such spans to lose a thousandth. The span restarts wherever α²L falls by more,
+    and on a resume. A stalled run is unfinished, like a budget-stopped one, but more budget
+    cannot help it.
     `stop_when_converged=False` goes on past convergence, to a budget (a flow run to a set
     time, `AlphaModel.t_end`).
     """
 
     STALL_RATIO, STALL_STEPS, REST_TIME = 1e-7, 1000, 1e100
+    REST_STEPS, REST_GROWTH, REST_FALL = 200, 1e6, 1e-9
 
     def __init__(self, max_time=math.inf, max_steps=math.inf, max_wall_seconds=math.inf,
                  wall_offset=0.0, min_dt=1e-30, stop_when_converged=True, max_epochs=math.inf):
         super().__init__()
         self._slow_since = None  # the accepted step from which dt < STALL_RATIO·t
+        self._rest_from = None  # (step, t, α²L) from which α²L fell by under REST_FALL
         self.max_time, self.max_steps, self.max_epochs = max_time, max_steps, max_epochs
         self.max_wall_seconds, self.wall_offset, self.min_dt = max_wall_seconds, wall_offset, min_dt
         self.stop_when_converged = stop_when_converged
@@ -121,8 +128,8 @@ class GradientFlowStopping(keras.callbacks.Callback):
 
     def _stalled(self, logs):
         """Whether dt has stayed below STALL_RATIO·t for STALL_STEPS accepted steps, or t has
-        passed REST_TIME."""
-        if logs["t"] >= self.REST_TIME:
+        passed REST_TIME, or the flow is at rest (`_at_rest`)."""
+        if logs["t"] >= self.REST_TIME or self._at_rest(logs):
             return True
         if not logs["dt"] < self.STALL_RATIO * logs["t"]:
             self._slow_since = None
@@ -130,6 +137,18 @@ class GradientFlowStopping(keras.callbacks.Callback):
         if self._slow_since is None:
             self._slow_since = logs["step"]
         return logs["step"] - self._slow_since >= self.STALL_STEPS
+
+    def _at_rest(self, logs):
+        """Whether, short of convergence, α²L has fallen by under REST_FALL of itself over at
+        least REST_STEPS accepted steps in which t grew over REST_GROWTH-fold. The window
+        starts at t > 0 (no factor grows t from 0) and again wherever α²L falls by more."""
+        step, t, loss = logs["step"], logs["t"], logs["rescaled_loss"]
+        start = self._rest_from
+        if start is None or start[1] <= 0 or loss < (1 - self.REST_FALL) * start[2]:
+            self._rest_from = (step, t, loss)
+            return False
+        return (not logs["converged"] and step - start[0] >= self.REST_STEPS
+                and t > self.REST_GROWTH * start[1])
 
     def on_train_batch_end(self, batch, logs=None):
         self.reason = self.stop_reason(logs)
@@ -194,7 +213,7 @@ class JsonlLogger(LogSpaced):
         self.path, self.records = path, records
 
     def record(self, entry):
-        artifact.append_line(self.path, json.dumps(entry))
+        artifact.append_line(self.path, artifact.json_line(entry))
         self.records += 1
 
 
@@ -217,7 +236,7 @@ class ProgressLogger(LogSpaced):
 
 
 class Checkpointer(keras.callbacks.Callback):
-    """Saves an `artifact.TrainingCheckpoint` every `every_seconds`, and on SIGTERM or SIGINT.
+    """Saves an `checkpoint.TrainingCheckpoint` every `every_seconds`, and on SIGTERM or SIGINT.
 
     `state()` gives the rest of the checkpoint: dict(log_records, wall_seconds). Put it
     last among the callbacks, so that each save follows the records of its step. Inside

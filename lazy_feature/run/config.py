@@ -25,12 +25,18 @@ NOT_IDENTITY = ("data_dir", "max_time", "max_steps", "max_wall_seconds")
 # The integrator's settings; an Euler run leaves them out of its id, so runs made before
 # there was a choice keep theirs.
 INTEGRATOR_SETTINGS = ("integrator", "output_tol", "direction_tol", "stiff_output_tol")
-# Settings added after version 0.2.0 enter the run id only away from these defaults, so that
-# the ids of earlier runs, which had them implicitly, stay valid.
+# Settings added after version 0.2.0 enter the run id only away from these values, which
+# earlier runs had implicitly, so that their ids stay valid (and a setting whose default is
+# another value gives every run at that default a new id).
 LATER_SETTINGS = {"architecture": architectures.FC.name, "pca": 0, "pca_whiten": True,
                   "dynamics": training.GRADIENT_FLOW, "batch_size": 32, "learning_rate": None,
                   "tau": 0.0, "tau_proportional_to_t": False, "epochs": None,
-                  "stiff_output_tol": None}
+                  "stiff_output_tol": None,
+                  # runs before it ended at the first accepted point past the criterion
+                  "landing_tol": 0.0}
+# The fewest training points a run takes: a class-balanced binary task with fewer says nothing
+# about generalization (n_train=1 "converges" with test error 0.5).
+MIN_N_TRAIN = 10
 
 
 def sqrt_h_alpha(alpha: npt.ArrayLike, width: npt.ArrayLike) -> Any:
@@ -49,7 +55,7 @@ def alpha_from_sqrt_h_alpha(value: float, width: float) -> float:
 # The settings of the flow's steps (eqs. 8-9 and the integrator's tolerances), which Adam has
 # no use for.
 FLOW_SETTINGS = ("max_dgrad", "max_dout", "dt0", "output_tol", "direction_tol",
-                 "stiff_output_tol")
+                 "stiff_output_tol", "landing_tol")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +86,7 @@ class TrainConfig:
     it ends at the stopping criterion or after `epochs` epochs, and either is a finished
     run, `runner.finished`) or continuous momentum (`lazy_feature.flow.momentum`: time constant
     tau, or tau·t with tau_proportional_to_t; tau = 0 is gradient flow), stepped by Euler.
+    A run ends within landing_tol of the stopping criterion (`GradientFlow.landing_tol`).
     Budgets (max_time in gradient-flow time, max_steps in accepted steps, max_wall_seconds)
     end a run that has not met the stopping criterion; it is then reported not converged.
     """
@@ -116,6 +123,7 @@ class TrainConfig:
     output_tol: float | None = None
     direction_tol: float | None = None
     stiff_output_tol: float | None = None
+    landing_tol: float = 1e-4
     max_time: float = math.inf
     max_steps: int = 1_000_000
     max_wall_seconds: float = math.inf
@@ -124,7 +132,9 @@ class TrainConfig:
         checks = [
             (self.alpha > 0, f"alpha must be > 0, got {self.alpha}"),
             (self.width >= 1, f"width must be >= 1, got {self.width}"),
-            (self.n_train >= 1, f"n_train must be >= 1, got {self.n_train}"),
+            (self.n_train >= MIN_N_TRAIN,
+             f"n_train={self.n_train} is too small to mean anything: a binary task needs at "
+             f"least {MIN_N_TRAIN} training points (both classes); raise --n_train"),
             (self.n_test >= 0, f"n_test must be >= 0, got {self.n_test}"),
             (self.activation in activations.NAMES,
              f"unknown activation {self.activation!r}: choose one of "
@@ -165,7 +175,8 @@ class TrainConfig:
         object.__setattr__(self, "depth", architectures.check_options(
             self.architecture, self.depth, self.bias_scale, self.readout_bias))
         object.__setattr__(self, "dtype", precision.check(
-            self.dtype, self.alpha, precision.resolution_width(self.architecture, self.width)))
+            self.dtype, self.alpha, precision.resolution_width(self.architecture, self.width),
+            network_width=self.width))
 
     def _dynamics_checks(self) -> list[tuple[bool, str]]:
         """(ok, message) pairs of the settings that belong to one dynamics
@@ -227,7 +238,8 @@ class TrainConfig:
                             integrator=config.integrator, output_tol=config.output_tol,
                             direction_tol=config.direction_tol,
                             stiff_output_tol=config.stiff_output_tol,
-                            jumps=self.activation in activations.KINKED)
+                            jumps=self.activation in activations.KINKED,
+                            landing_tol=self.landing_tol)
 
     def momentum(self) -> ContinuousMomentum | None:
         """The `ContinuousMomentum` of a momentum run (None for the other dynamics)."""
@@ -263,7 +275,10 @@ class TrainConfig:
         unknown = set(d) - names
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        # (valid JSON stores an infinite budget as "inf", `artifact.jsonable`)
+        settings: dict[str, Any] = {k: float(v) if v in ("inf", "-inf") else v
+                                    for k, v in d.items()}
+        return cls(**settings)
 
     def run_id(self) -> str:
         """A stable id of the run: a hash of every setting that changes its result.

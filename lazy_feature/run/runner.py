@@ -17,7 +17,7 @@ import tensorflow as tf
 from lazy_feature.errors import RunDirError
 from lazy_feature.model import architectures, losses
 from lazy_feature.model.alpha_model import AlphaModel
-from lazy_feature.run import artifact, callbacks, data, distribute, lease, resources
+from lazy_feature.run import artifact, callbacks, checkpoint, data, distribute, lease, resources
 from lazy_feature.run.config import TrainConfig
 
 logger = logging.getLogger("lazy_feature")
@@ -198,8 +198,8 @@ def _train(config: TrainConfig, output_dir: str, task: data.BinaryTask, model: A
     tf.config.experimental.enable_op_determinism()  # a run is a function of its seeds
 
     with strategy.scope():
-        checkpoint = artifact.TrainingCheckpoint(model, output_dir, guard=held.check)
-        restored = checkpoint.restore()
+        saved = checkpoint.TrainingCheckpoint(model, output_dir, guard=held.check)
+        restored = saved.restore()
         resumed = restored is not None
         log_records, wall_offset = restored or (0, 0.0)
         # f(w0), f(w) and y on the training set, which the checkpoint leaves out: one
@@ -209,7 +209,7 @@ def _train(config: TrainConfig, output_dir: str, task: data.BinaryTask, model: A
         model.started.assign(False)
         model.start(task.x_train, task.y_train)
         if resumed:  # start also took ∇L at w; the integrator continues with the one it stored
-            checkpoint.restore()
+            saved.restore()
             logger.info("resuming %s from step %d", output_dir, int(model.step_count.numpy()))
     artifact.restore_log(output_dir, log_records)
     last_step = int(model.step_count.numpy()) if resumed else -1
@@ -230,7 +230,7 @@ def _train(config: TrainConfig, output_dir: str, task: data.BinaryTask, model: A
                                  last_step=last_step, wall_offset=wall_offset),
     ]
     checkpointer = callbacks.Checkpointer(
-        checkpoint, checkpoint_seconds,
+        saved, checkpoint_seconds,
         state=lambda: dict(log_records=log.records, wall_seconds=stopping.wall_seconds()))
     if not resumed:
         for recorder in recorders:
@@ -329,5 +329,5 @@ def load_run(run_dir: str, task: data.BinaryTask | None = None,
     artifact.check_complete(run_dir, task.y_test)
     model = build_model(config, task.x_train.shape[1:], strategy)
     with model.distribute_strategy.scope():
-        artifact.TrainingCheckpoint(model, run_dir).restore(fallback=False)
+        checkpoint.TrainingCheckpoint(model, run_dir).restore(fallback=False)
     return LoadedRun(config, model, task)

@@ -2,12 +2,12 @@
 
 A sweep directory holds
   runs/<run_id>/     one run artifact per grid point (`runner.train`, then ntk.json);
-  rows/<run_id>.json the run's row: its config, metrics, observables and NTK scalars, written
-                     last and atomically, so a row exists exactly for each finished run;
+  rows/<run_id>.json the run's row, written last (`grid_point`);
   sweep.json         the SweepConfig (grid, fit ranges), for the report stage;
   results.csv        the tidy table, one row per run of the grid (pandas.read_csv), with
                      `used` and `excluded_reason` (see `excluded_reason`);
-  ensembles.csv      one row per (α, h, ...) over the used runs' init seeds (eqs. 15-16).
+  ensembles.csv      one row per (α, h, ...) over the used runs' init seeds (eqs. 15-16);
+  tables.json        the SHA-256 of both tables, by which a damaged one is rebuilt from rows.
 A rerun skips the runs that have a row and resumes an interrupted run from its checkpoint,
 so a killed sweep loses at most the work since the last checkpoint of the runs in flight.
 
@@ -35,13 +35,11 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
-from lazy_feature.errors import ConfigError, DivergenceError, RunDirError
+from lazy_feature.errors import ConfigError, RunDirError
 from lazy_feature.flow import registry, training
 from lazy_feature.run import artifact, distribute, lease, progress, resources, runner
 from lazy_feature.run.config import NOT_IDENTITY, TrainConfig, alpha_from_sqrt_h_alpha, sqrt_h_alpha
-from lazy_feature.run.data import BinaryTask
-from lazy_feature.study import (ensemble, fidelity as flow_fidelity, ntk_eval, observables,
-                                velocity as z_dot)
+from lazy_feature.study import ensemble, grid_point
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -49,7 +47,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("lazy_feature")
 
-RUNS, ROWS = "runs", "rows"
 RESULTS, ENSEMBLES, SWEEP = "results.csv", "ensembles.csv", "sweep.json"
 TABLES = "tables.json"  # the SHA-256 of results.csv and ensembles.csv as written
 RUNNERS = ("beam", "inprocess")
@@ -172,118 +169,6 @@ def mark_used(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(excluded_reason=reasons, used=[r == "" for r in reasons])
 
 
-# -- one run -----------------------------------------------------------------------------
-
-_TASKS: dict[tuple[Any, ...], BinaryTask] = {}  # data sets loaded here, by their settings
-
-
-def _task(config: TrainConfig) -> BinaryTask:
-    key = (config.dataset, config.data_dir, config.n_train, config.n_test, config.data_seed,
-           config.pca, config.pca_whiten, config.architecture)
-    if key not in _TASKS:
-        _TASKS[key] = runner.load_task(config)
-    return _TASKS[key]
-
-
-def _limit_threads(threads: int | None) -> None:
-    """Give TensorFlow `threads` threads in this process, if it has not started yet."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    if threads and tf.config.threading.get_intra_op_parallelism_threads() != threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:  # TensorFlow already runs: keep its pools
-            pass
-
-
-def row_path(output_dir: str, run_id: str) -> str:
-    return artifact.join(output_dir, ROWS, f"{run_id}.json")
-
-
-def appendix_observables(run_dir: str, task: BinaryTask, velocity: bool = False,
-                         velocity_max_test: int | None = None, fidelity: bool = False,
-                         gram_probe: int = 0, strategy: "tf.distribute.Strategy | str | None" = None
-                         ) -> dict[str, Any]:
-    """The columns of the appendices' observables of the complete run in `run_dir` that are
-    asked for (`SweepConfig`); each is stored in the run directory, so a rerun reads it.
-    `fidelity` checks gradient-flow runs only (momentum runs are compared with each other,
-    Fig. 13 (b, d))."""
-    columns = {}
-    if velocity:
-        columns.update(z_dot.evaluate(run_dir, task, velocity_max_test))
-    if fidelity and artifact.load_config(run_dir).dynamics == training.GRADIENT_FLOW:
-        columns.update(flow_fidelity.check_run(run_dir, task))
-    if gram_probe:
-        with distribute.make(strategy or "default").scope():
-            ntk_eval.save_gram_probe(run_dir, task, gram_probe)
-    return columns
-
-
-def execute_run(config: TrainConfig | dict[str, Any], output_dir: str, ntk: bool = True,
-                ntk_max_train: int | None = None, ntk_max_test: int | None = None,
-                threads: int | None = None, strategy: "tf.distribute.Strategy | str" = "default",
-                strategy_options: Mapping[str, Any] | None = None,
-                appendix: Mapping[str, Any] | None = None, wait: bool = True) -> dict[str, Any]:
-    """Train one grid point, evaluate its NTK, and write its row; return the row.
-
-    A point that already has a row returns it. The run's lease is held throughout
-    (`lease.held`): a point another trainer holds is waited for (`wait`), or raises
-    lease.Busy (`wait` False). A run that diverges gets a row with
-    status "diverged" and its error, so that the sweep goes on and the table shows it.
-    `config` may be a TrainConfig or its dict (what Beam sends to a worker); `strategy`
-    is a tf.distribute.Strategy, or a name that `distribute.make` makes with
-    `strategy_options` (devices, cpu_devices, tpu) once per process (in a Beam worker);
-    `appendix`: the keyword arguments of `appendix_observables` (none by default).
-    """
-    if isinstance(config, dict):
-        config = TrainConfig.from_dict(config)
-    run_id = config.run_id()
-    run_dir = artifact.join(output_dir, RUNS, run_id)
-    row = read_row(output_dir, run_id)
-    if row is not None:
-        return row
-    with lease.held(run_dir, wait=wait):  # one trainer per run (two sweeps, retried bundles)
-        row = read_row(output_dir, run_id)  # the other trainer's, if one held the run
-        if row is not None:
-            return row
-        _limit_threads(threads)
-        strategy = distribute.make(strategy, **(strategy_options or {}))
-        task = _task(config)
-        row = dict(config.to_dict(), run_id=run_id, run_dir=artifact.join(RUNS, run_id))
-        try:
-            metrics = runner.train(config, run_dir, task=task, strategy=strategy)
-        except DivergenceError as e:
-            logger.warning("%s diverged: %s", run_id, e)
-            row.update(status="diverged", error=str(e))
-        else:
-            row.update({k: v for k, v in metrics.items() if k != artifact.FILES}, status="done")
-            row.update(observables.observables(run_dir))
-            if ntk:
-                row.update(ntk_eval.evaluate(run_dir, task=task, max_train=ntk_max_train,
-                                             max_test=ntk_max_test, strategy=strategy))
-            row.update(appendix_observables(run_dir, task, strategy=strategy, **(appendix or {})))
-        artifact.makedirs(artifact.join(output_dir, ROWS))
-        artifact.write_json(row_path(output_dir, run_id), row)
-    return row
-
-
-def read_row(output_dir: str, run_id: str) -> dict[str, Any] | None:
-    """The row of run `run_id`, or None when it has none yet.
-
-    A damaged row (not valid JSON) is deleted, saying so in one line, so that the run's row
-    is made again from its run directory (which the train stage finds complete).
-    """
-    path = row_path(output_dir, run_id)
-    if not artifact.exists(path):
-        return None
-    try:
-        return artifact.read_json(path)
-    except RunDirError as e:
-        logger.warning("%s; it is made again from %s", e, artifact.join(RUNS, run_id))
-        artifact.remove(path)
-        return None
-
-
 # -- the sweep ---------------------------------------------------------------------------
 
 LOCAL_RUNNER = "FnApiRunner"
@@ -320,7 +205,7 @@ def _run_beam(configs: Sequence[TrainConfig], output_dir: str, stage_options: Ma
         _ = (pipeline
              | "grid" >> beam.Create([c.to_dict() for c in configs])
              | "spread" >> beam.Reshuffle()  # one run per bundle, spread over the workers
-             | "run" >> beam.Map(execute_run, output_dir, **stage_options))
+             | "run" >> beam.Map(grid_point.execute_run, output_dir, **stage_options))
 
 
 def run_sweep(sweep: SweepConfig, output_dir: str, runner: str = "beam", workers: int = 2,
@@ -375,12 +260,12 @@ def run_sweep(sweep: SweepConfig, output_dir: str, runner: str = "beam", workers
     artifact.check_writable(output_dir)
     pending = [c for c in configs if not _has_whole_row(output_dir, c)]
     if pending:  # a missing data set or a run too large fails here, before anything starts
-        found = resources.check(pending, _task(pending[0]).x_train.shape[1:], sweep.ntk,
-                                 copies, local)
+        found = resources.check(pending, grid_point.task_for(pending[0]).x_train.shape[1:],
+                                 sweep.ntk, copies, local)
         logger.info("%s", found.line(copies))
         if progress_stream is not None:
             progress_stream.write(found.line(copies) + "\n")
-    artifact.makedirs(artifact.join(output_dir, ROWS))
+    artifact.makedirs(artifact.join(output_dir, grid_point.ROWS))
     artifact.write_json(artifact.join(output_dir, SWEEP), sweep.to_dict())
     if retry_unconverged is not None:
         configs = _reopen_budget_stopped(configs, output_dir, retry_unconverged)
@@ -391,8 +276,8 @@ def run_sweep(sweep: SweepConfig, output_dir: str, runner: str = "beam", workers
                                          ntk_max_test=sweep.ntk_max_test, strategy=strategy,
                                          strategy_options=where,
                                          appendix=sweep.appendix_options())
-    with progress.shown([row_path(output_dir, c.run_id()) for c in configs], progress_stream,
-                        failed=excluded_reason, failures="excluded"):
+    with progress.shown([grid_point.row_path(output_dir, c.run_id()) for c in configs],
+                        progress_stream, failed=excluded_reason, failures="excluded"):
         if runner == "inprocess":
             _run_in_process(pending, output_dir, stage_options)
         elif pending:
@@ -405,10 +290,10 @@ def _has_whole_row(output_dir: str, config: TrainConfig) -> bool:
     """Whether the run has a row and its run directory still holds the files its metrics.json
     vouches for; a run found damaged loses its row, so that the sweep redoes what is needed
     (`runner.complete_metrics`)."""
-    row = read_row(output_dir, config.run_id())
+    row = grid_point.read_row(output_dir, config.run_id())
     if row is None:
         return False
-    run_dir = artifact.join(output_dir, RUNS, config.run_id())
+    run_dir = artifact.join(output_dir, grid_point.RUNS, config.run_id())
     if row.get("status") != "done":
         return True
     try:
@@ -420,7 +305,7 @@ def _has_whole_row(output_dir: str, config: TrainConfig) -> bool:
         return True
     logger.warning("%s: %s damaged; the run and its row are made again", run_dir,
                    ", ".join(bad))
-    artifact.remove(row_path(output_dir, config.run_id()))
+    artifact.remove(grid_point.row_path(output_dir, config.run_id()))
     return False
 
 
@@ -433,11 +318,11 @@ def _run_in_process(configs: Sequence[TrainConfig], output_dir: str,
         busy = []
         for config in queue:
             try:
-                execute_run(config, output_dir, wait=False, **stage_options)
+                grid_point.execute_run(config, output_dir, wait=False, **stage_options)
             except lease.Busy:
                 busy.append(config)
         if busy and len(busy) == len(queue):
-            execute_run(busy.pop(0), output_dir, **stage_options)
+            grid_point.execute_run(busy.pop(0), output_dir, **stage_options)
         queue = busy
 
 
@@ -457,7 +342,7 @@ def _reopen_budget_stopped(configs: Sequence[TrainConfig], output_dir: str, fact
     """
     retried = []
     for config in configs:
-        path = row_path(output_dir, config.run_id())
+        path = grid_point.row_path(output_dir, config.run_id())
         row = artifact.read_json(path) if artifact.exists(path) else None
         if row is None or excluded_reason(row) != "budget":
             retried.append(config)
@@ -466,7 +351,7 @@ def _reopen_budget_stopped(configs: Sequence[TrainConfig], output_dir: str, fact
                                       max_steps=int(row["max_steps"]),
                                       max_wall_seconds=float(row["max_wall_seconds"]))
         retried.append(scaled_budgets(stopped, factor))
-        run_dir = artifact.join(output_dir, RUNS, config.run_id())
+        run_dir = artifact.join(output_dir, grid_point.RUNS, config.run_id())
         with lease.held(run_dir):
             artifact.remove(path)
             runner.reopen(run_dir, retried[-1])
@@ -482,8 +367,8 @@ def read_sweep_config(output_dir: str) -> SweepConfig | None:
 
 def load_rows(output_dir: str, configs: Iterable[TrainConfig]) -> pd.DataFrame:
     """The rows of the grid points that have one, as a DataFrame in grid order (`mark_used`)."""
-    rows = [artifact.read_json(row_path(output_dir, c.run_id())) for c in configs
-            if artifact.exists(row_path(output_dir, c.run_id()))]
+    rows = [artifact.read_json(grid_point.row_path(output_dir, c.run_id())) for c in configs
+            if artifact.exists(grid_point.row_path(output_dir, c.run_id()))]
     return mark_used(pd.DataFrame.from_records(rows))
 
 
@@ -550,7 +435,7 @@ def read_tables(output_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         if sweep is None:
             raise artifact.damaged(path, f"it differs from {TABLES}",
                                    "rerun the sweep stage to make it again")
-        logger.warning("%s is damaged: it is made again from %s/", path, ROWS)
+        logger.warning("%s is damaged: it is made again from %s/", path, grid_point.ROWS)
         write_tables(output_dir, sweep.configs())
     runs = artifact.read_csv(path)
     ensembles = artifact.read_csv(artifact.join(output_dir, ENSEMBLES))

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from lazy_feature.run import artifact
 from lazy_feature.run import data
@@ -94,12 +95,23 @@ def test_verdict_rule_on_hand_made_runs(tmp_path, feature_error, lazy_error, exp
     paired = single[0.001] - single[100.0]
     assert record["single_difference"] == pytest.approx(paired.mean())
     assert record["single_stderr"] == pytest.approx(paired.std(ddof=1) / np.sqrt(5))
-    assert record["ensemble_stderr"] > 0
-    # The rule: beyond 2 standard errors either way, else not clear.
-    assert table1.verdict(0.021, 0.01) == table1.LAZY
-    assert table1.verdict(-0.021, 0.01) == table1.FEATURE
-    assert table1.verdict(0.019, 0.01) == table1.NOT_CLEAR
-    assert table1.verdict(np.nan, 0.01) == table1.NOT_TESTABLE
+    # a 95% interval by Student's t with 4 degrees of freedom (5 paired seeds)
+    assert record["single_high"] - record["single_difference"] == pytest.approx(
+        stats.t.ppf(0.975, 4) * record["single_stderr"])
+    assert record["ensemble_low"] <= record["ensemble_difference"] <= record["ensemble_high"]
+    # The rule: an interval above 0 or below 0, else not clear.
+    assert table1.verdict((0.001, 0.03)) == table1.LAZY
+    assert table1.verdict((-0.03, -0.001)) == table1.FEATURE
+    assert table1.verdict((-0.001, 0.03)) == table1.NOT_CLEAR
+    assert table1.verdict((np.nan, 0.01)) == table1.NOT_TESTABLE
+
+
+def test_the_papers_not_clear_agrees_only_where_a_difference_would_have_been_seen():
+    clear, not_clear = table1.LAZY, table1.NOT_CLEAR
+    narrow, wide = [(-0.004, 0.006), (-0.008, 0.002)], [(-0.004, 0.006), (-0.03, 0.02)]
+    assert table1.agreement(not_clear, not_clear, not_clear, 10000, narrow) == "agrees"
+    assert table1.agreement(not_clear, not_clear, not_clear, 10000, wide) == table1.UNDERPOWERED
+    assert table1.agreement(not_clear, clear, not_clear, 10000, narrow) == "disagrees"
 
 
 # Each data set in its own standard format, tiny: 10 classes of 4 + 4 images (n + test = 72).

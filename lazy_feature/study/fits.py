@@ -92,7 +92,7 @@ FITS = (
 
 COLUMNS = ("depth", "column", "observable", "regime", "slope", "stderr", "prefactor", "paper",
            "predicted", "paper_prefactor", "range_low", "range_high", "crossover", "x_min",
-           "x_max", "n_levels", "n_runs")
+           "x_max", "n_levels", "n_runs", "n_seeds")
 
 
 def by_depth(runs):
@@ -140,8 +140,9 @@ def fit_table(runs, feature=None, lazy=None):
                     x_min=means.index.min() if len(means) else np.nan,
                     x_max=means.index.max() if len(means) else np.nan,
                     n_levels=len(means),
-                    n_runs=len(exponents.in_range(part, "sqrt_h_alpha_level", fit.column,
-                                                  x_range))))
+                    n_runs=len(inside := exponents.in_range(part, "sqrt_h_alpha_level",
+                                                            fit.column, x_range)),
+                    n_seeds=int(inside["init_seed"].nunique())))
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 

@@ -142,9 +142,10 @@ def _summary(runs, used, ensembles, fit_table, claims_table, drawn, skipped, min
         + f"; {len(ensembles)} ensembles. Only converged runs (every training margin > 1, "
         "finite losses) enter a statistic, an ensemble, a fit or a figure.",
         "## The paper's claims on this grid",
-        "Verdicts: agrees / disagrees within our uncertainty (± is one standard error over "
-        f"init seeds; a difference counts beyond {claims.Z:g} of them, slopes also within "
-        f"{claims.SLOPE_TOLERANCE:g}), or why the grid cannot judge it.",
+        "Verdicts: agrees / disagrees within our uncertainty (± is the half-width of a "
+        f"{claims.LEVEL:.0%} interval: Student's t over init seeds or levels with their "
+        "degrees of freedom, or a bootstrap over seeds; slopes also within "
+        f"{claims.SLOPE_TOLERANCE:g}), or why the grid cannot judge it; n is in \"rests on\".",
         _claims_table(claims_table) if len(claims_table) else "No claim can be tested.",
         "## Runs per (α, h)",
         counts,

@@ -5,8 +5,8 @@ Each row of the paper's Table 1 (`ROWS`) is a sweep of its own (`table1_<row>` i
 pipelines/configs/section7.py). For a row whose runs are done, `judge_row` gives per depth
 and width, for single networks and for ensembles, the difference err_feature − err_lazy
 between the smallest √h·α level of the feature range and the largest of the lazy range,
-paired by init seed (`claims.regime_differences`: ± the SEM over seeds; ensembles ± a
-bootstrap over seeds), and our verdict by `RULE`. A row whose data set is not on the
+paired by init seed (`claims.regime_differences`: a Student's t interval over seeds;
+ensembles a bootstrap over seeds), and our verdict by `RULE`. A row whose data set is not on the
 machine reads "data not found" (`missing_row`). `write` puts table1.md and table1.csv in a
 directory. `plan` gives a group's rows with the settings that replace theirs, before any
 runs.
@@ -22,8 +22,13 @@ from lazy_feature.study import claims, fits, overrides, sweep
 
 FEATURE, LAZY, NOT_CLEAR = "feature training", "lazy training", "not clear"
 NOT_TESTABLE, NOT_FOUND = "not testable on this grid", "data not found"
-RULE = (f"err_feature − err_lazy beyond +{claims.Z:g} standard errors: {LAZY}; below "
-        f"−{claims.Z:g}: {FEATURE}; within: {NOT_CLEAR}")
+UNDERPOWERED = "underpowered"
+# The smallest difference of test error that "not clear" must rule out: one point.
+DETECTABLE = 0.01
+RULE = (f"the {claims.LEVEL:.0%} interval of err_feature − err_lazy above 0: {LAZY}; below 0: "
+        f"{FEATURE}; holding 0: {NOT_CLEAR}. The paper's \"{NOT_CLEAR}\" agrees when our "
+        f"intervals lie within ±{DETECTABLE:g} (a difference of one point would have been "
+        f"seen), else the grid is {UNDERPOWERED}")
 MARKDOWN, CSV = "table1.md", "table1.csv"
 
 
@@ -56,8 +61,9 @@ ROWS = (
 )
 BY_NAME = {row.name: row for row in ROWS}
 COLUMNS = ("row", "architecture", "dataset", "algorithm", "paper", "depth", "width",
-           "n_train", "single_network", "single_difference", "single_stderr", "ensemble",
-           "ensemble_difference", "ensemble_stderr", "agreement", "rests_on")
+           "n_train", "single_network", "single_difference", "single_stderr", "single_low",
+           "single_high", "ensemble", "ensemble_difference", "ensemble_stderr", "ensemble_low",
+           "ensemble_high", "agreement", "rests_on")
 
 
 def plan(rows, settings, group):
@@ -74,24 +80,31 @@ def plan(rows, settings, group):
     return found
 
 
-def verdict(difference, stderr):
-    """Our verdict on err_feature − err_lazy ± stderr (`RULE`), NOT_TESTABLE where NaN."""
-    if not np.isfinite(difference * stderr):
+def verdict(interval):
+    """Our verdict on the interval (low, high) of err_feature − err_lazy (`RULE`),
+    NOT_TESTABLE where NaN."""
+    if not np.all(np.isfinite(interval)):
         return NOT_TESTABLE
-    return {"feature": FEATURE, "lazy": LAZY, None: NOT_CLEAR}[claims.better(difference, stderr)]
+    return {"feature": FEATURE, "lazy": LAZY, None: NOT_CLEAR}[claims.better(interval)]
 
 
-def agreement(paper, single, ensemble, n_train):
+def agreement(paper, single, ensemble, n_train, intervals=()):
     """"agrees" when both our verdicts are the paper's, "disagrees" when one is another
-    (a clear verdict where the paper's is "not clear", too), else "inconclusive"; not judged
-    below the paper's n = 10 000 (`claims.at_paper_n`)."""
+    (a clear verdict where the paper's is "not clear", too), else "inconclusive". The
+    paper's "not clear" agrees only where our `intervals` (low, high) lie within
+    ±DETECTABLE, else the grid is UNDERPOWERED. Not judged below the paper's n = 10 000
+    (`claims.at_paper_n`)."""
     ours = (single, ensemble)
     if NOT_TESTABLE in ours:
         found = NOT_TESTABLE
+    elif any(v not in (paper, NOT_CLEAR) for v in ours):
+        found = "disagrees"
+    elif paper == NOT_CLEAR:
+        found = ("agrees" if intervals and all(-DETECTABLE <= low and high <= DETECTABLE
+                                               for low, high in intervals)
+                 else UNDERPOWERED)
     elif all(v == paper for v in ours):
         found = "agrees"
-    elif any(v not in (paper, NOT_CLEAR) for v in ours) or paper == NOT_CLEAR:
-        found = "disagrees"
     else:
         found = "inconclusive"
     return claims.at_paper_n(found, n_train)
@@ -130,22 +143,26 @@ def _record(row, verdicts, depth=None, width=None, n_train=None, rests_on="", mi
     record = dict(row=row.name, architecture=row.architecture, dataset=row.dataset,
                   algorithm=row.algorithm, paper=row.paper, depth=depth, width=width,
                   n_train=n_train, rests_on=rests_on)
+    intervals = []
     for kind, prefix in (("single network", "single"), ("ensemble", "ensemble")):
         found = verdicts.get(kind, {})
         difference, stderr = found.get("difference", np.nan), found.get("stderr", np.nan)
+        low, high = found.get("interval", (np.nan, np.nan))
+        intervals.append((low, high))
         record.update({f"{prefix}_difference": difference, f"{prefix}_stderr": stderr,
+                       f"{prefix}_low": low, f"{prefix}_high": high,
                        "single_network" if prefix == "single" else "ensemble":
-                           NOT_FOUND if missing else verdict(difference, stderr)})
+                           NOT_FOUND if missing else verdict((low, high))})
     record["agreement"] = ("" if missing else
                            agreement(row.paper, record["single_network"], record["ensemble"],
-                                     n_train or 0))
+                                     n_train or 0, intervals))
     return record
 
 
-def _cell(verdict_text, difference, stderr):
+def _cell(verdict_text, difference, low, high):
     if not np.isfinite(difference):
         return verdict_text
-    return f"{verdict_text} ({difference:+.4f} ± {stderr:.4f})"
+    return f"{verdict_text} ({difference:+.4f}, in [{low:+.4f}, {high:+.4f}])"
 
 
 def markdown(table):
@@ -153,17 +170,20 @@ def markdown(table):
     header = ["Architecture", "Dataset (binary)", "Algorithm", "Paper", "L", "h", "n",
               "Ours: single network", "Ours: ensemble", "Agreement", "Rests on"]
     lines = ["# Table 1: which regime performs better", "",
-             "Ours: err_feature − err_lazy ± its standard error over init seeds (single "
-             "networks: paired by seed, SEM; ensembles: bootstrap over seeds), between the "
-             "smallest √h·α level of the feature range and the largest of the lazy range. "
+             f"Ours: err_feature − err_lazy and its {claims.LEVEL:.0%} interval over init "
+             "seeds (single networks: paired by seed, Student's t; ensembles: bootstrap "
+             "percentiles over seeds), between the smallest √h·α level of the feature range "
+             "and the largest of the lazy range. "
              f"Rule: {RULE}. The agreement is judged at the paper's n = {claims.PAPER_N} "
              "only.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in table.to_dict("records"):
         cells = [r["architecture"], r["dataset"], r["algorithm"], r["paper"],
                  _int(r["depth"]), _int(r["width"]), _int(r["n_train"]),
-                 _cell(r["single_network"], r["single_difference"], r["single_stderr"]),
-                 _cell(r["ensemble"], r["ensemble_difference"], r["ensemble_stderr"]),
+                 _cell(r["single_network"], r["single_difference"], r["single_low"],
+                       r["single_high"]),
+                 _cell(r["ensemble"], r["ensemble_difference"], r["ensemble_low"],
+                       r["ensemble_high"]),
                  r["agreement"], r["rests_on"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -136,3 +136,12 @@ def test_float64_refusal_names_the_largest_alpha(dtype, architecture, width):
     assert "use --dtype" not in message and "unset" not in message and "\n" not in message
     assert TrainConfig(architecture=architecture, width=width, alpha=largest,
                        dtype=dtype).dtype == "float64"
+
+
+def test_the_divergence_advice_matches_the_run():
+    assert runner.divergence_advice(
+        TrainConfig(width=16, dtype="float32", integrator="euler")) == "use --dtype=float64"
+    advice = runner.divergence_advice(TrainConfig(width=16, dtype="float64").resolved())
+    assert "--integrator=euler" in advice and "float64" not in advice
+    advice = runner.divergence_advice(TrainConfig(width=16, dtype="float64", integrator="euler"))
+    assert "--dt0" in advice and "float64" not in advice

@@ -205,6 +205,9 @@ class DeflatedExponential(LocalErrorControl):
         (H applied to them: `products`), and their vectors' coordinates in `rows`."""
         quotient = tf.matmul(tf.cast(rows, tf.float64), tf.cast(products, tf.float64),
                              transpose_b=True)
+        # A product that overflowed (a flow at rest, dt huge: --width=1) would make eigh
+        # fail; without it the basis is empty, and the step's error estimate judges the step.
+        quotient = tf.where(tf.math.is_finite(quotient), quotient, tf.zeros_like(quotient))
         values, vectors = tf.linalg.eigh((quotient + tf.transpose(quotient)) / 2)
         return values[::-1][:rank], tf.cast(vectors[:, ::-1][:, :rank], rows.dtype)
 

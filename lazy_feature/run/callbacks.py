@@ -60,7 +60,7 @@ class GradientFlowStopping(keras.callbacks.Callback):
     `max_wall_seconds` of wall clock (counting `wall_offset` seconds spent before a resume);
     `max_epochs` is an Adam run's length in t (its t counts epochs), which ends it finished
     (`runner.finished`). Raises DivergenceError when dt falls below `min_dt` (a step that no
-    dt makes obey eqs. 8-9, e.g. a non-finite loss). `reason` says why training stopped.
+    dt makes obey eqs. 8-9, e.g. a non-finite loss), with `advice` on what to try. `reason` says why training stopped.
 
     "stalled": dt stayed below STALL_RATIO·t for STALL_STEPS accepted steps in a row, so t
     would take over 10^7 more steps to double. A ReLU network does this in the feature regime:
@@ -85,13 +85,15 @@ class GradientFlowStopping(keras.callbacks.Callback):
     REST_STEPS, REST_GROWTH, REST_FALL = 200, 1e6, 1e-9
 
     def __init__(self, max_time=math.inf, max_steps=math.inf, max_wall_seconds=math.inf,
-                 wall_offset=0.0, min_dt=1e-30, stop_when_converged=True, max_epochs=math.inf):
+                 wall_offset=0.0, min_dt=1e-30, stop_when_converged=True, max_epochs=math.inf,
+                 advice="lower --dt0 or use --dtype=float64"):
         super().__init__()
         self._slow_since = None  # the accepted step from which dt < STALL_RATIO·t
         self._rest_from = None  # (step, t, α²L) from which α²L fell by under REST_FALL
         self.max_time, self.max_steps, self.max_epochs = max_time, max_steps, max_epochs
         self.max_wall_seconds, self.wall_offset, self.min_dt = max_wall_seconds, wall_offset, min_dt
         self.stop_when_converged = stop_when_converged
+        self.advice = advice  # what to try when the flow cannot take a step
         self.reason = None
         self._start = time.monotonic()
 
@@ -119,7 +121,7 @@ class GradientFlowStopping(keras.callbacks.Callback):
         if not (logs["dt"] > self.min_dt and math.isfinite(logs["rescaled_loss"])):
             raise DivergenceError(
                 f"gradient flow diverged at step {int(logs['step'])} (dt={logs['dt']:.3g}, "
-                f"rescaled loss={logs['rescaled_loss']:.3g}): lower dt0 or use dtype float64")
+                f"rescaled loss={logs['rescaled_loss']:.3g}): {self.advice}")
         if self._stalled(logs):
             logger.warning("the flow stalled at step %d: dt = %.3g at t = %.6g", int(logs["step"]),
                            logs["dt"], logs["t"])

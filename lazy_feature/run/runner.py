@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from lazy_feature.errors import RunDirError
+from lazy_feature.flow import registry
 from lazy_feature.model import architectures, losses
 from lazy_feature.model.alpha_model import AlphaModel
 from lazy_feature.run import artifact, callbacks, checkpoint, data, distribute, lease, resources
@@ -159,6 +160,16 @@ def train(config: TrainConfig, output_dir: str, task: data.BinaryTask | None = N
                       extra_callbacks, drift_probe)
 
 
+def divergence_advice(config: TrainConfig) -> str:
+    """What to try when the run's flow cannot take a step, for the settings it has."""
+    if config.dtype != "float64":
+        return "use --dtype=float64"
+    if config.integrator != registry.EULER:
+        return (f"{config.integrator} found no step at all: try --integrator=euler, the "
+                "paper's scheme")
+    return "lower --dt0, or check the data and the network (a width of a few units cannot fit)"
+
+
 def complete_metrics(run_dir: str) -> dict[str, Any] | None:
     """The metrics of the complete, whole run in `run_dir`, or None if it must be (re)done.
 
@@ -216,7 +227,7 @@ def _train(config: TrainConfig, output_dir: str, task: data.BinaryTask, model: A
 
     stopping = callbacks.GradientFlowStopping(
         config.max_time, config.max_steps, config.max_wall_seconds, wall_offset=wall_offset,
-        max_epochs=config.epochs or math.inf)
+        max_epochs=config.epochs or math.inf, advice=divergence_advice(config))
     probe = (callbacks.KernelDriftProbe(task.x_train[:drift_probe], task.y_train[:drift_probe])
              if drift_probe > 0 else None)
     tensorboard = callbacks.TensorBoardRecorder(

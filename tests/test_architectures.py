@@ -235,3 +235,17 @@ def test_each_registered_architecture_builds_what_its_entry_says(name):
     assert not architectures.takes_images("mlp")
     with pytest.raises(ConfigError, match="unknown architecture 'mlp'"):
         TrainConfig(architecture="mlp")
+
+
+def test_a_wide_resnet_block_strides_on_its_second_convolution_as_the_authors(monkeypatch):
+    net = WideResNet(1, depth=10)
+    assert [net.convs[first].strides for first, _, _ in net.blocks] == [1, 1, 1]
+    assert [net.convs[second].strides for _, second, _ in net.blocks] == [1, 2, 2]
+    assert [net.convs[cut].strides for _, _, cut in net.blocks if cut >= 0] == [2, 2]
+    # the definition changed: its runs get new ids, other architectures keep theirs
+    config = TrainConfig(architecture="wide_resnet", width=1, depth=10)
+    new_ids = config.run_id(), TrainConfig().run_id()
+    entry = architectures.ARCHITECTURES["wide_resnet"]
+    monkeypatch.setitem(architectures.ARCHITECTURES, "wide_resnet",
+                        architectures.dataclasses.replace(entry, version=0))
+    assert config.run_id() != new_ids[0] and TrainConfig().run_id() == new_ids[1]

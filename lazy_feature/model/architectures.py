@@ -273,9 +273,12 @@ class WideResNet(_ImageNetwork):
     A 3 × 3 stem of 16 channels, then three stages of n = (depth − 4)/6 residual blocks of
     16k, 32k and 64k channels, the first block of the second and third stages of stride 2.
     A block maps z to (s(z) + r(z))/√2, with r(z) = conv₂(σ(conv₁(σ(z)))) (3 × 3, padding 1,
-    the stride on conv₁) and s the identity, or a 1 × 1 convolution of z where the shape
-    changes (the authors' shortcut). Every convolution is an `NTKConv2D` (N(0, 1) weights,
-    fan_in^(-1/2)), no bias: s(z) and r(z) then have the mean square of z at init and are
+    the stride on conv₂, as in the authors' code) and s the identity, or a 1 × 1 convolution
+    of z where the shape changes (the authors' shortcut); the authors' 45° mix is this 1/√2.
+    Every convolution is an `NTKConv2D` (N(0, 1) weights, fan_in^(-1/2)), no bias (the
+    authors' convolutions and readout carry biases initialized at 0; this package keeps the
+    bias-free model of the paper's main text, where α scales every trainable parameter's
+    effect alike, and takes biases for the FC net only, Appendix J): s(z) and r(z) then have the mean square of z at init and are
     uncorrelated (conv₂'s weights are independent with mean 0), so the 1/√2 keeps the
     residual stream at unit variance through all blocks, as the FC net keeps its
     pre-activations. The readout is f = (64k)^(-1/2) W·mean_p σ(z_p) (eq. 14).
@@ -331,7 +334,7 @@ class WideResNet(_ImageNetwork):
         for base, stage_stride in zip(self.STAGE_CHANNELS, self.STAGE_STRIDES):
             for block in range(blocks_per_stage):
                 stride, out = (stage_stride if block == 0 else 1), base * self.width
-                first, second = conv(out, 3, stride, 1), conv(out, 3, 1, 1)
+                first, second = conv(out, 3, 1, 1), conv(out, 3, stride, 1)
                 shortcut = conv(out, 1, stride, 0) if stride != 1 or out != channels else -1
                 self.blocks.append((first, second, shortcut))
                 channels = out
@@ -365,12 +368,15 @@ class Architecture:
     fan_in_per_width: its largest fan-in per unit of the width h of √h·α (`precision`).
     images: whether it takes images (height, width, channels) rather than vectors.
     biases: whether it takes `bias_scale` and `readout_bias` (Appendix J).
+    version: bumped whenever the function its networks compute changes, so that runs of the
+      new definition get new run ids (`TrainConfig.run_id`); 0 adds nothing to them.
     """
     name: str
     network: type[FullyConnected] | type[ConvNet] | type[WideResNet]
     fan_in_per_width: int
     images: bool
     biases: bool = False
+    version: int = 0
 
 
 # The paper's FC net; its CNN, whose widest layers are 5 × 5 kernels on h channels; the
@@ -379,8 +385,10 @@ FC = Architecture("fc", FullyConnected, fan_in_per_width=1, images=False, biases
 ARCHITECTURES = {a.name: a for a in (
     FC,
     Architecture("cnn", ConvNet, fan_in_per_width=ConvNet.KERNEL_SIZE ** 2, images=True),
+    # version 1: a block's stride on its second convolution, as in the authors' code
     Architecture("wide_resnet", WideResNet,
-                 fan_in_per_width=3 * 3 * WideResNet.STAGE_CHANNELS[-1], images=True),
+                 fan_in_per_width=3 * 3 * WideResNet.STAGE_CHANNELS[-1], images=True,
+                 version=1),
 )}
 
 

@@ -285,7 +285,8 @@ class TrainConfig:
 
         It is the id of the `resolved` config: an AUTO integrator counts as the one it
         resolves to. The NOT_IDENTITY settings (data_dir and the budgets) are left out, and so
-        are the INTEGRATOR_SETTINGS of an Euler run, and the LATER_SETTINGS at their defaults.
+        are the INTEGRATOR_SETTINGS of an Euler run, and the LATER_SETTINGS at their defaults;
+        the architecture's `version` enters once it is not 0.
         """
         resolved = self.resolved()
         d = resolved.to_dict()
@@ -295,6 +296,9 @@ class TrainConfig:
         for k, default in LATER_SETTINGS.items():
             if d.get(k, default) == default:
                 d.pop(k, None)
+        version = architectures.ARCHITECTURES[resolved.architecture].version
+        if version:  # the network's definition changed: another run
+            d["architecture_version"] = version
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

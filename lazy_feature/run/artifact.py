@@ -338,6 +338,16 @@ def damaged_files(run_dir, metrics):
     return bad
 
 
+def check_whole(run_dir):
+    """(metrics, names of its damaged files) of the complete run in `run_dir`: ({},
+    [metrics.json]) when metrics.json itself cannot be read (`damaged_files`)."""
+    try:
+        metrics = read_json(join(run_dir, METRICS))
+    except RunDirError:
+        return {}, [METRICS]
+    return metrics, damaged_files(run_dir, metrics)
+
+
 def check_complete(run_dir, test_labels):
     """Raise RunDirError unless `run_dir` holds a complete, whole run evaluated on
     `test_labels`."""

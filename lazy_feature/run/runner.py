@@ -178,15 +178,9 @@ def complete_metrics(run_dir: str) -> dict[str, Any] | None:
     final checkpoint, and says so in one line. A damaged dynamics log cannot be rebuilt:
     RunDirError naming it.
     """
-    path = artifact.join(run_dir, artifact.METRICS)
     if not artifact.is_complete(run_dir):
         return None
-    try:
-        metrics = artifact.read_json(path)
-        bad = artifact.damaged_files(run_dir, metrics)
-    except RunDirError as e:
-        bad, metrics = [artifact.METRICS], {}
-        logger.warning("%s", e)
+    metrics, bad = artifact.check_whole(run_dir)
     if artifact.DYNAMICS in bad:
         raise artifact.damaged(artifact.join(run_dir, artifact.DYNAMICS),
                                f"its checksum differs from the one in {artifact.METRICS}",
@@ -195,7 +189,7 @@ def complete_metrics(run_dir: str) -> dict[str, Any] | None:
         return metrics
     logger.warning("%s: %s damaged; the run finishes again from its final checkpoint",
                    run_dir, ", ".join(bad))
-    artifact.remove(path)
+    artifact.remove(artifact.join(run_dir, artifact.METRICS))
     return None
 
 

@@ -296,11 +296,7 @@ def _has_whole_row(output_dir: str, config: TrainConfig) -> bool:
     run_dir = artifact.join(output_dir, grid_point.RUNS, config.run_id())
     if row.get("status") != "done":
         return True
-    try:
-        bad = artifact.damaged_files(run_dir, artifact.read_json(artifact.join(
-            run_dir, artifact.METRICS)))
-    except RunDirError as e:
-        bad = [str(e)]
+    _, bad = artifact.check_whole(run_dir)
     if not bad:
         return True
     logger.warning("%s: %s damaged; the run and its row are made again", run_dir,

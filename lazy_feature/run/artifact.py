@@ -298,6 +298,11 @@ def vouch(run_dir, names=VOUCHED):
 REDO = "rerun the train stage (or the sweep) to redo it"
 
 
+def _matches(data, record):
+    """Whether the bytes `data` are the file `record` (metrics.json's) vouches for."""
+    return hashlib.sha256(data).hexdigest() == record["sha256"]
+
+
 def read_vouched(run_dir, name, metrics=None):
     """The bytes of the run file `name`, checked against the record metrics.json keeps of it.
 
@@ -311,7 +316,7 @@ def read_vouched(run_dir, name, metrics=None):
     if not exists(path):
         raise RunDirError(f"{path} is missing: {REDO}")
     data = read_bytes(path)
-    if record is not None and hashlib.sha256(data).hexdigest() != record["sha256"]:
+    if record is not None and not _matches(data, record):
         raise damaged(path, f"its checksum differs from the one in {METRICS}", REDO)
     return data
 
@@ -332,8 +337,7 @@ def damaged_files(run_dir, metrics):
     bad = []
     for name, record in metrics.get(FILES, {}).items():
         path = join(run_dir, name)
-        if (not exists(path)
-                or hashlib.sha256(read_bytes(path)).hexdigest() != record["sha256"]):
+        if not exists(path) or not _matches(read_bytes(path), record):
             bad.append(name)
     return bad
 
@@ -362,7 +366,7 @@ def check_complete(run_dir, test_labels):
     if bad:
         raise damaged(join(run_dir, bad[0]), f"its checksum differs from the one in {METRICS}",
                       REDO)
-    labels = read_run_npy(run_dir, TEST_LABELS, metrics)
+    labels = read_npy(join(run_dir, TEST_LABELS))  # (checked by damaged_files just above)
     if labels.shape != test_labels.shape or not np.array_equal(labels, test_labels):
         raise RunDirError(f"the data set found now is not the one the run in {run_dir} was "
                           "trained on (test labels differ): check --dataset and --data_dir")

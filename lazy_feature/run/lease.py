@@ -197,10 +197,5 @@ def held(run_dir: str, wait: bool = True, file_lease: bool | None = None) -> Ite
         lock.release()
 
 
-def current(run_dir: str) -> Lease:
-    """The lease this process holds on `run_dir` (a no-op Lease when it holds none)."""
-    return _HELD.leases.get(os.path.join(run_dir, LEASE), (Lease(), 0))[0]
-
-
 def _waiting(run_dir: str) -> None:
     logger.warning("%s: another trainer holds this run; waiting for it to finish", run_dir)

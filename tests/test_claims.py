@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from lazy_feature.run import artifact
 from lazy_feature.study import claims
@@ -163,3 +164,76 @@ def test_exponent_verdicts_from_the_fits_table():
     rows = claims.judge(runs, pd.DataFrame(), fit_table)
     verdicts = list(rows.loc[rows["claim"] == "(iv) exponent", "verdict"])
     assert verdicts == ["agrees", "disagrees", "not testable on this grid", "agrees"]
+
+
+# -- the optimum over every level (Section 7) -----------------------------------------------
+
+OPTIMUM_LEVELS = (1e-2, 1e-1, 1.0, 1e1, 1e3)  # 3 interior levels
+
+
+def _one_width(mean_error, seeds=5, noise=0.01):
+    """One width's runs whose test error at level x is mean_error[x] plus noise of sd `noise`
+    (a fixed numpy seed), each seed's own."""
+    rng = np.random.default_rng(7)
+    return pd.DataFrame([dict(sqrt_h_alpha_level=x, init_seed=seed,
+                              test_error=error + noise * rng.standard_normal())
+                         for x, error in mean_error.items() for seed in range(seeds)])
+
+
+@pytest.mark.parametrize("errors, verdict, level", [
+    ((0.20, 0.15, 0.10, 0.13, 0.20), claims.INTERMEDIATE, 1.0),  # a valley
+    ((0.10, 0.13, 0.15, 0.17, 0.20), claims.AT_AN_END, 0.01),  # best at the smallest level
+    ((0.20, 0.20, 0.19, 0.20, 0.20), "inconclusive", 1.0),  # a dip within the seeds' noise
+])
+def test_optimum_looks_at_every_level(errors, verdict, level):
+    runs = _one_width(dict(zip(OPTIMUM_LEVELS, errors)))
+    found = claims.optimum(runs)
+    assert found["verdict"] == verdict, found
+    assert found["level"] == level and found["interior"] == (level == 1.0)
+    table = runs.pivot(index="init_seed", columns="sqrt_h_alpha_level", values="test_error")
+    best = table[[0.1, 1.0, 10.0]].mean().idxmin()
+    assert found["interior_level"] == best and found["seeds"] == list(range(5))
+    for end, x in (("smallest", 0.01), ("largest", 1000.0)):
+        paired = table[best] - table[x]
+        assert paired.std() > 0.001  # the seeds differ
+        assert found[f"{end}_difference"] == pytest.approx(paired.mean())
+        assert found[f"{end}_stderr"] == pytest.approx(paired.std(ddof=1) / np.sqrt(5))
+
+
+def test_optimum_interval_is_bonferroni_corrected_over_the_interior_levels():
+    # err(1) − err(end) per seed, the same at both ends; the other interior levels are worse.
+    paired = np.array([-0.020, -0.004, -0.015, -0.001, -0.014])
+    common = np.array([0.01, -0.02, 0.0, 0.015, -0.005])  # each seed's w0 shifts every level
+    runs = pd.DataFrame([dict(sqrt_h_alpha_level=x, init_seed=seed,
+                              test_error=0.2 + common[seed] + (paired[seed] if x == 1.0 else
+                                                               0.05 if 0.01 < x < 1e3 else 0))
+                         for x in OPTIMUM_LEVELS for seed in range(5)])
+    mean, stderr = paired.mean(), paired.std(ddof=1) / np.sqrt(5)
+    uncorrected, corrected = stats.t.ppf(0.975, 4), stats.t.ppf(1 - 0.05 / 3 / 2, 4)
+    assert mean + uncorrected * stderr < 0 < mean + corrected * stderr
+    found = claims.optimum(runs)
+    assert found["confidence"] == pytest.approx(1 - 0.05 / 3)  # 3 interior levels
+    for end in ("smallest", "largest"):
+        low, high = found[f"{end}_interval"]
+        assert found[f"{end}_difference"] == pytest.approx(mean)
+        assert high - mean == pytest.approx(corrected * stderr)
+        assert mean - low == pytest.approx(corrected * stderr)
+    assert found["verdict"] == "inconclusive"  # uncorrected, an intermediate optimum
+    # With the one interior level alone, nothing is picked: 95%, and the optimum is found.
+    alone = claims.optimum(runs[runs["sqrt_h_alpha_level"].isin([0.01, 1.0, 1000.0])])
+    assert alone["confidence"] == pytest.approx(0.95)
+    assert alone["verdict"] == claims.INTERMEDIATE
+
+
+def test_optimum_needs_three_levels_and_two_paired_seeds():
+    valley = {0.01: 0.2, 1.0: 0.1, 1000.0: 0.2}
+    two_levels = _one_width({0.01: 0.2, 1000.0: 0.1})
+    assert claims.optimum(two_levels)["verdict"] == "not testable on this grid"
+    one_seed = _one_width(valley, seeds=1)
+    assert claims.optimum(one_seed)["verdict"] == "not testable on this grid"
+    # seeds 0 and 1 at one end only: one seed is paired at all three levels
+    unpaired = _one_width(valley, seeds=2)
+    unpaired = unpaired[(unpaired["init_seed"] == 0) | (unpaired["sqrt_h_alpha_level"] != 1.0)]
+    found = claims.optimum(unpaired)
+    assert found["seeds"] == [0] and found["verdict"] == "not testable on this grid"
+    assert found["level"] == 1.0 and np.isnan(found["smallest_difference"])

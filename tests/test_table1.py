@@ -9,6 +9,7 @@ from scipy import stats
 
 from lazy_feature.run import artifact
 from lazy_feature.run import data
+from lazy_feature.study import claims
 from lazy_feature.study import table1
 from lazy_feature.run import runner as run_lib
 from pipelines import configs
@@ -63,10 +64,16 @@ def test_figure_quick_configs_fall_back_to_fashion_mnist_only_where_their_data_i
 def _hand_made_runs(tmp_path, feature_error, lazy_error, seeds=5, n_test=400):
     """Runs at √h·α = 0.01 and 1000 whose test outputs err on a random `*_error` fraction of
     the test points (each seed its own points), as the sweep lays them out."""
+    return _runs_at_levels(tmp_path, {0.01: feature_error, 1000.0: lazy_error}, seeds, n_test)
+
+
+def _runs_at_levels(tmp_path, errors, seeds=5, n_test=400):
+    """Runs at each √h·α level of `errors` ({level: error}) whose test outputs err on a random
+    `error` fraction of the test points (each seed its own points)."""
     rng = np.random.default_rng(0)
     labels = np.where(rng.random(n_test) < 0.5, -1.0, 1.0)
     rows = []
-    for level, error in ((0.01, feature_error), (1000.0, lazy_error)):
+    for level, error in errors.items():
         for seed in range(seeds):
             run_dir = tmp_path / f"{level:g}_{seed}"
             run_dir.mkdir()
@@ -112,6 +119,55 @@ def test_the_papers_not_clear_agrees_only_where_a_difference_would_have_been_see
     assert table1.agreement(not_clear, not_clear, not_clear, 10000, narrow) == "agrees"
     assert table1.agreement(not_clear, not_clear, not_clear, 10000, wide) == table1.UNDERPOWERED
     assert table1.agreement(not_clear, clear, not_clear, 10000, narrow) == "disagrees"
+
+
+@pytest.mark.parametrize("errors, optimum, agreement", [
+    ((0.30, 0.20, 0.10, 0.30), claims.INTERMEDIATE, "agrees"),  # the paper's Section 7
+    ((0.10, 0.20, 0.25, 0.30), claims.AT_AN_END, "disagrees"),  # best at the smallest level
+    ((0.20, 0.20, 0.19, 0.20), "inconclusive", "inconclusive"),  # within the seeds' noise
+])
+def test_an_optimum_at_intermediate_alpha_is_judged_at_every_level(tmp_path, errors, optimum,
+                                                                    agreement):
+    levels = (0.01, 0.1, 1.0, 1000.0)  # 2 interior levels
+    runs = _runs_at_levels(tmp_path, dict(zip(levels, errors)))
+    row = table1.BY_NAME["cnn_fashion_mnist_adam"]
+    assert row.paper == table1.NOT_CLEAR and row.optimum
+    assert [r.name for r in table1.ROWS if r.optimum] == [row.name]
+    [record] = table1.judge_row(row, runs, (None, 0.1), (100, None))
+    assert record["optimum"] == optimum and record["agreement"] == agreement
+    single = runs.assign(x=(10 * runs["alpha"]).round(6)).pivot(  # √h·α = √100 α
+        index="init_seed", columns="x", values="test_error")
+    assert single.std().min() > 0.005  # each seed errs on its own points
+    best = single[[0.1, 1.0]].mean().idxmin()
+    assert record["optimum_level"] == pytest.approx(single.mean().idxmin())
+    assert record["optimum_interior"] == pytest.approx(best)
+    # Student's t with 4 degrees of freedom, Bonferroni over the 2 interior levels
+    t = stats.t.ppf(1 - 0.05 / 2 / 2, 4)
+    for end, x in (("smallest", 0.01), ("largest", 1000.0)):
+        paired = single[best] - single[x]
+        assert record[f"optimum_{end}_difference"] == pytest.approx(paired.mean())
+        assert record[f"optimum_{end}_high"] - paired.mean() == pytest.approx(
+            t * paired.std(ddof=1) / np.sqrt(5))
+    assert record["rests_on"].endswith("√h·α = 0.01 … 1000 (4 levels); 5 seeds")
+    markdown = table1.markdown(pd.DataFrame([record], columns=list(table1.COLUMNS)))
+    assert f"| {optimum} (lowest at √h·α = " in markdown and table1.OPTIMUM_RULE in markdown
+    # below the paper's n the agreement is not judged, the optimum still is
+    [small] = table1.judge_row(row, runs.assign(n_train=1000), (None, 0.1), (100, None))
+    assert small["optimum"] == optimum and small["agreement"].startswith("not judged")
+    # a row whose paper speaks of no optimum keeps its rule and leaves the optimum empty
+    [other] = table1.judge_row(table1.BY_NAME["fc_mnist"], runs, (None, 0.1), (100, None))
+    assert other["optimum"] == "" and np.isnan(other["optimum_level"])
+    assert other["rests_on"].endswith("(2 levels); 5 seeds")
+    assert other["agreement"] == table1.agreement(
+        table1.LAZY, other["single_network"], other["ensemble"], 10000)
+
+
+def test_an_optimum_row_without_data_or_runs():
+    row = table1.BY_NAME["cnn_fashion_mnist_adam"]
+    assert table1.missing_row(row, "absent")["optimum"] == table1.NOT_FOUND
+    assert table1.missing_row(table1.BY_NAME["fc_mnist"], "absent")["optimum"] == ""
+    [none] = table1.judge_row(row, pd.DataFrame())
+    assert none["optimum"] == none["agreement"] == table1.NOT_TESTABLE
 
 
 # Each data set in its own standard format, tiny: 10 classes of 4 + 4 images (n + test = 72).

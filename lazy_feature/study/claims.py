@@ -2,7 +2,8 @@
 
   (i)   the rescaled test error collapses against √h·α (Section 3, Fig. 3 (d));
   (ii)  which regime has the lower test error, for single networks and for ensembles
-        (Table 1, Fig. 4 (c, d));
+        (Table 1, Fig. 4 (c, d)), and where the paper speaks of an optimum at intermediate
+        α (Section 7), whether one is there (`optimum`);
   (iii) Var F ~ 1/h in both regimes (eq. 17, Fig. 4 (a)), and the ensemble's test error is
         nearly independent of h (Section 4, remark (i));
   (iv)  the exponents of the kernel and weight drifts and of t_{L/2} (eqs. 18, 19, 29, 30).
@@ -42,12 +43,13 @@ def _num(value, spec):
     return format(value, spec) if np.isfinite(value) else "n/a"
 
 
-def half_width(stderr, dof):
-    """Half the width of the LEVEL confidence interval of an estimate with this standard error
-    and `dof` degrees of freedom (Student's t; NaN without any)."""
+def half_width(stderr, dof, confidence=LEVEL):
+    """Half the width of the two-sided `confidence` interval (LEVEL unless given) of an
+    estimate with this standard error and `dof` degrees of freedom (Student's t; NaN without
+    any)."""
     if not (np.isfinite(stderr) and dof >= 1):
         return float("nan")
-    return float(stats.t.ppf(0.5 + LEVEL / 2, dof) * stderr)
+    return float(stats.t.ppf(0.5 + confidence / 2, dof) * stderr)
 
 
 def percentile_interval(boot):
@@ -285,6 +287,63 @@ def _better_regime(runs, ranges):
                          paper or "not stated", at_paper_n(verdict, _n_train(part)),
                          rests_on(part, levels)))
     return rows
+
+
+INTERMEDIATE = "intermediate optimum"
+AT_AN_END = "an end level is better (no intermediate optimum)"
+
+
+def optimum(part):
+    """Where one width's test error is lowest over √h·α, every level counted (Section 7:
+    "for Fashion-MNIST, the optimal performance occurs in a narrow range of intermediate α").
+
+    `level` is the level of lowest mean test error over seeds, `interior` whether it is
+    neither the smallest nor the largest level. The interior level of lowest mean
+    (`interior_level`) is compared with each end, the runs paired by init seed (the seeds run
+    at all three): err_interior − err_smallest and err_interior − err_largest, each the mean
+    of the paired differences ± its SEM, its interval from Student's t with (paired seeds − 1)
+    degrees of freedom. That level is picked from the data among the k interior ones, so each
+    interval is Bonferroni-corrected to `confidence` 1 − (1 − LEVEL)/k, which holds for all k
+    at once. Verdict: INTERMEDIATE when both intervals lie below 0 (both must hold: no
+    correction for the two ends), AT_AN_END when either lies above 0 (its false-alarm rate
+    at most twice 1 − LEVEL), else "inconclusive";
+    "not testable on this grid" with fewer than 3 levels or 2 paired seeds.
+
+    `part` has sqrt_h_alpha_level, init_seed and test_error. Returns a dict of verdict,
+    level, interior, interior_level, confidence, seeds (the paired ones) and, for end in
+    "smallest" and "largest", {end}_difference, {end}_stderr and {end}_interval (NaN where
+    not testable).
+    """
+    nan = float("nan")
+    result = dict(verdict="not testable on this grid", level=nan, interior=False,
+                  interior_level=nan, confidence=nan, seeds=[])
+    for end in ("smallest", "largest"):
+        result.update({f"{end}_difference": nan, f"{end}_stderr": nan,
+                       f"{end}_interval": (nan, nan)})
+    table = part.pivot_table(index="init_seed", columns="sqrt_h_alpha_level",
+                             values="test_error")
+    levels = np.sort(table.columns.to_numpy(float))
+    if levels.size < 3:
+        return result
+    means = table.mean()
+    best = float(means.loc[levels[1:-1]].idxmin())
+    result.update(level=float(means.idxmin()), interior_level=best,
+                  confidence=1 - (1 - LEVEL) / (levels.size - 2))
+    result["interior"] = bool(levels[0] < result["level"] < levels[-1])
+    paired = table[[best, levels[0], levels[-1]]].dropna()
+    result["seeds"] = list(paired.index)
+    if len(paired) < 2:
+        return result
+    for end, x in (("smallest", levels[0]), ("largest", levels[-1])):
+        difference, stderr = _mean_and_stderr((paired[best] - paired[x]).to_numpy(float))
+        spread = half_width(stderr, len(paired) - 1, result["confidence"])
+        result.update({f"{end}_difference": difference, f"{end}_stderr": stderr,
+                       f"{end}_interval": (difference - spread, difference + spread)})
+    intervals = [result["smallest_interval"], result["largest_interval"]]
+    result["verdict"] = (INTERMEDIATE if all(high < 0 for _, high in intervals) else
+                         AT_AN_END if any(low > 0 for low, _ in intervals) else
+                         "inconclusive")
+    return result
 
 
 # -- (iii) fluctuations and ensembles ---------------------------------------------------------

@@ -6,10 +6,12 @@ pipelines/configs/section7.py). For a row whose runs are done, `judge_row` gives
 and width, for single networks and for ensembles, the difference err_feature − err_lazy
 between the smallest √h·α level of the feature range and the largest of the lazy range,
 paired by init seed (`claims.regime_differences`: a Student's t interval over seeds;
-ensembles a bootstrap over seeds), and our verdict by `RULE`. A row whose data set is not on the
-machine reads "data not found" (`missing_row`). `write` puts table1.md and table1.csv in a
-directory. `plan` gives a group's rows with the settings that replace theirs, before any
-runs.
+ensembles a bootstrap over seeds), and our verdict by `RULE`. Where the paper speaks of an
+optimum at intermediate α (`Row.optimum`: the CNN on Fashion-MNIST, Section 7), every level
+counts (`claims.optimum`) and the agreement follows `OPTIMUM_RULE`. A row whose data set is
+not on the machine reads "data not found" (`missing_row`). `write` puts table1.md and
+table1.csv in a directory. `plan` gives a group's rows with the settings that replace theirs,
+before any runs.
 """
 import dataclasses
 
@@ -26,9 +28,16 @@ UNDERPOWERED = "underpowered"
 # The smallest difference of test error that "not clear" must rule out: one point.
 DETECTABLE = 0.01
 RULE = (f"the {claims.LEVEL:.0%} interval of err_feature − err_lazy above 0: {LAZY}; below 0: "
-        f"{FEATURE}; holding 0: {NOT_CLEAR}. The paper's \"{NOT_CLEAR}\" agrees when our "
-        f"intervals lie within ±{DETECTABLE:g} (a difference of one point would have been "
-        f"seen), else the grid is {UNDERPOWERED}")
+        f"{FEATURE}; holding 0: {NOT_CLEAR}. The paper's \"{NOT_CLEAR}\", where it speaks of "
+        f"no optimum, agrees when our intervals lie within ±{DETECTABLE:g} (a difference of "
+        f"one point would have been seen), else the grid is {UNDERPOWERED}")
+OPTIMUM_RULE = (
+    "where the paper speaks of an optimum at intermediate α, the single networks' test error "
+    "at every √h·α level counts: the interior level of lowest mean error is compared with the "
+    "smallest and the largest level, paired by init seed (Student's t, Bonferroni-corrected "
+    f"over the k interior levels: {claims.LEVEL:.0%} becomes 1 − {1 - claims.LEVEL:.2g}/k). "
+    f"Both intervals below 0: {claims.INTERMEDIATE}, the paper's (agrees); either above 0: "
+    f"{claims.AT_AN_END} (disagrees); else inconclusive")
 MARKDOWN, CSV = "table1.md", "table1.csv"
 
 
@@ -41,13 +50,14 @@ class Row:
     algorithm: str
     paper: str
     figure: str
+    optimum: bool = False  # the paper speaks of an optimum at intermediate α
 
 
 ROWS = (
     Row("cnn_cifar10_adam", "CNN (4 hidden layers)", "CIFAR10", "ADAM (batch size 32)",
         FEATURE, "Fig. 7 (b)"),
     Row("cnn_fashion_mnist_adam", "CNN (4 hidden layers)", "Fashion-MNIST",
-        "ADAM (batch size 32)", NOT_CLEAR, "Section 7"),
+        "ADAM (batch size 32)", NOT_CLEAR, "Section 7", optimum=True),
     Row("fc_cifar10_adam", "FC (3 hidden layers)", "CIFAR10", "ADAM (batch size 32)", LAZY,
         "Table 1"),
     Row("fc_fashion_mnist", "FC (3, 9 hidden layers)", "Fashion-MNIST", "Gradient flow", LAZY,
@@ -63,7 +73,10 @@ BY_NAME = {row.name: row for row in ROWS}
 COLUMNS = ("row", "architecture", "dataset", "algorithm", "paper", "depth", "width",
            "n_train", "single_network", "single_difference", "single_stderr", "single_low",
            "single_high", "ensemble", "ensemble_difference", "ensemble_stderr", "ensemble_low",
-           "ensemble_high", "agreement", "rests_on")
+           "ensemble_high", "optimum", "optimum_level", "optimum_interior",
+           "optimum_smallest_difference", "optimum_smallest_low", "optimum_smallest_high",
+           "optimum_largest_difference", "optimum_largest_low", "optimum_largest_high",
+           "agreement", "rests_on")
 
 
 def plan(rows, settings, group):
@@ -110,10 +123,19 @@ def agreement(paper, single, ensemble, n_train, intervals=()):
     return claims.at_paper_n(found, n_train)
 
 
+def optimum_agreement(optimum, n_train):
+    """The agreement of a row whose paper speaks of an optimum at intermediate α, from our
+    `optimum` verdict (`claims.optimum`, `OPTIMUM_RULE`); not judged below the paper's
+    n = 10 000 (`claims.at_paper_n`)."""
+    found = {claims.INTERMEDIATE: "agrees", claims.AT_AN_END: "disagrees"}.get(optimum, optimum)
+    return claims.at_paper_n(found, n_train)
+
+
 def judge_row(row, runs, feature_range=None, lazy_range=None):
     """The records (dicts of COLUMNS) of a Table 1 row from its sweep's runs (the rows of
     results.csv, with run_dir located), one per depth and width; only the used runs count
-    (`sweep.mark_used`). The regime ranges are the sweep's (`fits.regime_ranges`)."""
+    (`sweep.mark_used`). The regime ranges are the sweep's (`fits.regime_ranges`). A row
+    with `optimum` is also judged at every level (`claims.optimum`), and rests on them all."""
     runs = sweep.mark_used(runs)
     used = runs[runs["used"]] if len(runs) else runs
     if used.empty:
@@ -127,10 +149,13 @@ def judge_row(row, runs, feature_range=None, lazy_range=None):
         for found in claims.regime_differences(part, ranges):
             by_width.setdefault(found["width"], {})[found["kind"]] = found
         for width, kinds in by_width.items():
-            found = kinds["single network"]
+            part, levels = kinds["single network"]["part"], kinds["single network"]["levels"]
+            if row.optimum:  # every level counts
+                best, levels = claims.optimum(part), None
             records.append(_record(row, kinds, depth=depth, width=width,
-                                   n_train=int(found["part"]["n_train"].min()),
-                                   rests_on=claims.rests_on(found["part"], found["levels"])))
+                                   n_train=int(part["n_train"].min()),
+                                   rests_on=claims.rests_on(part, levels),
+                                   optimum=best if row.optimum else None))
     return records
 
 
@@ -139,7 +164,8 @@ def missing_row(row, reason):
     return _record(row, verdicts={}, rests_on=f"{NOT_FOUND}: {reason}", missing=True)
 
 
-def _record(row, verdicts, depth=None, width=None, n_train=None, rests_on="", missing=False):
+def _record(row, verdicts, depth=None, width=None, n_train=None, rests_on="", missing=False,
+            optimum=None):
     record = dict(row=row.name, architecture=row.architecture, dataset=row.dataset,
                   algorithm=row.algorithm, paper=row.paper, depth=depth, width=width,
                   n_train=n_train, rests_on=rests_on)
@@ -153,9 +179,23 @@ def _record(row, verdicts, depth=None, width=None, n_train=None, rests_on="", mi
                        f"{prefix}_low": low, f"{prefix}_high": high,
                        "single_network" if prefix == "single" else "ensemble":
                            NOT_FOUND if missing else verdict((low, high))})
-    record["agreement"] = ("" if missing else
-                           agreement(row.paper, record["single_network"], record["ensemble"],
-                                     n_train or 0, intervals))
+    # A row whose paper speaks of no optimum leaves the optimum's columns empty.
+    found = optimum or {}
+    record.update(optimum="" if not row.optimum else NOT_FOUND if missing else
+                  found.get("verdict", NOT_TESTABLE),
+                  optimum_level=found.get("level", np.nan),
+                  optimum_interior=found.get("interior_level", np.nan))
+    for end in ("smallest", "largest"):
+        low, high = found.get(f"{end}_interval", (np.nan, np.nan))
+        record.update({f"optimum_{end}_difference": found.get(f"{end}_difference", np.nan),
+                       f"optimum_{end}_low": low, f"optimum_{end}_high": high})
+    if missing:
+        record["agreement"] = ""
+    elif row.optimum:
+        record["agreement"] = optimum_agreement(record["optimum"], n_train or 0)
+    else:
+        record["agreement"] = agreement(row.paper, record["single_network"],
+                                        record["ensemble"], n_train or 0, intervals)
     return record
 
 
@@ -165,17 +205,32 @@ def _cell(verdict_text, difference, low, high):
     return f"{verdict_text} ({difference:+.4f}, in [{low:+.4f}, {high:+.4f}])"
 
 
+def _optimum_cell(r):
+    """Our optimum verdict, the level of lowest mean error, and the best interior level
+    against each end with its interval; empty where the paper speaks of no optimum."""
+    verdict_text = r["optimum"] if isinstance(r["optimum"], str) else ""
+    if not np.isfinite(r["optimum_level"]):
+        return verdict_text
+    ends = "".join(f"; √h·α = {r['optimum_interior']:g} vs the {end}: "
+                   f"{r[f'optimum_{end}_difference']:+.4f} in [{r[f'optimum_{end}_low']:+.4f}, "
+                   f"{r[f'optimum_{end}_high']:+.4f}]"
+                   for end in ("smallest", "largest")
+                   if np.isfinite(r[f"optimum_{end}_difference"]))
+    return f"{verdict_text} (lowest at √h·α = {r['optimum_level']:g}{ends})"
+
+
 def markdown(table):
     """Table 1 as markdown: the paper's verdict beside ours, with the rule stated."""
     header = ["Architecture", "Dataset (binary)", "Algorithm", "Paper", "L", "h", "n",
-              "Ours: single network", "Ours: ensemble", "Agreement", "Rests on"]
+              "Ours: single network", "Ours: ensemble", "Ours: optimum over √h·α",
+              "Agreement", "Rests on"]
     lines = ["# Table 1: which regime performs better", "",
              f"Ours: err_feature − err_lazy and its {claims.LEVEL:.0%} interval over init "
              "seeds (single networks: paired by seed, Student's t; ensembles: bootstrap "
              "percentiles over seeds), between the smallest √h·α level of the feature range "
              "and the largest of the lazy range. "
-             f"Rule: {RULE}. The agreement is judged at the paper's n = {claims.PAPER_N} "
-             "only.", "",
+             f"Rule: {RULE}. Optimum: {OPTIMUM_RULE}. The agreement is judged at the "
+             f"paper's n = {claims.PAPER_N} only.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in table.to_dict("records"):
         cells = [r["architecture"], r["dataset"], r["algorithm"], r["paper"],
@@ -184,7 +239,7 @@ def markdown(table):
                        r["single_high"]),
                  _cell(r["ensemble"], r["ensemble_difference"], r["ensemble_low"],
                        r["ensemble_high"]),
-                 r["agreement"], r["rests_on"]]
+                 _optimum_cell(r), r["agreement"], r["rests_on"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -242,10 +242,10 @@ class LinearFlow:
         return w
 
 
-def stiff_linear_flow(name, tol, t_end=10.0, integrator=None, branches=True):
+def stiff_linear_flow(name, tol, t_end=10.0, integrator=None):
     """(max |F(t_end) − exact|, gradient evaluations, rejected trials) of the adaptive `name`
     (or `integrator`) on a linear model whose Hessian XᵀX/N has eigenvalues from 0.1 to 300
-    (quadratic loss, N = D = 12); `branches` False as under several replicas."""
+    (quadratic loss, N = D = 12)."""
     rng = np.random.default_rng(0)
     u, _ = np.linalg.qr(rng.normal(size=(N, N)))
     v, _ = np.linalg.qr(rng.normal(size=(N, N)))
@@ -253,7 +253,6 @@ def stiff_linear_flow(name, tol, t_end=10.0, integrator=None, branches=True):
     x = (u * np.sqrt(N * eigenvalues)) @ v.T
     y = np.sign(rng.normal(size=N))
     problem = LinearFlow(x, y)
-    problem.branches = branches
     integrator = integrator or registry.get(GradientFlow(integrator=name, output_tol=tol,
                                                          direction_tol=1.0))
     w = tf.zeros(N, tf.float64)

@@ -1,7 +1,6 @@
 """The flow layer's registries (integrators, training dynamics) against what the config checks,
 the resource estimate, the frozen-kernel flow and the α-model enforce; and the α-model trained
 by a dynamics of its own through the one interface it calls."""
-import types
 
 import numpy as np
 import pytest
@@ -50,18 +49,6 @@ def test_unregistered_names_are_refused_in_one_line():
         TrainConfig(integrator="heun")
     with pytest.raises(ConfigError, match="unknown dynamics 'sgd'"):
         TrainConfig(dynamics="sgd")
-
-
-@pytest.mark.parametrize("name", list(registry.INTEGRATORS))
-def test_replicas_capability_is_what_the_alpha_model_enforces(name):
-    dynamics = GradientFlowDynamics(GradientFlow(integrator=name))
-    dynamics.check_strategy(types.SimpleNamespace(num_replicas_in_sync=1))
-    several = types.SimpleNamespace(num_replicas_in_sync=2)
-    if registry.INTEGRATORS[name].replicas:
-        dynamics.check_strategy(several)
-    else:
-        with pytest.raises(ConfigError, match=f"the {name} integrator.* runs on one replica"):
-            dynamics.check_strategy(several)
 
 
 @pytest.mark.slow

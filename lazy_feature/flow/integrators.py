@@ -18,14 +18,12 @@ frozen-kernel flow (`kernel.frozen`) both step through it. A problem provides:
                                       also measures displacements of points (any fixed
                                       multiple of the weight-space norm: only ratios are used)
   output_change(o1, o2)               α max_μ |f_1 − f_2| over the training set (eq. 8's scale)
-  branches (optional attribute)       False where an evaluation cannot sit in a tf.cond (its
-                                      gradient all-reduced over several replicas)
   flatten(d), unflatten(v) (optional) a displacement (or a gradient) as one vector of the
                                       weights' coordinates and back, for `exponential`
   margins(outputs), lowest(v), highest(v) (optional)
                                       the training margins F·y of some outputs, and the min
-                                      and max of a tensor over every training point (all
-                                      replicas), for `landing`
+                                      and max of a tensor over every training point, for
+                                      `landing`
 
 The error-controlled methods (`runge_kutta`, `rkc`, `exponential`, `switching`) and the
 registry that names them (`registry`) build on this module. Their figures: docs/integrators.md.
@@ -53,11 +51,20 @@ JUMP_RATIO = 100.0
 JUMP_GROWTH = 2.0
 
 
+def as_written():
+    """Turn off Grappler's arithmetic optimizer in this process, so that a traced step runs
+    as written. Its rewrite of an etdrk4 trial step (evaluations that assign the network's
+    weights between sums of matrix-vector products) made the step's result differ in its
+    last digits from one call to the next under inter-op parallelism (TensorFlow 2.21), so
+    the same command gave different runs (benchmarks/results/reproducibility.md)."""
+    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
+
+
 def advance(integrator, problem, state, dt, memory, hold=False, store_memory=None, land=0.0):
     """A trial step of `integrator` from the accepted `state`, kept when the integrator accepts
     it and the flow is not on `hold` (a bool tensor: a flow that stands still), else `state`
-    restored exactly (no branch: the same step on every replica); the next dt follows the
-    verdict. The integrator's new memory is `trial.memory`, whatever the verdict.
+    restored exactly; the next dt follows the verdict. The integrator's new memory is
+    `trial.memory`, whatever the verdict.
 
     store_memory: for a memory held in variables (the network's flow), a function that
     assigns `trial.memory` to them; it runs before the next dt is chosen, and a measure that
@@ -211,10 +218,7 @@ class Euler:
                 tf.cast(gradient_change(problem, state.grad, half_grad), tf.float64),
                 tf.cast(gradient_change(problem, half_grad, grad), tf.float64)])
 
-        if getattr(problem, "branches", True):
-            d, evaluated = tf.cond(probe, halves, lambda: tf.zeros(2, tf.float64)), probe
-        else:  # an evaluation all-reduced over replicas cannot sit in a branch: always taken
-            d, evaluated = tf.where(probe, halves(), tf.zeros(2, tf.float64)), True
+        d, evaluated = tf.cond(probe, halves, lambda: tf.zeros(2, tf.float64)), probe
         clean, jumpy = tf.reduce_min(d), tf.reduce_max(d)
         one_smooth_half = jumpy > JUMP_RATIO * clean
         predicted = curvature * dt * dt  # the smooth change c·dt² of the whole step

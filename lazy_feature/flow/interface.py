@@ -39,12 +39,16 @@ class Dynamics:
         if not, the model refreshes it (`AlphaModel.observe`) before it reports its state.
       vectors: the weight-sized vectors its state and steps keep besides gradient flow's
         five (`run.resources`).
+      across_replicas: whether, under a strategy with several replicas, its `step` runs in
+        the cross-replica context (running its evaluations on the replicas itself, x the
+        replicas' shards) instead of on each replica.
     and implement `variables`, `start`, `step` and `converged`, and `get_config` (the model
     saves its dynamics with it; `from_config` is the constructor on that dict).
     """
     dt0 = 1.0
     tracks_outputs = True
     vectors = 0
+    across_replicas = False
 
     def check_strategy(self, strategy: "tf.distribute.Strategy") -> None:
         """Refuse, in one line (ConfigError), a tf.distribute strategy it cannot run under."""

@@ -6,8 +6,9 @@ Euler costs one forward and one backward pass (the gradient at the accepted poin
 so the trial point's forward pass gives eq. 8 and its backward pass eq. 9 and the next
 step's ∇L); a Runge–Kutta pair costs its stages (the stored ∇L is its first) and one forward
 pass for its error estimate; RKC and etdrk4 a number of evaluations that varies per step. The
-integrator reports the evaluations each trial used. Under tf.distribute the gradient and
-eq. 8's max are reduced over the replicas, so the flow takes the same steps as on one device.
+integrator reports the evaluations each trial used. Under a tf.distribute strategy with
+several replicas the step runs in the cross-replica context and each evaluation on every
+replica (`NetworkFlow`), so every integrator takes the steps it takes on one device.
 """
 import dataclasses
 from collections.abc import Mapping, Sequence
@@ -19,9 +20,9 @@ import tensorflow as tf
 
 from lazy_feature.flow import registry
 from lazy_feature.flow.dynamics import GradientFlow
-from lazy_feature.flow.integrators import FlowState, advance, combination
+from lazy_feature.flow.integrators import FlowState, advance, as_written, combination
 from lazy_feature.flow.interface import Dynamics, Slot, Step
-from lazy_feature.model.replicas import max_replicas, squared_norm, sum_replicas
+from lazy_feature.model.replicas import max_replicas, squared_norm
 
 if TYPE_CHECKING:
     from lazy_feature.model.alpha_model import AlphaModel
@@ -29,39 +30,81 @@ if TYPE_CHECKING:
 
 class NetworkFlow:
     """The flow of eq. 7 on the network for `integrators`: a point is the list of w's
-    trainable tensors, its outputs f on this replica's training points x.
+    trainable tensors, its outputs f on every training point (in the order of the training
+    set).
 
     Evaluating a point assigns it to the network's weights; the caller assigns the accepted
-    point afterwards.
+    point afterwards. On one device it runs where it is called. Under a strategy with several
+    replicas it runs in the strategy's cross-replica context (`across_replicas`): each
+    evaluation is one `strategy.run` of the forward and backward pass on every replica's
+    shard x, its gradient summed and its outputs gathered, so the integrator's loops (RKC's
+    stages, etdrk4's Hessian products, the jump rule's probe) sit outside the replicas and
+    every integrator takes the steps it takes on one device.
     """
 
     def __init__(self, model: "AlphaModel", x: tf.Tensor) -> None:
         self.model, self.x = model, x
         self.weights = model.network.trainable_weights
-        self.branches = model.distribute_strategy.num_replicas_in_sync == 1
+        self.strategy = model.distribute_strategy
+        self.across_replicas = self.strategy.num_replicas_in_sync > 1
         # Traced once and called at every evaluation of a trial step (a Runge–Kutta pair's
-        # stages, RKC's loops), so the step's graph holds one forward and backward pass, not
-        # one per call. The sum over the replicas stays outside (a tf.function cannot hold it).
-        self._local_gradient = tf.function(self._evaluate_here, autograph=False)
+        # stages, RKC's loops), so the step's graph holds one forward and backward pass per
+        # replica, not one per call.
+        self._local_gradient = tf.function(self._gradient_here, autograph=False)
+        self._local_outputs = tf.function(model.network, autograph=False)
+        cache = model.cache
+        self._f0, self._y = self._read(cache.f0_train), self._read(cache.y_train)
+
+    def _gathered(self, per_replica: Any) -> tf.Tensor:
+        """A value of strategy.run, every replica's shard in training-set order."""
+        return self.strategy.gather(per_replica, axis=0)
+
+    def _read(self, variable: Any) -> tf.Tensor:
+        """A replica-local variable of the training set (the model's cache), whole."""
+        if not self.across_replicas:
+            return tf.identity(variable)
+        return self._gathered(self.strategy.run(lambda: tf.identity(variable)))
 
     def _assign(self, point: Sequence[tf.Tensor]) -> None:
         for w, value in zip(self.weights, point):
             w.assign(value)
 
     def evaluate(self, point: Sequence[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        f, grads = self._local_gradient(point)
-        return f, sum_replicas(grads)
-
-    def _evaluate_here(self, point: Sequence[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        """f and this replica's part of ∇L at `point`."""
         self._assign(point)
+        if not self.across_replicas:
+            return self._local_gradient(self.x)
+        f, grads = self.strategy.run(self._local_gradient, args=(self.x,))
+        return self._gathered(f), [self.strategy.reduce(tf.distribute.ReduceOp.SUM, g,
+                                                        axis=None) for g in grads]
+
+    def _gradient_here(self, x: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """f and this replica's part of ∇L at the network's weights."""
         cache = self.model.cache
-        f, _, grads = self.model.local_loss_and_grad(self.x, cache.y_train, cache.f0_train)
+        f, _, grads = self.model.local_loss_and_grad(x, cache.y_train, cache.f0_train)
         return f, grads
 
     def outputs(self, point: Sequence[tf.Tensor]) -> tf.Tensor:
         self._assign(point)
-        return self.model.network(self.x)
+        if not self.across_replicas:
+            return self._local_outputs(self.x)
+        return self._gathered(self.strategy.run(self._local_outputs, args=(self.x,)))
+
+    def cached_outputs(self) -> tf.Tensor:
+        """f(w) on the training set as the model's cache holds it."""
+        return self._read(self.model.cache.f_train)
+
+    def store_outputs(self, f: tf.Tensor) -> None:
+        """Put f(w) on the training set in the model's cache, each replica its shard."""
+        if not self.across_replicas:
+            self.model.cache.f_train.assign(f)
+            return
+        size = self.model.n_local_points()
+
+        def store(f):
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            self.model.cache.f_train.assign(f[replica * size:(replica + 1) * size])
+
+        self.strategy.run(store, args=(f,))
 
     def linear_combination(self, coefficients: Sequence[float | tf.Tensor],
                            points: Sequence[Sequence[tf.Tensor]], dt: tf.Tensor,
@@ -85,18 +128,17 @@ class NetworkFlow:
         return squared_norm(grad)
 
     def output_change(self, f_a: tf.Tensor, f_b: tf.Tensor) -> tf.Tensor:
-        return self.model.alpha * max_replicas(tf.reduce_max(tf.abs(f_a - f_b)))
+        return self.model.alpha * tf.reduce_max(tf.abs(f_a - f_b))
 
     def margins(self, f: tf.Tensor) -> tf.Tensor:
-        """F·y on this replica's training points for network outputs f there."""
-        cache = self.model.cache
-        return self.model._output(f, f0=cache.f0_train) * cache.y_train  # pylint: disable=protected-access
+        """F·y on the training points for network outputs f there."""
+        return self.model._output(f, f0=self._f0) * self._y  # pylint: disable=protected-access
 
     def lowest(self, value: tf.Tensor) -> tf.Tensor:
-        return -max_replicas(-value)
+        return tf.reduce_min(value)
 
     def highest(self, value: tf.Tensor) -> tf.Tensor:
-        return max_replicas(value)
+        return tf.reduce_max(value)
 
     def flatten(self, displacement: Sequence[tf.Tensor]) -> tf.Tensor:
         """A point, gradient or displacement as one vector of the weights' coordinates."""
@@ -118,9 +160,12 @@ class GradientFlowDynamics(Dynamics):
     stands still, unless the model runs it to a set time t_end (`AlphaModel.t_end`), where
     its last step is cut to land."""
 
+    across_replicas = True
+
     def __init__(self, flow: GradientFlow = GradientFlow()) -> None:
         self.flow = flow
         self.integrator = registry.get(flow)
+        as_written()  # before any step is traced: the same command, the same run
 
     @property
     def dt0(self) -> float:  # type: ignore[override]  # read-only here
@@ -129,9 +174,6 @@ class GradientFlowDynamics(Dynamics):
     @property
     def vectors(self) -> int:  # type: ignore[override]  # read-only here
         return self.integrator.vectors
-
-    def check_strategy(self, strategy: tf.distribute.Strategy) -> None:
-        registry.check_replicas(self.flow.integrator, strategy.num_replicas_in_sync)
 
     def get_config(self) -> dict[str, Any]:
         return dict(flow=dataclasses.asdict(self.flow))
@@ -167,18 +209,21 @@ class GradientFlowDynamics(Dynamics):
 
     def step(self, model: "AlphaModel", x: tf.Tensor) -> Step:
         """One trial step of the integrator from the accepted state; w, ∇L, f(w) on the
-        training set and the integrator's memory are kept or restored exactly (no branch, so
-        the step is the same on every replica)."""
+        training set and the integrator's memory are kept or restored exactly. Under several
+        replicas it runs in the cross-replica context, x the replicas' shards
+        (`NetworkFlow`)."""
         state_variables = model.dynamics_state
         t, t_end = model.t, model.t_end
-        # A converged flow stands still, unless it runs to a set time t_end.
-        done = tf.logical_or(t >= t_end,
-                             tf.logical_and(self.converged(model), tf.math.is_inf(t_end)))
+        problem = self.problem(model, x)
         point = self.point(model)
         stored_grad, memory_variables = (state_variables["stored_grad"],
                                          state_variables["integrator_memory"])
-        state = FlowState([tf.identity(w) for w in point], tf.identity(model.cache.f_train),
+        state = FlowState([tf.identity(w) for w in point], problem.cached_outputs(),
                           [tf.identity(g) for g in stored_grad])
+        # A converged flow stands still, unless it runs to a set time t_end.
+        converged = tf.logical_and(model.started,
+                                   problem.lowest(problem.margins(state.outputs)) > 1.0)
+        done = tf.logical_or(t >= t_end, tf.logical_and(converged, tf.math.is_inf(t_end)))
         landing = model.dt >= t_end - t  # the last step, cut to land on t_end
         dt = tf.where(landing, t_end - t, model.dt)
         memory = tf.nest.pack_sequence_as(self.integrator.initial_memory(point),
@@ -188,13 +233,13 @@ class GradientFlowDynamics(Dynamics):
             for m, value in zip(memory_variables, tf.nest.flatten(new_memory)):
                 m.assign(value)
 
-        step = advance(self.integrator, self.problem(model, x), state, dt, memory, hold=done,
+        step = advance(self.integrator, problem, state, dt, memory, hold=done,
                        store_memory=store_memory, land=self.flow.landing_tol)
         for w, value in zip(point, step.state.point):
             w.assign(value)
         for g_var, g in zip(stored_grad, step.state.grad):
             g_var.assign(g)
-        model.cache.f_train.assign(step.state.outputs)
+        problem.store_outputs(step.state.outputs)
         # Standing still keeps dt, and so does the step that lands on t_end.
         keep = tf.logical_or(done, tf.logical_and(landing, step.accepted))
         measures = step.trial.measures

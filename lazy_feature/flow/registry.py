@@ -3,8 +3,7 @@ capabilities; `get` builds the one a `GradientFlow` names.
 
 Everything that names an integrator asks here: `GradientFlow` and `TrainConfig` check names and
 resolve tolerances (`tolerances`, `stiff_output_tol`, `choose_integrator` for AUTO), the
-α-model's gradient flow refuses under several replicas those that cannot run there
-(`Integrator.replicas`), the frozen-kernel flow takes a function-space substitute for those
+frozen-kernel flow takes a function-space substitute for those
 that need weight coordinates (`Integrator.function_space`), `run.resources` counts the vectors
 an integrator keeps (its class's `vectors`), and the stage flags list the names and summaries.
 Every integrator runs in float32 as in float64: their error estimates are displacements from
@@ -38,9 +37,6 @@ class Integrator:
     pair, stiff: a switching integrator's Runge–Kutta pair and the integrator it hands the
       stiff flow to (`switching.StiffnessSwitching`); None for the others.
     stiff_factor: a switching integrator's stiff_output_tol per unit of its output_tol.
-    replicas: whether it runs under a strategy with several replicas (RKC's stages and
-      etdrk4's Hessian products run in a tf.while_loop, where tf.distribute cannot
-      all-reduce; a switching pair then runs its pair alone).
     kinks: whether it crosses the jumps of ∇L of a kinked activation (ReLU): Euler's jump
       rule (`integrators.Euler`); `choose_integrator` takes it for such networks.
     function_space: the integrator that takes its flow where points have no weight
@@ -58,7 +54,6 @@ class Integrator:
     pair: str | None = None
     stiff: str | None = None
     stiff_factor: float | None = None
-    replicas: bool = True
     kinks: bool = False
     function_space: str | None = None
 
@@ -84,7 +79,7 @@ INTEGRATORS = {entry.name: entry for entry in (
     Integrator(_DORMAND_PRINCE, "5(4) embedded Runge-Kutta pair with error control",
                tableau=DORMAND_PRINCE, tolerances=(1e-3, 1e-2)),
     Integrator(RKC, "stabilized second-order Runge-Kutta-Chebyshev for stiff (lazy) flows",
-               method=RungeKuttaChebyshev, tolerances=(1e-2, 1e3), replicas=False),
+               method=RungeKuttaChebyshev, tolerances=(1e-2, 1e3)),
     Integrator(_BOGACKI_SHAMPINE_RKC, "the pair until stability holds its steps, then rkc",
                tolerances=(5e-4, 5e-3), pair=_BOGACKI_SHAMPINE, stiff=RKC,
                stiff_factor=_SWITCHING_RKC_FACTOR),
@@ -93,7 +88,7 @@ INTEGRATORS = {entry.name: entry for entry in (
                stiff_factor=_SWITCHING_RKC_FACTOR),
     Integrator(ETDRK4, "fourth-order exponential Runge-Kutta with the Hessian's few stiff "
                "directions integrated exactly", method=DeflatedExponential,
-               tolerances=(3e-3, 1e3), replicas=False, function_space=RKC),
+               tolerances=(3e-3, 1e3), function_space=RKC),
     Integrator(_BOGACKI_SHAMPINE_ETDRK4, "the pair, then etdrk4", tolerances=(5e-4, 5e-3),
                pair=_BOGACKI_SHAMPINE, stiff=ETDRK4, stiff_factor=_SWITCHING_ETDRK4_FACTOR,
                function_space=_BOGACKI_SHAMPINE_RKC),
@@ -176,12 +171,3 @@ def get(flow):
         return EmbeddedRungeKutta(registered.tableau, flow)
     return registered.method(flow)
 
-
-def check_replicas(integrator, replicas):
-    """Refuse, in one line, an integrator that cannot run on `replicas` > 1 replicas."""
-    if replicas > 1 and not INTEGRATORS[integrator].replicas:
-        default = (f" (the default from √h·α = {EXPONENTIAL_FROM_SQRT_H_ALPHA:g})"
-                   if integrator == choose_integrator(EXPONENTIAL_FROM_SQRT_H_ALPHA) else "")
-        raise ConfigError(f"the {integrator} integrator{default} runs on one replica: pass "
-                          f"--integrator={EULER} or {_BOGACKI_SHAMPINE} under a strategy with "
-                          "several replicas")

@@ -29,8 +29,7 @@ class StiffnessSwitching:
 
     Its memory is (1 once stiff, accepted pair steps since the last estimate, the pair's
     memory, RKC's, and the other stiff method's if there is one), zero at the start, so a
-    resumed run goes on with the method it stopped with. Where an evaluation cannot sit in a
-    branch (several replicas, `branches`) the pair runs alone.
+    resumed run goes on with the method it stopped with.
     """
     STIFF_RATIO = 0.9
     DEFLATED_STIFF_RATIO = 0.5
@@ -60,10 +59,6 @@ class StiffnessSwitching:
         share (`LocalErrorControl`) and `max_dt` (infinite for the pair)."""
         stiff, since_check, pair_memory, rkc_memory, *own = memory
         own = tuple(own)
-        if not getattr(problem, "branches", True):
-            trial = self.pair.trial(problem, state, dt, pair_memory)
-            return self._shared(trial, (stiff, since_check, trial.memory, rkc_memory) + own,
-                                tf.constant(np.inf, tf.float64))
         # One power iteration serves both: the pair's check, RKC's re-estimate.
         reestimate = rkc_memory[2] <= 0 if self.stiff is None else tf.constant(False)
         due = tf.where(stiff > 0, reestimate, since_check >= self.CHECK_EVERY)

@@ -152,7 +152,8 @@ class AlphaModel(keras.Model):
         """The function `fit` calls: trial steps (`train_step`) under the model's strategy.
 
         With steps_per_execution = 1 a call makes one trial step (Keras' own loop, on each
-        batch of the dataset). With K > 1 it makes up to K trial steps in one tf.while_loop
+        batch of the dataset; in-graph where the dynamics steps across several replicas,
+        `Dynamics.across_replicas`). With K > 1 it makes up to K trial steps in one tf.while_loop
         on the training set that `start` placed on the devices (no transfer from the host),
         and returns after the first step at which the flow converged, its loss is not
         finite, or a limit of `pause_at` is met; its logs are the last step's. The steps
@@ -164,7 +165,7 @@ class AlphaModel(keras.Model):
         if self.dynamics is None:
             raise ConfigError("this AlphaModel has no dynamics to train it: give it one, "
                               "e.g. dynamics=lazy_feature.GradientFlowDynamics()")
-        if self.steps_per_execution == 1:
+        if self.steps_per_execution == 1 and not self._across_replicas():
             super().make_train_function(force=True)
             keras_function = self.train_function
             calls = lambda iterator, pause: keras_function(iterator)  # noqa: E731
@@ -199,6 +200,8 @@ class AlphaModel(keras.Model):
         strategy = self.distribute_strategy
 
         def one_step(data):
+            if self._across_replicas():
+                return self._train_step_across_replicas(data)
             return first_replica(strategy, strategy.run(self.train_step, args=(data,)))
 
         def steps(data, no_logs, max_attempts, until_step, until_t):
@@ -413,6 +416,17 @@ class AlphaModel(keras.Model):
         the loss and the records read)."""
         self.cache.f_train.assign(self.network(tf.cast(x, self.dtype)))
 
+    def _across_replicas(self) -> bool:
+        """Whether its steps run in the strategy's cross-replica context: a dynamics that
+        runs its evaluations on the replicas itself (`Dynamics.across_replicas`) under
+        several replicas."""
+        return (self.dynamics.across_replicas
+                and self.distribute_strategy.num_replicas_in_sync > 1)
+
+    def _train_step_across_replicas(self, data: tuple[Any, Any]) -> dict[str, tf.Tensor]:
+        """`train_step` in the cross-replica context, on the shards `start` placed (data)."""
+        return self._advance_clock(self.dynamics.step(self, data[0]))
+
     def train_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
         """One step of the dynamics (`Dynamics.step`) on this replica's shard of the training
         set (`start` must have run), then the clock advanced by what it reports: t and dt,
@@ -420,7 +434,10 @@ class AlphaModel(keras.Model):
         state (`train_state`), whether the step was accepted, and the dynamics' own."""
         x, _ = data
         self._check_shard(x.shape[0])
-        step = self.dynamics.step(self, tf.cast(x, self.dtype))
+        return self._advance_clock(self.dynamics.step(self, tf.cast(x, self.dtype)))
+
+    def _advance_clock(self, step):
+        """The clock advanced by what a `Step` reports; the logs of `train_step`."""
         self.t.assign(step.t)
         self.step_count.assign_add(tf.cast(step.accepted, "int64"))
         self.attempts.assign_add(step.attempts)

@@ -4,7 +4,7 @@ that costs.
 Trains one network by `python -m pipelines.train` (its own process each time) twice
 uninterrupted, once killed twice with SIGKILL at random moments and rerun to its end, and
 compares `test_outputs.npy`, `metrics.json` and `dynamics.jsonl` with the first run's, wall
-times aside. Then times the run with Grappler's arithmetic optimizer left on (what
+times aside. Then times the run with Grappler, TensorFlow's graph optimizer, left on (what
 `integrators.as_written` turns off) against the run as it is, side by side, and says whether
 two such runs agree.
 
@@ -23,7 +23,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The run with the arithmetic optimizer left on: `as_written` made a no-op before it is called.
+# The run with Grappler left on: `as_written` made a no-op before it is called.
 OPTIMIZED = ("import lazy_feature.flow.network_flow as n; n.as_written = lambda: None; "
              "from pipelines import common, train; common.main('train', train.main)")
 
@@ -107,10 +107,10 @@ def main():
                   f"{_same(first, _fingerprint(os.path.join(tmp, name)))}")
         optimized = [_fingerprint(os.path.join(tmp, name))
                      for name in ("optimized", "optimized_again")]
-        print(f"arithmetic optimizer on, two runs identical: "
+        print(f"Grappler on, two runs identical: "
               f"{_same(optimized[0], optimized[1])}")
-        print(f"wall time, as written: {seconds['as_written']:.1f} s; arithmetic optimizer "
-              f"on: {seconds['optimized']:.1f} s; ratio "
+        print(f"wall time, as written: {seconds['as_written']:.1f} s; Grappler on: "
+              f"{seconds['optimized']:.1f} s; ratio "
               f"{seconds['as_written'] / seconds['optimized']:.2f} (process start included; "
               f"load average {os.getloadavg()[0]:.2f})")
 

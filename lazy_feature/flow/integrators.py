@@ -52,12 +52,14 @@ JUMP_GROWTH = 2.0
 
 
 def as_written():
-    """Turn off Grappler's arithmetic optimizer in this process, so that a traced step runs
-    as written. Its rewrite of an etdrk4 trial step (evaluations that assign the network's
-    weights between sums of matrix-vector products) made the step's result differ in its
-    last digits from one call to the next under inter-op parallelism (TensorFlow 2.21), so
-    the same command gave different runs (benchmarks/results/reproducibility.md)."""
-    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
+    """Turn off Grappler, TensorFlow's graph optimizer, in this process, so that a traced
+    step runs as written. Its rewrites of a step of the default integrator (evaluations that
+    assign the network's weights between sums of matrix-vector products) made the result
+    differ in its last digits from one call to the next at n = 2 000 (TensorFlow 2.21): the
+    same command gave different runs. Called before any step is traced (it holds for graphs
+    optimized afterwards); it costs a few percent of a run's time
+    (benchmarks/results/reproducibility.md)."""
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
 def advance(integrator, problem, state, dt, memory, hold=False, store_memory=None, land=0.0):

@@ -55,14 +55,19 @@ def test_unregistered_names_are_refused_in_one_line():
 @pytest.mark.parametrize("name", list(registry.INTEGRATORS))
 def test_function_space_capability_is_what_the_frozen_kernel_takes(name):
     # A flow without weight coordinates runs every integrator but those with a function-space
-    # substitute, which the frozen-kernel flow takes in their place, at its own tolerances.
+    # substitute, which the frozen-kernel flow takes in their place, at its own tolerances
+    # but for its RKC's.
     registered = registry.INTEGRATORS[name]
     flow = GradientFlow(integrator=name)
     substituted = registry.in_function_space(flow)
     if registered.function_space is None:
         assert substituted is flow
     else:
-        assert substituted == GradientFlow(integrator=registered.function_space)
+        tol = registry.FUNCTION_SPACE_RKC_TOL
+        assert substituted == (GradientFlow(integrator="rkc", output_tol=tol)
+                               if registered.function_space == "rkc" else
+                               GradientFlow(integrator=registered.function_space,
+                                            stiff_output_tol=tol))
         assert registry.INTEGRATORS[registered.function_space].function_space is None
     kernel, labels = X @ X.T, np.sign(X[:, 0])
     by_name = frozen.frozen_kernel_dynamics(kernel, labels, flow=flow)

@@ -11,7 +11,10 @@ Keras fit on the α⁻²-scaled loss), and writes table.csv, scan.png, summary.m
       --optimizer=sgd --learning_rate=0.01 --epochs=20 --output_dir=runs/probe_cnn_sgd
 
 `--model` names a function with no argument that returns the Keras model (one scalar per
-example, or --output=INDEX or --output=sum for a vector of logits). The flow's flags
+example, or --output=INDEX or --output=sum for a vector of logits). A model with ReLU (or
+max-pooling, or another kink) is trained by the paper's Euler scheme with its jump rule, a
+smooth one by the fast integrator (`alpha_scan.flow_for`); --max_dgrad takes the paper's
+scheme at that ε_∇ for either. The flow's flags
 (--max_steps, --max_wall_seconds, --max_dgrad) and the fit's (--learning_rate, --epochs,
 --batch_size) are refused with the other --optimizer, before anything runs.
 """
@@ -88,7 +91,8 @@ def main():
                                  if FLAGS.input_shape else None),
                     output=output, probe_size=FLAGS.probe_size, seed=FLAGS.seed,
                     max_steps=FLAGS.max_steps, max_wall_seconds=FLAGS.max_wall_seconds,
-                    flow=GradientFlow(max_dgrad=FLAGS.max_dgrad), optimizer=optimizer,
+                    flow=(GradientFlow(max_dgrad=FLAGS.max_dgrad, jumps=True)
+                          if FLAGS["max_dgrad"].present else None), optimizer=optimizer,
                     epochs=epochs, batch_size=FLAGS.batch_size, strategy=strategy)
 
 

@@ -37,10 +37,13 @@ def test_scan_runs_a_keras_model_end_to_end(tmp_path, build, shape):
     # Small α learns features, large α stays lazy (Section 5).
     assert table.kernel_drift[0] > 0.5 > 0.1 > table.kernel_drift[1]
     assert list(table.regime) == ["feature learning", "lazy"]
-    assert result.alpha_star is not None and 1e-3 < result.alpha_star < 1e3
+    # 100 steps fit one α of the two (which, depends on the model): the other is marked, and
+    # no crossover is claimed from it.
+    assert table.converged.sum() == 1 and result.alpha_star is None
     assert result.user_alpha > 0 and 0 <= result.kernel_test_error <= 1
     summary = (tmp_path / alpha_scan.SUMMARY).read_text()
-    assert "Crossover α*" in summary and "Your setting: α_user = σ0" in summary
+    assert "did not converge** (max_steps" in summary and "Crossover α*" not in summary
+    assert "only 1 of 2 α converged" in summary and "Your setting: α_user = σ0" in summary
     assert (tmp_path / alpha_scan.FIGURE).read_bytes()[:4] == b"\x89PNG"
     assert os.path.exists(tmp_path / "alpha=0.001" / "regime.jsonl")
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
@@ -171,3 +174,44 @@ def test_the_probe_stage_without_input_shape_for_a_cnn_is_one_line_and_writes_no
     assert len(lines) <= 3 and lines[-1].startswith("probe: error: "), result.stderr[-2000:]
     assert "--input_shape=" in lines[-1]
     assert not os.path.exists(out)
+
+
+def test_kinks_are_found_in_a_users_model():
+    smooth = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh"),
+                               keras.layers.Dense(1)])
+    assert not alpha_scan.kinked(smooth)
+    assert alpha_scan.flow_for(smooth).integrator == alpha_scan.SMOOTH_INTEGRATOR
+    for kink in (keras.layers.ReLU(), keras.layers.Activation("relu"),
+                 keras.layers.Dense(4, activation=keras.activations.leaky_relu)):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), kink,
+                                  keras.layers.Dense(1)])
+        assert alpha_scan.kinked(model), kink
+        assert alpha_scan.flow_for(model) == GradientFlow(jumps=True)
+    pooled = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 2),
+                               keras.layers.MaxPooling2D(), keras.layers.Flatten(),
+                               keras.layers.Dense(1)])
+    assert alpha_scan.kinked(pooled)
+    assert alpha_scan.kinked(probe_models.mlp()) and not alpha_scan.kinked(
+        probe_models.two_logits())
+
+
+@pytest.mark.slow
+def test_the_default_flow_fits_a_relu_mlp_at_every_alpha():
+    # ReLU's kinks: the jump rule lets Euler cross them (before, the flow stalled or ran to
+    # its budget at every α); every α converges, and α* comes from them.
+    result = alpha_scan.scan(probe_models.mlp, TASK, alphas=(0.1, 1.0, 10.0, 100.0),
+                             probe_size=16, frozen_kernel=False)
+    assert result.table.converged.all(), result.table.to_string()
+    assert "did not converge" not in result.summary()
+
+
+def test_a_scan_stopped_short_says_so_and_states_no_crossover(tmp_path):
+    result = alpha_scan.scan(probe_models.mlp, TASK, alphas=(1e-3, 1.0, 1e3), probe_size=8,
+                             max_steps=3, frozen_kernel=False, output_dir=str(tmp_path))
+    assert not result.table.converged.any() and result.alpha_star is None
+    summary = (tmp_path / alpha_scan.SUMMARY).read_text()
+    assert summary.count("did not converge** (max_steps") == 3
+    assert "raise --max_steps" in summary
+    assert "No crossover: only 0 of 3 α converged" in summary and "Crossover α*" not in summary
+    table = pd.read_csv(tmp_path / alpha_scan.TABLE)
+    assert list(table.converged) == [False] * 3

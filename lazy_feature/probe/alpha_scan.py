@@ -35,17 +35,36 @@ from lazy_feature.run import artifact, callbacks, distribute, runner
 from lazy_feature.run.data import BinaryTask
 
 DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0)
+# Activations whose derivative jumps (∇L jumps where a pre-activation crosses the kink), by
+# their function's name, and layers that take a max (max-pooling) or are such an activation.
+KINKED_ACTIVATIONS = ("relu", "relu6", "leaky_relu", "selu", "hard_sigmoid", "hard_silu",
+                      "hard_swish", "hard_tanh", "hard_shrink", "soft_shrink", "abs")
+KINKED_LAYERS = (keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.PReLU,
+                 keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
+                 keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D,
+                 keras.layers.GlobalMaxPooling3D)
+# The flow of a smooth model: the pair, then etdrk4 once stiff (its regime, h, is unknown here).
+SMOOTH_INTEGRATOR = "bogacki_shampine_etdrk4"
 TABLE, FIGURE, SUMMARY, RESULT = "table.csv", "scan.png", "summary.md", "scan.json"
 GRADIENT_FLOW = "gradient flow (eqs. 7-9)"
+# What to try when an α's flow stops short of fitting the training set, by its stop reason.
+ADVICE = {
+    "max_steps": "raise --max_steps (or --max_wall_seconds)",
+    "max_wall_seconds": "raise --max_wall_seconds",
+    "max_time": "raise the time budget",
+    "stalled": ("the steps shrank to nothing: a kink the probe did not see (pass a flow with "
+                "jumps=True), or try --optimizer=sgd or a smoother activation"),
+}
 OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
 
 
 @dataclasses.dataclass(frozen=True)
 class ScanResult:
-    """The scan's table (one row per α), the crossover α* (None if the grid does not bracket
-    it), the user's α = σ0 and their drift read on the curve (None outside the grid), and the
-    test error of the frozen kernel Θ(w0) trained on the training set (None if not asked),
-    and how each α was trained."""
+    """The scan's table (one row per α; `converged` False where the α did not train), the
+    crossover α* located from the converged α alone (None if they do not bracket it), the
+    user's α = σ0 and their drift read on the curve (None outside the grid), the test error
+    of the frozen kernel Θ(w0) trained on the training set (None if not asked), and how each
+    α was trained."""
     table: pd.DataFrame
     alpha_star: float | None
     user_alpha: float
@@ -54,9 +73,10 @@ class ScanResult:
     training: str = GRADIENT_FLOW
 
     def summary(self) -> str:
-        """A markdown summary: the table, α*, where the user's setting lies."""
-        columns = ["alpha", "kernel_drift", "weight_drift", "alignment_init", "alignment",
-                   "train_error", "test_error", "steps", "stop_reason"]
+        """A markdown summary: the table, the α that did not converge and what to try, α*
+        (from the converged α alone), where the user's setting lies."""
+        columns = ["alpha", "converged", "kernel_drift", "weight_drift", "alignment_init",
+                   "alignment", "train_error", "test_error", "steps", "stop_reason"]
         rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for _, r in self.table.iterrows():
             rows.append("| " + " | ".join(_cell(r[c]) for c in columns) + " |")
@@ -64,9 +84,20 @@ class ScanResult:
                  "F = α[f̂(w, x) − f̂(w0, x)] (eq. 6) with f̂ = f/σ0, trained by "
                  f"{self.training} on the α⁻²-scaled loss of eq. 7; kernel drift "
                  "‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ on a probe of test points (Section 5).", "", *rows, ""]
-        if self.alpha_star is None:
-            lines.append(f"No crossover on this grid: the drift does not cross "
-                         f"{FEATURE_DRIFT:g}; widen --alphas.")
+        failed = self.table[~self.table["converged"]]
+        for _, r in failed.iterrows():
+            lines.append(f"**α = {r['alpha']:.3g} did not converge** ({r['stop_reason']}, "
+                         f"train error {r['train_error']:.3g}): its drift is not the regime "
+                         f"of a trained network; {ADVICE.get(r['stop_reason'], 'see its row')}.")
+        if len(failed):
+            lines.append("")
+        converged = int(self.table["converged"].sum())
+        if self.alpha_star is None and converged < 2:
+            lines.append(f"No crossover: only {converged} of {len(self.table)} α converged, "
+                         "so the scan locates none; fix the runs above first.")
+        elif self.alpha_star is None:
+            lines.append(f"No crossover on this grid: the drift of the converged α does not "
+                         f"cross {FEATURE_DRIFT:g}; widen --alphas.")
         else:
             lines.append(f"Crossover α* = {self.alpha_star:.3g} (drift = {FEATURE_DRIFT:g}, "
                          "log-log interpolation): lazy above, feature learning below.")
@@ -81,6 +112,28 @@ class ScanResult:
             lines.append(f"Frozen kernel Θ(w0) (the lazy limit, Appendix A): test error "
                          f"{self.kernel_test_error:.4f}.")
         return "\n".join(lines) + "\n"
+
+
+def kinked(model: keras.Model) -> bool:
+    """Whether `model` has a kink: a layer of KINKED_LAYERS, or a layer whose `activation`
+    is named in KINKED_ACTIVATIONS (ReLU and its kin), anywhere in it. A kink inside a
+    Lambda or a custom `call` is not seen."""
+    for layer in model._flatten_layers(include_self=True):  # pylint: disable=protected-access
+        activation = getattr(layer, "activation", None)
+        name = getattr(activation, "__name__", "") or getattr(activation, "name", "")
+        if isinstance(layer, KINKED_LAYERS) or str(name) in KINKED_ACTIVATIONS:
+            return True
+    return False
+
+
+def flow_for(model: keras.Model, **settings: object) -> GradientFlow:
+    """The gradient flow a scan trains `model` by: the paper's Euler scheme with its jump
+    rule (`integrators.Euler`, GradientFlow.jumps) for a `kinked` model, whose ∇L jumps where
+    a smooth integrator's error estimate would stall; SMOOTH_INTEGRATOR for a smooth one.
+    `settings` are further GradientFlow fields (e.g. max_dgrad)."""
+    if kinked(model):
+        return GradientFlow(jumps=True, **settings)  # type: ignore[arg-type]
+    return GradientFlow(integrator=SMOOTH_INTEGRATOR, **settings)  # type: ignore[arg-type]
 
 
 def load_builder(spec: str) -> Callable[[], keras.Model]:
@@ -117,7 +170,7 @@ def scan(build_model: Callable[[], keras.Model], task: BinaryTask | Sequence[npt
          input_shape: Sequence[int] | None = None, output: int | str | None = None,
          probe_size: int = 64, seed: int = 0, loss: str = "soft_hinge", max_steps: int = 10_000,
          max_time: float = math.inf, max_wall_seconds: float = math.inf,
-         flow: GradientFlow = GradientFlow(), frozen_kernel: bool = True,
+         flow: GradientFlow | None = None, frozen_kernel: bool = True,
          optimizer: Callable[[], keras.optimizers.Optimizer] | None = None, epochs: int = 10,
          batch_size: int = 32, strategy: tf.distribute.Strategy | str | None = None
          ) -> ScanResult:
@@ -137,7 +190,8 @@ def scan(build_model: Callable[[], keras.Model], task: BinaryTask | Sequence[npt
       seed: Keras' seed for the initial weights.
       loss: the per-pattern loss of eq. 7 (`losses.NAMES`).
       max_steps, max_time, max_wall_seconds: each α's budget (`GradientFlowStopping`).
-      flow: the `GradientFlow` step control (a looser max_dgrad takes fewer steps).
+      flow: the `GradientFlow` step control and integrator; None: `flow_for` the model (the
+        jump rule for ReLU and its kin, the fast integrator for smooth models).
       frozen_kernel: also train the frozen kernel Θ(w0) on the training set (n_train² floats).
       optimizer: None for the gradient flow; or a function returning a fresh Keras optimizer
         (e.g. `lambda: keras.optimizers.SGD(0.1)`, or `keras_optimizer("adam", 1e-3)`): each α
@@ -158,8 +212,9 @@ def scan(build_model: Callable[[], keras.Model], task: BinaryTask | Sequence[npt
     """
     x_train, y_train, x_test, y_test = _arrays(task, input_shape)
     tf.config.experimental.enable_op_determinism()  # a scan is a function of its seeds
-    sigma0 = float(np.sqrt(np.mean(_predict(_network(build_model, x_train, output, seed),
-                                            x_train) ** 2)))
+    user_model = _network(build_model, x_train, output, seed)
+    sigma0 = float(np.sqrt(np.mean(_predict(user_model, x_train) ** 2)))
+    flow = flow_for(user_model) if flow is None else flow
     if not sigma0 > 0:
         raise ConfigError("f(w0) = 0 on every training input: the initial output scale, and "
                           "with it the user's α, is undefined")
@@ -190,7 +245,8 @@ def scan(build_model: Callable[[], keras.Model], task: BinaryTask | Sequence[npt
             weight_drift=verdict.weight_drift, alignment_init=verdict.alignment_init,
             alignment=verdict.alignment, regime=verdict.regime, train_error=row["train_error"],
             test_error=runner.evaluate(model, x_test, y_test, losses.get(loss))[1],
-            steps=row["steps"], t=row["t"], stop_reason=row["stop_reason"]))
+            steps=row["steps"], t=row["t"], stop_reason=row["stop_reason"],
+            converged=_converged(row["stop_reason"], optimizer)))
     table = pd.DataFrame(rows)
     kernel_error = None
     if frozen_kernel:
@@ -200,12 +256,21 @@ def scan(build_model: Callable[[], keras.Model], task: BinaryTask | Sequence[npt
             x_test.astype(reference.compute_dtype), y_test, loss=loss, flow=flow)["test_error"]
     training = (GRADIENT_FLOW if optimizer is None else
                 f"{type(optimizer()).__name__} ({epochs} epochs of batch {batch_size})")
-    alpha_star = drift.crossover(table.alpha, table.kernel_drift, FEATURE_DRIFT)
-    result = ScanResult(table, alpha_star, sigma0, _read_drift(table, sigma0), kernel_error,
+    fitted = table[table["converged"]]
+    alpha_star = drift.crossover(fitted.alpha, fitted.kernel_drift, FEATURE_DRIFT)
+    result = ScanResult(table, alpha_star, sigma0, _read_drift(fitted, sigma0), kernel_error,
                         training)
     if output_dir is not None:
         _write(result, output_dir)
     return result
+
+
+def _converged(stop_reason, optimizer):
+    """Whether an α trained: its flow met the stopping criterion (every margin > 1), or its
+    optimizer ran its epochs without diverging."""
+    if optimizer is None:
+        return stop_reason == "converged"
+    return not stop_reason.startswith("diverged")
 
 
 def _train_flow(strategy, network, initial, alpha, x, y, monitor, loss, flow, budget):
@@ -283,9 +348,9 @@ def _predict(network, x):
 
 def _read_drift(table, alpha):
     """The drift at `alpha`, interpolated in log-log on the grid; None outside it."""
-    a, d = np.log(table.alpha.to_numpy()), table.kernel_drift.to_numpy()
+    a, d = np.log(table.alpha.to_numpy(float)), table.kernel_drift.to_numpy(float)
     order = np.argsort(a)
-    if not (a.min() <= math.log(alpha) <= a.max()) or np.any(d <= 0):
+    if not a.size or not (a.min() <= math.log(alpha) <= a.max()) or np.any(d <= 0):
         return None
     return float(np.exp(np.interp(math.log(alpha), a[order], np.log(d[order]))))
 
@@ -312,6 +377,7 @@ def _figure(result):
     FigureCanvasAgg(fig)
     drift_ax, error_ax = fig.subplots(1, 2)
     table = result.table.sort_values("alpha")
+    failed = table[~table["converged"]]
     drift_ax.loglog(table.alpha, table.kernel_drift, "o-", label="kernel drift")
     drift_ax.axhline(FEATURE_DRIFT, color="grey", ls=":", label=f"drift = {FEATURE_DRIFT:g}")
     drift_ax.set_ylabel("‖Θ(w) − Θ(w0)‖ / ‖Θ(w0)‖")
@@ -320,6 +386,11 @@ def _figure(result):
         error_ax.axhline(result.kernel_test_error, color="grey", ls="--",
                          label="frozen kernel Θ(w0)")
     error_ax.set_ylabel("test error")
+    if len(failed):  # marked, not hidden: their values are not those of trained networks
+        drift_ax.plot(failed.alpha, failed.kernel_drift, "x", color="C3", ms=10, mew=2,
+                      label="not converged")
+        error_ax.plot(failed.alpha, failed.test_error, "x", color="C3", ms=10, mew=2,
+                      label="not converged")
     for ax in (drift_ax, error_ax):
         if result.alpha_star is not None:
             ax.axvline(result.alpha_star, color="grey", ls=":", label=f"α* = "

@@ -109,11 +109,12 @@ def test_crosses_a_stiff_flow_in_far_fewer_evaluations_than_rkc():
 @pytest.mark.slow
 def test_the_frozen_kernel_takes_rkc_for_it():
     # The frozen-kernel flow lives in function space, with no weight coordinates for a basis:
-    # a run integrated by etdrk4 has its frozen kernel integrated by rkc at rkc's tolerances;
-    # any other problem without them is refused in one line.
+    # a run integrated by etdrk4 has its frozen kernel integrated by rkc at
+    # FUNCTION_SPACE_RKC_TOL; any other problem without them is refused in one line.
     k, y = X @ X.T, np.sign(X[:, 0])
     by_etdrk4 = frozen.frozen_kernel_dynamics(k, y, flow=GradientFlow(integrator="etdrk4"))
-    by_rkc = frozen.frozen_kernel_dynamics(k, y, flow=GradientFlow(integrator="rkc"))
+    by_rkc = frozen.frozen_kernel_dynamics(k, y, flow=GradientFlow(
+        integrator="rkc", output_tol=registry.FUNCTION_SPACE_RKC_TOL))
     assert by_etdrk4["converged"] and by_etdrk4["steps"] == by_rkc["steps"]
     np.testing.assert_array_equal(by_etdrk4["a"], by_rkc["a"])
     problem, w = _WithoutCoordinates(), tf.zeros(D, tf.float64)
@@ -224,6 +225,7 @@ def test_the_frozen_kernel_takes_the_pair_switching_to_rkc_for_the_one_switching
     k, y = X @ X.T, np.sign(X[:, 0])
     by_etdrk4 = frozen.frozen_kernel_dynamics(
         k, y, flow=GradientFlow(integrator="bogacki_shampine_etdrk4"))
-    by_rkc = frozen.frozen_kernel_dynamics(k, y, flow=GradientFlow(integrator="bogacki_shampine_rkc"))
+    by_rkc = frozen.frozen_kernel_dynamics(k, y, flow=GradientFlow(
+        integrator="bogacki_shampine_rkc", stiff_output_tol=registry.FUNCTION_SPACE_RKC_TOL))
     assert by_etdrk4["converged"] and by_etdrk4["steps"] == by_rkc["steps"]
     np.testing.assert_array_equal(by_etdrk4["a"], by_rkc["a"])

@@ -100,7 +100,7 @@ class NetworkFlow:
             return
         size = self.model.n_local_points()
 
-        def store(f):
+        def store(f: tf.Tensor) -> None:
             replica = tf.distribute.get_replica_context().replica_id_in_sync_group
             self.model.cache.f_train.assign(f[replica * size:(replica + 1) * size])
 

@@ -200,8 +200,8 @@ class AlphaModel(keras.Model):
         strategy = self.distribute_strategy
 
         def one_step(data):
-            if self._across_replicas():
-                return self._train_step_across_replicas(data)
+            if self._across_replicas():  # `train_step` on the shards `start` placed
+                return self._advance_clock(self.dynamics.step(self, data[0]))
             return first_replica(strategy, strategy.run(self.train_step, args=(data,)))
 
         def steps(data, no_logs, max_attempts, until_step, until_t):
@@ -417,15 +417,9 @@ class AlphaModel(keras.Model):
         self.cache.f_train.assign(self.network(tf.cast(x, self.dtype)))
 
     def _across_replicas(self) -> bool:
-        """Whether its steps run in the strategy's cross-replica context: a dynamics that
-        runs its evaluations on the replicas itself (`Dynamics.across_replicas`) under
-        several replicas."""
-        return (self.dynamics.across_replicas
-                and self.distribute_strategy.num_replicas_in_sync > 1)
-
-    def _train_step_across_replicas(self, data: tuple[Any, Any]) -> dict[str, tf.Tensor]:
-        """`train_step` in the cross-replica context, on the shards `start` placed (data)."""
-        return self._advance_clock(self.dynamics.step(self, data[0]))
+        """Whether its steps run in the cross-replica context (`Dynamics.across_replicas`,
+        under several replicas)."""
+        return self.dynamics.across_replicas and self.distribute_strategy.num_replicas_in_sync > 1
 
     def train_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
         """One step of the dynamics (`Dynamics.step`) on this replica's shard of the training

@@ -94,9 +94,8 @@ INTEGRATORS = {entry.name: entry for entry in (
                function_space=_BOGACKI_SHAMPINE_RKC),
 )}
 
-# The output_tol of the RKC that a substitute runs in function space (`in_function_space`): at
-# RKC's own 1e-2 the frozen-kernel flow was no closer to a tight reference than Euler's at
-# n = 2 000 (2e-4 both); at 3e-3 it is half as far for 0.4 of Euler's products
+# The output_tol of the RKC that a substitute runs in function space (`in_function_space`),
+# tighter than RKC's own: there the frozen-kernel flow keeps Euler's fidelity
 # (docs/integrators.md).
 FUNCTION_SPACE_RKC_TOL = 3e-3
 

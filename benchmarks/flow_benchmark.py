@@ -1,7 +1,7 @@
 r"""Gradient evaluations, wall time and fidelity of each integrator of gradient flow (issue 11).
 
 For each √h·α and seed, one network per integrator is trained from the same w0 (`runner.train`,
-L = 3, binary Fashion-MNIST), and one reference flow (`fidelity.reference_flow`: Euler with
+L = 3, binary Fashion-MNIST, or what `--set` says), and one reference flow (`fidelity.reference_flow`: Euler with
 ε_∇/100 and max_dout/10, float64) runs to its own stop and lands on each integrator's final
 t. Printed per run: gradient evaluations, accepted and rejected steps, wall time, t at
 convergence, ‖F − F_ref‖/‖F_ref‖ on the test set with each flow at its own stop (dev_stop:
@@ -34,6 +34,17 @@ that one reference time, cached, serves every attempt.
                                              # a method at its own tolerances
   python benchmarks/flow_benchmark.py --integrators=euler,bogacki_shampine_rkc@5e-4:5e-3:1e-3
                                              # a switching one's RKC phase at 1e-3
+
+`--set FIELD=VALUE,...` (repeatable) sets TrainConfig fields of every run and of the reference
+(values parsed with the field's type; none for None, true/false for a bool), e.g. another
+depth, β, biases, the uncentered model or another architecture. The benchmark's own settings
+(n_train, n_test, width, alpha, init_seed, dtype, integrator and tolerances) have their own
+flags. √h·α is the config's (`TrainConfig.sqrt_h_alpha`: h = width, the Wide-ResNet's k).
+
+  python benchmarks/flow_benchmark.py --n_train=500 --width=64 --n_test=1000 --seeds=0 \
+      --integrators=euler,default --reference=dormand_prince@1e-9:1e-8 \
+      --set depth=5,activation_beta=10 --set bias_scale=1
+  python benchmarks/flow_benchmark.py ... --width=8 --set architecture=cnn
 """
 import argparse
 import collections
@@ -41,6 +52,7 @@ import dataclasses
 import os
 import tempfile
 import time
+import typing
 
 import numpy as np
 
@@ -62,6 +74,39 @@ def _tolerances(text):
     None when not given)."""
     values = [float(v) for v in text.split(":")]
     return dict(zip(("output_tol", "direction_tol", "stiff_output_tol"), values + [None]))
+
+
+# The TrainConfig fields the benchmark sets itself (its own flags), which --set may not.
+_OWN_FIELDS = ("n_train", "n_test", "width", "alpha", "init_seed", "dtype", "integrator",
+               "output_tol", "direction_tol", "stiff_output_tol")
+
+
+def _field_value(field, text):
+    """`text` as a value of TrainConfig's `field` (a dataclasses.Field): none for an optional
+    field's None, true/false for a bool, else the field's (non-None) type."""
+    types = [t for t in typing.get_args(field.type) if t is not type(None)] or [field.type]
+    if text.lower() == "none" and type(None) in typing.get_args(field.type):
+        return None
+    if types[0] is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise argparse.ArgumentTypeError(f"{field.name} takes true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    return types[0](text)
+
+
+def _settings(text):
+    """--set's `FIELD=VALUE,...` as a dict of TrainConfig fields and parsed values."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    settings = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if name not in fields or not value:
+            raise argparse.ArgumentTypeError(f"expected FIELD=VALUE of TrainConfig, got {item!r}")
+        if name in _OWN_FIELDS:
+            raise argparse.ArgumentTypeError(f"{name} has its own flag (--{name}, --sqrt_h_alphas, "
+                                             "--seeds, --dtype, --integrators, --tolerances)")
+        settings[name] = _field_value(fields[name], value)
+    return settings
 
 
 def _variants(names, tolerances):
@@ -165,6 +210,9 @@ def main():
                         help="integrate every other run to the euler run's final t (the first "
                         "integrator listed must be euler), so that one reference time serves "
                         "all: evaluations to that t (or to convergence if later)")
+    parser.add_argument("--set", type=_settings, action="append", default=[],
+                        metavar="FIELD=VALUE,...", help="TrainConfig fields for every run and "
+                        "the reference, e.g. depth=5,activation_beta=10 (repeatable)")
     parser.add_argument("--cache_dir", default=os.path.join(tempfile.gettempdir(),
                                                             "flow_benchmark_cache"),
                         help="runs and references are kept here, by run id: a rerun only "
@@ -173,13 +221,17 @@ def main():
     tolerances = [None] if args.tolerances is None else [
         _tolerances(pair) for pair in args.tolerances.split(",")]
 
-    task = data.load_binary_task("fashion_mnist", n_train=args.n_train, n_test=args.n_test,
-                                 data_seed=0)
+    overrides = {k: v for settings in args.set for k, v in settings.items()}
+    # The data as every run takes it (the dataset and its shape, images for the cnn and
+    # wide_resnet), loaded once.
+    task = runner.load_task(TrainConfig(n_train=args.n_train, n_test=args.n_test,
+                                        width=args.width, dtype="float64", **overrides))
     # Untimed: TensorFlow's one-time start-up is charged to no integrator.
     runner.train(TrainConfig(n_train=10, n_test=10, width=8, max_steps=3), tempfile.mkdtemp(),
                  task=data.load_binary_task("fashion_mnist", n_train=10, n_test=10, data_seed=0))
     default = TrainConfig.integrator
-    print(f"n = {args.n_train}, h = {args.width}, L = 3, {args.n_test} test points, dtype "
+    shown = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "L = 3"
+    print(f"n = {args.n_train}, h = {args.width}, {shown}, {args.n_test} test points, dtype "
           f"{args.dtype}; default integrator: {default}; reference: {args.reference}"
           f"{'; every run to euler t' if args.common_t else ''}")
     print(f"{'sqrt_h_alpha':>12} {'seed':>4} {'integrator':>30} {'evals':>7} {'steps':>6} "
@@ -195,7 +247,7 @@ def main():
                     alpha=sha / np.sqrt(args.width), init_seed=seed,
                     dtype=None if args.dtype == "auto" else args.dtype,
                     integrator=default if name == "default" else name,
-                    **({} if tols is None else tols))
+                    **({} if tols is None else tols), **overrides)
                 if tols is not None:
                     name = f"{name}@{'/'.join(f'{v:g}' for v in tols.values() if v is not None)}"
                 elif name == "default":

@@ -46,6 +46,18 @@ def _saved_state(run_dir):
     return names, int(tf.train.load_variable(path, "model/step_count/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
+def _killed_at(step, name, out, task, config, strategy):
+    """Train `config` under `strategy` and kill it at `step`: only the periodic checkpoint
+    (every call here) is on disk. Returns `_saved_state` of its run directory."""
+    try:
+        runner.train(config, os.path.join(out, name), task=task, strategy=strategy,
+                     checkpoint_seconds=0.0,
+                     extra_callbacks=[StopAtStep(step, RuntimeError("killed"))])
+    except RuntimeError:
+        return _saved_state(os.path.join(out, name))
+    raise AssertionError(f"{name} ended before its kill at step {step}")
+
+
 def main(out):
     mirrored = distribute.make("mirrored", cpu_devices=2)
     results = {"replicas": mirrored.num_replicas_in_sync}
@@ -75,19 +87,10 @@ def main(out):
                 results[key] = _run(key, out, task, config, strategy=strategy)
     # etdrk4 killed at step 20 on the two replicas, and resumed.
     lazy = dataclasses.replace(CONFIG, integrator="etdrk4", alpha=50.0, max_steps=300)
-    try:
-        runner.train(lazy, os.path.join(out, "etdrk4_cut"), task=task, strategy=mirrored,
-                     checkpoint_seconds=0.0,
-                     extra_callbacks=[StopAtStep(20, RuntimeError("killed"))])
-    except RuntimeError:
-        _, results["etdrk4_saved_step"] = _saved_state(os.path.join(out, "etdrk4_cut"))
+    _, results["etdrk4_saved_step"] = _killed_at(20, "etdrk4_cut", out, task, lazy, mirrored)
     results["etdrk4_resumed"] = _run("etdrk4_cut", out, task, lazy, strategy=mirrored)
-    try:  # killed at step 40: only the periodic checkpoint (every call here) is on disk
-        runner.train(CONFIG, os.path.join(out, "cut"), task=task, strategy=mirrored,
-                     checkpoint_seconds=0.0,
-                     extra_callbacks=[StopAtStep(40, RuntimeError("killed"))])
-    except RuntimeError:
-        results["saved_names"], results["saved_step"] = _saved_state(os.path.join(out, "cut"))
+    results["saved_names"], results["saved_step"] = _killed_at(40, "cut", out, task, CONFIG,
+                                                               mirrored)
     results["resumed"] = _run("cut", out, task, strategy=mirrored)
     # Momentum and Adam on one device against the two replicas (Adam killed mid-epoch at
     # step 10 and resumed from its checkpoint of step 9).
@@ -98,12 +101,7 @@ def main(out):
                                         strategy=mirrored)
     adam_task = synthetic_task(n_train=30, n_test=30)
     results["adam_single"] = _run("adam_single", out, adam_task, ADAM)
-    try:
-        runner.train(ADAM, os.path.join(out, "adam_cut"), task=adam_task, strategy=mirrored,
-                     checkpoint_seconds=0.0,
-                     extra_callbacks=[StopAtStep(10, RuntimeError("killed"))])
-    except RuntimeError:
-        _, results["adam_saved_step"] = _saved_state(os.path.join(out, "adam_cut"))
+    _, results["adam_saved_step"] = _killed_at(10, "adam_cut", out, adam_task, ADAM, mirrored)
     results["adam_mirrored"] = _run("adam_cut", out, adam_task, ADAM, strategy=mirrored)
     # The kernels of one run, on one device and spread over the two (tiles of 10 points).
     shutil.copytree(os.path.join(out, "single"), os.path.join(out, "single_ntk_mirrored"))

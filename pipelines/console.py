@@ -18,6 +18,8 @@ import re
 import sys
 import tempfile
 
+from absl import logging as absl_logging
+
 _LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 # The lines TensorFlow's import writes past TF_CPP_MIN_LOG_LEVEL (module docstring).
 _UNQUIETABLE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called "
@@ -60,11 +62,24 @@ def _import_tensorflow_quietly():
             sys.stderr.flush()
 
 
+class StatusFormatter(logging.Formatter):
+    """A log line as its message alone (a status line, not absl's "I1207 07:49:25.408979
+    140199424441216 runner.py:152]" before it); a warning or an error prefixed by its level."""
+
+    def format(self, record):
+        message = super().format(record)
+        if record.levelno <= logging.INFO:
+            return message
+        return f"{record.levelname.lower()}: {message}"
+
+
 def set_verbosity(verbosity, progress):
     """The log levels of --verbosity: 0 shows errors only (and, but for a stage of many runs
     (`progress`), the package's INFO lines), 1 INFO logs and TensorFlow's C++ lines in the
-    processes started from here, 2 and more absl's debug levels (set by absl itself)."""
+    processes started from here, 2 and more absl's debug levels (set by absl itself) with
+    absl's prefix on each line, which the lower levels leave out (`StatusFormatter`)."""
     if verbosity <= 1:
+        absl_logging.get_absl_handler().setFormatter(StatusFormatter())
         logging.root.setLevel(logging.INFO if verbosity == 1 else logging.ERROR)
     if verbosity >= 1 and _tf_cpp_quieted:
         os.environ[_LEVEL] = "0"

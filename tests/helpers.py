@@ -345,12 +345,14 @@ def stage_in_process(name, *args):
     their defaults, and the stage parses `args`. Its exit status is that of its SystemExit,
     or 1 with the traceback on stderr for an uncaught exception; stdout and stderr are
     captured from sys.stdout/sys.stderr, absl's log handler and the file descriptors 1 and 2.
-    The root and lazy_feature loggers' levels, absl's handler and os.environ are restored.
+    The root and lazy_feature loggers' levels, absl's handler and its format and os.environ
+    are restored.
     """
     _remove_stage_flags()
     loggers = {logger: logger.level for logger in (logging.root,
                                                    logging.getLogger("lazy_feature"))}
     handlers, environ, argv = list(logging.root.handlers), dict(os.environ), list(sys.argv)
+    formatter = absl_logging.get_absl_handler().python_handler.formatter
     returncode = 0
     with _captured() as (out, err):
         absl_logging.use_absl_handler()  # as app.run does in a new process
@@ -369,6 +371,7 @@ def stage_in_process(name, *args):
     for logger, level in loggers.items():
         logger.setLevel(level)
     logging.root.handlers[:] = handlers
+    absl_logging.get_absl_handler().setFormatter(formatter)
     os.environ.clear()
     os.environ.update(environ)
     return subprocess.CompletedProcess([f"pipelines.{name}", *args], returncode,

@@ -59,6 +59,14 @@ def test_train_stage_runs_the_cnn_on_images(tmp_path):
     config = json.loads((out / artifact.CONFIG).read_text())
     assert config["architecture"] == "cnn" and config["depth"] == 4
     assert json.loads((out / artifact.METRICS).read_text())["converged"]
+    # A quiet console (the real binary, output to a file): the resource estimate, then the
+    # status lines and the summary, without absl's prefix; no TensorFlow start-up or kernel
+    # warning.
+    estimate, *steps, summary = result.stderr.splitlines()
+    assert estimate.startswith("estimated memory "), result.stderr[-2000:]
+    assert steps and all(re.fullmatch(r"step \d+ .*a2L=.*", line) for line in steps), \
+        result.stderr[-2000:]
+    assert summary.startswith(f"{out}: converged after "), result.stderr[-2000:]
 
 
 @pytest.mark.slow

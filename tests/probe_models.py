@@ -64,3 +64,12 @@ def mixed_cnn(dtype="float64"):
     z = keras.layers.Dense(4, dtype=dtype)(z)
     z = shared(shared(z))
     return keras.Model(inputs, keras.layers.Dense(1, dtype=dtype)(z))
+
+
+def image_cnn():
+    """A small ReLU CNN with max-pooling on 28×28×1 images (MNIST's), one output."""
+    inputs = keras.Input((28, 28, 1))
+    z = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    z = keras.layers.MaxPooling2D()(z)
+    z = keras.layers.Flatten()(z)
+    return keras.Model(inputs, keras.layers.Dense(1)(z))

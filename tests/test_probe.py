@@ -138,6 +138,19 @@ def test_a_bad_model_flag_is_one_line_and_exit_1(tmp_path):
     assert lines[-1].startswith("probe: error: cannot import"), result.stderr[-2000:]
 
 
+@pytest.mark.slow
+def test_the_probe_binary_on_a_keras_cnn_keeps_a_quiet_console(tmp_path):
+    # The real binary on a user's CNN, output to a file: no TensorFlow start-up line, no
+    # tf.data NodeDef error line (Keras' predict), no kernel warning.
+    write_class_template_mnist(tmp_path / "mnist", per_class_train=4, per_class_test=2)
+    result = run_stage("probe", "--model=tests.probe_models:image_cnn", "--input_shape=28,28,1",
+                       f"--output_dir={tmp_path / 'scan'}", "--dataset=mnist",
+                       f"--data_dir={tmp_path / 'mnist'}", "--n_train=40", "--n_test=20",
+                       "--alphas=1", "--probe_size=8", "--max_steps=5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not result.stderr.strip(), result.stderr[-2000:]
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--learning_rate=0.1", "--epochs=3"],
      "--learning_rate, --epochs: for --optimizer=sgd|adam only, not --optimizer=flow"),

@@ -341,9 +341,13 @@ def _network(build_model, x, output, seed, scale=1.0):
     return scalar_output(model, x, output, scale)
 
 
-def _predict(network, x):
-    return np.asarray(network.predict(x.astype(network.compute_dtype), batch_size=1024,
-                                      verbose=0), np.float64)
+def _predict(network, x, batch_size=1024):
+    """network(x) in float64, called batch by batch: Keras' `predict` would build a tf.data
+    map whose NodeDef TensorFlow 2.21 reports as an error line on the console."""
+    x = x.astype(network.compute_dtype)
+    return np.concatenate([np.asarray(network(x[start:start + batch_size], training=False),
+                                      np.float64)
+                           for start in range(0, len(x), batch_size)])
 
 
 def _read_drift(table, alpha):

@@ -16,7 +16,9 @@ max-pooling, or another kink) is trained by the paper's Euler scheme with its ju
 smooth one by the fast integrator (`alpha_scan.flow_for`); --max_dgrad takes the paper's
 scheme at that ε_∇ for either. The flow's flags
 (--max_steps, --max_wall_seconds, --max_dgrad) and the fit's (--learning_rate, --epochs,
---batch_size) are refused with the other --optimizer, before anything runs.
+--batch_size) are refused with the other --optimizer, before anything runs. The console shows
+one progress display (α done of the grid, unconverged, elapsed, ETA) and ends with the path of
+summary.md.
 """
 from pipelines import console
 
@@ -25,7 +27,7 @@ if __name__ == "__main__":
 
 from absl import flags
 
-from lazy_feature.run import data
+from lazy_feature.run import artifact, data
 from lazy_feature.run import distribute
 from lazy_feature.probe import alpha_scan
 from lazy_feature.flow.dynamics import GradientFlow
@@ -74,7 +76,7 @@ def fit_epochs():
     return int(FLAGS.epochs)
 
 
-def main():
+def main(stream):
     output = FLAGS.output
     if output not in (None, "sum"):
         output = common.integers("output", [output])[0]
@@ -93,8 +95,10 @@ def main():
                     max_steps=FLAGS.max_steps, max_wall_seconds=FLAGS.max_wall_seconds,
                     flow=(GradientFlow(max_dgrad=FLAGS.max_dgrad, jumps=True)
                           if FLAGS["max_dgrad"].present else None), optimizer=optimizer,
-                    epochs=epochs, batch_size=FLAGS.batch_size, strategy=strategy)
+                    epochs=epochs, batch_size=FLAGS.batch_size, strategy=strategy,
+                    progress_stream=stream)
+    stream.write(artifact.join(FLAGS.output_dir, alpha_scan.SUMMARY) + "\n")
 
 
 if __name__ == "__main__":
-    common.main("probe", main)
+    common.main("probe", main, progress=True)

@@ -1,5 +1,6 @@
 """probe.scan and the `probe` stage: a user's model's drift and test error over α (eq. 6)."""
 import os
+import re
 
 import keras
 import numpy as np
@@ -140,15 +141,20 @@ def test_a_bad_model_flag_is_one_line_and_exit_1(tmp_path):
 
 @pytest.mark.slow
 def test_the_probe_binary_on_a_keras_cnn_keeps_a_quiet_console(tmp_path):
-    # The real binary on a user's CNN, output to a file: no TensorFlow start-up line, no
-    # tf.data NodeDef error line (Keras' predict), no kernel warning.
+    # The real binary on a user's CNN, output to a file: its progress display and the path of
+    # its summary; no TensorFlow start-up line, no tf.data NodeDef error line (Keras'
+    # predict), no kernel warning.
     write_class_template_mnist(tmp_path / "mnist", per_class_train=4, per_class_test=2)
     result = run_stage("probe", "--model=tests.probe_models:image_cnn", "--input_shape=28,28,1",
                        f"--output_dir={tmp_path / 'scan'}", "--dataset=mnist",
                        f"--data_dir={tmp_path / 'mnist'}", "--n_train=40", "--n_test=20",
                        "--alphas=1", "--probe_size=8", "--max_steps=5")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert not result.stderr.strip(), result.stderr[-2000:]
+    *status, summary = result.stderr.splitlines()  # the progress display, then the summary
+    assert status and all(re.fullmatch(r"\d/1 α, \d unconverged, [\d:]+ elapsed(, ETA .*)?",
+                                       line) for line in status), result.stderr[-2000:]
+    assert status[-1].startswith("1/1 α, 1 unconverged") and "ETA" not in status[-1]
+    assert summary == str(tmp_path / "scan" / alpha_scan.SUMMARY)
 
 
 @pytest.mark.parametrize("flags,message", [

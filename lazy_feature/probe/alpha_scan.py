@@ -11,10 +11,12 @@ The user's own setting, training f itself with margin 1, is F = f = σ0 f̂: α_
 on the same curve (up to centering: their f starts at f(w0), not 0, Appendix I; and their
 optimizer is not gradient flow).
 """
+import contextlib
 import dataclasses
 import importlib
 import math
 from collections.abc import Callable, Sequence
+from typing import TextIO
 
 import keras
 import numpy as np
@@ -31,7 +33,7 @@ from lazy_feature.kernel import drift, frozen
 from lazy_feature.model import losses
 from lazy_feature.model.alpha_model import AlphaModel
 from lazy_feature.probe.regime import FEATURE_DRIFT, RegimeMonitor, scalar_output
-from lazy_feature.run import artifact, callbacks, distribute, runner
+from lazy_feature.run import artifact, callbacks, distribute, progress, runner
 from lazy_feature.run.data import BinaryTask
 
 DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -172,8 +174,8 @@ def scan(build_model: Callable[[], keras.Model], task: BinaryTask | Sequence[npt
          max_time: float = math.inf, max_wall_seconds: float = math.inf,
          flow: GradientFlow | None = None, frozen_kernel: bool = True,
          optimizer: Callable[[], keras.optimizers.Optimizer] | None = None, epochs: int = 10,
-         batch_size: int = 32, strategy: tf.distribute.Strategy | str | None = None
-         ) -> ScanResult:
+         batch_size: int = 32, strategy: tf.distribute.Strategy | str | None = None,
+         progress_stream: TextIO | None = None) -> ScanResult:
     """Train F = α(f̂ − f̂0) at each α, measure drift and test error, place the user on the curve.
 
     Args:
@@ -206,6 +208,8 @@ def scan(build_model: Callable[[], keras.Model], task: BinaryTask | Sequence[npt
         devices pass the strategy made with cpu_devices: TensorFlow's collectives take one
         MirroredStrategy per process); None for the current one. The flow needs n_train to
         split evenly over the replicas.
+      progress_stream: where to show the progress (`progress.Display`: α done of the grid,
+        how many did not converge, elapsed time and ETA); None shows nothing.
 
     Returns:
       a `ScanResult`.
@@ -226,27 +230,34 @@ def scan(build_model: Callable[[], keras.Model], task: BinaryTask | Sequence[npt
     strategy = (tf.distribute.get_strategy() if strategy is None
                 else distribute.make(strategy))
     probe_x, probe_y = x_test[:probe_size], y_test[:probe_size]
-    rows = []
-    for alpha in alphas:
-        monitor = RegimeMonitor(probe_x, probe_y, log_dir=output_dir and artifact.join(
-            output_dir, f"alpha={alpha:.3g}"))
-        with strategy.scope():  # type: ignore[union-attr]  # a Strategy, made above
-            network, initial = (_network(build_model, x_train, output, seed, 1 / sigma0)
-                                for _ in range(2))
-        if optimizer is None:
-            model, row = _train_flow(strategy, network, initial, alpha, x_train, y_train,
-                                     monitor, loss, flow, (max_time, max_steps, max_wall_seconds))
-        else:
-            model, row = _train_optimizer(strategy, network, initial, alpha, x_train, y_train,
-                                          monitor, loss, optimizer, epochs, batch_size)
-        verdict = monitor.verdict()
-        rows.append(dict(
-            alpha=float(alpha), kernel_drift=verdict.kernel_drift,
-            weight_drift=verdict.weight_drift, alignment_init=verdict.alignment_init,
-            alignment=verdict.alignment, regime=verdict.regime, train_error=row["train_error"],
-            test_error=runner.evaluate(model, x_test, y_test, losses.get(loss))[1],
-            steps=row["steps"], t=row["t"], stop_reason=row["stop_reason"],
-            converged=_converged(row["stop_reason"], optimizer)))
+    done = _Done(len(alphas))
+    rows = done.rows
+    with (progress.Display(done, progress_stream, label="α", failures="unconverged")
+          if progress_stream is not None else contextlib.nullcontext()):
+        for alpha in alphas:
+            monitor = RegimeMonitor(probe_x, probe_y, log_dir=output_dir and artifact.join(
+                output_dir, f"alpha={alpha:.3g}"))
+            with strategy.scope():  # type: ignore[union-attr]  # a Strategy, made above
+                network, initial = (_network(build_model, x_train, output, seed, 1 / sigma0)
+                                    for _ in range(2))
+            if optimizer is None:
+                model, row = _train_flow(strategy, network, initial, alpha, x_train, y_train,
+                                         monitor, loss, flow,
+                                         (max_time, max_steps, max_wall_seconds))
+            else:
+                model, row = _train_optimizer(strategy, network, initial, alpha, x_train,
+                                              y_train, monitor, loss, optimizer, epochs,
+                                              batch_size)
+            verdict = monitor.verdict()
+            rows.append(dict(
+                alpha=float(alpha), kernel_drift=verdict.kernel_drift,
+                weight_drift=verdict.weight_drift, alignment_init=verdict.alignment_init,
+                alignment=verdict.alignment, regime=verdict.regime,
+                train_error=row["train_error"],
+                test_error=runner.evaluate(model, x_test, y_test, losses.get(loss))[1],
+                steps=row["steps"], t=row["t"], stop_reason=row["stop_reason"],
+                converged=_converged(row["stop_reason"], optimizer)))
+
     table = pd.DataFrame(rows)
     kernel_error = None
     if frozen_kernel:
@@ -339,6 +350,17 @@ def _network(build_model, x, output, seed, scale=1.0):
         raise ConfigError(f"{getattr(build_model, '__name__', build_model)} returned "
                           f"{type(model).__name__}, not a keras.Model")
     return scalar_output(model, x, output, scale)
+
+
+class _Done:
+    """The α of a scan done so far, counted for `progress.Display` as its `Counter` would."""
+
+    def __init__(self, total):
+        self.total, self.rows = total, []
+
+    def poll(self):
+        """(done, unconverged) so far."""
+        return len(self.rows), sum(not row["converged"] for row in self.rows)
 
 
 def _predict(network, x, batch_size=1024):

@@ -203,3 +203,32 @@ def test_empty_tables_give_a_summary_and_no_figure(tmp_path):
     written = report.write_report(pd.DataFrame(), pd.DataFrame(), str(tmp_path))
     assert written == [os.path.join(tmp_path, name) for name in TABLES]
     assert "No exponent could be fitted" in open(written[-1], encoding="utf-8").read()
+
+
+def test_a_figure_is_laid_out_for_print():
+    # Panels in rows of two, each legend outside its panel's data, an axis of widths labelled
+    # at each width, TeX subscripts rendered, √h·α levels as powers of ten.
+    figure = figures.Figure("f", "", "Fig.: t_{L/2} of w0",
+                            tuple(figures.Panel("h", "t_{L/2}", logy=True) for _ in range(3)),
+                            lambda tables: None)
+    data = pd.DataFrame([dict(panel=panel, series=level, label=f"√h·α = "
+                              f"{figures.power_of_ten(level)}", x=width, y=level * width,
+                              yerr=np.nan, linestyle="-", colour=rank)
+                         for panel in range(3) for rank, level in enumerate((1e-3, 1e4))
+                         for width in (30, 100)])
+    fig = figure.render(data)
+    fig.canvas.draw()
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 3 and len(fig.axes) == 4  # 2 × 2, the fourth hidden
+    positions = [ax.get_position() for ax in axes]
+    assert positions[0].y0 == positions[1].y0 > positions[2].y1  # rows of two
+    for ax in axes:
+        legend = ax.get_legend()
+        assert legend.get_window_extent().x0 >= ax.get_window_extent().x1  # outside the data
+        assert [text.get_text() for text in legend.get_texts()] == ["√h·α = 10⁻³", "√h·α = 10⁴"]
+        assert list(ax.get_xticks()) == [30, 100]
+        assert [label.get_text() for label in ax.get_xticklabels()] == ["30", "100"]
+        assert ax.get_ylabel() == "$t_{L/2}$"
+    assert fig.get_suptitle() == "Fig.: $t_{L/2}$ of w₀"
+    assert [figures.power_of_ten(v) for v in (0.5, 0.1, 10, 100.0, 2e4)] == [
+        "0.5", "0.1", "10", "10²", "20000"]

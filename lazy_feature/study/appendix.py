@@ -30,7 +30,8 @@ from lazy_feature.run import artifact
 from lazy_feature.run.config import NOT_IDENTITY, TrainConfig
 from lazy_feature.study import fits, ntk_eval, observables
 from lazy_feature.study.figures import (_LINESTYLES, Figure, Missing, Panel, Tables, _long,
-                                        _reference, _series, mean_over_seeds, require)
+                                        _reference, _series, mean_over_seeds, power_of_ten,
+                                        require)
 
 _ERROR = "test error"
 _SQRT_H_ALPHA = "√h·α"
@@ -94,13 +95,15 @@ def fig10(tables):
     rows = []
     for rank, run in enumerate(widest.sort_values("alpha").itertuples()):
         x, df, _ = curves[(run.width, run.alpha)]
-        rows.append(pd.DataFrame(dict(panel=0, series=f"a{run.alpha}", label=f"α = {run.alpha:.3g}",
-                                      x=x, y=df, yerr=np.nan, linestyle="-", colour=float(rank))))
+        rows.append(pd.DataFrame(dict(panel=0, series=f"a{run.alpha}",
+                                      label=f"α = {power_of_ten(run.alpha)}", x=x, y=df,
+                                      yerr=np.nan, linestyle="-", colour=float(rank))))
     for rank, run in enumerate(fixed.sort_values("width").itertuples()):
         x, df, f = curves[(run.width, run.alpha)]
         for panel, y in ((1, f / np.sqrt(run.width)), (2, df), (3, run.alpha * df)):
             rows.append(pd.DataFrame(dict(panel=panel, series=f"h{run.width}",
-                                          label=f"h = {run.width:g}, √h·α = {run.sqrt_h_alpha:.3g}",
+                                          label=f"h = {run.width:g}, √h·α = "
+                                                f"{power_of_ten(run.sqrt_h_alpha)}",
                                           x=x, y=y, yerr=np.nan, linestyle="-",
                                           colour=float(rank))))
     return _long(rows)

@@ -7,6 +7,7 @@ it beside the image as CSV, so the numbers behind a figure can be read and teste
 looking at pixels. A data function raises `Missing` when its columns are absent.
 """
 import dataclasses
+import re
 import textwrap
 from collections.abc import Callable
 
@@ -77,18 +78,24 @@ def mean_over_seeds(df, by, y):
 
 
 def _series(table, by, x, y, yerr=None, panel=0, label="{:.3g}", linestyle="-"):
-    """Long rows of one line per value of `by` (coloured by rank) of y against x."""
+    """Long rows of one line per value of `by` (coloured by rank) of y against x; `label`
+    is a format string of the value or a function of it."""
     values = sorted(table[by].unique())
     rows = []
     for rank, value in enumerate(values):
         part = table[table[by] == value].sort_values(x)
         rows.append(pd.DataFrame(dict(
             panel=panel, series=f"{by}={value:g}{linestyle}",
-            label="" if label is None else label.format(value), x=part[x].to_numpy(float),
+            label="" if label is None else label(value) if callable(label)
+            else label.format(value), x=part[x].to_numpy(float),
             y=part[y].to_numpy(float),
             yerr=np.nan if yerr is None else part[yerr].to_numpy(float),
             linestyle=linestyle, colour=float(rank))))
     return rows
+
+
+def _level_label(value):
+    return f"√h·α = {power_of_ten(value)}"
 
 
 def _long(rows):
@@ -111,7 +118,7 @@ def fig3b(tables):
     runs = tables.runs
     require(runs, "test_error", "width", "sqrt_h_alpha")
     rows = _series(mean_over_seeds(runs, ["sqrt_h_alpha_level", "width"], "test_error"),
-                   "sqrt_h_alpha_level", "width", "mean", "sem", label="√h·α = {:.3g}")
+                   "sqrt_h_alpha_level", "width", "mean", "sem", label=_level_label)
     if "frozen_init_test_error" in runs and runs["frozen_init_test_error"].notna().any():
         frozen = mean_over_seeds(runs, ["width"], "frozen_init_test_error").sort_values("width")
         rows.append(pd.DataFrame(dict(panel=0, series="frozen", label="frozen NTK at init",
@@ -136,7 +143,7 @@ def fig3d(tables):
 def fig4a(tables):
     require(tables.ensembles, "var_F", "width", "sqrt_h_alpha")
     return _long(_series(tables.ensembles, "sqrt_h_alpha_level", "width", "var_F",
-                         label="√h·α = {:.3g}"))
+                         label=_level_label))
 
 
 def fig4b(tables):
@@ -158,7 +165,7 @@ def fig4c(tables):
 
 def fig4d(tables):
     return _single_and_ensemble(tables.ensembles, "sqrt_h_alpha_level", "width",
-                                "√h·α = {:.3g}")
+                                _level_label)
 
 
 def _drift(tables, column):
@@ -279,11 +286,19 @@ def draw(figure, data):
     """A matplotlib figure of `data` (DATA_COLUMNS) on `figure`'s panels, log x everywhere.
 
     Series are lines with markers (error bars where yerr is given); colour runs along
-    viridis over the `colour` values, NaN is black.
+    viridis over the `colour` values, NaN is black. Panels go in rows of two; each legend
+    sits outside its panel's data; an axis spanning less than two decades is labelled at
+    each of its x values (every width); sub- and superscripts are rendered (`_math`). Only
+    the used runs (converged, `sweep.mark_used`) reach the data.
     """
-    fig = MplFigure(figsize=(5 * len(figure.panels), 4), layout="constrained")
+    columns = min(len(figure.panels), 2)
+    rows = -(-len(figure.panels) // columns)
+    legends = data["label"].fillna("").astype(str).str.len().gt(0).any()
+    fig = MplFigure(figsize=(5 * columns + 1.6 * legends, 4 * rows), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(figure.panels), squeeze=False)[0]
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(figure.panels):]:
+        ax.set_visible(False)
     colours = data["colour"].dropna()
     norm = Normalize(colours.min(), colours.max() if colours.max() > colours.min()
                      else colours.min() + 1) if len(colours) else Normalize(0, 1)
@@ -300,16 +315,40 @@ def draw(figure, data):
         ax.errorbar(part["x"], part["y"], yerr=yerr, color=colour, linestyle=first["linestyle"],
                     marker="o" if figure.colorbar == "" and not pd.isna(first["colour"]) else None,
                     markersize=3, capsize=2, linewidth=1,
-                    label=first["label"] if isinstance(first["label"], str) and first["label"]
-                    else None)
-    for ax, panel in zip(axes, figure.panels):
-        ax.set(xscale="log", xlabel=panel.xlabel, ylabel=panel.ylabel)
+                    label=_math(first["label"]) if isinstance(first["label"], str)
+                    and first["label"] else None)
+    for index, (ax, panel) in enumerate(zip(axes, figure.panels)):
+        ax.set(xscale="log", xlabel=_math(panel.xlabel), ylabel=_math(panel.ylabel))
         ax.xaxis.set_minor_formatter(NullFormatter())  # few decades: minor labels would overlap
+        xs = np.unique(data.loc[(data["panel"] == index) & (data["x"] > 0), "x"])
+        if len(xs) and xs.max() < 100 * xs.min() and len(xs) <= 8:
+            ax.set_xticks(xs, [f"{x:g}" for x in xs])  # e.g. every width
         if panel.logy:
             ax.set_yscale("log")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                      borderaxespad=0.0)
     if figure.colorbar:
-        fig.colorbar(ScalarMappable(norm, _CMAP), ax=list(axes), label=figure.colorbar)
-    fig.suptitle("\n".join(textwrap.wrap(figure.title, 55 * len(figure.panels))))
+        fig.colorbar(ScalarMappable(norm, _CMAP), ax=list(axes[:len(figure.panels)]),
+                     label=_math(figure.colorbar))
+    fig.suptitle("\n".join(textwrap.wrap(_math(figure.title), 55 * columns)))
     return fig
+
+
+_SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def power_of_ten(value):
+    """`value` as 10ᵏ where it is an exact power of ten beyond 10 and 0.1 (a √h·α level),
+    else as %g."""
+    exponent = np.log10(value) if value > 0 else np.nan
+    if np.isfinite(exponent) and abs(exponent - round(exponent)) < 1e-9 and abs(exponent) > 1:
+        return "10" + str(int(round(exponent))).translate(_SUPERSCRIPTS)
+    return f"{value:g}"
+
+
+def _math(text):
+    """A label with its TeX sub- and superscripts (t_{L/2}) rendered by matplotlib's mathtext
+    and w0, f0, Θ0 as w₀, f₀, Θ₀."""
+    text = re.sub(r"(\w+)([_^])\{([^}]*)\}", r"$\1\2{\3}$", text)
+    return re.sub(r"(?<=[wfΘ])0\b", "₀", text)

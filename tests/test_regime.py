@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
 from lazy_feature.kernel import drift, ntk
 from lazy_feature.probe import regime
@@ -88,6 +89,13 @@ def test_monitors_a_plain_fit_and_writes_tensorboard_and_jsonl(tmp_path, build, 
         lines = [json.loads(line) for line in f]
     assert [r["step"] for r in lines] == list(history.step)
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
+    events = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={"tensors": 0})
+    events.Reload()
+    log_drift = {e.step: float(tf.make_ndarray(e.tensor_proto))
+                 for e in events.Tensors("regime/log10_kernel_drift")}
+    assert list(log_drift) == list(history.step.iloc[1:])  # every record past w0
+    assert np.allclose(list(log_drift.values()), np.log10(history.kernel_drift.iloc[1:]),
+                       rtol=1e-6)
     verdict = monitor.verdict()
     assert 0 <= verdict.kernel_test_error <= 1 and 0 <= verdict.network_test_error <= 1
     assert "frozen kernel" in str(verdict)

@@ -76,7 +76,8 @@ def test_one_run_named_after_the_run(trained):
 def test_grouped_tags_each_written_once_with_a_description(trained):
     _, _, acc, records = trained
     record_tags = {callbacks.record_tag(k) for k in records[-1] if k != "step"}
-    drift = {"drift/ntk_drift", "drift/ntk_drift_vs_log_t", "drift/ntk_norm_ratio"}
+    drift = {"drift/ntk_drift", "drift/ntk_drift_vs_log_t", "drift/ntk_norm_ratio",
+             "drift/log10_ntk_drift"}
     result = {"result/test_error", "result/test_loss", "result/converged"}
     assert _scalar_tags(acc) == record_tags | drift | result
     assert {"observables/rescaled_loss", "observables/train_error", "observables/weight_drift",
@@ -92,6 +93,19 @@ def test_grouped_tags_each_written_once_with_a_description(trained):
     loss = dict(_series(acc, "observables/rescaled_loss"))
     assert [r["step"] for r in records] == sorted(loss)
     assert all(loss[r["step"]] == pytest.approx(r["rescaled_loss"]) for r in records)
+
+
+def test_hparams_are_the_regime_then_what_applies_to_the_dynamics():
+    flow = callbacks.run_hparams(TrainConfig(width=64, alpha=0.5).resolved())
+    assert list(flow)[:6] == list(callbacks.REGIME_HPARAMS) and list(flow)[-1] == "run_id"
+    assert (flow["sqrt_h_alpha"], flow["depth"]) == (4.0, 3)  # depth as the net takes it
+    assert {"max_dgrad", "integrator", "output_tol"} <= set(flow)
+    assert not {"batch_size", "tau", "learning_rate", "max_steps"} & set(flow)
+    adam = callbacks.run_hparams(TrainConfig(dynamics="adam", n_train=100).resolved())
+    assert "batch_size" in adam
+    assert not {"max_dgrad", "max_dout", "dt0", "landing_tol", "integrator", "tau"} & set(adam)
+    momentum = callbacks.run_hparams(TrainConfig(dynamics="momentum", tau=0.5).resolved())
+    assert {"tau", "max_dgrad", "integrator"} <= set(momentum) and "batch_size" not in momentum
 
 
 def test_unknown_record_keys_are_written_bare():
@@ -115,6 +129,8 @@ def test_settings_and_metrics_in_the_hparams_plugin(trained):
         content[hparams_metadata.EXPERIMENT_TAG])
     infos = {h.name: h for h in experiment.hparam_infos}
     assert {"alpha", "width", "depth", "n_train", "dtype", "centered"} <= set(infos)
+    # The regime's columns come first in the HParams table.
+    assert [h.name for h in experiment.hparam_infos][:6] == list(callbacks.REGIME_HPARAMS)
     assert infos["alpha"].type == infos["width"].type == api_pb2.DATA_TYPE_FLOAT64  # filterable
     assert infos["centered"].type == api_pb2.DATA_TYPE_BOOL
     assert {"result/test_error", "observables/rescaled_loss", "drift/ntk_drift"} <= {
@@ -157,7 +173,7 @@ def test_gram_images_each_on_its_own_range(trained):
     now = _decode(acc, "drift/gram_now")
     assert [s for s, _ in now] == [r["step"] for r in records]  # each step once
     last = now[-1][1]
-    assert init.shape == last.shape == (256, 256, 3)
+    assert init.shape == last.shape == (320, 416, 3)  # the matrix and its colour bar
     dark, bright = (colormaps["viridis"](v, bytes=True)[:3] for v in (0.0, 1.0))
     for image in (init, last):  # each spans the whole colour map
         colours = {tuple(p) for p in image.reshape(-1, 3)}
@@ -170,4 +186,10 @@ def test_gram_images_each_on_its_own_range(trained):
     assert abs(gram.max() / gram0.max() - 1) > 0.05
     np.testing.assert_array_equal(init, callbacks.gram_image(gram0))
     assert np.mean(last == callbacks.gram_image(gram)) > 0.99
+    # The drift on a log scale: log10 of the drift at every step past w0.
+    drift, log_drift = (dict(_series(acc, tag)) for tag in ("drift/ntk_drift",
+                                                            "drift/log10_ntk_drift"))
+    assert set(log_drift) == {step for step, value in drift.items() if value > 0}
+    assert all(log_drift[step] == pytest.approx(np.log10(drift[step]), rel=1e-6)
+               for step in log_drift)
 

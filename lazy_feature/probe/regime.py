@@ -35,6 +35,8 @@ FEATURE_DRIFT = 0.5
 DEFAULT_PER_DECADE = 5
 
 DESCRIPTIONS = {
+    "regime/log10_kernel_drift": "log10 of the kernel drift: its whole range, lazy to "
+                                 "feature, on one linear axis (from the first record past w0).",
     "regime/kernel_drift": "‖Θ(w_t) − Θ(w0)‖/‖Θ(w0)‖ on the probe batch (Frobenius norms of "
                            "the Gram matrices of eq. 5; Section 5). Lazy below 0.1, feature "
                            "learning above 0.5.",
@@ -339,6 +341,9 @@ class RegimeMonitor(keras.callbacks.Callback):
                 elif key != "step":
                     tf.summary.scalar(f"regime/{key}", value, step=step,
                                       description=DESCRIPTIONS[f"regime/{key}"])
+            if entry["kernel_drift"] > 0:
+                tf.summary.scalar("regime/log10_kernel_drift", math.log10(entry["kernel_drift"]),
+                                  step=step, description=DESCRIPTIONS["regime/log10_kernel_drift"])
             tf.summary.image("regime/gram_now", callbacks.gram_image(gram)[None], step=step,
                              description=DESCRIPTIONS["regime/gram_now"])
         self._writer.flush()

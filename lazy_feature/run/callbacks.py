@@ -15,13 +15,16 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure as MplFigure
 from tensorboard.plugins.hparams import api as hp
 
 from lazy_feature.errors import DivergenceError
 from lazy_feature.kernel import drift
 from lazy_feature.run import artifact
-from lazy_feature.run.config import NOT_IDENTITY
+from lazy_feature.flow import training
+from lazy_feature.model import architectures
+from lazy_feature.run.config import FLOW_SETTINGS, INTEGRATOR_SETTINGS, NOT_IDENTITY
 
 logger = logging.getLogger("lazy_feature")
 
@@ -330,6 +333,9 @@ DESCRIPTIONS = {
                            "resume.",
     "drift/ntk_drift": "Kernel drift ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ on the probe set (Frobenius "
                        "norms of the Gram matrices of eq. 5; Section 5; dimensionless).",
+    "drift/log10_ntk_drift": "log10 of the kernel drift ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖: its whole "
+                             "range (1e-6 lazy to ~1 feature) on one linear axis; from the "
+                             "first step (at w0 the drift is 0).",
     "drift/ntk_drift_vs_log_t": "The kernel drift ‖Θ(w) − Θ(w0)‖/‖Θ(w0)‖ against "
                                 "gradient-flow time: step = round(100·log10 t), so 0 is t = 1, "
                                 "100 is t = 10, 200 is t = 100, −100 is t = 0.1.",
@@ -392,6 +398,27 @@ def tensorboard_run_name(config):
     return f"a={config.alpha:.3g}_h={config.width}_seed={config.init_seed}_{config.run_id()[:8]}"
 
 
+# The HParams a person reads first: the regime of the run (Section 3), in this order.
+REGIME_HPARAMS = ("sqrt_h_alpha", "alpha", "width", "depth", "init_seed", "n_train")
+
+
+def run_hparams(config):
+    """A run's HParams: REGIME_HPARAMS first (the HParams table's leftmost columns; depth
+    as the architecture takes it), then the other identity settings that apply to the run's
+    dynamics, then the run id. Another dynamics' settings, and under Adam the flow's step
+    settings and integrator, are left out; so are unset ones."""
+    kind = training.DYNAMICS[config.dynamics]
+    skip = set(NOT_IDENTITY) | {name for other in training.DYNAMICS.values()
+                                if other.name != config.dynamics for name in other.settings}
+    if not kind.flow_steps:  # (it steps itself)
+        skip |= set(FLOW_SETTINGS) | set(INTEGRATOR_SETTINGS)
+    settings = {k: v for k, v in config.to_dict().items() if k not in skip and v is not None}
+    settings.update(sqrt_h_alpha=config.sqrt_h_alpha,
+                    depth=architectures.check_depth(config.architecture, config.depth))
+    regime = {k: settings.pop(k) for k in REGIME_HPARAMS}
+    return {**regime, **settings, "run_id": config.run_id()}
+
+
 def log_t_step(t):
     """The step of `drift/ntk_drift_vs_log_t` at gradient-flow time t > 0: round(100·log10 t).
 
@@ -401,17 +428,22 @@ def log_t_step(t):
     return round(LOG_T_STEPS_PER_DECADE * math.log10(t))
 
 
-def gram_image(gram, min_pixels=256):
-    """A Gram matrix as an RGB uint8 image (h, w, 3): viridis on its own range.
+_DPI = 80  # of a Gram image
 
-    Its minimum is viridis' darkest colour and its maximum its brightest; each entry is a
-    square of pixels so that the image is at least `min_pixels` wide.
-    """
-    lo, hi = gram.min(), gram.max()
-    scaled = (gram - lo) / (hi - lo) if hi > lo else np.zeros_like(gram)
-    rgb = colormaps["viridis"](scaled, bytes=True)[..., :3]
-    k = -(-min_pixels // len(gram))
-    return np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)
+
+def gram_image(gram, pixels=320):
+    """A Gram matrix as an RGB uint8 image (pixels × 1.3·pixels × 3): viridis on its own
+    range (its minimum viridis' darkest colour, its maximum its brightest), with a colour bar
+    labelled in the Gram's values beside it."""
+    fig = MplFigure(figsize=(1.3 * pixels / _DPI, pixels / _DPI), dpi=_DPI,
+                    layout="constrained")
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    shown = ax.imshow(gram, cmap="viridis", interpolation="nearest")
+    ax.set_axis_off()
+    fig.colorbar(shown, ax=ax, shrink=0.9)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 class KernelDriftProbe:
@@ -440,6 +472,8 @@ class KernelDriftProbe:
                              description=DESCRIPTIONS["drift/gram_init"])
         now = self.live(model.network)
         _scalar("drift/ntk_drift", now["drift"], step)
+        if now["drift"] > 0:
+            _scalar("drift/log10_ntk_drift", math.log10(now["drift"]), step)
         _scalar("drift/ntk_norm_ratio", now["norm_ratio"], step)
         if entry["t"] > 0 and log_t_step(entry["t"]) > self._last_log_t_step:
             self._last_log_t_step = log_t_step(entry["t"])
@@ -451,8 +485,8 @@ class KernelDriftProbe:
 class TensorBoardRecorder(LogSpaced):
     """All of a run's TensorBoard data in one TensorBoard run, `logdir/<tensorboard_run_name>`.
 
-    Writes the settings once per process through the HParams plugin (the TrainConfig's
-    identity fields, √h·α and the run id), each record's scalars under their group
+    Writes the settings once per process through the HParams plugin (`run_hparams`), each
+    record's scalars under their group
     (`observables/`, `solver/`, step = accepted step), the live kernel drift if given a
     `KernelDriftProbe` (`drift/`), and the run's result (`result/`) through `record_result`.
     Every tag is written once, with its description (DESCRIPTIONS).
@@ -468,9 +502,7 @@ class TensorBoardRecorder(LogSpaced):
         self.drift_probe = drift_probe
         self.writer = tf.summary.create_file_writer(
             artifact.join(logdir, tensorboard_run_name(config)))
-        hparams = {k: v for k, v in config.to_dict().items()  # an unset setting has no value
-                   if k not in NOT_IDENTITY and v is not None}
-        hparams.update(sqrt_h_alpha=config.sqrt_h_alpha, run_id=config.run_id())
+        hparams = run_hparams(config)
         written = {record_tag(k) for k in RECORD_KEYS} | {f"result/{k}" for k in _RESULT_KEYS}
         if drift_probe is not None:
             written.add("drift/ntk_drift")

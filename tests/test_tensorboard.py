@@ -129,8 +129,11 @@ def test_settings_and_metrics_in_the_hparams_plugin(trained):
         content[hparams_metadata.EXPERIMENT_TAG])
     infos = {h.name: h for h in experiment.hparam_infos}
     assert {"alpha", "width", "depth", "n_train", "dtype", "centered"} <= set(infos)
-    # The regime's columns come first in the HParams table.
+    # The regime's columns come first, and five of them are what TensorBoard shows of the
+    # HParams table by default (it lists those that differ first).
     assert [h.name for h in experiment.hparam_infos][:6] == list(callbacks.REGIME_HPARAMS)
+    assert {h.name for h in experiment.hparam_infos if h.differs} == set(
+        callbacks.DEFAULT_COLUMNS)
     assert infos["alpha"].type == infos["width"].type == api_pb2.DATA_TYPE_FLOAT64  # filterable
     assert infos["centered"].type == api_pb2.DATA_TYPE_BOOL
     assert {"result/test_error", "observables/rescaled_loss", "drift/ntk_drift"} <= {

@@ -113,7 +113,7 @@ _HELP = {
                    "it is re-taken shorter until the smallest margin is <= 1 + landing_tol (0: "
                    "the first accepted point past it, the paper's rule).",
     "integrator": f"{registry.AUTO} (unset: the fastest at the paper's fidelity for the run, "
-                  "lazy_feature.flow.registry.choose_integrator); "
+                  "lazy_feature.flow.auto.choose); "
                   + "; ".join(f"{name}: {registered.summary}"
                               for name, registered in registry.INTEGRATORS.items()) + ".",
     "output_tol": "Runge-Kutta: bound on a step's local error of alpha*f at the training "

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from lazy_feature.errors import ConfigError
-from lazy_feature.flow import registry, training
+from lazy_feature.flow import auto, registry, training
 from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.flow.integrators import FlowState
 from lazy_feature.flow.interface import Dynamics, Slot, Step
@@ -78,7 +78,7 @@ def test_function_space_capability_is_what_the_frozen_kernel_takes(name):
 def test_kinks_capability_is_what_auto_takes_for_relu():
     kinked = TrainConfig(activation="relu", alpha=1e3).resolved().integrator
     assert registry.INTEGRATORS[kinked].kinks
-    assert registry.choose_integrator(1e3, kinked=True) == kinked
+    assert auto.choose(1e3, auto.Network(kinked=True)).integrator == kinked
     assert TrainConfig(activation="relu").flow().jumps
 
 

@@ -13,7 +13,7 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from lazy_feature.run import artifact
-from lazy_feature.run import callbacks
+from lazy_feature.run import summaries
 from lazy_feature.kernel import ntk
 from lazy_feature.run import runner
 from lazy_feature.run.config import TrainConfig
@@ -47,7 +47,7 @@ def trained(tmp_path_factory):
     metrics = runner.train(CONFIG, out, task=_task(), drift_probe=PROBE)
     assert metrics["converged"]
     acc = event_accumulator.EventAccumulator(
-        os.path.join(out, artifact.EVENTS, callbacks.tensorboard_run_name(CONFIG)),
+        os.path.join(out, artifact.EVENTS, summaries.tensorboard_run_name(CONFIG)),
         size_guidance={event_accumulator.TENSORS: 0})
     acc.Reload()
     with open(os.path.join(out, artifact.DYNAMICS)) as f:
@@ -67,7 +67,7 @@ def _scalar_tags(acc):
 @pytest.mark.slow
 def test_one_run_named_after_the_run(trained):
     out, *_ = trained
-    name = callbacks.tensorboard_run_name(CONFIG)
+    name = summaries.tensorboard_run_name(CONFIG)
     assert os.listdir(os.path.join(out, artifact.EVENTS)) == [name]
     assert name == f"a=1_h=20_seed=3_{CONFIG.run_id()[:8]}"
 
@@ -75,7 +75,7 @@ def test_one_run_named_after_the_run(trained):
 @pytest.mark.slow
 def test_grouped_tags_each_written_once_with_a_description(trained):
     _, _, acc, records = trained
-    record_tags = {callbacks.record_tag(k) for k in records[-1] if k != "step"}
+    record_tags = {summaries.record_tag(k) for k in records[-1] if k != "step"}
     drift = {"drift/ntk_drift", "drift/ntk_drift_vs_log_t", "drift/ntk_norm_ratio",
              "drift/log10_ntk_drift"}
     result = {"result/test_error", "result/test_loss", "result/converged"}
@@ -88,7 +88,7 @@ def test_grouped_tags_each_written_once_with_a_description(trained):
         assert steps == sorted(set(steps)) and len(steps) > 3, tag  # one line, no step twice
         assert set(steps) <= {r["step"] for r in records}, tag
     for tag in _scalar_tags(acc) | {"drift/gram_init", "drift/gram_now"}:
-        assert acc.SummaryMetadata(tag).summary_description == callbacks.DESCRIPTIONS[tag]
+        assert acc.SummaryMetadata(tag).summary_description == summaries.DESCRIPTIONS[tag]
     # the records' own values, indexed by the accepted step
     loss = dict(_series(acc, "observables/rescaled_loss"))
     assert [r["step"] for r in records] == sorted(loss)
@@ -96,21 +96,21 @@ def test_grouped_tags_each_written_once_with_a_description(trained):
 
 
 def test_hparams_are_the_regime_then_what_applies_to_the_dynamics():
-    flow = callbacks.run_hparams(TrainConfig(width=64, alpha=0.5).resolved())
-    assert list(flow)[:6] == list(callbacks.REGIME_HPARAMS) and list(flow)[-1] == "run_id"
+    flow = summaries.run_hparams(TrainConfig(width=64, alpha=0.5).resolved())
+    assert list(flow)[:6] == list(summaries.REGIME_HPARAMS) and list(flow)[-1] == "run_id"
     assert (flow["sqrt_h_alpha"], flow["depth"]) == (4.0, 3)  # depth as the net takes it
     assert {"max_dgrad", "integrator", "output_tol"} <= set(flow)
     assert not {"batch_size", "tau", "learning_rate", "max_steps"} & set(flow)
-    adam = callbacks.run_hparams(TrainConfig(dynamics="adam", n_train=100).resolved())
+    adam = summaries.run_hparams(TrainConfig(dynamics="adam", n_train=100).resolved())
     assert "batch_size" in adam
     assert not {"max_dgrad", "max_dout", "dt0", "landing_tol", "integrator", "tau"} & set(adam)
-    momentum = callbacks.run_hparams(TrainConfig(dynamics="momentum", tau=0.5).resolved())
+    momentum = summaries.run_hparams(TrainConfig(dynamics="momentum", tau=0.5).resolved())
     assert {"tau", "max_dgrad", "integrator"} <= set(momentum) and "batch_size" not in momentum
 
 
 def test_unknown_record_keys_are_written_bare():
-    assert callbacks.record_tag("something_new") == "something_new"
-    assert callbacks.record_tag("dout") == "solver/dout"
+    assert summaries.record_tag("something_new") == "something_new"
+    assert summaries.record_tag("dout") == "solver/dout"
 
 
 @pytest.mark.slow
@@ -131,9 +131,9 @@ def test_settings_and_metrics_in_the_hparams_plugin(trained):
     assert {"alpha", "width", "depth", "n_train", "dtype", "centered"} <= set(infos)
     # The regime's columns come first, and five of them are what TensorBoard shows of the
     # HParams table by default (it lists those that differ first).
-    assert [h.name for h in experiment.hparam_infos][:6] == list(callbacks.REGIME_HPARAMS)
+    assert [h.name for h in experiment.hparam_infos][:6] == list(summaries.REGIME_HPARAMS)
     assert {h.name for h in experiment.hparam_infos if h.differs} == set(
-        callbacks.DEFAULT_COLUMNS)
+        summaries.DEFAULT_COLUMNS)
     assert infos["alpha"].type == infos["width"].type == api_pb2.DATA_TYPE_FLOAT64  # filterable
     assert infos["centered"].type == api_pb2.DATA_TYPE_BOOL
     assert {"result/test_error", "observables/rescaled_loss", "drift/ntk_drift"} <= {
@@ -149,16 +149,16 @@ def test_kernel_drift_against_log_t(trained):
     assert by_step[0] == 0.0 and by_step[records[-1]["step"]] > 0  # Θ(w0) against itself
     first_at = {}  # log-t step -> the first record there
     for r in records[1:]:
-        first_at.setdefault(callbacks.log_t_step(r["t"]), r)
+        first_at.setdefault(summaries.log_t_step(r["t"]), r)
     vs_log_t = _series(acc, "drift/ntk_drift_vs_log_t")
     assert set(s for s, _ in vs_log_t) == set(first_at) and len(vs_log_t) > 3
     assert [s for s, _ in vs_log_t] == sorted(s for s, _ in vs_log_t)
     for s, drift in vs_log_t:  # the first record at each step, or the first after the resume
         assert any(drift == by_step[r["step"]] for r in records[1:]
-                   if callbacks.log_t_step(r["t"]) == s)
+                   if summaries.log_t_step(r["t"]) == s)
     assert vs_log_t[0][1] == by_step[first_at[vs_log_t[0][0]]["step"]]
-    assert callbacks.log_t_step(1.0) == 0 and callbacks.log_t_step(10.0) == 100
-    assert callbacks.log_t_step(0.1) == -100
+    assert summaries.log_t_step(1.0) == 0 and summaries.log_t_step(10.0) == 100
+    assert summaries.log_t_step(0.1) == -100
 
 
 def _decode(acc, tag):
@@ -187,8 +187,8 @@ def test_gram_images_each_on_its_own_range(trained):
     x = x[np.argsort(-_task().y_train[:PROBE], kind="stable")]
     gram0, gram = ntk.gram(model.initial_network, x), ntk.gram(model.network, x)
     assert abs(gram.max() / gram0.max() - 1) > 0.05
-    np.testing.assert_array_equal(init, callbacks.gram_image(gram0))
-    assert np.mean(last == callbacks.gram_image(gram)) > 0.99
+    np.testing.assert_array_equal(init, summaries.gram_image(gram0))
+    assert np.mean(last == summaries.gram_image(gram)) > 0.99
     # The drift on a log scale: log10 of the drift at every step past w0.
     drift, log_drift = (dict(_series(acc, tag)) for tag in ("drift/ntk_drift",
                                                             "drift/log10_ntk_drift"))

@@ -2,7 +2,7 @@
 capabilities; `get` builds the one a `GradientFlow` names.
 
 Everything that names an integrator asks here: `GradientFlow` and `TrainConfig` check names and
-resolve tolerances (`tolerances`, `stiff_output_tol`, `choose_integrator` for AUTO), the
+resolve tolerances (`tolerances`, `stiff_output_tol`; `auto.choose` for AUTO), the
 frozen-kernel flow takes a function-space substitute for those
 that need weight coordinates (`Integrator.function_space`), `run.resources` counts the vectors
 an integrator keeps (its class's `vectors`), and the stage flags list the names and summaries.
@@ -20,7 +20,7 @@ from lazy_feature.flow.runge_kutta import (BOGACKI_SHAMPINE, DORMAND_PRINCE, Emb
                                            Tableau)
 from lazy_feature.flow.switching import StiffnessSwitching
 
-# The integrator name `TrainConfig` resolves per run (`choose_integrator`): its default.
+# The integrator name `TrainConfig` resolves per run (`auto.choose`): its default.
 AUTO = "auto"
 
 
@@ -31,14 +31,14 @@ class Integrator:
     name: its name in TrainConfig.integrator, config.json and --integrator.
     summary: what it is, for --integrator's help.
     tolerances: its default (output_tol, direction_tol), about the loosest that keep its runs
-      as close to the reference flow as the paper's Euler scheme's where `choose_integrator`
+      as close to the reference flow as the paper's Euler scheme's where `auto.choose`
       takes it; (None, None) for euler, whose steps obey eqs. 8-9 instead. A direction_tol of
       1e3 is off (RKC's and etdrk4's error is held by α·f's alone).
     pair, stiff: a switching integrator's Runge–Kutta pair and the integrator it hands the
       stiff flow to (`switching.StiffnessSwitching`); None for the others.
     stiff_factor: a switching integrator's stiff_output_tol per unit of its output_tol.
     kinks: whether it crosses the jumps of ∇L of a kinked activation (ReLU): Euler's jump
-      rule (`integrators.Euler`); `choose_integrator` takes it for such networks.
+      rule (`integrators.Euler`); `auto.choose` takes it for such networks.
     function_space: the integrator that takes its flow where points have no weight
       coordinates (the frozen-kernel flow, in function space), with its RKC at
       FUNCTION_SPACE_RKC_TOL; None: itself.
@@ -99,12 +99,6 @@ INTEGRATORS = {entry.name: entry for entry in (
 # (docs/integrators.md).
 FUNCTION_SPACE_RKC_TOL = 3e-3
 
-# `choose_integrator`'s bounds in √h·α: dormand_prince below the first,
-# bogacki_shampine_etdrk4 up to the second, etdrk4 from it on.
-DORMAND_PRINCE_BELOW_SQRT_H_ALPHA = 1e-2
-EXPONENTIAL_FROM_SQRT_H_ALPHA = 10.0
-
-
 def entry(name):
     """The registered integrator `name`; ConfigError naming the choices if there is none."""
     if name not in INTEGRATORS:
@@ -129,27 +123,6 @@ def stiff_output_tol(integrator, output_tol, given=None):
     if not registered.switching:
         return None
     return registered.stiff_factor * output_tol if given is None else given
-
-
-def choose_integrator(sqrt_h_alpha, kinked=False):
-    """The integrator `TrainConfig`'s AUTO takes for a gradient-flow run at √h·α: the one that
-    reaches the paper Euler scheme's fidelity to gradient flow in the fewest gradient
-    evaluations, at its default tolerances (docs/integrators.md).
-
-    etdrk4 from EXPONENTIAL_FROM_SQRT_H_ALPHA on, where the kernel's stiff modes (eq. 28) hold
-    an explicit pair's steps by stability nearly from the start; bogacki_shampine_etdrk4
-    below, where accuracy holds the early steps and stability the late ones; dormand_prince
-    below DORMAND_PRINCE_BELOW_SQRT_H_ALPHA, where f grows to ~1/α and the flow amplifies early
-    errors, which a fifth order follows more cheaply. An integrator that crosses kinks (euler)
-    for a `kinked` activation (ReLU).
-    """
-    if kinked:
-        return next(name for name, registered in INTEGRATORS.items() if registered.kinks)
-    if sqrt_h_alpha >= EXPONENTIAL_FROM_SQRT_H_ALPHA:
-        return ETDRK4
-    if sqrt_h_alpha < DORMAND_PRINCE_BELOW_SQRT_H_ALPHA:
-        return _DORMAND_PRINCE
-    return _BOGACKI_SHAMPINE_ETDRK4
 
 
 def in_function_space(flow):

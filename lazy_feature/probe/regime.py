@@ -19,7 +19,7 @@ import tensorflow as tf
 from lazy_feature.errors import ConfigError
 from lazy_feature.kernel import drift, frozen
 from lazy_feature.model import losses
-from lazy_feature.run import artifact, callbacks
+from lazy_feature.run import artifact, callbacks, summaries
 
 # The probe's Gram matrices Θ(w0) (kept) and Θ(w_t) (per record) are P × P float64: at
 # P = 2048 they take 2·2048²·8 B = 64 MiB. The tiles behind them stay within `ntk`'s bounds
@@ -245,7 +245,7 @@ class RegimeMonitor(keras.callbacks.Callback):
             self._kernel_test_error = self._frozen_kernel_test_error(*self.test_data)
         if self._writer is not None:
             with self._writer.as_default():
-                tf.summary.image("regime/gram_init", callbacks.gram_image(self._gram0)[None],
+                tf.summary.image("regime/gram_init", summaries.gram_image(self._gram0)[None],
                                  step=0, description=DESCRIPTIONS["regime/gram_init"])
         self._record(dict(f=self._f0, gram=self._gram0, drift=0.0, norm_ratio=1.0))
 
@@ -344,7 +344,7 @@ class RegimeMonitor(keras.callbacks.Callback):
             if entry["kernel_drift"] > 0:
                 tf.summary.scalar("regime/log10_kernel_drift", math.log10(entry["kernel_drift"]),
                                   step=step, description=DESCRIPTIONS["regime/log10_kernel_drift"])
-            tf.summary.image("regime/gram_now", callbacks.gram_image(gram)[None], step=step,
+            tf.summary.image("regime/gram_now", summaries.gram_image(gram)[None], step=step,
                              description=DESCRIPTIONS["regime/gram_now"])
         self._writer.flush()
         artifact.append_line(artifact.join(self.log_dir, "regime.jsonl"), artifact.json_line(entry))

@@ -1,7 +1,8 @@
 """The run artifact: its files, its storage, its checkpoint. One module owns the on-disk format.
 
 A run directory holds
-  config.json        every setting (TrainConfig), the run id and the library version;
+  config.json        every setting (TrainConfig), the run id, the library version and why
+                     auto took the run's integrator (integrator_choice);
   dynamics.jsonl     the log-spaced dynamics records (callbacks.RECORD_KEYS);
   train.log          the same records as status lines, for a person (appended on resume);
   test_outputs.npy   F = α[f(w, x) − f(w0, x)] on every test point, in test-set order;
@@ -9,7 +10,7 @@ A run directory holds
   checkpoint/        one tf.train.Checkpoint (`checkpoint.TrainingCheckpoint`): w, w0, the integrator's
                      state and the length of the dynamics log; the last one is the final state;
   events/<name>/     TensorBoard event files: the run is one TensorBoard run named after α, h,
-                     the init seed and the run id (callbacks.tensorboard_run_name);
+                     the init seed and the run id (summaries.tensorboard_run_name);
   metrics.json       the summary, written last: its presence means the run is complete. It
                      vouches for test_outputs.npy, test_labels.npy and dynamics.jsonl by
                      their SHA-256 (and shape), under "files"; every reader checks them
@@ -46,6 +47,7 @@ from lazy_feature.run.config import VERSION, TrainConfig
 gfile = tf.io.gfile
 
 CONFIG = "config.json"
+INTEGRATOR_CHOICE = "integrator_choice"  # config.json's record of why auto took its integrator
 METRICS = "metrics.json"
 DYNAMICS = "dynamics.jsonl"
 # Not "dynamics.jsonl.partial": ram:// finds a file by any longer name it begins (exists()).
@@ -237,11 +239,18 @@ def check_writable(directory, flag="--output_dir"):
 
 # -- the run directory -----------------------------------------------------------------------
 
-def config_record(config):
+def config_record(config, integrator_choice=None):
     """What config.json holds: every setting (the integrator and tolerances the run uses,
-    `TrainConfig.resolved`), the run id and the library version."""
-    config = config.resolved()
-    return dict(config.to_dict(), run_id=config.run_id(), lazy_feature_version=VERSION)
+    `TrainConfig.resolved`), why auto took that integrator (`integrator_choice`: the given
+    one, else `TrainConfig.integrator_choice`'s where the config leaves it to auto), the run
+    id and the library version."""
+    choice = config.integrator_choice()
+    integrator_choice = integrator_choice or (choice.why if choice else None)
+    resolved = config.resolved()
+    record = dict(resolved.to_dict(), run_id=resolved.run_id(), lazy_feature_version=VERSION)
+    if integrator_choice:
+        record[INTEGRATOR_CHOICE] = integrator_choice
+    return record
 
 
 def load_config(run_dir):
@@ -251,8 +260,8 @@ def load_config(run_dir):
         raise RunDirError(f"no run artifact in {run_dir}: {CONFIG} is missing "
                           "(run the train stage first)")
     stored = read_json(path)
-    stored.pop("run_id", None)
-    stored.pop("lazy_feature_version", None)
+    for key in ("run_id", "lazy_feature_version", INTEGRATOR_CHOICE):
+        stored.pop(key, None)
     stored.setdefault("integrator", registry.EULER)  # runs made before there was a choice
     return TrainConfig.from_dict(stored)
 
@@ -268,12 +277,13 @@ def check_holds(run_dir, config):
                 "choose another output directory")
 
 
-def claim(run_dir, config):
-    """Create `run_dir` with this run's config.json (once the data is known to load)."""
+def claim(run_dir, config, integrator_choice=None):
+    """Create `run_dir` with this run's config.json (once the data is known to load);
+    `integrator_choice`: why auto took the run's integrator (`config_record`)."""
     makedirs(run_dir)
     path = join(run_dir, CONFIG)
     if not exists(path):
-        write_json(path, config_record(config))
+        write_json(path, config_record(config, integrator_choice))
 
 
 def is_complete(run_dir):
@@ -384,7 +394,8 @@ def reopen(run_dir, config):
     if stored.run_id() != config.run_id():
         raise RunDirError(f"{run_dir} holds run {stored.run_id()}, not {config.run_id()}")
     write_text(join(run_dir, PARTIAL_DYNAMICS), read_text(join(run_dir, DYNAMICS)))
-    write_json(join(run_dir, CONFIG), config_record(config))
+    chosen = read_json(join(run_dir, CONFIG)).get(INTEGRATOR_CHOICE)
+    write_json(join(run_dir, CONFIG), config_record(config, chosen))
     remove(join(run_dir, METRICS))
     derived = [DYNAMICS, TEST_OUTPUTS, NTK] + [
         name for name in listdir(run_dir)

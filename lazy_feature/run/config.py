@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lazy_feature.errors import ConfigError
-from lazy_feature.flow import adam, registry, training
+from lazy_feature.flow import adam, auto, registry, training
 from lazy_feature.flow.adam import Adam
 from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.flow.interface import Dynamics
@@ -77,9 +77,9 @@ class TrainConfig:
     error-controlled one that bounds its local error by output_tol (of α·f, eq. 8's scale) and
     direction_tol (eq. 9's), and, if it switches to a stiff method, that phase's by
     stiff_output_tol; unset tolerances are the integrator's registered defaults. The
-    default, AUTO, takes the fastest one at Euler's fidelity for the run
-    (`registry.choose_integrator`; Euler for ReLU, or where max_dout or max_dgrad is set);
-    `resolved()` names it, and config.json records it.
+    default, AUTO, takes the fastest one measured at Euler's fidelity for the run's network
+    and √h·α (`auto.choose`; Euler where none was, for ReLU, or where max_dout or max_dgrad
+    is set); `resolved()` names it, and config.json records it and why.
     dynamics is a name of `lazy_feature.flow.training.DYNAMICS`: gradient flow (eq. 7, the
     default), Adam (`lazy_feature.flow.adam`: mini-batches of batch_size, step
     learning_rate, None for lr0·min(1, 1/α); t counts epochs; `epochs` is the run's length:
@@ -208,20 +208,35 @@ class TrainConfig:
              f"--dynamics={self.dynamics} takes steps of --learning_rate instead: drop them"),
         ]
 
+    def network(self) -> auto.Network:
+        """What of this run's network `auto.choose` looks at."""
+        return auto.Network(architecture=self.architecture,
+                            depth=architectures.check_depth(self.architecture, self.depth),
+                            activation=self.activation, activation_beta=self.activation_beta,
+                            biased=self.bias_scale > 0, centered=self.centered,
+                            kinked=self.activation in activations.KINKED)
+
+    def integrator_choice(self) -> auto.Choice | None:
+        """Which integrator AUTO takes for this run and why (config.json's integrator_choice);
+        None where the config names one. `auto.choose` for gradient flow; Euler where eq. 8's
+        max_dout or eq. 9's max_dgrad is set away from the paper's value, since only Euler's
+        steps obey them, and for momentum, which Euler steps (Adam takes no integrator)."""
+        if self.integrator != registry.AUTO:
+            return None
+        if self.dynamics != training.GRADIENT_FLOW:
+            return auto.Choice(registry.EULER, f"--dynamics={self.dynamics}: no choice to make")
+        if (self.max_dout, self.max_dgrad) != (TrainConfig.max_dout, TrainConfig.max_dgrad):
+            return auto.Choice(registry.EULER, "max_dout or max_dgrad set away from the paper's "
+                               "value: only Euler's steps obey eqs. 8-9")
+        return auto.choose(self.sqrt_h_alpha, self.network())
+
     def resolved(self) -> "TrainConfig":
         """This config as its run integrates: integrator AUTO replaced by the one chosen for
-        it (`registry.choose_integrator` for gradient flow; Euler where eq. 8's max_dout or
-        eq. 9's max_dgrad is set away from the paper's value, since only Euler's steps obey
-        them; Euler steps momentum, and Adam takes no integrator) and unset tolerances by the
-        integrator's registered defaults (`registry.tolerances`, `registry.stiff_output_tol`;
-        None for those that take none). A config that names them is returned as it is."""
-        integrator = self.integrator
-        if integrator == registry.AUTO:
-            paper = (self.max_dout, self.max_dgrad) == (TrainConfig.max_dout,
-                                                        TrainConfig.max_dgrad)
-            integrator = (registry.EULER if self.dynamics != training.GRADIENT_FLOW or not paper
-                          else registry.choose_integrator(self.sqrt_h_alpha,
-                                                          self.activation in activations.KINKED))
+        it (`integrator_choice`) and unset tolerances by the integrator's registered defaults
+        (`registry.tolerances`, `registry.stiff_output_tol`; None for those that take none).
+        A config that names them is returned as it is."""
+        choice = self.integrator_choice()
+        integrator = self.integrator if choice is None else choice.integrator
         output_tol, direction_tol = registry.tolerances(integrator, self.output_tol,
                                                         self.direction_tol)
         stiff = registry.stiff_output_tol(integrator, output_tol, self.stiff_output_tol)

@@ -18,7 +18,8 @@ from lazy_feature.errors import RunDirError
 from lazy_feature.flow import registry
 from lazy_feature.model import architectures, losses
 from lazy_feature.model.alpha_model import AlphaModel
-from lazy_feature.run import artifact, callbacks, checkpoint, data, distribute, lease, resources
+from lazy_feature.run import (artifact, callbacks, checkpoint, data, distribute, lease, resources,
+                              summaries)
 from lazy_feature.run.config import TrainConfig
 
 logger = logging.getLogger("lazy_feature")
@@ -126,8 +127,8 @@ def train(config: TrainConfig, output_dir: str, task: data.BinaryTask | None = N
       checkpoint_seconds: wall time between checkpoints.
       extra_callbacks: more Keras callbacks.
       drift_probe: if > 0, the live kernel drift on that many training points goes to
-        TensorBoard too (`callbacks.KernelDriftProbe`). Everything TensorBoard shows of
-        the run is in one TensorBoard run, events/<callbacks.tensorboard_run_name>.
+        TensorBoard too (`summaries.KernelDriftProbe`). Everything TensorBoard shows of
+        the run is in one TensorBoard run, events/<summaries.tensorboard_run_name>.
       strategy: where to run: a name of `distribute.STRATEGIES` or a tf.distribute.Strategy.
       cpu_devices: split the host CPU into this many logical devices first (to run a
         multi-replica strategy without an accelerator; before TensorFlow starts).
@@ -139,6 +140,7 @@ def train(config: TrainConfig, output_dir: str, task: data.BinaryTask | None = N
       errors.DivergenceError if the flow cannot proceed; RunDirError for a directory
       that holds another run; errors.DataError for missing or corrupt data.
     """
+    chosen = config.integrator_choice()  # why auto takes its integrator, for config.json
     config = config.resolved()  # its integrator named, as config.json records it
     distribute.check_precision(strategy, [config])
     strategy = distribute.make(strategy, cpu_devices=cpu_devices)
@@ -156,6 +158,7 @@ def train(config: TrainConfig, output_dir: str, task: data.BinaryTask | None = N
         metrics = complete_metrics(output_dir)  # another trainer may have finished it meanwhile
         if metrics is not None:
             return metrics
+        artifact.claim(output_dir, config, chosen.why if chosen else None)
         return _train(config, output_dir, task, model, held, checkpoint_seconds,
                       extra_callbacks, drift_probe)
 
@@ -199,7 +202,6 @@ def _train(config: TrainConfig, output_dir: str, task: data.BinaryTask, model: A
            ) -> dict[str, Any]:
     """`train` once this process holds the run's lease."""
     strategy = model.distribute_strategy
-    artifact.claim(output_dir, config)
     tf.config.experimental.enable_op_determinism()  # a run is a function of its seeds
 
     with strategy.scope():
@@ -222,9 +224,9 @@ def _train(config: TrainConfig, output_dir: str, task: data.BinaryTask, model: A
     stopping = callbacks.GradientFlowStopping(
         config.max_time, config.max_steps, config.max_wall_seconds, wall_offset=wall_offset,
         max_epochs=config.epochs or math.inf, advice=divergence_advice(config))
-    probe = (callbacks.KernelDriftProbe(task.x_train[:drift_probe], task.y_train[:drift_probe])
+    probe = (summaries.KernelDriftProbe(task.x_train[:drift_probe], task.y_train[:drift_probe])
              if drift_probe > 0 else None)
-    tensorboard = callbacks.TensorBoardRecorder(
+    tensorboard = summaries.TensorBoardRecorder(
         artifact.join(output_dir, artifact.EVENTS), config, probe, last_step=last_step,
         wall_offset=wall_offset)
     log = callbacks.JsonlLogger(artifact.join(output_dir, artifact.PARTIAL_DYNAMICS),

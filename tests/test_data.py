@@ -322,13 +322,6 @@ def test_full_batch_is_one_static_batch_repeated(dtype):
         np.testing.assert_array_equal(yb.numpy(), y)
 
 
-def test_batches_keep_order():
-    x = np.arange(20.0).reshape(10, 2)
-    out = list(data.batches(x, 4, "float32"))
-    assert [b.shape[0] for b in out] == [4, 4, 2] and out[0].dtype == tf.float32
-    np.testing.assert_array_equal(np.concatenate(out), x)
-
-
 # --- the real data ------------------------------------------------------------------------
 
 def test_real_fashion_mnist():

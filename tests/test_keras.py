@@ -10,6 +10,7 @@ from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.flow.network_flow import GradientFlowDynamics
 from lazy_feature.errors import ConfigError
 from lazy_feature.model.layers import NTKConv2D, NTKDense
+from lazy_feature.run import runner
 from tests.helpers import sphere_inputs
 
 X = sphere_inputs(20, 6, seed=0)
@@ -115,6 +116,20 @@ def test_evaluate_averages_over_points_not_batches():
     # A second evaluate starts afresh.
     again = uncentered.evaluate(batches.take(1), verbose=0, return_dict=True)
     assert again["error"] == 0.0
+
+
+def test_outputs_are_the_models_in_order_batch_by_batch():
+    # runner.outputs calls the model on slices of x (not Keras' predict): F on every point,
+    # in order, in float64, whatever the batch size (up to the last bits: the matrix
+    # products of other batch shapes sum in another order); none for no point.
+    model = AlphaModel(FullyConnected(8, depth=2, seed=0, dtype="float64"), alpha=1.0,
+                       centered=False)
+    whole = model(X).numpy()
+    for batch_size in (1, 3, 20, 64):
+        F = runner.outputs(model, X, batch_size)
+        assert F.dtype == np.float64
+        np.testing.assert_allclose(F, whole, rtol=1e-12)
+    assert runner.outputs(model, X[:0]).shape == (0,)
 
 
 def test_compile_attaches_no_optimizer():

@@ -217,7 +217,7 @@ def scan(build_model: Callable[[], keras.Model], task: BinaryTask | Sequence[npt
     x_train, y_train, x_test, y_test = _arrays(task, input_shape)
     tf.config.experimental.enable_op_determinism()  # a scan is a function of its seeds
     user_model = _network(build_model, x_train, output, seed)
-    sigma0 = float(np.sqrt(np.mean(_predict(user_model, x_train) ** 2)))
+    sigma0 = float(np.sqrt(np.mean(runner.outputs(user_model, x_train) ** 2)))
     flow = flow_for(user_model) if flow is None else flow
     if not sigma0 > 0:
         raise ConfigError("f(w0) = 0 on every training input: the initial output scale, and "
@@ -361,15 +361,6 @@ class _Done:
     def poll(self):
         """(done, unconverged) so far."""
         return len(self.rows), sum(not row["converged"] for row in self.rows)
-
-
-def _predict(network, x, batch_size=1024):
-    """network(x) in float64, called batch by batch: Keras' `predict` would build a tf.data
-    map whose NodeDef TensorFlow 2.21 reports as an error line on the console."""
-    x = x.astype(network.compute_dtype)
-    return np.concatenate([np.asarray(network(x[start:start + batch_size], training=False),
-                                      np.float64)
-                           for start in range(0, len(x), batch_size)])
 
 
 def _read_drift(table, alpha):

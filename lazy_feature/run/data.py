@@ -357,10 +357,3 @@ def full_batch(x: np.ndarray, y: np.ndarray, dtype: npt.DTypeLike) -> tf.data.Da
     The adaptive gradient flow (eqs. 8-9) is full-batch: every step sees all n points.
     """
     return tf.data.Dataset.from_tensors((x.astype(dtype), y.astype(dtype))).repeat()
-
-
-def batches(x: np.ndarray, batch_size: int, dtype: npt.DTypeLike) -> tf.data.Dataset:
-    """x in order, in batches of batch_size, to evaluate on large test sets."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    return tf.data.Dataset.from_tensor_slices(x.astype(dtype, copy=False)).batch(batch_size)

@@ -78,14 +78,23 @@ def reopen(run_dir: str, config: TrainConfig) -> None:
     artifact.reopen(run_dir, config)
 
 
+def outputs(network: keras.Model, x: np.ndarray, batch_size: int = _EVAL_BATCH) -> np.ndarray:
+    """network(x) in float64, in order, called batch by batch: not through Keras' `predict`,
+    whose tf.data pipeline and trace per model write TensorFlow's warnings on the console (a
+    NodeDef error line, retracing warnings after a few runs in one process)."""
+    x = x.astype(network.compute_dtype, copy=False)
+    return np.concatenate([np.asarray(network(x[start:start + batch_size], training=False),
+                                      np.float64)
+                           for start in range(0, len(x), batch_size)] or [np.zeros(0)])
+
+
 def evaluate(model: AlphaModel, x: np.ndarray, y: np.ndarray,
              per_pattern_loss: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
              ) -> tuple[np.ndarray, float, float]:
     """F on `x` (in order), its error rate and mean ℓ(F, y) = α² × eq. 7's loss on this set."""
     if len(x) == 0:
         return np.zeros(0), float("nan"), float("nan")
-    F = np.asarray(model.predict(data.batches(x, _EVAL_BATCH, model.dtype), verbose=0),
-                   dtype=np.float64)
+    F = outputs(model, x)
     error = float(losses.error_rate(F, y))
     loss = float(np.mean(per_pattern_loss(tf.constant(F), tf.constant(y, tf.float64)).numpy()))
     return F, error, loss
@@ -95,9 +104,7 @@ def output_norms(model: AlphaModel, x: np.ndarray) -> tuple[float, float]:
     """‖f(w) − f(w0)‖ and ‖f(w)‖ on `x`, root mean squares over its points (eq. 31)."""
     if len(x) == 0:
         return float("nan"), float("nan")
-    inputs = data.batches(x, _EVAL_BATCH, model.dtype)
-    f, f0 = (np.asarray(net.predict(inputs, verbose=0), dtype=np.float64)
-             for net in (model.network, model.initial_network))
+    f, f0 = (outputs(net, x) for net in (model.network, model.initial_network))
     return float(np.sqrt(np.mean((f - f0) ** 2))), float(np.sqrt(np.mean(f ** 2)))
 
 

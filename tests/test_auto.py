@@ -17,7 +17,7 @@ def test_every_family_chooses_a_registered_integrator_at_every_sqrt_h_alpha():
         bounds = [band.below for band in family.bands]
         assert bounds == sorted(bounds) and math.isinf(bounds[-1]), family.name
         for band in family.bands:
-            assert band.integrator in registry.INTEGRATORS and band.measured, family.name
+            assert band.integrator in registry.INTEGRATORS and band.evidence, family.name
 
 
 @pytest.mark.parametrize("settings, sqrt_h_alpha, integrator", [
@@ -52,7 +52,7 @@ def test_auto_takes_what_was_measured_on_the_network(settings, sqrt_h_alpha, int
     assert config.resolved().integrator == choice.integrator == integrator
     assert auto.BENCHMARK in choice.why or "jump rule" in choice.why
     if integrator == "euler" and "relu" not in settings.values():
-        assert "measured" in choice.why or "Euler" in choice.why
+        assert "benchmarked" in choice.why or "Euler" in choice.why
 
 
 def test_the_why_names_the_family_and_band():

@@ -77,7 +77,7 @@ class TrainConfig:
     error-controlled one that bounds its local error by output_tol (of α·f, eq. 8's scale) and
     direction_tol (eq. 9's), and, if it switches to a stiff method, that phase's by
     stiff_output_tol; unset tolerances are the integrator's registered defaults. The
-    default, AUTO, takes the fastest one measured at Euler's fidelity for the run's network
+    default, AUTO, takes the fastest one shown at Euler's fidelity for the run's network
     and √h·α (`auto.choose`; Euler where none was, for ReLU, or where max_dout or max_dgrad
     is set); `resolved()` names it, and config.json records it and why.
     dynamics is a name of `lazy_feature.flow.training.DYNAMICS`: gradient flow (eq. 7, the

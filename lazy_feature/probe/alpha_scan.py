@@ -11,7 +11,6 @@ The user's own setting, training f itself with margin 1, is F = f = σ0 f̂: α_
 on the same curve (up to centering: their f starts at f(w0), not 0, Appendix I; and their
 optimizer is not gradient flow).
 """
-import contextlib
 import dataclasses
 import importlib
 import math
@@ -208,7 +207,7 @@ def scan(build_model: Callable[[], keras.Model], task: BinaryTask | Sequence[npt
         devices pass the strategy made with cpu_devices: TensorFlow's collectives take one
         MirroredStrategy per process); None for the current one. The flow needs n_train to
         split evenly over the replicas.
-      progress_stream: where to show the progress (`progress.Display`: α done of the grid,
+      progress_stream: where to show the progress (`progress.counted`: α done of the grid,
         how many did not converge, elapsed time and ETA); None shows nothing.
 
     Returns:
@@ -232,8 +231,7 @@ def scan(build_model: Callable[[], keras.Model], task: BinaryTask | Sequence[npt
     probe_x, probe_y = x_test[:probe_size], y_test[:probe_size]
     done = _Done(len(alphas))
     rows = done.rows
-    with (progress.Display(done, progress_stream, label="α", failures="unconverged")
-          if progress_stream is not None else contextlib.nullcontext()):
+    with progress.counted(done, progress_stream, label="α", failures="unconverged"):
         for alpha in alphas:
             monitor = RegimeMonitor(probe_x, probe_y, log_dir=output_dir and artifact.join(
                 output_dir, f"alpha={alpha:.3g}"))

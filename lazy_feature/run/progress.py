@@ -125,6 +125,12 @@ def shown(paths, stream, label="runs", failed=_not_done, failures="failed"):
 
     `failed(record)` says which finished items count as `failures` (the word shown).
     """
+    return counted(Counter(paths, failed), stream, label, failures)
+
+
+def counted(counter, stream, label="runs", failures="failed"):
+    """A `with` context displaying `counter` (a `Counter`, or anything with its `total` and
+    `poll()`) on `stream`; None: nothing."""
     if stream is None:
         return contextlib.nullcontext()
-    return Display(Counter(paths, failed), stream, label, failures=failures)
+    return Display(counter, stream, label, failures=failures)

@@ -48,9 +48,10 @@ FLOW_ONLY = ("max_steps", "max_wall_seconds", "max_dgrad")
 FIT_ONLY = ("learning_rate", "epochs", "batch_size")
 common.define_train_config_flags(("dataset", "data_dir", "n_train", "n_test", "data_seed",
                                   *FLOW_ONLY, *FIT_ONLY))
-# A scan trains one network per α, each on a user's model: smaller data and budgets than a run.
-for name, default in (("n_train", 1000), ("n_test", 2000), ("max_steps", 10_000),
-                      ("epochs", 10)):
+# A scan trains one network per α, each on a user's model: less data than a run, and more
+# steps (alpha_scan.MAX_STEPS: ReLU flows slide along kinks).
+for name, default in (("n_train", 1000), ("n_test", 2000),
+                      ("max_steps", alpha_scan.MAX_STEPS), ("epochs", 10)):
     flags.FLAGS.set_default(name, default)
 common.define_strategy_flags()
 FLAGS = flags.FLAGS

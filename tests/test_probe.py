@@ -9,6 +9,7 @@ import pytest
 
 from lazy_feature.kernel import drift
 from lazy_feature.probe import alpha_scan, regime
+from lazy_feature.run import data
 from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.errors import ConfigError
 from tests import probe_models
@@ -215,13 +216,26 @@ def test_kinks_are_found_in_a_users_model():
 
 
 @pytest.mark.slow
-def test_the_default_flow_fits_a_relu_mlp_at_every_alpha():
-    # ReLU's kinks: the jump rule lets Euler cross them (before, the flow stalled or ran to
-    # its budget at every α); every α converges, and α* comes from them.
-    result = alpha_scan.scan(probe_models.mlp, TASK, alphas=(0.1, 1.0, 10.0, 100.0),
+def test_the_default_flow_fits_a_relu_mlp_at_every_alpha(fashion_task):
+    # A plain Keras ReLU MLP with biases on Fashion-MNIST, n = 300 (issue 30's case): its flow
+    # slides along several kinks at once (α = 0.1 from t ≈ 1.5), crossing jumps of ∇L from
+    # below ε_∇ to thousands of times it every step, which the jump rule crosses
+    # (`integrators.Euler`). Before, α = 0.1 ran to its 10 000 steps (float64: stalled at
+    # t = 1.858, dt ≈ 1e-15).
+    del fashion_task  # the data set must be there (CI installs it)
+    task = data.load_binary_task("fashion_mnist", n_train=300, n_test=1000, data_seed=0)
+    result = alpha_scan.scan(probe_models.mlp, task, alphas=(0.1, 1.0, 10.0, 100.0),
                              probe_size=16, frozen_kernel=False)
     assert result.table.converged.all(), result.table.to_string()
+    assert result.table.steps[0] < 10_000  # within a paper run's budget (before: 11 338)
     assert "did not converge" not in result.summary()
+
+
+@pytest.mark.slow
+def test_the_default_flow_fits_a_relu_cnn_at_every_alpha():
+    result = alpha_scan.scan(probe_models.cnn, TASK, input_shape=(8, 8, 1), probe_size=16,
+                             frozen_kernel=False)
+    assert result.table.converged.all(), result.table.to_string()
 
 
 def test_a_scan_stopped_short_says_so_and_states_no_crossover(tmp_path):

@@ -49,6 +49,11 @@ trial's, or the one it started from), whether the trial was kept, the next dt, t
 JUMP_RATIO = 100.0
 # The most dt grows after a step accepted across a jump (`Euler.next_dt`).
 JUMP_GROWTH = 2.0
+# The most the curvature memory c of the jump rule grows from one observed step to the next
+# (`Euler._across_jumps`): a jump below ε_∇ in a step eq. 9 accepts would otherwise read as a
+# curvature many orders too high. A change of ∇L rising more than JUMP_RATIO times within a
+# step reads as a jump anyway; the steepest smooth rise measured is twentyfold.
+CURVATURE_GROWTH = JUMP_RATIO
 
 
 def as_written():
@@ -204,9 +209,13 @@ class Euler:
         A trial eq. 9 alone rejects takes ∇L at its half step, and eq. 9's left side over
         each half, d₁ and d₂. Where ∇L is smooth both are about d/4 (d goes as dt²), close
         to c·(dt/2)²; a jump of ∇L is whole in the half that holds it, whatever dt. So if
-        one half's d exceeds the other's JUMP_RATIO times, the other half is smooth and the
-        step's smooth change is 4·min(d₁, d₂); if both exceed JUMP_RATIO·c·(dt/2)², both
-        hold jumps and the smooth change is c·dt². Eq. 9 judges that smooth change.
+        both exceed JUMP_RATIO·c·(dt/2)², both hold jumps and the smooth change is c·dt²;
+        else if one half's d exceeds the other's JUMP_RATIO times, the other half is smooth
+        and the smooth change is 4·min(d₁, d₂). Eq. 9 judges that smooth change. In that
+        order: a flow sliding along several kinks at once crosses a large jump in one half
+        and a small one in the other, and 4·min(d₁, d₂) would read the small jump as the
+        step's smooth change. And c grows at most CURVATURE_GROWTH times from one
+        observed step to the next: a step eq. 9 accepts may hold a jump below ε_∇.
         """
         (curvature,) = memory
         dt, dgrad = tf.cast(dt, tf.float64), tf.cast(dgrad, tf.float64)
@@ -222,14 +231,14 @@ class Euler:
 
         d, evaluated = tf.cond(probe, halves, lambda: tf.zeros(2, tf.float64)), probe
         clean, jumpy = tf.reduce_min(d), tf.reduce_max(d)
-        one_smooth_half = jumpy > JUMP_RATIO * clean
         predicted = curvature * dt * dt  # the smooth change c·dt² of the whole step
-        both_jump = (curvature > 0) & (clean > JUMP_RATIO * predicted / 4.0)
-        smooth = tf.where(probe & one_smooth_half, 4.0 * clean,
-                          tf.where(probe & both_jump, predicted, dgrad))
-        jump = probe & (one_smooth_half | both_jump) & (smooth < self.flow.max_dgrad)
-        observed = tf.logical_or(ok, jump & one_smooth_half)
-        curvature = tf.where(observed, tf.math.divide_no_nan(smooth, dt * dt), curvature)
+        both_jump = probe & (curvature > 0) & (clean > JUMP_RATIO * predicted / 4.0)
+        one_jump = probe & tf.logical_not(both_jump) & (jumpy > JUMP_RATIO * clean)
+        smooth = tf.where(both_jump, predicted, tf.where(one_jump, 4.0 * clean, dgrad))
+        jump = (both_jump | one_jump) & (smooth < self.flow.max_dgrad)
+        seen = tf.math.divide_no_nan(smooth, dt * dt)
+        seen = tf.where(curvature > 0, tf.minimum(seen, CURVATURE_GROWTH * curvature), seen)
+        curvature = tf.where(ok | (jump & one_jump), seen, curvature)
         return tf.logical_or(ok, jump), evaluated, jump, smooth, (curvature,)
 
     def next_dt(self, dt, accepted, measures):

@@ -136,7 +136,7 @@ def test_probe_shares_the_training_flags_of_train_with_its_own_defaults():
     assert {name: type(flags.FLAGS[name].parser) for name in _PROBE_TRAINING_FLAGS} == kinds
     assert {name: flags.FLAGS[name].help for name in _PROBE_TRAINING_FLAGS} == helps
     assert (flags.FLAGS.n_train, flags.FLAGS.n_test, flags.FLAGS.max_steps,
-            flags.FLAGS.epochs) == (1000, 2000, 10_000, 10)
+            flags.FLAGS.epochs) == (1000, 2000, 30_000, 10)
 
 
 _PROBE_TRAINING_FLAGS = ("dataset", "data_dir", "n_train", "n_test", "data_seed", "max_steps",

@@ -89,6 +89,51 @@ def test_euler_crosses_and_slides_along_a_kink_of_the_gradient():
     np.testing.assert_allclose(w, problem.exact(t), atol=1e-2)
 
 
+class TwoKinks(KinkedFlow):
+    """∇L = λ(w − a) + κ·sign(w) + e₃ in three dimensions (a point and its outputs are w):
+    a large kink at w₁ = 0 (κ₁ = 1), a small one at w₂ = 0 (κ₂ = 0.05), and a smooth part of
+    curvature c = λ² in eq. 9's measure. From W0 a step of DT crosses the large kink in its
+    first half and the small one in its second, as a flow sliding along both does."""
+    LAMBDA, KAPPA_V = 0.01, np.array([1.0, 0.05, 0.0])
+    W0, DT = np.array([0.01, 0.0015, 1.0]), 0.04
+
+    def evaluate(self, w):
+        return w, (self.LAMBDA * w + self.KAPPA_V * tf.sign(w)
+                   + tf.constant([0.0, 0.0, 1.0], tf.float64))
+
+
+def _two_kinks_trial(w0, dt, curvature):
+    problem, flow = TwoKinks(), GradientFlow(max_dgrad=1e-2, jumps=True)
+    w = tf.constant(w0, tf.float64)
+    state = integrators.FlowState(w, *problem.evaluate(w))
+    return flow, integrators.Euler(flow).trial(
+        problem, state, tf.constant(dt, tf.float64), (tf.constant(curvature, tf.float64),))
+
+
+def test_a_small_jump_beside_a_large_one_is_not_read_as_smooth_change():
+    # The second half holds the small kink's jump (about 5e-3 in eq. 9's measure): 4 times it
+    # exceeds ε_∇ = 1e-2, so taken as the smooth change it would reject the step at any dt.
+    # Both halves exceed 100·c·(dt/2)²: the step crosses jumps in both, and its smooth change
+    # is c·dt² (1.6e-7).
+    c = TwoKinks.LAMBDA ** 2
+    flow, trial = _two_kinks_trial(TwoKinks.W0, TwoKinks.DT, c)
+    assert float(trial.measures["dgrad"]) > 1.0  # the large jump
+    assert bool(trial.accepted) and bool(trial.measures["jump"])
+    np.testing.assert_allclose(float(trial.measures["smooth_dgrad"]), c * TwoKinks.DT ** 2)
+    assert float(trial.measures["smooth_dgrad"]) < flow.max_dgrad
+
+
+def test_a_jump_below_the_bound_grows_the_curvature_memory_at_most_a_hundredfold():
+    # A step across the small kink alone: its jump (about 5e-3) is below ε_∇, so eq. 9
+    # accepts it, and d/dt² would read as a curvature 3e4 times c.
+    c = TwoKinks.LAMBDA ** 2
+    _, trial = _two_kinks_trial([0.5, 0.0015, 1.0], TwoKinks.DT, c)
+    assert bool(trial.accepted) and not bool(trial.measures["jump"])
+    assert float(trial.measures["dgrad"]) / TwoKinks.DT ** 2 > 1e3 * c
+    (curvature,) = trial.memory
+    np.testing.assert_allclose(float(curvature), integrators.CURVATURE_GROWTH * c)
+
+
 def test_the_jump_rule_leaves_a_smooth_flow_as_it_was():
     # The frozen-kernel flow is smooth, and its change of ∇L rises twentyfold from one step to
     # the next at the start: with `jumps` it takes the very same steps (JUMP_RATIO = 100).

@@ -20,18 +20,20 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETTINGS = {"default": {}, "jit": {}, "inter_op_1": {}, "no_onednn": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
+SETTINGS = {"default": {}, "jit": {}, "inter_op_1": {},
+            "no_onednn": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
 RUNS = (("euler", "float64"), ("bogacki_shampine_etdrk4", "float32"))
 
 
 def one(args):
     """In a child process: run one setting and print its figures as JSON."""
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel  (the parent process needs no TensorFlow)
+    import numpy as np
+    import tensorflow as tf
     sys.path.insert(0, ROOT)
-    from lazy_feature.flow import integrators  # pylint: disable=import-outside-toplevel
-    from lazy_feature.run import callbacks, data, runner  # noqa  # pylint: disable=import-outside-toplevel
-    from lazy_feature.run.config import TrainConfig  # pylint: disable=import-outside-toplevel
+    from lazy_feature.flow import integrators
+    from lazy_feature.run import callbacks, data, runner
+    from lazy_feature.run.config import TrainConfig
     integrators.as_written()  # as `train` runs
     if args.setting == "inter_op_1":
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -66,14 +68,16 @@ def main():
         for integrator, dtype in RUNS:
             for setting, env in SETTINGS.items():
                 out = subprocess.run(
-                    [sys.executable, __file__, f"--setting={setting}", f"--integrator={integrator}",
-                     f"--dtype={dtype}", f"--n_train={args.n_train}", f"--steps={args.steps}"],
+                    [sys.executable, __file__, f"--setting={setting}",
+                     f"--integrator={integrator}", f"--dtype={dtype}",
+                     f"--n_train={args.n_train}", f"--steps={args.steps}"],
                     env=dict(os.environ, **env), cwd=ROOT, check=True, capture_output=True,
                     text=True).stdout
                 figures = json.loads(out.strip().splitlines()[-1])
                 per_evaluation.setdefault((integrator, dtype, setting), []).append(
                     (1000 * figures["wall"] / figures["evaluations"], figures))
-    print(f"n = {args.n_train}, {args.steps} steps, load average {os.getloadavg()[0]:.2f} at the end")
+    print(f"n = {args.n_train}, {args.steps} steps, "
+          f"load average {os.getloadavg()[0]:.2f} at the end")
     print("integrator | dtype | setting | ms per evaluation (median) | each | evaluations | t")
     for (integrator, dtype, setting), runs in per_evaluation.items():
         ms = [m for m, _ in runs]

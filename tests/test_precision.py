@@ -1,8 +1,13 @@
 """The precision rule (lazy_feature.model.precision): float32 up to α·h·ε = 1e-3, float64 above."""
 import numpy as np
 import pytest
+import keras
+import tensorflow as tf
 
-from lazy_feature.model import precision
+from lazy_feature.kernel import ntk
+from lazy_feature.model import architectures, precision
+from lazy_feature.model.alpha_model import AlphaModel
+from lazy_feature.probe.regime import RegimeMonitor
 from lazy_feature.run.config import TrainConfig
 from lazy_feature.errors import ConfigError
 
@@ -58,3 +63,36 @@ def test_the_rule_of_a_convolutional_net_takes_its_largest_fan_in(architecture, 
     assert TrainConfig(architecture=architecture, width=width, depth=depth,
                        alpha=1.01 * at).dtype == "float64"
     assert precision.resolution_width("wide_resnet", 10) == 9 * 640
+
+
+def _monitor_started(x):
+    """A RegimeMonitor on a plain Keras model, at its fit's start (its snapshot of Θ(w0))."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    monitor = RegimeMonitor(x, np.ones(2, np.float32))
+    monitor.set_model(model)
+    monitor.on_train_begin()
+
+
+def _tensor_float_32_after(make):
+    """Whether TensorFloat-32 is on after `make()`, with it on before (TensorFlow's default)."""
+    tf.config.experimental.enable_tensor_float_32_execution(True)
+    try:
+        make()
+        return tf.config.experimental.tensor_float_32_execution_enabled()
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+@pytest.mark.parametrize("make", ["alpha_model", "kernel", "monitor"])
+def test_tensor_float_32_is_off_for_every_run_and_kernel(make):
+    # On an Ampere-or-later GPU TensorFlow would run float32 products with 10-bit inputs
+    # (ε ≈ 4.9e-4): F = α(f − f0) would err by 7% at √h·α ~ 1e3 (precision.exact_float32).
+    # The setting is the process's, so this checks that each entry point turns it off.
+    network = architectures.FullyConnected(4)
+    x = np.ones((2, 3), np.float32)
+    makers = {
+        "alpha_model": lambda: AlphaModel(network, 1.0),
+        "kernel": lambda: ntk.gram(network, x),
+        "monitor": lambda: _monitor_started(x),
+    }
+    assert not _tensor_float_32_after(makers[make])

@@ -14,7 +14,8 @@ them, one tile per replica at a time. A `Kernel` computes a tile two ways at onc
 
 Precision. A tile is computed in the network's compute dtype: its entries are sums of O(h)
 products, rounded to ~ε√h relatively, which resolves the lazy drift ~1/(√h α) (Section 5) to
-~ε h α, the bound `model.precision` keeps below 1e-3 when it picks the dtype. Tiles are cast to
+~ε h α, the bound `model.precision` keeps below 1e-3 when it picks the dtype (float32's own
+ε: TensorFloat-32 is turned off, `precision.exact_float32`). Tiles are cast to
 float64 before they are subtracted, summed or stored: a norm over 50 000 test points adds
 2.5e9 squares, and the difference of two close kernels must not be rounded again.
 """
@@ -26,6 +27,7 @@ import numpy.typing as npt
 import tensorflow as tf
 
 from lazy_feature.kernel import structured
+from lazy_feature.model import precision
 
 if TYPE_CHECKING:
     import keras
@@ -78,6 +80,7 @@ class Kernel:
 
     def __init__(self, network: "keras.Model", x: npt.ArrayLike, block_size: int | None = None,
                  positions: Sequence[int] | None = None, examples: int | None = None) -> None:
+        precision.exact_float32()  # a tile's entries resolve the lazy drift (above)
         self.network = network = built(network, x)
         positions = parameters(network) if positions is None else positions
         self.terms = structured.terms(network, x, positions)

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from lazy_feature.errors import ConfigError
-from lazy_feature.model import losses
+from lazy_feature.model import losses, precision
 from lazy_feature.model.replicas import (TrainingSetCache, first_replica, outside_replicas, shard,
                                          squared_norm, sum_replicas)
 
@@ -78,6 +78,7 @@ class AlphaModel(keras.Model):
         if dynamics is not None:
             dynamics.check_strategy(self.distribute_strategy)
         self.dynamics = dynamics
+        precision.exact_float32()  # F = α(f − f0) cancels: float32 must be float32
         self.network = network
         self.alpha = float(alpha)
         self.loss_name, self.loss_beta = loss, float(loss_beta)
@@ -113,10 +114,8 @@ class AlphaModel(keras.Model):
                           dynamics=keras.saving.deserialize_keras_object(config["dynamics"])))
 
     def compile(self, optimizer: None = None, **kwargs: Any) -> None:
-        """Keras' compile without an optimizer: the dynamics updates w.
-
-        Takes `run_eagerly`, `jit_compile`, `steps_per_execution`.
-        """
+        """Keras' compile without an optimizer (the dynamics updates w): takes `run_eagerly`,
+        `jit_compile` and `steps_per_execution`."""
         if optimizer is not None or kwargs.keys() - {"run_eagerly", "jit_compile",
                                                      "steps_per_execution"}:
             raise ConfigError("AlphaModel is trained by its own gradient flow: compile it "

@@ -14,8 +14,14 @@ For the convolutional nets the h of this rule is the largest fan-in of a layer
 Δf/√(fan_in·c_out), which a layer's fan-in ≥ c_out bounds from below by Δf/fan_in, as h does
 for the FC net's hidden layers (fan-in = c_out = h). The CNN's 5 × 5 convolutions have
 fan-in 25·h; the Wide-ResNet's widest, 3 × 3 on 64·k channels, 576·k.
+
+The rule needs float32's own ε. On NVIDIA GPUs from Ampere on, TensorFlow runs float32
+matrix products and convolutions in TensorFloat-32 unless told not to: inputs rounded to 10
+bits of mantissa, ε ≈ 4.9e-4, with which the rule would hold only up to α·h ≈ 2.
+`exact_float32` turns that off.
 """
 import numpy as np
+import tensorflow as tf
 
 from lazy_feature.errors import ConfigError
 from lazy_feature.model.architectures import ARCHITECTURES
@@ -68,3 +74,16 @@ def check(dtype, alpha, width, network_width=None):
         f"{chosen} cannot resolve alpha={alpha:g} at h={width} (the network's widest fan-in): "
         f"alpha*h*eps={alpha * width * np.finfo(chosen).eps:.2g} > {RESOLUTION:g} "
         f"(f - f0 ~ 1/alpha cancels); {advice}")
+
+
+def exact_float32():
+    """Turn off TensorFloat-32 in this process (TensorFlow's default on NVIDIA GPUs from
+    Ampere on; float64 never uses it). With it, F = α[f(w) − f(w0)] of the paper's FC net
+    (h = 100) errs by 8% where |f − f0| ~ 1e-2 (√h·α ~ 1e3) and by 0.4% at 0.17 (√h·α ~ 60),
+    where float32 errs by 4e-5 and 3e-6: every float32 run above √h·α ~ 10 would end
+    further from the flow than Euler's own error. A hidden layer's Gram matrix (a term of Θ)
+    errs by 7e-5 against float32's 1.5e-7, the lazy drift 1/(√h·α) at √h·α ~ 1e4
+    (benchmarks/results/tf32.md, an emulation). Every `AlphaModel` and every
+    `kernel.ntk.Kernel` calls it, so it holds for the package's runs and kernels, and for a
+    user's Keras model in the process from then on."""
+    tf.config.experimental.enable_tensor_float_32_execution(False)

@@ -89,8 +89,8 @@ def test_euler_crosses_and_slides_along_a_kink_of_the_gradient():
     np.testing.assert_allclose(w, problem.exact(t), atol=1e-2)
 
 
-class TwoKinks(KinkedFlow):
-    """∇L = λ(w − a) + κ·sign(w) + e₃ in three dimensions (a point and its outputs are w):
+class TwoKinks:
+    """∇L = λw + κ·sign(w) + e₃ in three dimensions (a point and its outputs are w):
     a large kink at w₁ = 0 (κ₁ = 1), a small one at w₂ = 0 (κ₂ = 0.05), and a smooth part of
     curvature c = λ² in eq. 9's measure. From W0 a step of DT crosses the large kink in its
     first half and the small one in its second, as a flow sliding along both does."""
@@ -100,6 +100,10 @@ class TwoKinks(KinkedFlow):
     def evaluate(self, w):
         return w, (self.LAMBDA * w + self.KAPPA_V * tf.sign(w)
                    + tf.constant([0.0, 0.0, 1.0], tf.float64))
+
+    linear_combination, combine = LinearFlow.linear_combination, LinearFlow.combine
+    difference, squared_norm = LinearFlow.difference, LinearFlow.squared_norm
+    output_change = LinearFlow.output_change
 
 
 def _two_kinks_trial(w0, dt, curvature):

@@ -217,11 +217,10 @@ def test_kinks_are_found_in_a_users_model():
 
 @pytest.mark.slow
 def test_the_default_flow_fits_a_relu_mlp_at_every_alpha(fashion_task):
-    # A plain Keras ReLU MLP with biases on Fashion-MNIST, n = 300 (issue 30's case): its flow
-    # slides along several kinks at once (α = 0.1 from t ≈ 1.5), crossing jumps of ∇L from
-    # below ε_∇ to thousands of times it every step, which the jump rule crosses
-    # (`integrators.Euler`). Before, α = 0.1 ran to its 10 000 steps (float64: stalled at
-    # t = 1.858, dt ≈ 1e-15).
+    # A plain Keras ReLU MLP with biases on Fashion-MNIST, n = 300 (issue 30's case): at
+    # α = 0.1 its flow slides along several kinks at once, crossing jumps of ∇L from below ε_∇
+    # to thousands of times it every step, which the jump rule crosses (`integrators.Euler`).
+    # Before, α = 0.1 ran to its 10 000 steps.
     del fashion_task  # the data set must be there (CI installs it)
     task = data.load_binary_task("fashion_mnist", n_train=300, n_test=1000, data_seed=0)
     result = alpha_scan.scan(probe_models.mlp, task, alphas=(0.1, 1.0, 10.0, 100.0),

@@ -171,7 +171,8 @@ class Euler:
     that reaches a kink, whatever dt: a trial that eq. 9 alone rejects also takes ∇L at its
     half step (one more evaluation), and eq. 9 judges the step's smooth change
     (`_across_jumps`). The memory is then the curvature c = d/dt² of the last step whose
-    smooth change d was seen (0 before the first), and otherwise empty.
+    smooth change d was seen, at most CURVATURE_GROWTH times the one before (0 before the
+    first), and otherwise empty.
     """
     def __init__(self, flow):
         self.flow = flow

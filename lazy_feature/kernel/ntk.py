@@ -59,6 +59,7 @@ def gram_generic(network: "keras.Model", x1: npt.ArrayLike, x2: npt.ArrayLike | 
     chunk of its own), each J holding the per-example gradients of `example_block` examples
     or fewer, so that a Jacobian tile stays within example_block × param_block entries.
     """
+    precision.exact_float32()  # as `Kernel`
     network = built(network, x1)
     return _gram(_Jacobians(network, example_block, param_block, parameters(network)), x1, x2)
 

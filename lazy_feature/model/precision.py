@@ -17,7 +17,7 @@ fan-in 25·h; the Wide-ResNet's widest, 3 × 3 on 64·k channels, 576·k.
 
 The rule needs float32's own ε. On NVIDIA GPUs from Ampere on, TensorFlow runs float32
 matrix products and convolutions in TensorFloat-32 unless told not to: inputs rounded to 10
-bits of mantissa, ε ≈ 4.9e-4, with which the rule would hold only up to α·h ≈ 2.
+bits of mantissa, ε = 2⁻¹⁰ ≈ 9.8e-4, with which the rule would hold only up to α·h ≈ 1.
 `exact_float32` turns that off.
 """
 import numpy as np
@@ -78,12 +78,9 @@ def check(dtype, alpha, width, network_width=None):
 
 def exact_float32():
     """Turn off TensorFloat-32 in this process (TensorFlow's default on NVIDIA GPUs from
-    Ampere on; float64 never uses it). With it, F = α[f(w) − f(w0)] of the paper's FC net
-    (h = 100) errs by 8% where |f − f0| ~ 1e-2 (√h·α ~ 1e3) and by 0.4% at 0.17 (√h·α ~ 60),
-    where float32 errs by 4e-5 and 3e-6: every float32 run above √h·α ~ 10 would end
-    further from the flow than Euler's own error. A hidden layer's Gram matrix (a term of Θ)
-    errs by 7e-5 against float32's 1.5e-7, the lazy drift 1/(√h·α) at √h·α ~ 1e4
-    (benchmarks/results/tf32.md, an emulation). Every `AlphaModel` and every
-    `kernel.ntk.Kernel` calls it, so it holds for the package's runs and kernels, and for a
-    user's Keras model in the process from then on."""
+    Ampere on; float64 never uses it): with it F = α[f(w) − f(w0)] errs far more than Euler
+    does from √h·α ~ 60 on, and a kernel's entries by about the lazy drift at √h·α ~ 1e4
+    (benchmarks/results/tf32.md). It also asks XLA for the highest precision of float32
+    products (on TPUs too). Every `AlphaModel` and every kernel of `kernel.ntk` calls it: it
+    holds for the package's runs and kernels, and for a user's model in the process."""
     tf.config.experimental.enable_tensor_float_32_execution(False)

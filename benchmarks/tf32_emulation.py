@@ -3,8 +3,9 @@ r"""What TensorFloat-32 would do to a float32 run (issue 31, item 2), emulated i
 On NVIDIA GPUs from Ampere on, TensorFlow by default runs float32 matrix products in
 TensorFloat-32: each input rounded to 10 bits of mantissa (ε = 2⁻¹⁰ ≈ 9.8e-4 against
 float32's 2⁻²³), products summed in float32. It rounds to nearest; hardware that truncates
-would err up to about twice as much. This script rounds the inputs of every product of the paper's FC net (L = 3, h = 100,
-softplus β = 5 normalized, N(0, 1) weights, Fashion-MNIST inputs) the same way and prints,
+would err up to about twice as much. This script rounds the inputs of every product of the
+paper's FC net (L = 3, h = 100, softplus β = 5 normalized, N(0, 1) weights, Fashion-MNIST
+inputs) the same way and prints,
 for weights moved by a relative δ from w0, the error of Δf = f(w0 + δ) − f(w0) in float32 and
 in TensorFloat-32 against float64 (F = αΔf, so |Δf| ~ 1/α at convergence), and the relative
 error of a Gram matrix of the last hidden layer (one term of Θ, eq. 5). No GPU is needed;

@@ -30,11 +30,10 @@ import keras  # noqa: E402  (after the path: the repository's packages)
 import tensorflow as tf  # noqa: E402
 
 from lazy_feature.flow.dynamics import GradientFlow  # noqa: E402
-from lazy_feature.flow.network_flow import GradientFlowDynamics  # noqa: E402
-from lazy_feature.model.alpha_model import AlphaModel  # noqa: E402
 from lazy_feature.probe import alpha_scan  # noqa: E402
-from lazy_feature.run import callbacks, data, runner  # noqa: E402
+from lazy_feature.run import data, runner  # noqa: E402
 from tests import probe_models  # noqa: E402
+from tests.helpers import relative_distance  # noqa: E402
 
 
 def issue_cnn(dtype="float32"):
@@ -58,19 +57,13 @@ def run(alpha, task, build, max_dgrad, max_steps):
     sigma0 = float(np.sqrt(np.mean(runner.outputs(user, x) ** 2)))
     network, initial = (alpha_scan._network(build, x, None, 0, 1 / sigma0)  # noqa
                         for _ in range(2))
-    model = AlphaModel(network, alpha, initial_network=initial, dynamics=GradientFlowDynamics(
-        GradientFlow(jumps=True, max_dgrad=max_dgrad)))
-    model.compile()
-    stopping = callbacks.GradientFlowStopping(np.inf, max_steps, np.inf)
     start = time.monotonic()
-    runner.fit_flow(model, x, y, [stopping])
+    model, row = alpha_scan._train_flow(  # pylint: disable=protected-access
+        tf.distribute.get_strategy(), network, initial, alpha, x, y, keras.callbacks.Callback(),
+        "soft_hinge", GradientFlow(jumps=True, max_dgrad=max_dgrad), (np.inf, max_steps, np.inf))
     wall = time.monotonic() - start
     outputs = runner.outputs(model, task.x_test.astype(network.compute_dtype))
-    return model.train_state(), stopping.reason, outputs, wall
-
-
-def distance(a, b):
-    return float(np.sqrt(np.mean((a - b) ** 2) / np.mean(b ** 2)))
+    return model.train_state(), row["stop_reason"], outputs, wall
 
 
 def main():
@@ -105,7 +98,7 @@ def main():
             print(f"{alpha:g} | float64 | {dgrad:g} | {reason} | {int(state['step'])} | "
                   f"{int(state['attempts'])} | {int(state['evaluations'])} | "
                   f"{float(state['t']):.4f} | {wall:.1f} | "
-                  f"{distance(outputs, reference):.2e}", flush=True)
+                  f"{relative_distance(outputs, reference):.2e}", flush=True)
 
 
 if __name__ == "__main__":

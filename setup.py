@@ -39,9 +39,10 @@ setuptools.setup(
         "matplotlib>=3.7",  # the report's figures
     ],
     extras_require={
-        # The suite runs on 2 processes (-n 2), compiles the Kubeflow pipeline and type-checks
-        # the package (mypy, settings in setup.cfg).
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "kfp>=2.7,<3", "mypy>=1.10"],
+        # The suite runs on 2 processes (-n 2), compiles the Kubeflow pipeline, type-checks
+        # the package (mypy, settings in setup.cfg) and checks the activations' changes
+        # against 40-digit arithmetic (mpmath).
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "kfp>=2.7,<3", "mypy>=1.10", "mpmath>=1.3"],
         # pipelines/kfp_pipeline.py: the sweep as a Kubeflow Pipelines (v2) pipeline.
         "kfp": ["kfp>=2.7,<3"],
         # TFDS reads data sets a user already prepared; it needs importlib_resources,

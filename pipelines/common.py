@@ -105,7 +105,12 @@ _HELP = {
     "init_seed": "Seed of the N(0, 1) initial weights.",
     "loss": "soft_hinge, hinge, quadratic_hinge or logistic.",
     "loss_beta": "Soft-hinge sharpness β.",
-    "dtype": "float32 or float64; unset picks what α·h needs (lazy_feature.model.precision).",
+    "form": "difference (δ = w - w0 trains and f(w) - f(w0) is propagated without "
+            "cancellation: float32 resolves any α) or direct (the paper's: w trains, F from two "
+            "outputs); unset: direct where float32 resolves it (α·h·ε32 <= 1e-3), else "
+            "difference (lazy_feature.model.precision).",
+    "dtype": "float32 or float64; unset: float32, or float64 where --form=direct at large α "
+             "needs it (lazy_feature.model.precision).",
     "max_dgrad": "ε_∇ of eq. 9.",
     "max_dout": "Bound of eq. 8 on α·max|Δf| per step.",
     "dt0": "First time step tried.",

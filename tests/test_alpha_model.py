@@ -31,7 +31,9 @@ def _numpy_f(kernels, x, beta=5.0):
 
 
 def _kernels(network):
-    return [w.numpy().copy() for w in network.weights]
+    """Each layer's W: its kernel, plus δ in the difference form (w = w0 + δ)."""
+    return [layer.kernel.numpy() + (layer.delta.numpy() if layer.difference else 0.0)
+            for layer in network.ntk_layers if layer.built]
 
 
 def test_stored_gradient_is_the_gradient_of_eq7():

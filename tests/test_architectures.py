@@ -215,11 +215,17 @@ def test_depth_defaults_to_the_architectures_and_keeps_fc_run_ids():
     # earlier versions stay valid, and another architecture is another run.
     assert TrainConfig().run_id() == TrainConfig(architecture="fc", depth=3).run_id()
     assert TrainConfig(architecture="cnn").run_id() != TrainConfig().run_id()
-    # as in version 0.2.0, whose runs were the paper's Euler scheme's
+    # as in version 0.2.0, whose runs were the paper's Euler scheme's (the direct form, which
+    # the default keeps where float32 resolves it)
     old_rule = TrainConfig(width=30, depth=5, integrator="euler", landing_tol=0.0)
-    assert old_rule.run_id() == "65eaeaf2d0ad3cfc"
-    # runs that end within landing_tol of the criterion (the default) are other runs
+    assert old_rule.form == "direct" and old_rule.run_id() == "65eaeaf2d0ad3cfc"
+    assert TrainConfig(width=30, depth=5, integrator="euler", landing_tol=0.0,
+                       form="direct").run_id() == old_rule.run_id()
+    # runs that end within landing_tol of the criterion (the default) are other runs, and so
+    # are runs in the difference form
     assert TrainConfig(width=30, depth=5, integrator="euler").run_id() != old_rule.run_id()
+    assert TrainConfig(width=30, depth=5, integrator="euler", landing_tol=0.0,
+                       form="difference").run_id() != old_rule.run_id()
 
 
 @pytest.mark.parametrize("name", sorted(architectures.ARCHITECTURES))

@@ -1,5 +1,6 @@
 """Strategies (tf.distribute), logical CPU devices, the TPU's float32 rule, in-graph stepping."""
 import bisect
+import dataclasses
 import json
 import os
 import subprocess
@@ -142,16 +143,21 @@ def test_bad_strategy_and_tpu_float64_are_refused_and_write_nothing(tmp_path):
     with pytest.raises(ConfigError, match="unknown strategy 'gpu': choose one of default, "
                                           "mirrored, multi_worker, tpu"):
         runner.train(config, str(out), task=task, strategy="gpu")
-    lazy = TrainConfig(n_train=40, n_test=30, width=100, alpha=1e3)  # α·h·ε32 > 1e-3
+    # α·h·ε32 > 1e-3: float32 in the difference form (the default), float64 in the direct one
+    assert TrainConfig(n_train=40, n_test=30, width=100, alpha=1e3).dtype == "float32"
+    lazy = TrainConfig(n_train=40, n_test=30, width=100, alpha=1e3, form="direct")
     assert lazy.dtype == "float64"
-    largest = f"{precision.largest_alpha('float32', 100):.3g}"
-    message = f"largest alpha usable in float32 at width 100 is {largest}"
+    largest = f"{precision.largest_alpha('float32', 100, 'direct'):.3g}"
+    message = f"largest alpha --form=direct resolves in float32 at width 100 is {largest}"
     with pytest.raises(ConfigError, match=message):
         runner.train(lazy, str(out), task=task, strategy="tpu")
+    with pytest.raises(ConfigError, match="leave --dtype unset: float32 resolves any alpha"):
+        runner.train(dataclasses.replace(lazy, form="difference"), str(out), task=task,
+                     strategy="tpu")
     with pytest.raises(ConfigError, match=message):
         ensemble.train_ensemble(lazy, [0, 1], str(out), task=task, strategy="tpu")
-    grid = sweep.SweepConfig(base=TrainConfig(n_train=40, n_test=30), widths=(100,),
-                             alphas=(1e3,))
+    grid = sweep.SweepConfig(base=TrainConfig(n_train=40, n_test=30, form="direct"),
+                             widths=(100,), alphas=(1e3,))
     with pytest.raises(ConfigError, match=message):
         sweep.run_sweep(grid, str(out), runner="inprocess", strategy="tpu")
     with pytest.raises(ConfigError, match="unknown strategy"):
@@ -191,7 +197,7 @@ def test_adam_refuses_several_tpu_replicas_and_writes_nothing(tmp_path, monkeypa
 
 
 def test_ntk_eval_refuses_a_float64_run_on_tpu(tmp_path):
-    config = TrainConfig(n_train=40, n_test=30, width=100, alpha=1e3)
+    config = TrainConfig(n_train=40, n_test=30, width=100, alpha=1e3, form="direct")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     artifact.write_json(str(run_dir / artifact.CONFIG), config.to_dict())
@@ -221,9 +227,9 @@ def test_multi_worker_reads_tf_config(monkeypatch, tf_config, error):
 def test_train_stage_refuses_tpu_float64_in_one_line(tmp_path):
     out = tmp_path / "run"
     done = run_stage("train", "--strategy=tpu", "--width=100", "--alpha=1e3", "--n_train=40",
-                     "--n_test=10", f"--output_dir={out}")
+                     "--n_test=10", "--form=direct", f"--output_dir={out}")
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("train: error: TPUs have no float64")
-    assert "largest alpha usable in float32 at width 100 is 83.9" in lines[0]
+    assert "largest alpha --form=direct resolves in float32 at width 100 is 83.9" in lines[0]
     assert not out.exists()

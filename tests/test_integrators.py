@@ -435,9 +435,9 @@ def test_every_forward_and_backward_pass_is_counted(name):
     passes = tf.Variable(0, dtype=tf.int64)
     evaluate = model.local_loss_and_grad
 
-    def counted(*args):
+    def counted(*args, **kwargs):
         passes.assign_add(1)
-        return evaluate(*args)
+        return evaluate(*args, **kwargs)
 
     model.local_loss_and_grad = counted
     runner.fit_flow(model, task.x_train, task.y_train,

@@ -114,28 +114,32 @@ def test_a_real_flow_past_convergence_is_not_at_rest():
 
 
 def test_float32_refusal_advises_float64():
-    above = 1.01 * precision.largest_alpha("float32", 100)
+    above = 1.01 * precision.largest_alpha("float32", 100, "direct")
     with pytest.raises(ConfigError, match="float32 cannot resolve") as refused:
-        TrainConfig(width=100, alpha=above, dtype="float32")
-    assert str(refused.value).endswith("use --dtype=float64 or leave --dtype unset")
+        TrainConfig(width=100, alpha=above, dtype="float32", form="direct")
+    assert str(refused.value).endswith(
+        "use --dtype=float64 or leave --dtype unset (or leave --form unset: the difference "
+        "form resolves it in float32)")
 
 
 @pytest.mark.parametrize("dtype", ["float64", None])
-@pytest.mark.parametrize("architecture, width", [("fc", 100), ("cnn", 4)])
-def test_float64_refusal_names_the_largest_alpha(dtype, architecture, width):
-    # --sqrt_h_alpha=1e30: not even float64 resolves it, given or picked by default.
+@pytest.mark.parametrize("architecture, width, form, sqrt_h_alpha", [
+    ("fc", 100, "direct", 1e30), ("cnn", 4, "direct", 1e30), ("fc", 100, "difference", 1e200)])
+def test_float64_refusal_names_the_largest_alpha(dtype, architecture, width, form,
+                                                 sqrt_h_alpha):
+    # Not even float64 resolves it, given or picked by default.
     rule_h = precision.resolution_width(architecture, width)  # the CNN's: 25·h
-    largest = precision.largest_alpha("float64", rule_h)
+    largest = precision.largest_alpha("float64", rule_h, form)
     with pytest.raises(ConfigError, match="float64 cannot resolve") as refused:
-        TrainConfig(architecture=architecture, width=width, alpha=1e30 / np.sqrt(width),
-                    dtype=dtype)
+        TrainConfig(architecture=architecture, width=width,
+                    alpha=sqrt_h_alpha / np.sqrt(width), dtype=dtype, form=form)
     message = str(refused.value)
     assert message.endswith(
         f"float64 is the most precise dtype available: lower --alpha below {largest:.3g} "
         f"(--sqrt_h_alpha below {largest * np.sqrt(width):.3g})")
     assert "use --dtype" not in message and "unset" not in message and "\n" not in message
-    assert TrainConfig(architecture=architecture, width=width, alpha=largest,
-                       dtype=dtype).dtype == "float64"
+    assert TrainConfig(architecture=architecture, width=width, alpha=largest, dtype=dtype,
+                       form=form).dtype == "float64"
 
 
 def test_the_divergence_advice_matches_the_run():

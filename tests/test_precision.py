@@ -1,4 +1,5 @@
-"""The precision rule (lazy_feature.model.precision): float32 up to α·h·ε = 1e-3, float64 above."""
+"""The precision rule (lazy_feature.model.precision): in the direct form float32 up to
+α·h·ε = 1e-3, float64 above; in the difference form float32 up to α = 9.2e12."""
 import numpy as np
 import pytest
 import keras
@@ -18,26 +19,57 @@ EPS32 = float(np.finfo(np.float32).eps)
 def test_threshold_alpha_h_eps_is_one_thousandth(width):
     at = precision.RESOLUTION / (width * EPS32)  # α with α·h·ε = 1e-3 exactly
     below, above = at * (1 - 1e-6), at * (1 + 1e-6)
-    assert precision.check(None, below, width) == "float32"
-    assert precision.check("float32", below, width) == "float32"
-    assert precision.check(None, above, width) == "float64"
+    direct = dict(form="direct")
+    assert precision.check(None, below, width, **direct) == "float32"
+    assert precision.check("float32", below, width, **direct) == "float32"
+    assert precision.check(None, above, width, **direct) == "float64"
     with pytest.raises(ConfigError, match="use --dtype=float64"):
-        precision.check("float32", above, width)
-    assert precision.check("float64", above, width) == "float64"
+        precision.check("float32", above, width, **direct)
+    assert precision.check("float64", above, width, **direct) == "float64"
+    # the difference form resolves it in float32, given or by default
+    assert precision.check(None, above, width) == precision.check("float32", above, width) \
+        == "float32"
 
 
 def test_train_config_applies_the_rule():
     at = precision.RESOLUTION / (100 * EPS32)
-    assert TrainConfig(width=100, alpha=0.99 * at).dtype == "float32"
-    assert TrainConfig(width=100, alpha=1.01 * at).dtype == "float64"
+    assert TrainConfig(width=100, alpha=0.99 * at, form="direct").dtype == "float32"
+    assert TrainConfig(width=100, alpha=1.01 * at, form="direct").dtype == "float64"
     with pytest.raises(ConfigError, match="float32 cannot resolve"):
-        TrainConfig(width=100, alpha=1.01 * at, dtype="float32")
+        TrainConfig(width=100, alpha=1.01 * at, dtype="float32", form="direct")
+    assert TrainConfig(width=100, alpha=1e6).dtype == "float32"
+
+
+def test_the_default_form_is_direct_where_float32_resolves_it_and_the_difference_beyond():
+    at = precision.RESOLUTION / (100 * EPS32)
+    below, above = TrainConfig(width=100, alpha=0.99 * at), TrainConfig(width=100, alpha=1.01 * at)
+    assert (below.form, below.dtype) == ("direct", "float32")
+    assert (above.form, above.dtype) == ("difference", "float32")
+    # a run given float64 keeps the direct form, and its former run id
+    given = TrainConfig(width=100, alpha=1.01 * at, dtype="float64")
+    assert given.form == "direct"
+    assert given.run_id() == TrainConfig(width=100, alpha=1.01 * at, dtype="float64",
+                                         form="direct").run_id()
+    assert above.run_id() != TrainConfig(width=100, alpha=1.01 * at, form="direct").run_id()
+
+
+def test_the_difference_forms_float32_range_ends_where_the_losss_scale_underflows():
+    # 1/(α² n) at n = 1e6 stays 1e6 × float32's smallest normal number up to α = 9.2e12
+    largest = precision.largest_alpha("float32", 100)
+    tiny = float(np.finfo(np.float32).tiny)
+    assert 1.0 / (largest ** 2 * precision.LARGEST_N) == pytest.approx(
+        precision.HEADROOM * tiny)
+    assert precision.check(None, 0.99 * largest, 100) == "float32"
+    assert precision.check(None, 1.01 * largest, 100) == "float64"
+    with pytest.raises(ConfigError, match="1/\\(alpha\\^2 n\\).*use --dtype=float64"):
+        precision.check("float32", 1.01 * largest, 100)
 
 
 def test_float64_covers_the_papers_range():
-    # √h·α up to 1e7 (Fig. 5) at h up to 1000.
-    assert precision.check(None, 1e7 / np.sqrt(1000), 1000) == "float64"
-    assert precision.resolves("float64", 1e7 / np.sqrt(1000), 1000)
+    # √h·α up to 1e7 (Fig. 5) at h up to 1000, in either form.
+    assert precision.check(None, 1e7 / np.sqrt(1000), 1000, form="direct") == "float64"
+    assert precision.resolves("float64", 1e7 / np.sqrt(1000), 1000, form="direct")
+    assert precision.check(None, 1e7 / np.sqrt(1000), 1000) == "float32"
 
 
 def test_unknown_dtype():
@@ -58,9 +90,9 @@ def test_the_rule_of_a_convolutional_net_takes_its_largest_fan_in(architecture, 
     assert precision.resolution_width(architecture, width) == largest_fan_in
     # A Wide-ResNet 28 x 10 reaches 640 channels: its rule's h is 9·640, not k = 10.
     at = precision.RESOLUTION / (largest_fan_in * EPS32)
-    assert TrainConfig(architecture=architecture, width=width, depth=depth,
+    assert TrainConfig(architecture=architecture, width=width, depth=depth, form="direct",
                        alpha=0.99 * at).dtype == "float32"
-    assert TrainConfig(architecture=architecture, width=width, depth=depth,
+    assert TrainConfig(architecture=architecture, width=width, depth=depth, form="direct",
                        alpha=1.01 * at).dtype == "float64"
     assert precision.resolution_width("wide_resnet", 10) == 9 * 640
 

@@ -40,6 +40,7 @@ def test_train_writes_the_run_artifact_of_a_converged_run(tmp_path):
     assert metrics["sqrt_h_alpha"] == pytest.approx(10.0)
     config = json.loads((out / artifact.CONFIG).read_text())
     assert config["alpha"] == pytest.approx(10 / 4) and config["lazy_feature_version"]
+    assert config["form"] == "difference" and config["dtype"] == "float32"
     record = json.loads((out / artifact.DYNAMICS).read_text().splitlines()[-1])
     assert set(record) >= {"step", "t", "dt", "dgrad", "dout", "rescaled_loss", "train_error",
                            "weight_drift", "output_norm", "f_norm"}
@@ -165,8 +166,12 @@ def test_importing_pipelines_runs_nothing():
     (["--activation=gelu"], "unknown activation 'gelu'"),
     (["--integrator=heun"], "unknown integrator 'heun'"),
     (["--stiff_output_tol=0"], "stiff_output_tol must be > 0"),
-    (["--alpha=1e4", "--width=100", "--dtype=float32"], "use --dtype=float64"),
-    (["--sqrt_h_alpha=1e30", "--dtype=float64"], "float64 is the most precise dtype available"),
+    (["--alpha=1e4", "--width=100", "--dtype=float32", "--form=direct"], "use --dtype=float64"),
+    (["--alpha=1e13", "--dtype=float32"], "use --dtype=float64"),
+    (["--sqrt_h_alpha=1e30", "--dtype=float64", "--form=direct"],
+     "float64 is the most precise dtype available"),
+    (["--sqrt_h_alpha=1e200"], "float64 is the most precise dtype available"),
+    (["--form=diagonal"], "unknown form 'diagonal': choose one of difference, direct"),
     (["--n_train=1"], "needs at least 10 training points (both classes); raise --n_train"),
     (["--architecture=cnn", "--bias_scale=0.1"], "bias_scale and readout_bias apply to fc only"),
     (["--architecture=cnn", "--pca=10"], "not images"),

@@ -44,6 +44,7 @@ import tensorflow as tf
 from lazy_feature.errors import ConfigError
 from lazy_feature.flow.integrators import FlowState, Trial
 from lazy_feature.flow.runge_kutta import LocalErrorControl
+from lazy_feature.model.replicas import squared_norm
 
 _SERIES_TERMS = 20
 
@@ -162,7 +163,7 @@ class DeflatedExponential(LocalErrorControl):
         embedded = problem.linear_combination((1.0, 1.0), (point, problem.unflatten(estimate)),
                                               0.0, (), ())
         ok, measures, control = self._judge(problem, state, new, embedded,
-                                            tf.reduce_sum(estimate**2), tf.reduce_sum(y**2),
+                                            squared_norm([estimate]), squared_norm([y]),
                                             control)
         return Trial(new, ok, measures, tf.constant(4, tf.int64), control)
 

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
 class NetworkFlow:
     """The flow of eq. 7 on the network for `integrators`: a point is the list of w's
-    trainable tensors, its outputs f on every training point (in the order of the training
-    set).
+    trainable tensors (δ's in the difference form), its outputs the model's tracked outputs
+    on every training point (`AlphaModel.tracked_outputs`, in the order of the training set).
 
     Evaluating a point assigns it to the network's weights; the caller assigns the accepted
     point afterwards. On one device it runs where it is called. Under a strategy with several
@@ -51,7 +51,8 @@ class NetworkFlow:
         # stages, RKC's loops), so the step's graph holds one forward and backward pass per
         # replica, not one per call.
         self._local_gradient = tf.function(self._gradient_here, autograph=False)
-        self._local_outputs = tf.function(model.network, autograph=False)
+        self._local_outputs = tf.function(model.tracked_outputs, autograph=False)
+        self.initial = model._initial_signals  # pylint: disable=protected-access
         cache = model.cache
         self._f0, self._y = self._read(cache.f0_train), self._read(cache.y_train)
 
@@ -72,29 +73,32 @@ class NetworkFlow:
     def evaluate(self, point: Sequence[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
         self._assign(point)
         if not self.across_replicas:
-            return self._local_gradient(self.x)
-        f, grads = self.strategy.run(self._local_gradient, args=(self.x,))
+            return self._local_gradient(self.x, self.initial)
+        f, grads = self.strategy.run(self._local_gradient, args=(self.x, self.initial))
         return self._gathered(f), [self.strategy.reduce(tf.distribute.ReduceOp.SUM, g,
                                                         axis=None) for g in grads]
 
-    def _gradient_here(self, x: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        """f and this replica's part of ∇L at the network's weights."""
+    def _gradient_here(self, x: tf.Tensor, initial: Any) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """The outputs and this replica's part of ∇L at the network's weights."""
         cache = self.model.cache
-        f, _, grads = self.model.local_loss_and_grad(x, cache.y_train, cache.f0_train)
+        f, _, grads = self.model.local_loss_and_grad(x, cache.y_train, cache.f0_train,
+                                                     initial=initial)
         return f, grads
 
     def outputs(self, point: Sequence[tf.Tensor]) -> tf.Tensor:
         self._assign(point)
         if not self.across_replicas:
-            return self._local_outputs(self.x)
-        return self._gathered(self.strategy.run(self._local_outputs, args=(self.x,)))
+            return self._local_outputs(self.x, self.initial)
+        return self._gathered(self.strategy.run(self._local_outputs,
+                                                args=(self.x, self.initial)))
 
     def cached_outputs(self) -> tf.Tensor:
-        """f(w) on the training set as the model's cache holds it."""
+        """The tracked outputs on the training set as the model's cache holds it."""
         return self._read(self.model.cache.f_train)
 
     def store_outputs(self, f: tf.Tensor) -> None:
-        """Put f(w) on the training set in the model's cache, each replica its shard."""
+        """Put the tracked outputs on the training set in the model's cache, each replica its
+        shard."""
         if not self.across_replicas:
             self.model.cache.f_train.assign(f)
             return
@@ -131,7 +135,7 @@ class NetworkFlow:
         return self.model.alpha * tf.reduce_max(tf.abs(f_a - f_b))
 
     def margins(self, f: tf.Tensor) -> tf.Tensor:
-        """F·y on the training points for network outputs f there."""
+        """F·y on the training points for tracked outputs f there."""
         return self.model._output(f, f0=self._f0) * self._y  # pylint: disable=protected-access
 
     def lowest(self, value: tf.Tensor) -> tf.Tensor:

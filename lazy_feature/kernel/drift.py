@@ -2,7 +2,9 @@
 live on a probe during training, and the crossover α* where it reaches order one.
 
 Norms are Frobenius norms of Gram matrices, ‖Θ‖² = Σ_μν Θ(x_μ, x_ν)², summed in float64 from
-the tiles of `ntk` (see its precision note).
+the tiles of `ntk` (see its precision note); the kernels of a float32 network of the
+package's architectures come from its float64 copy (`ntk.float64_copy`), since the lazy
+drift ~1/(√h·α) falls below what float32 kernels resolve.
 """
 from collections.abc import Sequence
 
@@ -82,7 +84,8 @@ def _kernel_pair(network_a, network_b, x, block_size):
     A frozen copy (`AlphaModel.initial_network`) has no trainable weight: a weight counts
     when it is trainable in either network.
     """
-    weights = zip(ntk.built(network_a, x).weights, ntk.built(network_b, x).weights)
+    network_a, network_b = (ntk.float64_copy(net, x) for net in (network_a, network_b))
+    weights = zip(network_a.weights, network_b.weights)
     positions = [i for i, (wa, wb) in enumerate(weights) if wa.trainable or wb.trainable]
     return [ntk.Kernel(net, x, block_size, positions) for net in (network_a, network_b)]
 
@@ -115,7 +118,6 @@ class LiveDrift:
 
     def start(self, network):
         """Keep f(w0) and Θ(w0) of `network`, at w0 (or a frozen copy at w0); returns them."""
-        self.x = self.x.astype(network.compute_dtype)
         self.f0, self.gram0 = self._outputs_and_gram(network)
         self.norm0 = np.linalg.norm(self.gram0)
         return self.f0, self.gram0
@@ -127,9 +129,12 @@ class LiveDrift:
                     norm_ratio=float(np.linalg.norm(gram) / self.norm0))
 
     def _outputs_and_gram(self, network):
+        """f and Θ on the probe, from the float64 copy of a float32 network (the module's
+        precision note), refreshed to its current weights."""
+        copy = ntk.float64_copy(network, self.x)
         if id(network) not in self._kernels:
-            self._kernels[id(network)] = (network, ntk.ProbeKernel(network, self.x))
-        f, gram = self._kernels[id(network)][1](self.x)
+            self._kernels[id(network)] = (network, ntk.ProbeKernel(copy, self.x))
+        f, gram = self._kernels[id(network)][1](self.x.astype(copy.compute_dtype))
         return f.numpy(), gram.numpy()
 
 

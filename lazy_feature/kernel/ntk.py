@@ -13,12 +13,15 @@ them, one tile per replica at a time. A `Kernel` computes a tile two ways at onc
 Θ is a sum over parameters, so the two parts add up.
 
 Precision. A tile is computed in the network's compute dtype: its entries are sums of O(h)
-products, rounded to ~ε√h relatively, which resolves the lazy drift ~1/(√h α) (Section 5) to
-~ε h α, the bound `model.precision` keeps below 1e-3 when it picks the dtype (float32's own
-ε: TensorFloat-32 is turned off, `precision.exact_float32`). Tiles are cast to
-float64 before they are subtracted, summed or stored: a norm over 50 000 test points adds
-2.5e9 squares, and the difference of two close kernels must not be rounded again.
+products, rounded to ~ε√h relatively (float32's own ε: TensorFloat-32 is turned off,
+`precision.exact_float32`). That resolves the lazy drift ~1/(√h α) (Section 5) to ~ε h α,
+which float32 keeps below 1e-3 only in the direct form's float32 range: the drift
+(`drift`) therefore takes the kernels of a float32 network of the package's architectures
+from its float64 copy at the same weights (`float64_copy`). Tiles are cast to float64 before
+they are subtracted, summed or stored: a norm over 50 000 test points adds 2.5e9 squares,
+and the difference of two close kernels must not be rounded again.
 """
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -121,7 +124,7 @@ def parameters(network: "keras.Model") -> list[int]:
     layers' weights, which are its parameters. ValueError if there are none."""
     positions = [i for i, w in enumerate(network.weights) if w.trainable]
     if not positions and hasattr(network, "ntk_layers"):
-        layer_weights = {id(w) for layer in network.ntk_layers for w in layer.weights}
+        layer_weights = {id(w) for layer in network.ntk_layers for w in layer.parameters}
         positions = [i for i, w in enumerate(network.weights) if id(w) in layer_weights]
     if not positions:
         raise ValueError(f"{network.name} has no trainable weight: Θ is over the trainable "
@@ -233,6 +236,30 @@ def built(network: "keras.Model", x: npt.ArrayLike) -> "keras.Model":
     if not network.built:
         network(np.asarray(x)[:1])
     return network
+
+
+def float64_copy(network: "keras.Model", x: npt.ArrayLike) -> "keras.Model":
+    """A float32 network of the package's architectures (`ntk_layers`) as a float64 network at
+    its current weights (float32 values are float64 values: nothing is rounded), for kernels
+    whose differences float32 would not resolve (module docstring); any other network
+    itself. The copy is made once per network and refreshed at each call."""
+    network = built(network, x)
+    if network.compute_dtype != "float32" or not hasattr(network, "ntk_layers"):
+        return network
+    copy = _FLOAT64_COPIES.get(network)
+    if copy is None:
+        copy = built(network.__class__.from_config(dict(network.get_config(),
+                                                        dtype="float64")), x)
+        for twin, w in zip(copy.weights, network.weights):
+            twin.trainable = w.trainable
+        _FLOAT64_COPIES[network] = copy
+    for twin, w in zip(copy.weights, network.weights):
+        twin.assign(np.asarray(w, np.float64))
+    return copy
+
+
+_FLOAT64_COPIES: "weakref.WeakKeyDictionary[keras.Model, keras.Model]" = \
+    weakref.WeakKeyDictionary()
 
 
 class _Jacobians:

@@ -93,6 +93,10 @@ class _Conv:
 
 
 def _layer_weights(layer):
+    """The weights a layer's term is over: an NTK layer's parameters (δ in the difference
+    form, where W = w0 + δ and ∂z/∂δ = ∂z/∂W), a Keras layer's kernel and bias."""
+    if isinstance(layer, (NTKDense, NTKConv2D)):
+        return layer.parameters
     return [layer.kernel] + ([layer.bias] if getattr(layer, "use_bias", False) else [])
 
 

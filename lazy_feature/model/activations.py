@@ -68,6 +68,89 @@ def _numpy_fn(name, beta):
     return functools.partial(fn_np, beta=beta) if name == "softplus" else fn_np
 
 
+# Beyond this |change| the differences below are taken directly, σ(z0 + Δz) − σ(z0): it is
+# then no longer small against σ, so it does not cancel, and expm1 or sinh of it could overflow.
+_LARGE_CHANGE = 20.0
+
+
+def _tanh_change(z0, dz):
+    """tanh(z0 + Δz) − tanh(z0) = sinh(Δz) / (cosh z0 · cosh(z0 + Δz)): a product, no
+    difference of nearly equal numbers, whatever z0."""
+    small = tf.abs(dz) < _LARGE_CHANGE
+    safe = tf.where(small, dz, tf.zeros_like(dz))
+    z1 = z0 + dz
+    return tf.where(small, tf.sinh(safe) / (tf.cosh(z0) * tf.cosh(z0 + safe)),
+                    tf.tanh(z1) - tf.tanh(z0))
+
+
+def _softplus_change(z0, dz, beta):
+    """sp_β(z0 + Δz) − sp_β(z0) with c = βz0, a = βΔz, seen from the flat side of sp: for c ≤ 0
+    it is log1p(s·expm1(a))/β, s = sigmoid(−|c|) ≤ ½; for c > 0, sp(u) = u + sp(−u) makes it
+    (a + log1p(s·expm1(−a)))/β. The argument of log1p stays ≥ −½, so nothing cancels; past
+    b = ±a > _LARGE_CHANGE, where expm1 would overflow, log1p(s·expm1(b)) is taken as its
+    equal b − sp(|c|) + sp(|c| − b)."""
+    c, a = beta * z0, beta * dz
+    positive = c > 0
+    b = tf.where(positive, -a, a)
+    flat = -tf.abs(c)
+    bent = tf.math.log1p(tf.sigmoid(flat) * tf.math.expm1(tf.minimum(b, _LARGE_CHANGE)))
+    far = b + tf.nn.softplus(-flat - b) - tf.nn.softplus(-flat)
+    bent = tf.where(b > _LARGE_CHANGE, far, bent)
+    return (tf.where(positive, a, tf.zeros_like(a)) + bent) / beta
+
+
+def _swish_change(z0, dz):
+    """(z0 + Δz)s(z0 + Δz) − z0 s(z0) = Δz·s(z0 + Δz) + z0·(s(z0 + Δz) − s(z0)), s the
+    sigmoid, with s(z0 + Δz) − s(z0) = ½(tanh((z0 + Δz)/2) − tanh(z0/2))."""
+    return dz * tf.sigmoid(z0 + dz) + z0 * 0.5 * _tanh_change(0.5 * z0, 0.5 * dz)
+
+
+def _relu_change(z0, dz):
+    """max(z0 + Δz, 0) − max(z0, 0): max(Δz, −z0) where z0 > 0, else max(z0 + Δz, 0) (which
+    errs by ε|z0| only where it is positive, i.e. where Δz > |z0|)."""
+    return tf.where(z0 > 0, tf.maximum(dz, -z0), tf.maximum(z0 + dz, 0.0))
+
+
+def _swish_derivative(z):
+    s = tf.sigmoid(z)
+    return s + z * s * (1.0 - s)
+
+
+# name -> (σ(z0 + Δz) − σ(z0) of the raw function computed without cancellation, σ').
+_CHANGES = {
+    "softplus": (_softplus_change, lambda z, beta: tf.sigmoid(beta * z)),
+    "relu": (_relu_change, lambda z: tf.cast(z > 0, z.dtype)),
+    "tanh": (_tanh_change, lambda z: 1.0 - tf.square(tf.tanh(z))),
+    "swish": (_swish_change, _swish_derivative),
+    "linear": (lambda z0, dz: dz, tf.ones_like),
+}
+
+
+def get_change(name, beta=SOFTPLUS_BETA):
+    """(z0, Δz) -> a·σ(z0 + Δz) − a·σ(z0), the change of the normalized activation (eq. 10),
+    computed from Δz itself: its error is a few ε·|Δz|, where the difference of the two
+    values errs by ε·|σ(z0)| (the difference form, `lazy_feature.model.difference`). Both
+    arguments are tensors of one shape and dtype.
+
+    Its gradient is given in closed form, a·σ'(z0 + Δz) for Δz, and none for z0 (a signal at
+    w0, which nothing that trains moves): the backward pass then keeps z0 and Δz alone, not
+    the formula's branches.
+    """
+    a = normalization(name, beta)
+    change, derivative = _CHANGES[name]
+    if name == "softplus":
+        change = functools.partial(change, beta=beta)
+        derivative = functools.partial(derivative, beta=beta)
+
+    @tf.custom_gradient
+    def normalized_change(z0, dz):
+        def gradient(upstream):  # z0 is w0's: nothing that trains moves it
+            return None, upstream * a * derivative(z0 + dz)
+        return a * change(z0, dz), gradient
+
+    return normalized_change
+
+
 def get(name, beta=SOFTPLUS_BETA):
     """The normalized activation a·σ as a TensorFlow callable (eq. 10).
 

@@ -8,7 +8,6 @@ gradient flow with any integrator, continuous momentum, Adam), which it calls wi
 knowing which.
 """
 import math
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from lazy_feature.errors import ConfigError
-from lazy_feature.model import losses, precision
+from lazy_feature.model import losses, precision, stepping
 from lazy_feature.model.replicas import (TrainingSetCache, first_replica, outside_replicas, shard,
                                          squared_norm, sum_replicas)
 
@@ -27,7 +26,11 @@ class AlphaModel(keras.Model):
     """F(w, x) = α[f(w, x) − f(w0, x)] (eq. 6), or α f(w, x) when `centered` is False (App. I).
 
     f(w0, ·) is a frozen copy of the network at its initial weights, so F is defined on any
-    input. `fit` trains it by its `dynamics` on L = (α² n)⁻¹ Σ ℓ(F, y) (eq. 7): every
+    input. A network in the difference form (`architectures`, w = w0 + δ with δ trained) gives
+    f(w) − f(w0) itself, without cancellation (`network.change`); F is α times that, and the
+    outputs the flow follows on the training set are those changes. Any other network gives
+    f(w) and f(w0), and F their difference, which float32 resolves only for α·h·ε ≤ 1e-3
+    (`precision`). `fit` trains it by its `dynamics` on L = (α² n)⁻¹ Σ ℓ(F, y) (eq. 7): every
     `train_step` is one `Dynamics.step` (a trial step of gradient flow's integrator, of
     continuous momentum, or one Adam step on a mini-batch); give it a dataset that yields the
     whole training set as one batch of static size, repeated (`run.data.full_batch`), and
@@ -80,6 +83,7 @@ class AlphaModel(keras.Model):
         self.dynamics = dynamics
         precision.exact_float32()  # F = α(f − f0) cancels: float32 must be float32
         self.network = network
+        self.difference = bool(getattr(network, "difference", False))
         self.alpha = float(alpha)
         self.loss_name, self.loss_beta = loss, float(loss_beta)
         self.per_pattern_loss = losses.get(loss, loss_beta)
@@ -89,8 +93,8 @@ class AlphaModel(keras.Model):
         self.initial_network.trainable = False
         self.cache = TrainingSetCache(dtype=network.dtype_policy, name="training_set_cache")
         self._training_set = None  # (x, y), sharded over the replicas by `start`
+        self._initial_signals = None  # its z̃ at w0 in the difference form (`start`)
         self._pause = None  # limits of the next call of the train function (`pause_at`)
-        self._seconds_per_attempt = math.inf  # wall time of one trial step, timed
         self._state_function = None  # `train_state` on every replica, from outside them
         self._observe_function = None  # `observe` on every replica, from outside them
         self._state_attributes = ()  # the attributes that hold the dynamics' state
@@ -203,44 +207,9 @@ class AlphaModel(keras.Model):
                 return self._advance_clock(self.dynamics.step(self, data[0]))
             return first_replica(strategy, strategy.run(self.train_step, args=(data,)))
 
-        def steps(data, no_logs, max_attempts, until_step, until_t):
-            def going(attempts, logs):
-                return (attempts == 0) | (
-                    (attempts < max_attempts) & (logs["converged"] == 0)
-                    & (logs["step"] < until_step) & (logs["t"] < until_t)
-                    & tf.math.is_finite(logs["rescaled_loss"]))
-
-            def step(attempts, logs):
-                return attempts + 1, one_step(data)
-
-            return tf.while_loop(going, step, (tf.constant(0, tf.int64), no_logs))
-
-        # Its control flow is explicit (tf.cond, tf.while_loop): autograph's conversion of
-        # every function the step calls cost each new process about 2 s of tracing.
-        traced = tf.function(one_step, reduce_retracing=True, jit_compile=self.jit_compile,
-                             autograph=False)
-        if not self.run_eagerly:
-            one_step, steps = traced, tf.function(steps, autograph=False)
-        no_logs = []  # zeros of the logs' structure: the loop's values before its first step
-
-        def call(iterator, pause):  # pylint: disable=unused-argument
-            until_step, until_t, seconds = pause
-            attempts = self.steps_per_execution
-            if seconds < math.inf:  # from the wall time the last call took per trial step
-                attempts = min(attempts, int(seconds / self._seconds_per_attempt))
-            if not no_logs:
-                outputs = traced.get_concrete_function(self._training_set).structured_outputs
-                no_logs.append(tf.nest.map_structure(lambda v: tf.zeros(v.shape, v.dtype),
-                                                     outputs))
-            began = time.monotonic()
-            made, logs = steps(self._training_set, no_logs[0],
-                               tf.constant(max(attempts, 1), tf.int64),
-                               tf.constant(min(until_step, 2**62), tf.int64),
-                               tf.constant(until_t, tf.float64))
-            self._seconds_per_attempt = max(time.monotonic() - began, 1e-9) / int(made)
-            return logs
-
-        return call
+        return stepping.in_graph_calls(one_step, lambda: self._training_set,
+                                       self.steps_per_execution, self.jit_compile,
+                                       self.run_eagerly)
 
     # -- construction ------------------------------------------------------------------
 
@@ -346,36 +315,52 @@ class AlphaModel(keras.Model):
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         """F(w, x) on any input."""
-        return self._output(self.network(x), x)
+        return self._output(self.tracked_outputs(x), x)
 
     def initial_output(self, x: tf.Tensor) -> tf.Tensor:
         """f(w0, x), the network at its initial weights, on any input."""
         return self.initial_network(x)
 
-    def _output(self, f, x=None, f0=None):
-        if not self.centered:
-            return self.alpha * f
+    def output_change(self, x: tf.Tensor) -> tf.Tensor:
+        """f(w, x) − f(w0, x) on any input (cancellation-free in the difference form)."""
+        if self.difference:
+            return self.network.change(x)
+        return self.network(x) - self.initial_network(x)
+
+    def tracked_outputs(self, x: tf.Tensor, initial: Sequence[tf.Tensor] | None = None
+                        ) -> tf.Tensor:
+        """What the flow follows on the training set and the cache holds: f(w) − f(w0) in the
+        difference form (`initial`: x's z̃ at w0, when at hand), else f(w)."""
+        return self.network.change(x, initial) if self.difference else self.network(x)
+
+    def _output(self, tracked, x=None, f0=None):
+        """F from tracked outputs (`tracked_outputs`) and f(w0) = f0 (from x if needed)."""
+        if self.difference and self.centered:
+            return self.alpha * tracked
+        if not self.difference and not self.centered:
+            return self.alpha * tracked
         if f0 is None:
             f0 = self.initial_network(x)
-        return self.alpha * (f - f0)
+        return self.alpha * (f0 + tracked if self.difference else tracked - f0)
 
     # -- what its dynamics calls -----------------------------------------------------------
 
     def loss_and_grad(self, x: tf.Tensor, y: tf.Tensor, f0: tf.Tensor, n: float | None = None
                       ) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
-        """f(w, x), eq. 7's loss and its gradient in w, for inputs x, labels y and f(w0, x) =
-        f0, the loss's mean over n points (default: the training set's n; a mini-batch gives
-        its own), summed over the replicas."""
+        """The tracked outputs at x (`tracked_outputs`), eq. 7's loss and its gradient in the
+        trainable weights (w, or δ in the difference form), for inputs x, labels y and
+        f(w0, x) = f0, the loss's mean over n points (default: the training set's n; a
+        mini-batch gives its own), summed over the replicas."""
         f, loss, grads = self.local_loss_and_grad(x, y, f0, n)
         return f, sum_replicas(loss), sum_replicas(grads)
 
     def local_loss_and_grad(self, x: tf.Tensor, y: tf.Tensor, f0: tf.Tensor,
-                            n: float | None = None
+                            n: float | None = None, initial: Sequence[tf.Tensor] | None = None
                             ) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
-        """`loss_and_grad` of this replica's points alone."""
+        """`loss_and_grad` of this replica's points alone (`initial`: see `tracked_outputs`)."""
         weights = self.network.trainable_weights
         with tf.GradientTape() as tape:
-            f = self.network(x)
+            f = self.tracked_outputs(x, initial)
             F = self._output(f, f0=f0)
             loss = losses.alpha_loss(self.per_pattern_loss, F, y, self.alpha,
                                      self.n_train if n is None else n)
@@ -396,6 +381,10 @@ class AlphaModel(keras.Model):
                 self.build(x.shape)
         self.build_dynamics_state(int(x.shape[0]))
         self._training_set = (shard(strategy, x, self.dtype), shard(strategy, y, self.dtype))
+        if self.difference:  # the z̃ at w0 the flow reads at every evaluation, once
+            self._initial_signals = tf.function(
+                lambda x: strategy.run(self.network.initial_preactivations, args=(x,)),
+                autograph=False)(self._training_set[0])
         if not bool(self.started.numpy()):
             self.n_train.assign(float(x.shape[0]))
             tf.function(lambda data: strategy.run(self._start_replica, args=data),
@@ -411,9 +400,9 @@ class AlphaModel(keras.Model):
         self.started.assign(True)
 
     def observe(self, x: tf.Tensor) -> None:
-        """Refresh f(w) on the training points x this replica holds (the cache the margins,
-        the loss and the records read)."""
-        self.cache.f_train.assign(self.network(tf.cast(x, self.dtype)))
+        """Refresh the tracked outputs on the training points x this replica holds (the cache
+        the margins, the loss and the records read)."""
+        self.cache.f_train.assign(self.tracked_outputs(tf.cast(x, self.dtype)))
 
     def _across_replicas(self) -> bool:
         """Whether its steps run in the cross-replica context (`Dynamics.across_replicas`,
@@ -475,15 +464,22 @@ class AlphaModel(keras.Model):
             "unfitted": sum_replicas(tf.reduce_sum(tf.cast(margins <= 1, "int64"))),
             "converged": tf.cast(self.converged(), "int64"),
             "weight_drift": self.weight_drift(),
-            "output_norm": self._rms(self.cache.f_train - self.cache.f0_train),
-            "f_norm": self._rms(self.cache.f_train),
+            "output_norm": self._rms(self._change_and_output()[0]),
+            "f_norm": self._rms(self._change_and_output()[1]),
         }
 
+    def _change_and_output(self):
+        """f(w) − f(w0) and f(w) on the training set, from the cache."""
+        tracked, f0 = self.cache.f_train, self.cache.f0_train
+        return (tracked, f0 + tracked) if self.difference else (tracked - f0, tracked)
+
     def weight_drift(self) -> tf.Tensor:
-        """‖w − w0‖ / ‖w0‖ over all trainable weights (Appendix B)."""
+        """‖w − w0‖ / ‖w0‖ over all trainable weights (Appendix B); ‖δ‖ itself in the
+        difference form."""
         w = self.network.trainable_weights
-        w0 = self.initial_network.weights
-        return tf.sqrt(squared_norm([a - b for a, b in zip(w, w0)]) / squared_norm(w0))
+        w0 = self.initial_network.weights  # with δ = 0 in the difference form
+        change = w if self.difference else [a - b for a, b in zip(w, w0)]
+        return tf.sqrt(squared_norm(change) / squared_norm(w0))
 
     def _rms(self, values):
         """The root mean square over the training set (eq. 31's norm) of per-point values."""

@@ -7,6 +7,9 @@ images (height, width, channels), average their last activations over space and 
 out like eq. 14, f = h^(-1/2) W^L z^L with h the readout's channels, so that α keeps the
 meaning it has for the FC net.
 
+Each computes f(w0 + δ, x) − f(w0, x) in the difference form (`difference=True`,
+`lazy_feature.model.difference`) without forming either value (`change`).
+
 `network(config)` builds the network a `TrainConfig` names (`ARCHITECTURES`).
 """
 import dataclasses
@@ -18,6 +21,7 @@ import keras
 
 from lazy_feature.errors import ConfigError
 from lazy_feature.model import activations
+from lazy_feature.model.difference import DIFFERENCE, Pair, PairPass
 from lazy_feature.model.layers import NTKConv2D, NTKDense
 
 if TYPE_CHECKING:
@@ -26,9 +30,11 @@ if TYPE_CHECKING:
 
 
 def _settings(config: Any) -> dict[str, Any]:
-    """The settings of a `TrainConfig` that every network takes: σ, its β, seed and dtype."""
+    """The settings of a `TrainConfig` that every network takes: σ, its β, seed, dtype and
+    form."""
     return dict(activation=config.activation, beta=config.activation_beta,
-                seed=config.init_seed, dtype=config.dtype)
+                seed=config.init_seed, dtype=config.dtype,
+                difference=config.form == DIFFERENCE)
 
 
 @keras.saving.register_keras_serializable(package="lazy_feature")
@@ -45,6 +51,7 @@ class FullyConnected(keras.Model):
       readout_bias: a bias on the readout too, entering as bias_scale·b.
       seed: the init seed; layer ℓ draws its N(0, 1) weights from seed·1000 + ℓ.
       dtype: "float32" or "float64" (see `precision`), for weights and computation.
+      difference: the difference form (module docstring): w = w0 + δ, δ trains.
     """
     DEFAULT_DEPTH = 3
 
@@ -64,9 +71,11 @@ class FullyConnected(keras.Model):
 
     def __init__(self, width: int, depth: int | None = DEFAULT_DEPTH, activation: str = "softplus",
                  beta: float = activations.SOFTPLUS_BETA, bias_scale: float = 0.0,
-                 readout_bias: bool = False, seed: int = 0, **kwargs: Any) -> None:
+                 readout_bias: bool = False, seed: int = 0, difference: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.width, self.depth = _check_width(width), self.check_depth(depth)
+        self.difference = bool(difference)
         self.seed = int(seed)
         if float(bias_scale) < 0 or (readout_bias and not float(bias_scale) > 0):
             raise ConfigError(f"need bias_scale >= 0 (0 = no bias) and bias_scale > 0 for a "
@@ -74,14 +83,17 @@ class FullyConnected(keras.Model):
         self.activation_name, self.beta = activation, float(beta)
         self.bias_scale, self.readout_bias = float(bias_scale), bool(readout_bias)
         self.sigma = activations.get(activation, beta)
+        self.sigma_change = activations.get_change(activation, beta)
         self.hidden = [
             NTKDense(self.width, seed=self.seed * 1000 + ell, use_bias=self.bias_scale > 0,
-                     bias_scale=self.bias_scale, dtype=self.dtype_policy, name=f"hidden_{ell}")
+                     bias_scale=self.bias_scale, difference=self.difference,
+                     dtype=self.dtype_policy, name=f"hidden_{ell}")
             for ell in range(self.depth)
         ]
         self.readout = NTKDense(1, seed=self.seed * 1000 + self.depth,
                                 use_bias=self.readout_bias, bias_scale=self.bias_scale,
-                                dtype=self.dtype_policy, name="readout")
+                                difference=self.difference, dtype=self.dtype_policy,
+                                name="readout")
 
     @property
     def ntk_layers(self) -> list[keras.layers.Layer]:
@@ -125,11 +137,32 @@ class FullyConnected(keras.Model):
             z = self.sigma(layer.preactivation(z))
         return self.readout.preactivation(z)[:, 0]
 
+    def initial_preactivations(self, x: "tf.Tensor") -> list["tf.Tensor"]:
+        """z̃ at w0 of every NTK layer on x, in `ntk_layers` order (difference form); the last
+        is f(w0, x) with shape (batch, 1)."""
+        z, out = keras.ops.cast(x, self.compute_dtype), []
+        for layer in self.ntk_layers:
+            out.append(layer.initial_preactivation(z))
+            z = self.sigma(out[-1])
+        return out
+
+    def change(self, x: "tf.Tensor", initial: "Sequence[tf.Tensor] | None" = None
+                   ) -> "tf.Tensor":
+        """Δf = f(w, x) − f(w0, x), shape (batch,), by the pair propagation (difference form);
+        `initial`: `initial_preactivations(x)`, when at hand."""
+        if not self.built:
+            self.build(x.shape)
+        propagation = PairPass(self, initial)
+        pair = Pair(keras.ops.cast(x, self.compute_dtype), None)
+        for layer in self.hidden:
+            pair = propagation.sigma(propagation.layer(layer, pair))
+        return propagation.output(self.readout, pair)
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(width=self.width, depth=self.depth, activation=self.activation_name,
                       beta=self.beta, bias_scale=self.bias_scale,
-                      readout_bias=self.readout_bias, seed=self.seed)
+                      readout_bias=self.readout_bias, seed=self.seed, difference=self.difference)
         return config
 
 
@@ -144,20 +177,29 @@ class _ImageNetwork(keras.Model):
     z̃ through σ, averaged over space, then the readout f = h^(-1/2) W·mean_p σ(z̃_p) (eq. 14).
 
     Subclasses set `self.main_path` (the convolutions an image goes through one after the other,
-    which set its spatial size) and `self.readout`, and implement `_body(z, record)`: it
-    returns the last pre-activations and applies every convolution `layer` to its input `z`
-    as `record(layer, z)`.
+    which set its spatial size) and `self.readout`, and implement `_body(z, record, sigma)`:
+    it returns the last pre-activations and applies every convolution `layer` to its input
+    `z` as `record(layer, z)`, the activation as `sigma(z)` and linear maps by + and * (so
+    that z may be a `Pair`).
     """
 
     def __init__(self, width: int, activation: str = "softplus",
-                 beta: float = activations.SOFTPLUS_BETA, seed: int = 0, **kwargs: Any) -> None:
+                 beta: float = activations.SOFTPLUS_BETA, seed: int = 0,
+                 difference: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.width, self.seed = _check_width(width), int(seed)
+        self.difference = bool(difference)
         self.activation_name, self.beta = activation, float(beta)
         self.sigma = activations.get(activation, beta)
+        self.sigma_change = activations.get_change(activation, beta)
+
+    def _conv(self, filters: int, kernel_size: int, **kwargs: Any) -> NTKConv2D:
+        return NTKConv2D(filters, kernel_size, difference=self.difference,
+                         dtype=self.dtype_policy, **kwargs)
 
     def _readout(self, index: int) -> NTKDense:
-        return NTKDense(1, seed=self.seed * 1000 + index, dtype=self.dtype_policy, name="readout")
+        return NTKDense(1, seed=self.seed * 1000 + index, difference=self.difference,
+                        dtype=self.dtype_policy, name="readout")
 
     def check_input_shape(self, shape: Sequence[int]) -> None:
         """Raise ConfigError unless `shape` (no batch axis) is an image this network can take."""
@@ -195,7 +237,7 @@ class _ImageNetwork(keras.Model):
             preacts.append(layer(z))
             return preacts[-1]
 
-        pooled = keras.ops.mean(self.sigma(self._body(x, record)), axis=(1, 2))
+        pooled = keras.ops.mean(self.sigma(self._body(x, record, self.sigma)), axis=(1, 2))
         if not self.readout.built:
             self.readout.build(pooled.shape)
         inputs.append(pooled)
@@ -205,10 +247,39 @@ class _ImageNetwork(keras.Model):
     def call(self, x: "tf.Tensor") -> "tf.Tensor":
         return self.layer_signals(x)[1][-1][:, 0]
 
+    def initial_preactivations(self, x: "tf.Tensor") -> list["tf.Tensor"]:
+        """z̃ at w0 of every NTK layer on x, in `ntk_layers` order (difference form); the last
+        is f(w0, x) with shape (batch, 1)."""
+        if not self.built:
+            self.build(x.shape)
+        out = []
+
+        def record(layer, z):
+            out.append(layer.initial_preactivation(z))
+            return out[-1]
+
+        z = self._body(keras.ops.cast(x, self.compute_dtype), record, self.sigma)
+        out.append(self.readout.initial_preactivation(
+            keras.ops.mean(self.sigma(z), axis=(1, 2))))
+        return out
+
+    def change(self, x: "tf.Tensor", initial: "Sequence[tf.Tensor] | None" = None
+                   ) -> "tf.Tensor":
+        """Δf = f(w, x) − f(w0, x), shape (batch,), by the pair propagation (difference form);
+        `initial`: `initial_preactivations(x)`, when at hand."""
+        if not self.built:
+            self.build(x.shape)
+        propagation = PairPass(self, initial)
+        body = self._body(Pair(keras.ops.cast(x, self.compute_dtype), None),
+                          propagation.layer, propagation.sigma)
+        last = propagation.sigma(body)
+        pooled = Pair(*(keras.ops.mean(v, axis=(1, 2)) for v in (last.u0, last.du)))
+        return propagation.output(self.readout, pooled)
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(width=self.width, activation=self.activation_name, beta=self.beta,
-                      seed=self.seed)
+                      seed=self.seed, difference=self.difference)
         return config
 
 
@@ -228,6 +299,7 @@ class ConvNet(_ImageNetwork):
       activation, beta: the normalized σ (eq. 10), softplus β = 5 by default.
       seed: the init seed; layer ℓ draws from seed·1000 + ℓ, the readout from seed·1000 + 4.
       dtype: "float32" or "float64".
+      difference: the difference form (module docstring).
     """
     KERNEL_SIZE, PADDING, STRIDES = 5, 1, (2, 1, 2, 1)
     DEFAULT_DEPTH = 4  # fixed: its hidden layers
@@ -246,17 +318,17 @@ class ConvNet(_ImageNetwork):
         return cls(config.width, **_settings(config))
 
     def __init__(self, width: int, activation: str = "softplus",
-                 beta: float = activations.SOFTPLUS_BETA, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(width, activation, beta, seed, **kwargs)
-        self.main_path = [NTKConv2D(self.width, self.KERNEL_SIZE, seed=self.seed * 1000 + ell,
-                               strides=stride, padding=self.PADDING, dtype=self.dtype_policy,
-                               name=f"conv_{ell}")
-                     for ell, stride in enumerate(self.STRIDES)]
+                 beta: float = activations.SOFTPLUS_BETA, seed: int = 0,
+                 difference: bool = False, **kwargs: Any) -> None:
+        super().__init__(width, activation, beta, seed, difference, **kwargs)
+        self.main_path = [self._conv(self.width, self.KERNEL_SIZE, seed=self.seed * 1000 + ell,
+                                     strides=stride, padding=self.PADDING, name=f"conv_{ell}")
+                          for ell, stride in enumerate(self.STRIDES)]
         self.readout = self._readout(len(self.main_path))
 
-    def _body(self, z, record):
+    def _body(self, z, record, sigma):
         for ell, layer in enumerate(self.main_path):
-            z = record(layer, z if ell == 0 else self.sigma(z))
+            z = record(layer, z if ell == 0 else sigma(z))
         return z
 
     @property
@@ -293,6 +365,7 @@ class WideResNet(_ImageNetwork):
       seed: the init seed; the ℓ-th convolution (stem, then each block's conv₁, conv₂ and
         shortcut) draws from seed·1000 + ℓ, the readout after the last.
       dtype: "float32" or "float64".
+      difference: the difference form (module docstring).
     """
     STEM_CHANNELS, STAGE_CHANNELS, STAGE_STRIDES = 16, (16, 32, 64), (1, 2, 2)
     convs: list[NTKConv2D]
@@ -315,18 +388,18 @@ class WideResNet(_ImageNetwork):
         return cls(config.width, depth=config.depth, **_settings(config))
 
     def __init__(self, width: int, depth: int | None = DEFAULT_DEPTH,
-                 activation: str = "softplus",
-                 beta: float = activations.SOFTPLUS_BETA, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(width, activation, beta, seed, **kwargs)
+                 activation: str = "softplus", beta: float = activations.SOFTPLUS_BETA,
+                 seed: int = 0, difference: bool = False, **kwargs: Any) -> None:
+        super().__init__(width, activation, beta, seed, difference, **kwargs)
         self.depth = self.check_depth(depth)
         blocks_per_stage = (self.depth - 4) // 6
         self.convs, self.blocks = [], []  # blocks: (conv₁, conv₂, shortcut or -1) indices
 
         def conv(channels, kernel_size, strides, padding):
-            self.convs.append(NTKConv2D(channels, kernel_size,
-                                        seed=self.seed * 1000 + len(self.convs), strides=strides,
-                                        padding=padding, dtype=self.dtype_policy,
-                                        name=f"conv_{len(self.convs)}"))
+            self.convs.append(self._conv(channels, kernel_size,
+                                         seed=self.seed * 1000 + len(self.convs),
+                                         strides=strides, padding=padding,
+                                         name=f"conv_{len(self.convs)}"))
             return len(self.convs) - 1
 
         channels = self.STEM_CHANNELS
@@ -341,11 +414,10 @@ class WideResNet(_ImageNetwork):
         self.main_path = [self.convs[0]] + [self.convs[i] for b in self.blocks for i in b[:2]]
         self.readout = self._readout(len(self.convs))
 
-    def _body(self, z, record):
+    def _body(self, z, record, sigma):
         z = record(self.convs[0], z)
         for first, second, shortcut in self.blocks:
-            residual = record(self.convs[second],
-                              self.sigma(record(self.convs[first], self.sigma(z))))
+            residual = record(self.convs[second], sigma(record(self.convs[first], sigma(z))))
             skip = z if shortcut < 0 else record(self.convs[shortcut], z)
             z = (skip + residual) * (1.0 / math.sqrt(2.0))
         return z

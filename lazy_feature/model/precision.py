@@ -1,6 +1,16 @@
 """Which floating-point precision a run at (α, h) needs.
 
-Large α makes everything the integrator resolves tiny relative to the weights:
+In the difference form (`difference`; the default where the direct form in float32 does not
+resolve F, `default_form`) float32 resolves every α up to 9.2e12:
+δ = w − w0 is what trains, so an update is rounded against δ, not against w0, and F = α·Δf
+comes from Δf itself, to a few ε of its own size (tests/test_difference_form.py checks
+outputs, gradients and kernels against float64 at √h·α up to 1e6). Its only limit is the
+range: the loss's scale 1/(α² n) (eq. 7) must stay well above float32's smallest normal
+number (`largest_alpha`); squared norms are summed in float64 (`replicas.squared_norm`).
+float32 is its default and float64 an option.
+
+In the direct form, large α makes everything the integrator resolves tiny relative to the
+weights:
   * F = α[f(w) − f(w0)] with f = O(1): rounding f to ε leaves an error α·ε in F;
   * eq. 8 caps one step's output change at 0.1/α, spread over the O(h²) weights of
     order 1, so one step moves a weight by about 0.1/(α h) (Appendix B finds
@@ -25,6 +35,7 @@ import tensorflow as tf
 
 from lazy_feature.errors import ConfigError
 from lazy_feature.model.architectures import ARCHITECTURES
+from lazy_feature.model.difference import DIFFERENCE, DIRECT
 
 
 def resolution_width(architecture, width):
@@ -34,46 +45,67 @@ def resolution_width(architecture, width):
 
 RESOLUTION = 1e-3  # the largest α·h·ε we accept (see the module docstring)
 DTYPES = ("float32", "float64")
+# The difference form's range: the loss's scale 1/(α² n) (eq. 7) stays a million times above
+# the dtype's smallest normal number for n up to a million (float32: α ≤ 9.2e12).
+HEADROOM, LARGEST_N = 1e6, 1e6
 
 
-def resolves(dtype, alpha, width):
-    """Whether `dtype` resolves the weight updates and F of a run at (α, h)."""
-    return alpha * width * np.finfo(dtype).eps <= RESOLUTION
+def resolves(dtype, alpha, width, form=DIFFERENCE):
+    """Whether `dtype` resolves the weight updates and F of a run at (α, h) in `form`."""
+    return alpha <= largest_alpha(dtype, width, form)
 
 
-def largest_alpha(dtype, width):
-    """The largest α that `dtype` resolves at width h: α·h·ε = RESOLUTION."""
-    return RESOLUTION / (width * np.finfo(dtype).eps)
+def largest_alpha(dtype, width, form=DIFFERENCE):
+    """The largest α that `dtype` resolves at width h: in the direct form α·h·ε = RESOLUTION;
+    in the difference form 1/(α² n) = HEADROOM·tiny at n = LARGEST_N (whatever h)."""
+    info = np.finfo(dtype)
+    if form == DIFFERENCE:
+        return float(1.0 / np.sqrt(float(info.tiny) * HEADROOM * LARGEST_N))
+    return RESOLUTION / (width * float(info.eps))
 
 
-def default_dtype(alpha, width):
-    """float32 where it resolves the run (it is about twice as fast), float64 otherwise."""
-    return "float32" if resolves("float32", alpha, width) else "float64"
+def default_form(dtype, alpha, width):
+    """The direct form where `dtype` (float32 when None) resolves it, α·h·ε ≤ RESOLUTION: it
+    costs about half the difference form's evaluation (benchmarks/results/difference_form.md);
+    the difference form beyond, in float32."""
+    return DIRECT if resolves(dtype or "float32", alpha, width, DIRECT) else DIFFERENCE
 
 
-def check(dtype, alpha, width, network_width=None):
+def default_dtype(alpha, width, form=DIFFERENCE):
+    """float32 where it resolves the run (it is about twice as fast; in the difference form
+    every α up to 9.2e12), float64 otherwise."""
+    return "float32" if resolves("float32", alpha, width, form) else "float64"
+
+
+def check(dtype, alpha, width, network_width=None, form=DIFFERENCE):
     """Return the dtype to use: `dtype`, or the default for (α, h) when dtype is None.
 
     `width` is the rule's h (`resolution_width`); `network_width`, the h of √h·α (default
-    `width`, the FC net's), lets a refusal name its limit in √h·α too. Raises ConfigError,
-    saying what to do, when the dtype, given or default, cannot resolve the run.
+    `width`, the FC net's), lets a refusal name its limit in √h·α too; `form`, how F is
+    computed (`difference.FORMS`). Raises ConfigError, saying what to do, when the dtype,
+    given or default, cannot resolve the run.
     """
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    chosen = default_dtype(alpha, width) if dtype is None else dtype
-    if resolves(chosen, alpha, width):
+    chosen = default_dtype(alpha, width, form) if dtype is None else dtype
+    if resolves(chosen, alpha, width, form):
         return chosen
-    if chosen == "float32":  # given: the default would have been float64
+    if chosen == "float32" and resolves("float64", alpha, width, form):
         advice = "use --dtype=float64 or leave --dtype unset"
+        if form != DIFFERENCE:
+            advice += " (or leave --form unset: the difference form resolves it in float32)"
     else:
-        largest = largest_alpha(chosen, width)
+        largest = largest_alpha(chosen, width, form)
         h = width if network_width is None else network_width
-        advice = (f"float64 is the most precise dtype available: lower --alpha below "
+        advice = (f"{chosen} is the most precise dtype available: lower --alpha below "
                   f"{largest:.3g} (--sqrt_h_alpha below {largest * np.sqrt(h):.3g})")
-    raise ConfigError(
-        f"{chosen} cannot resolve alpha={alpha:g} at h={width} (the network's widest fan-in): "
-        f"alpha*h*eps={alpha * width * np.finfo(chosen).eps:.2g} > {RESOLUTION:g} "
-        f"(f - f0 ~ 1/alpha cancels); {advice}")
+    if form == DIFFERENCE:
+        reason = f"the loss's scale 1/(alpha^2 n) nears {chosen}'s smallest numbers"
+    else:
+        reason = (f"alpha*h*eps={alpha * width * np.finfo(chosen).eps:.2g} > {RESOLUTION:g} "
+                  "(f - f0 ~ 1/alpha cancels in --form=direct)")
+    raise ConfigError(f"{chosen} cannot resolve alpha={alpha:g} at h={width} (the network's "
+                      f"widest fan-in): {reason}; {advice}")
 
 
 def exact_float32():

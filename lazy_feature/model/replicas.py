@@ -19,8 +19,10 @@ def max_replicas(value):
 
 
 def squared_norm(tensors):
-    """Σ of the squares of all entries of a list of tensors (this replica's)."""
-    return tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors])
+    """Σ of the squares of all entries of a list of tensors (this replica's), in float64:
+    gradients and displacements scale as 1/α, and in float32 the squares of their changes
+    underflow (below 1e-38) from √h·α ~ 1e8 on."""
+    return tf.add_n([tf.reduce_sum(tf.square(tf.cast(t, tf.float64))) for t in tensors])
 
 
 def outside_replicas(strategy):
@@ -52,7 +54,9 @@ def shard(strategy, x, dtype):
 
 @keras.saving.register_keras_serializable(package="lazy_feature")
 class TrainingSetCache(keras.layers.Layer):
-    """f(w_i), f(w0) and the labels y of the training points, built once their number is known.
+    """The tracked outputs (f(w_i), or f(w_i) − f(w0) in the difference form:
+    `AlphaModel.tracked_outputs`), f(w0) and the labels y of the training points, built once
+    their number is known.
 
     Replica-local (synchronization on_read): under tf.distribute each replica keeps the
     shard of the training set it holds. Saved and loaded whole: the shards are

@@ -15,7 +15,7 @@ from lazy_feature.flow.adam import Adam
 from lazy_feature.flow.dynamics import GradientFlow
 from lazy_feature.flow.interface import Dynamics
 from lazy_feature.flow.momentum import ContinuousMomentum
-from lazy_feature.model import activations, architectures, losses, precision
+from lazy_feature.model import activations, architectures, difference, losses, precision
 
 VERSION = "0.3.0"  # the package's one version string (setup.py reads it from here)
 # Settings that say where the data lies and how long to try, not what is computed: they are
@@ -33,7 +33,9 @@ LATER_SETTINGS = {"architecture": architectures.FC.name, "pca": 0, "pca_whiten":
                   "tau": 0.0, "tau_proportional_to_t": False, "epochs": None,
                   "stiff_output_tol": None,
                   # runs before it ended at the first accepted point past the criterion
-                  "landing_tol": 0.0}
+                  "landing_tol": 0.0,
+                  # runs before it computed F as α times the difference of f(w) and f(w0)
+                  "form": difference.DIRECT}
 # The fewest training points a run takes: a class-balanced binary task with fewer says nothing
 # about generalization (n_train=1 "converges" with test error 0.5).
 MIN_N_TRAIN = 10
@@ -65,8 +67,13 @@ class TrainConfig:
     α is the article's α (eq. 6): it multiplies f − f0 of a network whose readout carries
     h^(-1/2). bias_scale is the multiplier β_b of the hidden layers' biases (Appendix J; 0 =
     no bias, the paper's main setup; its authors' bias runs use 0.1); readout_bias adds one
-    to the readout too, with the same multiplier (fc only). `dtype=None` picks the precision
-    the run needs (`precision.default_dtype`).
+    to the readout too, with the same multiplier (fc only). `form` is how F = α[f(w) − f(w0)]
+    is computed: "difference" (δ = w − w0 trains and f(w) − f(w0) is propagated through the
+    layers without cancellation, `lazy_feature.model.difference`) or "direct" (w trains and
+    F is the difference of two outputs); None picks the direct form where its dtype resolves
+    F, the difference form beyond (`precision.default_form`). `dtype=None` picks the
+    precision the run needs (`precision.default_dtype`: float32 but in the direct form at
+    large α).
     architecture is one of `architectures.ARCHITECTURES`: fc (width h, depth L), cnn (the
     paper's CNN, h channels; depth fixed at 4) or wide_resnet (widening factor k as h, depth
     6n + 4); depth None takes the architecture's default (3, 4, 28). pca = K > 0 reduces the
@@ -109,6 +116,7 @@ class TrainConfig:
     init_seed: int = 0
     loss: str = "soft_hinge"
     loss_beta: float = losses.SOFT_HINGE_BETA
+    form: str | None = None
     dtype: str | None = None
     max_dgrad: float = 1e-4
     max_dout: float = 0.1
@@ -164,6 +172,8 @@ class TrainConfig:
             (self.max_time > 0 and self.max_steps >= 1 and self.max_wall_seconds > 0,
              "max_time, max_steps and max_wall_seconds must be > 0"),
             (self.pca >= 0, f"pca must be >= 0 (0 = no PCA), got {self.pca}"),
+            (self.form is None or self.form in difference.FORMS,
+             f"unknown form {self.form!r}: choose one of {', '.join(difference.FORMS)}"),
             (self.pca > 0 or self.pca_whiten, "pca_whiten applies with --pca=K only"),
             (self.pca == 0 or not architectures.takes_images(self.architecture),
              f"--pca gives vectors of {self.pca} components, not images: the "
@@ -174,9 +184,12 @@ class TrainConfig:
                 raise ConfigError(message)
         object.__setattr__(self, "depth", architectures.check_options(
             self.architecture, self.depth, self.bias_scale, self.readout_bias))
+        rule_width = precision.resolution_width(self.architecture, self.width)
+        if self.form is None:
+            object.__setattr__(self, "form", precision.default_form(self.dtype, self.alpha,
+                                                                    rule_width))
         object.__setattr__(self, "dtype", precision.check(
-            self.dtype, self.alpha, precision.resolution_width(self.architecture, self.width),
-            network_width=self.width))
+            self.dtype, self.alpha, rule_width, network_width=self.width, form=self.form))
 
     def _dynamics_checks(self) -> list[tuple[bool, str]]:
         """(ok, message) pairs of the settings that belong to one dynamics

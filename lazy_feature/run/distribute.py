@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from lazy_feature.errors import ConfigError
-from lazy_feature.model import precision
+from lazy_feature.model import difference, precision
 
 if TYPE_CHECKING:
     from lazy_feature.run.config import TrainConfig
@@ -55,23 +55,30 @@ def split_cpu(count: int) -> None:
 
 def check_precision(strategy: tf.distribute.Strategy | str,
                     configs: Iterable["TrainConfig"]) -> None:
-    """Refuse, before any TPU is reached, a `tpu` run whose α·h needs float64.
+    """Refuse, before any TPU is reached, a `tpu` run in float64.
 
     `strategy` is a name of STRATEGIES or a tf.distribute.Strategy; `configs` the TrainConfigs
-    of the runs. The error names the largest α that float32 resolves at that width.
+    of the runs. The difference form (the default) runs every α in float32; in the direct
+    form the error names the largest α that float32 resolves at that width.
     """
     if not (strategy == "tpu" or isinstance(strategy, tf.distribute.TPUStrategy)):
         return
     for config in configs:
-        if config.dtype == "float64":
+        if config.dtype != "float64":
+            continue
+        if config.form == difference.DIFFERENCE:
+            advice = "leave --dtype unset: float32 resolves any alpha in the difference form"
+        else:
             largest = precision.largest_alpha(
-                "float32", precision.resolution_width(config.architecture, config.width))
-            raise ConfigError(
-                f"TPUs have no float64 and alpha={config.alpha:g} at width={config.width} "
-                f"runs in float64: the largest alpha usable in float32 at width "
-                f"{config.width} is {largest:.3g} (sqrt(h)*alpha = "
-                f"{largest * np.sqrt(config.width):.3g}); lower alpha or use "
-                "--strategy=mirrored on GPUs")
+                "float32", precision.resolution_width(config.architecture, config.width),
+                difference.DIRECT)
+            advice = (f"the largest alpha --form=direct resolves in float32 at width "
+                      f"{config.width} is {largest:.3g} (sqrt(h)*alpha = "
+                      f"{largest * np.sqrt(config.width):.3g}): leave --form unset (the "
+                      "difference form resolves any alpha in float32)")
+        raise ConfigError(f"TPUs have no float64 and alpha={config.alpha:g} at "
+                          f"width={config.width} runs in float64: {advice}, or use "
+                          "--strategy=mirrored on GPUs")
 
 
 def _cluster() -> dict[str, Any]:

@@ -23,6 +23,9 @@ bytes per number of the run's dtype:
                frozen-kernel dynamics in float64 (the array and the graph's constant), plus
                one tile B² and the signals of two blocks of B examples, 2·B·(d + 2·A)·b,
                B = min(n, structured.BLOCK_SIZE).
+In the difference form (`lazy_feature.model.difference`) the network and its frozen copy hold
+w0 and δ each, 7·P·b for the weights; every tensor the forward pass keeps comes as a pair (at
+w0 and its change), 12·n·A, and the w0 pre-activations of the training set are cached, n·A.
 The peak is the weights plus the larger of the other two. A trial step is one forward and one
 backward pass through the full batch (Adam's: its mini-batch of B), about 6·n·M (6·B·M)
 floating-point operations with M = Σ
@@ -42,7 +45,7 @@ import tensorflow as tf
 from lazy_feature.errors import ConfigError
 from lazy_feature.flow import training
 from lazy_feature.kernel import structured
-from lazy_feature.model import architectures
+from lazy_feature.model import architectures, difference
 
 logger = logging.getLogger("lazy_feature")
 
@@ -174,14 +177,19 @@ def _parts(config, shape, with_ntk):
     P = sum(fan_in * c for _, fan_in, c in sizes)
     A = sum(p * c for p, _, c in sizes[:-1])
     b = tf.dtypes.as_dtype(config.dtype).size
+    pair = config.form == difference.DIFFERENCE  # each kept tensor a pair (module docstring)
+    per_layer = 12 if pair else 6
     ntk_bytes = 0
     if with_ntk:
         B = min(n, structured.BLOCK_SIZE)
         ntk_bytes = 2 * 8 * n ** 2 + 8 * B ** 2 + 2 * B * (d + 2 * A) * b
-    kept = 6 * n * A
+    kept = per_layer * n * A
     if config.dynamics == training.ADAM:  # a mini-batch's backward pass, or the full batch's check
-        kept = max(6 * config.batch_size * A, 6 * n * max(p * c for p, _, c in sizes[:-1]))
-    return (5 + dynamics_vectors(config)) * P * b, (n * d + kept) * b, ntk_bytes
+        kept = max(per_layer * config.batch_size * A,
+                   per_layer * n * max(p * c for p, _, c in sizes[:-1]))
+    kept += n * A if pair else 0  # the cached w0 pre-activations
+    weights = (7 if pair else 5) + dynamics_vectors(config)
+    return weights * P * b, (n * d + kept) * b, ntk_bytes
 
 
 def _seconds_per_step(config, shape):

@@ -78,12 +78,18 @@ def reopen(run_dir: str, config: TrainConfig) -> None:
     artifact.reopen(run_dir, config)
 
 
-def outputs(network: keras.Model, x: np.ndarray, batch_size: int = _EVAL_BATCH) -> np.ndarray:
+def outputs(network: keras.Model | Callable[..., tf.Tensor], x: np.ndarray,
+            batch_size: int = _EVAL_BATCH, dtype: str | None = None) -> np.ndarray:
     """network(x) in float64, in order, called batch by batch: not through Keras' `predict`,
     whose tf.data pipeline and trace per model write TensorFlow's warnings on the console (a
-    NodeDef error line, retracing warnings after a few runs in one process)."""
-    x = x.astype(network.compute_dtype, copy=False)
-    return np.concatenate([np.asarray(network(x[start:start + batch_size], training=False),
+    NodeDef error line, retracing warnings after a few runs in one process). `network` may
+    be any function of a batch, given its input `dtype`."""
+    if dtype is None:
+        assert isinstance(network, keras.Model), "give the dtype of a function's input"
+        dtype = network.compute_dtype
+    x = x.astype(dtype, copy=False)
+    options = dict(training=False) if isinstance(network, keras.Model) else {}
+    return np.concatenate([np.asarray(network(x[start:start + batch_size], **options),
                                       np.float64)
                            for start in range(0, len(x), batch_size)] or [np.zeros(0)])
 
@@ -104,8 +110,9 @@ def output_norms(model: AlphaModel, x: np.ndarray) -> tuple[float, float]:
     """‖f(w) − f(w0)‖ and ‖f(w)‖ on `x`, root mean squares over its points (eq. 31)."""
     if len(x) == 0:
         return float("nan"), float("nan")
-    f, f0 = (outputs(net, x) for net in (model.network, model.initial_network))
-    return float(np.sqrt(np.mean((f - f0) ** 2))), float(np.sqrt(np.mean(f ** 2)))
+    change = outputs(model.output_change, x, dtype=model.dtype)  # without cancellation
+    f = outputs(model.network, x)
+    return float(np.sqrt(np.mean(change ** 2))), float(np.sqrt(np.mean(f ** 2)))
 
 
 def fit_flow(model: AlphaModel, x: np.ndarray, y: np.ndarray,

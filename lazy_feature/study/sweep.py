@@ -61,8 +61,9 @@ class SweepConfig:
     Give α directly (Fig. 3 (c), 5 (a, left)) or through √h·α, α = sqrt_h_alpha/√h
     (Figs. 3 (b), 4 (a, d)); both at once adds both grids. `ntk` adds the ntk_eval stage
     with its drift summed over the first ntk_max_train / ntk_max_test points (None: all).
-    `dtype` None picks each point's precision (`precision.default_dtype`: float32 only
-    where α·h is small enough); base.dtype is ignored, since it was resolved for base's α.
+    `dtype` None picks each point's precision (`precision.default_dtype`: float32 in the
+    difference form; in the direct form float32 only where α·h is small enough); base.dtype
+    is ignored, since it was resolved for base's α.
     `feature_range` and `lazy_range` are the closed (low, high) ranges of √h·α over which
     the report fits each regime's exponents (None: a factor `fits.MARGIN` from the measured
     crossover, see `lazy_feature.study.fits`).

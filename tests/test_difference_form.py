@@ -16,6 +16,7 @@ from lazy_feature.model import activations, architectures
 from lazy_feature.model.alpha_model import AlphaModel
 from lazy_feature.run import artifact, runner
 from lazy_feature.run.config import TrainConfig
+from lazy_feature.study import sweep
 from tests.helpers import relative_distance, synthetic_task
 
 mpmath.mp.dps = 40
@@ -144,6 +145,17 @@ def test_kernel_drift_of_a_float32_network_matches_float64(kind, sqrt_h_alpha):
     # the drift ~ 1/(√h·α): 1e-6 at the largest, which float32 kernels would not resolve
     assert pairs["float64"]["drift"] < 10 / sqrt_h_alpha
     assert pairs["float32"]["drift"] == pytest.approx(pairs["float64"]["drift"], rel=1e-6)
+
+
+def test_a_sweep_takes_each_points_own_form():
+    # the base's form was resolved at its α = 1 (direct); each point resolves its own
+    grid = sweep.SweepConfig(base=TrainConfig(n_train=40, n_test=30), widths=(100,),
+                             sqrt_h_alphas=(1.0, 1e4))
+    assert grid.base.form == "direct"
+    found = {round(c.alpha * 10): (c.form, c.dtype) for c in grid.configs()}
+    assert found == {1: ("direct", "float32"), 10000: ("difference", "float32")}
+    pinned = dataclasses.replace(grid, form="direct")
+    assert {c.dtype for c in pinned.configs()} == {"float32", "float64"}
 
 
 TASK = synthetic_task(n_train=40, n_test=60)

@@ -40,7 +40,7 @@ def test_train_writes_the_run_artifact_of_a_converged_run(tmp_path):
     assert metrics["sqrt_h_alpha"] == pytest.approx(10.0)
     config = json.loads((out / artifact.CONFIG).read_text())
     assert config["alpha"] == pytest.approx(10 / 4) and config["lazy_feature_version"]
-    assert config["form"] == "difference" and config["dtype"] == "float32"
+    assert config["form"] == "direct" and config["dtype"] == "float32"  # α·h·ε₃₂ ≤ 1e-3
     record = json.loads((out / artifact.DYNAMICS).read_text().splitlines()[-1])
     assert set(record) >= {"step", "t", "dt", "dgrad", "dout", "rescaled_loss", "train_error",
                            "weight_drift", "output_norm", "f_norm"}

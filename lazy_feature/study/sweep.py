@@ -61,9 +61,9 @@ class SweepConfig:
     Give α directly (Fig. 3 (c), 5 (a, left)) or through √h·α, α = sqrt_h_alpha/√h
     (Figs. 3 (b), 4 (a, d)); both at once adds both grids. `ntk` adds the ntk_eval stage
     with its drift summed over the first ntk_max_train / ntk_max_test points (None: all).
-    `dtype` None picks each point's precision (`precision.default_dtype`: float32 in the
-    difference form; in the direct form float32 only where α·h is small enough); base.dtype
-    is ignored, since it was resolved for base's α.
+    `form` and `dtype` None pick each point's (`precision.default_form`: the direct form
+    where float32 resolves F, the difference form beyond; `precision.default_dtype`: then
+    float32); base.form and base.dtype are ignored, since they were resolved for base's α.
     `feature_range` and `lazy_range` are the closed (low, high) ranges of √h·α over which
     the report fits each regime's exponents (None: a factor `fits.MARGIN` from the measured
     crossover, see `lazy_feature.study.fits`).
@@ -85,6 +85,7 @@ class SweepConfig:
     ntk: bool = True
     ntk_max_train: int | None = None
     ntk_max_test: int | None = None
+    form: str | None = None
     dtype: str | None = None
     feature_range: tuple[float | None, float | None] | None = None
     lazy_range: tuple[float | None, float | None] | None = None
@@ -121,7 +122,7 @@ class SweepConfig:
             config = dataclasses.replace(config, depth=int(depth or cast(int, config.depth)),
                                          width=int(width),
                                          alpha=float(alpha), init_seed=int(seed),
-                                         dtype=self.dtype)
+                                         form=self.form, dtype=self.dtype)
             configs.setdefault(config.run_id(), config.resolved())  # its own integrator
         return list(configs.values())
 

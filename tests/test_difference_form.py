@@ -124,7 +124,7 @@ def test_float32_outputs_and_gradients_match_float64_at_any_alpha(kind, activati
         assert relative_distance(direct, F["float64"]) > 1e-3
 
 
-@pytest.mark.parametrize("kind", ["fc", "cnn"])
+@pytest.mark.parametrize("kind", ["fc", "cnn", "wide_resnet"])
 @pytest.mark.parametrize("sqrt_h_alpha", [1e2, 1e4, 1e6])
 def test_kernel_drift_of_a_float32_network_matches_float64(kind, sqrt_h_alpha):
     make, x = _networks(kind, "softplus"), _inputs(kind)

@@ -156,8 +156,8 @@ def test_bad_strategy_and_tpu_float64_are_refused_and_write_nothing(tmp_path):
                      strategy="tpu")
     with pytest.raises(ConfigError, match=message):
         ensemble.train_ensemble(lazy, [0, 1], str(out), task=task, strategy="tpu")
-    grid = sweep.SweepConfig(base=TrainConfig(n_train=40, n_test=30, form="direct"),
-                             widths=(100,), alphas=(1e3,))
+    grid = sweep.SweepConfig(base=TrainConfig(n_train=40, n_test=30), widths=(100,),
+                             alphas=(1e3,), form="direct")
     with pytest.raises(ConfigError, match=message):
         sweep.run_sweep(grid, str(out), runner="inprocess", strategy="tpu")
     with pytest.raises(ConfigError, match="unknown strategy"):

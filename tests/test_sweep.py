@@ -38,10 +38,12 @@ def test_grid_points_and_run_ids():
     assert len(points) == 2 * 3 * 2 and len({c.run_id() for c in points}) == len(points)
     assert sorted(c.sqrt_h_alpha for c in points if c.width == 40) == pytest.approx(
         [1e-2, 1e-2, np.sqrt(40), np.sqrt(40), 1e4, 1e4])
-    # Precision per point: float32 is refused where α·h·ε32 is too large (precision.py).
+    # Form per point: the direct form where α·h·ε32 is small enough, the difference form
+    # beyond it (precision.py), both in float32.
     too_fine = [c.alpha * c.width * np.finfo(np.float32).eps > 1e-3 for c in points]
     assert any(too_fine) and not all(too_fine)
-    assert all((c.dtype == "float64") == fine for c, fine in zip(points, too_fine))
+    assert all((c.form == "difference") == fine for c, fine in zip(points, too_fine))
+    assert {c.dtype for c in points} == {"float32"}
     assert [c.run_id() for c in grid.configs()] == [c.run_id() for c in points]
     # Each point's integrator is the default's choice at its own √h·α, named.
     assert [c.integrator for c in sorted(points, key=lambda c: c.sqrt_h_alpha)

@@ -43,8 +43,9 @@ _REGIME_RANGES = dict(feature_range=(None, 0.1), lazy_range=(100, None))
 _QUICK = dict(n_train=1000, n_test=2000)
 _QUICK_SQRT_H_ALPHAS = (1e-2, 1.0, 1e3)
 # A quick row has the two levels its verdict compares. The quick CNN has 8 channels and its
-# lazy level is √h·α = 100, the largest that float32 resolves at h = 8 (the precision rule
-# takes its largest fan-in, 25·h): float64 convolutions are far slower on a CPU.
+# lazy level is √h·α = 100, the largest that the direct form resolves in float32 at h = 8 (the
+# precision rule takes its largest fan-in, 25·h): beyond it a run takes the difference form,
+# whose evaluation costs about twice as much.
 _CNN_QUICK_WIDTH = 8
 _TABLE1_QUICK_SQRT_H_ALPHAS = {"fc": (1e-2, 1e3), "cnn": (1e-2, 1e2)}
 # The L = 9 net costs some 4 times L = 3, and CIFAR10's 32×32×3 images (3 072 inputs; for

@@ -68,8 +68,9 @@ def _numpy_fn(name, beta):
     return functools.partial(fn_np, beta=beta) if name == "softplus" else fn_np
 
 
-# Beyond this |change| the differences below are taken directly, σ(z0 + Δz) − σ(z0): it is
-# then no longer small against σ, so it does not cancel, and expm1 or sinh of it could overflow.
+# Beyond this |change| (βΔz for softplus) expm1 or sinh of it could overflow: tanh's change is
+# then taken directly, σ(z0 + Δz) − σ(z0), no longer small against σ, so nothing cancels;
+# softplus's by an exact identity without expm1 (`_softplus_change`).
 _LARGE_CHANGE = 20.0
 
 

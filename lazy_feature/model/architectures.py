@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 
-
 def _settings(config: Any) -> dict[str, Any]:
     """The settings of a `TrainConfig` that every network takes: σ, its β, seed, dtype and
     form."""
@@ -37,8 +36,54 @@ def _settings(config: Any) -> dict[str, Any]:
                 difference=config.form == DIFFERENCE)
 
 
+class _PairPropagation:
+    """The difference form's passes, shared by every network: `_body(z, record, sigma)` (the
+    layers before the readout: each NTK layer applied as `record(layer, z)`, the activation as
+    `sigma(z)`, linear maps by + and *, so that z may be a `Pair`; it returns the last
+    pre-activations), then σ, `_pool` and the readout."""
+    compute_dtype: str
+    built: bool
+    build: Any
+    readout: NTKDense
+    sigma: Any
+
+    def _body(self, z: Any, record: Any, sigma: Any) -> Any:
+        raise NotImplementedError
+
+    def _pool(self, z: "tf.Tensor") -> "tf.Tensor":
+        """What the readout reads of the last activations: themselves (the FC net)."""
+        return z
+
+    def initial_preactivations(self, x: "tf.Tensor") -> list["tf.Tensor"]:
+        """z̃ at w0 of every NTK layer on x, in `ntk_layers` order (difference form); the last
+        is f(w0, x) with shape (batch, 1)."""
+        if not self.built:
+            self.build(x.shape)
+        out = []
+
+        def record(layer, z):
+            out.append(layer.initial_preactivation(z))
+            return out[-1]
+
+        z = self._body(keras.ops.cast(x, self.compute_dtype), record, self.sigma)
+        out.append(self.readout.initial_preactivation(self._pool(self.sigma(z))))
+        return out
+
+    def change(self, x: "tf.Tensor", initial: "Sequence[tf.Tensor] | None" = None
+               ) -> "tf.Tensor":
+        """Δf = f(w, x) − f(w0, x), shape (batch,), by the pair propagation (difference form);
+        `initial`: `initial_preactivations(x)`, when at hand."""
+        if not self.built:
+            self.build(x.shape)
+        propagation = PairPass(self, initial)
+        body = self._body(Pair(keras.ops.cast(x, self.compute_dtype), None),
+                          propagation.layer, propagation.sigma)
+        last = propagation.sigma(body)
+        return propagation.output(self.readout, Pair(self._pool(last.u0), self._pool(last.du)))
+
+
 @keras.saving.register_keras_serializable(package="lazy_feature")
-class FullyConnected(keras.Model):
+class FullyConnected(_PairPropagation, keras.Model):
     """The fully-connected network f(w, x) with L hidden layers of width h; f has shape (batch,).
 
     Args:
@@ -137,26 +182,10 @@ class FullyConnected(keras.Model):
             z = self.sigma(layer.preactivation(z))
         return self.readout.preactivation(z)[:, 0]
 
-    def initial_preactivations(self, x: "tf.Tensor") -> list["tf.Tensor"]:
-        """z̃ at w0 of every NTK layer on x, in `ntk_layers` order (difference form); the last
-        is f(w0, x) with shape (batch, 1)."""
-        z, out = keras.ops.cast(x, self.compute_dtype), []
-        for layer in self.ntk_layers:
-            out.append(layer.initial_preactivation(z))
-            z = self.sigma(out[-1])
-        return out
-
-    def change(self, x: "tf.Tensor", initial: "Sequence[tf.Tensor] | None" = None
-                   ) -> "tf.Tensor":
-        """Δf = f(w, x) − f(w0, x), shape (batch,), by the pair propagation (difference form);
-        `initial`: `initial_preactivations(x)`, when at hand."""
-        if not self.built:
-            self.build(x.shape)
-        propagation = PairPass(self, initial)
-        pair = Pair(keras.ops.cast(x, self.compute_dtype), None)
-        for layer in self.hidden:
-            pair = propagation.sigma(propagation.layer(layer, pair))
-        return propagation.output(self.readout, pair)
+    def _body(self, z, record, sigma):
+        for ell, layer in enumerate(self.hidden):
+            z = record(layer, z if ell == 0 else sigma(z))
+        return z
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -172,7 +201,7 @@ def _check_width(width: int) -> int:
     return int(width)
 
 
-class _ImageNetwork(keras.Model):
+class _ImageNetwork(_PairPropagation, keras.Model):
     """What `ConvNet` and `WideResNet` share: channels-last images in; the last pre-activations
     z̃ through σ, averaged over space, then the readout f = h^(-1/2) W·mean_p σ(z̃_p) (eq. 14).
 
@@ -237,7 +266,7 @@ class _ImageNetwork(keras.Model):
             preacts.append(layer(z))
             return preacts[-1]
 
-        pooled = keras.ops.mean(self.sigma(self._body(x, record, self.sigma)), axis=(1, 2))
+        pooled = self._pool(self.sigma(self._body(x, record, self.sigma)))
         if not self.readout.built:
             self.readout.build(pooled.shape)
         inputs.append(pooled)
@@ -247,34 +276,9 @@ class _ImageNetwork(keras.Model):
     def call(self, x: "tf.Tensor") -> "tf.Tensor":
         return self.layer_signals(x)[1][-1][:, 0]
 
-    def initial_preactivations(self, x: "tf.Tensor") -> list["tf.Tensor"]:
-        """z̃ at w0 of every NTK layer on x, in `ntk_layers` order (difference form); the last
-        is f(w0, x) with shape (batch, 1)."""
-        if not self.built:
-            self.build(x.shape)
-        out = []
-
-        def record(layer, z):
-            out.append(layer.initial_preactivation(z))
-            return out[-1]
-
-        z = self._body(keras.ops.cast(x, self.compute_dtype), record, self.sigma)
-        out.append(self.readout.initial_preactivation(
-            keras.ops.mean(self.sigma(z), axis=(1, 2))))
-        return out
-
-    def change(self, x: "tf.Tensor", initial: "Sequence[tf.Tensor] | None" = None
-                   ) -> "tf.Tensor":
-        """Δf = f(w, x) − f(w0, x), shape (batch,), by the pair propagation (difference form);
-        `initial`: `initial_preactivations(x)`, when at hand."""
-        if not self.built:
-            self.build(x.shape)
-        propagation = PairPass(self, initial)
-        body = self._body(Pair(keras.ops.cast(x, self.compute_dtype), None),
-                          propagation.layer, propagation.sigma)
-        last = propagation.sigma(body)
-        pooled = Pair(*(keras.ops.mean(v, axis=(1, 2)) for v in (last.u0, last.du)))
-        return propagation.output(self.readout, pooled)
+    def _pool(self, z: "tf.Tensor") -> "tf.Tensor":
+        """The spatial average the readout reads."""
+        return keras.ops.mean(z, axis=(1, 2))
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

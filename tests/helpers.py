@@ -317,6 +317,19 @@ def checkpoint_step(run_dir, config, task):
     return int(model.step_count.numpy())
 
 
+def killed_at(step, config, run_dir, task):
+    """Train `config` in `run_dir`, checkpointing after every step, until it is killed at
+    `step` before that step's save; the step of its last checkpoint."""
+    try:
+        runner.train(config, run_dir, task=task, checkpoint_seconds=0.0,
+                     extra_callbacks=[StopAtStep(step, RuntimeError("killed"))])
+    except RuntimeError as error:
+        assert str(error) == "killed", error
+    else:
+        raise AssertionError(f"the run was not killed at step {step}")
+    return checkpoint_step(run_dir, config, task)
+
+
 def synthetic_sweep(data_dir):
     """The sweep config "synthetic": a synthetic MNIST-format data set (tiny needs
     Fashion-MNIST), one seed, width 16, √h·α = 0.1 and 10."""

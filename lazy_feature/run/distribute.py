@@ -12,8 +12,9 @@ Strategies (`STRATEGIES`):
 A model built inside `strategy.scope()` (`runner.build_model`) keeps its strategy: its flow
 splits the training set over the replicas (`alpha_model.AlphaModel`).
 
-TPUs have no float64. The precision a run needs follows α·h (`precision`), so a TPU run that
-needs float64 is refused before anything starts (`check_precision`).
+TPUs have no float64. The default runs every α in float32 (`precision`: the difference form
+where the direct form would need float64), so only a TPU run given float64 is refused, before
+anything starts (`check_precision`). A TPU that cannot be found is a one-line error too.
 """
 import json
 import os
@@ -138,7 +139,11 @@ def make(strategy: tf.distribute.Strategy | str = "default", devices: Sequence[s
             _cluster()
             made = tf.distribute.MultiWorkerMirroredStrategy()
         else:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+            try:
+                resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+            except ValueError as e:  # none named, none local, no TPU_NAME
+                raise ConfigError(f"--strategy=tpu found no TPU ({e}): give --tpu=NAME or a "
+                                  "grpc:// address, or run on a TPU VM") from e
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
             made = tf.distribute.TPUStrategy(resolver)

@@ -335,9 +335,7 @@ class AlphaModel(keras.Model):
 
     def _output(self, tracked, x=None, f0=None):
         """F from tracked outputs (`tracked_outputs`) and f(w0) = f0 (from x if needed)."""
-        if self.difference and self.centered:
-            return self.alpha * tracked
-        if not self.difference and not self.centered:
+        if self.difference == self.centered:  # tracked is Δf (centered) or f (uncentered)
             return self.alpha * tracked
         if f0 is None:
             f0 = self.initial_network(x)
@@ -464,14 +462,15 @@ class AlphaModel(keras.Model):
             "unfitted": sum_replicas(tf.reduce_sum(tf.cast(margins <= 1, "int64"))),
             "converged": tf.cast(self.converged(), "int64"),
             "weight_drift": self.weight_drift(),
-            "output_norm": self._rms(self._change_and_output()[0]),
-            "f_norm": self._rms(self._change_and_output()[1]),
+            **self._output_norms(),
         }
 
-    def _change_and_output(self):
-        """f(w) − f(w0) and f(w) on the training set, from the cache."""
+    def _output_norms(self):
+        """output_norm and f_norm: ‖f(w) − f(w0)‖ and ‖f(w)‖ on the training set, from the
+        cache."""
         tracked, f0 = self.cache.f_train, self.cache.f0_train
-        return (tracked, f0 + tracked) if self.difference else (tracked - f0, tracked)
+        change, f = (tracked, f0 + tracked) if self.difference else (tracked - f0, tracked)
+        return {"output_norm": self._rms(change), "f_norm": self._rms(f)}
 
     def weight_drift(self) -> tf.Tensor:
         """‖w − w0‖ / ‖w0‖ over all trainable weights (Appendix B); ‖δ‖ itself in the

@@ -110,8 +110,11 @@ def output_norms(model: AlphaModel, x: np.ndarray) -> tuple[float, float]:
     """‖f(w) − f(w0)‖ and ‖f(w)‖ on `x`, root mean squares over its points (eq. 31)."""
     if len(x) == 0:
         return float("nan"), float("nan")
-    change = outputs(model.output_change, x, dtype=model.dtype)  # without cancellation
     f = outputs(model.network, x)
+    if model.difference:  # without cancellation
+        change = outputs(model.output_change, x, dtype=model.dtype)
+    else:
+        change = f - outputs(model.initial_network, x)
     return float(np.sqrt(np.mean(change ** 2))), float(np.sqrt(np.mean(f ** 2)))
 
 

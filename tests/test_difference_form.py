@@ -111,8 +111,15 @@ def test_float32_outputs_and_gradients_match_float64_at_any_alpha(kind, activati
         xd = tf.constant(x, dtype)
         F[dtype] = model(xd).numpy()
         f0 = model.initial_network(xd)
-        _, _, g = model.local_loss_and_grad(xd, tf.constant(y, dtype), f0, n=len(x))
+        f, _, g = model.local_loss_and_grad(xd, tf.constant(y, dtype), f0, n=len(x))
         grads[dtype] = np.concatenate([np.ravel(v) for v in g])
+        # The signals at w0 computed once (as the flow does on its training set) give the
+        # very values computed on the way.
+        cached = model.local_loss_and_grad(xd, tf.constant(y, dtype), f0, n=len(x),
+                                           initial=model.network.initial_signals(xd))
+        np.testing.assert_array_equal(cached[0], f)
+        for got, want in zip(cached[2], g):
+            np.testing.assert_array_equal(got, want)
     # F is α·Δf with |F| = O(1): float32 gives it to ~1e-6 of itself at any α
     assert relative_distance(F["float32"], F["float64"]) < 1e-5
     assert relative_distance(grads["float32"], grads["float64"]) < 1e-5

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from lazy_feature.errors import ConfigError
 from lazy_feature.model import losses, precision, stepping
+from lazy_feature.model.difference import Initial
 from lazy_feature.model.replicas import (TrainingSetCache, first_replica, outside_replicas, shard,
                                          squared_norm, sum_replicas)
 
@@ -93,7 +94,8 @@ class AlphaModel(keras.Model):
         self.initial_network.trainable = False
         self.cache = TrainingSetCache(dtype=network.dtype_policy, name="training_set_cache")
         self._training_set = None  # (x, y), sharded over the replicas by `start`
-        self._initial_signals = None  # its z̃ at w0 in the difference form (`start`)
+        # the training set's signals at w0 in the difference form (`start`)
+        self._initial_signals: Initial | None = None
         self._pause = None  # limits of the next call of the train function (`pause_at`)
         self._state_function = None  # `train_state` on every replica, from outside them
         self._observe_function = None  # `observe` on every replica, from outside them
@@ -327,10 +329,10 @@ class AlphaModel(keras.Model):
             return self.network.change(x)
         return self.network(x) - self.initial_network(x)
 
-    def tracked_outputs(self, x: tf.Tensor, initial: Sequence[tf.Tensor] | None = None
-                        ) -> tf.Tensor:
+    def tracked_outputs(self, x: tf.Tensor, initial: Initial | None = None) -> tf.Tensor:
         """What the flow follows on the training set and the cache holds: f(w) − f(w0) in the
-        difference form (`initial`: x's z̃ at w0, when at hand), else f(w)."""
+        difference form (`initial`: x's signals at w0, `difference.Initial`, when at hand),
+        else f(w)."""
         return self.network.change(x, initial) if self.difference else self.network(x)
 
     def _output(self, tracked, x=None, f0=None):
@@ -353,7 +355,7 @@ class AlphaModel(keras.Model):
         return f, sum_replicas(loss), sum_replicas(grads)
 
     def local_loss_and_grad(self, x: tf.Tensor, y: tf.Tensor, f0: tf.Tensor,
-                            n: float | None = None, initial: Sequence[tf.Tensor] | None = None
+                            n: float | None = None, initial: Initial | None = None
                             ) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
         """`loss_and_grad` of this replica's points alone (`initial`: see `tracked_outputs`)."""
         weights = self.network.trainable_weights
@@ -379,9 +381,9 @@ class AlphaModel(keras.Model):
                 self.build(x.shape)
         self.build_dynamics_state(int(x.shape[0]))
         self._training_set = (shard(strategy, x, self.dtype), shard(strategy, y, self.dtype))
-        if self.difference:  # the z̃ at w0 the flow reads at every evaluation, once
+        if self.difference:  # the signals at w0 the flow reads at every evaluation, once
             self._initial_signals = tf.function(
-                lambda x: strategy.run(self.network.initial_preactivations, args=(x,)),
+                lambda x: strategy.run(self.network.initial_signals, args=(x,)),
                 autograph=False)(self._training_set[0])
         if not bool(self.started.numpy()):
             self.n_train.assign(float(x.shape[0]))

@@ -21,7 +21,7 @@ import keras
 
 from lazy_feature.errors import ConfigError
 from lazy_feature.model import activations
-from lazy_feature.model.difference import DIFFERENCE, Pair, PairPass
+from lazy_feature.model.difference import DIFFERENCE, PairPropagation
 from lazy_feature.model.layers import NTKConv2D, NTKDense
 
 if TYPE_CHECKING:
@@ -36,54 +36,8 @@ def _settings(config: Any) -> dict[str, Any]:
                 difference=config.form == DIFFERENCE)
 
 
-class _PairPropagation:
-    """The difference form's passes, shared by every network: `_body(z, record, sigma)` (the
-    layers before the readout: each NTK layer applied as `record(layer, z)`, the activation as
-    `sigma(z)`, linear maps by + and *, so that z may be a `Pair`; it returns the last
-    pre-activations), then σ, `_pool` and the readout."""
-    compute_dtype: str
-    built: bool
-    build: Any
-    readout: NTKDense
-    sigma: Any
-
-    def _body(self, z: Any, record: Any, sigma: Any) -> Any:
-        raise NotImplementedError
-
-    def _pool(self, z: "tf.Tensor") -> "tf.Tensor":
-        """What the readout reads of the last activations: themselves (the FC net)."""
-        return z
-
-    def initial_preactivations(self, x: "tf.Tensor") -> list["tf.Tensor"]:
-        """z̃ at w0 of every NTK layer on x, in `ntk_layers` order (difference form); the last
-        is f(w0, x) with shape (batch, 1)."""
-        if not self.built:
-            self.build(x.shape)
-        out = []
-
-        def record(layer, z):
-            out.append(layer.initial_preactivation(z))
-            return out[-1]
-
-        z = self._body(keras.ops.cast(x, self.compute_dtype), record, self.sigma)
-        out.append(self.readout.initial_preactivation(self._pool(self.sigma(z))))
-        return out
-
-    def change(self, x: "tf.Tensor", initial: "Sequence[tf.Tensor] | None" = None
-               ) -> "tf.Tensor":
-        """Δf = f(w, x) − f(w0, x), shape (batch,), by the pair propagation (difference form);
-        `initial`: `initial_preactivations(x)`, when at hand."""
-        if not self.built:
-            self.build(x.shape)
-        propagation = PairPass(self, initial)
-        body = self._body(Pair(keras.ops.cast(x, self.compute_dtype), None),
-                          propagation.layer, propagation.sigma)
-        last = propagation.sigma(body)
-        return propagation.output(self.readout, Pair(self._pool(last.u0), self._pool(last.du)))
-
-
 @keras.saving.register_keras_serializable(package="lazy_feature")
-class FullyConnected(_PairPropagation, keras.Model):
+class FullyConnected(PairPropagation, keras.Model):
     """The fully-connected network f(w, x) with L hidden layers of width h; f has shape (batch,).
 
     Args:
@@ -201,7 +155,7 @@ def _check_width(width: int) -> int:
     return int(width)
 
 
-class _ImageNetwork(_PairPropagation, keras.Model):
+class _ImageNetwork(PairPropagation, keras.Model):
     """What `ConvNet` and `WideResNet` share: channels-last images in; the last pre-activations
     z̃ through σ, averaged over space, then the readout f = h^(-1/2) W·mean_p σ(z̃_p) (eq. 14).
 

@@ -25,7 +25,8 @@ bytes per number of the run's dtype:
                B = min(n, structured.BLOCK_SIZE).
 In the difference form (`lazy_feature.model.difference`) the network and its frozen copy hold
 w0 and δ each, 7·P·b for the weights; every tensor the forward pass keeps comes as a pair (at
-w0 and its change), 12·n·A, and the w0 pre-activations of the training set are cached, n·A.
+w0 and its change), 12·n·A, and the training set's signals at w0 are cached, 4·n·A (the
+pre-activations, σ of them and at most two factors of σ's change, `difference.Initial`).
 The peak is the weights plus the larger of the other two. A trial step is one forward and one
 backward pass through the full batch (Adam's: its mini-batch of B), about 6·n·M (6·B·M)
 floating-point operations with M = Σ
@@ -187,7 +188,7 @@ def _parts(config, shape, with_ntk):
     if config.dynamics == training.ADAM:  # a mini-batch's backward pass, or the full batch's check
         kept = max(per_layer * config.batch_size * A,
                    per_layer * n * max(p * c for p, _, c in sizes[:-1]))
-    kept += n * A if pair else 0  # the cached w0 pre-activations
+    kept += 4 * n * A if pair else 0  # the training set's cached signals at w0
     weights = (7 if pair else 5) + dynamics_vectors(config)
     return weights * P * b, (n * d + kept) * b, ntk_bytes
 

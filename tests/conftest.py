@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from lazy_feature.run import data
+from lazy_feature.run import data, runner
 
 FASHION_MNIST = data.DEFAULT_DATA_DIRS["fashion_mnist"]
 
@@ -23,3 +23,12 @@ def fashion_task():
     if not os.path.isdir(FASHION_MNIST) and not os.environ.get("CI"):
         pytest.skip(f"{FASHION_MNIST} missing: apt-get install dataset-fashion-mnist")
     return data.load_binary_task("fashion_mnist", n_train=200, n_test=1000, data_seed=0)
+
+
+@pytest.fixture(autouse=True)
+def cold_models():
+    """Each test starts with no warm model (`runner.warm_model`): one it patches sees its
+    patch traced, not a model an earlier test traced; within a test, runs reuse them."""
+    runner.clear_warm_models()
+    yield
+    runner.clear_warm_models()

@@ -51,8 +51,7 @@ class NetworkFlow:
         # stages, RKC's loops), so the step's graph holds one forward and backward pass per
         # replica, not one per call.
         self._local_gradient = tf.function(self._gradient_here, autograph=False)
-        self._local_outputs = tf.function(model.tracked_outputs, autograph=False)
-        self.initial = model._initial_signals  # pylint: disable=protected-access
+        self._local_outputs = tf.function(self._outputs_here, autograph=False)
         cache = model.cache
         self._f0, self._y = self._read(cache.f0_train), self._read(cache.y_train)
 
@@ -73,24 +72,26 @@ class NetworkFlow:
     def evaluate(self, point: Sequence[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
         self._assign(point)
         if not self.across_replicas:
-            return self._local_gradient(self.x, self.initial)
-        f, grads = self.strategy.run(self._local_gradient, args=(self.x, self.initial))
+            return self._local_gradient(self.x)
+        f, grads = self.strategy.run(self._local_gradient, args=(self.x,))
         return self._gathered(f), [self.strategy.reduce(tf.distribute.ReduceOp.SUM, g,
                                                         axis=None) for g in grads]
 
-    def _gradient_here(self, x: tf.Tensor, initial: Any) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    def _gradient_here(self, x: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """The outputs and this replica's part of ∇L at the network's weights."""
         cache = self.model.cache
         f, _, grads = self.model.local_loss_and_grad(x, cache.y_train, cache.f0_train,
-                                                     initial=initial)
+                                                     initial=self.model.initial_signals())
         return f, grads
+
+    def _outputs_here(self, x: tf.Tensor) -> tf.Tensor:
+        return self.model.tracked_outputs(x, self.model.initial_signals())
 
     def outputs(self, point: Sequence[tf.Tensor]) -> tf.Tensor:
         self._assign(point)
         if not self.across_replicas:
-            return self._local_outputs(self.x, self.initial)
-        return self._gathered(self.strategy.run(self._local_outputs,
-                                                args=(self.x, self.initial)))
+            return self._local_outputs(self.x)
+        return self._gathered(self.strategy.run(self._local_outputs, args=(self.x,)))
 
     def cached_outputs(self) -> tf.Tensor:
         """The tracked outputs on the training set as the model's cache holds it."""

@@ -18,52 +18,41 @@ import tensorflow as tf
 from lazy_feature.errors import ConfigError
 from lazy_feature.model import losses, precision, stepping
 from lazy_feature.model.difference import Initial
-from lazy_feature.model.replicas import (TrainingSetCache, first_replica, outside_replicas, shard,
-                                         squared_norm, sum_replicas)
+from lazy_feature.model.replicas import (LocalValues, TrainingSetCache, first_replica,
+                                         outside_replicas, shard, shards, squared_norm,
+                                         sum_replicas)
 
 
 @keras.saving.register_keras_serializable(package="lazy_feature")
 class AlphaModel(keras.Model):
     """F(w, x) = α[f(w, x) − f(w0, x)] (eq. 6), or α f(w, x) when `centered` is False (App. I).
 
-    f(w0, ·) is a frozen copy of the network at its initial weights, so F is defined on any
-    input. A network in the difference form (`architectures`, w = w0 + δ with δ trained) gives
-    f(w) − f(w0) itself, without cancellation (`network.change`); F is α times that, and the
-    outputs the flow follows on the training set are those changes. Any other network gives
-    f(w) and f(w0), and F their difference, which float32 resolves only for α·h·ε ≤ 1e-3
-    (`precision`). `fit` trains it by its `dynamics` on L = (α² n)⁻¹ Σ ℓ(F, y) (eq. 7): every
-    `train_step` is one `Dynamics.step` (a trial step of gradient flow's integrator, of
-    continuous momentum, or one Adam step on a mini-batch); give it a dataset that yields the
-    whole training set as one batch of static size, repeated (`run.data.full_batch`), and
-    stop with `run.callbacks.GradientFlowStopping`. The whole training state (the clock t,
-    dt, the step counts, f(w_i) and f(w0) on the training set, and the state its dynamics
-    declares) lives in Keras variables, so `save_weights`/`load_weights` checkpoint and
-    resume a run exactly, and `save("m.keras")`/`keras.models.load_model` restore the whole
-    model, w0 and dynamics included. `compile()` takes no optimizer (the dynamics is the
-    optimizer); `evaluate` reports the rescaled loss α²·mean ℓ and the error of F, averaged
-    over all the points it saw.
+    f(w0, ·) is a frozen copy of the network at w0, so F is defined on any input. A network
+    in the difference form (`architectures`, w = w0 + δ, δ trained) gives f(w) − f(w0) without
+    cancellation (`network.change`), and the flow follows those changes on the training set;
+    any other network gives f(w) and f(w0), whose difference float32 resolves only for
+    α·h·ε ≤ 1e-3 (`precision`). `fit` trains it by its `dynamics` on L = (α² n)⁻¹ Σ ℓ(F, y)
+    (eq. 7), one `Dynamics.step` per `train_step`, on a dataset that yields the whole training
+    set as one batch (`run.data.full_batch`), stopped by `run.callbacks.GradientFlowStopping`.
+    The whole training state (t, dt, the step counts, f(w_i) and f(w0) on the training set,
+    the dynamics' state) lives in Keras variables: `save_weights`/`load_weights` resume a run
+    exactly, `save`/`load_model` restore the whole model. `compile()` takes no optimizer;
+    `evaluate` reports α²·mean ℓ and the error of F.
 
-    Under a tf.distribute strategy (build the model inside `strategy.scope()`) the training
-    set is split in one contiguous shard per replica (n must be a multiple of the number
-    of replicas, and the dynamics able to run there, `Dynamics.check_strategy`); each
-    replica keeps f(w_i), f(w0) and y of its shard, and the gradient, the loss, the counts
-    and eq. 8's max are reduced over the replicas, so a run takes the same steps as on one
-    device. `compile(steps_per_execution=K)` with K > 1 runs up to K trial steps per call in
-    one graph (`make_train_function`).
+    Under a tf.distribute strategy (build it in `strategy.scope()`) each replica holds a shard
+    of the training set (n a multiple of the replicas); ∇L, L, the counts and eq. 8's max are
+    reduced over them. `compile(steps_per_execution=K)`: up to K trial steps per call.
 
     Args:
       network: a Keras model f(w, x) returning shape (batch,), e.g. `FullyConnected`.
       alpha: the output scale α > 0.
-      loss: a name from `losses.NAMES` (the paper's soft hinge by default).
-      loss_beta: sharpness of the soft hinge (β = 20 in the paper).
+      loss, loss_beta: a name from `losses.NAMES` and its sharpness (the paper's soft hinge,
+        β = 20).
       centered: subtract f(w0, x) (eq. 6); False trains α f(w, x) (Appendix I).
-      dynamics: how `fit` trains it (a `lazy_feature.flow.interface.Dynamics`, e.g.
-        `GradientFlowDynamics(GradientFlow())`, the paper's); None: a model that `fit`
-        refuses, for its outputs and kernels only.
-      initial_network: a second instance of the network's architecture to hold w0 (its
-        weights are overwritten by w's when the model is built); None clones `network`
-        through its config. Give one for a network whose config cannot rebuild it (e.g. a
-        subclassed Keras model); such a model's `save`/`load_model` needs its config anyway.
+      dynamics: how `fit` trains it (a `flow.interface.Dynamics`, e.g. the paper's
+        `GradientFlowDynamics()`); None: for outputs and kernels only (`fit` refuses).
+      initial_network: another instance of the architecture to hold w0 (None: cloned from
+        `network`'s config; give one where the config cannot rebuild the network).
     """
     # The types of the attributes `__init__` sets to None or () (PEP 526).
     _training_set: tuple[tf.Tensor, tf.Tensor] | None
@@ -94,13 +83,12 @@ class AlphaModel(keras.Model):
         self.initial_network.trainable = False
         self.cache = TrainingSetCache(dtype=network.dtype_policy, name="training_set_cache")
         self._training_set = None  # (x, y), sharded over the replicas by `start`
-        # the training set's signals at w0 in the difference form (`start`)
-        self._initial_signals: Initial | None = None
+        self._initial_signals = LocalValues(self.distribute_strategy)  # at w0, by `start`
         self._pause = None  # limits of the next call of the train function (`pause_at`)
-        self._state_function = None  # `train_state` on every replica, from outside them
-        self._observe_function = None  # `observe` on every replica, from outside them
+        # `train_state` and `observe` on every replica, from outside them
+        self._state_function = self._observe_function = None
         self._state_attributes = ()  # the attributes that hold the dynamics' state
-        # Means over every evaluated point, however the points are batched.
+        # means over every evaluated point, however batched
         self.loss_tracker = keras.metrics.Mean(name="rescaled_loss", dtype="float64")
         self.error_tracker = keras.metrics.Mean(name="error", dtype="float64")
 
@@ -214,6 +202,18 @@ class AlphaModel(keras.Model):
                                        self.run_eagerly)
 
     # -- construction ------------------------------------------------------------------
+
+    def restart(self, other: "AlphaModel") -> bool:
+        """Take the weights and whole state of `other`, built the same way (another seed's),
+        keeping this model's traced steps (False, nothing taken, if their variables differ)."""
+        if [(v.shape, v.dtype) for v in self.variables] != [
+                (v.shape, v.dtype) for v in other.variables]:
+            return False
+        for variable, value in zip(self.variables, other.variables):
+            for copy, part in zip(shards(variable), shards(value)):
+                copy.assign(part)
+        self._training_set, self._pause = None, None  # `start` places the new training set
+        return True
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         """Build f and f(w0, ·) and copy w into w0."""
@@ -329,6 +329,10 @@ class AlphaModel(keras.Model):
             return self.network.change(x)
         return self.network(x) - self.initial_network(x)
 
+    def initial_signals(self) -> Initial | None:
+        """This replica's training set's signals at w0 (`start`) in the difference form, or None."""
+        return self._initial_signals.read() if self.difference else None
+
     def tracked_outputs(self, x: tf.Tensor, initial: Initial | None = None) -> tf.Tensor:
         """What the flow follows on the training set and the cache holds: f(w) − f(w0) in the
         difference form (`initial`: x's signals at w0, `difference.Initial`, when at hand),
@@ -382,9 +386,9 @@ class AlphaModel(keras.Model):
         self.build_dynamics_state(int(x.shape[0]))
         self._training_set = (shard(strategy, x, self.dtype), shard(strategy, y, self.dtype))
         if self.difference:  # the signals at w0 the flow reads at every evaluation, once
-            self._initial_signals = tf.function(
+            self._initial_signals.hold(tf.function(
                 lambda x: strategy.run(self.network.initial_signals, args=(x,)),
-                autograph=False)(self._training_set[0])
+                autograph=False)(self._training_set[0]))
         if not bool(self.started.numpy()):
             self.n_train.assign(float(x.shape[0]))
             tf.function(lambda data: strategy.run(self._start_replica, args=data),

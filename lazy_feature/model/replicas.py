@@ -2,6 +2,8 @@
 (`shard`, `TrainingSetCache`), and the reductions over the replicas that make a step the same
 as on one device.
 """
+from typing import Any
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -52,6 +54,39 @@ def shard(strategy, x, dtype):
                           (context.replica_id_in_sync_group + 1) * size])
 
 
+class LocalValues:
+    """A nest of tensors, one value per replica (a value of `strategy.run`), held in
+    replica-local variables that neither Keras nor a checkpoint tracks: a traced function
+    that reads them (`read`, on a replica) sees what the last `hold` put there, so that it
+    can be traced once and run on other values."""
+
+    def __init__(self, strategy: tf.distribute.Strategy) -> None:
+        self.strategy = strategy
+        self._structure: Any = None
+        self._variables: list[tf.Variable] = []
+
+    def hold(self, values: Any) -> None:
+        """Put `values` in the variables (made anew if their shapes changed)."""
+        parts = [self.strategy.experimental_local_results(v) for v in tf.nest.flatten(values)]
+        specs = [(p[0].shape, p[0].dtype) for p in parts]
+        if specs != [(v.shape, v.dtype) for v in self._variables] or self._structure is None:
+            with self.strategy.scope():
+                self._variables = [tf.Variable(
+                    tf.zeros(shape, dtype), trainable=False,
+                    synchronization=tf.VariableSynchronization.ON_READ,
+                    aggregation=tf.VariableAggregation.NONE) for shape, dtype in specs]
+        self._structure = tf.nest.map_structure(lambda _: 0, values)
+        for variable, values_of_replicas in zip(self._variables, parts):
+            for copy, value in zip(self.strategy.experimental_local_results(variable),
+                                   values_of_replicas):
+                copy.assign(value)
+
+    def read(self) -> Any:
+        """The nest held, this replica's values (on one replica: the values)."""
+        return tf.nest.pack_sequence_as(self._structure,
+                                        [v.read_value() for v in self._variables])
+
+
 @keras.saving.register_keras_serializable(package="lazy_feature")
 class TrainingSetCache(keras.layers.Layer):
     """The tracked outputs (f(w_i), or f(w_i) − f(w0) in the difference form:
@@ -78,16 +113,16 @@ class TrainingSetCache(keras.layers.Layer):
 
     def save_own_variables(self, store):
         for i, v in enumerate(self.non_trainable_variables):
-            store[f"{i}"] = np.concatenate([np.asarray(part) for part in _shards(v)])
+            store[f"{i}"] = np.concatenate([np.asarray(part) for part in shards(v)])
 
     def load_own_variables(self, store):
         for i, v in enumerate(self.non_trainable_variables):
-            parts = _shards(v)
+            parts = shards(v)
             for part, values in zip(parts, np.split(np.asarray(store[f"{i}"]), len(parts))):
                 part.assign(values)
 
 
-def _shards(variable):
+def shards(variable):
     """The replicas' copies of a replica-local variable (the variable alone on one device)."""
     value = variable.value
     return tuple(value.values) if isinstance(value, tf.distribute.DistributedValues) else (value,)

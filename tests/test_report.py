@@ -205,6 +205,7 @@ def test_empty_tables_give_a_summary_and_no_figure(tmp_path):
     assert "No exponent could be fitted" in open(written[-1], encoding="utf-8").read()
 
 
+@pytest.mark.slow
 def test_a_figure_is_laid_out_for_print():
     # Panels in rows of two, each legend outside its panel's data, an axis of widths labelled
     # at each width, TeX subscripts rendered, √h·α levels as powers of ten.

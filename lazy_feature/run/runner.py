@@ -5,11 +5,13 @@ and returns at once for a run that is already complete. `load_run` reopens an ar
 for the later stages (NTK evaluation, ensembles).
 """
 import collections
+import contextlib
 import dataclasses
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -52,35 +54,41 @@ def build_model(config: TrainConfig, input_shape: int | Sequence[int],
     return model
 
 
-# How many models a process keeps warm for later runs of their structure (`warm_model`).
+# How many models a process keeps warm for later runs of their settings (`warm_model`).
 WARM_MODELS = 2
 _warm: "collections.OrderedDict[str, AlphaModel]" = collections.OrderedDict()
+_warm_lock = threading.Lock()  # runs in threads of one process (Beam's in-memory runner)
 
 
+@contextlib.contextmanager
 def warm_model(config: TrainConfig, input_shape: int | Sequence[int],
                strategy: tf.distribute.Strategy, steps_per_call: int = STEPS_PER_CALL
-               ) -> AlphaModel:
+               ) -> Iterator[AlphaModel]:
     """`build_model`'s model, run on one this process built before for the same settings
-    but the init seed (the same input shape, strategy and steps per call) when it keeps one:
-    that model takes the new one's weights and state (`AlphaModel.restart`) and keeps its
-    traced steps, so that an ensemble's or a sweep's next seed starts without tracing them.
-    The last WARM_MODELS such models are kept (`clear_warm_models` frees them)."""
+    but the init seed (the same input shape, strategy and steps per call) when it keeps one
+    free: that model takes the new one's weights and state (`AlphaModel.restart`) and keeps
+    its traced steps, so that an ensemble's or a sweep's next seed starts without tracing
+    them. A model is lent to one run at a time, and kept once that run ends well; the last
+    WARM_MODELS are kept (`clear_warm_models` frees them)."""
     model = build_model(config, input_shape, strategy, steps_per_call)
     settings = dict(config.resolved().to_dict(), init_seed=None, input_shape=str(input_shape),
                     strategy=id(strategy), steps_per_call=steps_per_call)
     key = json.dumps(settings, sort_keys=True, default=str)
-    warm = _warm.pop(key, None)
+    with _warm_lock:
+        warm = _warm.pop(key, None)
     if warm is not None and warm.restart(model):
         model = warm
-    _warm[key] = model
-    while len(_warm) > WARM_MODELS:
-        _warm.popitem(last=False)
-    return model
+    yield model
+    with _warm_lock:
+        _warm[key] = model
+        while len(_warm) > WARM_MODELS:
+            _warm.popitem(last=False)
 
 
 def clear_warm_models() -> None:
     """Let go of the models `warm_model` keeps."""
-    _warm.clear()
+    with _warm_lock:
+        _warm.clear()
 
 
 def load_task(config: TrainConfig, task: data.BinaryTask | None = None) -> data.BinaryTask:
@@ -202,15 +210,15 @@ def train(config: TrainConfig, output_dir: str, task: data.BinaryTask | None = N
     task = load_task(config, task)
     logger.info("%s", resources.check(config, task.x_train.shape[1:]).line())
     # (n must split evenly over the replicas)
-    model = warm_model(config, task.x_train.shape[1:], strategy, steps_per_call)
-    artifact.check_writable(output_dir)
-    with lease.held(output_dir) as held:
-        metrics = complete_metrics(output_dir)  # another trainer may have finished it meanwhile
-        if metrics is not None:
-            return metrics
-        artifact.claim(output_dir, config, chosen.why if chosen else None)
-        return _train(config, output_dir, task, model, held, checkpoint_seconds,
-                      extra_callbacks, drift_probe)
+    with warm_model(config, task.x_train.shape[1:], strategy, steps_per_call) as model:
+        artifact.check_writable(output_dir)
+        with lease.held(output_dir) as held:
+            metrics = complete_metrics(output_dir)  # another trainer finished it meanwhile
+            if metrics is None:
+                artifact.claim(output_dir, config, chosen.why if chosen else None)
+                metrics = _train(config, output_dir, task, model, held, checkpoint_seconds,
+                                 extra_callbacks, drift_probe)
+    return metrics
 
 
 def divergence_advice(config: TrainConfig) -> str:

@@ -206,10 +206,10 @@ class AlphaModel(keras.Model):
     def restart(self, other: "AlphaModel") -> bool:
         """Take the weights and whole state of `other`, built the same way (another seed's),
         keeping this model's traced steps (False, nothing taken, if their variables differ)."""
-        if [(v.shape, v.dtype) for v in self.variables] != [
-                (v.shape, v.dtype) for v in other.variables]:
+        mine, theirs = self.variables, other.variables  # each gathered from every layer
+        if [(v.shape, v.dtype) for v in mine] != [(v.shape, v.dtype) for v in theirs]:
             return False
-        for variable, value in zip(self.variables, other.variables):
+        for variable, value in zip(mine, theirs):
             for copy, part in zip(shards(variable), shards(value)):
                 copy.assign(part)
         self._training_set, self._pause = None, None  # `start` places the new training set

@@ -47,26 +47,41 @@ from lazy_feature.flow.runge_kutta import LocalErrorControl
 from lazy_feature.model.replicas import squared_norm
 
 _SERIES_TERMS = 20
+# 1/(k + j)!, the series' coefficients: a row for each j = 1, 2, 3, a column for each power k.
+_SERIES = np.array([[1.0 / math.factorial(k + j) for k in range(_SERIES_TERMS)]
+                    for j in (1, 2, 3)])
 
 
 def phi_functions(z):
     """(φ₁, φ₂, φ₃)(z) = Σ_k z^k/(k + j)!, j = 1, 2, 3, of a float64 tensor: e.g. φ₁(z) =
     (e^z − 1)/z. Below |z| = 1 by their series (20 terms: the closed forms cancel there, φ₃'s
-    by ε/|z|³), above by the closed forms on expm1."""
+    by ε/|z|³), above by the closed forms on expm1. The series are one product of their
+    coefficients with the powers z^k: a step computes them twice, and a loop over the terms
+    put some 400 small ops in each step's graph."""
     z = tf.convert_to_tensor(z, tf.float64)
     small = tf.abs(z) < 1.0
     zs = tf.where(small, z, tf.zeros_like(z))
     zb = tf.where(small, tf.ones_like(z), z)
     expm1 = tf.math.expm1(zb)
     closed = (expm1 / zb, (expm1 - zb) / zb**2, (expm1 - zb - zb**2 / 2) / zb**3)
-    phis = []
-    for j, exact in zip((1, 2, 3), closed):
-        series, power = tf.zeros_like(z), tf.ones_like(z)
-        for k in range(_SERIES_TERMS):
-            series += power / float(math.factorial(k + j))
-            power *= zs
-        phis.append(tf.where(small, series, exact))
-    return tuple(phis)
+    powers = tf.math.cumprod(tf.repeat(zs[tf.newaxis], _SERIES_TERMS, axis=0), axis=0,
+                             exclusive=True)  # z^k, k = 0 … _SERIES_TERMS − 1
+    series = tf.tensordot(tf.constant(_SERIES), powers, axes=1)
+    return tuple(tf.where(small, series[j], exact) for j, exact in enumerate(closed))
+
+
+def orthonormal_rows(matrix):
+    """Orthonormal rows, the j-th spanning with those before it what `matrix`'s first j rows
+    span (Gram–Schmidt, each row orthogonalized twice: the rows of QR's Q for its transpose,
+    up to signs); a zero row stays zero. Unrolled over the few rows: TensorFlow's QR of the
+    P × RANK transpose took about 15 ms at P ≈ 10⁵, this about 5."""
+    rows = []
+    for row in tf.unstack(matrix):
+        for _ in range(2):
+            for done in rows:
+                row -= tf.reduce_sum(done * row) * done
+        rows.append(tf.math.divide_no_nan(row, tf.norm(row)))
+    return tf.stack(rows)
 
 
 class DeflatedExponential(LocalErrorControl):
@@ -180,9 +195,9 @@ class DeflatedExponential(LocalErrorControl):
                        lambda: self._build(problem, state, basis, sizes))
 
     @staticmethod
-    def _product(problem, state, vector, sizes):
+    def _product(problem, state, grad, vector, sizes):
         """(H v, the next sizes): H v ≈ (∇L(w + δ v) − ∇L(w))/δ for a unit `vector`, one
-        gradient evaluation, `sizes` = (δ, its floor). The next δ is rescaled (by at most 10
+        gradient evaluation, `grad` ∇L(w) flat, `sizes` = (δ, its floor). The next δ is rescaled (by at most 10
         either way) to change α·f by √ε, where the difference of gradients is linear in δ
         (the loss bends on a scale ~1/β of F, which large α reaches with tiny weight
         changes; as in RKC's power iteration, `rkc.RungeKuttaChebyshev.
@@ -193,8 +208,8 @@ class DeflatedExponential(LocalErrorControl):
         moved = problem.linear_combination(
             (1.0, 1.0), (state.point, problem.unflatten(tf.cast(size, dtype) * vector)), 0.0,
             (), ())
-        outputs, grad = problem.evaluate(moved)
-        product = (problem.flatten(grad) - problem.flatten(state.grad)) / tf.cast(size, dtype)
+        outputs, moved_grad = problem.evaluate(moved)
+        product = (problem.flatten(moved_grad) - grad) / tf.cast(size, dtype)
         dout = tf.cast(problem.output_change(outputs, state.outputs), tf.float64)
         scale = tf.clip_by_value(tf.math.divide_no_nan(root_eps, dout), 0.1, 10.0)
         scale = tf.where(dout > 0, scale, 10.0)
@@ -223,31 +238,35 @@ class DeflatedExponential(LocalErrorControl):
 
         def extend(j, direction, rows, products, sizes):
             rows = tf.tensor_scatter_nd_update(rows, [[j]], direction[None])
-            product, sizes = self._product(problem, state, direction, sizes)
-            products = tf.tensor_scatter_nd_update(products, [[j]], product[None])
+            product, sizes = self._product(problem, state, grad, direction, sizes)
             new = product
             for _ in range(2):
                 new -= tf.linalg.matvec(rows, tf.linalg.matvec(rows, new), transpose_a=True)
-            return j + 1, tf.math.divide_no_nan(new, tf.norm(new)), rows, products, sizes
+            return (j + 1, tf.math.divide_no_nan(new, tf.norm(new)), rows,
+                    products.write(j, product), sizes)
 
         _, _, rows, products, (delta, _) = tf.while_loop(
             lambda j, *_: j < krylov, extend,
-            (tf.constant(0), tf.math.divide_no_nan(grad, tf.norm(grad)), rows, rows, sizes))
-        values, vectors = self._ritz(rows, products, rank)
+            (tf.constant(0), tf.math.divide_no_nan(grad, tf.norm(grad)), rows,
+             tf.TensorArray(basis.dtype, krylov, element_shape=(size,)), sizes))
+        values, vectors = self._ritz(rows, products.stack(), rank)
         return (tf.matmul(vectors, rows, transpose_a=True), values, delta,
                 tf.constant(krylov, tf.int64))
 
     def _iterate(self, problem, state, basis, sizes):
         """(V, Λ, δ, evaluations): Λ the Ritz values on the span of `basis`, V an orthonormal
         basis of H times their vectors (one step of subspace iteration, RANK products)."""
-        rank = basis.shape[0]
+        rank, size = basis.shape
+        grad = problem.flatten(state.grad)
 
         def apply(j, products, sizes):
-            product, sizes = self._product(problem, state, basis[j], sizes)
-            return j + 1, tf.tensor_scatter_nd_update(products, [[j]], product[None]), sizes
+            product, sizes = self._product(problem, state, grad, basis[j], sizes)
+            return j + 1, products.write(j, product), sizes
 
-        _, products, (delta, _) = tf.while_loop(lambda j, *_: j < rank, apply,
-                                                (tf.constant(0), tf.zeros_like(basis), sizes))
+        _, products, (delta, _) = tf.while_loop(
+            lambda j, *_: j < rank, apply,
+            (tf.constant(0), tf.TensorArray(basis.dtype, rank, element_shape=(size,)), sizes))
+        products = products.stack()
         values, vectors = self._ritz(basis, products, rank)
-        rotated, _ = tf.linalg.qr(tf.transpose(tf.matmul(vectors, products, transpose_a=True)))
-        return tf.transpose(rotated), values, delta, tf.constant(rank, tf.int64)
+        rotated = orthonormal_rows(tf.matmul(vectors, products, transpose_a=True))
+        return rotated, values, delta, tf.constant(rank, tf.int64)

@@ -13,6 +13,9 @@ listed before it:
   probe   RegimeMonitor and the α scan for any Keras model
   study   ensembles (eqs. 15-16), observables, sweeps, fits, claims, figures, the report
 """
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from lazy_feature import errors
 from lazy_feature.errors import ConfigError, DataError, DivergenceError, Error, RunDirError
 from lazy_feature.flow import adam, dynamics, exponential, integrators, registry, training
@@ -33,8 +36,28 @@ from lazy_feature.probe.regime import RegimeMonitor
 from lazy_feature.run import artifact, callbacks, data, distribute, resources
 from lazy_feature.run.config import VERSION as __version__, TrainConfig
 from lazy_feature.run.runner import load_run, train
-from lazy_feature.study import ensemble, exponents, fidelity, ntk_eval, observables, report, sweep
-from lazy_feature.study.sweep import SweepConfig, run_sweep
+
+if TYPE_CHECKING:
+    from lazy_feature.study import (ensemble, exponents, fidelity, ntk_eval, observables,
+                                    report, sweep)
+    from lazy_feature.study.sweep import SweepConfig, run_sweep
+
+# The study layer is imported on first use (PEP 562): pandas and scipy, which only it needs,
+# cost a `train` process about half a second of its start.
+_STUDY: dict[str, tuple[str, str | None]] = {
+    name: (f"lazy_feature.study.{name}", None) for name in (
+        "ensemble", "exponents", "fidelity", "ntk_eval", "observables", "report", "sweep")}
+_STUDY.update(study=("lazy_feature.study", None),
+              SweepConfig=("lazy_feature.study.sweep", "SweepConfig"),
+              run_sweep=("lazy_feature.study.sweep", "run_sweep"))
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _STUDY:
+        raise AttributeError(f"module 'lazy_feature' has no attribute {name!r}")
+    module_name, attribute = _STUDY[name]
+    module = importlib.import_module(module_name)
+    return module if attribute is None else getattr(module, attribute)
 
 # The public names, typed (PEP 484; tests/test_types.py checks them): the layers' subpackages,
 # their modules a user reaches for, and the classes and functions above.

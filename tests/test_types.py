@@ -35,6 +35,16 @@ def test_all_names_exist():
     assert len(set(lazy_feature.__all__)) == len(lazy_feature.__all__)
 
 
+def test_the_study_layer_loads_on_first_use():
+    """`import lazy_feature` (what a `train` process starts with) leaves out the study layer
+    and its pandas and scipy until a name of it is used."""
+    code = ("import sys, lazy_feature; before = 'lazy_feature.study' in sys.modules; "
+            "lazy_feature.SweepConfig; print(before, 'lazy_feature.study.sweep' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.split() == ["False", "True"]
+
+
 def _unannotated(function, returns=True):
     """The parameters of `function` without annotation (self, cls, *args and **kwargs aside),
     and "return" if it returns something unannotated."""

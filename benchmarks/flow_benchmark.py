@@ -290,6 +290,8 @@ def main():
           f"deviation from the reference, each at its own stop; target: wall and CPU <= "
           f"1/{args.target:g} of euler's at a deviation <= euler's")
     for sha in args.sqrt_h_alphas:
+        if (sha, "euler") not in totals:  # nothing to compare with
+            continue
         euler = totals[sha, "euler"]
         for name in dict.fromkeys(name for s, name in totals if s == sha):
             value = totals[sha, name]

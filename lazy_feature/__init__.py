@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from lazy_feature.study.sweep import SweepConfig, run_sweep
 
 # The study layer is imported on first use (PEP 562): pandas and scipy, which only it needs,
-# cost a `train` process about half a second of its start.
+# would slow every `train` process's start (benchmarks/results/first_step.md).
 _STUDY: dict[str, tuple[str, str | None]] = {
     name: (f"lazy_feature.study.{name}", None) for name in (
         "ensemble", "exponents", "fidelity", "ntk_eval", "observables", "report", "sweep")}

@@ -36,6 +36,29 @@ def test_phi_functions_match_the_matrix_exponential(z):
     np.testing.assert_allclose(found, expected, rtol=1e-14, atol=0)
 
 
+def test_phi_functions_of_a_vector_are_those_of_each_entry():
+    # A step takes them of −dt Λ, a vector across the switch at |z| = 1.
+    z = np.array([-1e3, -1.001, -0.999, 0.0, 0.5])
+    together = np.stack(exponential.phi_functions(tf.constant(z)))
+    alone = np.array([[float(phi) for phi in exponential.phi_functions(tf.constant(v))]
+                      for v in z]).T
+    np.testing.assert_allclose(together, alone, rtol=1e-15, atol=0)  # to rounding
+
+
+def test_orthonormal_rows_are_qr_up_to_signs():
+    # The refreshed basis: row j spans with those before it what the first j rows span, as
+    # QR's Q of the transpose does (float64 brute force); a zero row stays zero.
+    scales = np.array([[1.0], [1e-3], [5.0], [1.0]])
+    rows = np.random.default_rng(0).normal(size=(4, 50)) * scales
+    found = exponential.orthonormal_rows(tf.constant(rows, tf.float32)).numpy()
+    q = np.linalg.qr(rows.T)[0].T
+    np.testing.assert_allclose(np.abs(np.sum(found * q, axis=1)), 1.0, atol=1e-5)
+    np.testing.assert_allclose(found @ found.T, np.eye(4), atol=1e-6)
+    zero_last = np.vstack([rows[:2], np.zeros((1, 50))])
+    with_zero = exponential.orthonormal_rows(tf.constant(zero_last, tf.float32)).numpy()
+    np.testing.assert_array_equal(with_zero[2], 0.0)
+
+
 def _fixed_steps(steps, rank):
     """(max |F(T_END) − exact|, output_ratio of the first step) after `steps` equal steps of
     etdrk4 with a basis of `rank` directions on the quadratic loss of a linear model."""

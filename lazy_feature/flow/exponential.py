@@ -56,8 +56,8 @@ def phi_functions(z):
     """(φ₁, φ₂, φ₃)(z) = Σ_k z^k/(k + j)!, j = 1, 2, 3, of a float64 tensor: e.g. φ₁(z) =
     (e^z − 1)/z. Below |z| = 1 by their series (20 terms: the closed forms cancel there, φ₃'s
     by ε/|z|³), above by the closed forms on expm1. The series are one product of their
-    coefficients with the powers z^k: a step computes them twice, and a loop over the terms
-    put some 400 small ops in each step's graph."""
+    coefficients with the powers z^k, a few ops in a step's graph where a loop over the terms
+    would put hundreds."""
     z = tf.convert_to_tensor(z, tf.float64)
     small = tf.abs(z) < 1.0
     zs = tf.where(small, z, tf.zeros_like(z))
@@ -73,8 +73,8 @@ def phi_functions(z):
 def orthonormal_rows(matrix):
     """Orthonormal rows, the j-th spanning with those before it what `matrix`'s first j rows
     span (Gram–Schmidt, each row orthogonalized twice: the rows of QR's Q for its transpose,
-    up to signs); a zero row stays zero. Unrolled over the few rows: TensorFlow's QR of the
-    P × RANK transpose took about 15 ms at P ≈ 10⁵, this about 5."""
+    up to signs); a zero row stays zero. Unrolled over the few rows, it costs a third of
+    TensorFlow's QR of the tall P × RANK transpose (benchmarks/results/flow_benchmark.md)."""
     rows = []
     for row in tf.unstack(matrix):
         for _ in range(2):

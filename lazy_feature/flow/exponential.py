@@ -197,10 +197,10 @@ class DeflatedExponential(LocalErrorControl):
     @staticmethod
     def _product(problem, state, grad, vector, sizes):
         """(H v, the next sizes): H v ≈ (∇L(w + δ v) − ∇L(w))/δ for a unit `vector`, one
-        gradient evaluation, `grad` ∇L(w) flat, `sizes` = (δ, its floor). The next δ is rescaled (by at most 10
-        either way) to change α·f by √ε, where the difference of gradients is linear in δ
-        (the loss bends on a scale ~1/β of F, which large α reaches with tiny weight
-        changes; as in RKC's power iteration, `rkc.RungeKuttaChebyshev.
+        gradient evaluation, `grad` ∇L(w) flat, `sizes` = (δ, its floor). The next δ is
+        rescaled (by at most 10 either way) to change α·f by √ε, where the difference of
+        gradients is linear in δ (the loss bends on a scale ~1/β of F, which large α reaches
+        with tiny weight changes; as in RKC's power iteration, `rkc.RungeKuttaChebyshev.
         spectral_radius`), but kept at its floor (RESOLVED_POWER) above w's rounding."""
         dtype = vector.dtype
         root_eps = float(np.sqrt(np.finfo(dtype.as_numpy_dtype).eps))

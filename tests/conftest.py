@@ -1,9 +1,16 @@
 """pytest's hooks and the suite's fixtures; the helpers the test modules share are in helpers.py."""
 import os
 
-import pytest
+# Under pytest-xdist (`-n 2`, as CI runs it) two workers share the machine's cores: each
+# worker's TensorFlow (and the processes it starts) runs one thread per pool, not a pool of
+# spinning threads per core in every worker. Set before TensorFlow starts.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
-from lazy_feature.run import data, runner
+import pytest  # noqa: E402  (after the thread settings)
+
+from lazy_feature.run import data, runner  # noqa: E402
 
 FASHION_MNIST = data.DEFAULT_DATA_DIRS["fashion_mnist"]
 

@@ -10,7 +10,7 @@ into the gradient evaluations (the ops inside the network's evaluation functions
 rest of the step (the integrator's vector algebra, the error control, the logs).
 
   python benchmarks/step_profile.py                                  # the default integrator
-  python benchmarks/step_profile.py --integrator=euler --dtype=float64 --steps=120
+  python benchmarks/step_profile.py --integrator=euler --dtype=float64 --steps=150
 """
 import argparse
 import collections

@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from lazy_feature.flow import exponential
 from lazy_feature.run import artifact
 from lazy_feature.run import callbacks
 from lazy_feature.run import distribute
@@ -129,33 +128,6 @@ def test_in_graph_steps_equal_one_step_per_call(tmp_path):
     # One call per trial step against about one per record (20 per decade).
     assert calls[1] == one["steps"] + one["rejected_steps"]
     assert calls[1000] <= len(records[1]) + 1
-
-
-@pytest.mark.slow
-def test_in_graph_steps_trace_the_stiff_method_once_a_run_reaches_it(tmp_path, monkeypatch):
-    # The switching pair's in-graph steps are traced once per phase (`Dynamics.phase`): a
-    # run's first call holds Bogacki–Shampine alone, and etdrk4 is traced at the call after
-    # the switch; the run is the one a tf.cond in one step per call gives, to the last digit.
-    traced = []
-    trial = exponential.DeflatedExponential.trial
-    monkeypatch.setattr(exponential.DeflatedExponential, "trial",
-                        lambda *args, **kwargs: traced.append(1) or trial(*args, **kwargs))
-    task = synthetic_task(n_train=40, n_test=30)
-    config = TrainConfig(n_train=40, n_test=30, width=16, alpha=0.1, dtype="float64",
-                         integrator="bogacki_shampine_etdrk4")
-    runner.train(dataclasses.replace(config, max_steps=1), str(tmp_path / "first"), task=task)
-    assert not traced
-    outputs = {}
-    for steps_per_call in (1000, 1):
-        out = tmp_path / str(steps_per_call)
-        metrics = runner.train(config, str(out), task=task, steps_per_call=steps_per_call)
-        outputs[steps_per_call] = (metrics, np.load(out / artifact.TEST_OUTPUTS))
-        assert len(traced) == 1  # the stiff phase's graph, once; one step per call: the cond
-        traced.clear()
-    (many, F_many), (one, F_one) = outputs[1000], outputs[1]
-    for key in ("steps", "rejected_steps", "gradient_evaluations", "t"):
-        assert many[key] == one[key], key
-    np.testing.assert_array_equal(F_many, F_one)
 
 
 def test_next_log_step_follows_the_schedule():

@@ -150,7 +150,7 @@ class AdamDynamics(Dynamics):
         """The last check's, made at the end of an epoch."""
         return model.dynamics_state["margins_exceed_one"].value
 
-    def step(self, model: "AlphaModel", x: tf.Tensor, phase: int | None = None) -> Step:
+    def step(self, model: "AlphaModel", x: tf.Tensor) -> Step:
         """One Adam step on the next mini-batch of the training set, then, at the end of an
         epoch, the convergence check. `x` is this replica's shard of the training set
         (`AlphaModel.start`); each replica takes the gradient of the batch's points it

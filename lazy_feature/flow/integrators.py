@@ -67,8 +67,7 @@ def as_written():
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
-def advance(integrator, problem, state, dt, memory, hold=False, store_memory=None, land=0.0,
-            phase=None):
+def advance(integrator, problem, state, dt, memory, hold=False, store_memory=None, land=0.0):
     """A trial step of `integrator` from the accepted `state`, kept when the integrator accepts
     it and the flow is not on `hold` (a bool tensor: a flow that stands still), else `state`
     restored exactly; the next dt follows the verdict. The integrator's new memory is
@@ -86,8 +85,7 @@ def advance(integrator, problem, state, dt, memory, hold=False, store_memory=Non
     land > 0: a trial that meets the stopping criterion (every margin > 1) but ends more than
     `land` past it is rejected, and the next dt is the one that lands on it (`landing`).
     """
-    trial = (integrator.trial(problem, state, dt, memory) if phase is None else
-             integrator.trial(problem, state, dt, memory, phase=phase))
+    trial = integrator.trial(problem, state, dt, memory)
     accepted = tf.logical_and(trial.accepted, tf.logical_not(hold))
     if store_memory is not None:
         store_memory(trial.memory)

@@ -42,9 +42,8 @@ class Dynamics:
       across_replicas: whether, under a strategy with several replicas, its `step` runs in
         the cross-replica context (running its evaluations on the replicas itself, x the
         replicas' shards) instead of on each replica.
-    and implement `variables`, `start`, `step` and `converged` (and `phase` if its step
-    switches methods), and `get_config` (the model saves its dynamics with it; `from_config`
-    is the constructor on that dict).
+    and implement `variables`, `start`, `step` and `converged`, and `get_config` (the model
+    saves its dynamics with it; `from_config` is the constructor on that dict).
     """
     dt0 = 1.0
     tracks_outputs = True
@@ -65,18 +64,10 @@ class Dynamics:
         f(w0) and y the model has cached; called once per run, before the first step."""
         raise NotImplementedError
 
-    def step(self, model: "AlphaModel", x: "tf.Tensor", phase: int | None = None) -> Step:
+    def step(self, model: "AlphaModel", x: "tf.Tensor") -> Step:
         """One step from the model's current state on this replica's training inputs x;
-        returns a `Step`. A converged model (`converged`) stands still. `phase`: the one its
-        state is in (`phase`), where the caller traces a graph per phase; None: either."""
+        returns a `Step`. A converged model (`converged`) stands still."""
         raise NotImplementedError
-
-    def phase(self, model: "AlphaModel") -> "tf.Tensor | None":
-        """Which of its methods steps next, an int tensor read from its state, for a dynamics
-        whose step switches methods; the model then traces its steps once per phase, each
-        graph holding that method alone (a method is traced only once a run reaches it). None
-        (the default): one phase."""
-        return None
 
     def converged(self, model: "AlphaModel") -> "tf.Tensor":
         """Whether the run met its stopping criterion (every training margin > 1), a bool

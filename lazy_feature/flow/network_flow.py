@@ -212,17 +212,11 @@ class GradientFlowDynamics(Dynamics):
         """The flow problem on this replica's training inputs x."""
         return NetworkFlow(model, x)
 
-    def phase(self, model: "AlphaModel") -> tf.Tensor | None:
-        """A switching integrator's phase (`StiffnessSwitching.phase`), from its memory."""
-        if not hasattr(self.integrator, "phase"):
-            return None
-        return self.integrator.phase(model.dynamics_state["integrator_memory"])
-
-    def step(self, model: "AlphaModel", x: tf.Tensor, phase: int | None = None) -> Step:
-        """One trial step of the integrator from the accepted state, in `phase` if given
-        (`phase`); w, ∇L, f(w) on the training set and the integrator's memory are kept or
-        restored exactly. Under several replicas it runs in the cross-replica context, x the
-        replicas' shards (`NetworkFlow`)."""
+    def step(self, model: "AlphaModel", x: tf.Tensor) -> Step:
+        """One trial step of the integrator from the accepted state; w, ∇L, f(w) on the
+        training set and the integrator's memory are kept or restored exactly. Under several
+        replicas it runs in the cross-replica context, x the replicas' shards
+        (`NetworkFlow`)."""
         state_variables = model.dynamics_state
         t, t_end = model.t, model.t_end
         problem = self.problem(model, x)
@@ -245,7 +239,7 @@ class GradientFlowDynamics(Dynamics):
                 m.assign(value)
 
         step = advance(self.integrator, problem, state, dt, memory, hold=done,
-                       store_memory=store_memory, land=self.flow.landing_tol, phase=phase)
+                       store_memory=store_memory, land=self.flow.landing_tol)
         for w, value in zip(point, step.state.point):
             w.assign(value)
         for g_var, g in zip(stored_grad, step.state.grad):

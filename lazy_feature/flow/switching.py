@@ -29,8 +29,7 @@ class StiffnessSwitching:
 
     Its memory is (1 once stiff, accepted pair steps since the last estimate, the pair's
     memory, RKC's, and the other stiff method's if there is one), zero at the start, so a
-    resumed run goes on with the method it stopped with. Its first entry is its `phase`: the
-    network's flow traces a graph per phase, the stiff method's once a run reaches it.
+    resumed run goes on with the method it stopped with.
     """
     STIFF_RATIO = 0.9
     DEFLATED_STIFF_RATIO = 0.5
@@ -54,27 +53,17 @@ class StiffnessSwitching:
         return (tf.zeros((), tf.int64), tf.zeros((), tf.int64), self.pair.initial_memory(point),
                 self.rkc.initial_memory(point)) + own
 
-    @staticmethod
-    def phase(memory):
-        """1 once the stiff method steps, else 0: the first entry of its memory (as a nest,
-        or flattened as the network's flow holds it in variables)."""
-        return tf.nest.flatten(memory)[0]
-
     @tf.autograph.experimental.do_not_convert  # graph control flow is explicit (tf.cond)
-    def trial(self, problem, state, dt, memory, phase=None):
+    def trial(self, problem, state, dt, memory):
         """The pair's trial step, or RKC's once the flow is stiff, with the measures both
-        share (`LocalErrorControl`) and `max_dt` (infinite for the pair). `phase`: 0 or 1
-        where the caller traces a graph per phase (`phase`), which then holds that phase's
-        method alone; None: a tf.cond on the memory picks it."""
+        share (`LocalErrorControl`) and `max_dt` (infinite for the pair)."""
         stiff, since_check, pair_memory, rkc_memory, *own = memory
         own = tuple(own)
-        if phase == 1 and self.stiff is not None:  # no more power iterations
-            evaluations = tf.zeros((), tf.int64)
-        else:  # one power iteration serves both: the pair's check, RKC's re-estimate
-            reestimate = rkc_memory[2] <= 0 if self.stiff is None else tf.constant(False)
-            due = tf.where(stiff > 0, reestimate, since_check >= self.CHECK_EVERY)
-            rkc_memory, evaluations = self.rkc.estimate(problem, state, rkc_memory, due)
-            since_check = tf.where(due, tf.zeros_like(since_check), since_check)
+        # One power iteration serves both: the pair's check, RKC's re-estimate.
+        reestimate = rkc_memory[2] <= 0 if self.stiff is None else tf.constant(False)
+        due = tf.where(stiff > 0, reestimate, since_check >= self.CHECK_EVERY)
+        rkc_memory, evaluations = self.rkc.estimate(problem, state, rkc_memory, due)
+        since_check = tf.where(due, tf.zeros_like(since_check), since_check)
 
         def by_pair():
             trial = self.pair.trial(problem, state, dt, pair_memory)
@@ -96,11 +85,7 @@ class StiffnessSwitching:
             return self._shared(trial, (stiff, since_check, pair_memory, rkc_memory,
                                         trial.memory), tf.constant(np.inf, tf.float64))
 
-        by_stiff_method = by_rkc if self.stiff is None else by_stiff
-        if phase is None:
-            trial = tf.cond(stiff > 0, by_stiff_method, by_pair)
-        else:  # read now, as tf.cond's outputs are: the measures hold the memory it started from
-            trial = tf.nest.map_structure(tf.identity, (by_stiff_method if phase else by_pair)())
+        trial = tf.cond(stiff > 0, by_rkc if self.stiff is None else by_stiff, by_pair)
         return trial._replace(evaluations=trial.evaluations + evaluations)
 
     @staticmethod

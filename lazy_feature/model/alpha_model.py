@@ -149,9 +149,8 @@ class AlphaModel(keras.Model):
         `Dynamics.across_replicas`). With K > 1 it makes up to K trial steps in one tf.while_loop
         on the training set that `start` placed on the devices (no transfer from the host),
         and returns after the first step at which the flow converged, its loss is not
-        finite, a limit of `pause_at` is met or the dynamics' phase changed (traced once per
-        phase, `Dynamics.phase`); its logs are the last step's. The steps are the same
-        either way. A model not started yet starts on the first batch of
+        finite, or a limit of `pause_at` is met; its logs are the last step's. The steps
+        are the same either way. A model not started yet starts on the first batch of
         `fit`'s dataset (on one replica; call `start` first under a strategy).
         """
         if self.train_function is not None and not force:
@@ -193,15 +192,14 @@ class AlphaModel(keras.Model):
         """A function of the `pause_at` limits that makes the trial steps of one call."""
         strategy = self.distribute_strategy
 
-        def one_step(data, phase):
+        def one_step(data):
             if self._across_replicas():  # `train_step` on the shards `start` placed
-                return self._advance_clock(self.dynamics.step(self, data[0], phase))
-            return first_replica(strategy, strategy.run(lambda d: self.train_step(d, phase),
-                                                        args=(data,)))
+                return self._advance_clock(self.dynamics.step(self, data[0]))
+            return first_replica(strategy, strategy.run(self.train_step, args=(data,)))
 
         return stepping.in_graph_calls(one_step, lambda: self._training_set,
                                        self.steps_per_execution, self.jit_compile,
-                                       self.run_eagerly, lambda: self.dynamics.phase(self))
+                                       self.run_eagerly)
 
     # -- construction ------------------------------------------------------------------
 
@@ -281,9 +279,10 @@ class AlphaModel(keras.Model):
             self.build_dynamics_state(config["n_train"])
 
     def load_own_variables(self, store: Mapping[str, Any]) -> None:
-        """Keras' loading of its own variables; a weights file from before the integrator
-        choice (no `gradient_evaluations`, `t_end`) loads too: its run was the paper's Euler
-        scheme (one evaluation at w0 and one per trial step) with no set end (t_end = ∞)."""
+        """Keras' loading of the model's own variables; a weights file written before the
+        integrator choice, which lacks `gradient_evaluations` and `t_end`, loads too: its run
+        was the paper's Euler scheme, so its evaluations were one at w0 and one per trial
+        step, and it had no set end time (t_end = ∞)."""
         own = self._trainable_variables + self._non_trainable_variables
         added = (self.evaluations, self.t_end) if self.dynamics is not None else ()
         if not added or len(store.keys()) != len(own) - len(added):
@@ -376,8 +375,9 @@ class AlphaModel(keras.Model):
         flow there: cache f(w0), f(w) and y and ∇L at the current w on every replica.
 
         A flow that has started already (restored from a checkpoint) keeps its state: only
-        the training set is placed. `fit` trains on this set (starting on its dataset's first
-        batch, on one replica, if none); call it before `fit` to see t = 0 (`train_state`).
+        the training set is placed. `fit` trains on this set (it calls `start` on its
+        dataset's first batch when the model has none, on one replica). Call it before
+        `fit` to see the state at t = 0 (`train_state`).
         """
         strategy = self.distribute_strategy
         if not self.built:
@@ -395,7 +395,8 @@ class AlphaModel(keras.Model):
                         autograph=False)(self._training_set)
 
     def _start_replica(self, x, y):
-        """`start` on this replica's shard: f(w0) and y cached, then the dynamics' `start`."""
+        """`start` on this replica's shard: f(w0) and y cached, then the dynamics'
+        `start`."""
         self.cache.y_train.assign(y)
         self.cache.f0_train.assign(self.initial_network(x))
         self.dynamics.start(self, x, y)
@@ -412,15 +413,14 @@ class AlphaModel(keras.Model):
         under several replicas)."""
         return self.dynamics.across_replicas and self.distribute_strategy.num_replicas_in_sync > 1
 
-    def train_step(self, data: tuple[tf.Tensor, tf.Tensor], phase: int | None = None
-                   ) -> dict[str, tf.Tensor]:
-        """One step of the dynamics (`Dynamics.step`, in `phase` if given) on this replica's
-        shard of the training set (`start` must have run), then the clock advanced by what it
-        reports: t, dt, the accepted and trial steps, the gradient evaluations. Its logs are
-        the state (`train_state`), whether the step was accepted, and the dynamics' own."""
+    def train_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """One step of the dynamics (`Dynamics.step`) on this replica's shard of the training
+        set (`start` must have run), then the clock advanced by what it reports: t and dt,
+        the accepted steps, the trial steps and the gradient evaluations. Its logs are the
+        state (`train_state`), whether the step was accepted, and the dynamics' own."""
         x, _ = data
         self._check_shard(x.shape[0])
-        return self._advance_clock(self.dynamics.step(self, tf.cast(x, self.dtype), phase))
+        return self._advance_clock(self.dynamics.step(self, tf.cast(x, self.dtype)))
 
     def _advance_clock(self, step):
         """The clock advanced by what a `Step` reports; the logs of `train_step`."""
